@@ -1,0 +1,63 @@
+// Every limit of ringmux, in one place, each with the reason for its value.
+//
+// Units go last in the name. Relations between limits are checked at compile time at the
+// bottom of this file. Pure constants: usable from any thread and from every layer.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace ringmux::limits {
+
+// ---- engine: the io_uring loop -------------------------------------------------------
+
+// Submission queue entries per loop. A loop iteration rarely prepares more than a few
+// dozen SQEs; 1024 lets a burst of 1000 connections be armed without an extra submit.
+inline constexpr uint32_t loop_sq_entries = 1024;
+
+// Completion queue entries per loop (IORING_SETUP_CQSIZE). Multishot operations post
+// many CQEs per SQE, so the CQ is sized well above the SQ to keep overflow rare; overflow
+// is still detected and drained (the kernel holds the excess with IORING_FEAT_NODROP).
+inline constexpr uint32_t loop_cq_entries = 16384;
+
+// Completions handled per loop iteration before timers and posted work get a turn: the
+// event loop's budget, so one busy socket cannot starve the rest.
+inline constexpr uint32_t loop_cqes_per_iteration_max = 4096;
+
+// Expired timers run per iteration.
+inline constexpr uint32_t loop_timers_per_iteration_max = 1024;
+
+// Size of one receive buffer in the loop's provided-buffer ring. 32 KiB holds a whole
+// 64 KiB-message chunk pair in two CQEs and keeps a ring of 256 at 8 MiB per loop.
+inline constexpr uint32_t recv_buffer_bytes = 32 * 1024;
+
+// Buffers in the loop's provided-buffer ring: a power of two (kernel requirement), at most
+// 32768 (kernel limit). 256 x 32 KiB = 8 MiB per loop, allocated once at loop start.
+inline constexpr uint32_t recv_buffer_count = 256;
+
+// listen(2) backlog: large enough that 1000 simultaneous connects are not dropped.
+inline constexpr int listen_backlog = 4096;
+
+// Default timeout of Socket::connect when the caller gives none.
+inline constexpr uint32_t connect_timeout_ms_default = 5000;
+
+// ---- wire: the frame format (normative values in wire/SPEC.md) -----------------------
+
+// Fixed frame header size. See wire/SPEC.md section "Frame header".
+inline constexpr uint32_t frame_header_bytes = 24;
+
+// Largest payload of one frame. Bounds what the decoder buffers for a frame split across
+// reads (it never allocates more, whatever length a peer claims) and, with chunking in
+// mux/, how long a small frame can wait behind a large one. 1 MiB minus the header keeps a
+// whole frame at or below 1 MiB.
+inline constexpr uint32_t frame_payload_bytes_max = 1024 * 1024 - frame_header_bytes;
+
+// ---- compile-time relations ----------------------------------------------------------
+
+static_assert((recv_buffer_count & (recv_buffer_count - 1)) == 0, "buffer ring size must be a power of two");
+static_assert(recv_buffer_count <= 32768, "kernel limit for a provided-buffer ring");
+static_assert(recv_buffer_bytes >= frame_header_bytes, "a receive buffer holds at least one header");
+static_assert(loop_cq_entries >= 2 * loop_sq_entries, "multishot operations need CQ headroom");
+static_assert((loop_sq_entries & (loop_sq_entries - 1)) == 0, "io_uring rounds SQ size to a power of two");
+
+}  // namespace ringmux::limits

@@ -1,0 +1,267 @@
+#include "engine/loop.h"
+
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "engine/assert.h"
+
+namespace ringmux::engine {
+
+namespace {
+
+// Buffer group of the loop's receive ring. One ring per loop, so one group.
+constexpr uint16_t recv_buffer_group = 0;
+
+// Tries the set-ups from the fastest to the most portable. DEFER_TASKRUN runs completion
+// work only when this thread enters the ring (no IPIs, no surprise preemption of the
+// loop); it needs SINGLE_ISSUER. COOP_TASKRUN is the next best on older kernels.
+int setup_ring(io_uring& ring, const LoopOptions& options, uint32_t& flags_out) {
+  const uint32_t base = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL;
+  uint32_t candidates[4];
+  uint32_t count = 0;
+  if (options.try_single_issuer && options.try_defer_taskrun) {
+    candidates[count++] = base | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+  }
+  if (options.try_single_issuer) {
+    candidates[count++] = base | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN;
+  }
+  candidates[count++] = base | IORING_SETUP_COOP_TASKRUN;
+  candidates[count++] = base;
+  int rc = -EINVAL;
+  for (uint32_t i = 0; i < count; i++) {
+    io_uring_params params{};
+    params.flags = candidates[i];
+    params.cq_entries = options.cq_entries;
+    rc = io_uring_queue_init_params(options.sq_entries, &ring, &params);
+    if (rc == 0) {
+      flags_out = candidates[i];
+      return 0;
+    }
+    if (rc != -EINVAL) return rc;  // not a missing flag: no point trying the others
+  }
+  return rc;
+}
+
+}  // namespace
+
+uint64_t Loop::clock_ns() noexcept {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+Result<std::unique_ptr<Loop>, IoError> Loop::create(const LoopOptions& options) {
+  std::unique_ptr<Loop> loop(new Loop());
+  const int rc = setup_ring(loop->ring_, options, loop->setup_flags_);
+  if (rc < 0) {
+    return Err{rc == -ENOSYS || rc == -EINVAL ? IoError::not_supported : io_error_from_errno(-rc)};
+  }
+  loop->ring_ready_ = true;
+  // A registered ring fd saves the fdget/fdput of every io_uring_enter. Optional: older
+  // kernels lack it and the ring works the same without.
+  (void)io_uring_register_ring_fd(&loop->ring_);
+
+  auto buffers = BufferRing::create(loop->ring_, recv_buffer_group, options.recv_buffer_count,
+                                    options.recv_buffer_bytes);
+  if (!buffers) return Err{buffers.error()};
+  loop->buffers_ = std::move(buffers).value();
+
+  loop->event_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (loop->event_fd_ < 0) return Err{io_error_from_errno(errno)};
+  loop->wakeup_.callback = &Loop::on_wakeup_complete;
+  loop->wakeup_.context = loop.get();
+  loop->now_ns_ = clock_ns();
+  loop->arm_wakeup();
+  return loop;
+}
+
+Loop::~Loop() {
+  if (!ring_ready_) return;
+  // Cancel our own eventfd read and wait for it: the kernel would otherwise write into
+  // event_value_ after this object is gone. Every other operation belongs to an owner
+  // that must have torn itself down first.
+  stop_requested_ = true;
+  if (wakeup_.submitted) {
+    io_uring_sqe* sqe = sqe_unowned();
+    io_uring_prep_cancel(sqe, &wakeup_, 0);
+    for (int i = 0; i < 1000 && wakeup_.submitted; i++) run_once(true, 10'000'000);
+  }
+  RM_ASSERT(!wakeup_.submitted);
+  RM_ASSERT(ops_in_flight_ == 0);
+  buffers_.reset();
+  io_uring_queue_exit(&ring_);
+  if (event_fd_ >= 0) close(event_fd_);
+}
+
+io_uring_sqe* Loop::sqe() noexcept {
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+  if (sqe == nullptr) {
+    // The SQ is full: submit what is there (no wait) and take a fresh entry.
+    stats_.extra_submits++;
+    const int rc = io_uring_submit(&ring_);
+    RM_ASSERT(rc >= 0 || rc == -EBUSY || rc == -EAGAIN);
+    sqe = io_uring_get_sqe(&ring_);
+  }
+  RM_ASSERT(sqe != nullptr);
+  return sqe;
+}
+
+void Loop::reserve_sqes(uint32_t count) noexcept {
+  RM_ASSERT(count <= ring_.sq.ring_entries);
+  if (io_uring_sq_space_left(&ring_) < count) {
+    stats_.extra_submits++;
+    const int rc = io_uring_submit(&ring_);
+    RM_ASSERT(rc >= 0 || rc == -EBUSY || rc == -EAGAIN);
+  }
+  RM_ASSERT(io_uring_sq_space_left(&ring_) >= count);
+}
+
+void Loop::prepare(io_uring_sqe* sqe, Completion& completion) noexcept {
+  RM_ASSERT(!completion.submitted);
+  RM_ASSERT(completion.callback != nullptr);
+  completion.submitted = true;
+  ops_in_flight_++;
+  io_uring_sqe_set_data(sqe, &completion);
+}
+
+io_uring_sqe* Loop::sqe_unowned() noexcept {
+  io_uring_sqe* entry = sqe();
+  io_uring_sqe_set_data64(entry, 0);
+  return entry;
+}
+
+void Loop::arm_wakeup() noexcept {
+  io_uring_sqe* entry = sqe();
+  io_uring_prep_read(entry, event_fd_, &event_value_, sizeof(event_value_), 0);
+  prepare(entry, wakeup_);
+}
+
+void Loop::on_wakeup_complete(Completion& completion, int32_t result, uint32_t) noexcept {
+  Loop& loop = owner_of<Loop>(completion);
+  loop.stats_.wakeups++;
+  // Cleared before the stack is taken: a post that lands after this store writes the
+  // eventfd again, so no task is left behind without a wake-up (see post()).
+  loop.wake_pending_.store(false, std::memory_order_seq_cst);
+  loop.run_posted_tasks();
+  if (loop.stop_from_other_thread_.load(std::memory_order_acquire)) loop.stop_requested_ = true;
+  if (result == -ECANCELED) return;  // teardown
+  RM_ASSERT(result == sizeof(uint64_t) || result == -EAGAIN || result == -EINTR);
+  loop.arm_wakeup();
+}
+
+void Loop::post(Task* task) noexcept {
+  RM_ASSERT(task != nullptr && task->run != nullptr);
+  Task* head = posted_.load(std::memory_order_relaxed);
+  do {
+    task->next = head;
+  } while (!posted_.compare_exchange_weak(head, task, std::memory_order_seq_cst, std::memory_order_relaxed));
+  if (!wake_pending_.exchange(true, std::memory_order_seq_cst)) {
+    const uint64_t one = 1;
+    // A full eventfd counter (EAGAIN) already means "wake up"; nothing else can fail here.
+    const ssize_t written = write(event_fd_, &one, sizeof(one));
+    RM_ASSERT(written == sizeof(one) || errno == EAGAIN);
+  }
+}
+
+void Loop::request_stop_from_any_thread() noexcept {
+  stop_from_other_thread_.store(true, std::memory_order_release);
+  if (!wake_pending_.exchange(true, std::memory_order_seq_cst)) {
+    const uint64_t one = 1;
+    const ssize_t written = write(event_fd_, &one, sizeof(one));
+    RM_ASSERT(written == sizeof(one) || errno == EAGAIN);
+  }
+}
+
+void Loop::run_posted_tasks() noexcept {
+  Task* stack = posted_.exchange(nullptr, std::memory_order_seq_cst);
+  // The stack is newest first; reverse it so tasks run in posting order.
+  Task* fifo = nullptr;
+  while (stack != nullptr) {
+    Task* next = stack->next;
+    stack->next = fifo;
+    fifo = stack;
+    stack = next;
+  }
+  while (fifo != nullptr) {
+    Task* next = fifo->next;
+    stats_.tasks_run++;
+    fifo->run(fifo);  // may free fifo
+    fifo = next;
+  }
+}
+
+uint32_t Loop::dispatch_completions() noexcept {
+  uint32_t count = 0;
+  while (count < limits::loop_cqes_per_iteration_max) {
+    io_uring_cqe* cqe = nullptr;
+    if (io_uring_peek_cqe(&ring_, &cqe) != 0 || cqe == nullptr) break;
+    // Copy the CQE and free its slot before the callback runs: the callback may submit,
+    // and the kernel may then post into this slot.
+    const uint64_t user_data = cqe->user_data;
+    const int32_t result = cqe->res;
+    const uint32_t flags = cqe->flags;
+    io_uring_cq_advance(&ring_, 1);
+    count++;
+    if (user_data == 0) continue;  // an unowned operation (cancel): nothing to tell
+    auto* completion = reinterpret_cast<Completion*>(user_data);
+    RM_ASSERT(completion->submitted);
+    if ((flags & IORING_CQE_F_MORE) == 0) {
+      completion->submitted = false;
+      RM_ASSERT(ops_in_flight_ > 0);
+      ops_in_flight_--;
+    }
+    completion->callback(*completion, result, flags);
+  }
+  stats_.completions += count;
+  return count;
+}
+
+uint32_t Loop::run_once(bool wait, uint64_t timeout_ns) noexcept {
+  stats_.iterations++;
+  now_ns_ = clock_ns();
+  const uint64_t next_timer_ns = timers_.next_deadline_ns();
+  if (next_timer_ns != UINT64_MAX) {
+    const uint64_t until_timer_ns = next_timer_ns > now_ns_ ? next_timer_ns - now_ns_ : 0;
+    if (until_timer_ns < timeout_ns) timeout_ns = until_timer_ns;
+  }
+  if (timeout_ns == 0) wait = false;
+
+  stats_.enters++;
+  if (wait) {
+    io_uring_cqe* cqe = nullptr;
+    __kernel_timespec ts{};
+    __kernel_timespec* ts_ptr = nullptr;
+    if (timeout_ns != UINT64_MAX) {
+      ts.tv_sec = static_cast<int64_t>(timeout_ns / 1'000'000'000u);
+      ts.tv_nsec = static_cast<int64_t>(timeout_ns % 1'000'000'000u);
+      ts_ptr = &ts;
+    }
+    // The one io_uring_enter of the iteration: submits and waits (timeout via EXT_ARG).
+    const int rc = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, ts_ptr, nullptr);
+    RM_ASSERT(rc >= 0 || rc == -ETIME || rc == -EINTR || rc == -EBUSY || rc == -EAGAIN);
+  } else {
+    const int rc = io_uring_submit_and_get_events(&ring_);
+    RM_ASSERT(rc >= 0 || rc == -EINTR || rc == -EBUSY || rc == -EAGAIN);
+  }
+  now_ns_ = clock_ns();
+
+  const uint32_t dispatched = dispatch_completions();
+  // With IORING_FEAT_NODROP the kernel parks CQEs that did not fit and raises this flag;
+  // entering with GETEVENTS moves them into the CQ, where the next iteration finds them.
+  if (IO_URING_READ_ONCE(*ring_.sq.kflags) & IORING_SQ_CQ_OVERFLOW) {
+    stats_.cq_overflows++;
+    (void)io_uring_get_events(&ring_);
+  }
+  timers_.fire_expired(now_ns_, limits::loop_timers_per_iteration_max);
+  if (stop_from_other_thread_.load(std::memory_order_relaxed)) stop_requested_ = true;
+  return dispatched;
+}
+
+void Loop::run() noexcept {
+  while (!stop_requested_) run_once();
+}
+
+}  // namespace ringmux::engine

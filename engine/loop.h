@@ -1,0 +1,167 @@
+// Loop: one io_uring instance and everything that runs on it.
+//
+// A loop owns its ring (SINGLE_ISSUER + DEFER_TASKRUN where the kernel has them, probed
+// with a fallback), its registered ring fd, one provided-buffer ring for receives, its
+// timers and its queue of posted tasks. Each iteration makes exactly one
+// submit-and-wait call, whose timeout is the earliest timer, then dispatches completions
+// through the completion's address (the SQE's user_data).
+//
+// Threading: a loop is created on, and thereafter used only by, the thread that runs it
+// (SINGLE_ISSUER requires the creating thread to be the submitter). The exceptions are
+// post() and request_stop_from_any_thread(), which any thread may call: they push onto a
+// lock-free stack and wake the loop through an eventfd read kept armed in the ring.
+#pragma once
+
+#include <liburing.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <utility>
+
+#include "engine/buffer_ring.h"
+#include "engine/completion.h"
+#include "engine/errors.h"
+#include "engine/limits.h"
+#include "engine/result.h"
+#include "engine/timer.h"
+
+namespace ringmux::engine {
+
+struct LoopOptions {
+  uint32_t sq_entries = limits::loop_sq_entries;
+  uint32_t cq_entries = limits::loop_cq_entries;
+  uint32_t recv_buffer_count = limits::recv_buffer_count;
+  uint32_t recv_buffer_bytes = limits::recv_buffer_bytes;
+  // Tests turn these off to exercise the fallback set-ups on a kernel that has them.
+  bool try_defer_taskrun = true;
+  bool try_single_issuer = true;
+};
+
+// Counters of one loop; read on the loop thread (or after it stopped).
+struct LoopStats {
+  uint64_t iterations = 0;
+  uint64_t enters = 0;        // submit-and-wait calls (each one io_uring_enter at most)
+  uint64_t extra_submits = 0;  // submits forced by a full SQ
+  uint64_t completions = 0;
+  uint64_t cq_overflows = 0;  // iterations that found the CQ overflowed and drained it
+  uint64_t recv_no_buffers = 0;  // multishot receives ended by -ENOBUFS and re-armed
+  uint64_t tasks_run = 0;
+  uint64_t wakeups = 0;  // eventfd completions (posts from other threads)
+};
+
+// Work posted to a loop from any thread. Intrusive: the poster owns the memory until
+// `run` is called on the loop thread; `run` may free it.
+struct Task {
+  Task* next = nullptr;
+  void (*run)(Task* task) noexcept = nullptr;
+};
+
+class Loop {
+ public:
+  // Sets up the ring on the calling thread, which becomes the loop's thread. Errors:
+  // not_supported (no io_uring or no provided-buffer rings), no_memory, permission_denied.
+  static Result<std::unique_ptr<Loop>, IoError> create(const LoopOptions& options = {});
+  ~Loop();
+  Loop(const Loop&) = delete;
+  Loop& operator=(const Loop&) = delete;
+
+  // ---- loop thread ----
+
+  // A free SQE; submits the queue first when it is full (counted in extra_submits).
+  // Never returns nullptr. The caller fills it and sets its user_data with prepare().
+  io_uring_sqe* sqe() noexcept;
+  // Ties `sqe` to `completion`, which must not be submitted, and marks it submitted.
+  void prepare(io_uring_sqe* sqe, Completion& completion) noexcept;
+  // Makes sure `count` SQEs can be taken without an intermediate submit (linked SQEs must
+  // reach the kernel in one batch).
+  void reserve_sqes(uint32_t count) noexcept;
+  // An SQE whose completion is ignored (cancellations): user_data 0.
+  io_uring_sqe* sqe_unowned() noexcept;
+
+  // Runs iterations until request_stop(). Returns at once if a stop is pending.
+  void run() noexcept;
+  // Runs one iteration; waits for at least one event unless `wait` is false, and never
+  // past `timeout_ns` from now. Returns the number of CQEs dispatched.
+  uint32_t run_once(bool wait = true, uint64_t timeout_ns = UINT64_MAX) noexcept;
+  // Runs iterations until `done()` is true or `timeout_ns` has passed; returns done().
+  template <typename Predicate>
+  bool run_until(Predicate&& done, uint64_t timeout_ns) noexcept {
+    const uint64_t deadline_ns = clock_ns() + timeout_ns;
+    while (!done()) {
+      const uint64_t now = clock_ns();
+      if (now >= deadline_ns) return done();
+      run_once(true, deadline_ns - now);
+    }
+    return true;
+  }
+  void request_stop() noexcept { stop_requested_ = true; }
+  bool stop_requested() const noexcept { return stop_requested_; }
+
+  // Timers, on the loop's monotonic clock.
+  void timer_start(Timer& timer, uint64_t delay_ns) { timers_.arm(timer, now_ns_ + delay_ns); }
+  void timer_cancel(Timer& timer) noexcept { timers_.disarm(timer); }
+
+  // Monotonic time cached at the start of the iteration (cheap); clock_ns() reads the clock.
+  uint64_t now_ns() const noexcept { return now_ns_; }
+  static uint64_t clock_ns() noexcept;
+
+  BufferRing& buffers() noexcept { return *buffers_; }
+  const LoopStats& stats() const noexcept { return stats_; }
+  void note_recv_no_buffers() noexcept { stats_.recv_no_buffers++; }
+  // Operations the kernel owns right now (submitted, final CQE not yet dispatched).
+  uint32_t ops_in_flight() const noexcept { return ops_in_flight_; }
+  bool defer_taskrun() const noexcept { return (setup_flags_ & IORING_SETUP_DEFER_TASKRUN) != 0; }
+  bool single_issuer() const noexcept { return (setup_flags_ & IORING_SETUP_SINGLE_ISSUER) != 0; }
+  uint32_t setup_flags() const noexcept { return setup_flags_; }
+
+  // ---- any thread ----
+
+  // Queues `task` to run on the loop thread and wakes the loop. Lock-free.
+  void post(Task* task) noexcept;
+  // Posts a callable (allocates one small node per call; for control paths, not per message).
+  template <typename F>
+  void post_fn(F&& fn) {
+    struct FnTask : Task {
+      explicit FnTask(F&& f) : fn(std::forward<F>(f)) {}
+      std::decay_t<F> fn;
+    };
+    auto* task = new FnTask(std::forward<F>(fn));
+    task->run = [](Task* t) noexcept {
+      auto* self = static_cast<FnTask*>(t);
+      self->fn();
+      delete self;
+    };
+    post(task);
+  }
+  void request_stop_from_any_thread() noexcept;
+
+ private:
+  Loop() = default;
+  static void on_wakeup_complete(Completion& completion, int32_t result, uint32_t flags) noexcept;
+  void arm_wakeup() noexcept;
+  void run_posted_tasks() noexcept;
+  uint32_t dispatch_completions() noexcept;
+
+  io_uring ring_{};
+  bool ring_ready_ = false;
+  uint32_t setup_flags_ = 0;
+  std::unique_ptr<BufferRing> buffers_;
+  TimerHeap timers_;
+  LoopStats stats_;
+  uint64_t now_ns_ = 0;
+  uint32_t ops_in_flight_ = 0;
+  bool stop_requested_ = false;
+
+  // Cross-thread wake-up: a Treiber stack of tasks (taken whole, so no ABA) and an
+  // eventfd whose read stays armed. wake_pending_ is true from the first post after a
+  // drain until the eventfd completion is handled, so a burst of posts costs one write.
+  alignas(64) std::atomic<Task*> posted_{nullptr};
+  std::atomic<bool> wake_pending_{false};
+  std::atomic<bool> stop_from_other_thread_{false};
+  alignas(64) int event_fd_ = -1;
+  uint64_t event_value_ = 0;
+  Completion wakeup_;
+};
+
+}  // namespace ringmux::engine
