@@ -195,7 +195,11 @@ void Loop::run_posted_tasks() noexcept {
 
 uint32_t Loop::dispatch_completions() noexcept {
   uint32_t count = 0;
+  bool overflowed = false;
   while (count < limits::loop_cqes_per_iteration_max) {
+    // With IORING_FEAT_NODROP the kernel parks CQEs that did not fit and raises this flag;
+    // when the CQ is empty, io_uring_peek_cqe enters with GETEVENTS, which moves them in.
+    overflowed |= (IO_URING_READ_ONCE(*ring_.sq.kflags) & IORING_SQ_CQ_OVERFLOW) != 0;
     io_uring_cqe* cqe = nullptr;
     if (io_uring_peek_cqe(&ring_, &cqe) != 0 || cqe == nullptr) break;
     // Copy the CQE and free its slot before the callback runs: the callback may submit,
@@ -215,6 +219,7 @@ uint32_t Loop::dispatch_completions() noexcept {
     }
     completion->callback(*completion, result, flags);
   }
+  if (overflowed) stats_.cq_overflows++;
   stats_.completions += count;
   return count;
 }
@@ -249,12 +254,6 @@ uint32_t Loop::run_once(bool wait, uint64_t timeout_ns) noexcept {
   now_ns_ = clock_ns();
 
   const uint32_t dispatched = dispatch_completions();
-  // With IORING_FEAT_NODROP the kernel parks CQEs that did not fit and raises this flag;
-  // entering with GETEVENTS moves them into the CQ, where the next iteration finds them.
-  if (IO_URING_READ_ONCE(*ring_.sq.kflags) & IORING_SQ_CQ_OVERFLOW) {
-    stats_.cq_overflows++;
-    (void)io_uring_get_events(&ring_);
-  }
   timers_.fire_expired(now_ns_, limits::loop_timers_per_iteration_max);
   if (stop_from_other_thread_.load(std::memory_order_relaxed)) stop_requested_ = true;
   return dispatched;

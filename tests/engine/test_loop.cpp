@@ -1,0 +1,198 @@
+// Loop: ring set-up and its fallbacks, completion dispatch, CQ overflow, timers, and
+// cross-thread posting.
+#include "engine/loop.h"
+
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include "engine/engine.h"
+#include "tests/support.h"
+
+using namespace ringmux;
+using namespace ringmux::engine;
+
+namespace {
+
+struct Counted {
+  Completion completion;
+  int calls = 0;
+  int32_t result = 0;
+};
+
+void count_completion(Completion& completion, int32_t result, uint32_t) noexcept {
+  auto& counted = owner_of<Counted>(completion);
+  counted.calls++;
+  counted.result = result;
+}
+
+void submit_nop(Loop& loop, Counted& counted) {
+  counted.completion.callback = &count_completion;
+  counted.completion.context = &counted;
+  io_uring_sqe* sqe = loop.sqe();
+  io_uring_prep_nop(sqe);
+  loop.prepare(sqe, counted.completion);
+}
+
+}  // namespace
+
+// Proves the fastest set-up is used where the kernel has it, and that the loop's only
+// operation at rest is its eventfd read.
+TEST_CASE("loop: sets up SINGLE_ISSUER + DEFER_TASKRUN and dispatches by completion address") {
+  auto loop = test::make_test_loop();
+  if (!loop) return;
+  CHECK(loop->single_issuer());
+  CHECK(loop->defer_taskrun());
+  CHECK(loop->ops_in_flight() == 1);  // the armed eventfd read
+
+  Counted a, b;
+  submit_nop(*loop, a);
+  submit_nop(*loop, b);
+  CHECK(loop->ops_in_flight() == 3);
+  CHECK(loop->run_until([&] { return a.calls == 1 && b.calls == 1; }, 1'000'000'000));
+  CHECK(a.result == 0);
+  CHECK(!a.completion.submitted);
+  CHECK(loop->ops_in_flight() == 1);
+}
+
+// Proves the fallback set-ups work: a kernel without DEFER_TASKRUN (or SINGLE_ISSUER)
+// still gets a working loop.
+TEST_CASE("loop: falls back to COOP_TASKRUN and to a plain ring") {
+  for (const bool single_issuer : {true, false}) {
+    LoopOptions options;
+    options.try_defer_taskrun = false;
+    options.try_single_issuer = single_issuer;
+    auto loop = test::make_test_loop(options);
+    if (!loop) return;
+    CHECK(!loop->defer_taskrun());
+    CHECK(loop->single_issuer() == single_issuer);
+    CHECK((loop->setup_flags() & IORING_SETUP_COOP_TASKRUN) != 0);
+    Counted nop;
+    submit_nop(*loop, nop);
+    CHECK(loop->run_until([&] { return nop.calls == 1; }, 1'000'000'000));
+  }
+}
+
+// Proves a CQ overflow is detected and drained with no completion lost: 4000 NOPs are
+// pushed through a 16-entry SQ into a 32-entry CQ without reaping in between.
+TEST_CASE("loop: CQ overflow is detected and every completion still arrives") {
+  LoopOptions options;
+  options.sq_entries = 16;
+  options.cq_entries = 32;
+  auto loop = test::make_test_loop(options);
+  if (!loop) return;
+  std::vector<Counted> nops(4000);
+  for (auto& nop : nops) submit_nop(*loop, nop);
+  CHECK(loop->stats().extra_submits > 0);
+  CHECK(loop->run_until([&] { return loop->ops_in_flight() == 1; }, 5'000'000'000));
+  int total = 0;
+  for (const auto& nop : nops) total += nop.calls;
+  CHECK(total == 4000);
+  CHECK(loop->stats().cq_overflows > 0);
+}
+
+// Proves timers fire in deadline order, that a cancelled timer never fires, and that a
+// callback may re-arm its own timer.
+TEST_CASE("loop: timers fire in deadline order, cancel, and re-arm") {
+  auto loop = test::make_test_loop();
+  if (!loop) return;
+  struct Probe {
+    std::vector<int>* order;
+    int id;
+    int rearms_left;
+    Loop* loop;
+  };
+  std::vector<int> order;
+  auto fire = [](Timer& timer) noexcept {
+    auto& probe = *static_cast<Probe*>(timer.context());
+    probe.order->push_back(probe.id);
+    if (probe.rearms_left-- > 0) probe.loop->timer_start(timer, 1'000'000);
+  };
+  Probe p1{&order, 1, 0, loop.get()}, p2{&order, 2, 1, loop.get()}, p3{&order, 3, 0, loop.get()};
+  Timer t1(fire, &p1), t2(fire, &p2), t3(fire, &p3);
+  loop->timer_start(t3, 30'000'000);
+  loop->timer_start(t1, 10'000'000);
+  loop->timer_start(t2, 20'000'000);
+  Probe p4{&order, 4, 0, loop.get()};
+  Timer t4(fire, &p4);
+  loop->timer_start(t4, 15'000'000);
+  loop->timer_cancel(t4);
+  const uint64_t start = Loop::clock_ns();
+  CHECK(loop->run_until([&] { return order.size() == 4; }, 2'000'000'000));
+  CHECK(Loop::clock_ns() - start >= 30'000'000);
+  CHECK(order == std::vector<int>{1, 2, 2, 3});
+  CHECK(!t4.armed());
+}
+
+// Proves posting is safe from many threads at once: every task runs exactly once, on the
+// loop thread, and tasks of one poster run in the order it posted them.
+TEST_CASE("loop: tasks posted from 4 threads all run on the loop thread, in order per thread") {
+  auto loop = test::make_test_loop();
+  if (!loop) return;
+  constexpr int threads_count = 4;
+  constexpr int tasks_per_thread = 10000;
+  std::vector<int> last_seen(threads_count, -1);
+  std::atomic<int> ran{0};
+  bool order_ok = true;
+  bool thread_ok = true;
+  const auto loop_thread = std::this_thread::get_id();
+  std::vector<std::thread> posters;
+  for (int t = 0; t < threads_count; t++) {
+    posters.emplace_back([&, t] {
+      for (int i = 0; i < tasks_per_thread; i++) {
+        loop->post_fn([&, t, i] {
+          if (last_seen[t] != i - 1) order_ok = false;
+          if (std::this_thread::get_id() != loop_thread) thread_ok = false;
+          last_seen[t] = i;
+          ran.fetch_add(1, std::memory_order_relaxed);
+        });
+      }
+    });
+  }
+  CHECK(loop->run_until([&] { return ran.load() == threads_count * tasks_per_thread; }, 10'000'000'000));
+  for (auto& poster : posters) poster.join();
+  loop->run_once(false);
+  CHECK(ran.load() == threads_count * tasks_per_thread);
+  CHECK(order_ok);
+  CHECK(thread_ok);
+  CHECK(loop->stats().wakeups >= 1);
+  // One eventfd write per burst, not per task.
+  CHECK(loop->stats().wakeups < static_cast<uint64_t>(threads_count * tasks_per_thread));
+}
+
+// Proves request_stop_from_any_thread ends run() of a loop on another thread, and that an
+// Engine pins its loops and runs posted work on them.
+TEST_CASE("engine: runs pinned loops and stops them from the owning thread") {
+  EngineOptions options;
+  options.loop_count = 2;
+  options.cpus = {0, 1};
+  auto started = Engine::start(options);
+  if (!started && started.error() == IoError::not_supported) {
+    MESSAGE("skipped: this kernel has no usable io_uring");
+    return;
+  }
+  REQUIRE(started.ok());
+  auto engine = std::move(started).value();
+  std::atomic<int> cpu_seen[2] = {-1, -1};
+  for (uint32_t i = 0; i < 2; i++) {
+    engine->post(i, [&cpu_seen, i] { cpu_seen[i].store(sched_getcpu()); });
+  }
+  for (int spin = 0; spin < 2000 && (cpu_seen[0].load() < 0 || cpu_seen[1].load() < 0); spin++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  CHECK(cpu_seen[0].load() == 0);
+  CHECK(cpu_seen[1].load() == 1);
+  engine->stop();
+  CHECK(engine->loop_count() == 0);
+}
+
+// Proves a CPU that does not exist is an error, not a silently unpinned loop.
+TEST_CASE("engine: pinning to a CPU that does not exist fails start") {
+  EngineOptions options;
+  options.cpus = {4095};
+  auto started = Engine::start(options);
+  REQUIRE(!started.ok());
+  CHECK(started.error() == IoError::address_invalid);
+}

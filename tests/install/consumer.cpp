@@ -1,0 +1,26 @@
+// A program outside the tree, built only from the installed headers and library through
+// `pkg-config --cflags --libs ringmux`: proves the installed package is usable.
+#include <ringmux/engine/loop.h>
+
+#include <cstdio>
+
+int main() {
+  auto created = ringmux::engine::Loop::create();
+  if (!created) {
+    std::printf("consumer: skipped: %s\n", ringmux::engine::describe(created.error()));
+    return 77;
+  }
+  auto loop = std::move(created).value();
+  bool fired = false;
+  ringmux::engine::Timer timer([](ringmux::engine::Timer& t) noexcept { *static_cast<bool*>(t.context()) = true; },
+                               &fired);
+  const uint64_t start = ringmux::engine::Loop::clock_ns();
+  loop->timer_start(timer, 1'000'000);
+  if (!loop->run_until([&] { return fired; }, 1'000'000'000)) {
+    std::printf("consumer: timer did not fire\n");
+    return 1;
+  }
+  std::printf("consumer: ok, a 1 ms timer fired after %llu us\n",
+              static_cast<unsigned long long>((ringmux::engine::Loop::clock_ns() - start) / 1000));
+  return 0;
+}
