@@ -20,58 +20,50 @@ Result<void, IoError> pin_current_thread(int cpu) noexcept {
   return {};
 }
 
-namespace {
-
-// Hand-off between Engine::start and a loop thread while it sets up.
-struct StartSlot {
+// Hand-off between the Engine and one loop thread. The thread creates the loop, reports
+// running or failed, runs it, and destroys it only once the Engine released it: a
+// request_stop_from_any_thread() that is still writing the eventfd must never meet a
+// destroyed loop.
+struct Engine::LoopSlot {
   std::atomic<int> state{0};  // 0 pending, 1 running, 2 failed
+  std::atomic<bool> released{false};
   IoError error = IoError::none;
   Loop* loop = nullptr;
 };
 
-}  // namespace
-
 Result<std::unique_ptr<Engine>, IoError> Engine::start(const EngineOptions& options) {
   RM_ASSERT(options.loop_count > 0);
   std::unique_ptr<Engine> engine(new Engine());
-  std::vector<StartSlot> slots(options.loop_count);
+  for (uint32_t i = 0; i < options.loop_count; i++) engine->slots_.push_back(std::make_unique<LoopSlot>());
   for (uint32_t i = 0; i < options.loop_count; i++) {
     const int cpu = i < options.cpus.size() ? options.cpus[i] : -1;
-    StartSlot* slot = &slots[i];
+    LoopSlot* slot = engine->slots_[i].get();
     engine->threads_.emplace_back([slot, cpu, loop_options = options.loop]() {
+      auto report = [slot](int state, IoError error) {
+        slot->error = error;
+        slot->state.store(state, std::memory_order_release);
+        slot->state.notify_one();
+      };
       if (cpu >= 0) {
         auto pinned = pin_current_thread(cpu);
-        if (!pinned) {
-          slot->error = pinned.error();
-          slot->state.store(2, std::memory_order_release);
-          slot->state.notify_one();
-          return;
-        }
+        if (!pinned) return report(2, pinned.error());
       }
       auto created = Loop::create(loop_options);
-      if (!created) {
-        slot->error = created.error();
-        slot->state.store(2, std::memory_order_release);
-        slot->state.notify_one();
-        return;
-      }
+      if (!created) return report(2, created.error());
       std::unique_ptr<Loop> loop = std::move(created).value();
       slot->loop = loop.get();
-      slot->state.store(1, std::memory_order_release);
-      slot->state.notify_one();
+      report(1, IoError::none);
       loop->run();
+      slot->released.wait(false, std::memory_order_acquire);
       // Posted work that raced with the stop still runs, so no poster leaks its task.
       for (int round = 0; round < 100 && loop->run_once(false) > 0; round++) {
       }
     });
   }
   IoError first_error = IoError::none;
-  for (auto& slot : slots) {
-    slot.state.wait(0, std::memory_order_acquire);
-    if (slot.state.load(std::memory_order_acquire) == 2) {
-      if (first_error == IoError::none) first_error = slot.error;
-    }
-    engine->loops_.push_back(slot.loop);
+  for (auto& slot : engine->slots_) {
+    slot->state.wait(0, std::memory_order_acquire);
+    if (slot->state.load(std::memory_order_acquire) == 2 && first_error == IoError::none) first_error = slot->error;
   }
   if (first_error != IoError::none) {
     engine->stop();
@@ -83,18 +75,20 @@ Result<std::unique_ptr<Engine>, IoError> Engine::start(const EngineOptions& opti
 Engine::~Engine() { stop(); }
 
 Loop& Engine::loop(uint32_t index) noexcept {
-  RM_ASSERT(index < loops_.size() && loops_[index] != nullptr);
-  return *loops_[index];
+  RM_ASSERT(index < slots_.size() && slots_[index]->loop != nullptr);
+  return *slots_[index]->loop;
 }
 
 void Engine::stop() noexcept {
-  for (Loop* loop : loops_) {
-    if (loop != nullptr) loop->request_stop_from_any_thread();
+  for (auto& slot : slots_) {
+    if (slot->loop != nullptr) slot->loop->request_stop_from_any_thread();
+    slot->released.store(true, std::memory_order_release);
+    slot->released.notify_one();
   }
   for (auto& thread : threads_) {
     if (thread.joinable()) thread.join();
   }
-  loops_.clear();
+  slots_.clear();
   threads_.clear();
 }
 

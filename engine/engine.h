@@ -1,8 +1,9 @@
 // Engine: N loops, each on its own thread, optionally pinned to a core.
 //
 // Each loop is created on its own thread (SINGLE_ISSUER ties a ring to the thread that
-// submits). Nothing owned by one loop is touched by another thread: work reaches a loop
-// through Loop::post. start/stop/loop() are called by the thread that owns the Engine.
+// submits) and destroyed there too. Nothing owned by one loop is touched by another
+// thread: work reaches a loop through Loop::post, which must not race with stop().
+// start/stop/loop() are called by the thread that owns the Engine.
 #pragma once
 
 #include <cstdint>
@@ -35,7 +36,7 @@ class Engine {
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
-  uint32_t loop_count() const noexcept { return static_cast<uint32_t>(loops_.size()); }
+  uint32_t loop_count() const noexcept { return static_cast<uint32_t>(slots_.size()); }
   // The loop itself may only be used from its own thread; from other threads use post.
   Loop& loop(uint32_t index) noexcept;
   template <typename F>
@@ -45,9 +46,10 @@ class Engine {
   void stop() noexcept;
 
  private:
+  struct LoopSlot;
   Engine() = default;
 
-  std::vector<Loop*> loops_;
+  std::vector<std::unique_ptr<LoopSlot>> slots_;
   std::vector<std::thread> threads_;
 };
 

@@ -21,7 +21,9 @@ with open(sys.argv[1], encoding="utf-8") as log:
         output = (entry.get("stdout") or "") + (entry.get("stderr") or "")
         match = SUMMARY.search(output)
         if match:
-            _, ok, bad, _ = (int(x) for x in match.groups())
+            total, ok, bad, _ = (int(x) for x in match.groups())
+            if total == 0:  # a filter that selects nothing proves nothing
+                failed += 1
             # Cases that returned early with a "skipped:" message count as skipped.
             skips = len(SKIP_LINE.findall(output))
             passed += max(ok - skips, 0)
