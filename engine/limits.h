@@ -27,6 +27,14 @@ inline constexpr uint32_t loop_cqes_per_iteration_max = 4096;
 // Expired timers run per iteration.
 inline constexpr uint32_t loop_timers_per_iteration_max = 1024;
 
+// Busy-poll budget of a loop before it sleeps in io_uring_enter. Waking an idle core costs
+// tens of microseconds on virtual machines (measured here: a 64 B echo round trip takes
+// ~55 us when both sides sleep, ~10 us when they poll; perf/RESULTS.md). 20 us covers a
+// loopback or LAN round trip plus the peer's handling, and bounds the price: at most
+// 20 us of CPU per wake-up, nothing while the loop has work. LoopOptions::spin_ns = 0
+// turns it off for loops that share their core.
+inline constexpr uint64_t loop_spin_ns_default = 20'000;
+
 // Size of one receive buffer in the loop's provided-buffer ring. 32 KiB holds a whole
 // 64 KiB-message chunk pair in two CQEs and keeps a ring of 256 at 8 MiB per loop.
 inline constexpr uint32_t recv_buffer_bytes = 32 * 1024;

@@ -60,6 +60,7 @@ Result<std::unique_ptr<Loop>, IoError> Loop::create(const LoopOptions& options) 
     return Err{rc == -ENOSYS || rc == -EINVAL ? IoError::not_supported : io_error_from_errno(-rc)};
   }
   loop->ring_ready_ = true;
+  loop->spin_ns_ = options.spin_ns;
   // A registered ring fd saves the fdget/fdput of every io_uring_enter. Optional: older
   // kernels lack it and the ring works the same without.
   (void)io_uring_register_ring_fd(&loop->ring_);
@@ -234,6 +235,8 @@ uint32_t Loop::run_once(bool wait, uint64_t timeout_ns) noexcept {
   }
   if (timeout_ns == 0) wait = false;
 
+  if (wait && spin_ns_ > 0 && spin_for_completions(spin_ns_ < timeout_ns ? spin_ns_ : timeout_ns)) wait = false;
+
   stats_.enters++;
   if (wait) {
     io_uring_cqe* cqe = nullptr;
@@ -257,6 +260,18 @@ uint32_t Loop::run_once(bool wait, uint64_t timeout_ns) noexcept {
   timers_.fire_expired(now_ns_, limits::loop_timers_per_iteration_max);
   if (stop_from_other_thread_.load(std::memory_order_relaxed)) stop_requested_ = true;
   return dispatched;
+}
+
+bool Loop::spin_for_completions(uint64_t budget_ns) noexcept {
+  const uint64_t until_ns = clock_ns() + budget_ns;
+  do {
+    stats_.spin_polls++;
+    // Submits what is queued and runs pending task work without waiting.
+    const int rc = io_uring_submit_and_get_events(&ring_);
+    RM_ASSERT(rc >= 0 || rc == -EINTR || rc == -EBUSY || rc == -EAGAIN);
+    if (io_uring_cq_ready(&ring_) > 0) return true;
+  } while (clock_ns() < until_ns);
+  return false;
 }
 
 void Loop::run() noexcept {

@@ -33,6 +33,10 @@ struct LoopOptions {
   uint32_t cq_entries = limits::loop_cq_entries;
   uint32_t recv_buffer_count = limits::recv_buffer_count;
   uint32_t recv_buffer_bytes = limits::recv_buffer_bytes;
+  // Busy-poll budget: before sleeping in io_uring_enter, poll for completions this long
+  // (each poll is a non-blocking enter that runs pending task work). Trades CPU for
+  // latency where waking an idle core is slow; see limits::loop_spin_ns_default. 0 = never.
+  uint64_t spin_ns = limits::loop_spin_ns_default;
   // Tests turn these off to exercise the fallback set-ups on a kernel that has them.
   bool try_defer_taskrun = true;
   bool try_single_issuer = true;
@@ -48,6 +52,7 @@ struct LoopStats {
   uint64_t recv_no_buffers = 0;  // multishot receives ended by -ENOBUFS and re-armed
   uint64_t tasks_run = 0;
   uint64_t wakeups = 0;  // eventfd completions (posts from other threads)
+  uint64_t spin_polls = 0;  // non-blocking enters made while busy-polling
 };
 
 // Work posted to a loop from any thread. Intrusive: the poster owns the memory until
@@ -142,10 +147,12 @@ class Loop {
   void arm_wakeup() noexcept;
   void run_posted_tasks() noexcept;
   uint32_t dispatch_completions() noexcept;
+  bool spin_for_completions(uint64_t budget_ns) noexcept;
 
   io_uring ring_{};
   bool ring_ready_ = false;
   uint32_t setup_flags_ = 0;
+  uint64_t spin_ns_ = 0;
   std::unique_ptr<BufferRing> buffers_;
   TimerHeap timers_;
   LoopStats stats_;

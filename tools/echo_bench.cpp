@@ -47,6 +47,7 @@ struct Options {
   uint32_t runs = 3;
   int client_cpu = 0;
   int server_cpu = 1;
+  double spin_us = static_cast<double>(limits::loop_spin_ns_default) / 1e3;
   bool json = false;
 };
 
@@ -62,8 +63,11 @@ void print_help() {
       "  --runs=N            A/B pairs per workload               (default 3)\n"
       "  --client-cpu=N      core of the client side, -1 = none   (default 0)\n"
       "  --server-cpu=N      core of the server side, -1 = none   (default 1)\n"
+      "  --spin-us=US        ringmux loops busy-poll this long before sleeping, 0 = never\n"
+      "                      (default: the engine's, engine/limits.h loop_spin_ns_default = %g)\n"
       "  --json              print JSON instead of a table\n"
-      "  -h, --help          this text\n");
+      "  -h, --help          this text\n",
+      static_cast<double>(ringmux::limits::loop_spin_ns_default) / 1e3);
 }
 
 double parse_number(const std::string& option, const std::string& value, double min, double max) {
@@ -71,8 +75,9 @@ double parse_number(const std::string& option, const std::string& value, double 
   errno = 0;
   const double number = std::strtod(value.c_str(), &end);
   if (value.empty() || *end != '\0' || errno != 0 || number < min || number > max) {
-    throw std::invalid_argument("option " + option + ": '" + value + "' is not a number in [" +
-                                std::to_string(min) + ", " + std::to_string(max) + "]");
+    char range[64];
+    std::snprintf(range, sizeof(range), "[%g, %g]", min, max);
+    throw std::invalid_argument("option " + option + ": '" + value + "' is not a number in " + range);
   }
   return number;
 }
@@ -110,6 +115,8 @@ Options parse_options(int argc, char** argv) {
       options.warmup_seconds = parse_number(key, value, 0, 3600);
     } else if (key == "--runs") {
       options.runs = static_cast<uint32_t>(parse_number(key, value, 1, 1000));
+    } else if (key == "--spin-us") {
+      options.spin_us = parse_number(key, value, 0, 1e6);
     } else if (key == "--client-cpu") {
       options.client_cpu = static_cast<int>(parse_number(key, value, -1, 4095));
     } else if (key == "--server-cpu") {
@@ -257,6 +264,7 @@ class EngineClient final : public engine::ConnectHandler, public engine::SocketH
 RunResult run_engine(const Options& options, const std::string& workload, uint32_t depth) {
   engine::EngineOptions engine_options;
   if (options.server_cpu >= 0) engine_options.cpus = {options.server_cpu};
+  engine_options.loop.spin_ns = static_cast<uint64_t>(options.spin_us * 1e3);
   auto started = engine::Engine::start(engine_options);
   if (!started) throw std::runtime_error(std::string("engine start: ") + engine::describe(started.error()));
   auto server_engine = std::move(started).value();
@@ -275,7 +283,9 @@ RunResult run_engine(const Options& options, const std::string& workload, uint32
   RunResult result;
   std::thread client([&]() {
     if (options.client_cpu >= 0) (void)engine::pin_current_thread(options.client_cpu);
-    auto created = Loop::create();
+    engine::LoopOptions loop_options;
+    loop_options.spin_ns = static_cast<uint64_t>(options.spin_us * 1e3);
+    auto created = Loop::create(loop_options);
     if (!created) throw std::runtime_error("client loop failed");
     auto loop = std::move(created).value();
     EngineClient echo(*loop, options, depth);
@@ -462,7 +472,8 @@ int main(int argc, char** argv) {
                 options.size, median(rps[0]), median(rps[1]), median(rps[0]) / median(rps[1]), median(p50[0]),
                 median(p99[0]), median(p50[1]), median(p99[1]), median(p99[0]) / median(p99[1]));
   }
-  std::printf("\nmedians of %u interleaved runs of %.1f s each (after %.1f s warm-up); client on CPU %d, server on CPU %d\n",
-              options.runs, options.seconds, options.warmup_seconds, options.client_cpu, options.server_cpu);
+  std::printf("\nmedians of %u interleaved runs of %.1f s each (after %.1f s warm-up); client on CPU %d, server on CPU %d;"
+              " ringmux loops spin %.0f us before sleeping\n",
+              options.runs, options.seconds, options.warmup_seconds, options.client_cpu, options.server_cpu, options.spin_us);
   return 0;
 }
