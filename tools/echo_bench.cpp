@@ -76,7 +76,7 @@ double parse_number(const std::string& option, const std::string& value, double 
   const double number = std::strtod(value.c_str(), &end);
   if (value.empty() || *end != '\0' || errno != 0 || number < min || number > max) {
     char range[64];
-    std::snprintf(range, sizeof(range), "[%g, %g]", min, max);
+    std::snprintf(range, sizeof(range), "[%.15g, %.15g]", min, max);
     throw std::invalid_argument("option " + option + ": '" + value + "' is not a number in " + range);
   }
   return number;
