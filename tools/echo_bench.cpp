@@ -2,7 +2,9 @@
 //
 // Runs two echo workloads over 127.0.0.1 with the ringmux engine (io_uring loops, one
 // pinned per side) and, interleaved in the same invocation, with plain blocking sockets
-// (one thread per side), and prints rate and latency percentiles side by side:
+// (one thread per side; "tcp"), and, when the engine busy-polls, with blocking sockets
+// that busy-poll the same way ("tcp-spin": recv MSG_DONTWAIT for --spin-us, then block),
+// and prints rate and latency percentiles side by side:
 //   pingpong: one connection, one request in flight, --size bytes each way;
 //   pipeline: one connection, --depth requests in flight.
 // Examples:
@@ -54,7 +56,8 @@ struct Options {
 void print_help() {
   std::printf(
       "usage: ringmux-echo [options]\n"
-      "Echo over 127.0.0.1: ringmux engine vs blocking sockets, interleaved (A B A B ...).\n\n"
+      "Echo over 127.0.0.1: ringmux engine vs blocking sockets (tcp) and, when the engine\n"
+      "busy-polls, vs blocking sockets that busy-poll as long (tcp-spin); interleaved A B C A B C.\n\n"
       "  --workload=NAME     pingpong | pipeline | both          (default both)\n"
       "  --size=BYTES        request and response size            (default 64)\n"
       "  --depth=N           requests in flight for pipeline      (default 64)\n"
@@ -340,7 +343,21 @@ int tcp_socket() {
   return fd;
 }
 
-RunResult run_blocking(const Options& options, const std::string& workload, uint32_t depth) {
+// recv(2), optionally busy-polling with MSG_DONTWAIT for `spin_ns` before blocking: the
+// baseline with the same idle strategy as the engine's loops.
+ssize_t recv_maybe_spinning(int fd, std::byte* data, std::size_t length, uint64_t spin_ns) {
+  if (spin_ns > 0) {
+    const uint64_t until_ns = Loop::clock_ns() + spin_ns;
+    do {
+      const ssize_t n = ::recv(fd, data, length, MSG_DONTWAIT);
+      if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) return n;
+    } while (Loop::clock_ns() < until_ns);
+  }
+  return ::recv(fd, data, length, 0);
+}
+
+RunResult run_blocking(const Options& options, const std::string& workload, uint32_t depth, bool spin) {
+  const uint64_t spin_ns = spin ? static_cast<uint64_t>(options.spin_us * 1e3) : 0;
   const int listen_fd = tcp_socket();
   sockaddr_in address{};
   address.sin_family = AF_INET;
@@ -359,7 +376,7 @@ RunResult run_blocking(const Options& options, const std::string& workload, uint
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     std::vector<std::byte> buffer(256 * 1024);
     for (;;) {
-      const ssize_t n = ::recv(fd, buffer.data(), buffer.size(), 0);
+      const ssize_t n = recv_maybe_spinning(fd, buffer.data(), buffer.size(), spin_ns);
       if (n <= 0) {
         if (n < 0 && errno == EINTR) continue;
         break;
@@ -383,7 +400,7 @@ RunResult run_blocking(const Options& options, const std::string& workload, uint
     for (uint32_t i = 0; i < depth; i++) window.issued(now);
     write_all(fd, request.data(), request.size());
     while (!window.finished(now)) {
-      const ssize_t n = ::recv(fd, buffer.data(), buffer.size(), 0);
+      const ssize_t n = recv_maybe_spinning(fd, buffer.data(), buffer.size(), spin_ns);
       if (n <= 0) {
         if (n < 0 && errno == EINTR) continue;
         throw std::runtime_error("baseline: server closed early");
@@ -399,7 +416,7 @@ RunResult run_blocking(const Options& options, const std::string& workload, uint
     while (::recv(fd, buffer.data(), buffer.size(), 0) > 0) {
     }
     ::close(fd);
-    result = window.result(workload, "tcp", options.seconds);
+    result = window.result(workload, spin ? "tcp-spin" : "tcp", options.seconds);
   });
   client.join();
   server.join();
@@ -430,13 +447,17 @@ int main(int argc, char** argv) {
   try {
     for (const auto& [name, depth] : workloads) {
       for (uint32_t run = 0; run < options.runs; run++) {
+        const std::size_t first = results.size();
         results.push_back(run_engine(options, name, depth));
-        results.push_back(run_blocking(options, name, depth));
+        results.push_back(run_blocking(options, name, depth, false));
+        if (options.spin_us > 0) results.push_back(run_blocking(options, name, depth, true));
         if (!options.json) {
-          const auto& a = results[results.size() - 2];
-          const auto& b = results.back();
-          std::fprintf(stderr, "run %u %-8s ringmux %9.0f rps p50 %6.1f us p99 %7.1f us | tcp %9.0f rps p50 %6.1f us p99 %7.1f us\n",
-                       run + 1, name.c_str(), a.rps, a.p50_us, a.p99_us, b.rps, b.p50_us, b.p99_us);
+          std::fprintf(stderr, "run %u %-8s", run + 1, name.c_str());
+          for (std::size_t i = first; i < results.size(); i++) {
+            const auto& r = results[i];
+            std::fprintf(stderr, " | %s %.0f rps p50 %.1f p99 %.1f us", r.engine.c_str(), r.rps, r.p50_us, r.p99_us);
+          }
+          std::fprintf(stderr, "\n");
         }
       }
     }
@@ -457,20 +478,29 @@ int main(int argc, char** argv) {
     std::printf("]}\n");
     return 0;
   }
-  std::printf("\n| workload | ringmux rps | tcp rps | rate ratio | ringmux p50/p99 us | tcp p50/p99 us | p99 ratio |\n");
-  std::printf("|---|---|---|---|---|---|---|\n");
+  const bool with_spin_baseline = options.spin_us > 0;
+  std::printf("\n| workload | ringmux rps | tcp rps | ratio |%s ringmux p50/p99 us | tcp p50/p99 us | p99 ratio |%s\n",
+              with_spin_baseline ? " tcp-spin rps | ratio |" : "", with_spin_baseline ? " tcp-spin p50/p99 us |" : "");
+  std::printf("|---|---|---|---|%s---|---|---|%s\n", with_spin_baseline ? "---|---|" : "", with_spin_baseline ? "---|" : "");
+  const char* engines[3] = {"ringmux", "tcp", "tcp-spin"};
   for (const auto& [name, depth] : workloads) {
-    std::vector<double> rps[2], p50[2], p99[2];
+    std::vector<double> rps[3], p50[3], p99[3];
     for (const auto& r : results) {
       if (r.workload != name) continue;
-      const int side = r.engine == "ringmux" ? 0 : 1;
-      rps[side].push_back(r.rps);
-      p50[side].push_back(r.p50_us);
-      p99[side].push_back(r.p99_us);
+      for (int side = 0; side < 3; side++) {
+        if (r.engine != engines[side]) continue;
+        rps[side].push_back(r.rps);
+        p50[side].push_back(r.p50_us);
+        p99[side].push_back(r.p99_us);
+      }
     }
-    std::printf("| %s (depth %u, %u B) | %.0f | %.0f | %.2fx | %.1f / %.1f | %.1f / %.1f | %.2fx |\n", name.c_str(), depth,
-                options.size, median(rps[0]), median(rps[1]), median(rps[0]) / median(rps[1]), median(p50[0]),
-                median(p99[0]), median(p50[1]), median(p99[1]), median(p99[0]) / median(p99[1]));
+    std::printf("| %s (depth %u, %u B) | %.0f | %.0f | %.2fx |", name.c_str(), depth, options.size, median(rps[0]),
+                median(rps[1]), median(rps[0]) / median(rps[1]));
+    if (with_spin_baseline) std::printf(" %.0f | %.2fx |", median(rps[2]), median(rps[0]) / median(rps[2]));
+    std::printf(" %.1f / %.1f | %.1f / %.1f | %.2fx |", median(p50[0]), median(p99[0]), median(p50[1]), median(p99[1]),
+                median(p99[0]) / median(p99[1]));
+    if (with_spin_baseline) std::printf(" %.1f / %.1f |", median(p50[2]), median(p99[2]));
+    std::printf("\n");
   }
   std::printf("\nmedians of %u interleaved runs of %.1f s each (after %.1f s warm-up); client on CPU %d, server on CPU %d;"
               " ringmux loops spin %.0f us before sleeping\n",
