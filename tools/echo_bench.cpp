@@ -139,6 +139,8 @@ struct RunResult {
   double p99_us = 0;
   double p999_us = 0;
   uint64_t samples = 0;
+  // ringmux only: io_uring_enter calls of the client loop per completed request, whole run.
+  double enters_per_request = 0;
 };
 
 // Bookkeeping shared by both clients: a FIFO of issue times (responses come back in
@@ -203,6 +205,7 @@ class EngineClient final : public engine::ConnectHandler, public engine::SocketH
   void start(const engine::Address& address) { connector_.connect(address); }
   bool done() const { return done_; }
   bool failed() const { return failed_; }
+  uint64_t completed() const { return completed_; }
   EchoWindow& window() { return window_; }
 
   void on_connect(Result<int, engine::IoError> result) noexcept override {
@@ -218,6 +221,7 @@ class EngineClient final : public engine::ConnectHandler, public engine::SocketH
   void on_recv(std::span<const std::byte> bytes) noexcept override {
     const uint64_t now = Loop::clock_ns();
     const uint32_t completed = window_.received(bytes.size(), now);
+    completed_ += completed;
     if (window_.finished(now)) {
       // The window is over: close now; requests still in flight are not measured.
       stopping_ = true;
@@ -259,6 +263,7 @@ class EngineClient final : public engine::ConnectHandler, public engine::SocketH
   std::vector<std::byte> request_;
   std::size_t size_;
   uint32_t pending_ = 0;
+  uint64_t completed_ = 0;
   bool stopping_ = false;
   bool done_ = false;
   bool failed_ = false;
@@ -300,6 +305,9 @@ RunResult run_engine(const Options& options, const std::string& workload, uint32
     }
     if (echo.failed()) std::fprintf(stderr, "engine client failed\n");
     result = echo.window().result(workload, "ringmux", options.seconds);
+    const auto& stats = loop->stats();
+    const uint64_t enters = stats.enters + stats.spin_polls + stats.extra_submits;
+    result.enters_per_request = static_cast<double>(enters) / static_cast<double>(std::max<uint64_t>(echo.completed(), 1));
   });
   client.join();
 
@@ -456,6 +464,7 @@ int main(int argc, char** argv) {
           for (std::size_t i = first; i < results.size(); i++) {
             const auto& r = results[i];
             std::fprintf(stderr, " | %s %.0f rps p50 %.1f p99 %.1f us", r.engine.c_str(), r.rps, r.p50_us, r.p99_us);
+            if (r.enters_per_request > 0) std::fprintf(stderr, " (%.2f enters/req)", r.enters_per_request);
           }
           std::fprintf(stderr, "\n");
         }
@@ -471,9 +480,9 @@ int main(int argc, char** argv) {
     for (std::size_t i = 0; i < results.size(); i++) {
       const auto& r = results[i];
       std::printf("  {\"workload\": \"%s\", \"engine\": \"%s\", \"rps\": %.0f, \"p50_us\": %.2f, \"p99_us\": %.2f, "
-                  "\"p999_us\": %.2f, \"samples\": %llu}%s\n",
+                  "\"p999_us\": %.2f, \"samples\": %llu, \"client_enters_per_request\": %.3f}%s\n",
                   r.workload.c_str(), r.engine.c_str(), r.rps, r.p50_us, r.p99_us, r.p999_us,
-                  static_cast<unsigned long long>(r.samples), i + 1 < results.size() ? "," : "");
+                  static_cast<unsigned long long>(r.samples), r.enters_per_request, i + 1 < results.size() ? "," : "");
     }
     std::printf("]}\n");
     return 0;
