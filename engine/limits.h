@@ -60,11 +60,20 @@ inline constexpr uint32_t frame_header_bytes = 24;
 // whole frame at or below 1 MiB.
 inline constexpr uint32_t frame_payload_bytes_max = 1024 * 1024 - frame_header_bytes;
 
+// Longest text of an ERROR message or a GOAWAY debug note. Text is for people reading
+// logs; 1 KiB says what happened without letting a peer make us log megabytes.
+inline constexpr uint32_t frame_text_bytes_max = 1024;
+
+// Oldest and newest protocol version this build speaks (wire/SPEC.md, "Versions").
+inline constexpr uint16_t protocol_version_min = 1;
+inline constexpr uint16_t protocol_version_max = 1;
+
 // ---- compile-time relations ----------------------------------------------------------
 
 static_assert((recv_buffer_count & (recv_buffer_count - 1)) == 0, "buffer ring size must be a power of two");
 static_assert(recv_buffer_count <= 32768, "kernel limit for a provided-buffer ring");
 static_assert(recv_buffer_bytes >= frame_header_bytes, "a receive buffer holds at least one header");
+static_assert(frame_text_bytes_max + 8 <= frame_payload_bytes_max, "an ERROR or GOAWAY frame fits in one frame");
 static_assert(loop_cq_entries >= 2 * loop_sq_entries, "multishot operations need CQ headroom");
 static_assert((loop_sq_entries & (loop_sq_entries - 1)) == 0, "io_uring rounds SQ size to a power of two");
 

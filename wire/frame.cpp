@@ -1,0 +1,99 @@
+#include "wire/frame.h"
+
+#include "wire/errors.h"
+
+namespace ringmux::wire {
+
+const char* describe(WireError e) noexcept {
+  switch (e) {
+    case WireError::none: return "no error";
+    case WireError::bad_header_checksum: return "frame header checksum mismatch";
+    case WireError::bad_payload_checksum: return "frame payload checksum mismatch";
+    case WireError::payload_too_large: return "frame payload longer than the limit";
+    case WireError::unknown_kind: return "unknown frame kind (not ignorable)";
+    case WireError::bad_flags: return "flag not defined for this frame kind";
+    case WireError::reserved_nonzero: return "reserved header field is not zero";
+    case WireError::stream_id_required: return "stream frame on stream 0";
+    case WireError::stream_id_forbidden: return "connection frame on a stream";
+    case WireError::payload_truncated: return "frame payload shorter than its fixed fields";
+    case WireError::trailing_bytes: return "frame payload longer than its kind allows";
+    case WireError::bad_value: return "frame field has a value the protocol forbids";
+    case WireError::bad_magic: return "handshake without the RMUX magic";
+    case WireError::version_unsupported: return "no protocol version in common";
+  }
+  return "unknown wire error";
+}
+
+const char* describe(StatusCode code) noexcept {
+  switch (code) {
+    case StatusCode::ok: return "ok";
+    case StatusCode::cancelled: return "cancelled";
+    case StatusCode::deadline_exceeded: return "deadline exceeded";
+    case StatusCode::refused_stream: return "stream refused (retryable)";
+    case StatusCode::unknown_handler: return "unknown handler";
+    case StatusCode::handler_error: return "handler error";
+    case StatusCode::flow_control_error: return "flow-control violation";
+    case StatusCode::protocol_error: return "protocol error";
+    case StatusCode::internal_error: return "internal error";
+    case StatusCode::session_lost: return "session lost";
+    case StatusCode::stream_stopped: return "stream stopped by the reader";
+    case StatusCode::going_away: return "going away";
+    case StatusCode::resource_exhausted: return "resource exhausted";
+    case StatusCode::resume_position_ahead: return "resume refused: position ahead of what was sent";
+    case StatusCode::resume_position_gone: return "resume refused: position no longer held";
+    case StatusCode::resume_unknown_session: return "resume refused: unknown session";
+    case StatusCode::version_unsupported: return "no common protocol version";
+  }
+  return "unknown status";
+}
+
+StatusCode status_from_wire(uint32_t value) noexcept {
+  if (value <= static_cast<uint32_t>(StatusCode::version_unsupported)) return static_cast<StatusCode>(value);
+  return StatusCode::internal_error;
+}
+
+bool is_known_kind(uint8_t kind) noexcept {
+  return kind >= static_cast<uint8_t>(FrameKind::hello) && kind <= static_cast<uint8_t>(FrameKind::error);
+}
+
+bool in_position_space(FrameKind kind) noexcept {
+  switch (kind) {
+    case FrameKind::open:
+    case FrameKind::data:
+    case FrameKind::end:
+    case FrameKind::reset:
+    case FrameKind::stop:
+    case FrameKind::credit:
+    case FrameKind::goaway:
+    case FrameKind::error:
+      return true;
+    case FrameKind::hello:
+    case FrameKind::hello_ack:
+    case FrameKind::ping:
+    case FrameKind::pong:
+    case FrameKind::ack:
+      return false;
+  }
+  return false;
+}
+
+const char* describe(FrameKind kind) noexcept {
+  switch (kind) {
+    case FrameKind::hello: return "HELLO";
+    case FrameKind::hello_ack: return "HELLO_ACK";
+    case FrameKind::open: return "OPEN";
+    case FrameKind::data: return "DATA";
+    case FrameKind::end: return "END";
+    case FrameKind::reset: return "RESET";
+    case FrameKind::stop: return "STOP";
+    case FrameKind::credit: return "CREDIT";
+    case FrameKind::ping: return "PING";
+    case FrameKind::pong: return "PONG";
+    case FrameKind::ack: return "ACK";
+    case FrameKind::goaway: return "GOAWAY";
+    case FrameKind::error: return "ERROR";
+  }
+  return "UNKNOWN";
+}
+
+}  // namespace ringmux::wire
