@@ -68,12 +68,36 @@ inline constexpr uint32_t frame_text_bytes_max = 1024;
 inline constexpr uint16_t protocol_version_min = 1;
 inline constexpr uint16_t protocol_version_max = 1;
 
+// ---- mux: flow control --------------------------------------------------------------
+
+// Credit a new stream grants its peer before the first CREDIT frame. 256 KiB covers the
+// bandwidth-delay product of a loopback or LAN path at several GB/s (10-50 us RTT) and
+// four 64 KiB messages, so a single stream is not window-bound from its first bytes.
+inline constexpr uint32_t stream_window_bytes_initial = 256 * 1024;
+
+// Largest window a stream's receive side may grow to when its consumer keeps up. Bounds
+// what one stream can make us buffer when its consumer then stops.
+inline constexpr uint32_t stream_window_bytes_max = 16 * 1024 * 1024;
+
+// Credit of the whole connection (stream id 0): what all streams together may have in
+// flight unread. Sized at several max stream windows so a few bulk streams can all run
+// at full window while the per-connection memory stays bounded.
+inline constexpr uint32_t connection_window_bytes_initial = 64 * 1024 * 1024;
+
+// Largest credit a sender may hold: a larger total is a flow-control violation (a peer
+// that overflows its window counter is broken or hostile). 2^31 - 1, as in HTTP/2.
+inline constexpr uint64_t window_bytes_limit = (uint64_t{1} << 31) - 1;
+
 // ---- compile-time relations ----------------------------------------------------------
 
 static_assert((recv_buffer_count & (recv_buffer_count - 1)) == 0, "buffer ring size must be a power of two");
 static_assert(recv_buffer_count <= 32768, "kernel limit for a provided-buffer ring");
 static_assert(recv_buffer_bytes >= frame_header_bytes, "a receive buffer holds at least one header");
 static_assert(frame_text_bytes_max + 8 <= frame_payload_bytes_max, "an ERROR or GOAWAY frame fits in one frame");
+static_assert(stream_window_bytes_initial <= stream_window_bytes_max, "a window starts below its maximum");
+static_assert(stream_window_bytes_max <= connection_window_bytes_initial, "one stream cannot outgrow the connection");
+static_assert(connection_window_bytes_initial <= window_bytes_limit, "credit counters fit the protocol limit");
+static_assert(frame_payload_bytes_max <= stream_window_bytes_initial * 4, "a max frame is a few initial windows");
 static_assert(loop_cq_entries >= 2 * loop_sq_entries, "multishot operations need CQ headroom");
 static_assert((loop_sq_entries & (loop_sq_entries - 1)) == 0, "io_uring rounds SQ size to a power of two");
 

@@ -1,0 +1,84 @@
+#include "mux/errors.h"
+
+namespace ringmux::mux {
+
+const char* describe(MuxError e) noexcept {
+  switch (e) {
+    case MuxError::none: return "no error";
+    case MuxError::stream_closed: return "stream closed for sending";
+    case MuxError::stream_reset: return "stream reset";
+    case MuxError::stream_stopped: return "peer stopped reading the stream";
+    case MuxError::cancelled: return "cancelled";
+    case MuxError::deadline_exceeded: return "deadline exceeded";
+    case MuxError::refused: return "stream refused by the peer (retryable)";
+    case MuxError::unknown_handler: return "no handler with that id on the peer";
+    case MuxError::handler_error: return "the remote handler failed";
+    case MuxError::protocol_violation: return "peer violated the stream protocol";
+    case MuxError::flow_control: return "peer sent beyond its flow-control credit";
+  }
+  return "unknown mux error";
+}
+
+Scope scope_of(MuxError e) noexcept {
+  switch (e) {
+    case MuxError::protocol_violation:
+    case MuxError::flow_control:
+      return Scope::connection;
+    case MuxError::none:
+    case MuxError::stream_closed:
+    case MuxError::stream_reset:
+    case MuxError::stream_stopped:
+    case MuxError::cancelled:
+    case MuxError::deadline_exceeded:
+    case MuxError::refused:
+    case MuxError::unknown_handler:
+    case MuxError::handler_error:
+      return Scope::stream;
+  }
+  return Scope::connection;
+}
+
+wire::StatusCode status_of(MuxError e) noexcept {
+  using wire::StatusCode;
+  switch (e) {
+    case MuxError::none: return StatusCode::ok;
+    case MuxError::stream_closed: return StatusCode::protocol_error;
+    case MuxError::stream_reset: return StatusCode::internal_error;
+    case MuxError::stream_stopped: return StatusCode::stream_stopped;
+    case MuxError::cancelled: return StatusCode::cancelled;
+    case MuxError::deadline_exceeded: return StatusCode::deadline_exceeded;
+    case MuxError::refused: return StatusCode::refused_stream;
+    case MuxError::unknown_handler: return StatusCode::unknown_handler;
+    case MuxError::handler_error: return StatusCode::handler_error;
+    case MuxError::protocol_violation: return StatusCode::protocol_error;
+    case MuxError::flow_control: return StatusCode::flow_control_error;
+  }
+  return StatusCode::internal_error;
+}
+
+MuxError error_from_status(wire::StatusCode code) noexcept {
+  using wire::StatusCode;
+  switch (code) {
+    case StatusCode::cancelled: return MuxError::cancelled;
+    case StatusCode::deadline_exceeded: return MuxError::deadline_exceeded;
+    case StatusCode::refused_stream: return MuxError::refused;
+    case StatusCode::unknown_handler: return MuxError::unknown_handler;
+    case StatusCode::handler_error: return MuxError::handler_error;
+    case StatusCode::stream_stopped: return MuxError::stream_stopped;
+    case StatusCode::ok:
+    case StatusCode::flow_control_error:
+    case StatusCode::protocol_error:
+    case StatusCode::internal_error:
+    case StatusCode::session_lost:
+    case StatusCode::going_away:
+    case StatusCode::resource_exhausted:
+    case StatusCode::resume_position_ahead:
+    case StatusCode::resume_position_gone:
+    case StatusCode::resume_unknown_session:
+    case StatusCode::version_unsupported:
+      return MuxError::stream_reset;
+  }
+  return MuxError::stream_reset;
+}
+
+}  // namespace ringmux::mux
