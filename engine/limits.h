@@ -88,12 +88,41 @@ inline constexpr uint32_t connection_window_bytes_initial = 64 * 1024 * 1024;
 // that overflows its window counter is broken or hostile). 2^31 - 1, as in HTTP/2.
 inline constexpr uint64_t window_bytes_limit = (uint64_t{1} << 31) - 1;
 
+// ---- mux: sessions --------------------------------------------------------------------
+
+// Streams the peer may have open at once on one connection; an OPEN beyond it is refused
+// with RESET(refused_stream), which the caller may retry. 4096 covers "thousands of
+// concurrent streams" with per-stream state of a few hundred bytes.
+inline constexpr uint32_t streams_concurrent_max = 4096;
+
+// Largest DATA frame the writer produces. A small frame of another stream waits behind at
+// most one chunk: 64 KiB is ~20 us at loopback speed, and large enough that headers and
+// checksums stay under 0.1 % of bulk traffic.
+inline constexpr uint32_t data_chunk_bytes = 64 * 1024;
+
+// Bytes one stream may add to a single send batch before the others get a turn.
+inline constexpr uint32_t stream_batch_bytes_max = 2 * data_chunk_bytes;
+
+// Target size of one send batch: past it the writer stops taking data until the batch is
+// sent (control frames still go in). 1 MiB: one io_uring send per ~16 chunks.
+inline constexpr uint32_t send_batch_bytes_target = 1024 * 1024;
+
+// Control frames (PONG, CREDIT, RESET, STOP) a session may have queued unsent. A peer
+// that floods PINGs faster than we can write answers is cut off here, not buffered.
+inline constexpr uint32_t control_frames_queued_max = 4096;
+
+// RESET frames a peer may send per second before the session treats it as an attack
+// (rapid reset: open and cancel in a loop) and closes the connection.
+inline constexpr uint32_t peer_resets_per_second_max = 10000;
+
 // ---- compile-time relations ----------------------------------------------------------
 
 static_assert((recv_buffer_count & (recv_buffer_count - 1)) == 0, "buffer ring size must be a power of two");
 static_assert(recv_buffer_count <= 32768, "kernel limit for a provided-buffer ring");
 static_assert(recv_buffer_bytes >= frame_header_bytes, "a receive buffer holds at least one header");
 static_assert(frame_text_bytes_max + 8 <= frame_payload_bytes_max, "an ERROR or GOAWAY frame fits in one frame");
+static_assert(data_chunk_bytes <= frame_payload_bytes_max, "a chunk fits in one frame");
+static_assert(stream_batch_bytes_max <= send_batch_bytes_target, "one stream never fills a whole batch");
 static_assert(stream_window_bytes_initial <= stream_window_bytes_max, "a window starts below its maximum");
 static_assert(stream_window_bytes_max <= connection_window_bytes_initial, "one stream cannot outgrow the connection");
 static_assert(connection_window_bytes_initial <= window_bytes_limit, "credit counters fit the protocol limit");

@@ -15,6 +15,8 @@ const char* describe(MuxError e) noexcept {
     case MuxError::handler_error: return "the remote handler failed";
     case MuxError::protocol_violation: return "peer violated the stream protocol";
     case MuxError::flow_control: return "peer sent beyond its flow-control credit";
+    case MuxError::flood: return "peer sent control frames or resets past the limits";
+    case MuxError::peer_error: return "peer reported a connection error";
   }
   return "unknown mux error";
 }
@@ -23,6 +25,8 @@ Scope scope_of(MuxError e) noexcept {
   switch (e) {
     case MuxError::protocol_violation:
     case MuxError::flow_control:
+    case MuxError::flood:
+    case MuxError::peer_error:
       return Scope::connection;
     case MuxError::none:
     case MuxError::stream_closed:
@@ -52,6 +56,8 @@ wire::StatusCode status_of(MuxError e) noexcept {
     case MuxError::handler_error: return StatusCode::handler_error;
     case MuxError::protocol_violation: return StatusCode::protocol_error;
     case MuxError::flow_control: return StatusCode::flow_control_error;
+    case MuxError::flood: return StatusCode::resource_exhausted;
+    case MuxError::peer_error: return StatusCode::internal_error;
   }
   return StatusCode::internal_error;
 }

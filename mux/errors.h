@@ -27,6 +27,8 @@ enum class MuxError : uint8_t {
   // Connection-scoped: the peer broke the protocol.
   protocol_violation,  // a frame the stream's state does not allow
   flow_control,        // data beyond the granted credit
+  flood,               // control frames or resets faster than the limits allow
+  peer_error,          // the peer reported a connection error (ERROR on stream 0)
 };
 
 const char* describe(MuxError e) noexcept;

@@ -1,0 +1,483 @@
+#include "mux/session.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "engine/assert.h"
+
+namespace ringmux::mux {
+
+using wire::Frame;
+using wire::FrameKind;
+using wire::StatusCode;
+
+namespace {
+
+// Largest control frame the session writes (GOAWAY / ERROR with full text).
+constexpr std::size_t control_frame_bytes_max = wire::frame_bytes(8 + limits::frame_text_bytes_max);
+
+}  // namespace
+
+Session::Session(SessionHandler& handler, const SessionOptions& options)
+    : handler_(handler),
+      options_(options),
+      dialer_(options.dialer),
+      next_local_id_(options.dialer ? 1 : 2),
+      connection_send_(options.connection_window_bytes),
+      connection_recv_(options.connection_window_bytes, options.connection_window_bytes) {
+  streams_.reserve(options.streams_concurrent_max);
+  control_.reserve(64 * 1024);
+  data_.reserve(limits::send_batch_bytes_target + limits::data_chunk_bytes);
+}
+
+Session::Stream* Session::find(StreamId id) noexcept {
+  auto it = streams_.find(id);
+  return it == streams_.end() ? nullptr : &it->second;
+}
+
+uint64_t Session::stream_buffered(StreamId id) const noexcept {
+  auto it = streams_.find(id);
+  return it == streams_.end() ? 0 : it->second.recv_window.buffered();
+}
+
+std::span<std::byte> Session::grow(std::vector<std::byte>& buffer, std::size_t bytes) noexcept {
+  const std::size_t old_size = buffer.size();
+  buffer.resize(old_size + bytes);
+  return {buffer.data() + old_size, bytes};
+}
+
+// ---- bytes in --------------------------------------------------------------------------
+
+Result<void, MuxError> Session::receive(std::span<const std::byte> bytes, uint64_t now_ns) noexcept {
+  if (failed()) return Err{failed_};
+  while (!bytes.empty()) {
+    auto step = decoder_.next(bytes);
+    if (!step) {
+      fail(MuxError::protocol_violation);  // a wire error: the bytes cannot be trusted
+      return Err{failed_};
+    }
+    bytes = bytes.subspan(step->consumed);
+    if (!step->has_frame) continue;
+    stats_.frames_received++;
+    auto handled = handle(step->frame, now_ns);
+    if (!handled) {
+      fail(handled.error());
+      return Err{failed_};
+    }
+  }
+  return {};
+}
+
+Result<void, MuxError> Session::handle(const Frame& frame, uint64_t now_ns) noexcept {
+  const StreamId id = frame.header.stream_id;
+  switch (frame.header.frame_kind()) {
+    case FrameKind::hello:
+    case FrameKind::hello_ack:
+      return Err{MuxError::protocol_violation};  // the handshake is over before a session runs
+    case FrameKind::open:
+      return handle_open(frame);
+    case FrameKind::data:
+      return handle_data(frame, now_ns);
+    case FrameKind::end: {
+      Stream* stream = find(id);
+      if (stream == nullptr) return handle_unknown_stream(frame, now_ns);
+      auto delivery = stream->machine.on_recv_end();
+      if (!delivery) return Err{delivery.error()};
+      if (delivery.value() == Delivery::deliver) handler_.on_stream_data(id, {}, true);
+      if ((stream = find(id)) != nullptr) finish_if_done(id, *stream);
+      return {};
+    }
+    case FrameKind::reset: {
+      auto code = wire::parse_reset(frame);
+      if (!code) return Err{MuxError::protocol_violation};
+      // Rapid reset: a peer opening and cancelling in a loop costs us work per stream.
+      if (now_ns - reset_window_start_ns_ >= 1'000'000'000) {
+        reset_window_start_ns_ = now_ns;
+        resets_in_window_ = 0;
+      }
+      if (++resets_in_window_ > options_.peer_resets_per_second_max) return Err{MuxError::flood};
+      Stream* stream = find(id);
+      if (stream == nullptr) return handle_unknown_stream(frame, now_ns);
+      auto reset = stream->machine.on_recv_reset(code.value());
+      if (!reset) return Err{reset.error()};
+      if (stream->machine.state() == StreamState::reset) {
+        handler_.on_stream_reset(id, stream->machine.reset_error());
+        if ((stream = find(id)) != nullptr) finish_if_done(id, *stream);
+      }
+      return {};
+    }
+    case FrameKind::stop: {
+      auto code = wire::parse_stop(frame);
+      if (!code) return Err{MuxError::protocol_violation};
+      Stream* stream = find(id);
+      if (stream == nullptr) return handle_unknown_stream(frame, now_ns);
+      const bool was_stopped = stream->machine.stop_received();
+      auto stopped = stream->machine.on_recv_stop(code.value());
+      if (!stopped) return Err{stopped.error()};
+      if (!was_stopped && stream->machine.stop_received()) handler_.on_stream_stopped(id);
+      return {};
+    }
+    case FrameKind::credit: {
+      auto increment = wire::parse_credit(frame);
+      if (!increment) return Err{MuxError::protocol_violation};
+      if (id == 0) {
+        if (!connection_send_.add(increment.value())) return Err{MuxError::flow_control};
+        notify_writable();
+        return {};
+      }
+      Stream* stream = find(id);
+      if (stream == nullptr) return handle_unknown_stream(frame, now_ns);
+      if (!stream->send_credit.add(increment.value())) return Err{MuxError::flow_control};
+      notify_writable();
+      return {};
+    }
+    case FrameKind::ping: {
+      auto opaque = wire::parse_ping(frame);
+      if (!opaque) return Err{MuxError::protocol_violation};
+      auto queued = queue_control(wire::frame_bytes(8));
+      if (!queued) return queued;
+      wire::encode_pong(grow(control_, wire::frame_bytes(8)), opaque.value());
+      return {};
+    }
+    case FrameKind::pong: {
+      auto opaque = wire::parse_ping(frame);
+      if (!opaque) return Err{MuxError::protocol_violation};
+      handler_.on_pong(opaque.value());
+      return {};
+    }
+    case FrameKind::ack:
+      return {};  // replay positions: handled by the replay layer when it is attached
+    case FrameKind::goaway: {
+      auto goaway = wire::parse_goaway(frame);
+      if (!goaway) return Err{MuxError::protocol_violation};
+      goaway_received_ = true;
+      peer_last_stream_id_ = goaway->last_stream_id;
+      handler_.on_goaway(goaway->last_stream_id, goaway->code);
+      // Streams we opened past the peer's last one were never served: refuse them.
+      std::vector<StreamId> unserved;
+      for (auto& [stream_id, stream] : streams_) {
+        if (is_local(stream_id) && stream_id > goaway->last_stream_id) unserved.push_back(stream_id);
+      }
+      for (const StreamId stream_id : unserved) {
+        Stream* stream = find(stream_id);
+        if (stream == nullptr) continue;
+        stream->machine.send_reset(MuxError::refused);
+        handler_.on_stream_reset(stream_id, MuxError::refused);
+        if ((stream = find(stream_id)) != nullptr) finish_if_done(stream_id, *stream);
+      }
+      return {};
+    }
+    case FrameKind::error: {
+      auto error = wire::parse_error(frame);
+      if (!error) return Err{MuxError::protocol_violation};
+      if (id == 0) return Err{MuxError::peer_error};  // the peer reports a connection error
+      Stream* stream = find(id);
+      if (stream == nullptr) return handle_unknown_stream(frame, now_ns);
+      // A stream-scoped ERROR ends the stream like a RESET with its status.
+      auto reset = stream->machine.on_recv_reset(error->status);
+      if (!reset) return Err{reset.error()};
+      if (stream->machine.state() == StreamState::reset) {
+        handler_.on_stream_reset(id, stream->machine.reset_error());
+        if ((stream = find(id)) != nullptr) finish_if_done(id, *stream);
+      }
+      return {};
+    }
+  }
+  return Err{MuxError::protocol_violation};
+}
+
+Result<void, MuxError> Session::queue_control(std::size_t frame_bytes) noexcept {
+  RM_ASSERT(frame_bytes <= control_frame_bytes_max);
+  // A peer that makes us queue answers faster than we can send them is cut off here.
+  if (control_frames_ >= options_.control_frames_queued_max) return Err{MuxError::flood};
+  control_frames_++;
+  return {};
+}
+
+Result<void, MuxError> Session::account_received(Stream* stream, std::size_t bytes) noexcept {
+  if (!connection_recv_.on_received(bytes)) return Err{MuxError::flow_control};
+  if (stream != nullptr && !stream->recv_window.on_received(bytes)) return Err{MuxError::flow_control};
+  return {};
+}
+
+void Session::credit_connection(std::size_t bytes, uint64_t now_ns) noexcept {
+  if (bytes == 0 || failed()) return;
+  const uint32_t increment = connection_recv_.on_consumed(bytes, now_ns, rtt_ns_);
+  if (increment == 0) return;
+  if (!queue_control(wire::frame_bytes(4))) return;  // flooded: the session fails elsewhere
+  wire::encode_credit(grow(control_, wire::frame_bytes(4)), 0, increment);
+}
+
+Result<void, MuxError> Session::handle_open(const Frame& frame) noexcept {
+  const StreamId id = frame.header.stream_id;
+  // The peer opens only ids of its own parity, each higher than the last.
+  if (is_local(id) || id <= last_peer_id_) return Err{MuxError::protocol_violation};
+  last_peer_id_ = id;
+  auto open = wire::parse_open(frame);
+  if (!open) return Err{MuxError::protocol_violation};
+  if (open->payload.size() > options_.stream_window_bytes) return Err{MuxError::flow_control};
+  if (goaway_sent_ || peer_streams_open_ >= options_.streams_concurrent_max) {
+    // Refused before any state exists: the payload is dropped and credited, and the
+    // peer learns it may retry (nothing was processed).
+    stats_.streams_refused++;
+    if (!connection_recv_.on_received(open->payload.size())) return Err{MuxError::flow_control};
+    credit_connection(open->payload.size(), 0);
+    auto queued = queue_control(wire::frame_bytes(4));
+    if (!queued) return queued;
+    wire::encode_reset(grow(control_, wire::frame_bytes(4)), id, StatusCode::refused_stream);
+    return {};
+  }
+  auto [it, inserted] = streams_.try_emplace(id, options_.stream_window_bytes, options_.stream_window_bytes,
+                                             options_.stream_window_bytes_max);
+  RM_ASSERT(inserted);
+  Stream& stream = it->second;
+  auto accounted = account_received(&stream, open->payload.size());
+  if (!accounted) return accounted;
+  auto opened = stream.machine.on_recv_open(frame.header.end_stream());
+  RM_ASSERT(opened.ok());
+  peer_streams_open_++;
+  stats_.streams_opened_remote++;
+  handler_.on_stream_opened(id, open->handler_id, open->deadline_budget_ns, open->payload, frame.header.end_stream());
+  if (Stream* again = find(id)) finish_if_done(id, *again);
+  return {};
+}
+
+Result<void, MuxError> Session::handle_data(const Frame& frame, uint64_t now_ns) noexcept {
+  const StreamId id = frame.header.stream_id;
+  Stream* stream = find(id);
+  if (stream == nullptr) return handle_unknown_stream(frame, now_ns);
+  const std::size_t bytes = frame.payload.size();
+  auto accounted = account_received(stream, bytes);
+  if (!accounted) return accounted;
+  auto delivery = stream->machine.on_recv_data(frame.header.end_stream());
+  if (!delivery) return Err{delivery.error()};
+  if (delivery.value() == Delivery::discard) {
+    // We stopped reading or reset the stream: drop the bytes, hand their credit back.
+    stats_.bytes_discarded += bytes;
+    (void)stream->recv_window.on_consumed(bytes, now_ns, rtt_ns_);
+    credit_connection(bytes, now_ns);
+  } else {
+    handler_.on_stream_data(id, frame.payload, frame.header.end_stream());
+  }
+  if ((stream = find(id)) != nullptr) finish_if_done(id, *stream);
+  return {};
+}
+
+Result<void, MuxError> Session::handle_unknown_stream(const Frame& frame, uint64_t now_ns) noexcept {
+  const StreamId id = frame.header.stream_id;
+  // A stream that existed and is gone (closed, reset, refused): frames still in flight
+  // from the peer are expected. Data is credited back so the connection window does not
+  // shrink. A stream that never existed is a violation.
+  const bool existed = is_local(id) ? id < next_local_id_ : id <= last_peer_id_;
+  if (!existed) return Err{MuxError::protocol_violation};
+  if (frame.header.frame_kind() == FrameKind::data) {
+    if (!connection_recv_.on_received(frame.payload.size())) return Err{MuxError::flow_control};
+    stats_.bytes_discarded += frame.payload.size();
+    credit_connection(frame.payload.size(), now_ns);
+  }
+  return {};
+}
+
+void Session::finish_if_done(StreamId id, Stream& stream) noexcept {
+  if (!stream.machine.done()) return;
+  const bool closed_cleanly = stream.machine.state() == StreamState::closed;
+  if (!is_local(id)) {
+    RM_ASSERT(peer_streams_open_ > 0);
+    peer_streams_open_--;
+  }
+  streams_.erase(id);
+  if (closed_cleanly) handler_.on_stream_closed(id);
+}
+
+// ---- streams ---------------------------------------------------------------------------
+
+Result<StreamId, MuxError> Session::open(uint32_t handler_id, uint64_t deadline_budget_ns,
+                                         std::span<const std::byte> payload, bool end_stream) noexcept {
+  if (failed()) return Err{MuxError::stream_closed};
+  if (goaway_received_ || streams_.size() >= options_.streams_concurrent_max) return Err{MuxError::refused};
+  // The initial payload goes whole, against the peer's initial stream window.
+  if (payload.size() > options_.stream_window_bytes || payload.size() > connection_send_.available()) {
+    return Err{MuxError::refused};
+  }
+  const StreamId id = next_local_id_;
+  next_local_id_ += 2;
+  auto [it, inserted] = streams_.try_emplace(id, options_.stream_window_bytes, options_.stream_window_bytes,
+                                             options_.stream_window_bytes_max);
+  RM_ASSERT(inserted);
+  Stream& stream = it->second;
+  (void)stream.machine.send_open(end_stream);
+  stream.send_credit.consume(payload.size());
+  connection_send_.consume(payload.size());
+  // Copy: the initial payload goes from the caller's memory into the batch.
+  wire::encode_open(grow(data_, wire::frame_bytes(wire::open_prefix_bytes + payload.size())), id,
+                    end_stream ? wire::flag_end_stream : 0, handler_id, deadline_budget_ns, payload);
+  stats_.frames_sent++;
+  stats_.streams_opened_local++;
+  return id;
+}
+
+void Session::append_data(StreamId id, std::span<const std::byte> payload, bool end_stream) noexcept {
+  // Copy: the caller's payload into the batch, in chunks so that other streams' frames
+  // can pass between them (bounded head-of-line delay).
+  do {
+    const std::size_t chunk = std::min<std::size_t>(payload.size(), limits::data_chunk_bytes);
+    const bool last = chunk == payload.size();
+    wire::encode_frame(grow(data_, wire::frame_bytes(chunk)), FrameKind::data,
+                       last && end_stream ? wire::flag_end_stream : 0, id, payload.first(chunk));
+    stats_.frames_sent++;
+    payload = payload.subspan(chunk);
+  } while (!payload.empty());
+}
+
+Result<std::size_t, MuxError> Session::write(StreamId id, std::span<const std::byte> bytes, bool end_stream) noexcept {
+  Stream* stream = find(id);
+  if (stream == nullptr || failed()) return Err{MuxError::stream_closed};
+  if (!stream->machine.can_send()) {
+    auto refused = stream->machine.send_data(false);
+    RM_ASSERT(!refused.ok());
+    return Err{refused.error()};
+  }
+  if (stream->batch_number != batch_number_) {
+    stream->batch_number = batch_number_;
+    stream->batch_bytes = 0;
+  }
+  const std::size_t batch_room =
+      data_.size() < limits::send_batch_bytes_target ? limits::send_batch_bytes_target - data_.size() : 0;
+  const std::size_t take = std::min({bytes.size(), static_cast<std::size_t>(stream->send_credit.available()),
+                                     static_cast<std::size_t>(connection_send_.available()),
+                                     static_cast<std::size_t>(limits::stream_batch_bytes_max - stream->batch_bytes),
+                                     batch_room});
+  const bool end_now = end_stream && take == bytes.size();
+  if (take == 0 && !end_now) {
+    if (!stream->wants_writable) {
+      stream->wants_writable = true;
+      writable_waiters_.push_back(id);
+    }
+    return std::size_t{0};
+  }
+  append_data(id, bytes.first(take), end_now);
+  stream->send_credit.consume(take);
+  connection_send_.consume(take);
+  stream->batch_bytes += static_cast<uint32_t>(take);
+  auto sent = stream->machine.send_data(end_now);
+  RM_ASSERT(sent.ok());
+  if (take < bytes.size() && !stream->wants_writable) {
+    stream->wants_writable = true;
+    writable_waiters_.push_back(id);
+  }
+  finish_if_done(id, *stream);
+  return take;
+}
+
+Result<void, MuxError> Session::end(StreamId id) noexcept {
+  Stream* stream = find(id);
+  if (stream == nullptr || failed()) return Err{MuxError::stream_closed};
+  auto ended = stream->machine.send_end();
+  if (!ended) return ended;
+  wire::encode_end(grow(data_, wire::frame_bytes(0)), id);  // behind the stream's data
+  stats_.frames_sent++;
+  finish_if_done(id, *stream);
+  return {};
+}
+
+void Session::reset(StreamId id, MuxError reason) noexcept {
+  Stream* stream = find(id);
+  if (stream == nullptr || failed()) return;
+  if (stream->machine.send_reset(reason) && queue_control(wire::frame_bytes(4))) {
+    wire::encode_reset(grow(control_, wire::frame_bytes(4)), id, status_of(reason));
+    stats_.frames_sent++;
+  }
+  handler_.on_stream_reset(id, reason);
+  if ((stream = find(id)) != nullptr) finish_if_done(id, *stream);
+}
+
+void Session::stop(StreamId id) noexcept {
+  Stream* stream = find(id);
+  if (stream == nullptr || failed()) return;
+  if (stream->machine.send_stop() && queue_control(wire::frame_bytes(4))) {
+    wire::encode_stop(grow(control_, wire::frame_bytes(4)), id, StatusCode::stream_stopped);
+    stats_.frames_sent++;
+  }
+}
+
+void Session::consume(StreamId id, std::size_t bytes, uint64_t now_ns) noexcept {
+  // The connection's credit comes back whatever became of the stream: every delivered
+  // byte is consumed exactly once, even after its stream ended.
+  credit_connection(bytes, now_ns);
+  Stream* stream = find(id);
+  if (stream == nullptr || failed()) return;
+  const uint32_t increment = stream->recv_window.on_consumed(bytes, now_ns, rtt_ns_);
+  if (increment == 0 || !stream->machine.can_receive()) return;
+  if (!queue_control(wire::frame_bytes(4))) return;
+  wire::encode_credit(grow(control_, wire::frame_bytes(4)), id, increment);
+  stats_.frames_sent++;
+}
+
+// ---- connection ------------------------------------------------------------------------
+
+void Session::ping(uint64_t opaque) noexcept {
+  if (failed() || !queue_control(wire::frame_bytes(8))) return;
+  wire::encode_ping(grow(control_, wire::frame_bytes(8)), opaque);
+  stats_.frames_sent++;
+}
+
+void Session::goaway(StatusCode code) noexcept {
+  if (failed() || goaway_sent_ || !queue_control(wire::frame_bytes(8))) return;
+  goaway_sent_ = true;
+  wire::encode_goaway(grow(control_, wire::frame_bytes(8)), last_peer_id_, code, {});
+  stats_.frames_sent++;
+}
+
+void Session::fail(MuxError error) noexcept {
+  if (failed()) return;
+  failed_ = error;
+  // Every stream ends with the connection's error; the handler may not touch the session
+  // for these streams afterwards.
+  std::vector<StreamId> ids;
+  ids.reserve(streams_.size());
+  for (auto& entry : streams_) ids.push_back(entry.first);
+  for (const StreamId id : ids) {
+    streams_.erase(id);
+    handler_.on_stream_reset(id, error);
+  }
+  peer_streams_open_ = 0;
+  control_.clear();
+  data_.clear();
+  writable_waiters_.clear();
+}
+
+// ---- bytes out -------------------------------------------------------------------------
+
+void Session::take_batch(std::vector<std::byte>& control, std::vector<std::byte>& data) noexcept {
+  RM_ASSERT(control.empty() && data.empty());
+  control.swap(control_);
+  data.swap(data_);
+  control_frames_ = 0;
+  batch_number_++;
+  stats_.batches++;
+  // Streams cut short by the batch limits may write again into the new batch.
+  notify_writable();
+}
+
+void Session::notify_writable() noexcept {
+  if (writable_waiters_.empty() || failed()) return;
+  const bool batch_has_room = data_.size() < limits::send_batch_bytes_target;
+  std::vector<StreamId> waiters;
+  waiters.swap(writable_waiters_);
+  for (std::size_t i = 0; i < waiters.size(); i++) {
+    const StreamId id = waiters[i];
+    Stream* stream = find(id);
+    if (stream == nullptr || !stream->wants_writable) continue;
+    const bool stream_has_room =
+        stream->batch_number != batch_number_ || stream->batch_bytes < limits::stream_batch_bytes_max;
+    if (!batch_has_room || !stream_has_room || stream->send_credit.available() == 0 ||
+        connection_send_.available() == 0) {
+      writable_waiters_.push_back(id);  // still blocked: a later CREDIT or batch wakes it
+      continue;
+    }
+    stream->wants_writable = false;
+    handler_.on_stream_writable(id);  // may write, and may add itself back as a waiter
+  }
+}
+
+}  // namespace ringmux::mux

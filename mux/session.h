@@ -1,0 +1,192 @@
+// Session: the multiplexing state machine of one connection, sans I/O.
+//
+// Bytes in (receive), events out (SessionHandler callbacks), bytes out (the writer's batch,
+// taken with take_batch()). The session owns its streams: their state machines, their
+// flow-control windows, and the table that maps stream ids to them. It never touches a
+// socket and never reads a clock: the glue (mux/connection.h) feeds it bytes and time.
+//
+// Writer: frames are appended to the active batch; control frames (CREDIT, PONG, RESET,
+// STOP, GOAWAY) ahead of data; data is accepted per stream up to its credit, the
+// connection's credit, stream_batch_bytes_max per batch (round-robin between streams) and
+// the batch target, cut into chunks of data_chunk_bytes. The glue swaps the batch out
+// (double buffer) when no send is in flight and sends it in one operation.
+//
+// Errors: receive() returns a connection-scoped error and leaves the session failed when
+// the peer breaks the protocol; stream-scoped errors end one stream (reported through
+// on_stream_reset) and never fail the session.
+// Threads: one (the connection's loop).
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <unordered_map>
+#include <vector>
+
+#include "engine/limits.h"
+#include "engine/result.h"
+#include "mux/errors.h"
+#include "mux/flow.h"
+#include "mux/stream_state.h"
+#include "wire/codec.h"
+
+namespace ringmux::mux {
+
+using StreamId = uint32_t;
+
+struct SessionOptions {
+  bool dialer = true;  // the dialing side opens odd stream ids, the accepting side even
+  uint32_t streams_concurrent_max = limits::streams_concurrent_max;
+  uint32_t stream_window_bytes = limits::stream_window_bytes_initial;
+  uint32_t stream_window_bytes_max = limits::stream_window_bytes_max;
+  uint32_t connection_window_bytes = limits::connection_window_bytes_initial;
+  uint32_t control_frames_queued_max = limits::control_frames_queued_max;
+  uint32_t peer_resets_per_second_max = limits::peer_resets_per_second_max;
+};
+
+// Events of a session, on its thread. Spans are valid only during the call.
+class SessionHandler {
+ public:
+  // The peer opened stream `id` for `handler_id`; `deadline_budget_ns` 0 = none.
+  virtual void on_stream_opened(StreamId id, uint32_t handler_id, uint64_t deadline_budget_ns,
+                                std::span<const std::byte> payload, bool end_stream) noexcept = 0;
+  // Payload on a stream; `end_stream` when the peer has ended its side with it.
+  virtual void on_stream_data(StreamId id, std::span<const std::byte> payload, bool end_stream) noexcept = 0;
+  // The stream ended abnormally: the peer's RESET, a refusal, or a local reset. No more
+  // events for `id` follow.
+  virtual void on_stream_reset(StreamId id, MuxError error) noexcept = 0;
+  // The stream completed normally (both sides ended). No more events for `id` follow.
+  virtual void on_stream_closed(StreamId id) noexcept = 0;
+  // A write that was cut short can go on: credit or batch room came back.
+  virtual void on_stream_writable(StreamId id) noexcept = 0;
+  // The peer sent STOP: writes on `id` now fail with stream_stopped.
+  virtual void on_stream_stopped(StreamId id) noexcept = 0;
+  // The peer is going away: streams above `last_stream_id` that we opened were not served.
+  virtual void on_goaway(uint32_t last_stream_id, wire::StatusCode code) noexcept = 0;
+  // A PONG answered our PING with `opaque`.
+  virtual void on_pong(uint64_t opaque) noexcept = 0;
+
+ protected:
+  ~SessionHandler() = default;
+};
+
+struct SessionStats {
+  uint64_t frames_received = 0;
+  uint64_t frames_sent = 0;
+  uint64_t streams_opened_local = 0;
+  uint64_t streams_opened_remote = 0;
+  uint64_t streams_refused = 0;
+  uint64_t bytes_discarded = 0;  // data dropped for reset or stopped streams (credited)
+  uint64_t batches = 0;
+};
+
+class Session {
+ public:
+  Session(SessionHandler& handler, const SessionOptions& options = {});
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // ---- bytes in ----
+  // Decodes and handles every frame in `bytes`. A connection-scoped error (WireError
+  // mapped to protocol_violation, or a MuxError) fails the session: every stream is
+  // reported reset with it, and every later call is refused.
+  Result<void, MuxError> receive(std::span<const std::byte> bytes, uint64_t now_ns) noexcept;
+
+  // ---- streams ----
+  // Opens a stream for `handler_id` with an initial payload (which must fit the initial
+  // window: it is sent whole). Errors: refused (over our own concurrency limit or after a
+  // GOAWAY), stream_closed (session failed).
+  Result<StreamId, MuxError> open(uint32_t handler_id, uint64_t deadline_budget_ns, std::span<const std::byte> payload,
+                                  bool end_stream) noexcept;
+  // Writes up to bytes.size() of payload; returns how many were taken (copied into the
+  // batch). Fewer than asked: on_stream_writable() follows when more can go. `end_stream`
+  // applies only if every byte was taken. Errors: stream_closed, stream_stopped, the reset
+  // reason (cancelled, ...), of the stream.
+  Result<std::size_t, MuxError> write(StreamId id, std::span<const std::byte> bytes, bool end_stream) noexcept;
+  // Half-closes our side. Errors as write().
+  Result<void, MuxError> end(StreamId id) noexcept;
+  // Aborts the stream both ways (RESET with the status of `reason`). No-op when done.
+  void reset(StreamId id, MuxError reason) noexcept;
+  // Tells the peer to stop sending (STOP); later data is discarded and credited.
+  void stop(StreamId id) noexcept;
+  // The application is done with `bytes` of delivered payload: credit goes back.
+  void consume(StreamId id, std::size_t bytes, uint64_t now_ns) noexcept;
+
+  // ---- connection ----
+  void ping(uint64_t opaque) noexcept;
+  // Refuses new streams from the peer above the last one seen, and tells it so.
+  void goaway(wire::StatusCode code) noexcept;
+  // Round-trip estimate for window growth (set by the glue from PING/PONG).
+  void set_rtt_ns(uint64_t rtt_ns) noexcept { rtt_ns_ = rtt_ns; }
+
+  // ---- bytes out ----
+  bool has_output() const noexcept { return !control_.empty() || !data_.empty(); }
+  // Swaps the pending frames out (double buffer): `control` and `data` must be empty and
+  // are the glue's spare buffers, whose capacity the session keeps using (no allocation
+  // in steady state). The glue sends control then data in one gather write. Afterwards
+  // streams that were cut short are told on_stream_writable().
+  void take_batch(std::vector<std::byte>& control, std::vector<std::byte>& data) noexcept;
+
+  bool failed() const noexcept { return failed_ != MuxError::none; }
+  MuxError failure() const noexcept { return failed_; }
+  std::size_t streams_open() const noexcept { return streams_.size(); }
+  const SessionStats& stats() const noexcept { return stats_; }
+  // Bytes received on `id` and not yet consumed (0 for an unknown stream).
+  uint64_t stream_buffered(StreamId id) const noexcept;
+  uint64_t connection_buffered() const noexcept { return connection_recv_.buffered(); }
+
+  // Fails the session from outside (transport error): every stream is reset with `error`.
+  void fail(MuxError error) noexcept;
+
+ private:
+  struct Stream {
+    StreamMachine machine;
+    SendCredit send_credit;
+    RecvWindow recv_window;
+    uint32_t batch_bytes = 0;  // payload this stream put into the batch of batch_number
+    uint64_t batch_number = 0;
+    bool wants_writable = false;
+    Stream(uint64_t send_bytes, uint32_t window_bytes, uint32_t window_bytes_max)
+        : send_credit(send_bytes), recv_window(window_bytes, window_bytes_max) {}
+  };
+
+  bool is_local(StreamId id) const noexcept { return (id & 1u) == (dialer_ ? 1u : 0u); }
+  Stream* find(StreamId id) noexcept;
+  Result<void, MuxError> handle(const wire::Frame& frame, uint64_t now_ns) noexcept;
+  Result<void, MuxError> handle_open(const wire::Frame& frame) noexcept;
+  Result<void, MuxError> handle_data(const wire::Frame& frame, uint64_t now_ns) noexcept;
+  Result<void, MuxError> handle_unknown_stream(const wire::Frame& frame, uint64_t now_ns) noexcept;
+  Result<void, MuxError> account_received(Stream* stream, std::size_t bytes) noexcept;
+  Result<void, MuxError> queue_control(std::size_t frame_bytes_max) noexcept;
+  void credit_connection(std::size_t bytes, uint64_t now_ns) noexcept;
+  void finish_if_done(StreamId id, Stream& stream) noexcept;
+  // Tells waiting writers that can now make progress (credit, batch room) to go on.
+  void notify_writable() noexcept;
+  void append_data(StreamId id, std::span<const std::byte> payload, bool end_stream) noexcept;
+  std::span<std::byte> grow(std::vector<std::byte>& buffer, std::size_t bytes) noexcept;
+
+  SessionHandler& handler_;
+  SessionOptions options_;
+  bool dialer_;
+  wire::Decoder decoder_;
+  std::unordered_map<StreamId, Stream> streams_;
+  StreamId next_local_id_;
+  StreamId last_peer_id_ = 0;
+  uint32_t peer_streams_open_ = 0;
+  SendCredit connection_send_;
+  RecvWindow connection_recv_;
+  std::vector<std::byte> control_;  // queued control frames, sent ahead of data
+  uint32_t control_frames_ = 0;
+  std::vector<std::byte> data_;  // queued data frames of the current batch
+  std::vector<StreamId> writable_waiters_;
+  uint64_t batch_number_ = 1;
+  bool goaway_sent_ = false;
+  bool goaway_received_ = false;
+  uint32_t peer_last_stream_id_ = UINT32_MAX;
+  uint64_t rtt_ns_ = 100'000;
+  uint64_t reset_window_start_ns_ = 0;
+  uint32_t resets_in_window_ = 0;
+  MuxError failed_ = MuxError::none;
+  SessionStats stats_;
+};
+
+}  // namespace ringmux::mux
