@@ -306,6 +306,7 @@ Result<StreamId, MuxError> Session::open(uint32_t handler_id, uint64_t deadline_
   RM_ASSERT(inserted);
   Stream& stream = it->second;
   (void)stream.machine.send_open(end_stream);
+  stream.open_batch = batch_number_;
   stream.send_credit.consume(payload.size());
   connection_send_.consume(payload.size());
   // Copy: the initial payload goes from the caller's memory into the batch.
@@ -384,7 +385,7 @@ void Session::reset(StreamId id, MuxError reason) noexcept {
   Stream* stream = find(id);
   if (stream == nullptr || failed()) return;
   if (stream->machine.send_reset(reason) && queue_control(wire::frame_bytes(4))) {
-    wire::encode_reset(grow(control_, wire::frame_bytes(4)), id, status_of(reason));
+    wire::encode_reset(grow(control_for(*stream), wire::frame_bytes(4)), id, status_of(reason));
     stats_.frames_sent++;
   }
   handler_.on_stream_reset(id, reason);
@@ -395,7 +396,7 @@ void Session::stop(StreamId id) noexcept {
   Stream* stream = find(id);
   if (stream == nullptr || failed()) return;
   if (stream->machine.send_stop() && queue_control(wire::frame_bytes(4))) {
-    wire::encode_stop(grow(control_, wire::frame_bytes(4)), id, StatusCode::stream_stopped);
+    wire::encode_stop(grow(control_for(*stream), wire::frame_bytes(4)), id, StatusCode::stream_stopped);
     stats_.frames_sent++;
   }
 }

@@ -144,6 +144,7 @@ class Session {
     RecvWindow recv_window;
     uint32_t batch_bytes = 0;  // payload this stream put into the batch of batch_number
     uint64_t batch_number = 0;
+    uint64_t open_batch = 0;  // batch holding our OPEN, while unsent: see control_for()
     bool wants_writable = false;
     Stream(uint64_t send_bytes, uint32_t window_bytes, uint32_t window_bytes_max)
         : send_credit(send_bytes), recv_window(window_bytes, window_bytes_max) {}
@@ -159,6 +160,11 @@ class Session {
   Result<void, MuxError> queue_control(std::size_t frame_bytes_max) noexcept;
   void credit_connection(std::size_t bytes, uint64_t now_ns) noexcept;
   void finish_if_done(StreamId id, Stream& stream) noexcept;
+  // Where a RESET or STOP for `stream` goes: ahead of data as control, unless the
+  // stream's own OPEN is still in the unsent batch, which it must not overtake.
+  std::vector<std::byte>& control_for(const Stream& stream) noexcept {
+    return stream.open_batch == batch_number_ ? data_ : control_;
+  }
   // Tells waiting writers that can now make progress (credit, batch room) to go on.
   void notify_writable() noexcept;
   void append_data(StreamId id, std::span<const std::byte> payload, bool end_stream) noexcept;
