@@ -4,6 +4,7 @@
 #include <netinet/tcp.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cstdio>
@@ -354,15 +355,43 @@ void Socket::send(std::span<const std::byte> bytes) noexcept {
   RM_ASSERT(!send_in_flight());
   RM_ASSERT(state_ == State::open);
   RM_ASSERT(!bytes.empty());
-  send_next_ = bytes.data();
+  send_parts_[0] = bytes;
+  send_parts_[1] = {};
   send_remaining_ = bytes.size();
+  submit_send();
+}
+
+void Socket::send(std::span<const std::byte> first, std::span<const std::byte> second) noexcept {
+  RM_ASSERT(!send_in_flight());
+  RM_ASSERT(state_ == State::open);
+  RM_ASSERT(!first.empty() || !second.empty());
+  if (first.empty()) {
+    first = second;
+    second = {};
+  }
+  send_parts_[0] = first;
+  send_parts_[1] = second;
+  send_remaining_ = first.size() + second.size();
   submit_send();
 }
 
 void Socket::submit_send() noexcept {
   io_uring_sqe* sqe = loop_.sqe();
-  const std::size_t length = send_remaining_ < send_bytes_per_op_max ? send_remaining_ : send_bytes_per_op_max;
-  io_uring_prep_send(sqe, fd_, send_next_, length, MSG_NOSIGNAL);
+  if (send_parts_[1].empty()) {
+    const std::size_t length = std::min(send_parts_[0].size(), send_bytes_per_op_max);
+    io_uring_prep_send(sqe, fd_, send_parts_[0].data(), length, MSG_NOSIGNAL);
+  } else {
+    // Two parts: one sendmsg, so the peer gets them in one segment train and we pay one
+    // operation. The iovecs and msghdr are members: the kernel reads them until the CQE.
+    for (int i = 0; i < 2; i++) {
+      send_iov_[i].iov_base = const_cast<std::byte*>(send_parts_[i].data());
+      send_iov_[i].iov_len = send_parts_[i].size();
+    }
+    send_msg_ = {};
+    send_msg_.msg_iov = send_iov_;
+    send_msg_.msg_iovlen = 2;
+    io_uring_prep_sendmsg(sqe, fd_, &send_msg_, MSG_NOSIGNAL);
+  }
   loop_.prepare(sqe, send_);
 }
 
@@ -373,8 +402,16 @@ void Socket::on_send_complete(Completion& completion, int32_t result, uint32_t) 
     const auto sent = static_cast<std::size_t>(result);
     RM_ASSERT(sent <= self.send_remaining_);
     self.bytes_sent_ += sent;
-    self.send_next_ += sent;
     self.send_remaining_ -= sent;
+    // Advance over the parts: a short send may stop inside either one.
+    std::size_t left = sent;
+    if (left >= self.send_parts_[0].size()) {
+      left -= self.send_parts_[0].size();
+      self.send_parts_[0] = self.send_parts_[1].subspan(left);
+      self.send_parts_[1] = {};
+    } else {
+      self.send_parts_[0] = self.send_parts_[0].subspan(left);
+    }
     if (self.state_ == State::open) {
       if (self.send_remaining_ > 0) {
         self.submit_send();  // short send: resume where the kernel stopped

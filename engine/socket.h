@@ -17,6 +17,7 @@
 #include <linux/time_types.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include <cstdint>
 #include <span>
@@ -180,6 +181,9 @@ class Socket {
   // Sends all of `bytes`; they must stay valid and unchanged until on_send_complete() or
   // on_error(). Asserts that no send is in flight and that the socket is open.
   void send(std::span<const std::byte> bytes) noexcept;
+  // Gather send: `first` then `second` in one operation (sendmsg), same contract as send.
+  // Either may be empty, not both.
+  void send(std::span<const std::byte> first, std::span<const std::byte> second) noexcept;
   bool send_in_flight() const noexcept { return send_.submitted || send_remaining_ != 0; }
   // Stops receiving (cancels the multishot receive) until resume_recv(): a consumer that
   // cannot keep up bounds its memory this way and the kernel's window pushes back on the
@@ -215,8 +219,11 @@ class Socket {
   bool dispatching_ = false;
   bool recv_paused_ = false;
   int fd_;
-  const std::byte* send_next_ = nullptr;
+  // The unsent rest of the current send: up to two parts, sent in order.
+  std::span<const std::byte> send_parts_[2];
   std::size_t send_remaining_ = 0;
+  iovec send_iov_[2] = {};
+  msghdr send_msg_ = {};  // read by the kernel while a sendmsg is in flight
   uint64_t bytes_received_ = 0;
   uint64_t bytes_sent_ = 0;
   uint64_t recv_rearms_ = 0;
