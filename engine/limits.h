@@ -115,12 +115,20 @@ inline constexpr uint32_t control_frames_queued_max = 4096;
 // (rapid reset: open and cancel in a loop) and closes the connection.
 inline constexpr uint32_t peer_resets_per_second_max = 10000;
 
+// Idle time after which a connection sends a PING to prove the peer alive.
+inline constexpr uint64_t keepalive_interval_ns_default = 1'000'000'000;
+
+// Silence after which the peer is declared dead and the connection closed (the session
+// then resumes or fails). Three keepalive intervals: one lost PING is not a verdict.
+inline constexpr uint64_t dead_peer_timeout_ns_default = 3 * keepalive_interval_ns_default;
+
 // ---- compile-time relations ----------------------------------------------------------
 
 static_assert((recv_buffer_count & (recv_buffer_count - 1)) == 0, "buffer ring size must be a power of two");
 static_assert(recv_buffer_count <= 32768, "kernel limit for a provided-buffer ring");
 static_assert(recv_buffer_bytes >= frame_header_bytes, "a receive buffer holds at least one header");
 static_assert(frame_text_bytes_max + 8 <= frame_payload_bytes_max, "an ERROR or GOAWAY frame fits in one frame");
+static_assert(dead_peer_timeout_ns_default > keepalive_interval_ns_default, "a peer gets at least one ping");
 static_assert(data_chunk_bytes <= frame_payload_bytes_max, "a chunk fits in one frame");
 static_assert(stream_batch_bytes_max <= send_batch_bytes_target, "one stream never fills a whole batch");
 static_assert(stream_window_bytes_initial <= stream_window_bytes_max, "a window starts below its maximum");

@@ -101,7 +101,7 @@ Result<void, MuxError> Session::handle(const Frame& frame, uint64_t now_ns) noex
       auto reset = stream->machine.on_recv_reset(code.value());
       if (!reset) return Err{reset.error()};
       if (stream->machine.state() == StreamState::reset) {
-        handler_.on_stream_reset(id, stream->machine.reset_error());
+        handler_.on_stream_reset(id, stream->machine.reset_error(), {});
         if ((stream = find(id)) != nullptr) finish_if_done(id, *stream);
       }
       return {};
@@ -162,7 +162,7 @@ Result<void, MuxError> Session::handle(const Frame& frame, uint64_t now_ns) noex
         Stream* stream = find(stream_id);
         if (stream == nullptr) continue;
         stream->machine.send_reset(MuxError::refused);
-        handler_.on_stream_reset(stream_id, MuxError::refused);
+        handler_.on_stream_reset(stream_id, MuxError::refused, {});
         if ((stream = find(stream_id)) != nullptr) finish_if_done(stream_id, *stream);
       }
       return {};
@@ -177,7 +177,7 @@ Result<void, MuxError> Session::handle(const Frame& frame, uint64_t now_ns) noex
       auto reset = stream->machine.on_recv_reset(error->status);
       if (!reset) return Err{reset.error()};
       if (stream->machine.state() == StreamState::reset) {
-        handler_.on_stream_reset(id, stream->machine.reset_error());
+        handler_.on_stream_reset(id, stream->machine.reset_error(), error->message);
         if ((stream = find(id)) != nullptr) finish_if_done(id, *stream);
       }
       return {};
@@ -381,14 +381,21 @@ Result<void, MuxError> Session::end(StreamId id) noexcept {
   return {};
 }
 
-void Session::reset(StreamId id, MuxError reason) noexcept {
+void Session::reset(StreamId id, MuxError reason, std::string_view message) noexcept {
   Stream* stream = find(id);
   if (stream == nullptr || failed()) return;
-  if (stream->machine.send_reset(reason) && queue_control(wire::frame_bytes(4))) {
-    wire::encode_reset(grow(control_for(*stream), wire::frame_bytes(4)), id, status_of(reason));
+  if (message.size() > limits::frame_text_bytes_max) message = message.substr(0, limits::frame_text_bytes_max);
+  const std::size_t frame_bytes = wire::frame_bytes(message.empty() ? 4 : 4 + message.size());
+  if (stream->machine.send_reset(reason) && queue_control(frame_bytes)) {
+    auto out = grow(control_for(*stream), frame_bytes);
+    if (message.empty()) {
+      wire::encode_reset(out, id, status_of(reason));
+    } else {
+      wire::encode_error(out, id, status_of(reason), message);  // a RESET that explains itself
+    }
     stats_.frames_sent++;
   }
-  handler_.on_stream_reset(id, reason);
+  handler_.on_stream_reset(id, reason, {});
   if ((stream = find(id)) != nullptr) finish_if_done(id, *stream);
 }
 
@@ -439,7 +446,7 @@ void Session::fail(MuxError error) noexcept {
   for (auto& entry : streams_) ids.push_back(entry.first);
   for (const StreamId id : ids) {
     streams_.erase(id);
-    handler_.on_stream_reset(id, error);
+    handler_.on_stream_reset(id, error, {});
   }
   peer_streams_open_ = 0;
   control_.clear();

@@ -19,6 +19,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -51,9 +52,9 @@ class SessionHandler {
                                 std::span<const std::byte> payload, bool end_stream) noexcept = 0;
   // Payload on a stream; `end_stream` when the peer has ended its side with it.
   virtual void on_stream_data(StreamId id, std::span<const std::byte> payload, bool end_stream) noexcept = 0;
-  // The stream ended abnormally: the peer's RESET, a refusal, or a local reset. No more
-  // events for `id` follow.
-  virtual void on_stream_reset(StreamId id, MuxError error) noexcept = 0;
+  // The stream ended abnormally: the peer's RESET or ERROR (with its message, else
+  // empty), a refusal, or a local reset. No more events for `id` follow.
+  virtual void on_stream_reset(StreamId id, MuxError error, std::string_view message) noexcept = 0;
   // The stream completed normally (both sides ended). No more events for `id` follow.
   virtual void on_stream_closed(StreamId id) noexcept = 0;
   // A write that was cut short can go on: credit or batch room came back.
@@ -104,8 +105,9 @@ class Session {
   Result<std::size_t, MuxError> write(StreamId id, std::span<const std::byte> bytes, bool end_stream) noexcept;
   // Half-closes our side. Errors as write().
   Result<void, MuxError> end(StreamId id) noexcept;
-  // Aborts the stream both ways (RESET with the status of `reason`). No-op when done.
-  void reset(StreamId id, MuxError reason) noexcept;
+  // Aborts the stream both ways (RESET with the status of `reason`; an ERROR frame
+  // carrying `message` when one is given). No-op when done.
+  void reset(StreamId id, MuxError reason, std::string_view message = {}) noexcept;
   // Tells the peer to stop sending (STOP); later data is discarded and credited.
   void stop(StreamId id) noexcept;
   // The application is done with `bytes` of delivered payload: credit goes back.

@@ -39,6 +39,7 @@ struct Recorder final : SessionHandler {
     std::optional<MuxError> reset;
     bool stopped = false;
     int writable = 0;
+    std::string message;
   };
   std::map<StreamId, StreamLog> streams;
   std::vector<uint64_t> pongs;
@@ -58,7 +59,10 @@ struct Recorder final : SessionHandler {
     log.remote_ended |= end_stream;
     if (auto_consume) session->consume(id, payload.size(), 0);
   }
-  void on_stream_reset(StreamId id, MuxError error) noexcept override { streams[id].reset = error; }
+  void on_stream_reset(StreamId id, MuxError error, std::string_view message) noexcept override {
+    streams[id].reset = error;
+    streams[id].message = std::string(message);
+  }
   void on_stream_closed(StreamId id) noexcept override { streams[id].closed = true; }
   void on_stream_writable(StreamId id) noexcept override { streams[id].writable++; }
   void on_stream_stopped(StreamId id) noexcept override { streams[id].stopped = true; }

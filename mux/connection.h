@@ -1,0 +1,201 @@
+// Connection: the glue that binds a Session to an engine Socket on one loop, and the
+// RPC layer on top of it (handler registry, unary calls, streams).
+//
+// This is the only place where protocol and I/O meet. Receive: the socket's bytes go
+// straight from the provided buffer into Session::receive (no copy for whole frames).
+// Send: the session's batch is swapped out (double buffer) when no send is in flight and
+// goes out in one gather send (control frames, then data); what is written meanwhile
+// gathers in the other buffer. Keepalive: a PING after an idle interval, and the
+// connection closes after dead_peer_timeout of silence. The reader (on_recv / on_error)
+// alone decides transport health.
+//
+// Threads: everything here runs on the connection's loop thread; callbacks never block.
+// Lifetime: a Connection must stay alive until on_connection_closed has been delivered.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "engine/limits.h"
+#include "engine/loop.h"
+#include "engine/socket.h"
+#include "engine/timer.h"
+#include "mux/session.h"
+
+namespace ringmux::mux {
+
+class Connection;
+
+// Events of one stream, client or server side, on the loop thread. Spans are valid only
+// during the call; every delivered byte must be handed back with Connection::consume
+// (or the reader's credit never returns).
+class StreamObserver {
+ public:
+  virtual ~StreamObserver() = default;
+  // The peer's explanation, when it ended the stream with an ERROR frame; called just
+  // before on_stream_finished.
+  virtual void on_stream_message(std::string_view) noexcept {}
+  virtual void on_stream_data(std::span<const std::byte> bytes, bool end_stream) noexcept = 0;
+  virtual void on_stream_writable() noexcept {}
+  virtual void on_stream_stopped() noexcept {}
+  // The last event: MuxError::none when the stream completed cleanly, else why it ended
+  // (the peer's reset reason, cancelled, deadline_exceeded, a connection error, ...).
+  // The connection forgets the observer after this call (and deletes it when it owns it).
+  virtual void on_stream_finished(MuxError error) noexcept = 0;
+};
+
+// What a server handler receives when the peer opens a stream for it.
+struct StreamStart {
+  Connection* connection;
+  StreamId id;
+  uint32_t handler_id;
+  uint64_t deadline_ns;  // on the loop's monotonic clock; 0 = none
+  std::span<const std::byte> payload;
+  bool end_stream;
+};
+
+// Replies to one unary call, on the loop thread. Exactly one of reply / fail; after the
+// call is cancelled (peer reset, deadline) both are no-ops and cancelled() is true.
+class Responder {
+ public:
+  virtual ~Responder() = default;
+  virtual void reply(std::span<const std::byte> response) noexcept = 0;
+  virtual void fail(wire::StatusCode status, std::string_view message) noexcept = 0;
+  virtual bool cancelled() const noexcept = 0;
+  // Called once if the call is cancelled before the reply went out.
+  virtual void on_cancel(std::function<void()> callback) noexcept = 0;
+};
+
+// Server handlers by id. A stream handler returns the observer of the new stream (owned
+// by the connection from then on), or nullptr to refuse it (unknown_handler).
+class Registry {
+ public:
+  using StreamHandler = std::function<StreamObserver*(const StreamStart& start)>;
+  // The request is valid only during the call. The handler may reply at once or keep the
+  // responder and reply later (from the loop thread); it stays valid as long as held.
+  using UnaryHandler = std::function<void(std::span<const std::byte> request, std::shared_ptr<Responder> responder)>;
+
+  void add_stream(uint32_t handler_id, StreamHandler handler);
+  void add_unary(uint32_t handler_id, UnaryHandler handler);
+  const StreamHandler* find(uint32_t handler_id) const noexcept;
+
+ private:
+  std::unordered_map<uint32_t, StreamHandler> handlers_;
+};
+
+// Outcome of a unary call: the response bytes (valid during the callback) or an error
+// with the peer's message when it sent one.
+struct CallResult {
+  MuxError error = MuxError::none;
+  std::span<const std::byte> response;
+  std::string message;
+};
+using CallCallback = std::function<void(const CallResult& result)>;
+
+struct ConnectionOptions {
+  SessionOptions session;
+  uint64_t keepalive_interval_ns = limits::keepalive_interval_ns_default;
+  uint64_t dead_peer_timeout_ns = limits::dead_peer_timeout_ns_default;
+};
+
+class ConnectionObserver {
+ public:
+  // The connection is gone: `error` says why (a MuxError; peer_error for transport
+  // errors, whose IoError is in `io_error`). Every stream has been finished first.
+  virtual void on_connection_closed(Connection& connection, MuxError error, engine::IoError io_error) noexcept = 0;
+
+ protected:
+  ~ConnectionObserver() = default;
+};
+
+class Connection final : public SessionHandler, public engine::SocketHandler {
+ public:
+  // Adopts the connected `fd` on `loop`. `registry` (may be null: no handlers) and
+  // `observer` must outlive the connection.
+  Connection(engine::Loop& loop, int fd, bool dialer, const Registry* registry, ConnectionObserver& observer,
+             const ConnectionOptions& options = {});
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  void start() noexcept;
+  // Closes the connection: every stream finishes with `reason`.
+  void close(MuxError reason = MuxError::cancelled) noexcept;
+  bool closed() const noexcept { return socket_.state() == engine::Socket::State::closed; }
+
+  // ---- streams (client side) ----
+  // Opens a stream; `observer` receives its events (owned by the caller, who must keep it
+  // alive until on_stream_finished). Errors: refused, stream_closed.
+  Result<StreamId, MuxError> open(uint32_t handler_id, uint64_t deadline_ns, std::span<const std::byte> payload,
+                                  bool end_stream, StreamObserver& observer) noexcept;
+  Result<std::size_t, MuxError> write(StreamId id, std::span<const std::byte> bytes, bool end_stream) noexcept;
+  Result<void, MuxError> end(StreamId id) noexcept;
+  void reset(StreamId id, MuxError reason, std::string_view message = {}) noexcept;
+  void stop(StreamId id) noexcept;
+  void consume(StreamId id, std::size_t bytes) noexcept;
+
+  // ---- unary calls ----
+  // Sends `request` to `handler_id`; `done` runs once with the response or the error
+  // (cancelled, deadline_exceeded at `deadline_ns` even if the peer is silent, refused,
+  // unknown_handler, handler_error with the peer's message, or the connection's error).
+  // Returns the call's stream id, usable with cancel().
+  StreamId call(uint32_t handler_id, std::span<const std::byte> request, uint64_t deadline_ns, CallCallback done) noexcept;
+  // Cancels a call or stream: RESET(cancelled) to the peer, cancelled to local waiters.
+  void cancel(StreamId id) noexcept { reset(id, MuxError::cancelled); }
+
+  Session& session() noexcept { return session_; }
+  engine::Loop& loop() noexcept { return loop_; }
+  uint64_t batches_sent() const noexcept { return batches_sent_; }
+
+  // SessionHandler
+  void on_stream_opened(StreamId id, uint32_t handler_id, uint64_t deadline_budget_ns,
+                        std::span<const std::byte> payload, bool end_stream) noexcept override;
+  void on_stream_data(StreamId id, std::span<const std::byte> payload, bool end_stream) noexcept override;
+  void on_stream_reset(StreamId id, MuxError error, std::string_view message) noexcept override;
+  void on_stream_closed(StreamId id) noexcept override;
+  void on_stream_writable(StreamId id) noexcept override;
+  void on_stream_stopped(StreamId id) noexcept override;
+  void on_goaway(uint32_t last_stream_id, wire::StatusCode code) noexcept override;
+  void on_pong(uint64_t opaque) noexcept override;
+
+  // SocketHandler
+  void on_recv(std::span<const std::byte> bytes) noexcept override;
+  void on_send_complete() noexcept override;
+  void on_error(engine::IoError error) noexcept override;
+  void on_closed() noexcept override;
+
+ private:
+  struct Entry {
+    StreamObserver* observer;
+    bool owned;  // server handlers and unary calls are deleted by the connection
+  };
+  void flush() noexcept;
+  void finish(StreamId id, MuxError error, std::string_view message) noexcept;
+  static void on_keepalive(engine::Timer& timer) noexcept;
+
+  engine::Loop& loop_;
+  const Registry* registry_;
+  ConnectionObserver& observer_;
+  ConnectionOptions options_;
+  Session session_;
+  engine::Socket socket_;
+  std::unordered_map<StreamId, Entry> streams_;
+  // The double buffer: the batch in flight (sending_*) and, inside the session, the one
+  // being filled; swapped when the send completes.
+  std::vector<std::byte> sending_control_;
+  std::vector<std::byte> sending_data_;
+  engine::Timer keepalive_;
+  uint64_t last_received_ns_ = 0;
+  uint64_t ping_sent_ns_ = 0;
+  uint64_t batches_sent_ = 0;
+  MuxError close_reason_ = MuxError::none;
+  engine::IoError io_error_ = engine::IoError::none;
+  bool closed_reported_ = false;
+};
+
+}  // namespace ringmux::mux
