@@ -91,9 +91,10 @@ inline constexpr uint64_t window_bytes_limit = (uint64_t{1} << 31) - 1;
 // ---- mux: sessions --------------------------------------------------------------------
 
 // Streams the peer may have open at once on one connection; an OPEN beyond it is refused
-// with RESET(refused_stream), which the caller may retry. 4096 covers "thousands of
-// concurrent streams" with per-stream state of a few hundred bytes.
-inline constexpr uint32_t streams_concurrent_max = 4096;
+// with RESET(refused_stream), which the caller may retry. 16384 covers the "thousands of
+// concurrent streams" of a storage node (10,000 calls in flight are tested) at a few
+// hundred bytes of state each (a few MiB per connection at the limit).
+inline constexpr uint32_t streams_concurrent_max = 16384;
 
 // Largest DATA frame the writer produces. A small frame of another stream waits behind at
 // most one chunk: 64 KiB is ~20 us at loopback speed, and large enough that headers and

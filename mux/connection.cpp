@@ -352,9 +352,16 @@ void Connection::on_pong(uint64_t opaque) noexcept {
 // ---- I/O ----
 
 void Connection::flush() noexcept {
-  if (socket_.send_in_flight() || !session_.has_output() || socket_.state() != engine::Socket::State::open) return;
+  if (flushing_ || socket_.send_in_flight() || !session_.has_output() ||
+      socket_.state() != engine::Socket::State::open) {
+    return;
+  }
   RM_ASSERT(sending_control_.empty() && sending_data_.empty());
+  // take_batch wakes writers, whose writes call flush() again: they must only fill the
+  // session's new batch, not start a send of their own.
+  flushing_ = true;
   session_.take_batch(sending_control_, sending_data_);
+  flushing_ = false;
   // take_batch may have woken writers that refilled the session's batch: that waits for
   // this send to complete (double buffer), as it should.
   if (sending_control_.empty() && sending_data_.empty()) return;

@@ -196,6 +196,7 @@ class Connection final : public SessionHandler, public engine::SocketHandler {
   MuxError close_reason_ = MuxError::none;
   engine::IoError io_error_ = engine::IoError::none;
   bool closed_reported_ = false;
+  bool flushing_ = false;
 };
 
 }  // namespace ringmux::mux
