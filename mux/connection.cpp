@@ -196,7 +196,11 @@ Connection::Connection(Loop& loop, int fd, bool dialer, const Registry* registry
       socket_(loop, fd, *this),
       keepalive_(&Connection::on_keepalive, this) {}
 
-Connection::~Connection() { RM_ASSERT(closed()); }
+Connection::~Connection() {
+  RM_ASSERT(closed());
+  RM_ASSERT(depth_ == 0);
+  reap();
+}
 
 void Connection::start() noexcept {
   last_received_ns_ = loop_.now_ns();
@@ -205,6 +209,7 @@ void Connection::start() noexcept {
 }
 
 void Connection::close(MuxError reason) noexcept {
+  EntryGuard guard(*this);
   if (close_reason_ == MuxError::none) close_reason_ = reason;
   loop_.timer_cancel(keepalive_);
   session_.fail(reason);  // finishes every stream
@@ -216,6 +221,7 @@ void Connection::close(MuxError reason) noexcept {
 Result<StreamId, MuxError> Connection::open(uint32_t handler_id, uint64_t deadline_ns,
                                             std::span<const std::byte> payload, bool end_stream,
                                             StreamObserver& observer) noexcept {
+  EntryGuard guard(*this);
   uint64_t budget_ns = 0;
   if (deadline_ns != 0) {
     const uint64_t now = Loop::clock_ns();
@@ -230,28 +236,33 @@ Result<StreamId, MuxError> Connection::open(uint32_t handler_id, uint64_t deadli
 }
 
 Result<std::size_t, MuxError> Connection::write(StreamId id, std::span<const std::byte> bytes, bool end_stream) noexcept {
+  EntryGuard guard(*this);
   auto taken = session_.write(id, bytes, end_stream);
   flush();
   return taken;
 }
 
 Result<void, MuxError> Connection::end(StreamId id) noexcept {
+  EntryGuard guard(*this);
   auto ended = session_.end(id);
   flush();
   return ended;
 }
 
 void Connection::reset(StreamId id, MuxError reason, std::string_view message) noexcept {
+  EntryGuard guard(*this);
   session_.reset(id, reason, message);
   flush();
 }
 
 void Connection::stop(StreamId id) noexcept {
+  EntryGuard guard(*this);
   session_.stop(id);
   flush();
 }
 
 void Connection::consume(StreamId id, std::size_t bytes) noexcept {
+  EntryGuard guard(*this);
   session_.consume(id, bytes, loop_.now_ns());
   // Credit frames are flushed with the next batch; the receive path flushes after each
   // read, so credit never waits long.
@@ -259,6 +270,7 @@ void Connection::consume(StreamId id, std::size_t bytes) noexcept {
 
 StreamId Connection::call(uint32_t handler_id, std::span<const std::byte> request, uint64_t deadline_ns,
                           CallCallback done) noexcept {
+  EntryGuard guard(*this);
   auto* call = new UnaryCall(*this, std::move(done));
   uint64_t budget_ns = 0;
   if (deadline_ns != 0) {
@@ -320,7 +332,19 @@ void Connection::finish(StreamId id, MuxError error, std::string_view message) n
   streams_.erase(it);
   if (!message.empty()) entry.observer->on_stream_message(message);
   entry.observer->on_stream_finished(error);
-  if (entry.owned) delete entry.observer;
+  if (entry.owned) {
+    RM_ASSERT(depth_ > 0);  // every path here starts at an entry point
+    finished_.emplace_back(entry.observer);
+  }
+}
+
+void Connection::reap() noexcept {
+  finished_.clear();
+  if (close_pending_) {
+    close_pending_ = false;
+    closed_reported_ = true;
+    observer_.on_connection_closed(*this, close_reason_, io_error_);  // last: may destroy this
+  }
 }
 
 void Connection::on_stream_reset(StreamId id, MuxError error, std::string_view message) noexcept {
@@ -370,6 +394,7 @@ void Connection::flush() noexcept {
 }
 
 void Connection::on_recv(std::span<const std::byte> bytes) noexcept {
+  EntryGuard guard(*this);
   last_received_ns_ = loop_.now_ns();
   auto received = session_.receive(bytes, last_received_ns_);
   if (!received) {
@@ -382,24 +407,33 @@ void Connection::on_recv(std::span<const std::byte> bytes) noexcept {
 }
 
 void Connection::on_send_complete() noexcept {
+  EntryGuard guard(*this);
   sending_control_.clear();  // capacity kept: the next swap reuses it
   sending_data_.clear();
   flush();
 }
 
 void Connection::on_error(engine::IoError error) noexcept {
+  EntryGuard guard(*this);
   io_error_ = error;
   close(error == engine::IoError::closed ? MuxError::stream_closed : MuxError::peer_error);
 }
 
 void Connection::on_closed() noexcept {
-  if (closed_reported_) return;
+  if (closed_reported_ || close_pending_) return;
+  if (depth_ > 0) {
+    // Inside an entry point: the observer hears of it when that returns (it may destroy
+    // the connection, which must not happen under a running member function).
+    close_pending_ = true;
+    return;
+  }
   closed_reported_ = true;
-  observer_.on_connection_closed(*this, close_reason_, io_error_);  // may destroy this
+  observer_.on_connection_closed(*this, close_reason_, io_error_);  // last: may destroy this
 }
 
 void Connection::on_keepalive(engine::Timer& timer) noexcept {
   auto& self = *static_cast<Connection*>(timer.context());
+  EntryGuard guard(self);
   const uint64_t now = self.loop_.now_ns();
   const uint64_t silent_ns = now - self.last_received_ns_;
   if (silent_ns >= self.options_.dead_peer_timeout_ns) {

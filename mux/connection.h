@@ -45,7 +45,9 @@ class StreamObserver {
   virtual void on_stream_stopped() noexcept {}
   // The last event: MuxError::none when the stream completed cleanly, else why it ended
   // (the peer's reset reason, cancelled, deadline_exceeded, a connection error, ...).
-  // The connection forgets the observer after this call (and deletes it when it owns it).
+  // The connection forgets the observer after this call; one it owns (a server handler's)
+  // is deleted once the connection's current entry point returns, never in the middle
+  // of a call the observer itself made.
   virtual void on_stream_finished(MuxError error) noexcept = 0;
 };
 
@@ -174,6 +176,20 @@ class Connection final : public SessionHandler, public engine::SocketHandler {
     StreamObserver* observer;
     bool owned;  // server handlers and unary calls are deleted by the connection
   };
+  // Marks an entry point (a public call, a socket or timer callback): owned observers
+  // finished inside it are deleted, and on_connection_closed delivered, when the
+  // outermost one returns (reap() is its last action).
+  class EntryGuard {
+   public:
+    explicit EntryGuard(Connection& connection) noexcept : connection_(connection) { connection_.depth_++; }
+    ~EntryGuard() {
+      if (--connection_.depth_ == 0) connection_.reap();
+    }
+
+   private:
+    Connection& connection_;
+  };
+  void reap() noexcept;
   void flush() noexcept;
   void finish(StreamId id, MuxError error, std::string_view message) noexcept;
   static void on_keepalive(engine::Timer& timer) noexcept;
@@ -197,6 +213,9 @@ class Connection final : public SessionHandler, public engine::SocketHandler {
   engine::IoError io_error_ = engine::IoError::none;
   bool closed_reported_ = false;
   bool flushing_ = false;
+  bool close_pending_ = false;
+  uint32_t depth_ = 0;
+  std::vector<std::unique_ptr<StreamObserver>> finished_;  // owned observers awaiting reap()
 };
 
 }  // namespace ringmux::mux
