@@ -353,9 +353,9 @@ TEST_CASE("connection: unknown handler and handler error with a message") {
 TEST_CASE("connection: STOP fails the writer within 100 ms") {
   auto loop = test::make_test_loop();
   if (!loop) return;
+  Watcher watcher;  // outlives the fixture, whose connection finishes it when closing
   Fixture f(*loop);
   f.stop_after_five = true;
-  Watcher watcher;
   auto id = f.client->open(sink_stream, 0, {}, false, watcher);
   REQUIRE(id.ok());
   const Bytes message(1000, std::byte{7});
