@@ -17,6 +17,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <thread>
 #include <utility>
 
 #include "engine/buffer_ring.h"
@@ -119,6 +120,8 @@ class Loop {
   bool defer_taskrun() const noexcept { return (setup_flags_ & IORING_SETUP_DEFER_TASKRUN) != 0; }
   bool single_issuer() const noexcept { return (setup_flags_ & IORING_SETUP_SINGLE_ISSUER) != 0; }
   uint32_t setup_flags() const noexcept { return setup_flags_; }
+  // Whether the caller runs on this loop's thread (any thread may ask).
+  bool on_loop_thread() const noexcept { return std::this_thread::get_id() == thread_; }
 
   // ---- any thread ----
 
@@ -153,6 +156,7 @@ class Loop {
   bool ring_ready_ = false;
   uint32_t setup_flags_ = 0;
   uint64_t spin_ns_ = 0;
+  std::thread::id thread_ = std::this_thread::get_id();  // the creating (and running) thread
   std::unique_ptr<BufferRing> buffers_;
   TimerHeap timers_;
   LoopStats stats_;

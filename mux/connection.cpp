@@ -264,8 +264,10 @@ void Connection::stop(StreamId id) noexcept {
 void Connection::consume(StreamId id, std::size_t bytes) noexcept {
   EntryGuard guard(*this);
   session_.consume(id, bytes, loop_.now_ns());
-  // Credit frames are flushed with the next batch; the receive path flushes after each
-  // read, so credit never waits long.
+  // Inside the receive path the credit leaves with the batch flushed after the read;
+  // called on its own (a worker's release reaching the loop) it must go out now, or a
+  // sender waiting for it would wait forever.
+  if (depth_ == 1) flush();
 }
 
 StreamId Connection::call(uint32_t handler_id, std::span<const std::byte> request, uint64_t deadline_ns,

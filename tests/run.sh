@@ -3,7 +3,8 @@
 # usage: tests/run.sh [normal|asan|tsan|fuzz [SECONDS]]
 #   normal  release build with -Werror (the default), every test
 #   asan    AddressSanitizer + UndefinedBehaviorSanitizer build, every test
-#   tsan    ThreadSanitizer build, the tests that cross threads (engine posting, slot ring)
+#   tsan    ThreadSanitizer build, the tests that cross threads (engine posting, slot ring,
+#           application threads calling into connections)
 #   fuzz    clang + libFuzzer: the wire decoder for SECONDS (default 60) over the seed corpus
 # Prints "N passed, M failed, K skipped" last and exits non-zero on any failure. The counts
 # also go to build-MODE/counts for .ci/run.
@@ -63,7 +64,7 @@ case "$mode" in
     # The cross-thread paths: posting into loops, engine start/stop, the SPSC slot ring.
     TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
       meson test -C "$dir" --no-rebuild --print-errorlogs --num-processes 1 --timeout-multiplier 3 \
-      --test-args='--test-case=*tasks*posted*,engine:*,slot*ring*' engine mux
+      --test-args='--test-case=*tasks*posted*,engine:*,slot*ring*,threaded:*' engine mux
     status=$?
     report "$dir"
     exit $status
