@@ -19,3 +19,6 @@ echo "install: pkg-config ringmux -> $flags"
 ${CXX:-c++} -std=c++20 "$source/tests/install/consumer.cpp" $flags -o "$stage/consumer"
 libdir=$(pkg-config --define-variable=prefix="$stage$prefix" --variable=libdir ringmux)
 LD_LIBRARY_PATH="$libdir" "$stage/consumer"
+# The README's example: a unary call and a stream, built the same way.
+${CXX:-c++} -std=c++20 "$source/tests/install/example.cpp" $flags -o "$stage/example"
+LD_LIBRARY_PATH="$libdir" "$stage/example"

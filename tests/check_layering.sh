@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
-# Fails when a sans-I/O layer touches the kernel: wire/ and replay/ (and any directory
-# given) must not include liburing or socket headers, nor call socket functions.
-# usage: check_layering.sh SOURCE_ROOT [DIR...]   (DIRs relative to SOURCE_ROOT;
-#        default: wire replay)
+# Fails when a sans-I/O layer touches the kernel: wire/, replay/ and the state machines
+# of mux/ must not include liburing or socket headers, nor call socket functions.
+# usage: check_layering.sh SOURCE_ROOT [PATH...]   (directories or files relative to
+#        SOURCE_ROOT; default: wire replay and mux's session, stream, flow, slot ring)
 set -u
 root=${1:?usage: check_layering.sh SOURCE_ROOT [DIR...]}
 shift
 dirs=("$@")
-[ ${#dirs[@]} -gt 0 ] || dirs=(wire replay)
+[ ${#dirs[@]} -gt 0 ] || dirs=(wire replay mux/session.h mux/session.cpp mux/stream_state.h mux/stream_state.cpp
+  mux/flow.h mux/slot_ring.h mux/errors.h mux/errors.cpp)
 include_re='^[[:space:]]*#[[:space:]]*include[[:space:]]*[<"](liburing(\.h|/[^>"]*)|sys/socket\.h|sys/epoll\.h|sys/uio\.h|netinet/[^>"]*|arpa/inet\.h|unistd\.h|fcntl\.h|poll\.h)[>"]'
 call_re='(^|[^A-Za-z0-9_.>:])(::)?(io_uring_[a-z_]+|socket|accept4?|connect|bind|listen|sendmsg|recvmsg|sendto|recvfrom|send|recv|read|write|close|poll|epoll_wait|setsockopt)[[:space:]]*\('
 status=0
 checked=0
 for dir in "${dirs[@]}"; do
-  [ -d "$root/$dir" ] || continue
+  [ -e "$root/$dir" ] || continue
   while IFS= read -r -d '' file; do
     checked=$((checked + 1))
     # Strip // comments before looking for calls, so prose can name the functions.
