@@ -5,11 +5,13 @@
 // engine::Loop::post), and results come back through memory the calling thread owns.
 //
 //   RemoteCaller: unary calls, blocking with a deadline or asynchronous.
-//   InboundQueue: a stream's inbound bytes handed to one worker thread through an SPSC
-//                 slot ring (the loop produces, the worker acquires, reads in place and
-//                 releases); released bytes become flow-control credit on the loop.
+//   WorkerStream: one stream driven by a worker thread. Inbound bytes reach it through an
+//                 SPSC slot ring (the loop produces, the worker acquires, reads in place
+//                 and releases; released bytes become flow-control credit on the loop);
+//                 outbound, write() blocks until the loop has taken the bytes (credit
+//                 permitting) or the deadline passes; cancel() resets the stream.
 //
-// Lifetime: a RemoteCaller or InboundQueue must not outlive its Connection, and the
+// Lifetime: a RemoteCaller or WorkerStream must not outlive its Connection, and the
 // Connection must not be destroyed while a call made through them is in flight.
 #pragma once
 
@@ -51,9 +53,11 @@ class RemoteCaller {
   Connection& connection_;
 };
 
-// One stream's inbound data, delivered to a worker thread. Create it on the loop thread
-// and pass it as the stream's observer; the worker then calls acquire / release.
-class InboundQueue final : public StreamObserver {
+// One stream driven by a worker thread. Create it on the loop thread and pass it as the
+// observer of Connection::open (the caller owns it and keeps it until the stream has
+// finished, i.e. until acquire() returned the message with `finished`); one worker
+// thread then calls acquire / release / write / cancel.
+class WorkerStream final : public StreamObserver {
  public:
   struct Message {
     std::vector<std::byte> bytes;  // capacity kept across uses of the slot
@@ -64,7 +68,7 @@ class InboundQueue final : public StreamObserver {
 
   // `capacity` slots (a power of two). The stream's window bounds the bytes queued; the
   // slot count bounds the messages (beyond it, messages wait on the loop side).
-  InboundQueue(Connection& connection, uint32_t capacity = 64);
+  WorkerStream(Connection& connection, uint32_t capacity = 64);
 
   void set_stream(StreamId id) noexcept { id_ = id; }
 
@@ -74,13 +78,27 @@ class InboundQueue final : public StreamObserver {
   const Message* acquire(uint64_t timeout_ns) noexcept;
   // Hands the message back; its bytes become credit for the peer.
   void release() noexcept;
+  // Sends `bytes` (then half-closes if `end_stream`), blocking until the loop has taken
+  // all of them into its send batches or `deadline_ns` passes (0: no deadline). `bytes`
+  // is read on the loop while this blocks: no copy is made of it here. Errors: the
+  // stream's (stream_stopped, stream_closed, its reset reason), deadline_exceeded (the
+  // stream is then reset so that nothing is left half-written).
+  Result<void, MuxError> write(std::span<const std::byte> bytes, bool end_stream, uint64_t deadline_ns) noexcept;
+  // Resets the stream with cancelled; the peer's handler observes it.
+  void cancel() noexcept;
 
   // ---- loop thread (StreamObserver) ----
   void on_stream_data(std::span<const std::byte> bytes, bool end_stream) noexcept override;
+  void on_stream_writable() noexcept override { continue_write(); }
+  void on_stream_stopped() noexcept override { continue_write(); }
   void on_stream_finished(MuxError error) noexcept override;
 
  private:
   void publish() noexcept;  // moves overflow messages into the ring while there is room
+  // Loop side of write(): takes what the session accepts; completes the waiting worker
+  // when all is taken or the stream fails.
+  void continue_write() noexcept;
+  void complete_write(MuxError error) noexcept;
   static void on_credit_task(engine::Task* task) noexcept;
 
   Connection& connection_;
@@ -92,9 +110,18 @@ class InboundQueue final : public StreamObserver {
   std::atomic<uint64_t> released_bytes_{0};
   std::atomic<bool> credit_posted_{false};
   struct CreditTask : engine::Task {
-    InboundQueue* owner = nullptr;
+    WorkerStream* owner = nullptr;
   } credit_task_;
   std::size_t acquired_bytes_ = 0;  // worker side
+  // The write in progress (loop side while write_done_ == 0).
+  std::span<const std::byte> write_bytes_;
+  std::size_t write_taken_ = 0;
+  bool write_end_ = false;
+  bool write_active_ = false;
+  MuxError write_error_ = MuxError::none;
+  MuxError finished_error_ = MuxError::none;
+  bool finished_ = false;
+  std::atomic<uint32_t> write_done_{0};
 };
 
 }  // namespace ringmux::mux

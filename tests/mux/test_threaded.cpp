@@ -27,6 +27,7 @@ namespace {
 
 constexpr uint32_t echo_unary = 1;
 constexpr uint32_t echo_stream = 2;
+constexpr uint32_t counting_sink = 3;
 
 // Everything that lives on the loop: a listener with server connections, one client.
 struct LoopSide final : engine::ListenerHandler, engine::ConnectHandler, ConnectionObserver {
@@ -64,9 +65,35 @@ struct LoopSide final : engine::ListenerHandler, engine::ConnectHandler, Connect
       source->pump();
       return source;
     });
+    // A sink that counts bytes, answers the count when the client ends, and can stall.
+    registry.add_stream(counting_sink, [this](const StreamStart& start) -> StreamObserver* {
+      struct Sink final : StreamObserver {
+        LoopSide* side;
+        Connection* connection;
+        StreamId id;
+        uint64_t count = 0;
+        void on_stream_data(std::span<const std::byte> bytes, bool end) noexcept override {
+          if (side->sink_stalls) return;
+          connection->consume(id, bytes.size());
+          count += bytes.size();
+          if (end) {
+            std::byte answer[sizeof(count)];
+            std::memcpy(answer, &count, sizeof(count));
+            (void)connection->write(id, answer, true);
+          }
+        }
+        void on_stream_finished(MuxError) noexcept override {}
+      };
+      auto* sink = new Sink();
+      sink->side = this;
+      sink->connection = start.connection;
+      sink->id = start.id;
+      return sink;
+    });
     REQUIRE(listener.listen(engine::Address::loopback_v4(0)).ok());
     connector.connect(listener.address());
   }
+  bool sink_stalls = false;
   void on_accept(int fd) noexcept override {
     servers.push_back(std::make_unique<Connection>(loop, fd, false, &registry, *this, options_));
     servers.back()->start();
@@ -179,9 +206,9 @@ TEST_CASE("threaded: a worker thread reads a stream through its slot ring") {
   options.session.stream_window_bytes_max = 64 * 1024;
   Harness h(options);
   constexpr uint64_t total = 8u << 20;
-  std::unique_ptr<InboundQueue> queue;
+  std::unique_ptr<WorkerStream> queue;
   on_loop(*h.engine, [&] {
-    queue = std::make_unique<InboundQueue>(*h.side->client, 16);
+    queue = std::make_unique<WorkerStream>(*h.side->client, 16);
     std::byte request[sizeof(total)];
     std::memcpy(request, &total, sizeof(total));
     auto id = h.side->client->open(echo_stream, 0, request, true, *queue);
@@ -193,7 +220,7 @@ TEST_CASE("threaded: a worker thread reads a stream through its slot ring") {
   bool finished = false;
   MuxError error = MuxError::cancelled;
   while (!finished) {
-    const InboundQueue::Message* message = queue->acquire(10'000'000'000ull);
+    const WorkerStream::Message* message = queue->acquire(10'000'000'000ull);
     REQUIRE(message != nullptr);
     for (std::size_t i = 0; i < message->bytes.size(); i++) {
       const uint64_t at = received + i;
@@ -210,4 +237,69 @@ TEST_CASE("threaded: a worker thread reads a stream through its slot ring") {
   CHECK(mismatches == 0);
   CHECK(error == MuxError::none);
   on_loop(*h.engine, [&] { queue.reset(); });
+}
+
+// Proves a worker thread can write a stream with blocking writes under flow control
+// (16 MiB through a 64 KiB window), and gets the server's byte count back.
+TEST_CASE("threaded: a worker thread writes a stream with blocking writes") {
+  ConnectionOptions options;
+  options.session.stream_window_bytes = 64 * 1024;
+  options.session.stream_window_bytes_max = 64 * 1024;
+  Harness h(options);
+  std::unique_ptr<WorkerStream> stream;
+  on_loop(*h.engine, [&] {
+    stream = std::make_unique<WorkerStream>(*h.side->client, 16);
+    auto id = h.side->client->open(counting_sink, 0, {}, false, *stream);
+    REQUIRE(id.ok());
+    stream->set_stream(id.value());
+  });
+  std::vector<std::byte> block(1 << 20, std::byte{0x33});
+  for (int i = 0; i < 16; i++) {
+    auto written = stream->write(block, i == 15, Loop::clock_ns() + 10'000'000'000ull);
+    REQUIRE(written.ok());
+  }
+  uint64_t count = 0;
+  bool finished = false;
+  while (!finished) {
+    const WorkerStream::Message* message = stream->acquire(10'000'000'000ull);
+    REQUIRE(message != nullptr);
+    if (message->bytes.size() == sizeof(count)) std::memcpy(&count, message->bytes.data(), sizeof(count));
+    finished = message->finished;
+    if (finished) CHECK(message->error == MuxError::none);
+    stream->release();
+  }
+  CHECK(count == 16u << 20);
+  on_loop(*h.engine, [&] { stream.reset(); });
+}
+
+// Proves a blocking write against a peer that stopped reading fails at its deadline
+// (and resets the stream) instead of hanging.
+TEST_CASE("threaded: a blocking write to a stalled peer fails at its deadline") {
+  ConnectionOptions options;
+  options.session.stream_window_bytes = 64 * 1024;
+  options.session.stream_window_bytes_max = 64 * 1024;
+  Harness h(options);
+  std::unique_ptr<WorkerStream> stream;
+  on_loop(*h.engine, [&] {
+    h.side->sink_stalls = true;
+    stream = std::make_unique<WorkerStream>(*h.side->client, 16);
+    auto id = h.side->client->open(counting_sink, 0, {}, false, *stream);
+    REQUIRE(id.ok());
+    stream->set_stream(id.value());
+  });
+  std::vector<std::byte> block(1 << 20, std::byte{0x44});
+  const uint64_t start = Loop::clock_ns();
+  auto written = stream->write(block, false, start + 200'000'000);
+  const uint64_t elapsed = Loop::clock_ns() - start;
+  REQUIRE(!written.ok());
+  CHECK(written.error() == MuxError::deadline_exceeded);
+  CHECK(elapsed >= 190'000'000);
+  CHECK(elapsed < 2'000'000'000);
+  // The stream was reset: the worker sees it finish with that error.
+  const WorkerStream::Message* message = stream->acquire(5'000'000'000ull);
+  REQUIRE(message != nullptr);
+  CHECK(message->finished);
+  CHECK(message->error == MuxError::deadline_exceeded);
+  stream->release();
+  on_loop(*h.engine, [&] { stream.reset(); });
 }
