@@ -116,6 +116,11 @@ inline constexpr uint32_t control_frames_queued_max = 4096;
 // (rapid reset: open and cancel in a loop) and closes the connection.
 inline constexpr uint32_t peer_resets_per_second_max = 10000;
 
+// A call that arrives with less time left than this is refused with deadline_exceeded
+// before its handler starts: 10 us is less than a handler's own dispatch and reply on
+// this class of machine, so starting it could only waste work on an answer nobody awaits.
+inline constexpr uint64_t deadline_budget_ns_min = 10'000;
+
 // Idle time after which a connection sends a PING to prove the peer alive.
 inline constexpr uint64_t keepalive_interval_ns_default = 1'000'000'000;
 

@@ -296,6 +296,12 @@ StreamId Connection::call(uint32_t handler_id, std::span<const std::byte> reques
   return id.value();
 }
 
+void Connection::goaway(wire::StatusCode code) noexcept {
+  EntryGuard guard(*this);
+  session_.goaway(code);
+  flush();
+}
+
 // ---- session events ----
 
 void Connection::on_stream_opened(StreamId id, uint32_t handler_id, uint64_t deadline_budget_ns,
@@ -304,6 +310,12 @@ void Connection::on_stream_opened(StreamId id, uint32_t handler_id, uint64_t dea
   if (handler == nullptr) {
     session_.consume(id, payload.size(), loop_.now_ns());
     session_.reset(id, MuxError::unknown_handler);
+    return;
+  }
+  if (deadline_budget_ns != 0 && deadline_budget_ns < limits::deadline_budget_ns_min) {
+    // Its deadline has (as good as) passed: refuse it rather than start the handler.
+    session_.consume(id, payload.size(), loop_.now_ns());
+    session_.reset(id, MuxError::deadline_exceeded);
     return;
   }
   StreamStart start{this, id, handler_id, deadline_budget_ns == 0 ? 0 : loop_.now_ns() + deadline_budget_ns,

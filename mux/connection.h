@@ -149,6 +149,9 @@ class Connection final : public SessionHandler, public engine::SocketHandler {
   StreamId call(uint32_t handler_id, std::span<const std::byte> request, uint64_t deadline_ns, CallCallback done) noexcept;
   // Cancels a call or stream: RESET(cancelled) to the peer, cancelled to local waiters.
   void cancel(StreamId id) noexcept { reset(id, MuxError::cancelled); }
+  // Graceful drain: tells the peer the last stream we serve; later OPENs are refused
+  // (retryable) while streams already open run to completion.
+  void goaway(wire::StatusCode code = wire::StatusCode::going_away) noexcept;
 
   Session& session() noexcept { return session_; }
   engine::Loop& loop() noexcept { return loop_; }

@@ -103,7 +103,9 @@ class SinkStream final : public StreamObserver {
 
 // A listener that wraps each accepted fd in a server Connection, and a client connection.
 struct Fixture final : engine::ListenerHandler, engine::ConnectHandler, ConnectionObserver {
-  explicit Fixture(Loop& loop_ref, ConnectionOptions options = {}) : loop(loop_ref), listener(loop_ref, *this), connector(loop_ref, *this), options_(options) {
+  explicit Fixture(Loop& loop_ref, ConnectionOptions options = {}, std::optional<ConnectionOptions> server_options = {})
+      : loop(loop_ref), listener(loop_ref, *this), connector(loop_ref, *this), options_(options),
+        server_options_(server_options.value_or(options)) {
     registry.add_unary(echo_unary, [](std::span<const std::byte> request, std::shared_ptr<Responder> responder) {
       responder->reply(request);
     });
@@ -135,7 +137,7 @@ struct Fixture final : engine::ListenerHandler, engine::ConnectHandler, Connecti
   }
 
   void on_accept(int fd) noexcept override {
-    servers.push_back(std::make_unique<Connection>(loop, fd, false, &registry, *this, options_));
+    servers.push_back(std::make_unique<Connection>(loop, fd, false, &registry, *this, server_options_));
     servers.back()->start();
   }
   void on_accept_error(engine::IoError) noexcept override {}
@@ -158,6 +160,7 @@ struct Fixture final : engine::ListenerHandler, engine::ConnectHandler, Connecti
   engine::Listener listener;
   engine::Connector connector;
   ConnectionOptions options_;
+  ConnectionOptions server_options_;
   std::unique_ptr<Connection> client;
   std::vector<std::unique_ptr<Connection>> servers;
   std::vector<std::shared_ptr<Responder>> held;
@@ -465,4 +468,71 @@ TEST_CASE("connection: a silent peer is detected within the keepalive timeout") 
   CHECK(dialer.closed_at - start < 400'000'000);
   silent.close();
   loop->run_until([&] { return silent.closed(); }, 5 * second_ns);
+}
+
+// Proves refusal beyond the server's stream limit is retryable: the third concurrent call
+// is refused with nothing processed, and succeeds when retried after one finished.
+TEST_CASE("connection: refused beyond the stream limit, then a successful retry") {
+  auto loop = test::make_test_loop();
+  if (!loop) return;
+  ConnectionOptions server;
+  server.session.streams_concurrent_max = 2;
+  Fixture f(*loop, {}, server);
+  std::vector<std::optional<MuxError>> outcomes(3);
+  std::vector<StreamId> ids;
+  for (int i = 0; i < 3; i++) {
+    ids.push_back(f.client->call(never_replies, {}, 0, [&outcomes, i](const CallResult& r) { outcomes[i] = r.error; }));
+  }
+  CHECK(loop->run_until([&] { return outcomes[2].has_value(); }, 5 * second_ns));
+  CHECK(outcomes[2] == MuxError::refused);
+  CHECK(!outcomes[0].has_value());
+  CHECK(f.held.size() == 2);  // only two reached the handler
+  f.client->cancel(ids[0]);
+  CHECK(loop->run_until([&] { return f.server_cancellations == 1; }, 5 * second_ns));
+  std::optional<CallResult> retry;
+  f.client->call(echo_unary, {}, 0, [&](const CallResult& r) { retry = CallResult{r.error, {}, r.message}; });
+  CHECK(loop->run_until([&] { return retry.has_value(); }, 5 * second_ns));
+  CHECK(retry->error == MuxError::none);
+}
+
+// Proves GOAWAY drains: a call in flight completes, a new one is refused, and a stream id
+// that has finished is a stale handle (an error, not a crash).
+TEST_CASE("connection: goaway drains, and stale stream ids are errors") {
+  auto loop = test::make_test_loop();
+  if (!loop) return;
+  Fixture f(*loop);
+  std::optional<MuxError> in_flight;
+  f.client->call(never_replies, {}, 0, [&](const CallResult& r) { in_flight = r.error; });
+  REQUIRE(loop->run_until([&] { return f.held.size() == 1; }, 5 * second_ns));
+  f.servers[0]->goaway();
+  loop->run_until([] { return false; }, 20'000'000);
+  std::optional<MuxError> late;
+  f.client->call(echo_unary, {}, 0, [&](const CallResult& r) { late = r.error; });
+  CHECK(late == MuxError::refused);
+  f.held[0]->reply(std::as_bytes(std::span(std::string_view("done"))));
+  CHECK(loop->run_until([&] { return in_flight.has_value(); }, 5 * second_ns));
+  CHECK(in_flight == MuxError::none);
+  auto stale = f.client->write(1, std::as_bytes(std::span(std::string_view("x"))), false);
+  REQUIRE(!stale.ok());
+  CHECK(stale.error() == MuxError::stream_closed);
+}
+
+// Proves the server refuses a call that arrives with its deadline (as good as) passed,
+// without starting the handler.
+TEST_CASE("connection: a call arriving past its deadline is refused before the handler runs") {
+  auto loop = test::make_test_loop();
+  if (!loop) return;
+  Watcher watcher;  // outlives the fixture
+  Fixture f(*loop);
+  std::byte request[1] = {};
+  // Opened with 2 us left: the budget that reaches the server is under the minimum.
+  auto id = f.client->open(never_replies, Loop::clock_ns() + 2'000, request, true, watcher);
+  if (!id) {
+    CHECK(id.error() == MuxError::deadline_exceeded);  // it passed before we even sent it
+    return;
+  }
+  CHECK(loop->run_until([&] { return watcher.error.has_value(); }, 5 * second_ns));
+  CHECK(watcher.error == MuxError::deadline_exceeded);
+  loop->run_until([] { return false; }, 20'000'000);
+  CHECK(f.held.empty());
 }
