@@ -10,7 +10,10 @@ dirs=("$@")
 [ ${#dirs[@]} -gt 0 ] || dirs=(wire replay mux/session.h mux/session.cpp mux/stream_state.h mux/stream_state.cpp
   mux/flow.h mux/slot_ring.h mux/errors.h mux/errors.cpp)
 include_re='^[[:space:]]*#[[:space:]]*include[[:space:]]*[<"](liburing(\.h|/[^>"]*)|sys/socket\.h|sys/epoll\.h|sys/uio\.h|netinet/[^>"]*|arpa/inet\.h|unistd\.h|fcntl\.h|poll\.h)[>"]'
-call_re='(^|[^A-Za-z0-9_.>:])(::)?(io_uring_[a-z_]+|socket|accept4?|connect|bind|listen|sendmsg|recvmsg|sendto|recvfrom|send|recv|read|write|close|poll|epoll_wait|setsockopt)[[:space:]]*\('
+names='io_uring_[a-z_]+|socket|accept4?|connect|bind|listen|sendmsg|recvmsg|sendto|recvfrom|send|recv|read|write|close|poll|epoll_wait|setsockopt'
+# A call, not a declaration or a member of ours: at the start of a statement or after an
+# operator (optionally after "return"), or qualified with a bare "::" (the C library's).
+call_re="((^|[=(,!&|?;{}])[[:space:]]*(return[[:space:]]+)?($names)[[:space:]]*\\(|(^|[^A-Za-z0-9_:])::($names)[[:space:]]*\\()"
 status=0
 checked=0
 for dir in "${dirs[@]}"; do

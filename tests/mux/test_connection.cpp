@@ -477,8 +477,10 @@ TEST_CASE("connection: refused beyond the stream limit, then a successful retry"
   if (!loop) return;
   ConnectionOptions server;
   server.session.streams_concurrent_max = 2;
-  Fixture f(*loop, {}, server);
+  // Declared before the fixture: a call still open when the fixture closes the
+  // connection completes (with an error) into it.
   std::vector<std::optional<MuxError>> outcomes(3);
+  Fixture f(*loop, {}, server);
   std::vector<StreamId> ids;
   for (int i = 0; i < 3; i++) {
     ids.push_back(f.client->call(never_replies, {}, 0, [&outcomes, i](const CallResult& r) { outcomes[i] = r.error; }));
