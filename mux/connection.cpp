@@ -430,7 +430,7 @@ void Connection::on_send_complete() noexcept {
 void Connection::on_error(engine::IoError error) noexcept {
   EntryGuard guard(*this);
   io_error_ = error;
-  close(error == engine::IoError::closed ? MuxError::stream_closed : MuxError::peer_error);
+  close(MuxError::connection_lost);  // io_error_ says how
 }
 
 void Connection::on_closed() noexcept {
@@ -452,7 +452,7 @@ void Connection::on_keepalive(engine::Timer& timer) noexcept {
   const uint64_t silent_ns = now - self.last_received_ns_;
   if (silent_ns >= self.options_.dead_peer_timeout_ns) {
     self.io_error_ = engine::IoError::timed_out;
-    self.close(MuxError::peer_error);
+    self.close(MuxError::connection_lost);
     return;
   }
   if (silent_ns >= self.options_.keepalive_interval_ns && self.ping_sent_ns_ == 0) {

@@ -107,8 +107,9 @@ struct ConnectionOptions {
 
 class ConnectionObserver {
  public:
-  // The connection is gone: `error` says why (a MuxError; peer_error for transport
-  // errors, whose IoError is in `io_error`). Every stream has been finished first.
+  // The connection is gone: `error` says why (connection_lost for transport failures,
+  // whose IoError is in `io_error`: closed, reset, timed_out for a silent peer; a
+  // protocol error; or the reason given to close()). Every stream has been finished first.
   virtual void on_connection_closed(Connection& connection, MuxError error, engine::IoError io_error) noexcept = 0;
 
  protected:

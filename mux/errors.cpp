@@ -17,6 +17,7 @@ const char* describe(MuxError e) noexcept {
     case MuxError::flow_control: return "peer sent beyond its flow-control credit";
     case MuxError::flood: return "peer sent control frames or resets past the limits";
     case MuxError::peer_error: return "peer reported a connection error";
+    case MuxError::connection_lost: return "connection lost (closed, reset or silent peer)";
   }
   return "unknown mux error";
 }
@@ -27,6 +28,7 @@ Scope scope_of(MuxError e) noexcept {
     case MuxError::flow_control:
     case MuxError::flood:
     case MuxError::peer_error:
+    case MuxError::connection_lost:
       return Scope::connection;
     case MuxError::none:
     case MuxError::stream_closed:
@@ -58,6 +60,7 @@ wire::StatusCode status_of(MuxError e) noexcept {
     case MuxError::flow_control: return StatusCode::flow_control_error;
     case MuxError::flood: return StatusCode::resource_exhausted;
     case MuxError::peer_error: return StatusCode::internal_error;
+    case MuxError::connection_lost: return StatusCode::internal_error;
   }
   return StatusCode::internal_error;
 }

@@ -29,6 +29,7 @@ enum class MuxError : uint8_t {
   flow_control,        // data beyond the granted credit
   flood,               // control frames or resets faster than the limits allow
   peer_error,          // the peer reported a connection error (ERROR on stream 0)
+  connection_lost,     // the transport failed: closed, reset, or the peer fell silent
 };
 
 const char* describe(MuxError e) noexcept;

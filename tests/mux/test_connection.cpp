@@ -452,10 +452,12 @@ TEST_CASE("connection: a silent peer is detected within the keepalive timeout") 
       connection = std::make_unique<Connection>(loop, fd.value(), true, nullptr, *this, options);
       connection->start();
     }
-    void on_connection_closed(Connection&, MuxError, engine::IoError e) noexcept override {
+    void on_connection_closed(Connection&, MuxError error, engine::IoError e) noexcept override {
       io_error = e;
+      close_error = error;
       closed_at = Loop::clock_ns();
     }
+    std::optional<MuxError> close_error;
   } dialer(*loop);
   dialer.options.keepalive_interval_ns = 50'000'000;
   dialer.options.dead_peer_timeout_ns = 150'000'000;
@@ -464,6 +466,7 @@ TEST_CASE("connection: a silent peer is detected within the keepalive timeout") 
   connector.connect(silent.address());
   CHECK(loop->run_until([&] { return dialer.io_error.has_value(); }, 5 * second_ns));
   CHECK(dialer.io_error == engine::IoError::timed_out);
+  CHECK(dialer.close_error == MuxError::connection_lost);
   CHECK(dialer.closed_at - start >= 150'000'000);
   CHECK(dialer.closed_at - start < 400'000'000);
   silent.close();
