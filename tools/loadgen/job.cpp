@@ -1,0 +1,434 @@
+#include "tools/loadgen/job.h"
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+namespace ringmux::loadgen {
+
+namespace {
+
+std::string_view trim(std::string_view text) {
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.front()))) text.remove_prefix(1);
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.remove_suffix(1);
+  return text;
+}
+
+std::string lower(std::string_view text) {
+  std::string out(text);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+std::optional<double> parse_number(std::string_view text) {
+  text = trim(text);
+  if (text.empty()) return std::nullopt;
+  double value = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size() || !std::isfinite(value)) return std::nullopt;
+  return value;
+}
+
+std::optional<uint64_t> parse_count(std::string_view text, uint64_t min, uint64_t max) {
+  text = trim(text);
+  uint64_t value = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size() || value < min || value > max) {
+    return std::nullopt;
+  }
+  return value;
+}
+
+// Splits "digits[.digits]" from a unit suffix.
+std::pair<std::string_view, std::string> split_unit(std::string_view text) {
+  text = trim(text);
+  std::size_t i = 0;
+  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) i++;
+  return {text.substr(0, i), lower(trim(text.substr(i)))};
+}
+
+std::optional<bool> parse_bool(std::string_view text) {
+  const std::string value = lower(trim(text));
+  if (value.empty() || value == "1" || value == "true" || value == "yes" || value == "on") return true;
+  if (value == "0" || value == "false" || value == "no" || value == "off") return false;
+  return std::nullopt;
+}
+
+ParseError option_error(std::string_view key, std::string_view value, std::string_view expected) {
+  return ParseError{"option '" + std::string(key) + "': '" + std::string(value) + "' is not " + std::string(expected)};
+}
+
+}  // namespace
+
+std::optional<uint64_t> parse_size(std::string_view text) {
+  const auto [digits, unit] = split_unit(text);
+  const auto number = parse_number(digits);
+  if (!number || *number < 0) return std::nullopt;
+  double scale = 1;
+  if (unit.empty() || unit == "b") {
+    scale = 1;
+  } else if (unit == "k" || unit == "kb" || unit == "kib") {
+    scale = 1024.0;
+  } else if (unit == "m" || unit == "mb" || unit == "mib") {
+    scale = 1024.0 * 1024;
+  } else if (unit == "g" || unit == "gb" || unit == "gib") {
+    scale = 1024.0 * 1024 * 1024;
+  } else if (unit == "t" || unit == "tb" || unit == "tib") {
+    scale = 1024.0 * 1024 * 1024 * 1024;
+  } else {
+    return std::nullopt;
+  }
+  const double bytes = *number * scale;
+  if (bytes > 9.0e18 || bytes != std::floor(bytes)) return std::nullopt;
+  return static_cast<uint64_t>(bytes);
+}
+
+std::optional<uint64_t> parse_duration_ns(std::string_view text) {
+  const auto [digits, unit] = split_unit(text);
+  const auto number = parse_number(digits);
+  if (!number || *number < 0) return std::nullopt;
+  double scale = 1e9;  // fio: a bare number of seconds
+  if (unit.empty() || unit == "s") {
+    scale = 1e9;
+  } else if (unit == "us" || unit == "usec") {
+    scale = 1e3;
+  } else if (unit == "ms" || unit == "msec") {
+    scale = 1e6;
+  } else if (unit == "m" || unit == "min") {
+    scale = 60e9;
+  } else if (unit == "h") {
+    scale = 3600e9;
+  } else {
+    return std::nullopt;
+  }
+  const double ns = *number * scale;
+  if (ns > 9.0e18) return std::nullopt;
+  return static_cast<uint64_t>(ns);
+}
+
+std::optional<std::vector<int>> parse_cpu_list(std::string_view text) {
+  std::vector<int> cpus;
+  std::stringstream stream{std::string(text)};
+  std::string part;
+  while (std::getline(stream, part, ',')) {
+    const auto dash = part.find('-');
+    if (dash == std::string::npos) {
+      auto cpu = parse_count(part, 0, 4095);
+      if (!cpu) return std::nullopt;
+      cpus.push_back(static_cast<int>(*cpu));
+    } else {
+      auto first = parse_count(std::string_view(part).substr(0, dash), 0, 4095);
+      auto last = parse_count(std::string_view(part).substr(dash + 1), 0, 4095);
+      if (!first || !last || *first > *last) return std::nullopt;
+      for (uint64_t cpu = *first; cpu <= *last; cpu++) cpus.push_back(static_cast<int>(cpu));
+    }
+  }
+  if (cpus.empty()) return std::nullopt;
+  return cpus;
+}
+
+std::optional<std::vector<double>> parse_percentiles(std::string_view text) {
+  std::vector<double> list;
+  std::stringstream stream{std::string(text)};
+  std::string part;
+  while (std::getline(stream, part, ':')) {
+    auto value = parse_number(part);
+    if (!value || *value <= 0 || *value > 100) return std::nullopt;
+    list.push_back(*value);
+  }
+  if (list.empty()) return std::nullopt;
+  std::sort(list.begin(), list.end());
+  return list;
+}
+
+std::optional<std::vector<BsSplitEntry>> parse_bssplit(std::string_view text) {
+  std::vector<BsSplitEntry> split;
+  std::stringstream stream{std::string(text)};
+  std::string part;
+  uint32_t total = 0;
+  while (std::getline(stream, part, ':')) {
+    const auto slash = part.find('/');
+    if (slash == std::string::npos) return std::nullopt;
+    auto bytes = parse_size(std::string_view(part).substr(0, slash));
+    auto percent = parse_count(std::string_view(part).substr(slash + 1), 1, 100);
+    if (!bytes || *bytes == 0 || *bytes > (64u << 20) || !percent) return std::nullopt;
+    split.push_back({static_cast<uint32_t>(*bytes), static_cast<uint32_t>(*percent)});
+    total += static_cast<uint32_t>(*percent);
+  }
+  if (split.empty() || total != 100) return std::nullopt;
+  return split;
+}
+
+std::optional<ParseError> apply_option(Invocation& invocation, Job& job, std::string_view raw_key, std::string_view value) {
+  const std::string key = lower(trim(raw_key));
+  value = trim(value);
+  auto size_in = [&](uint64_t min, uint64_t max, auto& field) -> std::optional<ParseError> {
+    auto bytes = parse_size(value);
+    if (!bytes || *bytes < min || *bytes > max) {
+      return option_error(key, value, "a size between " + std::to_string(min) + " and " + std::to_string(max) + " bytes");
+    }
+    field = static_cast<std::remove_reference_t<decltype(field)>>(*bytes);
+    return std::nullopt;
+  };
+  auto count_in = [&](uint64_t min, uint64_t max, auto& field) -> std::optional<ParseError> {
+    auto count = parse_count(value, min, max);
+    if (!count) return option_error(key, value, "a whole number between " + std::to_string(min) + " and " + std::to_string(max));
+    field = static_cast<std::remove_reference_t<decltype(field)>>(*count);
+    return std::nullopt;
+  };
+  auto flag = [&](bool& field) -> std::optional<ParseError> {
+    auto parsed = parse_bool(value);
+    if (!parsed) return option_error(key, value, "a boolean (1/0, true/false)");
+    field = *parsed;
+    return std::nullopt;
+  };
+  auto duration = [&](uint64_t& field) -> std::optional<ParseError> {
+    auto ns = parse_duration_ns(value);
+    if (!ns) return option_error(key, value, "a duration (seconds, or with us/ms/s/m/h)");
+    field = *ns;
+    return std::nullopt;
+  };
+
+  if (key == "name") {
+    if (value.empty()) return option_error(key, value, "a job name");
+    job.name = std::string(value);
+  } else if (key == "rw" || key == "readwrite") {
+    const std::string mode = lower(value);
+    if (mode == "unary") job.rw = RwMode::unary;
+    else if (mode == "write") job.rw = RwMode::write;
+    else if (mode == "read") job.rw = RwMode::read;
+    else if (mode == "bidi") job.rw = RwMode::bidi;
+    else return option_error(key, value, "one of unary, write, read, bidi");
+  } else if (key == "bs" || key == "blocksize") {
+    return size_in(1, 64u << 20, job.bs);
+  } else if (key == "resp_bs") {
+    uint32_t bytes = 0;
+    if (auto error = size_in(0, 64u << 20, bytes)) return error;
+    job.resp_bs = bytes;
+  } else if (key == "bssplit") {
+    auto split = parse_bssplit(value);
+    if (!split) return option_error(key, value, "a size/percent list adding up to 100 (e.g. 4k/50:64k/50)");
+    job.bssplit = *split;
+  } else if (key == "iodepth") {
+    return count_in(1, 65536, job.iodepth);
+  } else if (key == "streams") {
+    return count_in(1, 65536, job.streams);
+  } else if (key == "numjobs") {
+    return count_in(1, 1024, job.numjobs);
+  } else if (key == "runtime") {
+    return duration(job.runtime_ns);
+  } else if (key == "ramp_time") {
+    return duration(job.ramp_time_ns);
+  } else if (key == "size") {
+    return size_in(1, UINT64_MAX / 2, job.size_bytes);
+  } else if (key == "rate_iops") {
+    return count_in(1, 100'000'000, job.rate_iops);
+  } else if (key == "verify") {
+    return flag(job.verify);
+  } else if (key == "percentile_list") {
+    auto list = parse_percentiles(value);
+    if (!list) return option_error(key, value, "a ':'-separated list of percentiles in (0, 100]");
+    job.percentile_list = *list;
+  } else if (key == "cpus_allowed") {
+    auto cpus = parse_cpu_list(value);
+    if (!cpus) return option_error(key, value, "a CPU list (e.g. 0,2-3)");
+    job.cpus_allowed = *cpus;
+  } else if (key == "ioengine") {
+    const std::string engine = lower(value);
+    if (engine == "ringmux") job.ioengine = IoEngine::ringmux;
+    else if (engine == "tcp") job.ioengine = IoEngine::tcp;
+    else return option_error(key, value, "one of ringmux, tcp");
+  } else if (key == "group_reporting") {
+    return flag(job.group_reporting);
+  } else if (key == "own_connection") {
+    return flag(job.own_connection);
+  } else if (key == "host") {
+    if (value.empty()) return option_error(key, value, "a host address");
+    invocation.host = std::string(value);
+  } else if (key == "port") {
+    uint16_t port = 0;
+    if (auto error = count_in(1, 65535, port)) return error;
+    invocation.port = port;
+  } else if (key == "output-format" || key == "output_format") {
+    const std::string format = lower(value);
+    if (format == "normal") invocation.output_format = OutputFormat::normal;
+    else if (format == "json") invocation.output_format = OutputFormat::json;
+    else if (format == "terse") invocation.output_format = OutputFormat::terse;
+    else return option_error(key, value, "one of normal, json, terse");
+  } else if (key == "plot") {
+    if (value.empty()) return option_error(key, value, "a file name");
+    invocation.plot_path = std::string(value);
+  } else {
+    return ParseError{"unknown option '" + std::string(raw_key) + "' (see --help)"};
+  }
+  return std::nullopt;
+}
+
+namespace {
+
+// Checks a finished job; errors name the job.
+std::optional<ParseError> validate(const Job& job) {
+  if (job.runtime_ns == 0 && job.size_bytes == 0) {
+    return ParseError{"job '" + job.name + "': set runtime or size (or both)"};
+  }
+  if (job.rate_iops != 0 && job.rw != RwMode::unary) {
+    return ParseError{"job '" + job.name + "': rate_iops applies to rw=unary only"};
+  }
+  return std::nullopt;
+}
+
+std::optional<ParseError> finish(Invocation& invocation) {
+  if (invocation.jobs.empty()) {
+    invocation.jobs.push_back(invocation.global);
+    if (invocation.jobs.back().name.empty()) invocation.jobs.back().name = "job1";
+  }
+  for (const Job& job : invocation.jobs) {
+    if (auto error = validate(job)) return error;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+Parsed<Invocation> parse_job_file(std::string_view text, std::string_view file_name, Invocation base) {
+  Parsed<Invocation> result;
+  Invocation invocation = std::move(base);
+  Job* current = &invocation.global;
+  bool in_global = true;
+  std::size_t line_number = 0;
+  std::size_t start = 0;
+  auto error_at = [&](const std::string& message) {
+    result.error = ParseError{"job file " + std::string(file_name) + " line " + std::to_string(line_number) + ": " + message};
+    return result;
+  };
+  while (start <= text.size()) {
+    const std::size_t end = std::min(text.find('\n', start), text.size());
+    std::string_view line = trim(text.substr(start, end - start));
+    start = end + 1;
+    line_number++;
+    if (line.empty() || line.front() == ';' || line.front() == '#') {
+      if (end == text.size()) break;
+      continue;
+    }
+    if (line.front() == '[') {
+      if (line.back() != ']' || line.size() < 3) return error_at("malformed section header '" + std::string(line) + "'");
+      const std::string section(trim(line.substr(1, line.size() - 2)));
+      if (section == "global") {
+        if (!invocation.jobs.empty()) return error_at("[global] must come before the jobs");
+        current = &invocation.global;
+        in_global = true;
+      } else {
+        invocation.jobs.push_back(invocation.global);
+        invocation.jobs.back().name = section;
+        current = &invocation.jobs.back();
+        in_global = false;
+      }
+    } else {
+      const auto eq = line.find('=');
+      const std::string_view key = trim(line.substr(0, eq));
+      const std::string_view value = eq == std::string_view::npos ? std::string_view() : line.substr(eq + 1);
+      if (key == "name" && !in_global) return error_at("use a [section] header to name a job");
+      if (auto error = apply_option(invocation, *current, key, value)) return error_at(error->message);
+    }
+    if (end == text.size()) break;
+  }
+  if (auto error = finish(invocation)) {
+    result.error = ParseError{"job file " + std::string(file_name) + ": " + error->message};
+    return result;
+  }
+  result.value = std::move(invocation);
+  return result;
+}
+
+Parsed<Invocation> parse_command_line(const std::vector<std::string>& args) {
+  Parsed<Invocation> result;
+  Invocation invocation;
+  Job* current = &invocation.global;
+  std::vector<std::string> job_files;
+  for (const std::string& arg : args) {
+    if (arg == "-h" || arg == "--help") {
+      invocation.help = true;
+      continue;
+    }
+    if (arg.rfind("--", 0) != 0) {
+      job_files.push_back(arg);
+      continue;
+    }
+    const auto eq = arg.find('=');
+    const std::string key = arg.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
+    const std::string value = eq == std::string::npos ? std::string() : arg.substr(eq + 1);
+    if (key == "name") {
+      invocation.jobs.push_back(invocation.global);
+      current = &invocation.jobs.back();
+    }
+    if (auto error = apply_option(invocation, *current, key, value)) {
+      result.error = ParseError{"command line: " + error->message};
+      return result;
+    }
+  }
+  if (invocation.help) {
+    result.value = std::move(invocation);
+    return result;
+  }
+  for (const std::string& path : job_files) {
+    std::ifstream file(path);
+    if (!file) {
+      result.error = ParseError{"job file " + path + ": cannot be read"};
+      return result;
+    }
+    std::stringstream text;
+    text << file.rdbuf();
+    std::vector<Job> command_line_jobs = std::move(invocation.jobs);
+    invocation.jobs.clear();
+    auto parsed = parse_job_file(text.str(), path, std::move(invocation));
+    if (!parsed.ok()) return parsed;
+    invocation = std::move(*parsed.value);
+    invocation.jobs.insert(invocation.jobs.end(), command_line_jobs.begin(), command_line_jobs.end());
+  }
+  if (auto error = finish(invocation)) {
+    result.error = ParseError{"command line: " + error->message};
+    return result;
+  }
+  result.value = std::move(invocation);
+  return result;
+}
+
+std::string help_text() {
+  return R"(usage: ringmux-loadgen [options] [jobfile...]
+fio-style load for ringmux. Options before the first --name apply to every job;
+--name=NAME starts a job. Job files use [global] and [name] sections of key=value.
+
+job options (default):
+  --rw=MODE             unary | write | read | bidi                       (unary)
+  --bs=SIZE             request / message size, k/m/g = 1024-based        (4k)
+  --resp_bs=SIZE        unary response size                               (bs)
+  --bssplit=LIST        size mix, e.g. 4k/50:64k/50 (percents add to 100) (none)
+  --iodepth=N           unary calls in flight per job                     (1)
+  --streams=N           concurrent streams per job                        (1)
+  --numjobs=N           clones of the job                                 (1)
+  --runtime=DURATION    measured time; seconds or us/ms/s/m/h             (none)
+  --ramp_time=DURATION  unmeasured warm-up                                (0)
+  --size=SIZE           stop after this many bytes                        (none)
+                        (runtime or size is required)
+  --rate_iops=N         open loop at N calls/s (rw=unary), latency from
+                        the intended send time                            (closed loop)
+  --verify=BOOL         stamp and hash payloads end to end                (0)
+  --percentile_list=L   e.g. 50:99:99.9      (1:5:10:20:...:99.9:99.95:99.99)
+  --cpus_allowed=LIST   e.g. 0,2-3                                        (any)
+  --ioengine=NAME       ringmux | tcp (raw blocking-socket baseline)      (ringmux)
+  --group_reporting     one report for all clones                         (off)
+  --own_connection      a connection of its own, not the shared one       (off)
+
+global options:
+  --host=ADDRESS        a ringmux-serve to load            (embedded server on loopback)
+  --port=N              its port                                          (7300)
+  --output-format=F     normal | json | terse                             (normal)
+  --plot=FILE.svg       latency-percentile plot per job                   (none)
+  -h, --help            this text
+)";
+}
+
+}  // namespace ringmux::loadgen
