@@ -26,6 +26,33 @@ class LatencySamples {
   }
   // Samples seen, including any past the reserved capacity (counted, not kept).
   uint64_t count() const { return count_; }
+  // Adds every sample of `other` (kept ones, and the count of all).
+  void merge(const LatencySamples& other) {
+    samples_ns_.insert(samples_ns_.end(), other.samples_ns_.begin(), other.samples_ns_.end());
+    count_ += other.count_;
+    sorted_ = false;
+  }
+  uint64_t min_ns() {
+    sort();
+    return samples_ns_.empty() ? 0 : samples_ns_.front();
+  }
+  uint64_t max_ns() {
+    sort();
+    return samples_ns_.empty() ? 0 : samples_ns_.back();
+  }
+  double mean_ns() const {
+    if (samples_ns_.empty()) return 0;
+    long double sum = 0;
+    for (const uint64_t v : samples_ns_) sum += v;
+    return static_cast<double>(sum / samples_ns_.size());
+  }
+  double stdev_ns() const {
+    if (samples_ns_.size() < 2) return 0;
+    const double mean = mean_ns();
+    long double sum = 0;
+    for (const uint64_t v : samples_ns_) sum += (v - mean) * (v - mean);
+    return static_cast<double>(std::sqrt(sum / (samples_ns_.size() - 1)));
+  }
 
   // Nearest-rank percentile (p in (0, 100]) of the kept samples, in nanoseconds.
   uint64_t percentile_ns(double p) {

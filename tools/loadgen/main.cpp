@@ -1,0 +1,79 @@
+// ringmux-loadgen: fio-style load for ringmux (see --help, tools/loadgen/job.h).
+//   ringmux-loadgen --rw=unary --bs=64 --iodepth=64 --runtime=5
+//   ringmux-loadgen --host=127.0.0.1 --port=7300 --rw=write --bs=64k --runtime=10 --output-format=json
+// Without --host an embedded server runs in this process, pinned to CPU 1, on loopback.
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "tools/loadgen/job.h"
+#include "tools/loadgen/report.h"
+#include "tools/loadgen/runner.h"
+#include "tools/loadgen/server.h"
+
+using namespace ringmux::loadgen;
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  auto parsed = parse_command_line(args);
+  if (!parsed.ok()) {
+    std::fprintf(stderr, "ringmux-loadgen: %s\n", parsed.error.message.c_str());
+    return 2;
+  }
+  Invocation& invocation = *parsed.value;
+  if (invocation.help) {
+    std::fputs(help_text().c_str(), stdout);
+    return 0;
+  }
+  for (const Job& job : invocation.jobs) {
+    if (job.rate_iops != 0 || job.verify || !job.bssplit.empty()) {
+      std::fprintf(stderr, "ringmux-loadgen: job '%s': rate_iops, verify and bssplit are parsed but not run yet\n",
+                   job.name.c_str());
+      return 2;
+    }
+  }
+  // The embedded servers: one per engine the jobs use.
+  std::unique_ptr<LoadServer> ringmux_server, tcp_server;
+  RunTarget ringmux_target{invocation.host.value_or("127.0.0.1"), invocation.port};
+  RunTarget tcp_target = ringmux_target;
+  if (!invocation.host) {
+    std::string error;
+    ringmux_server = LoadServer::start_ringmux("127.0.0.1:0", 1, error);
+    if (!ringmux_server) {
+      std::fprintf(stderr, "ringmux-loadgen: embedded server: %s\n", error.c_str());
+      return 1;
+    }
+    tcp_server = LoadServer::start_tcp("127.0.0.1:0", 1, error);
+    if (!tcp_server) {
+      std::fprintf(stderr, "ringmux-loadgen: embedded tcp server: %s\n", error.c_str());
+      return 1;
+    }
+    ringmux_target.port = ringmux_server->port();
+    tcp_target.port = tcp_server->port();
+  }
+  // Jobs of each engine run against that engine's server.
+  Invocation ringmux_jobs = invocation, tcp_jobs = invocation;
+  ringmux_jobs.jobs.clear();
+  tcp_jobs.jobs.clear();
+  for (Job job : invocation.jobs) {
+    if (job.cpus_allowed.empty() && !invocation.host) job.cpus_allowed = {0};
+    (job.ioengine == IoEngine::ringmux ? ringmux_jobs : tcp_jobs).jobs.push_back(job);
+  }
+  std::vector<JobResult> results;
+  if (!ringmux_jobs.jobs.empty()) {
+    auto r = run_jobs(ringmux_jobs, ringmux_target);
+    results.insert(results.end(), std::make_move_iterator(r.begin()), std::make_move_iterator(r.end()));
+  }
+  if (!tcp_jobs.jobs.empty()) {
+    auto r = run_jobs(tcp_jobs, tcp_target);
+    results.insert(results.end(), std::make_move_iterator(r.begin()), std::make_move_iterator(r.end()));
+  }
+  if (ringmux_server) ringmux_server->stop();
+  if (tcp_server) tcp_server->stop();
+  const std::string report = invocation.output_format == OutputFormat::json ? report_json(results, invocation)
+                                                                             : report_normal(results, invocation);
+  std::fputs(report.c_str(), stdout);
+  uint64_t errors = 0;
+  for (const auto& r : results) errors += r.errors;
+  return errors == 0 ? 0 : 1;
+}

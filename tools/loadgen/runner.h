@@ -1,0 +1,43 @@
+// Runs loadgen jobs and collects what they measured.
+//
+// ringmux engine: every job of an invocation runs on one client loop (pinned to the
+// job's first allowed CPU) over one shared connection, unless a job asks for its own.
+// tcp engine: each job clone runs on a thread of its own with blocking sockets, the raw
+// baseline: no framing, no multiplexing (iodepth N pipelines N requests on one
+// connection; each stream is a connection of its own).
+// Called from the main thread; returns when every job is done.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "tools/latency.h"
+#include "tools/loadgen/job.h"
+
+namespace ringmux::loadgen {
+
+struct JobResult {
+  std::string name;
+  RwMode rw = RwMode::unary;
+  IoEngine engine = IoEngine::ringmux;
+  uint64_t ops = 0;             // calls (unary) or messages (streams) in the window
+  uint64_t bytes_written = 0;   // payload sent in the window
+  uint64_t bytes_read = 0;      // payload received in the window
+  uint64_t errors = 0;
+  double window_seconds = 0;
+  tools::LatencySamples latency;  // unary: call latency; streams: message write latency
+  uint64_t server_confirmed_bytes = 0;  // sink streams: the server's count at the end
+  uint64_t client_sent_bytes = 0;       // what the client wrote in total, to compare
+  std::string error_message;
+};
+
+struct RunTarget {
+  std::string host;  // "127.0.0.1"
+  uint16_t port = 0;
+};
+
+// Runs every job of `invocation` against `target` and returns one result per job clone.
+std::vector<JobResult> run_jobs(const Invocation& invocation, const RunTarget& target);
+
+}  // namespace ringmux::loadgen

@@ -1,0 +1,332 @@
+#include "tools/loadgen/server.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <future>
+
+#include "tools/loadgen/protocol.h"
+
+namespace ringmux::loadgen {
+
+namespace {
+
+uint32_t load_u32(std::span<const std::byte> bytes) {
+  uint32_t value = 0;
+  if (bytes.size() >= sizeof(value)) std::memcpy(&value, bytes.data(), sizeof(value));
+  return value;
+}
+
+// Sink: counts what arrives; answers the count when the client ends its side.
+class SinkStream final : public mux::StreamObserver {
+ public:
+  SinkStream(const mux::StreamStart& start, ServerStats& stats) : connection_(*start.connection), id_(start.id), stats_(stats) {}
+  void on_stream_data(std::span<const std::byte> bytes, bool end_stream) noexcept override {
+    connection_.consume(id_, bytes.size());
+    count_ += bytes.size();
+    stats_.bytes_received.fetch_add(bytes.size(), std::memory_order_relaxed);
+    if (end_stream) {
+      std::byte answer[sizeof(count_)];
+      std::memcpy(answer, &count_, sizeof(count_));
+      (void)connection_.write(id_, answer, true);
+    }
+  }
+  void on_stream_finished(mux::MuxError) noexcept override {}
+
+ private:
+  mux::Connection& connection_;
+  mux::StreamId id_;
+  ServerStats& stats_;
+  uint64_t count_ = 0;
+};
+
+// Source: writes messages of the requested size until the client resets the stream.
+class SourceStream final : public mux::StreamObserver {
+ public:
+  SourceStream(const mux::StreamStart& start, ServerStats& stats)
+      : connection_(*start.connection), id_(start.id), stats_(stats), message_(std::max<uint32_t>(1, load_u32(start.payload))) {}
+  void pump() noexcept {
+    while (!done_) {
+      auto taken = connection_.write(id_, std::span<const std::byte>(message_).subspan(offset_), false);
+      if (!taken || taken.value() == 0) return;
+      stats_.bytes_sent.fetch_add(taken.value(), std::memory_order_relaxed);
+      offset_ = (offset_ + taken.value()) % message_.size();
+    }
+  }
+  void on_stream_data(std::span<const std::byte> bytes, bool) noexcept override { connection_.consume(id_, bytes.size()); }
+  void on_stream_writable() noexcept override { pump(); }
+  void on_stream_stopped() noexcept override { done_ = true; }
+  void on_stream_finished(mux::MuxError) noexcept override { done_ = true; }
+
+ private:
+  mux::Connection& connection_;
+  mux::StreamId id_;
+  ServerStats& stats_;
+  std::vector<std::byte> message_;
+  std::size_t offset_ = 0;
+  bool done_ = false;
+};
+
+// Echo stream: every byte goes back; ends when the client ends.
+class EchoStream final : public mux::StreamObserver {
+ public:
+  EchoStream(const mux::StreamStart& start, ServerStats& stats) : connection_(*start.connection), id_(start.id), stats_(stats) {}
+  void on_stream_data(std::span<const std::byte> bytes, bool end_stream) noexcept override {
+    connection_.consume(id_, bytes.size());
+    stats_.bytes_received.fetch_add(bytes.size(), std::memory_order_relaxed);
+    // Copy: what the window does not let out yet waits here (bounded by the window).
+    pending_.insert(pending_.end(), bytes.begin(), bytes.end());
+    end_ |= end_stream;
+    pump();
+  }
+  void on_stream_writable() noexcept override { pump(); }
+  void on_stream_finished(mux::MuxError) noexcept override { finished_ = true; }
+
+ private:
+  void pump() noexcept {
+    if (finished_) return;
+    auto taken = connection_.write(id_, std::span<const std::byte>(pending_).subspan(sent_), end_);
+    if (!taken) return;
+    stats_.bytes_sent.fetch_add(taken.value(), std::memory_order_relaxed);
+    sent_ += taken.value();
+    if (sent_ == pending_.size()) {
+      pending_.clear();
+      sent_ = 0;
+    }
+  }
+  mux::Connection& connection_;
+  mux::StreamId id_;
+  ServerStats& stats_;
+  std::vector<std::byte> pending_;
+  std::size_t sent_ = 0;
+  bool end_ = false;
+  bool finished_ = false;
+};
+
+}  // namespace
+
+struct LoadServer::RingmuxSide final : engine::ListenerHandler, mux::ConnectionObserver {
+  RingmuxSide(engine::Loop& l, ServerStats& s) : loop(l), stats(s), listener(l, *this) {
+    registry.add_unary(handler_unary, [this](std::span<const std::byte> request, std::shared_ptr<mux::Responder> responder) {
+      stats.calls.fetch_add(1, std::memory_order_relaxed);
+      stats.bytes_received.fetch_add(request.size(), std::memory_order_relaxed);
+      const uint32_t response_bytes = std::min<uint32_t>(load_u32(request), 64u << 20);
+      if (response_pool.size() < response_bytes) response_pool.resize(response_bytes, std::byte{0x5a});
+      stats.bytes_sent.fetch_add(response_bytes, std::memory_order_relaxed);
+      responder->reply(std::span<const std::byte>(response_pool.data(), response_bytes));
+    });
+    registry.add_stream(handler_sink, [this](const mux::StreamStart& start) { return new SinkStream(start, stats); });
+    registry.add_stream(handler_source, [this](const mux::StreamStart& start) {
+      auto* source = new SourceStream(start, stats);
+      source->pump();
+      return source;
+    });
+    registry.add_stream(handler_echo_stream, [this](const mux::StreamStart& start) { return new EchoStream(start, stats); });
+  }
+  void on_accept(int fd) noexcept override {
+    stats.connections.fetch_add(1, std::memory_order_relaxed);
+    connections.push_back(std::make_unique<mux::Connection>(loop, fd, false, &registry, *this));
+    connections.back()->start();
+  }
+  void on_accept_error(engine::IoError) noexcept override {}
+  void on_listener_closed() noexcept override { listener_closed = true; }
+  void on_connection_closed(mux::Connection&, mux::MuxError, engine::IoError) noexcept override { closed++; }
+  bool all_closed() const { return listener_closed && closed == connections.size(); }
+
+  engine::Loop& loop;
+  ServerStats& stats;
+  mux::Registry registry;
+  engine::Listener listener;
+  std::vector<std::unique_ptr<mux::Connection>> connections;
+  std::vector<std::byte> response_pool;
+  std::size_t closed = 0;
+  bool listener_closed = false;
+};
+
+std::unique_ptr<LoadServer> LoadServer::start_ringmux(const std::string& address, int cpu, std::string& error) {
+  auto parsed = engine::Address::parse(address);
+  if (!parsed) {
+    error = "listen address '" + address + "': " + engine::describe(parsed.error());
+    return nullptr;
+  }
+  std::unique_ptr<LoadServer> server(new LoadServer());
+  engine::EngineOptions options;
+  if (cpu >= 0) options.cpus = {cpu};
+  auto started = engine::Engine::start(options);
+  if (!started) {
+    error = std::string("engine: ") + engine::describe(started.error());
+    return nullptr;
+  }
+  server->engine_ = std::move(started).value();
+  std::promise<std::string> listening;
+  LoadServer* raw = server.get();
+  engine::Address where = parsed.value();
+  server->engine_->post(0, [raw, where, &listening] {
+    raw->side_ = std::make_unique<RingmuxSide>(raw->engine_->loop(0), raw->stats_);
+    auto listened = raw->side_->listener.listen(where);
+    if (listened) raw->port_ = raw->side_->listener.address().port();
+    listening.set_value(listened ? "" : engine::describe(listened.error()));
+  });
+  error = listening.get_future().get();
+  if (!error.empty()) {
+    error = "listen on " + address + ": " + error;
+    server->stop();
+    return nullptr;
+  }
+  return server;
+}
+
+namespace {
+
+bool write_all(int fd, const std::byte* data, std::size_t length) {
+  while (length > 0) {
+    const ssize_t n = ::send(fd, data, length, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    data += n;
+    length -= static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+bool read_exact(int fd, std::byte* data, std::size_t length) {
+  while (length > 0) {
+    const ssize_t n = ::recv(fd, data, length, 0);
+    if (n <= 0) {
+      if (n < 0 && errno == EINTR) continue;
+      return false;
+    }
+    data += n;
+    length -= static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+// Serves one baseline connection; the caller closes `fd`.
+void serve_tcp_connection(int fd, ServerStats& stats) {
+  std::byte hello[8];
+  if (!read_exact(fd, hello, sizeof(hello))) return;
+  const uint32_t mode = load_u32(hello);
+  std::vector<std::byte> buffer(256 * 1024);
+  uint64_t count = 0;
+  for (;;) {
+    const ssize_t n = ::recv(fd, buffer.data(), buffer.size(), 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    count += static_cast<uint64_t>(n);
+    stats.bytes_received.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+    if (mode == tcp_mode_echo) {
+      if (!write_all(fd, buffer.data(), static_cast<std::size_t>(n))) break;
+      stats.bytes_sent.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+    }
+  }
+  if (mode == tcp_mode_sink) {
+    std::byte answer[sizeof(count)];
+    std::memcpy(answer, &count, sizeof(count));
+    (void)write_all(fd, answer, sizeof(answer));
+  }
+}
+
+}  // namespace
+
+std::unique_ptr<LoadServer> LoadServer::start_tcp(const std::string& address, int cpu, std::string& error) {
+  auto parsed = engine::Address::parse(address);
+  if (!parsed) {
+    error = "listen address '" + address + "': " + engine::describe(parsed.error());
+    return nullptr;
+  }
+  std::unique_ptr<LoadServer> server(new LoadServer());
+  const int fd = ::socket(parsed->storage.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  engine::Address bound = parsed.value();
+  if (fd < 0 || ::bind(fd, bound.sockaddr_ptr(), bound.length) != 0 || ::listen(fd, 128) != 0) {
+    error = "listen on " + address + ": " + std::strerror(errno);
+    if (fd >= 0) ::close(fd);
+    return nullptr;
+  }
+  bound.length = sizeof(bound.storage);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&bound.storage), &bound.length);
+  server->port_ = bound.port();
+  server->listen_fd_ = fd;
+  LoadServer* raw = server.get();
+  server->accept_thread_ = std::thread([raw, cpu] {
+    if (cpu >= 0) (void)engine::pin_current_thread(cpu);
+    while (!raw->stopping_.load()) {
+      const int client = ::accept4(raw->listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (client < 0) {
+        if (errno == EINTR) continue;
+        break;  // the listener was shut down
+      }
+      const int nodelay = 1;
+      setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &nodelay, sizeof(nodelay));
+      raw->stats_.connections.fetch_add(1, std::memory_order_relaxed);
+      {
+        std::lock_guard<std::mutex> lock(raw->connection_fds_mutex_);
+        raw->connection_fds_.push_back(client);
+      }
+      raw->connection_threads_.emplace_back([raw, client, cpu] {
+        if (cpu >= 0) (void)engine::pin_current_thread(cpu);
+        serve_tcp_connection(client, raw->stats_);
+        // Forget the fd before closing it, so that stop() never shuts down a reused number.
+        std::lock_guard<std::mutex> lock(raw->connection_fds_mutex_);
+        std::erase(raw->connection_fds_, client);
+        ::close(client);
+      });
+    }
+  });
+  return server;
+}
+
+void LoadServer::stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  if (engine_) {
+    if (side_) {
+      engine_->post(0, [this] {
+        for (auto& connection : side_->connections) connection->close();
+        side_->listener.close();
+      });
+      // Closing completes on the loop: wait for it (bounded).
+      for (int i = 0; i < 5000; i++) {
+        std::promise<bool> done;
+        engine_->post(0, [this, &done] { done.set_value(side_->all_closed()); });
+        if (done.get_future().get()) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      std::promise<void> destroyed;
+      engine_->post(0, [this, &destroyed] {
+        side_.reset();
+        destroyed.set_value();
+      });
+      destroyed.get_future().get();
+    }
+    engine_->stop();
+  }
+  if (listen_fd_ >= 0) {
+    stopping_.store(true);
+    ::shutdown(listen_fd_, SHUT_RDWR);  // wakes the blocked accept
+    if (accept_thread_.joinable()) accept_thread_.join();
+    {
+      // Connections whose client is still there end now instead of blocking stop().
+      std::lock_guard<std::mutex> lock(connection_fds_mutex_);
+      for (int fd : connection_fds_) ::shutdown(fd, SHUT_RDWR);
+    }
+    for (auto& thread : connection_threads_) {
+      if (thread.joinable()) thread.join();
+    }
+    ::close(listen_fd_);
+    listen_fd_ = -1;
+  }
+}
+
+LoadServer::~LoadServer() { stop(); }
+
+}  // namespace ringmux::loadgen
