@@ -353,6 +353,19 @@ void Connection::finish(StreamId id, MuxError error, std::string_view message) n
 }
 
 void Connection::reap() noexcept {
+  if (reaping_) return;  // observers called below enter and leave entry points again
+  reaping_ = true;
+  // Writers woken meanwhile go on now. Their writes may wake others: a few rounds, each
+  // bounded; what remains waits for the next entry point (a send completion is coming).
+  for (int round = 0; round < 16 && !writable_pending_.empty(); round++) {
+    std::vector<StreamId> ids;
+    ids.swap(writable_pending_);
+    for (const StreamId id : ids) {
+      auto it = streams_.find(id);
+      if (it != streams_.end()) it->second.observer->on_stream_writable();
+    }
+  }
+  reaping_ = false;
   finished_.clear();
   if (close_pending_) {
     close_pending_ = false;
@@ -368,8 +381,10 @@ void Connection::on_stream_reset(StreamId id, MuxError error, std::string_view m
 void Connection::on_stream_closed(StreamId id) noexcept { finish(id, MuxError::none, {}); }
 
 void Connection::on_stream_writable(StreamId id) noexcept {
-  auto it = streams_.find(id);
-  if (it != streams_.end()) it->second.observer->on_stream_writable();
+  // Delivered when the outermost entry point returns (reap), never inside a write the
+  // observer is making: a writer re-entered from its own write() would see its state
+  // change under it.
+  writable_pending_.push_back(id);
 }
 
 void Connection::on_stream_stopped(StreamId id) noexcept {

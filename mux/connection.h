@@ -180,9 +180,9 @@ class Connection final : public SessionHandler, public engine::SocketHandler {
     StreamObserver* observer;
     bool owned;  // server handlers and unary calls are deleted by the connection
   };
-  // Marks an entry point (a public call, a socket or timer callback): owned observers
-  // finished inside it are deleted, and on_connection_closed delivered, when the
-  // outermost one returns (reap() is its last action).
+  // Marks an entry point (a public call, a socket or timer callback): writable events,
+  // the deletion of owned observers that finished, and on_connection_closed are all
+  // delivered when the outermost one returns (reap() is its last action).
   class EntryGuard {
    public:
     explicit EntryGuard(Connection& connection) noexcept : connection_(connection) { connection_.depth_++; }
@@ -218,7 +218,9 @@ class Connection final : public SessionHandler, public engine::SocketHandler {
   bool closed_reported_ = false;
   bool flushing_ = false;
   bool close_pending_ = false;
+  bool reaping_ = false;
   uint32_t depth_ = 0;
+  std::vector<StreamId> writable_pending_;  // on_stream_writable, delivered by reap()
   std::vector<std::unique_ptr<StreamObserver>> finished_;  // owned observers awaiting reap()
 };
 

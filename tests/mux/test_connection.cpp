@@ -38,8 +38,7 @@ class EchoStream final : public StreamObserver {
  public:
   explicit EchoStream(const StreamStart& start) : connection_(*start.connection), id_(start.id) {}
   void on_stream_data(std::span<const std::byte> bytes, bool end_stream) noexcept override {
-    connection_.consume(id_, bytes.size());
-    // Copy: the echo keeps what it could not send yet.
+    // Copy: the echo keeps what it could not send yet; credit goes back as it leaves.
     pending_.insert(pending_.end(), bytes.begin(), bytes.end());
     end_ |= end_stream;
     pump();
@@ -52,6 +51,7 @@ class EchoStream final : public StreamObserver {
     if (finished_) return;
     auto taken = connection_.write(id_, std::span<const std::byte>(pending_).subspan(sent_), end_);
     if (!taken) return;
+    if (taken.value() > 0) connection_.consume(id_, taken.value());
     sent_ += taken.value();
     if (sent_ == pending_.size()) {
       pending_.clear();

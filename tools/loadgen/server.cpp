@@ -77,9 +77,9 @@ class EchoStream final : public mux::StreamObserver {
  public:
   EchoStream(const mux::StreamStart& start, ServerStats& stats) : connection_(*start.connection), id_(start.id), stats_(stats) {}
   void on_stream_data(std::span<const std::byte> bytes, bool end_stream) noexcept override {
-    connection_.consume(id_, bytes.size());
     stats_.bytes_received.fetch_add(bytes.size(), std::memory_order_relaxed);
-    // Copy: what the window does not let out yet waits here (bounded by the window).
+    // Copy: what the window does not let out yet waits here. Its credit goes back only
+    // as the echo leaves (pump), so the peer cannot make this grow past one window.
     pending_.insert(pending_.end(), bytes.begin(), bytes.end());
     end_ |= end_stream;
     pump();
@@ -93,6 +93,7 @@ class EchoStream final : public mux::StreamObserver {
     auto taken = connection_.write(id_, std::span<const std::byte>(pending_).subspan(sent_), end_);
     if (!taken) return;
     stats_.bytes_sent.fetch_add(taken.value(), std::memory_order_relaxed);
+    if (taken.value() > 0) connection_.consume(id_, taken.value());
     sent_ += taken.value();
     if (sent_ == pending_.size()) {
       pending_.clear();
