@@ -134,7 +134,11 @@ class StreamRunner final : public Runner, public mux::StreamObserver {
     connection_.consume(id_, bytes.size());
     const uint64_t now = Loop::clock_ns();
     if (job_.rw == RwMode::write) {
-      if (bytes.size() == sizeof(uint64_t)) std::memcpy(&result_.server_confirmed_bytes, bytes.data(), sizeof(uint64_t));
+      if (bytes.size() == sizeof(uint64_t)) {
+        uint64_t confirmed = 0;  // this stream's count; the job's is the sum over streams
+        std::memcpy(&confirmed, bytes.data(), sizeof(confirmed));
+        result_.server_confirmed_bytes += confirmed;
+      }
       return;
     }
     received_total_ += bytes.size();

@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""Short runs of ringmux-loadgen: every rw mode on the embedded server, the tcp baseline
+modes, and a run against a separate ringmux-serve for each engine. Checks the JSON (fio's
+shape plus the ringmux section), that no operation failed, and that stream bytes written
+equal the bytes the server confirmed. Also checks --help and a bad option.
+usage: check_loadgen.py BUILD_DIR"""
+import json
+import re
+import subprocess
+import sys
+
+build = sys.argv[1]
+loadgen = f"{build}/tools/ringmux-loadgen"
+serve = f"{build}/tools/ringmux-serve"
+failures = []
+
+
+def run(args, timeout=60):
+    return subprocess.run([loadgen] + args, capture_output=True, text=True, timeout=timeout)
+
+
+def check_job(label, job):
+    rm = job["ringmux"]
+    if rm["errors"] != 0:
+        failures.append(f"{label}: {rm['errors']} errors ({rm['error']})")
+    direction = job["read"] if rm["rw"] == "read" else job["write"]
+    if direction["io_bytes"] <= 0:
+        failures.append(f"{label}: no bytes moved")
+    if rm["rw"] != "read" and "50.000000" not in direction["clat_ns"]["percentile"]:
+        failures.append(f"{label}: no p50 in clat_ns.percentile")
+    if rm["rw"] == "write" and rm["server_confirmed_bytes"] != rm["client_sent_bytes"]:
+        failures.append(f"{label}: server confirmed {rm['server_confirmed_bytes']} of {rm['client_sent_bytes']} bytes")
+
+
+def json_run(label, args):
+    # Global options first: on fio's command line they apply to every job that follows.
+    result = run(["--output-format=json", "--runtime=300ms"] + args)
+    if result.returncode != 0:
+        failures.append(f"{label}: exit {result.returncode}: {result.stderr.strip()} {result.stdout[-300:]}")
+        return
+    try:
+        report = json.loads(result.stdout)
+    except json.JSONDecodeError as error:
+        failures.append(f"{label}: output is not JSON ({error})")
+        return
+    for job in report["jobs"]:
+        check_job(f"{label} job {job['jobname']}", job)
+    print(f"ok: {label}")
+
+
+# --help lists options; a bad option is an error that names it.
+help_run = run(["--help"])
+if help_run.returncode != 0 or "--iodepth" not in help_run.stdout:
+    failures.append("--help does not list the options")
+bad = run(["--runtime=1", "--bs=12q"])
+if bad.returncode != 2 or "option 'bs'" not in bad.stderr:
+    failures.append(f"bad option: exit {bad.returncode}, stderr {bad.stderr!r}")
+
+# The embedded server (no --host): every mode of the ringmux engine, the tcp baseline.
+for mode, extra in [("unary", ["--bs=64", "--iodepth=16"]), ("write", ["--bs=64k", "--streams=2"]),
+                    ("read", ["--bs=16k"]), ("bidi", ["--bs=4k", "--streams=2"])]:
+    json_run(f"embedded ringmux rw={mode}", [f"--rw={mode}"] + extra)
+for mode, extra in [("unary", ["--bs=64", "--iodepth=16"]), ("write", ["--bs=64k", "--streams=2"])]:
+    json_run(f"embedded tcp rw={mode}", [f"--rw={mode}", "--ioengine=tcp"] + extra)
+# Two jobs on one connection, the W5 shape.
+json_run("embedded bulk + probe", ["--name=bulk", "--rw=write", "--bs=64k", "--name=probe", "--rw=unary", "--bs=64"])
+
+# A separate ringmux-serve for each engine.
+for engine, mode in [("ringmux", "bidi"), ("tcp", "unary")]:
+    server = subprocess.Popen([serve, "--listen=127.0.0.1:0", f"--ioengine={engine}", "--duration=20s"],
+                              stdout=subprocess.PIPE, text=True)
+    line = server.stdout.readline()
+    match = re.search(r"port (\d+)", line)
+    if not match:
+        failures.append(f"ringmux-serve ({engine}) did not say its port: {line!r}")
+        server.kill()
+        continue
+    json_run(f"ringmux-serve {engine} rw={mode}",
+             ["--host=127.0.0.1", f"--port={match.group(1)}", f"--rw={mode}", f"--ioengine={engine}", "--bs=512"])
+    server.send_signal(2)  # SIGINT: prints statistics and exits
+    out, _ = server.communicate(timeout=20)
+    if server.returncode != 0 or "connections=" not in out:
+        failures.append(f"ringmux-serve ({engine}) exit {server.returncode}: {out!r}")
+
+for failure in failures:
+    print("FAIL:", failure)
+sys.exit(1 if failures else 0)

@@ -1,0 +1,95 @@
+// ringmux-serve: the server side of every ringmux-loadgen mode.
+//   ringmux-serve --listen=127.0.0.1:7300 [--cpus=1] [--ioengine=ringmux|tcp] [--duration=30s]
+// Prints its statistics on SIGINT / SIGTERM and on exit.
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tools/loadgen/job.h"
+#include "tools/loadgen/protocol.h"
+#include "tools/loadgen/server.h"
+
+using namespace ringmux::loadgen;
+
+namespace {
+
+volatile std::sig_atomic_t stop_signal = 0;
+void on_signal(int signal) { stop_signal = signal; }
+
+void print_help() {
+  std::printf(
+      "usage: ringmux-serve [options]\n"
+      "Serves every ringmux-loadgen mode: unary echo, sink, source and echo streams.\n\n"
+      "  --listen=ADDRESS:PORT  where to listen                  (127.0.0.1:%u)\n"
+      "  --cpus=LIST            core for the server, first used   (none: not pinned)\n"
+      "  --ioengine=NAME        ringmux | tcp                     (ringmux)\n"
+      "  --duration=DURATION    exit after this long              (run until a signal)\n"
+      "  -h, --help             this text\n",
+      static_cast<unsigned>(default_port));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string listen = "127.0.0.1:" + std::to_string(default_port);
+  std::string engine = "ringmux";
+  int cpu = -1;
+  uint64_t duration_ns = 0;
+  for (int i = 1; i < argc; i++) {
+    const std::string arg = argv[i];
+    const auto eq = arg.find('=');
+    const std::string key = arg.substr(0, eq);
+    const std::string value = eq == std::string::npos ? "" : arg.substr(eq + 1);
+    if (arg == "-h" || arg == "--help") {
+      print_help();
+      return 0;
+    } else if (key == "--listen" && !value.empty()) {
+      listen = value;
+    } else if (key == "--ioengine" && (value == "ringmux" || value == "tcp")) {
+      engine = value;
+    } else if (key == "--cpus") {
+      auto cpus = parse_cpu_list(value);
+      if (!cpus) {
+        std::fprintf(stderr, "ringmux-serve: option '--cpus': '%s' is not a CPU list (e.g. 1 or 0,2-3)\n", value.c_str());
+        return 2;
+      }
+      cpu = cpus->front();
+    } else if (key == "--duration") {
+      auto ns = parse_duration_ns(value);
+      if (!ns || *ns == 0) {
+        std::fprintf(stderr, "ringmux-serve: option '--duration': '%s' is not a duration\n", value.c_str());
+        return 2;
+      }
+      duration_ns = *ns;
+    } else {
+      std::fprintf(stderr, "ringmux-serve: bad argument '%s' (see --help)\n", arg.c_str());
+      return 2;
+    }
+  }
+  std::string error;
+  auto server = engine == "ringmux" ? LoadServer::start_ringmux(listen, cpu, error) : LoadServer::start_tcp(listen, cpu, error);
+  if (!server) {
+    std::fprintf(stderr, "ringmux-serve: %s\n", error.c_str());
+    return 1;
+  }
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  std::printf("ringmux-serve: %s engine listening on port %u\n", engine.c_str(), static_cast<unsigned>(server->port()));
+  std::fflush(stdout);
+  const auto started = std::chrono::steady_clock::now();
+  while (stop_signal == 0) {
+    if (duration_ns != 0 && std::chrono::steady_clock::now() - started >= std::chrono::nanoseconds(duration_ns)) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  server->stop();
+  const ServerStats& stats = server->stats();
+  std::printf("ringmux-serve: %s; connections=%llu calls=%llu bytes_received=%llu bytes_sent=%llu\n",
+              stop_signal != 0 ? strsignal(stop_signal) : "duration reached",
+              static_cast<unsigned long long>(stats.connections.load()), static_cast<unsigned long long>(stats.calls.load()),
+              static_cast<unsigned long long>(stats.bytes_received.load()),
+              static_cast<unsigned long long>(stats.bytes_sent.load()));
+  return 0;
+}
