@@ -357,6 +357,7 @@ Result<std::size_t, MuxError> Session::write(StreamId id, std::span<const std::b
     return std::size_t{0};
   }
   append_data(id, bytes.first(take), end_now);
+  if (take > 0) stream->served_batch = batch_number_;
   stream->send_credit.consume(take);
   connection_send_.consume(take);
   stream->batch_bytes += static_cast<uint32_t>(take);
@@ -472,6 +473,15 @@ void Session::notify_writable() noexcept {
   const bool batch_has_room = data_.size() < limits::send_batch_bytes_target;
   std::vector<StreamId> waiters;
   waiters.swap(writable_waiters_);
+  // Round robin: the streams served longest ago go first, so that the ones that just
+  // filled a batch queue behind those that got nothing (W4 fairness).
+  std::stable_sort(waiters.begin(), waiters.end(), [this](StreamId a, StreamId b) {
+    const Stream* sa = find(a);
+    const Stream* sb = find(b);
+    const uint64_t served_a = sa != nullptr ? sa->served_batch : 0;
+    const uint64_t served_b = sb != nullptr ? sb->served_batch : 0;
+    return served_a < served_b;
+  });
   for (std::size_t i = 0; i < waiters.size(); i++) {
     const StreamId id = waiters[i];
     Stream* stream = find(id);

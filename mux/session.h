@@ -147,6 +147,7 @@ class Session {
     uint32_t batch_bytes = 0;  // payload this stream put into the batch of batch_number
     uint64_t batch_number = 0;
     uint64_t open_batch = 0;  // batch holding our OPEN, while unsent: see control_for()
+    uint64_t served_batch = 0;  // last batch this stream put data into (round robin)
     bool wants_writable = false;
     Stream(uint64_t send_bytes, uint32_t window_bytes, uint32_t window_bytes_max)
         : send_credit(send_bytes), recv_window(window_bytes, window_bytes_max) {}

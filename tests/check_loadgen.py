@@ -65,6 +65,18 @@ for mode, extra in [("unary", ["--bs=64", "--iodepth=16"]), ("write", ["--bs=64k
 # Two jobs on one connection, the W5 shape.
 json_run("embedded bulk + probe", ["--name=bulk", "--rw=write", "--bs=64k", "--name=probe", "--rw=unary", "--bs=64"])
 
+# Fairness (W4 shape): 16 bulk streams on one connection each get a fair part.
+fair = run(["--output-format=json", "--runtime=500ms", "--rw=write", "--bs=16k", "--streams=16"])
+if fair.returncode != 0:
+    failures.append(f"fairness run: exit {fair.returncode}: {fair.stderr.strip()}")
+else:
+    shares = json.loads(fair.stdout)["jobs"][0]["ringmux"]
+    # Fair is 6.25 %; a stream starved by the writer would show near 0.
+    if not 3.0 <= shares["stream_share_min"] * 100 <= 6.25 <= shares["stream_share_max"] * 100 <= 10.0:
+        failures.append(f"fairness: stream shares {shares['stream_share_min']:.4f}-{shares['stream_share_max']:.4f}")
+    else:
+        print(f"ok: 16 streams, shares {shares['stream_share_min'] * 100:.2f}-{shares['stream_share_max'] * 100:.2f} %")
+
 # A separate ringmux-serve for each engine.
 for engine, mode in [("ringmux", "bidi"), ("tcp", "unary")]:
     server = subprocess.Popen([serve, "--listen=127.0.0.1:0", f"--ioengine={engine}", "--duration=20s"],

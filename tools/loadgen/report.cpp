@@ -4,6 +4,7 @@
 // 105329); this file builds text by concatenation throughout.
 #pragma GCC diagnostic ignored "-Wrestrict"
 
+#include <algorithm>
 #include <cstdio>
 
 namespace ringmux::loadgen {
@@ -33,6 +34,16 @@ std::string format(const char* pattern, double a, double b = 0, double c = 0, do
   return buffer;
 }
 
+// The smallest (or largest) stream's part of all the job's stream bytes; 0 without streams.
+double share(const JobResult& r, bool smallest) {
+  uint64_t total = 0;
+  for (const uint64_t b : r.stream_bytes) total += b;
+  if (r.stream_bytes.empty() || total == 0) return 0;
+  const uint64_t pick = smallest ? *std::min_element(r.stream_bytes.begin(), r.stream_bytes.end())
+                                 : *std::max_element(r.stream_bytes.begin(), r.stream_bytes.end());
+  return static_cast<double>(pick) / static_cast<double>(total);
+}
+
 }  // namespace
 
 std::string report_normal(std::vector<JobResult>& results, const Invocation& invocation) {
@@ -54,6 +65,10 @@ std::string report_normal(std::vector<JobResult>& results, const Invocation& inv
         out += format(" %.2fth=%.1f", p, static_cast<double>(r.latency.percentile_ns(p)) / 1e3);
       }
       out += "\n";
+    }
+    if (r.stream_bytes.size() > 1) {
+      out += format("  stream share: min=%.3f%%, max=%.3f%% (fair: %.3f%%)\n", share(r, true) * 100, share(r, false) * 100,
+                    100.0 / static_cast<double>(r.stream_bytes.size()));
     }
     if (r.client_sent_bytes > 0 && r.rw == RwMode::write) {
       out += "  server confirmed " + std::to_string(r.server_confirmed_bytes) + " of " +
@@ -94,6 +109,8 @@ std::string report_json(std::vector<JobResult>& results, const Invocation& invoc
            "\", \"rw\": \"" + rw_name(r.rw) + "\", \"errors\": " + std::to_string(r.errors) + ", \"error\": \"" +
            r.error_message + "\", \"server_confirmed_bytes\": " + std::to_string(r.server_confirmed_bytes) +
            ", \"client_sent_bytes\": " + std::to_string(r.client_sent_bytes) +
+           ", \"stream_share_min\": " + format("%.6f", share(r, true)) +
+           ", \"stream_share_max\": " + format("%.6f", share(r, false)) +
            ", \"resumes\": 0, \"bytes_replayed\": 0}\n    }" + (i + 1 < results.size() ? "," : "") + "\n";
   }
   out += "  ]\n}\n";

@@ -6,6 +6,8 @@
 //   ringmux.error             the first error's text, "" when none
 //   ringmux.server_confirmed_bytes / client_sent_bytes   stream jobs: equal when no
 //                             byte was lost (write and bidi jobs)
+//   ringmux.stream_share_min / stream_share_max   stream jobs (ringmux engine): the
+//                             slowest / fastest stream's part of all stream bytes
 //   ringmux.resumes, ringmux.bytes_replayed   0 until replay lands
 #pragma once
 

@@ -102,9 +102,9 @@ class UnaryRunner final : public Runner {
 // One stream of a write / read / bidi job.
 class StreamRunner final : public Runner, public mux::StreamObserver {
  public:
-  StreamRunner(mux::Connection& connection, const Job& job, JobResult& result, uint64_t size_share)
+  StreamRunner(mux::Connection& connection, const Job& job, JobResult& result, uint64_t size_share, std::size_t index)
       : connection_(connection), job_(job), result_(result), window_(job), size_share_(size_share),
-        message_(job.bs, std::byte{0x6b}) {}
+        message_(job.bs, std::byte{0x6b}), index_(index) {}
 
   void start() override {
     const uint32_t handler = job_.rw == RwMode::write ? handler_sink
@@ -142,7 +142,10 @@ class StreamRunner final : public Runner, public mux::StreamObserver {
       return;
     }
     received_total_ += bytes.size();
-    if (window_.measuring(now)) result_.bytes_read += bytes.size();
+    if (window_.measuring(now)) {
+      result_.bytes_read += bytes.size();
+      if (job_.rw == RwMode::read) result_.stream_bytes[index_] += bytes.size();
+    }
     if (job_.rw == RwMode::bidi) {
       // Round trip of each message: its bytes came back.
       while (!sent_at_.empty() && received_total_ >= sent_at_.front().first) {
@@ -190,7 +193,10 @@ class StreamRunner final : public Runner, public mux::StreamObserver {
       if (taken.value() == 0) return;  // on_stream_writable continues
       written_total_ += taken.value();
       result_.client_sent_bytes += taken.value();
-      if (window_.measuring(now)) result_.bytes_written += taken.value();
+      if (window_.measuring(now)) {
+        result_.bytes_written += taken.value();
+        result_.stream_bytes[index_] += taken.value();
+      }
       offset_ += taken.value();
       if (offset_ == message_.size()) {
         offset_ = 0;
@@ -222,6 +228,7 @@ class StreamRunner final : public Runner, public mux::StreamObserver {
   uint64_t written_total_ = 0;
   uint64_t received_total_ = 0;
   std::deque<std::pair<uint64_t, uint64_t>> sent_at_;  // bidi: (end offset, start time)
+  std::size_t index_;  // into result_.stream_bytes
   engine::Timer read_timer_;
   bool ended_ = false;
   bool finished_ = false;
@@ -289,8 +296,10 @@ void run_ringmux(const std::vector<const Job*>& jobs, std::vector<JobResult*>& r
     if (job.rw == RwMode::unary) {
       runners.push_back(std::make_unique<UnaryRunner>(connection, job, *results[j]));
     } else {
+      results[j]->stream_bytes.assign(job.streams, 0);
       for (uint32_t s = 0; s < job.streams; s++) {
-        runners.push_back(std::make_unique<StreamRunner>(connection, job, *results[j], job.size_bytes / job.streams));
+        runners.push_back(
+            std::make_unique<StreamRunner>(connection, job, *results[j], job.size_bytes / job.streams, s));
       }
     }
   }

@@ -29,6 +29,9 @@ struct JobResult {
   tools::LatencySamples latency;  // unary: call latency; streams: message write latency
   uint64_t server_confirmed_bytes = 0;  // sink streams: the server's count at the end
   uint64_t client_sent_bytes = 0;       // what the client wrote in total, to compare
+  // Stream jobs on ringmux: payload each stream moved in the window (written, or read for
+  // rw=read), for the fairness of W4 (share = one stream's bytes / all streams' bytes).
+  std::vector<uint64_t> stream_bytes;
   std::string error_message;
 };
 
