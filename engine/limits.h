@@ -104,6 +104,11 @@ inline constexpr uint32_t data_chunk_bytes = 64 * 1024;
 // Bytes one stream may add to a single send batch before the others get a turn.
 inline constexpr uint32_t stream_batch_bytes_max = 2 * data_chunk_bytes;
 
+// An OPEN carrying at most this much payload goes ahead of data in its batch, with the
+// control frames: a small unary request must not queue behind other streams' bulk data
+// (W5's probe). Larger OPENs are data and take their turn.
+inline constexpr uint32_t open_priority_bytes_max = 4096;
+
 // Target size of one send batch: past it the writer stops taking data until the batch is
 // sent (control frames still go in). 1 MiB: one io_uring send per ~16 chunks.
 inline constexpr uint32_t send_batch_bytes_target = 1024 * 1024;

@@ -309,8 +309,11 @@ Result<StreamId, MuxError> Session::open(uint32_t handler_id, uint64_t deadline_
   stream.open_batch = batch_number_;
   stream.send_credit.consume(payload.size());
   connection_send_.consume(payload.size());
-  // Copy: the initial payload goes from the caller's memory into the batch.
-  wire::encode_open(grow(data_, wire::frame_bytes(wire::open_prefix_bytes + payload.size())), id,
+  // Copy: the initial payload goes from the caller's memory into the batch. A small OPEN
+  // rides with the control frames, ahead of bulk data (the stream's own DATA and END go
+  // to data_, behind it, so its order holds).
+  std::vector<std::byte>& out = payload.size() <= limits::open_priority_bytes_max ? control_ : data_;
+  wire::encode_open(grow(out, wire::frame_bytes(wire::open_prefix_bytes + payload.size())), id,
                     end_stream ? wire::flag_end_stream : 0, handler_id, deadline_budget_ns, payload);
   stats_.frames_sent++;
   stats_.streams_opened_local++;
@@ -344,10 +347,15 @@ Result<std::size_t, MuxError> Session::write(StreamId id, std::span<const std::b
   }
   const std::size_t batch_room =
       data_.size() < limits::send_batch_bytes_target ? limits::send_batch_bytes_target - data_.size() : 0;
+  // A stream's turn in a batch is bounded while other streams are open (they may want to
+  // send, and a small frame must not wait behind a whole batch of one stream); a stream
+  // alone on its connection may fill the batch: one send per batch target (W3).
+  const bool others_open = streams_.size() > 1;
+  const std::size_t turn_room =
+      others_open ? limits::stream_batch_bytes_max - std::min(stream->batch_bytes, limits::stream_batch_bytes_max)
+                  : batch_room;
   const std::size_t take = std::min({bytes.size(), static_cast<std::size_t>(stream->send_credit.available()),
-                                     static_cast<std::size_t>(connection_send_.available()),
-                                     static_cast<std::size_t>(limits::stream_batch_bytes_max - stream->batch_bytes),
-                                     batch_room});
+                                     static_cast<std::size_t>(connection_send_.available()), turn_room, batch_room});
   const bool end_now = end_stream && take == bytes.size();
   if (take == 0 && !end_now) {
     if (!stream->wants_writable) {
