@@ -32,6 +32,7 @@
 #include "engine/engine.h"
 #include "engine/loop.h"
 #include "engine/socket.h"
+#include "tools/blocking_io.h"
 #include "tools/echo_server.h"
 #include "tools/latency.h"
 
@@ -332,15 +333,7 @@ RunResult run_engine(const Options& options, const std::string& workload, uint32
 // ---- blocking-socket baseline ------------------------------------------------------------
 
 void write_all(int fd, const std::byte* data, std::size_t length) {
-  while (length > 0) {
-    const ssize_t n = ::send(fd, data, length, MSG_NOSIGNAL);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      throw std::runtime_error(std::string("send: ") + std::strerror(errno));
-    }
-    data += n;
-    length -= static_cast<std::size_t>(n);
-  }
+  if (!tools::send_all(fd, data, length)) throw std::runtime_error(std::string("send: ") + std::strerror(errno));
 }
 
 int tcp_socket() {

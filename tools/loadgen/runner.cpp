@@ -16,6 +16,7 @@
 #include "engine/loop.h"
 #include "engine/socket.h"
 #include "mux/connection.h"
+#include "tools/blocking_io.h"
 #include "tools/loadgen/protocol.h"
 
 namespace ringmux::loadgen {
@@ -347,19 +348,6 @@ int tcp_connect(const RunTarget& target, uint32_t mode, std::string& error) {
   return fd;
 }
 
-bool send_all(int fd, const std::byte* data, std::size_t length) {
-  while (length > 0) {
-    const ssize_t n = ::send(fd, data, length, MSG_NOSIGNAL);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    data += n;
-    length -= static_cast<std::size_t>(n);
-  }
-  return true;
-}
-
 void tcp_unary(const Job& job, JobResult& result, const RunTarget& target) {
   std::string error;
   const int fd = tcp_connect(target, tcp_mode_echo, error);
@@ -375,7 +363,7 @@ void tcp_unary(const Job& job, JobResult& result, const RunTarget& target) {
   std::deque<uint64_t> issued;
   uint64_t now = Loop::clock_ns();
   for (uint32_t i = 0; i < job.iodepth; i++) issued.push_back(now);
-  bool ok = send_all(fd, requests.data(), requests.size());
+  bool ok = tools::send_all(fd, requests.data(), requests.size());
   uint64_t partial = 0;
   uint64_t sent_bytes = requests.size();
   bool stopping = false;
@@ -404,7 +392,7 @@ void tcp_unary(const Job& job, JobResult& result, const RunTarget& target) {
     if (completed > 0 && !stopping) {
       for (uint32_t i = 0; i < completed; i++) issued.push_back(now);
       sent_bytes += std::size_t{completed} * job.bs;
-      ok = send_all(fd, requests.data(), std::size_t{completed} * job.bs);  // pipelined
+      ok = tools::send_all(fd, requests.data(), std::size_t{completed} * job.bs);  // pipelined
     }
   }
   if (!ok) {
@@ -428,7 +416,7 @@ void tcp_write_stream(const Job& job, JobResult& result, const RunTarget& target
   for (;;) {
     const uint64_t started = Loop::clock_ns();
     if (window.over(started) || (job.size_bytes != 0 && written >= size_share)) break;
-    if (!send_all(fd, message.data(), message.size())) {
+    if (!tools::send_all(fd, message.data(), message.size())) {
       result.errors++;
       result.error_message = "send failed";
       break;

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <future>
 
+#include "tools/blocking_io.h"
 #include "tools/loadgen/protocol.h"
 
 namespace ringmux::loadgen {
@@ -184,36 +185,10 @@ std::unique_ptr<LoadServer> LoadServer::start_ringmux(const std::string& address
 
 namespace {
 
-bool write_all(int fd, const std::byte* data, std::size_t length) {
-  while (length > 0) {
-    const ssize_t n = ::send(fd, data, length, MSG_NOSIGNAL);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    data += n;
-    length -= static_cast<std::size_t>(n);
-  }
-  return true;
-}
-
-bool read_exact(int fd, std::byte* data, std::size_t length) {
-  while (length > 0) {
-    const ssize_t n = ::recv(fd, data, length, 0);
-    if (n <= 0) {
-      if (n < 0 && errno == EINTR) continue;
-      return false;
-    }
-    data += n;
-    length -= static_cast<std::size_t>(n);
-  }
-  return true;
-}
-
 // Serves one baseline connection; the caller closes `fd`.
 void serve_tcp_connection(int fd, ServerStats& stats) {
   std::byte hello[8];
-  if (!read_exact(fd, hello, sizeof(hello))) return;
+  if (!tools::recv_exact(fd, hello, sizeof(hello))) return;
   const uint32_t mode = load_u32(hello);
   std::vector<std::byte> buffer(256 * 1024);
   uint64_t count = 0;
@@ -224,14 +199,14 @@ void serve_tcp_connection(int fd, ServerStats& stats) {
     count += static_cast<uint64_t>(n);
     stats.bytes_received.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
     if (mode == tcp_mode_echo) {
-      if (!write_all(fd, buffer.data(), static_cast<std::size_t>(n))) break;
+      if (!tools::send_all(fd, buffer.data(), static_cast<std::size_t>(n))) break;
       stats.bytes_sent.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
     }
   }
   if (mode == tcp_mode_sink) {
     std::byte answer[sizeof(count)];
     std::memcpy(answer, &count, sizeof(count));
-    (void)write_all(fd, answer, sizeof(answer));
+    (void)tools::send_all(fd, answer, sizeof(answer));
   }
 }
 
