@@ -65,6 +65,38 @@ for mode, extra in [("unary", ["--bs=64", "--iodepth=16"]), ("write", ["--bs=64k
 # Two jobs on one connection, the W5 shape.
 json_run("embedded bulk + probe", ["--name=bulk", "--rw=write", "--bs=64k", "--name=probe", "--rw=unary", "--bs=64"])
 
+# Open loop: rate_iops issues calls on schedule whatever the server does; an overloaded
+# schedule shows up as latency measured from the due time (no coordinated omission).
+paced = run(["--output-format=json", "--runtime=500ms", "--rw=unary", "--bs=64", "--rate_iops=2000"])
+if paced.returncode != 0:
+    failures.append(f"rate_iops run: exit {paced.returncode}: {paced.stderr.strip()}")
+else:
+    ops = json.loads(paced.stdout)["jobs"][0]["write"]["iops"]
+    if not 1800 <= ops <= 2200:
+        failures.append(f"rate_iops=2000 ran at {ops:.0f} calls/s")
+    else:
+        print(f"ok: rate_iops=2000 -> {ops:.0f} calls/s")
+over = run(["--output-format=json", "--runtime=300ms", "--rw=unary", "--bs=64", "--rate_iops=1000000", "--iodepth=1"])
+if over.returncode == 0:
+    job = json.loads(over.stdout)["jobs"][0]["write"]
+    p50_us = job["clat_ns"]["percentile"]["50.000000"] / 1000
+    # One call in flight cannot keep up with 1 M/s: the backlog must show in the latency.
+    if p50_us < 1000:
+        failures.append(f"overloaded open loop hides its queueing: p50 {p50_us:.0f} us")
+    else:
+        print(f"ok: overloaded open loop, p50 {p50_us:.0f} us from the due time")
+else:
+    failures.append(f"overloaded rate run: exit {over.returncode}")
+
+# numjobs clones report separately, or as one with group_reporting.
+for extra, want in [([], 2), (["--group_reporting"], 1)]:
+    cloned = run(["--output-format=json", "--runtime=200ms", "--rw=unary", "--bs=64", "--numjobs=2"] + extra)
+    jobs = json.loads(cloned.stdout)["jobs"] if cloned.returncode == 0 else []
+    if len(jobs) != want:
+        failures.append(f"numjobs=2 {extra}: {len(jobs)} reports, want {want}")
+    else:
+        print(f"ok: numjobs=2 {' '.join(extra) or '(separate)'} -> {want} report(s)")
+
 # Fairness (W4 shape): 16 bulk streams on one connection each get a fair part.
 fair = run(["--output-format=json", "--runtime=500ms", "--rw=write", "--bs=16k", "--streams=16"])
 if fair.returncode != 0:

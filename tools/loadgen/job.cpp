@@ -405,7 +405,7 @@ job options (default):
   --rw=MODE             unary | write | read | bidi                       (unary)
   --bs=SIZE             request / message size, k/m/g = 1024-based        (4k)
   --resp_bs=SIZE        unary response size                               (bs)
-  --bssplit=LIST        size mix, e.g. 4k/50:64k/50 (percents add to 100) (none)
+  --bssplit=LIST        size mix, e.g. 4k/50:64k/50 (not run yet)         (none)
   --iodepth=N           unary calls in flight per job                     (1)
   --streams=N           concurrent streams per job                        (1)
   --numjobs=N           clones of the job                                 (1)
@@ -413,11 +413,12 @@ job options (default):
   --ramp_time=DURATION  unmeasured warm-up                                (0)
   --size=SIZE           stop after this many bytes                        (none)
                         (runtime or size is required)
-  --rate_iops=N         open loop at N calls/s (rw=unary), latency from
-                        the intended send time                            (closed loop)
-  --verify=BOOL         stamp and hash payloads end to end                (0)
+  --rate_iops=N         open loop at N calls/s (rw=unary, ioengine=ringmux); at
+                        most iodepth in flight, latency from the due time (closed loop)
+  --verify=BOOL         stamp and hash payloads end to end (not run yet)  (0)
   --percentile_list=L   e.g. 50:99:99.9      (1:5:10:20:...:99.9:99.95:99.99)
-  --cpus_allowed=LIST   e.g. 0,2-3                                        (any)
+  --cpus_allowed=LIST   e.g. 0,2-3; the client loop runs on the first     (0 with the
+                        embedded server, else any)
   --ioengine=NAME       ringmux | tcp (raw blocking-socket baseline)      (ringmux)
   --group_reporting     one report for all clones                         (off)
   --own_connection      a connection of its own, not the shared one       (off)
@@ -425,8 +426,8 @@ job options (default):
 global options:
   --host=ADDRESS        a ringmux-serve to load            (embedded server on loopback)
   --port=N              its port                                          (7300)
-  --output-format=F     normal | json | terse                             (normal)
-  --plot=FILE.svg       latency-percentile plot per job                   (none)
+  --output-format=F     normal | json | terse (terse: not yet) (normal)
+  --plot=FILE.svg       latency-percentile plot per job (not yet)      (none)
   -h, --help            this text
 )";
 }

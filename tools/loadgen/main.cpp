@@ -25,10 +25,13 @@ int main(int argc, char** argv) {
     std::fputs(help_text().c_str(), stdout);
     return 0;
   }
+  if (invocation.plot_path || invocation.output_format == OutputFormat::terse) {
+    std::fprintf(stderr, "ringmux-loadgen: --plot and --output-format=terse are parsed but not available yet\n");
+    return 2;
+  }
   for (const Job& job : invocation.jobs) {
-    if (job.rate_iops != 0 || job.verify || !job.bssplit.empty()) {
-      std::fprintf(stderr, "ringmux-loadgen: job '%s': rate_iops, verify and bssplit are parsed but not run yet\n",
-                   job.name.c_str());
+    if (job.verify || !job.bssplit.empty()) {
+      std::fprintf(stderr, "ringmux-loadgen: job '%s': verify and bssplit are parsed but not run yet\n", job.name.c_str());
       return 2;
     }
   }
@@ -67,6 +70,34 @@ int main(int argc, char** argv) {
   if (!tcp_jobs.jobs.empty()) {
     auto r = run_jobs(tcp_jobs, tcp_target);
     results.insert(results.end(), std::make_move_iterator(r.begin()), std::make_move_iterator(r.end()));
+  }
+  // group_reporting: the clones of a job (name.0, name.1, ...) become one report.
+  for (const Job& job : invocation.jobs) {
+    if (!job.group_reporting || job.numjobs < 2) continue;
+    std::vector<JobResult> merged;
+    JobResult* group = nullptr;
+    for (JobResult& r : results) {
+      if (r.name.rfind(job.name + ".", 0) != 0) {
+        merged.push_back(std::move(r));
+        continue;
+      }
+      if (group == nullptr) {
+        merged.push_back(std::move(r));
+        group = &merged.back();
+        group->name = job.name;
+        continue;
+      }
+      group->ops += r.ops;
+      group->bytes_written += r.bytes_written;
+      group->bytes_read += r.bytes_read;
+      group->errors += r.errors;
+      group->server_confirmed_bytes += r.server_confirmed_bytes;
+      group->client_sent_bytes += r.client_sent_bytes;
+      group->latency.merge(r.latency);
+      group->stream_bytes.insert(group->stream_bytes.end(), r.stream_bytes.begin(), r.stream_bytes.end());
+      if (group->error_message.empty()) group->error_message = r.error_message;
+    }
+    results = std::move(merged);
   }
   if (ringmux_server) ringmux_server->stop();
   if (tcp_server) tcp_server->stop();

@@ -53,28 +53,70 @@ class Runner {
   virtual bool done() const = 0;
 };
 
+// Unary calls. Closed loop: iodepth calls in flight, each completion issues the next.
+// Open loop (rate_iops): calls are due at start + k / rate whatever the server does; at
+// most iodepth are in flight, a late call starts as soon as a slot frees, and its latency
+// counts from the time it was due, so a slow server cannot hide its queueing
+// (no coordinated omission).
 class UnaryRunner final : public Runner {
  public:
   UnaryRunner(mux::Connection& connection, const Job& job, JobResult& result)
-      : connection_(connection), job_(job), result_(result), window_(job), request_(std::max<uint32_t>(job.bs, 4)) {
+      : connection_(connection), job_(job), result_(result), window_(job), request_(std::max<uint32_t>(job.bs, 4)),
+        tick_(&UnaryRunner::on_tick, this) {
     const uint32_t response_bytes = job.response_bytes();
     std::memcpy(request_.data(), &response_bytes, sizeof(response_bytes));
   }
+  ~UnaryRunner() override { connection_.loop().timer_cancel(tick_); }
+
   void start() override {
-    for (uint32_t i = 0; i < job_.iodepth; i++) issue();
+    if (job_.rate_iops != 0) {
+      interval_ns_ = std::max<uint64_t>(1, 1'000'000'000ull / job_.rate_iops);
+      next_due_ns_ = Loop::clock_ns();
+      on_tick(tick_);
+      return;
+    }
+    for (uint32_t i = 0; i < job_.iodepth; i++) issue(Loop::clock_ns());
   }
   bool done() const override { return stopping_ && in_flight_ == 0; }
 
  private:
-  void issue() {
-    const uint64_t issued = Loop::clock_ns();
-    if (window_.over(issued) || (job_.size_bytes != 0 && sent_bytes_ >= job_.size_bytes)) {
+  bool should_stop(uint64_t now) const {
+    return window_.over(now) || (job_.size_bytes != 0 && sent_bytes_ >= job_.size_bytes) || result_.errors >= 1000;
+  }
+
+  // Open loop: queue every call now due, start what the depth allows, sleep to the next.
+  static void on_tick(engine::Timer& timer) noexcept {
+    auto& self = *static_cast<UnaryRunner*>(timer.context());
+    const uint64_t now = Loop::clock_ns();
+    if (self.should_stop(now)) {
+      self.stopping_ = true;
+      self.due_.clear();  // calls not yet started are not part of the window
+      return;
+    }
+    while (self.next_due_ns_ <= now) {
+      self.due_.push_back(self.next_due_ns_);
+      self.next_due_ns_ += self.interval_ns_;
+    }
+    self.start_due();
+    self.connection_.loop().timer_start(self.tick_, self.next_due_ns_ - now);
+  }
+  void start_due() {
+    while (!due_.empty() && in_flight_ < job_.iodepth && !stopping_) {
+      const uint64_t due = due_.front();
+      due_.pop_front();
+      issue(due);
+    }
+  }
+
+  // Issues one call whose latency counts from `since_ns`.
+  void issue(uint64_t since_ns) {
+    if (should_stop(Loop::clock_ns())) {
       stopping_ = true;
       return;
     }
     in_flight_++;
     sent_bytes_ += request_.size();
-    connection_.call(handler_unary, request_, 0, [this, issued](const mux::CallResult& r) {
+    connection_.call(handler_unary, request_, 0, [this, since_ns](const mux::CallResult& r) {
       in_flight_--;
       const uint64_t now = Loop::clock_ns();
       if (r.error != mux::MuxError::none) {
@@ -84,12 +126,17 @@ class UnaryRunner final : public Runner {
         result_.ops++;
         result_.bytes_written += request_.size();
         result_.bytes_read += r.response.size();
-        result_.latency.add(now - issued);
+        result_.latency.add(now - since_ns);
       }
-      if (!stopping_ && result_.errors < 1000) issue();
-      if (result_.errors >= 1000) stopping_ = true;
+      if (stopping_) return;
+      if (job_.rate_iops != 0) {
+        start_due();
+      } else {
+        issue(now);
+      }
     });
   }
+
   mux::Connection& connection_;
   const Job& job_;
   JobResult& result_;
@@ -98,6 +145,11 @@ class UnaryRunner final : public Runner {
   uint32_t in_flight_ = 0;
   uint64_t sent_bytes_ = 0;
   bool stopping_ = false;
+  // Open loop only.
+  engine::Timer tick_;
+  uint64_t interval_ns_ = 0;
+  uint64_t next_due_ns_ = 0;
+  std::deque<uint64_t> due_;  // due times of calls waiting for a free slot
 };
 
 // One stream of a write / read / bidi job.
@@ -479,6 +531,11 @@ std::vector<JobResult> run_jobs(const Invocation& invocation, const RunTarget& t
       continue;
     }
     if (job.rw == RwMode::unary) {
+      if (job.rate_iops != 0) {
+        result.errors++;
+        result.error_message = "rate_iops runs with ioengine=ringmux only so far";
+        continue;
+      }
       if (job.response_bytes() != job.bs) {
         result.errors++;
         result.error_message = "ioengine=tcp echoes: resp_bs must equal bs";
