@@ -98,13 +98,14 @@ for extra, want in [([], 2), (["--group_reporting"], 1)]:
         print(f"ok: numjobs=2 {' '.join(extra) or '(separate)'} -> {want} report(s)")
 
 # Fairness (W4 shape): 16 bulk streams on one connection each get a fair part.
-fair = run(["--output-format=json", "--runtime=500ms", "--rw=write", "--bs=16k", "--streams=16"])
+fair = run(["--output-format=json", "--runtime=1", "--rw=write", "--bs=16k", "--streams=16"])
 if fair.returncode != 0:
     failures.append(f"fairness run: exit {fair.returncode}: {fair.stderr.strip()}")
 else:
     shares = json.loads(fair.stdout)["jobs"][0]["ringmux"]
-    # Fair is 6.25 %; a stream starved by the writer would show near 0.
-    if not 3.0 <= shares["stream_share_min"] * 100 <= 6.25 <= shares["stream_share_max"] * 100 <= 10.0:
+    # Fair is 6.25 %; a stream starved by the writer shows near 0 (it did: 0-11 % with 64
+    # streams before the round robin). Loose bounds: sanitizer builds run this too.
+    if not 2.5 <= shares["stream_share_min"] * 100 <= 6.25 <= shares["stream_share_max"] * 100 <= 15.0:
         failures.append(f"fairness: stream shares {shares['stream_share_min']:.4f}-{shares['stream_share_max']:.4f}")
     else:
         print(f"ok: 16 streams, shares {shares['stream_share_min'] * 100:.2f}-{shares['stream_share_max'] * 100:.2f} %")
