@@ -30,21 +30,22 @@ Result<void, MuxError> StreamMachine::on_recv_open(bool end_stream) noexcept {
   return {};
 }
 
-Result<void, MuxError> StreamMachine::close_remote() noexcept {
-  switch (state_) {
-    case StreamState::open:
-      state_ = StreamState::remote_closed;
-      return {};
-    case StreamState::local_closed:
-      state_ = StreamState::closed;
-      return {};
-    case StreamState::idle:
-    case StreamState::remote_closed:
-    case StreamState::closed:
-    case StreamState::reset:
-      return Err{MuxError::protocol_violation};
+bool StreamMachine::end_direction(StreamState half_closed, StreamState other_half_closed) noexcept {
+  if (state_ == StreamState::open) {
+    state_ = half_closed;
+    return true;
   }
-  return Err{MuxError::protocol_violation};
+  if (state_ == other_half_closed) {
+    state_ = StreamState::closed;
+    return true;
+  }
+  return false;
+}
+
+Result<void, MuxError> StreamMachine::close_remote() noexcept {
+  // END from the peer in any other state (twice, before OPEN, after reset) is a violation.
+  if (!end_direction(StreamState::remote_closed, StreamState::local_closed)) return Err{MuxError::protocol_violation};
+  return {};
 }
 
 Result<Delivery, MuxError> StreamMachine::on_recv_data(bool end_stream) noexcept {
@@ -132,7 +133,7 @@ Result<void, MuxError> StreamMachine::send_data(bool end_stream) noexcept {
     case StreamState::open:
     case StreamState::remote_closed:
       if (stop_received_) return Err{MuxError::stream_stopped};
-      if (end_stream) state_ = state_ == StreamState::open ? StreamState::local_closed : StreamState::closed;
+      if (end_stream) end_direction(StreamState::local_closed, StreamState::remote_closed);
       return {};
     case StreamState::reset:
       return Err{reset_error_};
@@ -145,21 +146,9 @@ Result<void, MuxError> StreamMachine::send_data(bool end_stream) noexcept {
 }
 
 Result<void, MuxError> StreamMachine::send_end() noexcept {
-  switch (state_) {
-    case StreamState::open:
-      state_ = StreamState::local_closed;
-      return {};
-    case StreamState::remote_closed:
-      state_ = StreamState::closed;
-      return {};
-    case StreamState::reset:
-      return Err{reset_error_};
-    case StreamState::idle:
-    case StreamState::local_closed:
-    case StreamState::closed:
-      return Err{MuxError::stream_closed};
-  }
-  return Err{MuxError::stream_closed};
+  if (state_ == StreamState::reset) return Err{reset_error_};
+  if (!end_direction(StreamState::local_closed, StreamState::remote_closed)) return Err{MuxError::stream_closed};
+  return {};
 }
 
 bool StreamMachine::send_reset(MuxError reason) noexcept {

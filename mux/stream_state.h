@@ -65,6 +65,9 @@ class StreamMachine {
   bool send_stop() noexcept;
 
  private:
+  // Ends one direction: open -> `half_closed`, `other_half_closed` -> closed. False (and
+  // no change) in any other state.
+  bool end_direction(StreamState half_closed, StreamState other_half_closed) noexcept;
   Result<void, MuxError> close_remote() noexcept;
 
   StreamState state_ = StreamState::idle;
