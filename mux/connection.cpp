@@ -358,7 +358,8 @@ void Connection::reap() noexcept {
   // Writers woken meanwhile go on now. Their writes may wake others: a few rounds, each
   // bounded; what remains waits for the next entry point (a send completion is coming).
   for (int round = 0; round < 16 && !writable_pending_.empty(); round++) {
-    std::vector<StreamId> ids;
+    std::vector<StreamId>& ids = writable_scratch_;  // capacity kept: no allocation per round
+    ids.clear();
     ids.swap(writable_pending_);
     for (const StreamId id : ids) {
       auto it = streams_.find(id);

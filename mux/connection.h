@@ -221,6 +221,7 @@ class Connection final : public SessionHandler, public engine::SocketHandler {
   bool reaping_ = false;
   uint32_t depth_ = 0;
   std::vector<StreamId> writable_pending_;  // on_stream_writable, delivered by reap()
+  std::vector<StreamId> writable_scratch_;  // reap()'s working copy (capacity kept)
   std::vector<std::unique_ptr<StreamObserver>> finished_;  // owned observers awaiting reap()
 };
 

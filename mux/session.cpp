@@ -477,9 +477,14 @@ void Session::take_batch(std::vector<std::byte>& control, std::vector<std::byte>
 }
 
 void Session::notify_writable() noexcept {
-  if (writable_waiters_.empty() || failed()) return;
+  // Not re-entered from a handler's callback: the scratch list is in use, and waiters
+  // left in writable_waiters_ are handled by the next call.
+  if (notifying_ || writable_waiters_.empty() || failed()) return;
+  notifying_ = true;
   const bool batch_has_room = data_.size() < limits::send_batch_bytes_target;
-  std::vector<StreamId> waiters;
+  // The scratch list keeps its capacity across batches: no allocation per batch.
+  std::vector<StreamId>& waiters = writable_scratch_;
+  waiters.clear();
   waiters.swap(writable_waiters_);
   // Round robin: the streams served longest ago go first, so that the ones that just
   // filled a batch queue behind those that got nothing (W4 fairness).
@@ -504,6 +509,7 @@ void Session::notify_writable() noexcept {
     stream->wants_writable = false;
     handler_.on_stream_writable(id);  // may write, and may add itself back as a waiter
   }
+  notifying_ = false;
 }
 
 }  // namespace ringmux::mux

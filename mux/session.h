@@ -187,6 +187,8 @@ class Session {
   uint32_t control_frames_ = 0;
   std::vector<std::byte> data_;  // queued data frames of the current batch
   std::vector<StreamId> writable_waiters_;
+  std::vector<StreamId> writable_scratch_;  // notify_writable's working copy (capacity kept)
+  bool notifying_ = false;
   uint64_t batch_number_ = 1;
   bool goaway_sent_ = false;
   bool goaway_received_ = false;
