@@ -154,7 +154,7 @@ std::optional<std::vector<BsSplitEntry>> parse_bssplit(std::string_view text) {
     if (slash == std::string::npos) return std::nullopt;
     auto bytes = parse_size(std::string_view(part).substr(0, slash));
     auto percent = parse_count(std::string_view(part).substr(slash + 1), 1, 100);
-    if (!bytes || *bytes == 0 || *bytes > (64u << 20) || !percent) return std::nullopt;
+    if (!bytes || *bytes == 0 || *bytes > message_bytes_max || !percent) return std::nullopt;
     split.push_back({static_cast<uint32_t>(*bytes), static_cast<uint32_t>(*percent)});
     total += static_cast<uint32_t>(*percent);
   }
@@ -203,10 +203,10 @@ std::optional<ParseError> apply_option(Invocation& invocation, Job& job, std::st
     else if (mode == "bidi") job.rw = RwMode::bidi;
     else return option_error(key, value, "one of unary, write, read, bidi");
   } else if (key == "bs" || key == "blocksize") {
-    return size_in(1, 64u << 20, job.bs);
+    return size_in(1, message_bytes_max, job.bs);
   } else if (key == "resp_bs") {
     uint32_t bytes = 0;
-    if (auto error = size_in(0, 64u << 20, bytes)) return error;
+    if (auto error = size_in(0, message_bytes_max, bytes)) return error;
     job.resp_bs = bytes;
   } else if (key == "bssplit") {
     auto split = parse_bssplit(value);
@@ -397,6 +397,8 @@ Parsed<Invocation> parse_command_line(const std::vector<std::string>& args) {
 }
 
 std::string help_text() {
+  // The port default below is protocol.h's default_port.
+  static_assert(default_port == 7300);
   return R"(usage: ringmux-loadgen [options] [jobfile...]
 fio-style load for ringmux. Options before the first --name apply to every job;
 --name=NAME starts a job. Job files use [global] and [name] sections of key=value.

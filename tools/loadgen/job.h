@@ -13,6 +13,8 @@
 #include <string_view>
 #include <vector>
 
+#include "tools/loadgen/protocol.h"
+
 namespace ringmux::loadgen {
 
 enum class RwMode : uint8_t {
@@ -56,7 +58,7 @@ struct Invocation {
   Job global;  // the [global] section / options before the first --name
   std::vector<Job> jobs;
   std::optional<std::string> host;  // none: an embedded server on another core
-  uint16_t port = 7300;
+  uint16_t port = default_port;
   OutputFormat output_format = OutputFormat::normal;
   std::optional<std::string> plot_path;
   bool help = false;

@@ -24,4 +24,12 @@ inline constexpr uint32_t tcp_mode_sink = 2;
 // Default port of ringmux-serve and of --port.
 inline constexpr uint16_t default_port = 7300;
 
+// Largest bs / resp_bs: a message the server builds or counts whole. 64 MiB is far past
+// any storage block and keeps the server's response buffer bounded.
+inline constexpr uint32_t message_bytes_max = 64u << 20;
+
+// A job stops after this many failed operations: past it the figures say nothing and a
+// broken server would only be hammered.
+inline constexpr uint64_t job_errors_max = 1000;
+
 }  // namespace ringmux::loadgen

@@ -81,7 +81,7 @@ class UnaryRunner final : public Runner {
 
  private:
   bool should_stop(uint64_t now) const {
-    return window_.over(now) || (job_.size_bytes != 0 && sent_bytes_ >= job_.size_bytes) || result_.errors >= 1000;
+    return window_.over(now) || (job_.size_bytes != 0 && sent_bytes_ >= job_.size_bytes) || result_.errors >= job_errors_max;
   }
 
   // Open loop: queue every call now due, start what the depth allows, sleep to the next.

@@ -117,7 +117,7 @@ struct LoadServer::RingmuxSide final : engine::ListenerHandler, mux::ConnectionO
     registry.add_unary(handler_unary, [this](std::span<const std::byte> request, std::shared_ptr<mux::Responder> responder) {
       stats.calls.fetch_add(1, std::memory_order_relaxed);
       stats.bytes_received.fetch_add(request.size(), std::memory_order_relaxed);
-      const uint32_t response_bytes = std::min<uint32_t>(load_u32(request), 64u << 20);
+      const uint32_t response_bytes = std::min<uint32_t>(load_u32(request), message_bytes_max);
       if (response_pool.size() < response_bytes) response_pool.resize(response_bytes, std::byte{0x5a});
       stats.bytes_sent.fetch_add(response_bytes, std::memory_order_relaxed);
       responder->reply(std::span<const std::byte>(response_pool.data(), response_bytes));
