@@ -2,8 +2,8 @@
 # The perf harness of the foundation: wire micro-benchmarks and the engine echo benchmark
 # against the blocking-socket baseline, interleaved in one invocation, with the engine's
 # default busy-poll budget and with busy-polling off. Figures go to perf/RESULTS.md by hand,
-# with this command. Takes about 4 minutes. The mux figures have no raw baseline of their
-# own yet (the load generator of the next issue brings it): compare W1 with the echo tcp row.
+# with this command. Takes about 3 minutes. The mux layer's workloads (W1-W5) are
+# measured by perf/workloads.sh with ringmux-loadgen.
 # usage: perf/run.sh [BUILD_DIR]   (default: build, configured as release)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +24,3 @@ echo "== engine echo, default busy-poll (client CPU 0, server CPU 1, 3 A/B pairs
 echo
 echo "== engine echo, busy-poll off (--spin-us=0)"
 "$build/tools/ringmux-echo" --runs=3 --seconds=2 --spin-us=0 2>&1 | tee "$out/echo_spin_off.txt"
-echo
-echo "== mux layer (client CPU 0, server CPU 1; W1 and W2 unary, W3 bulk stream), 3 runs"
-for run in 1 2 3; do "$build/perf/mux_bench" 2 | tail -3; done 2>&1 | tee "$out/mux_bench.txt"
