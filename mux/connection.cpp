@@ -306,26 +306,21 @@ void Connection::goaway(wire::StatusCode code) noexcept {
 
 void Connection::on_stream_opened(StreamId id, uint32_t handler_id, uint64_t deadline_budget_ns,
                                   std::span<const std::byte> payload, bool end_stream) noexcept {
+  // A stream refused here never reaches a handler: its payload's credit goes back at once.
+  auto refuse = [&](MuxError reason) {
+    session_.consume(id, payload.size(), loop_.now_ns());
+    session_.reset(id, reason);
+  };
   const Registry::StreamHandler* handler = registry_ != nullptr ? registry_->find(handler_id) : nullptr;
-  if (handler == nullptr) {
-    session_.consume(id, payload.size(), loop_.now_ns());
-    session_.reset(id, MuxError::unknown_handler);
-    return;
-  }
+  if (handler == nullptr) return refuse(MuxError::unknown_handler);
+  // Its deadline has (as good as) passed: refuse it rather than start the handler.
   if (deadline_budget_ns != 0 && deadline_budget_ns < limits::deadline_budget_ns_min) {
-    // Its deadline has (as good as) passed: refuse it rather than start the handler.
-    session_.consume(id, payload.size(), loop_.now_ns());
-    session_.reset(id, MuxError::deadline_exceeded);
-    return;
+    return refuse(MuxError::deadline_exceeded);
   }
   StreamStart start{this, id, handler_id, deadline_budget_ns == 0 ? 0 : loop_.now_ns() + deadline_budget_ns,
                     payload, end_stream};
   StreamObserver* observer = (*handler)(start);
-  if (observer == nullptr) {
-    session_.consume(id, payload.size(), loop_.now_ns());
-    session_.reset(id, MuxError::unknown_handler);
-    return;
-  }
+  if (observer == nullptr) return refuse(MuxError::unknown_handler);
   streams_.emplace(id, Entry{observer, true});
   if (!payload.empty() || end_stream) observer->on_stream_data(payload, end_stream);
 }
