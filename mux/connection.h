@@ -207,8 +207,8 @@ class Connection final : public SessionHandler, public engine::SocketHandler {
   std::unordered_map<StreamId, Entry> streams_;
   // The double buffer: the batch in flight (sending_*) and, inside the session, the one
   // being filled; swapped when the send completes.
-  std::vector<std::byte> sending_control_;
-  std::vector<std::byte> sending_data_;
+  ByteVector sending_control_;
+  ByteVector sending_data_;
   engine::Timer keepalive_;
   uint64_t last_received_ns_ = 0;
   uint64_t ping_sent_ns_ = 0;

@@ -40,7 +40,7 @@ uint64_t Session::stream_buffered(StreamId id) const noexcept {
   return it == streams_.end() ? 0 : it->second.recv_window.buffered();
 }
 
-std::span<std::byte> Session::grow(std::vector<std::byte>& buffer, std::size_t bytes) noexcept {
+std::span<std::byte> Session::grow(ByteVector& buffer, std::size_t bytes) noexcept {
   const std::size_t old_size = buffer.size();
   buffer.resize(old_size + bytes);
   return {buffer.data() + old_size, bytes};
@@ -312,7 +312,7 @@ Result<StreamId, MuxError> Session::open(uint32_t handler_id, uint64_t deadline_
   // Copy: the initial payload goes from the caller's memory into the batch. A small OPEN
   // rides with the control frames, ahead of bulk data (the stream's own DATA and END go
   // to data_, behind it, so its order holds).
-  std::vector<std::byte>& out = payload.size() <= limits::open_priority_bytes_max ? control_ : data_;
+  ByteVector& out = payload.size() <= limits::open_priority_bytes_max ? control_ : data_;
   wire::encode_open(grow(out, wire::frame_bytes(wire::open_prefix_bytes + payload.size())), id,
                     end_stream ? wire::flag_end_stream : 0, handler_id, deadline_budget_ns, payload);
   stats_.frames_sent++;
@@ -465,7 +465,7 @@ void Session::fail(MuxError error) noexcept {
 
 // ---- bytes out -------------------------------------------------------------------------
 
-void Session::take_batch(std::vector<std::byte>& control, std::vector<std::byte>& data) noexcept {
+void Session::take_batch(ByteVector& control, ByteVector& data) noexcept {
   RM_ASSERT(control.empty() && data.empty());
   control.swap(control_);
   data.swap(data_);

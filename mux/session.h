@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "engine/limits.h"
+#include "engine/memory.h"
 #include "engine/result.h"
 #include "mux/errors.h"
 #include "mux/flow.h"
@@ -126,7 +127,7 @@ class Session {
   // are the glue's spare buffers, whose capacity the session keeps using (no allocation
   // in steady state). The glue sends control then data in one gather write. Afterwards
   // streams that were cut short are told on_stream_writable().
-  void take_batch(std::vector<std::byte>& control, std::vector<std::byte>& data) noexcept;
+  void take_batch(ByteVector& control, ByteVector& data) noexcept;
 
   bool failed() const noexcept { return failed_ != MuxError::none; }
   MuxError failure() const noexcept { return failed_; }
@@ -165,13 +166,13 @@ class Session {
   void finish_if_done(StreamId id, Stream& stream) noexcept;
   // Where a RESET or STOP for `stream` goes: ahead of data as control, unless the
   // stream's own OPEN is still in the unsent batch, which it must not overtake.
-  std::vector<std::byte>& control_for(const Stream& stream) noexcept {
+  ByteVector& control_for(const Stream& stream) noexcept {
     return stream.open_batch == batch_number_ ? data_ : control_;
   }
   // Tells waiting writers that can now make progress (credit, batch room) to go on.
   void notify_writable() noexcept;
   void append_data(StreamId id, std::span<const std::byte> payload, bool end_stream) noexcept;
-  std::span<std::byte> grow(std::vector<std::byte>& buffer, std::size_t bytes) noexcept;
+  std::span<std::byte> grow(ByteVector& buffer, std::size_t bytes) noexcept;
 
   SessionHandler& handler_;
   SessionOptions options_;
@@ -183,9 +184,9 @@ class Session {
   uint32_t peer_streams_open_ = 0;
   SendCredit connection_send_;
   RecvWindow connection_recv_;
-  std::vector<std::byte> control_;  // queued control frames, sent ahead of data
+  ByteVector control_;  // queued control frames, sent ahead of data
   uint32_t control_frames_ = 0;
-  std::vector<std::byte> data_;  // queued data frames of the current batch
+  ByteVector data_;  // queued data frames of the current batch
   std::vector<StreamId> writable_waiters_;
   std::vector<StreamId> writable_scratch_;  // notify_writable's working copy (capacity kept)
   bool notifying_ = false;

@@ -96,7 +96,7 @@ void BM_session_write(benchmark::State& state) {
   };
   renew();
   const std::vector<std::byte> message(size, std::byte{1});
-  std::vector<std::byte> control, data;
+  ringmux::ByteVector control, data;
   uint64_t credit_used = 0;
   for (auto _ : state) {
     const std::size_t taken = session->write(id, message, false).value();
@@ -136,7 +136,7 @@ void BM_session_receive(benchmark::State& state) {
     written += taken;
     if (taken < size) break;  // the batch is full
   }
-  std::vector<std::byte> control, data;
+  ringmux::ByteVector control, data;
   writer.take_batch(control, data);
   // The OPEN is in control; the DATA frames in data.
   for (auto _ : state) {

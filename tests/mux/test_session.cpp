@@ -20,6 +20,7 @@ using wire::StatusCode;
 namespace {
 
 using Bytes = std::vector<std::byte>;
+using ringmux::ByteVector;
 
 Bytes bytes_of(std::string_view text) {
   Bytes out(text.size());
@@ -91,7 +92,7 @@ struct Pair {
   }
   static bool move(Session& from, Session& to) {
     if (!from.has_output()) return false;
-    Bytes control, data;
+    ByteVector control, data;
     from.take_batch(control, data);
     if (!to.failed()) {
       (void)to.receive(control, 0);
