@@ -312,7 +312,11 @@ Result<StreamId, MuxError> Session::open(uint32_t handler_id, uint64_t deadline_
   // Copy: the initial payload goes from the caller's memory into the batch. A small OPEN
   // rides with the control frames, ahead of bulk data (the stream's own DATA and END go
   // to data_, behind it, so its order holds).
-  ByteVector& out = payload.size() <= limits::open_priority_bytes_max ? control_ : data_;
+  // Stream ids must reach the peer in increasing order: once a large OPEN waits among
+  // the data of this batch, later OPENs of the batch queue behind it too.
+  const bool priority = payload.size() <= limits::open_priority_bytes_max && data_open_batch_ != batch_number_;
+  ByteVector& out = priority ? control_ : data_;
+  if (!priority) data_open_batch_ = batch_number_;
   wire::encode_open(grow(out, wire::frame_bytes(wire::open_prefix_bytes + payload.size())), id,
                     end_stream ? wire::flag_end_stream : 0, handler_id, deadline_budget_ns, payload);
   stats_.frames_sent++;

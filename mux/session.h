@@ -191,6 +191,7 @@ class Session {
   std::vector<StreamId> writable_scratch_;  // notify_writable's working copy (capacity kept)
   bool notifying_ = false;
   uint64_t batch_number_ = 1;
+  uint64_t data_open_batch_ = 0;  // batch whose data holds an OPEN: later OPENs follow it
   bool goaway_sent_ = false;
   bool goaway_received_ = false;
   uint32_t peer_last_stream_id_ = UINT32_MAX;

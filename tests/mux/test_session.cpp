@@ -139,6 +139,32 @@ TEST_CASE("session: unary call shape closes cleanly on both sides") {
   CHECK(pair.server.streams_open() == 0);
 }
 
+// Proves that small OPENs, which ride ahead of data, never overtake a large OPEN of the
+// same batch: stream ids reach the peer in increasing order (found by loadgen's bssplit,
+// where the peer failed the connection on the "reused" smaller id).
+TEST_CASE("session: a small OPEN queued after a large one does not overtake it") {
+  Pair pair;
+  const Bytes large(limits::open_priority_bytes_max + 1, std::byte{7});
+  const Bytes small = bytes_of("small");
+  auto first = pair.client.open(1, 0, large, true);
+  auto second = pair.client.open(1, 0, small, true);
+  auto third = pair.client.open(1, 0, small, true);
+  REQUIRE(first.ok());
+  REQUIRE(second.ok());
+  REQUIRE(third.ok());
+  pair.pump();
+  CHECK_FALSE(pair.server.failed());
+  CHECK(pair.server_log.streams[first.value()].received == large);
+  CHECK(pair.server_log.streams[second.value()].received == small);
+  CHECK(pair.server_log.streams[third.value()].received == small);
+  // The next batch starts afresh: a small OPEN rides ahead again.
+  auto fourth = pair.client.open(1, 0, small, true);
+  REQUIRE(fourth.ok());
+  pair.pump();
+  CHECK_FALSE(pair.server.failed());
+  CHECK(pair.server_log.streams[fourth.value()].received == small);
+}
+
 // Proves both sides can open streams (odd and even ids) and that half-close keeps the
 // other direction working.
 TEST_CASE("session: both sides open streams; half-close keeps the other direction") {
