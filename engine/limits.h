@@ -133,6 +133,36 @@ inline constexpr uint64_t keepalive_interval_ns_default = 1'000'000'000;
 // then resumes or fails). Three keepalive intervals: one lost PING is not a verdict.
 inline constexpr uint64_t dead_peer_timeout_ns_default = 3 * keepalive_interval_ns_default;
 
+// ---- replay: the replay ring and acknowledgements (replay/) ----------------------------
+
+// Largest contiguous claim in a replay ring: one whole frame (header plus the largest
+// payload), so the writer can encode any frame straight into the ring and send it from
+// there without a copy. A ring allocates this many bytes past its capacity as a spill area
+// for a claim that crosses the wrap point (replay/ring.h).
+inline constexpr uint32_t replay_claim_bytes_max = frame_header_bytes + frame_payload_bytes_max;
+
+// Capacity of a session's replay ring: position-space bytes sent and not yet acknowledged.
+// When it is full the writer is back-pressured, so it bounds both what a session holds for
+// a resume and how far the sender runs ahead of the peer's ACKs. 16 MiB is ~3 ms of
+// loopback traffic at ~5 GB/s, many times a LAN round trip plus the ACK interval below, so
+// ACK batching alone never stalls a healthy connection; it holds 16 maximum-size frames;
+// and it costs 17 MiB per session with the spill area, allocated once. A power of two:
+// slot = position & mask.
+inline constexpr uint64_t replay_ring_bytes_default = 16 * 1024 * 1024;
+
+// The receiver acknowledges at least every this many position-space bytes. 1 MiB is a
+// sixteenth of the default ring, so the bytes waiting for an ACK that is not yet due never
+// back-pressure the sender, and one 32-byte ACK frame per MiB costs 0.003 % of the traffic
+// (about 5000 ACKs/s at 5 GB/s).
+inline constexpr uint64_t ack_interval_bytes = 1024 * 1024;
+
+// ... or at the latest this long after the first unacknowledged byte arrived, when the
+// receiver sends nothing it could piggy-back the ACK on. Bounds how long a trickle of bytes
+// stays unreleased in the sender's ring (and so how much a resume replays); 5 ms caps a
+// quiet connection at 200 ACK-only sends a second, so a thousand trickling connections
+// cost 200k small sends a second at most, not a million as at 1 ms.
+inline constexpr uint64_t ack_interval_ns = 5'000'000;
+
 // ---- compile-time relations ----------------------------------------------------------
 
 static_assert((recv_buffer_count & (recv_buffer_count - 1)) == 0, "buffer ring size must be a power of two");
@@ -148,5 +178,15 @@ static_assert(connection_window_bytes_initial <= window_bytes_limit, "credit cou
 static_assert(frame_payload_bytes_max <= stream_window_bytes_initial * 4, "a max frame is a few initial windows");
 static_assert(loop_cq_entries >= 2 * loop_sq_entries, "multishot operations need CQ headroom");
 static_assert((loop_sq_entries & (loop_sq_entries - 1)) == 0, "io_uring rounds SQ size to a power of two");
+static_assert((replay_ring_bytes_default & (replay_ring_bytes_default - 1)) == 0,
+              "replay ring capacity must be a power of two (slot = position & mask)");
+static_assert(replay_ring_bytes_default >= 2 * uint64_t{replay_claim_bytes_max},
+              "a maximum frame can be claimed while another is still unacknowledged");
+static_assert(replay_ring_bytes_default >= send_batch_bytes_target + ack_interval_bytes + replay_claim_bytes_max,
+              "a send batch, the bytes awaiting a due ACK and one more frame fit in the ring at once");
+static_assert(ack_interval_bytes * 4 <= replay_ring_bytes_default,
+              "ACK batching alone never back-pressures the sender");
+static_assert(data_chunk_bytes + frame_header_bytes <= replay_claim_bytes_max, "a DATA chunk fits in one claim");
+static_assert(ack_interval_ns < keepalive_interval_ns_default, "a quiet receiver acknowledges before it pings");
 
 }  // namespace ringmux::limits

@@ -2,9 +2,11 @@
 """Short runs of ringmux-loadgen: every rw mode on the embedded server, the tcp baseline
 modes, and a run against a separate ringmux-serve for each engine. Checks the JSON (fio's
 shape plus the ringmux section), that no operation failed, and that stream bytes written
-equal the bytes the server confirmed. Also checks --help and a bad option.
+equal the bytes the server confirmed. Also checks --help and a bad option, and (in
+check_loadgen_report.py) the JSON schema, terse output and --plot.
 usage: check_loadgen.py BUILD_DIR"""
 import json
+import os
 import re
 import subprocess
 import sys
@@ -32,7 +34,7 @@ def check_job(label, job):
         failures.append(f"{label}: server confirmed {rm['server_confirmed_bytes']} of {rm['client_sent_bytes']} bytes")
 
 
-def json_run(label, args):
+def json_run(label, args, verify=False):
     # Global options first: on fio's command line they apply to every job that follows.
     result = run(["--output-format=json", "--runtime=300ms"] + args)
     if result.returncode != 0:
@@ -45,6 +47,11 @@ def json_run(label, args):
         return
     for job in report["jobs"]:
         check_job(f"{label} job {job['jobname']}", job)
+        rm = job["ringmux"]
+        # verify=1 must have checked something, and found nothing wrong.
+        if verify and (rm["verified_messages"] == 0 or rm["verify_errors"] + rm["verify_gaps"] + rm["verify_duplicates"]):
+            failures.append(f"{label}: verify checked {rm['verified_messages']} messages, found "
+                            f"{rm['verify_errors']} mismatches, {rm['verify_gaps']} gaps, {rm['verify_duplicates']} duplicates")
     print(f"ok: {label}")
 
 
@@ -62,6 +69,14 @@ for mode, extra in [("unary", ["--bs=64", "--iodepth=16"]), ("write", ["--bs=64k
     json_run(f"embedded ringmux rw={mode}", [f"--rw={mode}"] + extra)
 for mode, extra in [("unary", ["--bs=64", "--iodepth=16"]), ("write", ["--bs=64k", "--streams=2"])]:
     json_run(f"embedded tcp rw={mode}", [f"--rw={mode}", "--ioengine=tcp"] + extra)
+# verify=1 with a size mix: every mode, both engines, payloads checked end to end.
+mix = "--bssplit=64/30:4k/50:100k/20"
+for mode, extra in [("unary", ["--iodepth=8"]), ("write", ["--streams=2"]), ("read", ["--bs=8k"]),
+                    ("bidi", ["--streams=2"])]:
+    json_run(f"embedded ringmux rw={mode} verify bssplit", [f"--rw={mode}", "--verify=1", mix] + extra, verify=True)
+for mode, extra in [("unary", ["--iodepth=8"]), ("write", ["--streams=2"])]:
+    json_run(f"embedded tcp rw={mode} verify bssplit", [f"--rw={mode}", "--ioengine=tcp", "--verify=1", mix] + extra,
+             verify=True)
 # Two jobs on one connection, the W5 shape.
 json_run("embedded bulk + probe", ["--name=bulk", "--rw=write", "--bs=64k", "--name=probe", "--rw=unary", "--bs=64"])
 
@@ -110,9 +125,9 @@ else:
     else:
         print(f"ok: 16 streams, shares {shares['stream_share_min'] * 100:.2f}-{shares['stream_share_max'] * 100:.2f} %")
 
-# A separate ringmux-serve for each engine.
-for engine, mode in [("ringmux", "bidi"), ("tcp", "unary")]:
-    server = subprocess.Popen([serve, "--listen=127.0.0.1:0", f"--ioengine={engine}", "--duration=20s"],
+# A separate ringmux-serve for each engine, every mode that engine runs (verified).
+for engine, modes in [("ringmux", ["unary", "write", "read", "bidi"]), ("tcp", ["unary", "write"])]:
+    server = subprocess.Popen([serve, "--listen=127.0.0.1:0", f"--ioengine={engine}", "--duration=30s"],
                               stdout=subprocess.PIPE, text=True)
     line = server.stdout.readline()
     match = re.search(r"port (\d+)", line)
@@ -120,12 +135,19 @@ for engine, mode in [("ringmux", "bidi"), ("tcp", "unary")]:
         failures.append(f"ringmux-serve ({engine}) did not say its port: {line!r}")
         server.kill()
         continue
-    json_run(f"ringmux-serve {engine} rw={mode}",
-             ["--host=127.0.0.1", f"--port={match.group(1)}", f"--rw={mode}", f"--ioengine={engine}", "--bs=512"])
+    for mode in modes:
+        json_run(f"ringmux-serve {engine} rw={mode}",
+                 ["--host=127.0.0.1", f"--port={match.group(1)}", f"--rw={mode}", f"--ioengine={engine}", "--bs=512",
+                  "--verify=1"], verify=True)
     server.send_signal(2)  # SIGINT: prints statistics and exits
     out, _ = server.communicate(timeout=20)
     if server.returncode != 0 or "connections=" not in out:
         failures.append(f"ringmux-serve ({engine}) exit {server.returncode}: {out!r}")
+
+# The report formats: JSON against the schema of tools/loadgen/JSON.md, terse, --plot.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import check_loadgen_report  # noqa: E402 (beside this script)
+failures += check_loadgen_report.check(loadgen)
 
 for failure in failures:
     print("FAIL:", failure)

@@ -120,6 +120,16 @@ TEST_CASE("loadgen job: command-line errors name the option") {
   CHECK(parse_error({"--runtime=1", "--rw=write", "--rate_iops=5"}).find("rate_iops applies to rw=unary") !=
         std::string::npos);
   CHECK(parse_error({"/nonexistent/job.fio"}) == "job file /nonexistent/job.fio: cannot be read");
+  // Sizes that cannot carry what the message must: the unary preamble, a verify stamp.
+  CHECK(parse_error({"--runtime=1", "--bs=7"}) ==
+        "command line: job 'job1': bs 7 is below 8 bytes, the least a unary request carries");
+  CHECK(parse_error({"--runtime=1", "--rw=write", "--bs=31", "--verify=1"}) ==
+        "command line: job 'job1': bs 31 is below 32 bytes, the least a message with verify carries");
+  CHECK(parse_error({"--runtime=1", "--rw=write", "--bs=4k", "--bssplit=16/50:4k/50", "--verify=1"}).find("bs 16 is below") !=
+        std::string::npos);
+  CHECK(parse_error({"--runtime=1", "--bs=64", "--resp_bs=16", "--verify=1"}).find("resp_bs below 32") !=
+        std::string::npos);
+  CHECK(parse_ok({"--runtime=1", "--rw=write", "--bs=32", "--verify=1"}).jobs[0].verify);
 }
 
 // Proves the INI job file form: [global] defaults, named sections, comments, flags.

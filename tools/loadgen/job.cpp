@@ -7,6 +7,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "tools/loadgen/verify.h"
+
 namespace ringmux::loadgen {
 
 namespace {
@@ -277,6 +279,22 @@ std::optional<ParseError> validate(const Job& job) {
   if (job.rate_iops != 0 && job.rw != RwMode::unary) {
     return ParseError{"job '" + job.name + "': rate_iops applies to rw=unary only"};
   }
+  // Every message carries what the server needs (unary: the preamble) and, verified, its
+  // stamp: sizes below that cannot be sent as asked.
+  const uint32_t bytes_min = job.rw == RwMode::unary ? preamble_bytes + (job.verify ? verify_stamp_bytes : 0)
+                                                     : (job.verify ? verify_stamp_bytes : 1);
+  uint32_t smallest = job.bs;
+  for (const BsSplitEntry& entry : job.bssplit) smallest = std::min(smallest, entry.bytes);
+  if (smallest < bytes_min) {
+    return ParseError{"job '" + job.name + "': bs " + std::to_string(smallest) + " is below " +
+                      std::to_string(bytes_min) + " bytes, the least a " +
+                      (job.rw == RwMode::unary ? "unary request" : "message") + (job.verify ? " with verify" : "") +
+                      " carries"};
+  }
+  if (job.verify && job.rw == RwMode::unary && job.response_bytes() < verify_stamp_bytes) {
+    return ParseError{"job '" + job.name + "': resp_bs below " + std::to_string(verify_stamp_bytes) +
+                      " bytes cannot carry a verify stamp"};
+  }
   return std::nullopt;
 }
 
@@ -407,7 +425,8 @@ job options (default):
   --rw=MODE             unary | write | read | bidi                       (unary)
   --bs=SIZE             request / message size, k/m/g = 1024-based        (4k)
   --resp_bs=SIZE        unary response size                               (bs)
-  --bssplit=LIST        size mix, e.g. 4k/50:64k/50 (not run yet)         (none)
+  --bssplit=LIST        size mix of what the client sends, e.g.           (none)
+                        4k/50:64k/50 (percents add up to 100; rw=read: bs)
   --iodepth=N           unary calls in flight per job                     (1)
   --streams=N           concurrent streams per job                        (1)
   --numjobs=N           clones of the job                                 (1)
@@ -417,7 +436,8 @@ job options (default):
                         (runtime or size is required)
   --rate_iops=N         open loop at N calls/s (rw=unary, ioengine=ringmux); at
                         most iodepth in flight, latency from the due time (closed loop)
-  --verify=BOOL         stamp and hash payloads end to end (not run yet)  (0)
+  --verify=BOOL         stamp and hash every message end to end; counts   (0)
+                        mismatches, gaps and duplicates (bs >= 32)
   --percentile_list=L   e.g. 50:99:99.9      (1:5:10:20:...:99.9:99.95:99.99)
   --cpus_allowed=LIST   e.g. 0,2-3; the client loop runs on the first     (0 with the
                         embedded server, else any)
@@ -428,9 +448,14 @@ job options (default):
 global options:
   --host=ADDRESS        a ringmux-serve to load            (embedded server on loopback)
   --port=N              its port                                          (7300)
-  --output-format=F     normal | json | terse (terse: not yet) (normal)
-  --plot=FILE.svg       latency-percentile plot per job (not yet)      (none)
+  --output-format=F     normal | json (tools/loadgen/JSON.md) | terse     (normal)
+  --plot=FILE.svg       latency-percentile plot, one curve per job        (none)
   -h, --help            this text
+
+A status line with the ETA is drawn on stderr when it is a terminal. The tcp engine
+runs rw=unary and rw=write (with verify and bssplit); read and bidi need ringmux.
+Exit status: 0 when no operation failed and verify found nothing, 1 otherwise, 2 for
+bad options.
 )";
 }
 

@@ -2,14 +2,17 @@
 //   ringmux-loadgen --rw=unary --bs=64 --iodepth=64 --runtime=5
 //   ringmux-loadgen --host=127.0.0.1 --port=7300 --rw=write --bs=64k --runtime=10 --output-format=json
 // Without --host an embedded server runs in this process, pinned to CPU 1, on loopback.
+#include <algorithm>
 #include <cstdio>
 #include <string>
 #include <vector>
 
 #include "tools/loadgen/job.h"
+#include "tools/loadgen/plot.h"
 #include "tools/loadgen/report.h"
 #include "tools/loadgen/runner.h"
 #include "tools/loadgen/server.h"
+#include "tools/loadgen/status.h"
 
 using namespace ringmux::loadgen;
 
@@ -25,14 +28,14 @@ int main(int argc, char** argv) {
     std::fputs(help_text().c_str(), stdout);
     return 0;
   }
-  if (invocation.plot_path || invocation.output_format == OutputFormat::terse) {
-    std::fprintf(stderr, "ringmux-loadgen: --plot and --output-format=terse are parsed but not available yet\n");
-    return 2;
-  }
-  for (const Job& job : invocation.jobs) {
-    if (job.verify || !job.bssplit.empty()) {
-      std::fprintf(stderr, "ringmux-loadgen: job '%s': verify and bssplit are parsed but not run yet\n", job.name.c_str());
-      return 2;
+  // The plot's file is opened before the run: a path that cannot be written fails now.
+  std::unique_ptr<PlotFile> plot_file;
+  if (invocation.plot_path) {
+    std::string error;
+    plot_file = PlotFile::open(*invocation.plot_path, error);
+    if (!plot_file) {
+      std::fprintf(stderr, "ringmux-loadgen: --plot: %s\n", error.c_str());
+      return 1;
     }
   }
   // The embedded servers: one per engine the jobs use.
@@ -62,13 +65,26 @@ int main(int argc, char** argv) {
     if (job.cpus_allowed.empty() && !invocation.host) job.cpus_allowed = {0};
     (job.ioengine == IoEngine::ringmux ? ringmux_jobs : tcp_jobs).jobs.push_back(job);
   }
+  // The status line's ETA: the engines' job sets run one after the other, the jobs of
+  // one set side by side. A job bound only by size has no known length.
+  auto planned_ns = [](const Invocation& set) {
+    uint64_t longest = 0;
+    for (const Job& job : set.jobs) {
+      if (job.runtime_ns == 0) return UINT64_MAX;
+      longest = std::max(longest, job.ramp_time_ns + job.runtime_ns);
+    }
+    return longest;
+  };
+  const uint64_t ringmux_ns = planned_ns(ringmux_jobs), tcp_ns = planned_ns(tcp_jobs);
+  Progress progress;
+  StatusLine status(stderr, progress, ringmux_ns == UINT64_MAX || tcp_ns == UINT64_MAX ? 0 : ringmux_ns + tcp_ns);
   std::vector<JobResult> results;
   if (!ringmux_jobs.jobs.empty()) {
-    auto r = run_jobs(ringmux_jobs, ringmux_target);
+    auto r = run_jobs(ringmux_jobs, ringmux_target, &progress);
     results.insert(results.end(), std::make_move_iterator(r.begin()), std::make_move_iterator(r.end()));
   }
   if (!tcp_jobs.jobs.empty()) {
-    auto r = run_jobs(tcp_jobs, tcp_target);
+    auto r = run_jobs(tcp_jobs, tcp_target, &progress);
     results.insert(results.end(), std::make_move_iterator(r.begin()), std::make_move_iterator(r.end()));
   }
   // group_reporting: the clones of a job (name.0, name.1, ...) become one report.
@@ -93,17 +109,33 @@ int main(int argc, char** argv) {
       group->errors += r.errors;
       group->server_confirmed_bytes += r.server_confirmed_bytes;
       group->client_sent_bytes += r.client_sent_bytes;
+      group->verified_messages += r.verified_messages;
+      group->verify_mismatches += r.verify_mismatches;
+      group->verify_gaps += r.verify_gaps;
+      group->verify_duplicates += r.verify_duplicates;
       group->latency.merge(r.latency);
       group->stream_bytes.insert(group->stream_bytes.end(), r.stream_bytes.begin(), r.stream_bytes.end());
       if (group->error_message.empty()) group->error_message = r.error_message;
     }
     results = std::move(merged);
   }
+  status.stop();
   if (ringmux_server) ringmux_server->stop();
   if (tcp_server) tcp_server->stop();
-  const std::string report = invocation.output_format == OutputFormat::json ? report_json(results, invocation)
-                                                                             : report_normal(results, invocation);
+  std::string report;
+  switch (invocation.output_format) {
+    case OutputFormat::normal: report = report_normal(results, invocation); break;
+    case OutputFormat::json: report = report_json(results, invocation); break;
+    case OutputFormat::terse: report = report_terse(results, invocation); break;
+  }
   std::fputs(report.c_str(), stdout);
+  if (plot_file) {
+    const std::string error = plot_file->write(plot_latency_svg(results, "ringmux-loadgen: latency by percentile"));
+    if (!error.empty()) {
+      std::fprintf(stderr, "ringmux-loadgen: --plot: %s\n", error.c_str());
+      return 1;
+    }
+  }
   uint64_t errors = 0;
   for (const auto& r : results) errors += r.errors;
   return errors == 0 ? 0 : 1;

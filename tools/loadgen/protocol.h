@@ -1,12 +1,20 @@
 // What ringmux-loadgen and ringmux-serve say to each other, for both engines.
 //
-// ringmux engine: handler ids below; a unary request starts with the u32 size of the
-// response the server must send; a sink stream answers its byte count (u64) when the
-// client ends it; a source stream's OPEN carries the u32 message size, and the server
-// writes messages until the client resets the stream.
-// tcp engine (the raw baseline, no framing): the client's first 8 bytes are a hello —
-// u32 mode (1 echo: every byte comes back; 2 sink: bytes are counted and the u64 count
-// is sent back when the client shuts down its side) and u32 reserved — then raw bytes.
+// ringmux engine: handler ids below. A unary request starts with a preamble: u32 size of
+// the response the server must send, u32 flags. Every stream's OPEN carries the same
+// preamble (u32 message size, u32 flags) and, with flag_verify, the u64 stream key.
+// A sink stream answers its byte count (u64) when the client ends it, followed with
+// flag_verify by what its verifier counted (u64 messages, mismatches, gaps, duplicates);
+// a source stream writes messages of the given size until the client resets the stream.
+// tcp engine (the raw baseline, no framing): the client's first 16 bytes are a hello —
+// u32 mode (1 echo: every byte comes back; 2 sink: bytes are counted and the count is
+// sent back, as above, when the client shuts down its side), u32 flags, u64 stream key —
+// then raw bytes.
+//
+// flag_verify (tools/loadgen/verify.h): the client's messages are stamped; a sink checks
+// them, a source stamps its own, an echo returns them as they came; a unary server checks
+// the request (after the preamble) and answers a response stamped with the request's
+// stream key and sequence, or fails the call with a message starting "verify:".
 #pragma once
 
 #include <cstdint>
@@ -20,6 +28,18 @@ inline constexpr uint32_t handler_echo_stream = 4;
 
 inline constexpr uint32_t tcp_mode_echo = 1;
 inline constexpr uint32_t tcp_mode_sink = 2;
+inline constexpr uint32_t tcp_hello_bytes = 16;
+
+inline constexpr uint32_t flag_verify = 1;
+
+// Unary request / stream OPEN preamble: u32 size, u32 flags (+ u64 stream key on a
+// verified stream's OPEN).
+inline constexpr uint32_t preamble_bytes = 8;
+inline constexpr uint32_t open_verify_bytes = preamble_bytes + 8;
+
+// What a sink answers: its byte count, then with flag_verify four verify counters.
+inline constexpr uint32_t sink_answer_bytes = 8;
+inline constexpr uint32_t sink_answer_verify_bytes = 8 + 4 * 8;
 
 // Default port of ringmux-serve and of --port.
 inline constexpr uint16_t default_port = 7300;

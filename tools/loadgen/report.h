@@ -1,16 +1,52 @@
-// Reports of ringmux-loadgen: fio-like text, and JSON shaped like fio's
-// (jobs[].jobname, per direction io_bytes / bw_bytes / iops / clat_ns.mean and
-// clat_ns.percentile{"50.000000": ...}) plus a "ringmux" section per job:
-//   ringmux.engine            "ringmux" or "tcp"
-//   ringmux.errors            failed operations
-//   ringmux.error             the first error's text, "" when none
-//   ringmux.server_confirmed_bytes / client_sent_bytes   stream jobs: equal when no
-//                             byte was lost (write and bidi jobs)
-//   ringmux.stream_share_min / stream_share_max   stream jobs (ringmux engine): the
-//                             slowest / fastest stream's part of all stream bytes
-//   ringmux.resumes, ringmux.bytes_replayed   0 until replay lands
+// Reports of ringmux-loadgen, built from the results after every job has ended (main
+// thread). Three formats, as fio has them:
+//
+// normal: text for people.
+//
+// json: shaped like fio's (jobs[].jobname, per direction io_bytes / bw_bytes / iops /
+// runtime / clat_ns{min,max,mean,stddev,N,percentile{"50.000000": ...}}) plus a "ringmux"
+// section per job. tools/loadgen/JSON.md documents every field; tests/check_loadgen.py
+// checks the output against that schema, so change the three together.
+//
+// terse: one line per job, fields separated by ';', in this order (1-based; fio's terse
+// idea, with ringmux's own version number and fields). Units: KiB = 1024 bytes, times in
+// microseconds with three decimals (nanosecond resolution).
+//    1  terse_version             1
+//    2  ringmux_version           the project version, e.g. 0.1.0
+//    3  jobname                   ';' in a name is written as '_'
+//    4  ioengine                  ringmux | tcp
+//    5  rw                        unary | write | read | bidi
+//    6  errors                    failed operations
+//    7-34   read section
+//   35-62   write section, each of 28 fields:
+//      +0  io_kbytes              payload moved in the window, KiB
+//      +1  bw_kbytes              KiB/s
+//      +2  iops                   operations/s, integer (0 in the direction that does not
+//                                 carry the operations: see "Which direction" in JSON.md)
+//      +3  runtime_ms             the window; 0 when the direction moved nothing
+//      +4  clat_min_us
+//      +5  clat_max_us
+//      +6  clat_mean_us
+//      +7  clat_stdev_us
+//      +8 .. +27  clat percentiles, terse_percentile_slots fields "P%=VALUE_US"
+//                 (e.g. "99.000000%=12.345"), the job's percentile_list in order; the
+//                 first 20 if it is longer, "0%=0" in unused slots
+//   63  server_confirmed_bytes    write streams: the server's count
+//   64  client_sent_bytes         write streams: what the client wrote
+//   65  stream_share_min          stream jobs: slowest stream's part of all stream bytes
+//   66  stream_share_max          fastest stream's part
+//   67  verify_errors             verify=1: payloads that failed their check
+//   68  verify_gaps               sequence numbers skipped
+//   69  verify_duplicates         sequence numbers seen twice
+//   70  verified_messages         messages checked
+//   71  resumes                   0 until replay lands
+//   72  bytes_replayed            0 until replay lands
+// A direction without latency samples prints 0 for the clat fields and "0%=0" slots.
+//
+// The functions sort each result's latency samples (hence the non-const results).
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <vector>
 
@@ -19,7 +55,22 @@
 
 namespace ringmux::loadgen {
 
+// Bumped when a terse field is added, removed or moved.
+constexpr int terse_version = 1;
+// fio's count of percentile slots (FIO_IO_U_LIST_MAX_LEN): a fixed field count per line.
+constexpr std::size_t terse_percentile_slots = 20;
+constexpr std::size_t terse_header_fields = 6;
+constexpr std::size_t terse_direction_fields = 8 + terse_percentile_slots;
+constexpr std::size_t terse_ringmux_fields = 10;
+constexpr std::size_t terse_field_count = terse_header_fields + 2 * terse_direction_fields + terse_ringmux_fields;
+static_assert(terse_direction_fields == 28 && terse_field_count == 72, "update the field list above");
+
 std::string report_normal(std::vector<JobResult>& results, const Invocation& invocation);
 std::string report_json(std::vector<JobResult>& results, const Invocation& invocation);
+// One line per result, terse_field_count fields each, '\n'-terminated.
+std::string report_terse(std::vector<JobResult>& results, const Invocation& invocation);
+
+// The project version compiled in ("0.1.0"), as terse field 2 prints it.
+const char* ringmux_version_text();
 
 }  // namespace ringmux::loadgen

@@ -18,6 +18,7 @@
 #include "mux/connection.h"
 #include "tools/blocking_io.h"
 #include "tools/loadgen/protocol.h"
+#include "tools/loadgen/verify.h"
 
 namespace ringmux::loadgen {
 
@@ -38,6 +39,59 @@ struct Window {
   bool measuring(uint64_t now) const { return now >= from_ns && now < until_ns; }
   bool over(uint64_t now) const { return now >= until_ns; }
 };
+
+// Message sizes of a job: bs, or drawn from bssplit by a generator of its own per stream
+// or call source (seeded, so a run is repeatable and the mix holds on every stream).
+class SizePicker {
+ public:
+  SizePicker(const Job& job, uint64_t seed) noexcept : job_(job), state_(seed | 1) {}
+  uint32_t next() noexcept {
+    if (job_.bssplit.empty()) return job_.bs;
+    state_ ^= state_ >> 12;
+    state_ ^= state_ << 25;
+    state_ ^= state_ >> 27;
+    uint64_t roll = (state_ * 0x2545f4914f6cdd1dull >> 32) % 100;
+    for (const BsSplitEntry& entry : job_.bssplit) {
+      if (roll < entry.percent) return entry.bytes;
+      roll -= entry.percent;
+    }
+    return job_.bssplit.back().bytes;
+  }
+  uint32_t max() const noexcept {
+    uint32_t largest = job_.bs;
+    for (const BsSplitEntry& entry : job_.bssplit) largest = std::max(largest, entry.bytes);
+    return largest;
+  }
+
+ private:
+  const Job& job_;
+  uint64_t state_;
+};
+
+void add_verify(JobResult& result, const VerifyCounts& counts) {
+  result.verified_messages += counts.messages;
+  result.verify_mismatches += counts.mismatches;
+  result.verify_gaps += counts.gaps;
+  result.verify_duplicates += counts.duplicates;
+}
+
+// A sink's answer (protocol.h): its byte count and, verified, its verifier's counts.
+void read_sink_answer(std::span<const std::byte> answer, JobResult& result) {
+  uint64_t fields[5] = {};
+  std::memcpy(fields, answer.data(), std::min(answer.size(), sizeof(fields)));
+  result.server_confirmed_bytes += fields[0];
+  if (answer.size() >= sink_answer_verify_bytes) add_verify(result, {fields[1], fields[2], fields[3], fields[4]});
+}
+
+// The preamble of a unary request or a stream's OPEN (protocol.h).
+std::size_t write_preamble(std::span<std::byte> out, uint32_t size, const Job& job, uint64_t stream_key) {
+  const uint32_t flags = job.verify ? flag_verify : 0;
+  std::memcpy(out.data(), &size, 4);
+  std::memcpy(out.data() + 4, &flags, 4);
+  if (!job.verify) return preamble_bytes;
+  std::memcpy(out.data() + preamble_bytes, &stream_key, 8);
+  return open_verify_bytes;
+}
 
 void reserve_samples(JobResult& result, const Job& job) {
   const double seconds = job.runtime_ns == 0 ? 10.0 : static_cast<double>(job.runtime_ns) / 1e9;
@@ -60,11 +114,10 @@ class Runner {
 // (no coordinated omission).
 class UnaryRunner final : public Runner {
  public:
-  UnaryRunner(mux::Connection& connection, const Job& job, JobResult& result)
-      : connection_(connection), job_(job), result_(result), window_(job), request_(std::max<uint32_t>(job.bs, 4)),
-        tick_(&UnaryRunner::on_tick, this) {
-    const uint32_t response_bytes = job.response_bytes();
-    std::memcpy(request_.data(), &response_bytes, sizeof(response_bytes));
+  UnaryRunner(mux::Connection& connection, const Job& job, JobResult& result, uint64_t stream_key, Progress* progress)
+      : connection_(connection), job_(job), result_(result), window_(job), sizes_(job, stream_key), stream_key_(stream_key),
+        progress_(progress), request_(sizes_.max(), std::byte{0x6b}), tick_(&UnaryRunner::on_tick, this) {
+    write_preamble(request_, job.response_bytes(), job, stream_key);
   }
   ~UnaryRunner() override { connection_.loop().timer_cancel(tick_); }
 
@@ -115,16 +168,26 @@ class UnaryRunner final : public Runner {
       return;
     }
     in_flight_++;
-    sent_bytes_ += request_.size();
-    connection_.call(handler_unary, request_, 0, [this, since_ns](const mux::CallResult& r) {
+    const uint32_t size = sizes_.next();
+    const uint64_t sequence = sequence_++;
+    sent_bytes_ += size;
+    // Verified: the request after its preamble is a stamped message of this call's own.
+    if (job_.verify) stamp_message(std::span(request_).subspan(preamble_bytes, size - preamble_bytes), stream_key_, sequence);
+    connection_.call(handler_unary, std::span(request_).first(size), 0, [this, since_ns, size, sequence](const mux::CallResult& r) {
       in_flight_--;
       const uint64_t now = Loop::clock_ns();
+      if (progress_ != nullptr) progress_->add(1, size + r.response.size());
       if (r.error != mux::MuxError::none) {
         result_.errors++;
-        if (result_.error_message.empty()) result_.error_message = mux::describe(r.error);
+        if (progress_ != nullptr) progress_->errors.fetch_add(1, std::memory_order_relaxed);
+        if (job_.verify && r.message.rfind("verify:", 0) == 0) result_.verify_mismatches++;
+        if (result_.error_message.empty()) result_.error_message = mux::describe(r.error) + (r.message.empty() ? "" : ": " + r.message);
+      } else if (job_.verify && !check_response(r.response, sequence)) {
+        result_.errors++;
+        if (result_.error_message.empty()) result_.error_message = "verify: response damaged, missing or repeated";
       } else if (window_.measuring(now) || window_.until_ns == UINT64_MAX) {
         result_.ops++;
-        result_.bytes_written += request_.size();
+        result_.bytes_written += size;
         result_.bytes_read += r.response.size();
         result_.latency.add(now - since_ns);
       }
@@ -137,11 +200,22 @@ class UnaryRunner final : public Runner {
     });
   }
 
+  bool check_response(std::span<const std::byte> response, uint64_t sequence) {
+    VerifyCounts counts;
+    const bool intact = verify_message(response, stream_key_, sequence, counts);
+    add_verify(result_, counts);
+    return intact;
+  }
+
   mux::Connection& connection_;
   const Job& job_;
   JobResult& result_;
   Window window_;
-  std::vector<std::byte> request_;
+  SizePicker sizes_;
+  uint64_t stream_key_;
+  Progress* progress_;
+  std::vector<std::byte> request_;  // preamble, then the request body (stamped: verify)
+  uint64_t sequence_ = 0;
   uint32_t in_flight_ = 0;
   uint64_t sent_bytes_ = 0;
   bool stopping_ = false;
@@ -155,19 +229,19 @@ class UnaryRunner final : public Runner {
 // One stream of a write / read / bidi job.
 class StreamRunner final : public Runner, public mux::StreamObserver {
  public:
-  StreamRunner(mux::Connection& connection, const Job& job, JobResult& result, uint64_t size_share, std::size_t index)
-      : connection_(connection), job_(job), result_(result), window_(job), size_share_(size_share),
-        message_(job.bs, std::byte{0x6b}), index_(index) {}
+  StreamRunner(mux::Connection& connection, const Job& job, JobResult& result, uint64_t size_share, std::size_t index,
+               uint64_t stream_key, Progress* progress)
+      : connection_(connection), job_(job), result_(result), window_(job), size_share_(size_share), sizes_(job, stream_key),
+        stream_key_(stream_key), progress_(progress), message_(sizes_.max(), std::byte{0x6b}), index_(index),
+        verifier_(stream_key, message_bytes_max) {}
 
   void start() override {
     const uint32_t handler = job_.rw == RwMode::write ? handler_sink
                              : job_.rw == RwMode::read ? handler_source
                                                        : handler_echo_stream;
-    std::byte payload[sizeof(uint32_t)];
-    std::memcpy(payload, &job_.bs, sizeof(job_.bs));
-    auto id = connection_.open(handler, 0, job_.rw == RwMode::read ? std::span<const std::byte>(payload)
-                                                                    : std::span<const std::byte>(),
-                               false, *this);
+    std::byte payload[open_verify_bytes];
+    const std::size_t payload_bytes = write_preamble(payload, job_.bs, job_, stream_key_);
+    auto id = connection_.open(handler, 0, std::span<const std::byte>(payload, payload_bytes), false, *this);
     if (!id) {
       fail(id.error());
       return;
@@ -187,14 +261,13 @@ class StreamRunner final : public Runner, public mux::StreamObserver {
     connection_.consume(id_, bytes.size());
     const uint64_t now = Loop::clock_ns();
     if (job_.rw == RwMode::write) {
-      if (bytes.size() == sizeof(uint64_t)) {
-        uint64_t confirmed = 0;  // this stream's count; the job's is the sum over streams
-        std::memcpy(&confirmed, bytes.data(), sizeof(confirmed));
-        result_.server_confirmed_bytes += confirmed;
-      }
+      // This stream's count (the job's is the sum over streams) and verify counts.
+      if (bytes.size() == sink_answer_bytes || bytes.size() == sink_answer_verify_bytes) read_sink_answer(bytes, result_);
       return;
     }
     received_total_ += bytes.size();
+    if (job_.verify) verifier_.feed(bytes);
+    if (progress_ != nullptr && job_.rw == RwMode::read) progress_->add(0, bytes.size());
     if (window_.measuring(now)) {
       result_.bytes_read += bytes.size();
       if (job_.rw == RwMode::read) result_.stream_bytes[index_] += bytes.size();
@@ -217,6 +290,16 @@ class StreamRunner final : public Runner, public mux::StreamObserver {
   void on_stream_finished(mux::MuxError error) noexcept override {
     connection_.loop().timer_cancel(read_timer_);
     finished_ = true;
+    if (job_.verify && job_.rw != RwMode::write) {
+      // A read stream is cut by our own cancel mid-message: only an echo that ended
+      // cleanly must have returned every message whole.
+      if (job_.rw == RwMode::bidi && error == mux::MuxError::none) verifier_.finish();
+      add_verify(result_, verifier_.counts());
+      if (verifier_.counts().errors() != 0) {
+        result_.errors++;
+        if (result_.error_message.empty()) result_.error_message = "verify: stream bytes damaged, missing or repeated";
+      }
+    }
     const bool expected = error == mux::MuxError::none || (job_.rw == RwMode::read && error == mux::MuxError::cancelled);
     if (!expected) fail(error);
   }
@@ -224,21 +307,24 @@ class StreamRunner final : public Runner, public mux::StreamObserver {
  private:
   void fail(mux::MuxError error) {
     result_.errors++;
+    if (progress_ != nullptr) progress_->errors.fetch_add(1, std::memory_order_relaxed);
     if (result_.error_message.empty()) result_.error_message = mux::describe(error);
     finished_ = true;
   }
   void pump() {
     while (!ended_) {
       const uint64_t now = Loop::clock_ns();
-      if (offset_ == 0) {
+      if (message_bytes_ == 0) {  // between messages: start the next one (once, even if back-pressured)
         if (window_.over(now) || (job_.size_bytes != 0 && written_total_ >= size_share_)) {
           ended_ = true;
           (void)connection_.end(id_);
           return;
         }
         message_started_ = now;
+        message_bytes_ = sizes_.next();
+        if (job_.verify) stamp_message(std::span(message_).first(message_bytes_), stream_key_, sequence_++);
       }
-      auto taken = connection_.write(id_, std::span<const std::byte>(message_).subspan(offset_), false);
+      auto taken = connection_.write(id_, std::span<const std::byte>(message_).first(message_bytes_).subspan(offset_), false);
       if (!taken) {
         fail(taken.error());
         return;
@@ -251,8 +337,10 @@ class StreamRunner final : public Runner, public mux::StreamObserver {
         result_.stream_bytes[index_] += taken.value();
       }
       offset_ += taken.value();
-      if (offset_ == message_.size()) {
+      if (offset_ == message_bytes_) {
         offset_ = 0;
+        if (progress_ != nullptr) progress_->add(1, message_bytes_);
+        message_bytes_ = 0;
         const uint64_t completed = Loop::clock_ns();
         if (job_.rw == RwMode::bidi) {
           sent_at_.emplace_back(written_total_, message_started_);
@@ -274,7 +362,12 @@ class StreamRunner final : public Runner, public mux::StreamObserver {
   JobResult& result_;
   Window window_;
   uint64_t size_share_;
-  std::vector<std::byte> message_;
+  SizePicker sizes_;
+  uint64_t stream_key_;
+  Progress* progress_;
+  std::vector<std::byte> message_;  // the message being written: its first message_bytes_
+  uint32_t message_bytes_ = 0;  // 0: between messages
+  uint64_t sequence_ = 0;
   mux::StreamId id_ = 0;
   std::size_t offset_ = 0;
   uint64_t message_started_ = 0;
@@ -282,6 +375,7 @@ class StreamRunner final : public Runner, public mux::StreamObserver {
   uint64_t received_total_ = 0;
   std::deque<std::pair<uint64_t, uint64_t>> sent_at_;  // bidi: (end offset, start time)
   std::size_t index_;  // into result_.stream_bytes
+  StreamVerifier verifier_;  // read and bidi: what comes back
   engine::Timer read_timer_;
   bool ended_ = false;
   bool finished_ = false;
@@ -307,7 +401,8 @@ struct Dialer final : engine::ConnectHandler, mux::ConnectionObserver {
   std::string error;
 };
 
-void run_ringmux(const std::vector<const Job*>& jobs, std::vector<JobResult*>& results, const RunTarget& target) {
+void run_ringmux(const std::vector<const Job*>& jobs, std::vector<JobResult*>& results, const RunTarget& target,
+                 const std::vector<std::size_t>& job_indices, Progress* progress) {
   for (const Job* job : jobs) {
     if (!job->cpus_allowed.empty()) {
       (void)engine::pin_current_thread(job->cpus_allowed.front());
@@ -347,12 +442,13 @@ void run_ringmux(const std::vector<const Job*>& jobs, std::vector<JobResult*>& r
     mux::Connection& connection = job.own_connection ? *dialer.connections[own++] : *dialer.connections[0];
     reserve_samples(*results[j], job);
     if (job.rw == RwMode::unary) {
-      runners.push_back(std::make_unique<UnaryRunner>(connection, job, *results[j]));
+      runners.push_back(
+          std::make_unique<UnaryRunner>(connection, job, *results[j], verify_stream_key(job_indices[j], 0), progress));
     } else {
       results[j]->stream_bytes.assign(job.streams, 0);
       for (uint32_t s = 0; s < job.streams; s++) {
-        runners.push_back(
-            std::make_unique<StreamRunner>(connection, job, *results[j], job.size_bytes / job.streams, s));
+        runners.push_back(std::make_unique<StreamRunner>(connection, job, *results[j], job.size_bytes / job.streams, s,
+                                                         verify_stream_key(job_indices[j], s), progress));
       }
     }
   }
@@ -376,7 +472,7 @@ void run_ringmux(const std::vector<const Job*>& jobs, std::vector<JobResult*>& r
 
 // ---- tcp engine (the raw baseline) -------------------------------------------------------
 
-int tcp_connect(const RunTarget& target, uint32_t mode, std::string& error) {
+int tcp_connect(const RunTarget& target, uint32_t mode, const Job& job, uint64_t stream_key, std::string& error) {
   auto address = engine::Address::parse(target.host + ":" + std::to_string(target.port));
   if (!address) {
     error = "bad target address";
@@ -390,9 +486,9 @@ int tcp_connect(const RunTarget& target, uint32_t mode, std::string& error) {
     if (fd >= 0) ::close(fd);
     return -1;
   }
-  std::byte hello[8] = {};
-  std::memcpy(hello, &mode, sizeof(mode));
-  if (::send(fd, hello, sizeof(hello), MSG_NOSIGNAL) != sizeof(hello)) {
+  std::byte hello[tcp_hello_bytes] = {};
+  write_preamble(hello, mode, job, stream_key);  // mode, flags, stream key
+  if (!tools::send_all(fd, hello, sizeof(hello))) {
     error = "hello failed";
     ::close(fd);
     return -1;
@@ -400,9 +496,11 @@ int tcp_connect(const RunTarget& target, uint32_t mode, std::string& error) {
   return fd;
 }
 
-void tcp_unary(const Job& job, JobResult& result, const RunTarget& target) {
+// Pipelined echo: iodepth requests in flight on one connection; each response is the
+// request's own bytes. Verified, the echoed byte stream is checked like a read stream.
+void tcp_unary(const Job& job, JobResult& result, const RunTarget& target, uint64_t stream_key, Progress* progress) {
   std::string error;
-  const int fd = tcp_connect(target, tcp_mode_echo, error);
+  const int fd = tcp_connect(target, tcp_mode_echo, job, stream_key, error);
   if (fd < 0) {
     result.errors++;
     result.error_message = error;
@@ -410,14 +508,31 @@ void tcp_unary(const Job& job, JobResult& result, const RunTarget& target) {
   }
   reserve_samples(result, job);
   Window window(job);
-  const std::vector<std::byte> requests(std::size_t{job.bs} * job.iodepth, std::byte{0x6b});
+  SizePicker sizes(job, stream_key);
+  StreamVerifier verifier(stream_key, message_bytes_max);
+  std::vector<std::byte> out;  // requests of one send, built in place (capacity kept)
   std::vector<std::byte> buffer(256 * 1024);
-  std::deque<uint64_t> issued;
-  uint64_t now = Loop::clock_ns();
-  for (uint32_t i = 0; i < job.iodepth; i++) issued.push_back(now);
-  bool ok = tools::send_all(fd, requests.data(), requests.size());
+  struct Issued {
+    uint64_t at_ns;
+    uint32_t bytes;
+  };
+  std::deque<Issued> issued;
+  uint64_t sequence = 0;
+  uint64_t sent_bytes = 0;
+  auto send_requests = [&](uint32_t count, uint64_t now) {
+    out.clear();
+    for (uint32_t i = 0; i < count; i++) {
+      const uint32_t size = sizes.next();
+      const std::size_t at = out.size();
+      out.resize(at + size, std::byte{0x6b});
+      if (job.verify) stamp_message(std::span(out).subspan(at, size), stream_key, sequence++);
+      issued.push_back({now, size});
+      sent_bytes += size;
+    }
+    return tools::send_all(fd, out.data(), out.size());
+  };
+  bool ok = send_requests(job.iodepth, Loop::clock_ns());
   uint64_t partial = 0;
-  uint64_t sent_bytes = requests.size();
   bool stopping = false;
   while (ok && !issued.empty()) {
     const ssize_t n = ::recv(fd, buffer.data(), buffer.size(), 0);
@@ -426,79 +541,94 @@ void tcp_unary(const Job& job, JobResult& result, const RunTarget& target) {
       ok = false;
       break;
     }
-    now = Loop::clock_ns();
+    const uint64_t now = Loop::clock_ns();
+    if (job.verify) verifier.feed(std::span<const std::byte>(buffer.data(), static_cast<std::size_t>(n)));
     partial += static_cast<uint64_t>(n);
     uint32_t completed = 0;
-    while (partial >= job.bs && !issued.empty()) {
-      partial -= job.bs;
+    while (!issued.empty() && partial >= issued.front().bytes) {
+      const Issued call = issued.front();
+      issued.pop_front();
+      partial -= call.bytes;
+      if (progress != nullptr) progress->add(1, 2ull * call.bytes);
       if (window.measuring(now) || window.until_ns == UINT64_MAX) {
         result.ops++;
-        result.bytes_written += job.bs;
-        result.bytes_read += job.bs;
-        result.latency.add(now - issued.front());
+        result.bytes_written += call.bytes;
+        result.bytes_read += call.bytes;
+        result.latency.add(now - call.at_ns);
       }
-      issued.pop_front();
       completed++;
     }
     stopping = stopping || window.over(now) || (job.size_bytes != 0 && sent_bytes >= job.size_bytes);
-    if (completed > 0 && !stopping) {
-      for (uint32_t i = 0; i < completed; i++) issued.push_back(now);
-      sent_bytes += std::size_t{completed} * job.bs;
-      ok = tools::send_all(fd, requests.data(), std::size_t{completed} * job.bs);  // pipelined
-    }
+    if (completed > 0 && !stopping) ok = send_requests(completed, now);  // pipelined
   }
   if (!ok) {
     result.errors++;
     result.error_message = "connection failed";
   }
+  if (job.verify) {
+    verifier.finish();
+    add_verify(result, verifier.counts());
+    if (verifier.counts().errors() != 0) {
+      result.errors++;
+      if (result.error_message.empty()) result.error_message = "verify: echoed bytes damaged, missing or repeated";
+    }
+  }
   ::close(fd);
 }
 
-void tcp_write_stream(const Job& job, JobResult& result, const RunTarget& target, uint64_t size_share) {
+void tcp_write_stream(const Job& job, JobResult& result, const RunTarget& target, uint64_t size_share,
+                      uint64_t stream_key, Progress* progress) {
   std::string error;
-  const int fd = tcp_connect(target, tcp_mode_sink, error);
+  const int fd = tcp_connect(target, tcp_mode_sink, job, stream_key, error);
   if (fd < 0) {
     result.errors++;
     result.error_message = error;
     return;
   }
   Window window(job);
-  const std::vector<std::byte> message(job.bs, std::byte{0x6b});
+  SizePicker sizes(job, stream_key);
+  std::vector<std::byte> message(sizes.max(), std::byte{0x6b});
   uint64_t written = 0;
+  uint64_t sequence = 0;
   for (;;) {
     const uint64_t started = Loop::clock_ns();
     if (window.over(started) || (job.size_bytes != 0 && written >= size_share)) break;
-    if (!tools::send_all(fd, message.data(), message.size())) {
+    const uint32_t size = sizes.next();
+    if (job.verify) stamp_message(std::span(message).first(size), stream_key, sequence++);
+    if (!tools::send_all(fd, message.data(), size)) {
       result.errors++;
       result.error_message = "send failed";
       break;
     }
-    written += message.size();
+    written += size;
+    if (progress != nullptr) progress->add(1, size);
     const uint64_t now = Loop::clock_ns();
     if (window.measuring(now)) {
       result.ops++;
-      result.bytes_written += message.size();
+      result.bytes_written += size;
       result.latency.add(now - started);
     }
   }
   result.client_sent_bytes += written;
   ::shutdown(fd, SHUT_WR);
-  uint64_t confirmed = 0;
-  std::byte answer[sizeof(confirmed)];
-  std::size_t have = 0;
-  while (have < sizeof(answer)) {
-    const ssize_t n = ::recv(fd, answer + have, sizeof(answer) - have, 0);
-    if (n <= 0) break;
-    have += static_cast<std::size_t>(n);
+  std::byte answer[sink_answer_verify_bytes];
+  const std::size_t answer_bytes = job.verify ? sink_answer_verify_bytes : sink_answer_bytes;
+  if (tools::recv_exact(fd, answer, answer_bytes)) {
+    read_sink_answer(std::span<const std::byte>(answer, answer_bytes), result);
+    if (result.verify_mismatches + result.verify_gaps + result.verify_duplicates != 0) {
+      result.errors++;
+      if (result.error_message.empty()) result.error_message = "verify: the server saw damaged, missing or repeated messages";
+    }
+  } else {
+    result.errors++;
+    if (result.error_message.empty()) result.error_message = "no count from the server";
   }
-  if (have == sizeof(answer)) std::memcpy(&confirmed, answer, sizeof(confirmed));
-  result.server_confirmed_bytes += confirmed;
   ::close(fd);
 }
 
 }  // namespace
 
-std::vector<JobResult> run_jobs(const Invocation& invocation, const RunTarget& target) {
+std::vector<JobResult> run_jobs(const Invocation& invocation, const RunTarget& target, Progress* progress) {
   // Expand numjobs into clones, each with its own result.
   std::vector<Job> clones;
   for (const Job& job : invocation.jobs) {
@@ -510,6 +640,7 @@ std::vector<JobResult> run_jobs(const Invocation& invocation, const RunTarget& t
   std::vector<JobResult> results(clones.size());
   std::vector<const Job*> ringmux_jobs;
   std::vector<JobResult*> ringmux_results;
+  std::vector<std::size_t> ringmux_indices;
   std::vector<std::thread> threads;
   // tcp write jobs: one connection (and thread) per stream, each counting into its own
   // part of the job's result; summed once every thread is done.
@@ -528,6 +659,7 @@ std::vector<JobResult> run_jobs(const Invocation& invocation, const RunTarget& t
     if (job.ioengine == IoEngine::ringmux) {
       ringmux_jobs.push_back(&job);
       ringmux_results.push_back(&result);
+      ringmux_indices.push_back(i);
       continue;
     }
     if (job.rw == RwMode::unary) {
@@ -536,23 +668,23 @@ std::vector<JobResult> run_jobs(const Invocation& invocation, const RunTarget& t
         result.error_message = "rate_iops runs with ioengine=ringmux only so far";
         continue;
       }
-      if (job.response_bytes() != job.bs) {
+      if (job.response_bytes() != job.bs || (job.resp_bs && !job.bssplit.empty())) {
         result.errors++;
         result.error_message = "ioengine=tcp echoes: resp_bs must equal bs";
         continue;
       }
-      threads.emplace_back([&job, &result, &target] {
+      threads.emplace_back([&job, &result, &target, i, progress] {
         if (!job.cpus_allowed.empty()) (void)engine::pin_current_thread(job.cpus_allowed.front());
-        tcp_unary(job, result, target);
+        tcp_unary(job, result, target, verify_stream_key(i, 0), progress);
       });
     } else if (job.rw == RwMode::write) {
       auto parts = std::make_unique<Parts>(Parts{i, std::vector<JobResult>(job.streams)});
       for (auto& part : parts->parts) reserve_samples(part, job);
       for (uint32_t s = 0; s < job.streams; s++) {
         JobResult* part = &parts->parts[s];
-        threads.emplace_back([&job, part, &target] {
+        threads.emplace_back([&job, part, &target, i, s, progress] {
           if (!job.cpus_allowed.empty()) (void)engine::pin_current_thread(job.cpus_allowed.front());
-          tcp_write_stream(job, *part, target, job.size_bytes / job.streams);
+          tcp_write_stream(job, *part, target, job.size_bytes / job.streams, verify_stream_key(i, s), progress);
         });
       }
       stream_parts.push_back(std::move(parts));
@@ -562,7 +694,7 @@ std::vector<JobResult> run_jobs(const Invocation& invocation, const RunTarget& t
     }
   }
   if (!ringmux_jobs.empty()) {
-    threads.emplace_back([&] { run_ringmux(ringmux_jobs, ringmux_results, target); });
+    threads.emplace_back([&] { run_ringmux(ringmux_jobs, ringmux_results, target, ringmux_indices, progress); });
   }
   for (auto& thread : threads) thread.join();
   for (auto& parts : stream_parts) {
@@ -573,6 +705,10 @@ std::vector<JobResult> run_jobs(const Invocation& invocation, const RunTarget& t
       result.errors += part.errors;
       result.server_confirmed_bytes += part.server_confirmed_bytes;
       result.client_sent_bytes += part.client_sent_bytes;
+      result.verified_messages += part.verified_messages;
+      result.verify_mismatches += part.verify_mismatches;
+      result.verify_gaps += part.verify_gaps;
+      result.verify_duplicates += part.verify_duplicates;
       if (result.error_message.empty()) result.error_message = part.error_message;
       result.latency.merge(part.latency);
     }

@@ -8,6 +8,7 @@
 // Called from the main thread; returns when every job is done.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -33,6 +34,9 @@ struct JobResult {
   // rw=read), for the fairness of W4 (share = one stream's bytes / all streams' bytes).
   std::vector<uint64_t> stream_bytes;
   std::string error_message;
+  // verify=1: messages whose payload failed its check, sequence numbers skipped, seen
+  // twice, and messages checked in all. All 0 without verify.
+  uint64_t verify_mismatches = 0, verify_gaps = 0, verify_duplicates = 0, verified_messages = 0;
 };
 
 struct RunTarget {
@@ -40,7 +44,20 @@ struct RunTarget {
   uint16_t port = 0;
 };
 
+// Live totals of a running invocation, over every job and including warm-up: written by
+// the jobs' threads, read by the status line's (relaxed: a display, not a measurement).
+struct Progress {
+  std::atomic<uint64_t> ops{0};
+  std::atomic<uint64_t> bytes{0};  // payload moved, both directions
+  std::atomic<uint64_t> errors{0};
+  void add(uint64_t op_count, uint64_t byte_count) noexcept {
+    ops.fetch_add(op_count, std::memory_order_relaxed);
+    bytes.fetch_add(byte_count, std::memory_order_relaxed);
+  }
+};
+
 // Runs every job of `invocation` against `target` and returns one result per job clone.
-std::vector<JobResult> run_jobs(const Invocation& invocation, const RunTarget& target);
+// `progress` (may be null) receives live totals.
+std::vector<JobResult> run_jobs(const Invocation& invocation, const RunTarget& target, Progress* progress = nullptr);
 
 }  // namespace ringmux::loadgen

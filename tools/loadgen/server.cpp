@@ -8,10 +8,13 @@
 
 #include <cerrno>
 #include <cstring>
+#include <algorithm>
 #include <future>
+#include <optional>
 
 #include "tools/blocking_io.h"
 #include "tools/loadgen/protocol.h"
+#include "tools/loadgen/verify.h"
 
 namespace ringmux::loadgen {
 
@@ -23,18 +26,55 @@ uint32_t load_u32(std::span<const std::byte> bytes) {
   return value;
 }
 
+// The preamble of a unary request or a stream's OPEN (protocol.h).
+struct Preamble {
+  uint32_t size = 0;
+  uint32_t flags = 0;
+  uint64_t stream_key = 0;
+  bool verify() const noexcept { return (flags & flag_verify) != 0; }
+};
+Preamble load_preamble(std::span<const std::byte> bytes) {
+  Preamble preamble;
+  preamble.size = load_u32(bytes);
+  if (bytes.size() >= preamble_bytes) preamble.flags = load_u32(bytes.subspan(4));
+  if (bytes.size() >= open_verify_bytes) std::memcpy(&preamble.stream_key, bytes.data() + preamble_bytes, 8);
+  return preamble;
+}
+
+// A sink's answer: its count and, verified, what its verifier found.
+std::size_t encode_sink_answer(std::byte (&out)[sink_answer_verify_bytes], uint64_t count, const StreamVerifier* verifier) {
+  std::memcpy(out, &count, 8);
+  if (verifier == nullptr) return sink_answer_bytes;
+  const VerifyCounts& c = verifier->counts();
+  const uint64_t fields[4] = {c.messages, c.mismatches, c.gaps, c.duplicates};
+  std::memcpy(out + 8, fields, sizeof(fields));
+  return sink_answer_verify_bytes;
+}
+
 // Sink: counts what arrives; answers the count when the client ends its side.
 class SinkStream final : public mux::StreamObserver {
  public:
-  SinkStream(const mux::StreamStart& start, ServerStats& stats) : connection_(*start.connection), id_(start.id), stats_(stats) {}
+  SinkStream(const mux::StreamStart& start, ServerStats& stats) : connection_(*start.connection), id_(start.id), stats_(stats) {
+    const Preamble preamble = load_preamble(start.payload);
+    if (preamble.verify()) verifier_.emplace(preamble.stream_key, message_bytes_max);
+    skip_ = start.payload.size();  // the preamble is not part of the counted stream
+  }
   void on_stream_data(std::span<const std::byte> bytes, bool end_stream) noexcept override {
     connection_.consume(id_, bytes.size());
+    const std::size_t skipped = std::min(skip_, bytes.size());
+    skip_ -= skipped;
+    bytes = bytes.subspan(skipped);
     count_ += bytes.size();
     stats_.bytes_received.fetch_add(bytes.size(), std::memory_order_relaxed);
+    if (verifier_) verifier_->feed(bytes);
     if (end_stream) {
-      std::byte answer[sizeof(count_)];
-      std::memcpy(answer, &count_, sizeof(count_));
-      (void)connection_.write(id_, answer, true);
+      if (verifier_) {
+        verifier_->finish();
+        stats_.verify_errors.fetch_add(verifier_->counts().errors(), std::memory_order_relaxed);
+      }
+      std::byte answer[sink_answer_verify_bytes];
+      const std::size_t answer_bytes = encode_sink_answer(answer, count_, verifier_ ? &*verifier_ : nullptr);
+      (void)connection_.write(id_, std::span<const std::byte>(answer, answer_bytes), true);
     }
   }
   void on_stream_finished(mux::MuxError) noexcept override {}
@@ -44,19 +84,26 @@ class SinkStream final : public mux::StreamObserver {
   mux::StreamId id_;
   ServerStats& stats_;
   uint64_t count_ = 0;
+  std::size_t skip_ = 0;
+  std::optional<StreamVerifier> verifier_;
 };
 
 // Source: writes messages of the requested size until the client resets the stream.
 class SourceStream final : public mux::StreamObserver {
  public:
   SourceStream(const mux::StreamStart& start, ServerStats& stats)
-      : connection_(*start.connection), id_(start.id), stats_(stats), message_(std::max<uint32_t>(1, load_u32(start.payload))) {}
+      : connection_(*start.connection), id_(start.id), stats_(stats), preamble_(load_preamble(start.payload)),
+        message_(std::clamp<uint32_t>(preamble_.size, preamble_.verify() ? verify_stamp_bytes : 1, message_bytes_max)) {}
   void pump() noexcept {
     while (!done_) {
+      // A new message is stamped once, however many writes it takes.
+      if (offset_ == 0 && !stamped_ && preamble_.verify()) stamp_message(message_, preamble_.stream_key, sequence_++);
+      stamped_ = true;
       auto taken = connection_.write(id_, std::span<const std::byte>(message_).subspan(offset_), false);
       if (!taken || taken.value() == 0) return;
       stats_.bytes_sent.fetch_add(taken.value(), std::memory_order_relaxed);
       offset_ = (offset_ + taken.value()) % message_.size();
+      if (offset_ == 0) stamped_ = false;
     }
   }
   void on_stream_data(std::span<const std::byte> bytes, bool) noexcept override { connection_.consume(id_, bytes.size()); }
@@ -68,16 +115,25 @@ class SourceStream final : public mux::StreamObserver {
   mux::Connection& connection_;
   mux::StreamId id_;
   ServerStats& stats_;
+  Preamble preamble_;
   std::vector<std::byte> message_;
   std::size_t offset_ = 0;
+  uint64_t sequence_ = 0;
+  bool stamped_ = false;  // message_ holds the stamped message being written
   bool done_ = false;
 };
 
 // Echo stream: every byte goes back; ends when the client ends.
 class EchoStream final : public mux::StreamObserver {
  public:
-  EchoStream(const mux::StreamStart& start, ServerStats& stats) : connection_(*start.connection), id_(start.id), stats_(stats) {}
+  EchoStream(const mux::StreamStart& start, ServerStats& stats)
+      : connection_(*start.connection), id_(start.id), stats_(stats), skip_(start.payload.size()) {}
   void on_stream_data(std::span<const std::byte> bytes, bool end_stream) noexcept override {
+    // The preamble is handed back as credit but not echoed.
+    const std::size_t skipped = std::min(skip_, bytes.size());
+    skip_ -= skipped;
+    if (skipped > 0) connection_.consume(id_, skipped);
+    bytes = bytes.subspan(skipped);
     stats_.bytes_received.fetch_add(bytes.size(), std::memory_order_relaxed);
     // Copy: what the window does not let out yet waits here. Its credit goes back only
     // as the echo leaves (pump), so the peer cannot make this grow past one window.
@@ -106,6 +162,7 @@ class EchoStream final : public mux::StreamObserver {
   ServerStats& stats_;
   std::vector<std::byte> pending_;
   std::size_t sent_ = 0;
+  std::size_t skip_;
   bool end_ = false;
   bool finished_ = false;
 };
@@ -113,14 +170,26 @@ class EchoStream final : public mux::StreamObserver {
 }  // namespace
 
 struct LoadServer::RingmuxSide final : engine::ListenerHandler, mux::ConnectionObserver {
-  RingmuxSide(engine::Loop& l, ServerStats& s) : loop(l), stats(s), listener(l, *this) {
+  RingmuxSide(engine::Loop& l, ServerStats& s, const mux::ConnectionOptions& o)
+      : loop(l), stats(s), options(o), listener(l, *this) {
     registry.add_unary(handler_unary, [this](std::span<const std::byte> request, std::shared_ptr<mux::Responder> responder) {
       stats.calls.fetch_add(1, std::memory_order_relaxed);
       stats.bytes_received.fetch_add(request.size(), std::memory_order_relaxed);
-      const uint32_t response_bytes = std::min<uint32_t>(load_u32(request), message_bytes_max);
+      const Preamble preamble = load_preamble(request);
+      const uint32_t response_bytes = std::min<uint32_t>(preamble.size, message_bytes_max);
       if (response_pool.size() < response_bytes) response_pool.resize(response_bytes, std::byte{0x5a});
+      const std::span<std::byte> response(response_pool.data(), response_bytes);
+      if (preamble.verify()) {
+        const auto stamped = request.size() >= preamble_bytes ? request.subspan(preamble_bytes) : request.last(0);
+        if (!message_intact(stamped) || response_bytes < verify_stamp_bytes) {
+          stats.verify_errors.fetch_add(1, std::memory_order_relaxed);
+          responder->fail(wire::StatusCode::handler_error, "verify: request damaged");
+          return;
+        }
+        stamp_message(response, message_stream_key(stamped), message_sequence(stamped));
+      }
       stats.bytes_sent.fetch_add(response_bytes, std::memory_order_relaxed);
-      responder->reply(std::span<const std::byte>(response_pool.data(), response_bytes));
+      responder->reply(response);
     });
     registry.add_stream(handler_sink, [this](const mux::StreamStart& start) { return new SinkStream(start, stats); });
     registry.add_stream(handler_source, [this](const mux::StreamStart& start) {
@@ -132,7 +201,7 @@ struct LoadServer::RingmuxSide final : engine::ListenerHandler, mux::ConnectionO
   }
   void on_accept(int fd) noexcept override {
     stats.connections.fetch_add(1, std::memory_order_relaxed);
-    connections.push_back(std::make_unique<mux::Connection>(loop, fd, false, &registry, *this));
+    connections.push_back(std::make_unique<mux::Connection>(loop, fd, false, &registry, *this, options));
     connections.back()->start();
   }
   void on_accept_error(engine::IoError) noexcept override {}
@@ -142,6 +211,7 @@ struct LoadServer::RingmuxSide final : engine::ListenerHandler, mux::ConnectionO
 
   engine::Loop& loop;
   ServerStats& stats;
+  mux::ConnectionOptions options;
   mux::Registry registry;
   engine::Listener listener;
   std::vector<std::unique_ptr<mux::Connection>> connections;
@@ -150,7 +220,8 @@ struct LoadServer::RingmuxSide final : engine::ListenerHandler, mux::ConnectionO
   bool listener_closed = false;
 };
 
-std::unique_ptr<LoadServer> LoadServer::start_ringmux(const std::string& address, int cpu, std::string& error) {
+std::unique_ptr<LoadServer> LoadServer::start_ringmux(const std::string& address, int cpu, std::string& error,
+                                                      const mux::ConnectionOptions& connection_options) {
   auto parsed = engine::Address::parse(address);
   if (!parsed) {
     error = "listen address '" + address + "': " + engine::describe(parsed.error());
@@ -168,8 +239,8 @@ std::unique_ptr<LoadServer> LoadServer::start_ringmux(const std::string& address
   std::promise<std::string> listening;
   LoadServer* raw = server.get();
   engine::Address where = parsed.value();
-  server->engine_->post(0, [raw, where, &listening] {
-    raw->side_ = std::make_unique<RingmuxSide>(raw->engine_->loop(0), raw->stats_);
+  server->engine_->post(0, [raw, where, &listening, &connection_options] {
+    raw->side_ = std::make_unique<RingmuxSide>(raw->engine_->loop(0), raw->stats_, connection_options);
     auto listened = raw->side_->listener.listen(where);
     if (listened) raw->port_ = raw->side_->listener.address().port();
     listening.set_value(listened ? "" : engine::describe(listened.error()));
@@ -187,9 +258,12 @@ namespace {
 
 // Serves one baseline connection; the caller closes `fd`.
 void serve_tcp_connection(int fd, ServerStats& stats) {
-  std::byte hello[8];
+  std::byte hello[tcp_hello_bytes];
   if (!tools::recv_exact(fd, hello, sizeof(hello))) return;
   const uint32_t mode = load_u32(hello);
+  const Preamble preamble = load_preamble(std::span<const std::byte>(hello, open_verify_bytes));
+  std::optional<StreamVerifier> verifier;
+  if (mode == tcp_mode_sink && preamble.verify()) verifier.emplace(preamble.stream_key, message_bytes_max);
   std::vector<std::byte> buffer(256 * 1024);
   uint64_t count = 0;
   for (;;) {
@@ -198,15 +272,20 @@ void serve_tcp_connection(int fd, ServerStats& stats) {
     if (n <= 0) break;
     count += static_cast<uint64_t>(n);
     stats.bytes_received.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+    if (verifier) verifier->feed(std::span<const std::byte>(buffer.data(), static_cast<std::size_t>(n)));
     if (mode == tcp_mode_echo) {
       if (!tools::send_all(fd, buffer.data(), static_cast<std::size_t>(n))) break;
       stats.bytes_sent.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
     }
   }
   if (mode == tcp_mode_sink) {
-    std::byte answer[sizeof(count)];
-    std::memcpy(answer, &count, sizeof(count));
-    (void)tools::send_all(fd, answer, sizeof(answer));
+    if (verifier) {
+      verifier->finish();
+      stats.verify_errors.fetch_add(verifier->counts().errors(), std::memory_order_relaxed);
+    }
+    std::byte answer[sink_answer_verify_bytes];
+    const std::size_t answer_bytes = encode_sink_answer(answer, count, verifier ? &*verifier : nullptr);
+    (void)tools::send_all(fd, answer, answer_bytes);
   }
 }
 

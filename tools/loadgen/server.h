@@ -26,13 +26,16 @@ struct ServerStats {
   std::atomic<uint64_t> calls{0};
   std::atomic<uint64_t> bytes_received{0};
   std::atomic<uint64_t> bytes_sent{0};
+  std::atomic<uint64_t> verify_errors{0};  // verify=1: damaged, missing or repeated messages seen
 };
 
 class LoadServer {
  public:
   // Listens on `address` ("127.0.0.1:0" picks a port). `cpu` pins the server (-1: none).
   // Errors come back as text (tools may report and exit).
-  static std::unique_ptr<LoadServer> start_ringmux(const std::string& address, int cpu, std::string& error);
+  // `options` sets the limits of every accepted connection (streams, windows, keepalive).
+  static std::unique_ptr<LoadServer> start_ringmux(const std::string& address, int cpu, std::string& error,
+                                                   const mux::ConnectionOptions& options = {});
   static std::unique_ptr<LoadServer> start_tcp(const std::string& address, int cpu, std::string& error);
   ~LoadServer();
 

@@ -1,5 +1,8 @@
 // ringmux-serve: the server side of every ringmux-loadgen mode.
 //   ringmux-serve --listen=127.0.0.1:7300 [--cpus=1] [--ioengine=ringmux|tcp] [--duration=30s]
+//                 [--max_streams=N] [--keepalive=DURATION]
+// Stream and connection windows are not options: both ends assume the same initial
+// windows until the handshake carries them (wire/SPEC.md HELLO has no field for them yet).
 // Prints its statistics on SIGINT / SIGTERM and on exit.
 #include <csignal>
 #include <cstdio>
@@ -22,13 +25,32 @@ void on_signal(int signal) { stop_signal = signal; }
 void print_help() {
   std::printf(
       "usage: ringmux-serve [options]\n"
-      "Serves every ringmux-loadgen mode: unary echo, sink, source and echo streams.\n\n"
-      "  --listen=ADDRESS:PORT  where to listen                  (127.0.0.1:%u)\n"
-      "  --cpus=LIST            core for the server, first used   (none: not pinned)\n"
-      "  --ioengine=NAME        ringmux | tcp                     (ringmux)\n"
-      "  --duration=DURATION    exit after this long              (run until a signal)\n"
-      "  -h, --help             this text\n",
-      static_cast<unsigned>(default_port));
+      "Serves every ringmux-loadgen mode: unary echo, sink, source and echo streams.\n"
+      "Prints its statistics on SIGINT, SIGTERM and at the end of --duration.\n\n"
+      "  --listen=ADDRESS:PORT    where to listen                  (127.0.0.1:%u)\n"
+      "  --cpus=LIST              core for the server, first used   (none: not pinned)\n"
+      "  --ioengine=NAME          ringmux | tcp                     (ringmux)\n"
+      "  --duration=DURATION      exit after this long              (run until a signal)\n"
+      "limits of each ringmux connection:\n"
+      "  --max_streams=N          streams a client may have open;   (%u)\n"
+      "                           more are refused (retryable)\n"
+      "  --keepalive=DURATION     ping after this much silence;     (%llu ms)\n"
+      "                           the peer is dead after 3x\n"
+      "  -h, --help               this text\n",
+      static_cast<unsigned>(default_port), ringmux::limits::streams_concurrent_max,
+      static_cast<unsigned long long>(ringmux::limits::keepalive_interval_ns_default / 1'000'000));
+}
+
+// Parses a positive size option into `out` (at most `max`); prints the error and returns false.
+bool size_option(const std::string& key, const std::string& value, uint64_t max, uint32_t& out) {
+  auto bytes = parse_size(value);
+  if (!bytes || *bytes == 0 || *bytes > max) {
+    std::fprintf(stderr, "ringmux-serve: option '%s': '%s' is not a size between 1 and %llu\n", key.c_str(),
+                 value.c_str(), static_cast<unsigned long long>(max));
+    return false;
+  }
+  out = static_cast<uint32_t>(*bytes);
+  return true;
 }
 
 }  // namespace
@@ -38,6 +60,7 @@ int main(int argc, char** argv) {
   std::string engine = "ringmux";
   int cpu = -1;
   uint64_t duration_ns = 0;
+  ringmux::mux::ConnectionOptions options;
   for (int i = 1; i < argc; i++) {
     const std::string arg = argv[i];
     const auto eq = arg.find('=');
@@ -64,13 +87,23 @@ int main(int argc, char** argv) {
         return 2;
       }
       duration_ns = *ns;
+    } else if (key == "--max_streams") {
+      if (!size_option(key, value, ringmux::limits::streams_concurrent_max, options.session.streams_concurrent_max)) return 2;
+    } else if (key == "--keepalive") {
+      auto ns = parse_duration_ns(value);
+      if (!ns || *ns < 1'000'000) {
+        std::fprintf(stderr, "ringmux-serve: option '--keepalive': '%s' is not a duration of at least 1ms\n", value.c_str());
+        return 2;
+      }
+      options.keepalive_interval_ns = *ns;
+      options.dead_peer_timeout_ns = 3 * *ns;
     } else {
       std::fprintf(stderr, "ringmux-serve: bad argument '%s' (see --help)\n", arg.c_str());
       return 2;
     }
   }
   std::string error;
-  auto server = engine == "ringmux" ? LoadServer::start_ringmux(listen, cpu, error) : LoadServer::start_tcp(listen, cpu, error);
+  auto server = engine == "ringmux" ? LoadServer::start_ringmux(listen, cpu, error, options) : LoadServer::start_tcp(listen, cpu, error);
   if (!server) {
     std::fprintf(stderr, "ringmux-serve: %s\n", error.c_str());
     return 1;
@@ -86,10 +119,11 @@ int main(int argc, char** argv) {
   }
   server->stop();
   const ServerStats& stats = server->stats();
-  std::printf("ringmux-serve: %s; connections=%llu calls=%llu bytes_received=%llu bytes_sent=%llu\n",
+  std::printf("ringmux-serve: %s; connections=%llu calls=%llu bytes_received=%llu bytes_sent=%llu verify_errors=%llu\n",
               stop_signal != 0 ? strsignal(stop_signal) : "duration reached",
               static_cast<unsigned long long>(stats.connections.load()), static_cast<unsigned long long>(stats.calls.load()),
               static_cast<unsigned long long>(stats.bytes_received.load()),
-              static_cast<unsigned long long>(stats.bytes_sent.load()));
+              static_cast<unsigned long long>(stats.bytes_sent.load()),
+              static_cast<unsigned long long>(stats.verify_errors.load()));
   return 0;
 }

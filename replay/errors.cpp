@@ -1,0 +1,67 @@
+#include "replay/errors.h"
+
+namespace ringmux::replay {
+
+const char* describe(ReplayError e) noexcept {
+  switch (e) {
+    case ReplayError::none: return "no error";
+    case ReplayError::ack_ahead: return "acknowledgement beyond what was sent";
+    case ReplayError::position_gone: return "replay position already acknowledged and released";
+    case ReplayError::position_ahead: return "replay position beyond what was sent";
+    case ReplayError::receive_gap: return "received bytes start after the receive position (bytes missing)";
+    case ReplayError::resume_position_ahead: return "resume refused: position beyond what was sent";
+    case ReplayError::resume_position_gone: return "resume refused: bytes from that position no longer held";
+    case ReplayError::resume_unknown_session: return "resume refused: unknown session (the peer restarted)";
+    case ReplayError::version_unsupported: return "handshake refused: no protocol version in common";
+    case ReplayError::superseded_generation: return "handshake of a superseded connection generation";
+    case ReplayError::handshake_refused: return "handshake refused by the peer; retry later";
+    case ReplayError::handshake_violation: return "handshake message breaks the protocol";
+    case ReplayError::out_of_memory: return "replay ring memory could not be allocated";
+  }
+  return "unknown replay error";
+}
+
+Scope scope_of(ReplayError e) noexcept {
+  switch (e) {
+    case ReplayError::ack_ahead:
+    case ReplayError::position_gone:
+    case ReplayError::position_ahead:
+    case ReplayError::resume_position_ahead:
+    case ReplayError::resume_position_gone:
+    case ReplayError::resume_unknown_session:
+    case ReplayError::version_unsupported:
+      return Scope::session;
+    case ReplayError::none:
+    case ReplayError::receive_gap:
+    case ReplayError::superseded_generation:
+    case ReplayError::handshake_refused:
+    case ReplayError::handshake_violation:
+      return Scope::connection;
+    case ReplayError::out_of_memory:
+      return Scope::fatal;
+  }
+  return Scope::connection;
+}
+
+wire::StatusCode status_of(ReplayError e) noexcept {
+  using wire::StatusCode;
+  switch (e) {
+    case ReplayError::none: return StatusCode::ok;
+    case ReplayError::ack_ahead: return StatusCode::protocol_error;
+    case ReplayError::position_gone: return StatusCode::resume_position_gone;
+    case ReplayError::position_ahead: return StatusCode::resume_position_ahead;
+    case ReplayError::receive_gap: return StatusCode::protocol_error;
+    case ReplayError::resume_position_ahead: return StatusCode::resume_position_ahead;
+    case ReplayError::resume_position_gone: return StatusCode::resume_position_gone;
+    case ReplayError::resume_unknown_session: return StatusCode::resume_unknown_session;
+    case ReplayError::version_unsupported: return StatusCode::version_unsupported;
+    case ReplayError::handshake_violation: return StatusCode::protocol_error;
+    case ReplayError::out_of_memory: return StatusCode::resource_exhausted;
+    case ReplayError::superseded_generation:  // never answered: the connection just closes
+    case ReplayError::handshake_refused:      // the peer's verdict, never ours to send
+      return StatusCode::internal_error;
+  }
+  return StatusCode::internal_error;
+}
+
+}  // namespace ringmux::replay
