@@ -79,6 +79,21 @@ inline constexpr uint32_t stream_window_bytes_initial = 256 * 1024;
 // what one stream can make us buffer when its consumer then stops.
 inline constexpr uint32_t stream_window_bytes_max = 16 * 1024 * 1024;
 
+// How far a stream's receive window may grow while other streams are open on the same
+// connection. Everything a window lets the peer send may sit in the kernel's socket
+// queues ahead of another stream's next frame, so a shared connection's window is that
+// other stream's head-of-line delay: 2 MiB drains in ~400 us at 5 GiB/s (W5's probe p99
+// goal is 500 us) and still carries ~0.85x of a lone stream's loopback rate. A stream
+// alone on its connection grows to stream_window_bytes_max (W3).
+inline constexpr uint32_t stream_window_bytes_shared_max = 2 * 1024 * 1024;
+
+// How long a connection counts as shared after two streams were last open on it at once.
+// A caller doing one call at a time has its stream open only for a round trip (tens of
+// microseconds), so "open right now" would almost never cap the bulk stream beside it;
+// 100 ms spans thousands of such calls, and a bulk stream truly left alone regains its
+// full window a tenth of a second later.
+inline constexpr uint64_t stream_window_shared_hold_ns = 100'000'000;
+
 // Credit of the whole connection (stream id 0): what all streams together may have in
 // flight unread. Sized at several max stream windows so a few bulk streams can all run
 // at full window while the per-connection memory stays bounded.
@@ -110,8 +125,11 @@ inline constexpr uint32_t stream_batch_bytes_max = 2 * data_chunk_bytes;
 inline constexpr uint32_t open_priority_bytes_max = 4096;
 
 // Target size of one send batch: past it the writer stops taking data until the batch is
-// sent (control frames still go in). 1 MiB: one io_uring send per ~16 chunks.
-inline constexpr uint32_t send_batch_bytes_target = 1024 * 1024;
+// sent (control frames still go in). 512 KiB: one io_uring send per 8 chunks, and a batch
+// small enough to stay in the core's cache between the writer's copy into it and the
+// kernel's copy out of it (W3 on loopback, perf/RESULTS.md: 4.4 GiB/s with 1 MiB
+// batches, 5.35 GiB/s with 512 KiB, 2.5 GiB/s with 128 KiB, where sends per byte cost).
+inline constexpr uint32_t send_batch_bytes_target = 512 * 1024;
 
 // Control frames (PONG, CREDIT, RESET, STOP) a session may have queued unsent. A peer
 // that floods PINGs faster than we can write answers is cut off here, not buffered.
@@ -173,6 +191,9 @@ static_assert(dead_peer_timeout_ns_default > keepalive_interval_ns_default, "a p
 static_assert(data_chunk_bytes <= frame_payload_bytes_max, "a chunk fits in one frame");
 static_assert(stream_batch_bytes_max <= send_batch_bytes_target, "one stream never fills a whole batch");
 static_assert(stream_window_bytes_initial <= stream_window_bytes_max, "a window starts below its maximum");
+static_assert(stream_window_bytes_initial <= stream_window_bytes_shared_max &&
+                  stream_window_bytes_shared_max <= stream_window_bytes_max,
+              "sharing a connection caps a window between its start and its maximum");
 static_assert(stream_window_bytes_max <= connection_window_bytes_initial, "one stream cannot outgrow the connection");
 static_assert(connection_window_bytes_initial <= window_bytes_limit, "credit counters fit the protocol limit");
 static_assert(frame_payload_bytes_max <= stream_window_bytes_initial * 4, "a max frame is a few initial windows");

@@ -49,6 +49,12 @@ class SendCredit {
 
 class RecvWindow {
  public:
+  // Credit goes back once a quarter of the window has been consumed: the sender then
+  // keeps at least three quarters of a window in flight. Returning at a half left the pipe
+  // half empty between updates (W5's bulk stream under the shared cap: 3.8 -> 4.1 GiB/s)
+  // for one 28-byte CREDIT frame per quarter window.
+  static constexpr uint32_t credit_return_divisor = 4;
+
   // `window_bytes` granted at start (the peer knows it without a frame), growing up to
   // `window_bytes_max`.
   RecvWindow(uint32_t window_bytes, uint32_t window_bytes_max) noexcept
@@ -65,17 +71,22 @@ class RecvWindow {
   }
 
   // The application consumed (or a reset discarded) `bytes` of what arrived. Returns the
-  // credit to grant back now (0: not yet; the caller sends CREDIT when non-zero). `now_ns`
+  // credit to grant back now (0: not yet, under a quarter window; the caller sends CREDIT
+  // when non-zero). `now_ns`
   // and `rtt_ns` drive window growth: when a whole window was consumed within 4 RTTs of
   // the previous update, the consumer is keeping up and the window doubles.
-  uint32_t on_consumed(uint64_t bytes, uint64_t now_ns, uint64_t rtt_ns) noexcept {
+  // `window_bytes_cap` (at least the initial window) caps it for now: a window above the
+  // cap shrinks to it, and credit already granted then runs down as it is consumed.
+  uint32_t on_consumed(uint64_t bytes, uint64_t now_ns, uint64_t rtt_ns, uint32_t window_bytes_cap = UINT32_MAX) noexcept {
     RM_ASSERT(consumed_ + bytes <= received_);
     consumed_ += bytes;
+    const uint32_t window_max = window_bytes_cap < window_bytes_max_ ? window_bytes_cap : window_bytes_max_;
+    if (window_bytes_ > window_max) window_bytes_ = window_max;
     const uint64_t unreturned = consumed_ - returned_;
-    if (unreturned < window_bytes_ / 2) return 0;
-    if (last_update_ns_ != 0 && now_ns - last_update_ns_ < 4 * rtt_ns && window_bytes_ < window_bytes_max_) {
+    if (unreturned < window_bytes_ / credit_return_divisor) return 0;
+    if (last_update_ns_ != 0 && now_ns - last_update_ns_ < 4 * rtt_ns && window_bytes_ < window_max) {
       const uint64_t grown = uint64_t{window_bytes_} * 2;
-      window_bytes_ = static_cast<uint32_t>(grown < window_bytes_max_ ? grown : window_bytes_max_);
+      window_bytes_ = static_cast<uint32_t>(grown < window_max ? grown : window_max);
     }
     last_update_ns_ = now_ns;
     // Grant enough that the peer may again have a whole (possibly grown) window unread.

@@ -230,6 +230,7 @@ Result<void, MuxError> Session::handle_open(const Frame& frame) noexcept {
   auto [it, inserted] = streams_.try_emplace(id, options_.stream_window_bytes, options_.stream_window_bytes,
                                              options_.stream_window_bytes_max);
   RM_ASSERT(inserted);
+  shared_seen_ |= streams_.size() > 1;
   Stream& stream = it->second;
   auto accounted = account_received(&stream, open->payload.size());
   if (!accounted) return accounted;
@@ -304,6 +305,7 @@ Result<StreamId, MuxError> Session::open(uint32_t handler_id, uint64_t deadline_
   auto [it, inserted] = streams_.try_emplace(id, options_.stream_window_bytes, options_.stream_window_bytes,
                                              options_.stream_window_bytes_max);
   RM_ASSERT(inserted);
+  shared_seen_ |= streams_.size() > 1;
   Stream& stream = it->second;
   (void)stream.machine.send_open(end_stream);
   stream.open_batch = batch_number_;
@@ -351,13 +353,15 @@ Result<std::size_t, MuxError> Session::write(StreamId id, std::span<const std::b
   }
   const std::size_t batch_room =
       data_.size() < limits::send_batch_bytes_target ? limits::send_batch_bytes_target - data_.size() : 0;
-  // A stream's turn in a batch is bounded while other streams are open (they may want to
-  // send, and a small frame must not wait behind a whole batch of one stream); a stream
-  // alone on its connection may fill the batch: one send per batch target (W3).
-  const bool others_open = streams_.size() > 1;
-  const std::size_t turn_room =
-      others_open ? limits::stream_batch_bytes_max - std::min(stream->batch_bytes, limits::stream_batch_bytes_max)
-                  : batch_room;
+  // A stream's turn in a batch is bounded while other streams write too (round robin: a
+  // small frame of theirs waits behind at most one turn of each); a stream that writes
+  // alone may fill the batch: one send per batch target (W3, and W5's bulk stream beside
+  // a call that waits for its answer). Other streams' head-of-line delay in the kernel's
+  // queues is bounded by the shared window cap (consume()).
+  const bool others_writing = batch_writers_ > (stream->batch_bytes > 0 ? 1u : 0u) ||
+                              writable_waiters_.size() > (stream->wants_writable ? 1u : 0u);
+  const std::size_t turn_max = others_writing ? limits::stream_batch_bytes_max : limits::send_batch_bytes_target;
+  const std::size_t turn_room = std::min(batch_room, turn_max - std::min<std::size_t>(stream->batch_bytes, turn_max));
   const std::size_t take = std::min({bytes.size(), static_cast<std::size_t>(stream->send_credit.available()),
                                      static_cast<std::size_t>(connection_send_.available()), turn_room, batch_room});
   const bool end_now = end_stream && take == bytes.size();
@@ -368,6 +372,7 @@ Result<std::size_t, MuxError> Session::write(StreamId id, std::span<const std::b
     }
     return std::size_t{0};
   }
+  if (take > 0 && stream->batch_bytes == 0) batch_writers_++;
   append_data(id, bytes.first(take), end_now);
   if (take > 0) stream->served_batch = batch_number_;
   stream->send_credit.consume(take);
@@ -427,7 +432,14 @@ void Session::consume(StreamId id, std::size_t bytes, uint64_t now_ns) noexcept 
   credit_connection(bytes, now_ns);
   Stream* stream = find(id);
   if (stream == nullptr || failed()) return;
-  const uint32_t increment = stream->recv_window.on_consumed(bytes, now_ns, rtt_ns_);
+  // Sharing the connection caps the window: what it lets in queues ahead of the others.
+  if (shared_seen_) {
+    shared_seen_ = false;
+    shared_until_ns_ = now_ns + limits::stream_window_shared_hold_ns;
+  }
+  const bool shared = streams_.size() > 1 || now_ns < shared_until_ns_;
+  const uint32_t cap = shared ? options_.stream_window_bytes_shared_max : UINT32_MAX;
+  const uint32_t increment = stream->recv_window.on_consumed(bytes, now_ns, rtt_ns_, cap);
   if (increment == 0 || !stream->machine.can_receive()) return;
   if (!queue_control(wire::frame_bytes(4))) return;
   wire::encode_credit(grow(control_, wire::frame_bytes(4)), id, increment);
@@ -474,6 +486,7 @@ void Session::take_batch(ByteVector& control, ByteVector& data) noexcept {
   control.swap(control_);
   data.swap(data_);
   control_frames_ = 0;
+  batch_writers_ = 0;
   batch_number_++;
   stats_.batches++;
   // Streams cut short by the batch limits may write again into the new batch.

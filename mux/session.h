@@ -40,6 +40,7 @@ struct SessionOptions {
   uint32_t streams_concurrent_max = limits::streams_concurrent_max;
   uint32_t stream_window_bytes = limits::stream_window_bytes_initial;
   uint32_t stream_window_bytes_max = limits::stream_window_bytes_max;
+  uint32_t stream_window_bytes_shared_max = limits::stream_window_bytes_shared_max;  // others open
   uint32_t connection_window_bytes = limits::connection_window_bytes_initial;
   uint32_t control_frames_queued_max = limits::control_frames_queued_max;
   uint32_t peer_resets_per_second_max = limits::peer_resets_per_second_max;
@@ -100,7 +101,8 @@ class Session {
   Result<StreamId, MuxError> open(uint32_t handler_id, uint64_t deadline_budget_ns, std::span<const std::byte> payload,
                                   bool end_stream) noexcept;
   // Writes up to bytes.size() of payload; returns how many were taken (copied into the
-  // batch). Fewer than asked: on_stream_writable() follows when more can go. `end_stream`
+  // batch). A stream's share of one batch is stream_batch_bytes_max while other streams
+  // write too (round robin), else the whole batch target. Fewer than asked: on_stream_writable() follows when more can go. `end_stream`
   // applies only if every byte was taken. Errors: stream_closed, stream_stopped, the reset
   // reason (cancelled, ...), of the stream.
   Result<std::size_t, MuxError> write(StreamId id, std::span<const std::byte> bytes, bool end_stream) noexcept;
@@ -191,6 +193,9 @@ class Session {
   std::vector<StreamId> writable_scratch_;  // notify_writable's working copy (capacity kept)
   bool notifying_ = false;
   uint64_t batch_number_ = 1;
+  uint32_t batch_writers_ = 0;  // streams with data in the current batch
+  bool shared_seen_ = false;    // two streams were open at once since the last consume()
+  uint64_t shared_until_ns_ = 0;  // the connection counts as shared until then
   uint64_t data_open_batch_ = 0;  // batch whose data holds an OPEN: later OPENs follow it
   bool goaway_sent_ = false;
   bool goaway_received_ = false;

@@ -32,20 +32,49 @@ TEST_CASE("flow: data beyond the window is an overflow") {
   CHECK(window.buffered() == 1000);
 }
 
-// Proves credit goes back once half a window is consumed, restoring a whole window, and
-// that a slow consumer does not grow the window.
-TEST_CASE("flow: credit returns after half a window, no growth for a slow consumer") {
+// Proves credit goes back once a quarter window is consumed, restoring a whole window,
+// and that a slow consumer does not grow the window.
+TEST_CASE("flow: credit returns after a quarter window, no growth for a slow consumer") {
   RecvWindow window(1000, 8000);
   const uint64_t rtt_ns = 100'000;
   REQUIRE(window.on_received(1000).ok());
-  CHECK(window.on_consumed(400, 1'000'000, rtt_ns) == 0);  // under half: nothing yet
-  CHECK(window.on_consumed(100, 2'000'000, rtt_ns) == 500);
-  CHECK(window.granted() == 1500);
-  REQUIRE(window.on_received(500).ok());
-  // The next half-window comes slowly (10 ms later, 100 RTTs): no growth.
-  CHECK(window.on_consumed(500, 12'000'000, rtt_ns) == 500);
+  CHECK(window.on_consumed(200, 1'000'000, rtt_ns) == 0);  // under a quarter: nothing yet
+  CHECK(window.on_consumed(100, 2'000'000, rtt_ns) == 300);
+  CHECK(window.granted() == 1300);
+  REQUIRE(window.on_received(300).ok());
+  // The next part comes slowly (10 ms later, 100 RTTs): no growth.
+  CHECK(window.on_consumed(300, 12'000'000, rtt_ns) == 300);
   CHECK(window.window_bytes() == 1000);
   CHECK(window.granted() - window.consumed() == 1000);
+}
+
+// Proves a cap shrinks a grown window at once and withholds credit until the peer's
+// outstanding credit has run down below it; without the cap the window grows back.
+TEST_CASE("flow: a cap shrinks the window and withholds credit until it holds") {
+  RecvWindow window(1000, 4000);
+  const uint64_t rtt_ns = 1'000'000;
+  uint64_t now = 1;
+  for (int round = 0; round < 10; round++) {  // a fast consumer grows the window to 4000
+    const uint64_t allowed = window.granted() - window.received();
+    REQUIRE(window.on_received(allowed).ok());
+    (void)window.on_consumed(allowed, now += 100'000, rtt_ns);
+  }
+  REQUIRE(window.window_bytes() == 4000);
+  REQUIRE(window.granted() - window.consumed() == 4000);
+  // Capped at 2000: 1000 consumed leaves 3000 outstanding, above the cap: no credit.
+  REQUIRE(window.on_received(1000).ok());
+  CHECK(window.on_consumed(1000, now += 100'000, rtt_ns, 2000) == 0);
+  CHECK(window.window_bytes() == 2000);
+  REQUIRE(window.on_received(1500).ok());
+  CHECK(window.on_consumed(1500, now += 100'000, rtt_ns, 2000) == 500);
+  CHECK(window.granted() - window.consumed() == 2000);
+  // The cap lifted: a fast consumer grows it again.
+  for (int round = 0; round < 4; round++) {
+    const uint64_t allowed = window.granted() - window.received();
+    REQUIRE(window.on_received(allowed).ok());
+    (void)window.on_consumed(allowed, now += 100'000, rtt_ns);
+  }
+  CHECK(window.window_bytes() == 4000);
 }
 
 // Proves a consumer that keeps up doubles the window, up to the maximum and never past.

@@ -72,20 +72,31 @@ class SinkStream final : public mux::StreamObserver {
         verifier_->finish();
         stats_.verify_errors.fetch_add(verifier_->counts().errors(), std::memory_order_relaxed);
       }
-      std::byte answer[sink_answer_verify_bytes];
-      const std::size_t answer_bytes = encode_sink_answer(answer, count_, verifier_ ? &*verifier_ : nullptr);
-      (void)connection_.write(id_, std::span<const std::byte>(answer, answer_bytes), true);
+      answer_bytes_ = encode_sink_answer(answer_, count_, verifier_ ? &*verifier_ : nullptr);
+      send_answer();
     }
   }
+  // The answer may find the batch full (other streams filled it): the rest goes out when
+  // the connection says this stream is writable again.
+  void on_stream_writable() noexcept override { send_answer(); }
   void on_stream_finished(mux::MuxError) noexcept override {}
 
  private:
   mux::Connection& connection_;
   mux::StreamId id_;
   ServerStats& stats_;
+  void send_answer() noexcept {
+    if (answer_sent_ == answer_bytes_) return;
+    auto taken = connection_.write(id_, std::span<const std::byte>(answer_ + answer_sent_, answer_bytes_ - answer_sent_), true);
+    if (taken) answer_sent_ += taken.value();
+  }
+
   uint64_t count_ = 0;
   std::size_t skip_ = 0;
   std::optional<StreamVerifier> verifier_;
+  std::byte answer_[sink_answer_verify_bytes] = {};
+  std::size_t answer_bytes_ = 0;
+  std::size_t answer_sent_ = 0;
 };
 
 // Source: writes messages of the requested size until the client resets the stream.
