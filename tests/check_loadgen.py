@@ -67,14 +67,16 @@ if bad.returncode != 2 or "option 'bs'" not in bad.stderr:
 for mode, extra in [("unary", ["--bs=64", "--iodepth=16"]), ("write", ["--bs=64k", "--streams=2"]),
                     ("read", ["--bs=16k"]), ("bidi", ["--bs=4k", "--streams=2"])]:
     json_run(f"embedded ringmux rw={mode}", [f"--rw={mode}"] + extra)
-for mode, extra in [("unary", ["--bs=64", "--iodepth=16"]), ("write", ["--bs=64k", "--streams=2"])]:
+for mode, extra in [("unary", ["--bs=64", "--iodepth=16"]), ("write", ["--bs=64k", "--streams=2"]),
+                    ("read", ["--bs=16k"]), ("bidi", ["--bs=4k", "--streams=2"])]:
     json_run(f"embedded tcp rw={mode}", [f"--rw={mode}", "--ioengine=tcp"] + extra)
 # verify=1 with a size mix: every mode, both engines, payloads checked end to end.
 mix = "--bssplit=64/30:4k/50:100k/20"
 for mode, extra in [("unary", ["--iodepth=8"]), ("write", ["--streams=2"]), ("read", ["--bs=8k"]),
                     ("bidi", ["--streams=2"])]:
     json_run(f"embedded ringmux rw={mode} verify bssplit", [f"--rw={mode}", "--verify=1", mix] + extra, verify=True)
-for mode, extra in [("unary", ["--iodepth=8"]), ("write", ["--streams=2"])]:
+for mode, extra in [("unary", ["--iodepth=8"]), ("write", ["--streams=2"]), ("read", ["--bs=8k"]),
+                    ("bidi", ["--streams=2"])]:
     json_run(f"embedded tcp rw={mode} verify bssplit", [f"--rw={mode}", "--ioengine=tcp", "--verify=1", mix] + extra,
              verify=True)
 # Two jobs on one connection, the W5 shape.
@@ -126,7 +128,7 @@ else:
         print(f"ok: 16 streams, shares {shares['stream_share_min'] * 100:.2f}-{shares['stream_share_max'] * 100:.2f} %")
 
 # A separate ringmux-serve for each engine, every mode that engine runs (verified).
-for engine, modes in [("ringmux", ["unary", "write", "read", "bidi"]), ("tcp", ["unary", "write"])]:
+for engine, modes in [("ringmux", ["unary", "write", "read", "bidi"]), ("tcp", ["unary", "write", "read", "bidi"])]:
     server = subprocess.Popen([serve, "--listen=127.0.0.1:0", f"--ioengine={engine}", "--duration=30s"],
                               stdout=subprocess.PIPE, text=True)
     line = server.stdout.readline()

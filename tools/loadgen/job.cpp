@@ -453,7 +453,7 @@ global options:
   -h, --help            this text
 
 A status line with the ETA is drawn on stderr when it is a terminal. The tcp engine
-runs rw=unary and rw=write (with verify and bssplit); read and bidi need ringmux.
+runs every rw mode with one blocking connection per stream (rate_iops: ringmux only).
 Exit status: 0 when no operation failed and verify found nothing, 1 otherwise, 2 for
 bad options.
 )";

@@ -6,10 +6,11 @@
 // A sink stream answers its byte count (u64) when the client ends it, followed with
 // flag_verify by what its verifier counted (u64 messages, mismatches, gaps, duplicates);
 // a source stream writes messages of the given size until the client resets the stream.
-// tcp engine (the raw baseline, no framing): the client's first 16 bytes are a hello —
+// tcp engine (the raw baseline, no framing): the client's first 24 bytes are a hello —
 // u32 mode (1 echo: every byte comes back; 2 sink: bytes are counted and the count is
-// sent back, as above, when the client shuts down its side), u32 flags, u64 stream key —
-// then raw bytes.
+// sent back, as above, when the client shuts down its side; 3 source: the server writes
+// messages of the given size until the client closes), u32 flags, u64 stream key, u32
+// message size, u32 reserved — then raw bytes.
 //
 // flag_verify (tools/loadgen/verify.h): the client's messages are stamped; a sink checks
 // them, a source stamps its own, an echo returns them as they came; a unary server checks
@@ -28,7 +29,8 @@ inline constexpr uint32_t handler_echo_stream = 4;
 
 inline constexpr uint32_t tcp_mode_echo = 1;
 inline constexpr uint32_t tcp_mode_sink = 2;
-inline constexpr uint32_t tcp_hello_bytes = 16;
+inline constexpr uint32_t tcp_mode_source = 3;
+inline constexpr uint32_t tcp_hello_bytes = 24;
 
 inline constexpr uint32_t flag_verify = 1;
 

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <deque>
 #include <memory>
+#include <mutex>
 #include <thread>
 
 #include "engine/engine.h"
@@ -488,6 +489,7 @@ int tcp_connect(const RunTarget& target, uint32_t mode, const Job& job, uint64_t
   }
   std::byte hello[tcp_hello_bytes] = {};
   write_preamble(hello, mode, job, stream_key);  // mode, flags, stream key
+  std::memcpy(hello + open_verify_bytes, &job.bs, sizeof(job.bs));
   if (!tools::send_all(fd, hello, sizeof(hello))) {
     error = "hello failed";
     ::close(fd);
@@ -626,6 +628,129 @@ void tcp_write_stream(const Job& job, JobResult& result, const RunTarget& target
   ::close(fd);
 }
 
+// Server-to-client stream: the server writes bs-byte messages; the client reads for the
+// window (or size), then closes. Verified, the bytes are checked as they arrive.
+void tcp_read_stream(const Job& job, JobResult& result, const RunTarget& target, uint64_t size_share,
+                     uint64_t stream_key, Progress* progress) {
+  std::string error;
+  const int fd = tcp_connect(target, tcp_mode_source, job, stream_key, error);
+  if (fd < 0) {
+    result.errors++;
+    result.error_message = error;
+    return;
+  }
+  Window window(job);
+  StreamVerifier verifier(stream_key, message_bytes_max);
+  std::vector<std::byte> buffer(256 * 1024);
+  uint64_t received = 0;
+  for (;;) {
+    const uint64_t now = Loop::clock_ns();
+    if (window.over(now) || (job.size_bytes != 0 && received >= size_share)) break;
+    const ssize_t n = ::recv(fd, buffer.data(), buffer.size(), 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      result.errors++;
+      result.error_message = "the server closed the stream";
+      break;
+    }
+    const auto bytes = static_cast<uint64_t>(n);
+    received += bytes;
+    if (job.verify) verifier.feed(std::span<const std::byte>(buffer.data(), bytes));
+    if (progress != nullptr) progress->add(0, bytes);
+    if (window.measuring(Loop::clock_ns())) {
+      result.bytes_read += bytes;
+      result.ops = result.bytes_read / std::max<uint32_t>(job.bs, 1);
+    }
+  }
+  if (job.verify) {
+    add_verify(result, verifier.counts());  // a message cut by our close is no gap
+    if (verifier.counts().errors() != 0) {
+      result.errors++;
+      if (result.error_message.empty()) result.error_message = "verify: stream bytes damaged, missing or repeated";
+    }
+  }
+  ::close(fd);
+}
+
+// Both directions: a writer thread sends messages, this thread reads the echo and times
+// each message's round trip (issue of its first byte to arrival of its last).
+void tcp_bidi_stream(const Job& job, JobResult& result, const RunTarget& target, uint64_t size_share,
+                     uint64_t stream_key, Progress* progress) {
+  std::string error;
+  const int fd = tcp_connect(target, tcp_mode_echo, job, stream_key, error);
+  if (fd < 0) {
+    result.errors++;
+    result.error_message = error;
+    return;
+  }
+  Window window(job);
+  std::mutex mutex;
+  std::deque<std::pair<uint64_t, uint64_t>> sent_at;  // (end offset, start time) of each message
+  bool send_failed = false;
+  uint64_t written = 0;
+  uint64_t written_in_window = 0;
+  std::thread writer([&] {
+    if (!job.cpus_allowed.empty()) (void)engine::pin_current_thread(job.cpus_allowed.front());
+    SizePicker sizes(job, stream_key);
+    std::vector<std::byte> message(sizes.max(), std::byte{0x6b});
+    for (uint64_t sequence = 0;; sequence++) {
+      const uint64_t started = Loop::clock_ns();
+      if (window.over(started) || (job.size_bytes != 0 && written >= size_share)) break;
+      const uint32_t size = sizes.next();
+      if (job.verify) stamp_message(std::span(message).first(size), stream_key, sequence);
+      if (!tools::send_all(fd, message.data(), size)) {
+        std::lock_guard<std::mutex> lock(mutex);
+        send_failed = true;
+        break;
+      }
+      const uint64_t now = Loop::clock_ns();
+      std::lock_guard<std::mutex> lock(mutex);
+      written += size;
+      if (window.measuring(now)) written_in_window += size;
+      sent_at.emplace_back(written, started);
+    }
+    ::shutdown(fd, SHUT_WR);  // the echo ends when ours does
+  });
+  StreamVerifier verifier(stream_key, message_bytes_max);
+  std::vector<std::byte> buffer(256 * 1024);
+  uint64_t received = 0;
+  for (;;) {
+    const ssize_t n = ::recv(fd, buffer.data(), buffer.size(), 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;  // the echo of our shutdown, or a failure (counted below)
+    const auto bytes = static_cast<uint64_t>(n);
+    const uint64_t now = Loop::clock_ns();
+    received += bytes;
+    if (job.verify) verifier.feed(std::span<const std::byte>(buffer.data(), bytes));
+    if (progress != nullptr) progress->add(0, bytes);
+    if (window.measuring(now)) result.bytes_read += bytes;
+    std::lock_guard<std::mutex> lock(mutex);
+    while (!sent_at.empty() && received >= sent_at.front().first) {
+      if (window.measuring(now)) {
+        result.ops++;
+        result.latency.add(now - sent_at.front().second);
+      }
+      sent_at.pop_front();
+    }
+  }
+  writer.join();
+  result.client_sent_bytes += written;
+  result.bytes_written += written_in_window;
+  if (send_failed || received != written) {
+    result.errors++;
+    if (result.error_message.empty()) result.error_message = "echo incomplete: connection failed";
+  }
+  if (job.verify) {
+    verifier.finish();
+    add_verify(result, verifier.counts());
+    if (verifier.counts().errors() != 0) {
+      result.errors++;
+      if (result.error_message.empty()) result.error_message = "verify: echoed bytes damaged, missing or repeated";
+    }
+  }
+  ::close(fd);
+}
+
 }  // namespace
 
 std::vector<JobResult> run_jobs(const Invocation& invocation, const RunTarget& target, Progress* progress) {
@@ -642,8 +767,9 @@ std::vector<JobResult> run_jobs(const Invocation& invocation, const RunTarget& t
   std::vector<JobResult*> ringmux_results;
   std::vector<std::size_t> ringmux_indices;
   std::vector<std::thread> threads;
-  // tcp write jobs: one connection (and thread) per stream, each counting into its own
+  // tcp stream jobs: one connection (and thread) per stream, each counting into its own
   // part of the job's result; summed once every thread is done.
+  auto job_rw_is_read = [](RwMode rw) { return rw == RwMode::read; };
   struct Parts {
     std::size_t result_index;
     std::vector<JobResult> parts;
@@ -677,20 +803,25 @@ std::vector<JobResult> run_jobs(const Invocation& invocation, const RunTarget& t
         if (!job.cpus_allowed.empty()) (void)engine::pin_current_thread(job.cpus_allowed.front());
         tcp_unary(job, result, target, verify_stream_key(i, 0), progress);
       });
-    } else if (job.rw == RwMode::write) {
+    } else {
+      // Streams: one connection (and thread) per stream, each counting into its part.
       auto parts = std::make_unique<Parts>(Parts{i, std::vector<JobResult>(job.streams)});
       for (auto& part : parts->parts) reserve_samples(part, job);
       for (uint32_t s = 0; s < job.streams; s++) {
         JobResult* part = &parts->parts[s];
         threads.emplace_back([&job, part, &target, i, s, progress] {
           if (!job.cpus_allowed.empty()) (void)engine::pin_current_thread(job.cpus_allowed.front());
-          tcp_write_stream(job, *part, target, job.size_bytes / job.streams, verify_stream_key(i, s), progress);
+          const uint64_t share = job.size_bytes / job.streams;
+          const uint64_t key = verify_stream_key(i, s);
+          switch (job.rw) {
+            case RwMode::write: tcp_write_stream(job, *part, target, share, key, progress); break;
+            case RwMode::read: tcp_read_stream(job, *part, target, share, key, progress); break;
+            case RwMode::bidi: tcp_bidi_stream(job, *part, target, share, key, progress); break;
+            case RwMode::unary: break;  // handled above
+          }
         });
       }
       stream_parts.push_back(std::move(parts));
-    } else {
-      result.errors++;
-      result.error_message = "ioengine=tcp supports rw=unary and rw=write so far";
     }
   }
   if (!ringmux_jobs.empty()) {
@@ -702,6 +833,8 @@ std::vector<JobResult> run_jobs(const Invocation& invocation, const RunTarget& t
     for (auto& part : parts->parts) {
       result.ops += part.ops;
       result.bytes_written += part.bytes_written;
+      result.bytes_read += part.bytes_read;
+      result.stream_bytes.push_back(job_rw_is_read(result.rw) ? part.bytes_read : part.bytes_written);
       result.errors += part.errors;
       result.server_confirmed_bytes += part.server_confirmed_bytes;
       result.client_sent_bytes += part.client_sent_bytes;

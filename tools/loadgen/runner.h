@@ -4,7 +4,8 @@
 // job's first allowed CPU) over one shared connection, unless a job asks for its own.
 // tcp engine: each job clone runs on a thread of its own with blocking sockets, the raw
 // baseline: no framing, no multiplexing (iodepth N pipelines N requests on one
-// connection; each stream is a connection of its own).
+// connection; each stream is a connection of its own, read streams included; a bidi
+// stream has a writer thread beside its reader).
 // Called from the main thread; returns when every job is done.
 #pragma once
 

@@ -273,6 +273,18 @@ void serve_tcp_connection(int fd, ServerStats& stats) {
   if (!tools::recv_exact(fd, hello, sizeof(hello))) return;
   const uint32_t mode = load_u32(hello);
   const Preamble preamble = load_preamble(std::span<const std::byte>(hello, open_verify_bytes));
+  if (mode == tcp_mode_source) {
+    // Writes messages until the client goes away (send fails).
+    uint32_t message_bytes = 0;
+    std::memcpy(&message_bytes, hello + open_verify_bytes, sizeof(message_bytes));
+    std::vector<std::byte> message(std::clamp<uint32_t>(message_bytes, preamble.verify() ? verify_stamp_bytes : 1,
+                                                        message_bytes_max), std::byte{0x5a});
+    for (uint64_t sequence = 0;; sequence++) {
+      if (preamble.verify()) stamp_message(message, preamble.stream_key, sequence);
+      if (!tools::send_all(fd, message.data(), message.size())) return;
+      stats.bytes_sent.fetch_add(message.size(), std::memory_order_relaxed);
+    }
+  }
   std::optional<StreamVerifier> verifier;
   if (mode == tcp_mode_sink && preamble.verify()) verifier.emplace(preamble.stream_key, message_bytes_max);
   std::vector<std::byte> buffer(256 * 1024);
