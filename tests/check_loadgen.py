@@ -84,26 +84,29 @@ json_run("embedded bulk + probe", ["--name=bulk", "--rw=write", "--bs=64k", "--n
 
 # Open loop: rate_iops issues calls on schedule whatever the server does; an overloaded
 # schedule shows up as latency measured from the due time (no coordinated omission).
-paced = run(["--output-format=json", "--runtime=500ms", "--rw=unary", "--bs=64", "--rate_iops=2000"])
-if paced.returncode != 0:
-    failures.append(f"rate_iops run: exit {paced.returncode}: {paced.stderr.strip()}")
-else:
-    ops = json.loads(paced.stdout)["jobs"][0]["write"]["iops"]
-    if not 1800 <= ops <= 2200:
-        failures.append(f"rate_iops=2000 ran at {ops:.0f} calls/s")
+for engine in ["ringmux", "tcp"]:
+    paced = run(["--output-format=json", "--runtime=500ms", "--rw=unary", "--bs=64", "--rate_iops=2000",
+                 f"--ioengine={engine}"])
+    if paced.returncode != 0:
+        failures.append(f"rate_iops run ({engine}): exit {paced.returncode}: {paced.stderr.strip()}")
     else:
-        print(f"ok: rate_iops=2000 -> {ops:.0f} calls/s")
-over = run(["--output-format=json", "--runtime=300ms", "--rw=unary", "--bs=64", "--rate_iops=1000000", "--iodepth=1"])
-if over.returncode == 0:
-    job = json.loads(over.stdout)["jobs"][0]["write"]
-    p50_us = job["clat_ns"]["percentile"]["50.000000"] / 1000
-    # One call in flight cannot keep up with 1 M/s: the backlog must show in the latency.
-    if p50_us < 1000:
-        failures.append(f"overloaded open loop hides its queueing: p50 {p50_us:.0f} us")
+        ops = json.loads(paced.stdout)["jobs"][0]["write"]["iops"]
+        if not 1800 <= ops <= 2200:
+            failures.append(f"rate_iops=2000 ({engine}) ran at {ops:.0f} calls/s")
+        else:
+            print(f"ok: rate_iops=2000 ({engine}) -> {ops:.0f} calls/s")
+    over = run(["--output-format=json", "--runtime=300ms", "--rw=unary", "--bs=64", "--rate_iops=1000000",
+                "--iodepth=1", f"--ioengine={engine}"])
+    if over.returncode == 0:
+        job = json.loads(over.stdout)["jobs"][0]["write"]
+        p50_us = job["clat_ns"]["percentile"]["50.000000"] / 1000
+        # One call in flight cannot keep up with 1 M/s: the backlog must show in the latency.
+        if p50_us < 1000:
+            failures.append(f"overloaded open loop ({engine}) hides its queueing: p50 {p50_us:.0f} us")
+        else:
+            print(f"ok: overloaded open loop ({engine}), p50 {p50_us:.0f} us from the due time")
     else:
-        print(f"ok: overloaded open loop, p50 {p50_us:.0f} us from the due time")
-else:
-    failures.append(f"overloaded rate run: exit {over.returncode}")
+        failures.append(f"overloaded rate run ({engine}): exit {over.returncode}")
 
 # numjobs clones report separately, or as one with group_reporting.
 for extra, want in [([], 2), (["--group_reporting"], 1)]:

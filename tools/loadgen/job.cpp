@@ -434,7 +434,7 @@ job options (default):
   --ramp_time=DURATION  unmeasured warm-up                                (0)
   --size=SIZE           stop after this many bytes                        (none)
                         (runtime or size is required)
-  --rate_iops=N         open loop at N calls/s (rw=unary, ioengine=ringmux); at
+  --rate_iops=N         open loop at N calls/s (rw=unary); at
                         most iodepth in flight, latency from the due time (closed loop)
   --verify=BOOL         stamp and hash every message end to end; counts   (0)
                         mismatches, gaps and duplicates (bs >= 32)
@@ -453,7 +453,8 @@ global options:
   -h, --help            this text
 
 A status line with the ETA is drawn on stderr when it is a terminal. The tcp engine
-runs every rw mode with one blocking connection per stream (rate_iops: ringmux only).
+runs every rw mode with one blocking connection per stream (rate_iops: a sender
+thread on schedule beside the reader).
 Exit status: 0 when no operation failed and verify found nothing, 1 otherwise, 2 for
 bad options.
 )";

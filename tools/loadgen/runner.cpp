@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <memory>
@@ -578,6 +580,100 @@ void tcp_unary(const Job& job, JobResult& result, const RunTarget& target, uint6
   ::close(fd);
 }
 
+// Open loop on the baseline: a sender thread issues requests at start + k / rate (at most
+// iodepth in flight; a late request goes as soon as a slot frees) and this thread reads
+// the echoes in order; latency counts from each request's due time, as on ringmux.
+void tcp_unary_paced(const Job& job, JobResult& result, const RunTarget& target, uint64_t stream_key, Progress* progress) {
+  std::string error;
+  const int fd = tcp_connect(target, tcp_mode_echo, job, stream_key, error);
+  if (fd < 0) {
+    result.errors++;
+    result.error_message = error;
+    return;
+  }
+  reserve_samples(result, job);
+  Window window(job);
+  const uint64_t interval_ns = std::max<uint64_t>(1, 1'000'000'000ull / job.rate_iops);
+  struct Issued {
+    uint64_t due_ns;
+    uint32_t bytes;
+  };
+  std::mutex mutex;
+  std::condition_variable slot_freed;
+  std::deque<Issued> issued;
+  bool sender_done = false;
+  bool send_failed = false;
+  std::thread sender([&] {
+    if (!job.cpus_allowed.empty()) (void)engine::pin_current_thread(job.cpus_allowed.front());
+    SizePicker sizes(job, stream_key);
+    std::vector<std::byte> request(sizes.max(), std::byte{0x6b});
+    uint64_t sent_bytes = 0;
+    for (uint64_t k = 0;; k++) {
+      const uint64_t due = window.start_ns + k * interval_ns;
+      if (window.over(due) || (job.size_bytes != 0 && sent_bytes >= job.size_bytes)) break;
+      // Sleep to the due time, the last 50 us spinning (a timer slack would add latency).
+      for (uint64_t now = Loop::clock_ns(); now < due; now = Loop::clock_ns()) {
+        if (due - now > 50'000) std::this_thread::sleep_for(std::chrono::nanoseconds(due - now - 50'000));
+      }
+      const uint32_t size = sizes.next();
+      if (job.verify) stamp_message(std::span(request).first(size), stream_key, k);
+      {
+        std::unique_lock<std::mutex> lock(mutex);
+        slot_freed.wait(lock, [&] { return issued.size() < job.iodepth; });
+        issued.push_back({due, size});
+      }
+      if (!tools::send_all(fd, request.data(), size)) {
+        std::lock_guard<std::mutex> lock(mutex);
+        send_failed = true;
+        break;
+      }
+      sent_bytes += size;
+    }
+    std::lock_guard<std::mutex> lock(mutex);
+    sender_done = true;
+    ::shutdown(fd, SHUT_WR);  // the server's echo ends with ours
+  });
+  StreamVerifier verifier(stream_key, message_bytes_max);
+  std::vector<std::byte> buffer(256 * 1024);
+  uint64_t partial = 0;
+  for (;;) {
+    const ssize_t n = ::recv(fd, buffer.data(), buffer.size(), 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    const uint64_t now = Loop::clock_ns();
+    if (job.verify) verifier.feed(std::span<const std::byte>(buffer.data(), static_cast<std::size_t>(n)));
+    partial += static_cast<uint64_t>(n);
+    std::lock_guard<std::mutex> lock(mutex);
+    while (!issued.empty() && partial >= issued.front().bytes) {
+      const Issued call = issued.front();
+      issued.pop_front();
+      partial -= call.bytes;
+      if (progress != nullptr) progress->add(1, 2ull * call.bytes);
+      if (window.measuring(now) || window.until_ns == UINT64_MAX) {
+        result.ops++;
+        result.bytes_written += call.bytes;
+        result.bytes_read += call.bytes;
+        result.latency.add(now - call.due_ns);
+      }
+    }
+    slot_freed.notify_one();
+  }
+  sender.join();
+  if (send_failed || !issued.empty()) {
+    result.errors++;
+    result.error_message = "connection failed";
+  }
+  if (job.verify) {
+    verifier.finish();
+    add_verify(result, verifier.counts());
+    if (verifier.counts().errors() != 0) {
+      result.errors++;
+      if (result.error_message.empty()) result.error_message = "verify: echoed bytes damaged, missing or repeated";
+    }
+  }
+  ::close(fd);
+}
+
 void tcp_write_stream(const Job& job, JobResult& result, const RunTarget& target, uint64_t size_share,
                       uint64_t stream_key, Progress* progress) {
   std::string error;
@@ -789,11 +885,6 @@ std::vector<JobResult> run_jobs(const Invocation& invocation, const RunTarget& t
       continue;
     }
     if (job.rw == RwMode::unary) {
-      if (job.rate_iops != 0) {
-        result.errors++;
-        result.error_message = "rate_iops runs with ioengine=ringmux only so far";
-        continue;
-      }
       if (job.response_bytes() != job.bs || (job.resp_bs && !job.bssplit.empty())) {
         result.errors++;
         result.error_message = "ioengine=tcp echoes: resp_bs must equal bs";
@@ -801,7 +892,11 @@ std::vector<JobResult> run_jobs(const Invocation& invocation, const RunTarget& t
       }
       threads.emplace_back([&job, &result, &target, i, progress] {
         if (!job.cpus_allowed.empty()) (void)engine::pin_current_thread(job.cpus_allowed.front());
-        tcp_unary(job, result, target, verify_stream_key(i, 0), progress);
+        if (job.rate_iops != 0) {
+          tcp_unary_paced(job, result, target, verify_stream_key(i, 0), progress);
+        } else {
+          tcp_unary(job, result, target, verify_stream_key(i, 0), progress);
+        }
       });
     } else {
       // Streams: one connection (and thread) per stream, each counting into its part.
