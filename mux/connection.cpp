@@ -1,5 +1,8 @@
 #include "mux/connection.h"
 
+#include <sys/random.h>
+
+#include <cerrno>
 #include <cstring>
 
 #include "engine/assert.h"
@@ -182,17 +185,41 @@ const Registry::StreamHandler* Registry::find(uint32_t handler_id) const noexcep
 
 // ---- Connection --------------------------------------------------------------------------
 
+namespace {
+
+// A new session's id: 128 bits from the kernel's random source. getrandom(2) does not fail
+// for 16 bytes once the pool is initialised except when a signal interrupts it (EINTR,
+// retried); anything else means the system cannot give a session an identity (fatal).
+wire::SessionId random_session_id() noexcept {
+  wire::SessionId id{};
+  std::size_t filled = 0;
+  for (int attempt = 0; attempt < 100 && filled < id.size(); attempt++) {
+    const ssize_t got = ::getrandom(id.data() + filled, id.size() - filled, 0);
+    if (got > 0) filled += static_cast<std::size_t>(got);
+    else RM_ASSERT(got < 0 && errno == EINTR);
+  }
+  RM_ASSERT(filled == id.size());
+  return id;
+}
+
+// The session options of one side: the dialer's session gets a fresh random id unless the
+// caller supplied one.
+SessionOptions session_options_for(const SessionOptions& options, bool dialer) noexcept {
+  SessionOptions session_options = options;
+  session_options.dialer = dialer;
+  if (dialer && session_options.session_id == wire::SessionId{}) session_options.session_id = random_session_id();
+  return session_options;
+}
+
+}  // namespace
+
 Connection::Connection(Loop& loop, int fd, bool dialer, const Registry* registry, ConnectionObserver& observer,
                        const ConnectionOptions& options)
     : loop_(loop),
       registry_(registry),
       observer_(observer),
       options_(options),
-      session_(*this, [&] {
-        SessionOptions session_options = options.session;
-        session_options.dialer = dialer;
-        return session_options;
-      }()),
+      session_(*this, session_options_for(options.session, dialer)),
       socket_(loop, fd, *this),
       keepalive_(&Connection::on_keepalive, this) {}
 
@@ -203,9 +230,13 @@ Connection::~Connection() {
 }
 
 void Connection::start() noexcept {
+  EntryGuard guard(*this);
   last_received_ns_ = loop_.now_ns();
   socket_.start();
   loop_.timer_start(keepalive_, options_.keepalive_interval_ns);
+  // The dialer's HELLO goes out at once (with whatever was queued behind it), so that the
+  // acceptor, whose frames wait for it, never waits for our first stream or keepalive.
+  flush();
 }
 
 void Connection::close(MuxError reason) noexcept {

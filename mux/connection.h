@@ -5,7 +5,9 @@
 // straight from the provided buffer into Session::receive (no copy for whole frames).
 // Send: the session's batch is swapped out (double buffer) when no send is in flight and
 // goes out in one gather send (control frames, then data); what is written meanwhile
-// gathers in the other buffer. Keepalive: a PING after an idle interval, and the
+// gathers in the other buffer. Handshake: the dialer's session gets a random 128-bit id
+// (getrandom) and its HELLO is sent by start(); the acceptor's session holds its output
+// until the HELLO has arrived and its HELLO_ACK leads (mux/session.h). Keepalive: a PING after an idle interval, and the
 // connection closes after dead_peer_timeout of silence. The reader (on_recv / on_error)
 // alone decides transport health.
 //

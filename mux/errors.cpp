@@ -18,6 +18,7 @@ const char* describe(MuxError e) noexcept {
     case MuxError::flood: return "peer sent control frames or resets past the limits";
     case MuxError::peer_error: return "peer reported a connection error";
     case MuxError::connection_lost: return "connection lost (closed, reset or silent peer)";
+    case MuxError::session_lost: return "session lost: the handshake refused it (a new session is needed)";
   }
   return "unknown mux error";
 }
@@ -30,6 +31,8 @@ Scope scope_of(MuxError e) noexcept {
     case MuxError::peer_error:
     case MuxError::connection_lost:
       return Scope::connection;
+    case MuxError::session_lost:
+      return Scope::session;
     case MuxError::none:
     case MuxError::stream_closed:
     case MuxError::stream_reset:
@@ -61,6 +64,7 @@ wire::StatusCode status_of(MuxError e) noexcept {
     case MuxError::flood: return StatusCode::resource_exhausted;
     case MuxError::peer_error: return StatusCode::internal_error;
     case MuxError::connection_lost: return StatusCode::internal_error;
+    case MuxError::session_lost: return StatusCode::session_lost;
   }
   return StatusCode::internal_error;
 }

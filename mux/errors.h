@@ -1,7 +1,8 @@
 // MuxError: errors of streams and sessions, each with its scope.
 //
 // Stream-scoped errors end one stream and leave the connection alone; connection-scoped
-// ones close the connection (the session may resume). Which is which is decided here, in
+// ones close the connection (the session may resume); session-scoped ones end the session
+// (no resume can save it). Which is which is decided here, in
 // scope_of, and nowhere else. Pure functions: callable from any thread.
 #pragma once
 
@@ -30,6 +31,9 @@ enum class MuxError : uint8_t {
   flood,               // control frames or resets faster than the limits allow
   peer_error,          // the peer reported a connection error (ERROR on stream 0)
   connection_lost,     // the transport failed: closed, reset, or the peer fell silent
+  // Session-scoped: a new session is the only way on.
+  session_lost,  // the handshake refused the session (unknown to the peer, positions that no
+                 // longer agree, no common version)
 };
 
 const char* describe(MuxError e) noexcept;

@@ -16,6 +16,28 @@ namespace {
 // Largest control frame the session writes (GOAWAY / ERROR with full text).
 constexpr std::size_t control_frame_bytes_max = wire::frame_bytes(8 + limits::frame_text_bytes_max);
 
+constexpr uint32_t kind_bit(FrameKind kind) noexcept { return uint32_t{1} << static_cast<uint8_t>(kind); }
+
+// The kinds whose bytes are numbered by positions (wire/SPEC.md §4, §8), as a bit set
+// indexed by kind: the receive path counts a frame with one shift and mask, no branch.
+constexpr uint32_t position_space_kinds = kind_bit(FrameKind::open) | kind_bit(FrameKind::data) |
+                                          kind_bit(FrameKind::end) | kind_bit(FrameKind::reset) |
+                                          kind_bit(FrameKind::stop) | kind_bit(FrameKind::credit) |
+                                          kind_bit(FrameKind::goaway) | kind_bit(FrameKind::error);
+static_assert(static_cast<uint8_t>(FrameKind::error) < 32, "every known kind fits the bit set");
+static_assert((position_space_kinds & (kind_bit(FrameKind::hello) | kind_bit(FrameKind::hello_ack) |
+                                       kind_bit(FrameKind::ping) | kind_bit(FrameKind::pong) |
+                                       kind_bit(FrameKind::ack))) == 0,
+              "connection-only frames are outside the position space");
+
+// The session-level error of a failed handshake: a session-scoped refusal means the
+// session cannot go on anywhere; anything else ends this connection only.
+MuxError error_of(replay::ReplayError error) noexcept {
+  if (scope_of(error) == Scope::session) return MuxError::session_lost;
+  if (error == replay::ReplayError::handshake_refused) return MuxError::peer_error;
+  return MuxError::protocol_violation;
+}
+
 }  // namespace
 
 Session::Session(SessionHandler& handler, const SessionOptions& options)
@@ -24,10 +46,23 @@ Session::Session(SessionHandler& handler, const SessionOptions& options)
       dialer_(options.dialer),
       next_local_id_(options.dialer ? 1 : 2),
       connection_send_(options.connection_window_bytes),
-      connection_recv_(options.connection_window_bytes, options.connection_window_bytes) {
+      connection_recv_(options.connection_window_bytes, options.connection_window_bytes),
+      dial_(options.session_id),
+      output_open_(options.dialer) {
   streams_.reserve(options.streams_concurrent_max);
   control_.reserve(64 * 1024);
   data_.reserve(limits::send_batch_bytes_target + limits::data_chunk_bytes);
+  if (dialer_) {
+    // HELLO is the first frame of the dialer's direction: queued before anything else can
+    // be, and sent with the first batch; frames queued later go right behind it.
+    const wire::Hello hello = dial_.start_attempt(0);
+    session_id_ = hello.session_id;
+    generation_ = hello.generation;
+    const std::size_t bytes = wire::frame_bytes(wire::hello_payload_bytes);
+    wire::encode_hello(grow(control_, bytes), hello);
+    batch_unpositioned_bytes_ += bytes;
+    stats_.frames_sent++;
+  }
 }
 
 Session::Stream* Session::find(StreamId id) noexcept {
@@ -59,13 +94,104 @@ Result<void, MuxError> Session::receive(std::span<const std::byte> bytes, uint64
     bytes = bytes.subspan(step->consumed);
     if (!step->has_frame) continue;
     stats_.frames_received++;
+    if (!handshake_complete_) [[unlikely]] {
+      auto handshake = handle_handshake(step->frame);
+      if (!handshake) {
+        fail(handshake.error());
+        return Err{failed_};
+      }
+      continue;
+    }
+    const uint8_t kind = step->frame.header.kind;
+    RM_DEBUG_ASSERT(kind < 32);  // the decoder passes on known kinds only
+    receive_position_ += ((position_space_kinds >> (kind & 31u)) & 1u) * wire::frame_bytes(step->frame.payload.size());
     auto handled = handle(step->frame, now_ns);
     if (!handled) {
       fail(handled.error());
       return Err{failed_};
     }
   }
+  // Once per call, not per frame: the policy sees the position the call ended at.
+  if (receive_position_ != ack_policy_.received_position()) {
+    ack_policy_.on_received(receive_position_, now_ns);
+    if (ack_policy_.ack_due(now_ns, false)) queue_ack();
+  }
   return {};
+}
+
+Result<void, MuxError> Session::handle_handshake(const Frame& frame) noexcept {
+  // SPEC §1: the first frame from the dialer is HELLO, from the acceptor HELLO_ACK.
+  if (dialer_) {
+    if (frame.header.frame_kind() != FrameKind::hello_ack) return Err{MuxError::protocol_violation};
+    return handle_hello_ack(frame);
+  }
+  if (frame.header.frame_kind() != FrameKind::hello) return Err{MuxError::protocol_violation};
+  return handle_hello(frame);
+}
+
+Result<void, MuxError> Session::handle_hello(const Frame& frame) noexcept {
+  auto hello = wire::parse_hello(frame);
+  if (!hello) return Err{MuxError::protocol_violation};
+  // No session table yet: every HELLO asks for a new session or resumes one we cannot know.
+  const replay::HelloAnswer answer = replay::answer_hello(hello.value(), nullptr);
+  const std::size_t bytes = wire::frame_bytes(wire::hello_ack_payload_bytes);
+  switch (answer.verdict) {
+    case replay::HelloVerdict::accept_new:
+      break;
+    case replay::HelloVerdict::refuse: {
+      // The refusal is the only frame that goes out: fail first (which drops whatever the
+      // application queued), then queue the HELLO_ACK that says why.
+      const MuxError error = error_of(answer.error);
+      fail(error);
+      wire::encode_hello_ack(grow(control_, bytes), answer.ack);
+      batch_unpositioned_bytes_ += bytes;
+      stats_.frames_sent++;
+      output_open_ = true;
+      return Err{error};
+    }
+    case replay::HelloVerdict::accept_resume:
+    case replay::HelloVerdict::ignore:
+      // Only a known session resumes or is superseded; answer_hello was told of none.
+      RM_ASSERT(false);
+      return Err{MuxError::protocol_violation};
+  }
+  session_id_ = hello->session_id;
+  generation_ = hello->generation;
+  handshake_complete_ = true;
+  // The HELLO_ACK goes ahead of everything the application queued while we waited.
+  RM_ASSERT(batch_ack_offset_ == no_ack_offset);  // nothing was received before the HELLO
+  control_.insert(control_.begin(), bytes, std::byte{0});
+  wire::encode_hello_ack(std::span<std::byte>(control_.data(), bytes), answer.ack);
+  batch_unpositioned_bytes_ += bytes;
+  stats_.frames_sent++;
+  output_open_ = true;
+  return {};
+}
+
+Result<void, MuxError> Session::handle_hello_ack(const Frame& frame) noexcept {
+  auto ack = wire::parse_hello_ack(frame);
+  if (!ack) return Err{MuxError::protocol_violation};
+  // Nothing is held for replay yet: what was handed out, none of it acknowledged.
+  auto established = dial_.on_hello_ack(ack.value(), replay::HeldRange{peer_acked_position_, send_position_});
+  if (!established) return Err{error_of(established.error())};
+  // The peer's receive position acknowledges every byte before it (0 for a new session).
+  peer_acked_position_ = std::max(peer_acked_position_, established->replay_from);
+  handshake_complete_ = true;
+  return {};
+}
+
+void Session::queue_ack() noexcept {
+  if (failed() || !output_open_) return;
+  const std::size_t bytes = wire::frame_bytes(8);
+  const uint64_t position = ack_policy_.take();
+  if (batch_ack_offset_ == no_ack_offset) {
+    batch_ack_offset_ = control_.size();
+    (void)grow(control_, bytes);
+    batch_unpositioned_bytes_ += bytes;
+    stats_.frames_sent++;
+  }
+  // One ACK per batch: a later one only moves the position of the one already queued.
+  wire::encode_ack(std::span<std::byte>(control_).subspan(batch_ack_offset_, bytes), position);
 }
 
 Result<void, MuxError> Session::handle(const Frame& frame, uint64_t now_ns) noexcept {
@@ -73,7 +199,7 @@ Result<void, MuxError> Session::handle(const Frame& frame, uint64_t now_ns) noex
   switch (frame.header.frame_kind()) {
     case FrameKind::hello:
     case FrameKind::hello_ack:
-      return Err{MuxError::protocol_violation};  // the handshake is over before a session runs
+      return Err{MuxError::protocol_violation};  // one handshake per connection, and it is over
     case FrameKind::open:
       return handle_open(frame);
     case FrameKind::data:
@@ -137,6 +263,7 @@ Result<void, MuxError> Session::handle(const Frame& frame, uint64_t now_ns) noex
       auto queued = queue_control(wire::frame_bytes(8));
       if (!queued) return queued;
       wire::encode_pong(grow(control_, wire::frame_bytes(8)), opaque.value());
+      batch_unpositioned_bytes_ += wire::frame_bytes(8);
       return {};
     }
     case FrameKind::pong: {
@@ -145,8 +272,14 @@ Result<void, MuxError> Session::handle(const Frame& frame, uint64_t now_ns) noex
       handler_.on_pong(opaque.value());
       return {};
     }
-    case FrameKind::ack:
-      return {};  // replay positions: handled by the replay layer when it is attached
+    case FrameKind::ack: {
+      auto position = wire::parse_ack(frame);
+      if (!position) return Err{MuxError::protocol_violation};
+      // The peer cannot have received bytes we never handed out.
+      if (position.value() > send_position_) return Err{MuxError::protocol_violation};
+      peer_acked_position_ = std::max(peer_acked_position_, position.value());
+      return {};
+    }
     case FrameKind::goaway: {
       auto goaway = wire::parse_goaway(frame);
       if (!goaway) return Err{MuxError::protocol_violation};
@@ -451,6 +584,7 @@ void Session::consume(StreamId id, std::size_t bytes, uint64_t now_ns) noexcept 
 void Session::ping(uint64_t opaque) noexcept {
   if (failed() || !queue_control(wire::frame_bytes(8))) return;
   wire::encode_ping(grow(control_, wire::frame_bytes(8)), opaque);
+  batch_unpositioned_bytes_ += wire::frame_bytes(8);
   stats_.frames_sent++;
 }
 
@@ -476,6 +610,8 @@ void Session::fail(MuxError error) noexcept {
   peer_streams_open_ = 0;
   control_.clear();
   data_.clear();
+  batch_unpositioned_bytes_ = 0;
+  batch_ack_offset_ = no_ack_offset;
   writable_waiters_.clear();
 }
 
@@ -483,6 +619,14 @@ void Session::fail(MuxError error) noexcept {
 
 void Session::take_batch(ByteVector& control, ByteVector& data) noexcept {
   RM_ASSERT(control.empty() && data.empty());
+  RM_ASSERT(output_open_);
+  // The ACK rides along with a batch that goes out anyway: no send of its own.
+  if (ack_policy_.ack_due(0, true)) queue_ack();
+  const std::size_t batch_bytes = control_.size() + data_.size();
+  RM_ASSERT(batch_bytes >= batch_unpositioned_bytes_);
+  send_position_ += batch_bytes - batch_unpositioned_bytes_;
+  batch_unpositioned_bytes_ = 0;
+  batch_ack_offset_ = no_ack_offset;
   control.swap(control_);
   data.swap(data_);
   control_frames_ = 0;

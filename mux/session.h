@@ -11,9 +11,25 @@
 // the batch target, cut into chunks of data_chunk_bytes. The glue swaps the batch out
 // (double buffer) when no send is in flight and sends it in one operation.
 //
+// Handshake (wire/SPEC.md §1): the dialer's first output is HELLO (a new session: the
+// caller's random id, generation 1, receive position 0), and frames the application queues
+// go right behind it, without waiting for the answer. The acceptor's first output is its
+// HELLO_ACK: until a HELLO has arrived has_output() is false and whatever the application
+// queued waits, so that the HELLO_ACK goes out first. Received, any frame before the
+// peer's HELLO (acceptor) or HELLO_ACK (dialer) is a protocol violation.
+//
+// Positions (wire/SPEC.md §8): every frame of the position space counts its bytes, header
+// and payload. send_position() is what take_batch() has handed out; receive_position()
+// what receive() has taken in. HELLO, HELLO_ACK, PING, PONG and ACK are outside: they are
+// counted per batch, not per frame, so the writer's per-frame cost is unchanged. ACKs go
+// out under replay::AckPolicy: one per batch at most, piggy-backed on any batch while
+// bytes are unacknowledged, or queued on their own every ack_interval_bytes.
+// Invariant: peer_acked_position() <= send_position(); at most one ACK in the unsent batch.
+//
 // Errors: receive() returns a connection-scoped error and leaves the session failed when
-// the peer breaks the protocol; stream-scoped errors end one stream (reported through
-// on_stream_reset) and never fail the session.
+// the peer breaks the protocol (or session_lost when a handshake refuses the session);
+// stream-scoped errors end one stream (reported through on_stream_reset) and never fail
+// the session.
 // Threads: one (the connection's loop).
 #pragma once
 
@@ -29,6 +45,8 @@
 #include "mux/errors.h"
 #include "mux/flow.h"
 #include "mux/stream_state.h"
+#include "replay/handshake.h"
+#include "replay/receive.h"
 #include "wire/codec.h"
 
 namespace ringmux::mux {
@@ -37,6 +55,9 @@ using StreamId = uint32_t;
 
 struct SessionOptions {
   bool dialer = true;  // the dialing side opens odd stream ids, the accepting side even
+  // The dialing side's session id, 128 random bits from the caller's random source (the
+  // session never draws randomness). Ignored by the accepting side, which takes the HELLO's.
+  wire::SessionId session_id{};
   uint32_t streams_concurrent_max = limits::streams_concurrent_max;
   uint32_t stream_window_bytes = limits::stream_window_bytes_initial;
   uint32_t stream_window_bytes_max = limits::stream_window_bytes_max;
@@ -124,12 +145,31 @@ class Session {
   void set_rtt_ns(uint64_t rtt_ns) noexcept { rtt_ns_ = rtt_ns; }
 
   // ---- bytes out ----
-  bool has_output() const noexcept { return !control_.empty() || !data_.empty(); }
+  // False on the accepting side until the peer's HELLO is answered: nothing may precede
+  // the HELLO_ACK on the wire.
+  bool has_output() const noexcept { return output_open_ && (!control_.empty() || !data_.empty()); }
   // Swaps the pending frames out (double buffer): `control` and `data` must be empty and
   // are the glue's spare buffers, whose capacity the session keeps using (no allocation
   // in steady state). The glue sends control then data in one gather write. Afterwards
-  // streams that were cut short are told on_stream_writable().
+  // streams that were cut short are told on_stream_writable(). Only while has_output()
+  // (asserted). An ACK rides along when received bytes are unacknowledged.
   void take_batch(ByteVector& control, ByteVector& data) noexcept;
+
+  // ---- handshake and positions ----
+  // The session's id: the dialer's own, the acceptor's from the HELLO (zero before it).
+  const wire::SessionId& session_id() const noexcept { return session_id_; }
+  // Connections this session has used, this one included (0 on the acceptor before HELLO).
+  uint64_t generation() const noexcept { return generation_; }
+  // The peer's HELLO_ACK (dialer) or HELLO (acceptor) was accepted.
+  bool handshake_complete() const noexcept { return handshake_complete_; }
+  // Position-space bytes handed out by take_batch(): the tail of what was sent.
+  uint64_t send_position() const noexcept { return send_position_; }
+  // Position-space bytes received: every one before it has been handled.
+  uint64_t receive_position() const noexcept { return receive_position_; }
+  // The highest position the peer acknowledged (ACK, or its handshake's receive position).
+  uint64_t peer_acked_position() const noexcept { return peer_acked_position_; }
+  // The receive position carried by our last ACK.
+  uint64_t acked_position() const noexcept { return ack_policy_.acked_position(); }
 
   bool failed() const noexcept { return failed_ != MuxError::none; }
   MuxError failure() const noexcept { return failed_; }
@@ -159,6 +199,12 @@ class Session {
   bool is_local(StreamId id) const noexcept { return (id & 1u) == (dialer_ ? 1u : 0u); }
   Stream* find(StreamId id) noexcept;
   Result<void, MuxError> handle(const wire::Frame& frame, uint64_t now_ns) noexcept;
+  // The first frame from the peer: HELLO (acceptor) or HELLO_ACK (dialer), else a violation.
+  Result<void, MuxError> handle_handshake(const wire::Frame& frame) noexcept;
+  Result<void, MuxError> handle_hello(const wire::Frame& frame) noexcept;
+  Result<void, MuxError> handle_hello_ack(const wire::Frame& frame) noexcept;
+  // Queues an ACK of the receive position, or refreshes the one already in the batch.
+  void queue_ack() noexcept;
   Result<void, MuxError> handle_open(const wire::Frame& frame) noexcept;
   Result<void, MuxError> handle_data(const wire::Frame& frame, uint64_t now_ns) noexcept;
   Result<void, MuxError> handle_unknown_stream(const wire::Frame& frame, uint64_t now_ns) noexcept;
@@ -205,6 +251,20 @@ class Session {
   uint32_t resets_in_window_ = 0;
   MuxError failed_ = MuxError::none;
   SessionStats stats_;
+  // Handshake.
+  replay::DialHandshake dial_;  // the dialer's identity and handshake state (unused by the acceptor)
+  wire::SessionId session_id_{};
+  uint64_t generation_ = 0;
+  bool handshake_complete_ = false;
+  bool output_open_;  // the first frame of our direction (HELLO / HELLO_ACK) is queued first
+  // Positions.
+  uint64_t send_position_ = 0;
+  uint64_t receive_position_ = 0;
+  uint64_t peer_acked_position_ = 0;
+  uint64_t batch_unpositioned_bytes_ = 0;  // bytes of the unsent batch outside the position space
+  static constexpr std::size_t no_ack_offset = SIZE_MAX;
+  std::size_t batch_ack_offset_ = no_ack_offset;  // where the unsent batch's ACK is in control_
+  replay::AckPolicy ack_policy_;
 };
 
 }  // namespace ringmux::mux

@@ -541,3 +541,32 @@ TEST_CASE("connection: a call arriving past its deadline is refused before the h
   loop->run_until([] { return false; }, 20'000'000);
   CHECK(f.held.empty());
 }
+
+// Proves the handshake over a real connection: the dialer's session gets a random (not
+// all-zero) id that the acceptor adopts from the HELLO, both complete the handshake, and
+// at rest each side's send position equals the other's receive position.
+TEST_CASE("connection: the handshake carries a random session id; positions agree at rest") {
+  auto loop = test::make_test_loop();
+  if (!loop) return;
+  Fixture f(*loop);
+  int done = 0;
+  for (int i = 0; i < 100; i++) {
+    const Bytes request(1 + i * 97, std::byte{7});
+    f.client->call(echo_unary, request, 0, [&done](const CallResult& r) { done += r.error == MuxError::none; });
+  }
+  REQUIRE(loop->run_until([&] { return done == 100; }, 10 * second_ns));
+  Session& client = f.client->session();
+  Session& server = f.servers.at(0)->session();
+  CHECK(client.handshake_complete());
+  CHECK(server.handshake_complete());
+  CHECK(client.session_id() != wire::SessionId{});
+  CHECK(server.session_id() == client.session_id());
+  CHECK(client.generation() == 1);
+  CHECK(server.generation() == 1);
+  CHECK(loop->run_until([&] { return client.send_position() == server.receive_position() &&
+                                     server.send_position() == client.receive_position(); },
+                        5 * second_ns));
+  CHECK(client.send_position() > 0);
+  CHECK(client.peer_acked_position() <= client.send_position());
+  CHECK(server.peer_acked_position() <= server.send_position());
+}

@@ -8,9 +8,11 @@
 #include <cstring>
 #include <map>
 #include <optional>
+#include <random>
 #include <string>
 #include <vector>
 
+#include "tests/support.h"
 #include "wire/codec.h"
 
 using namespace ringmux;
@@ -112,6 +114,62 @@ Bytes raw(Encode encode) {
   Bytes out(2048);
   out.resize(encode(std::span<std::byte>(out)));
   return out;
+}
+
+// One decoded frame, with its payload copied out.
+struct Seen {
+  wire::FrameKind kind;
+  uint32_t stream_id;
+  Bytes payload;
+  wire::Frame frame() const { return wire::Frame{wire::FrameHeader{static_cast<uint32_t>(payload.size()),
+                                                                  static_cast<uint8_t>(kind), 0, stream_id, 0},
+                                                payload}; }
+};
+
+// Decodes whole frames (a batch as it goes on the wire); fails the test on a wire error.
+std::vector<Seen> frames_of(std::span<const std::byte> bytes) {
+  std::vector<Seen> out;
+  wire::Decoder decoder;
+  while (!bytes.empty()) {
+    auto step = decoder.next(bytes);
+    REQUIRE(step.ok());
+    bytes = bytes.subspan(step->consumed);
+    if (!step->has_frame) continue;
+    out.push_back({step->frame.header.frame_kind(), step->frame.header.stream_id,
+                   Bytes(step->frame.payload.begin(), step->frame.payload.end())});
+  }
+  return out;
+}
+
+// Takes `session`'s batch as one buffer, control then data, as the glue sends it.
+Bytes take_wire(Session& session) {
+  ByteVector control, data;
+  session.take_batch(control, data);
+  Bytes out(control.begin(), control.end());
+  out.insert(out.end(), data.begin(), data.end());
+  return out;
+}
+
+bool numbered_by_position(wire::FrameKind kind) {
+  using wire::FrameKind;
+  return kind != FrameKind::hello && kind != FrameKind::hello_ack && kind != FrameKind::ping &&
+         kind != FrameKind::pong && kind != FrameKind::ack;
+}
+
+// Position-space bytes of `bytes`, counted from the decoded frames (SPEC §8), independent
+// of the session's own accounting.
+uint64_t position_bytes_of(std::span<const std::byte> bytes) {
+  uint64_t total = 0;
+  for (const Seen& frame : frames_of(bytes)) {
+    if (numbered_by_position(frame.kind)) total += wire::frame_bytes(frame.payload.size());
+  }
+  return total;
+}
+
+wire::SessionId session_id_of(uint8_t seed) {
+  wire::SessionId id{};
+  for (std::size_t i = 0; i < id.size(); i++) id[i] = static_cast<std::byte>(seed + i * 7);
+  return id;
 }
 
 }  // namespace
@@ -358,6 +416,7 @@ TEST_CASE("session: a ping flood is cut off at the control-queue limit") {
   SessionOptions options;
   options.control_frames_queued_max = 16;
   Pair pair({}, options);
+  pair.pump();  // the handshake: a frame before it would be a violation, not a flood
   Bytes flood;
   for (int i = 0; i < 17; i++) {
     const Bytes ping = raw([i](auto out) { return wire::encode_ping(out, static_cast<uint64_t>(i)); });
@@ -406,4 +465,356 @@ TEST_CASE("session: the writer serves streams in turns within a batch") {
   CHECK(pair.client_log.streams[b.value()].writable == 1);
   CHECK(pair.server_log.streams[a.value()].received.size() == first_a);
   CHECK(pair.server_log.streams[b.value()].received.size() == first_b);
+}
+
+// ---- handshake and positions -----------------------------------------------------------
+
+// Proves the handshake of SPEC §1: the dialer's first bytes are a HELLO for a new session
+// (its id, generation 1, receive position 0, no RESUME), the acceptor has nothing to say
+// before it, and answers with an accepting HELLO_ACK carrying the same id and generation.
+TEST_CASE("session: the first bytes are HELLO and the acceptor answers HELLO_ACK with the same session id") {
+  SessionOptions options;
+  options.session_id = session_id_of(11);
+  Pair pair(options, {});
+  CHECK(pair.client.session_id() == options.session_id);
+  CHECK(pair.client.generation() == 1);
+  CHECK_FALSE(pair.client.handshake_complete());
+  CHECK_FALSE(pair.server.handshake_complete());
+  REQUIRE(pair.client.has_output());
+  CHECK_FALSE(pair.server.has_output());
+
+  const Bytes hello_bytes = take_wire(pair.client);
+  const auto hello_frames = frames_of(hello_bytes);
+  REQUIRE(hello_frames.size() == 1);
+  REQUIRE(hello_frames[0].kind == wire::FrameKind::hello);
+  auto hello = wire::parse_hello(hello_frames[0].frame());
+  REQUIRE(hello.ok());
+  CHECK(hello->session_id == options.session_id);
+  CHECK(hello->generation == 1);
+  CHECK(hello->receive_position == 0);
+  CHECK((hello->hello_flags & wire::hello_flag_resume) == 0);
+
+  REQUIRE(pair.server.receive(hello_bytes, 0).ok());
+  CHECK(pair.server.handshake_complete());
+  CHECK(pair.server.session_id() == options.session_id);
+  CHECK(pair.server.generation() == 1);
+  REQUIRE(pair.server.has_output());
+  const Bytes ack_bytes = take_wire(pair.server);
+  const auto ack_frames = frames_of(ack_bytes);
+  REQUIRE(ack_frames.size() == 1);
+  REQUIRE(ack_frames[0].kind == wire::FrameKind::hello_ack);
+  auto ack = wire::parse_hello_ack(ack_frames[0].frame());
+  REQUIRE(ack.ok());
+  CHECK(ack->status == StatusCode::ok);
+  CHECK(ack->session_id == options.session_id);
+  CHECK(ack->generation == 1);
+  CHECK(ack->receive_position == 0);
+
+  REQUIRE(pair.client.receive(ack_bytes, 0).ok());
+  CHECK(pair.client.handshake_complete());
+  // Handshake frames are outside the position space.
+  CHECK(pair.client.send_position() == 0);
+  CHECK(pair.server.send_position() == 0);
+  CHECK(pair.client.receive_position() == 0);
+  CHECK(pair.server.receive_position() == 0);
+}
+
+// Proves that a frame other than HELLO (acceptor) or HELLO_ACK (dialer) before the
+// handshake, or a second handshake frame after it, fails the session with a
+// connection-scoped protocol violation.
+TEST_CASE("session: frames before the handshake are refused as a protocol violation") {
+  Pair pair;
+  const Bytes open = raw([](auto out) { return wire::encode_open(out, 1, 0, 1, 0, {}); });
+  const Bytes data = raw([](auto out) { return wire::encode_frame(out, wire::FrameKind::data, 0, 1, {}); });
+  const Bytes ping = raw([](auto out) { return wire::encode_ping(out, 5); });
+  SUBCASE("OPEN to the acceptor before HELLO") {
+    CHECK(pair.server.receive(open, 0).error() == MuxError::protocol_violation);
+    CHECK(pair.server.failed());
+  }
+  SUBCASE("PING to the acceptor before HELLO") {
+    CHECK(pair.server.receive(ping, 0).error() == MuxError::protocol_violation);
+  }
+  SUBCASE("HELLO_ACK to the acceptor") {
+    wire::HelloAck answer;
+    answer.version = 1;
+    const Bytes frame = raw([&](auto out) { return wire::encode_hello_ack(out, answer); });
+    CHECK(pair.server.receive(frame, 0).error() == MuxError::protocol_violation);
+  }
+  SUBCASE("DATA to the dialer before HELLO_ACK") {
+    CHECK(pair.client.receive(data, 0).error() == MuxError::protocol_violation);
+    CHECK(pair.client.failed());
+  }
+  SUBCASE("HELLO to the dialer") {
+    wire::Hello hello;
+    hello.generation = 1;
+    const Bytes frame = raw([&](auto out) { return wire::encode_hello(out, hello); });
+    CHECK(pair.client.receive(frame, 0).error() == MuxError::protocol_violation);
+  }
+  SUBCASE("a second HELLO after the handshake") {
+    pair.pump();
+    REQUIRE(pair.server.handshake_complete());
+    wire::Hello hello;
+    hello.generation = 2;
+    const Bytes frame = raw([&](auto out) { return wire::encode_hello(out, hello); });
+    CHECK(pair.server.receive(frame, 0).error() == MuxError::protocol_violation);
+  }
+  const Session& failed = pair.server.failed() ? pair.server : pair.client;
+  CHECK(failed.failed());
+  CHECK(scope_of(failed.failure()) == Scope::connection);
+}
+
+// Proves that what the application queues before the handshake still works and goes out
+// behind the handshake frame, in order: the dialer's OPENs and DATA follow its HELLO in the
+// first batch; the acceptor, which may send nothing before the HELLO arrives, holds its
+// OPEN, DATA and PING and sends them behind its HELLO_ACK.
+TEST_CASE("session: frames queued before the handshake go out after it, in order") {
+  Pair pair;
+  // The acceptor's side first: it has not heard the HELLO yet.
+  auto served = pair.server.open(9, 0, bytes_of("early"), false);
+  REQUIRE(served.ok());
+  CHECK(pair.server.write(served.value(), bytes_of(" and more"), true).value() == 9);
+  pair.server.ping(77);
+  CHECK_FALSE(pair.server.has_output());
+  // The dialer's side: two streams opened before anything was sent.
+  auto first = pair.client.open(1, 0, bytes_of("one"), false);
+  auto second = pair.client.open(2, 0, bytes_of("two"), true);
+  REQUIRE(first.ok());
+  REQUIRE(second.ok());
+  CHECK(pair.client.write(first.value(), bytes_of("-data"), true).value() == 5);
+
+  const Bytes client_wire = take_wire(pair.client);
+  const auto client_frames = frames_of(client_wire);
+  REQUIRE(client_frames.size() == 4);
+  CHECK(client_frames[0].kind == wire::FrameKind::hello);
+  CHECK(client_frames[1].kind == wire::FrameKind::open);
+  CHECK(client_frames[1].stream_id == first.value());
+  CHECK(client_frames[2].kind == wire::FrameKind::open);
+  CHECK(client_frames[2].stream_id == second.value());
+  CHECK(client_frames[3].kind == wire::FrameKind::data);
+  CHECK(client_frames[3].stream_id == first.value());
+
+  // HELLO and the frames pipelined behind it arrive in one read.
+  REQUIRE(pair.server.receive(client_wire, 0).ok());
+  CHECK(pair.server_log.streams[first.value()].received == bytes_of("one-data"));
+  CHECK(pair.server_log.streams[second.value()].received == bytes_of("two"));
+  REQUIRE(pair.server.has_output());
+  const Bytes server_wire = take_wire(pair.server);
+  const auto server_frames = frames_of(server_wire);
+  REQUIRE(server_frames.size() >= 4);
+  CHECK(server_frames[0].kind == wire::FrameKind::hello_ack);
+  // Then the queued frames in the order they were queued (control ahead of data), and
+  // ACK / CREDIT for what was just received after them.
+  std::vector<wire::FrameKind> queued;
+  for (std::size_t i = 1; i < server_frames.size(); i++) {
+    if (server_frames[i].kind != wire::FrameKind::ack && server_frames[i].kind != wire::FrameKind::credit) {
+      queued.push_back(server_frames[i].kind);
+    }
+  }
+  CHECK(queued == std::vector<wire::FrameKind>{wire::FrameKind::open, wire::FrameKind::ping, wire::FrameKind::data});
+  REQUIRE(pair.client.receive(server_wire, 0).ok());
+  pair.pump();
+  CHECK(pair.client_log.streams[served.value()].received == bytes_of("early and more"));
+  CHECK(pair.client_log.streams[served.value()].remote_ended);
+  CHECK(pair.client_log.pongs.empty());
+  CHECK(pair.server_log.pongs == std::vector<uint64_t>{77});
+  CHECK_FALSE(pair.client.failed());
+  CHECK_FALSE(pair.server.failed());
+}
+
+// Proves the position accounting of SPEC §8 on both sides: after a random exchange (streams
+// opened by both sides, data of random sizes, ends, resets with and without messages,
+// STOPs, PINGs, a GOAWAY, batches moved in random order and cut at random points) each side's send position equals the other's
+// receive position, and both equal the position-space bytes counted independently from the
+// frames that crossed; the peer's acknowledged position is the last ACK the other side sent.
+TEST_CASE("session: positions on both sides agree after a random exchange") {
+  const uint64_t seed = test::test_seed("session positions");
+  std::mt19937_64 rng(seed);
+  Pair pair;
+  uint64_t wire_to_server = 0;  // position-space bytes that crossed, counted from the frames
+  uint64_t wire_to_client = 0;
+  auto move_counted = [&](Session& from, Session& to, uint64_t& counter) {
+    if (!from.has_output()) return false;
+    const Bytes bytes = take_wire(from);
+    counter += position_bytes_of(bytes);
+    // Split the bytes at a random point: positions do not depend on how reads fall.
+    const std::size_t cut = bytes.empty() ? 0 : std::uniform_int_distribution<std::size_t>(0, bytes.size())(rng);
+    REQUIRE(to.receive(std::span<const std::byte>(bytes).first(cut), 0).ok());
+    REQUIRE(to.receive(std::span<const std::byte>(bytes).subspan(cut), 0).ok());
+    return true;
+  };
+  const Bytes pool(200'000, std::byte{0x5a});
+  std::vector<StreamId> ids;
+  for (int op = 0; op < 3000; op++) {
+    Session& side = rng() % 2 == 0 ? pair.client : pair.server;
+    const auto pick = rng() % 100;
+    if (pick < 10 || ids.empty()) {
+      const std::size_t size = rng() % 3000;
+      auto id = side.open(1, 0, std::span<const std::byte>(pool).first(size), rng() % 4 == 0);
+      if (id.ok()) ids.push_back(id.value());
+    } else if (pick < 60) {
+      const std::size_t size = rng() % 100'000;
+      (void)side.write(ids[rng() % ids.size()], std::span<const std::byte>(pool).first(size), rng() % 8 == 0);
+    } else if (pick < 65) {
+      (void)side.end(ids[rng() % ids.size()]);
+    } else if (pick < 67) {
+      side.reset(ids[rng() % ids.size()], MuxError::cancelled, rng() % 2 == 0 ? "" : "gave up");
+    } else if (pick < 69) {
+      side.stop(ids[rng() % ids.size()]);
+    } else if (pick < 72) {
+      side.ping(rng());
+    } else if (pick < 86) {
+      (void)move_counted(pair.client, pair.server, wire_to_server);
+    } else {
+      (void)move_counted(pair.server, pair.client, wire_to_client);
+    }
+    REQUIRE_FALSE(pair.client.failed());
+    REQUIRE_FALSE(pair.server.failed());
+  }
+  pair.server.goaway(StatusCode::going_away);  // GOAWAY is in the position space too
+  for (int round = 0; round < 1000; round++) {
+    const bool moved = move_counted(pair.client, pair.server, wire_to_server) |
+                       move_counted(pair.server, pair.client, wire_to_client);
+    if (!moved) break;
+  }
+  REQUIRE_FALSE(pair.client.has_output());
+  REQUIRE_FALSE(pair.server.has_output());
+  CHECK(wire_to_server > 0);
+  CHECK(wire_to_client > 0);
+  CHECK(pair.client.send_position() == wire_to_server);
+  CHECK(pair.server.receive_position() == wire_to_server);
+  CHECK(pair.server.send_position() == wire_to_client);
+  CHECK(pair.client.receive_position() == wire_to_client);
+  // Every ACK sent was delivered: the receiver's last ACK is what the sender holds.
+  CHECK(pair.client.peer_acked_position() == pair.server.acked_position());
+  CHECK(pair.server.peer_acked_position() == pair.client.acked_position());
+  CHECK(pair.client.peer_acked_position() <= pair.client.send_position());
+  CHECK(pair.server.peer_acked_position() <= pair.server.send_position());
+}
+
+// Proves the ACK policy: no ACK goes out on its own below ack_interval_bytes; at the
+// interval one ACK is queued on its own, carrying the receive position; an ACK rides along
+// with any batch that goes out while bytes are unacknowledged; a batch never carries more
+// than one ACK (a later position updates the queued one); the sender records the position.
+TEST_CASE("session: ACKs are sent by the policy, one per batch at most") {
+  SessionOptions options;
+  options.stream_window_bytes = 8 * 1024 * 1024;
+  options.stream_window_bytes_max = 8 * 1024 * 1024;
+  Pair pair(options, options);
+  pair.server_log.auto_consume = false;  // no CREDIT: the server's output is ACKs alone
+  pair.pump();
+  auto id = pair.client.open(1, 0, {}, false);
+  REQUIRE(id.ok());
+  const Bytes block(limits::send_batch_bytes_target, std::byte{1});
+  // Bytes of the client's batches carrying at least `payload_bytes` of payload.
+  auto client_wire = [&](std::size_t payload_bytes) {
+    Bytes out;
+    std::size_t taken = 0;
+    while (taken < payload_bytes) {
+      taken += pair.client.write(id.value(), std::span<const std::byte>(block).first(
+                                                  std::min(block.size(), payload_bytes - taken)), false).value();
+      const Bytes batch = take_wire(pair.client);
+      out.insert(out.end(), batch.begin(), batch.end());
+    }
+    return out;
+  };
+  auto acks_in = [](const std::vector<Seen>& frames) {
+    std::vector<uint64_t> positions;
+    for (const Seen& frame : frames) {
+      if (frame.kind == wire::FrameKind::ack) positions.push_back(wire::parse_ack(frame.frame()).value());
+    }
+    return positions;
+  };
+
+  // Below the interval: nothing is due, nothing to send.
+  REQUIRE(pair.server.receive(client_wire(limits::ack_interval_bytes / 2), 0).ok());
+  CHECK_FALSE(pair.server.has_output());
+  CHECK(pair.server.acked_position() == 0);
+  // At the interval: one ACK on its own, with the receive position.
+  REQUIRE(pair.server.receive(client_wire(limits::ack_interval_bytes / 2), 0).ok());
+  REQUIRE(pair.server.has_output());
+  auto batch = frames_of(take_wire(pair.server));
+  REQUIRE(batch.size() == 1);
+  CHECK(acks_in(batch) == std::vector<uint64_t>{pair.server.receive_position()});
+  CHECK(pair.server.acked_position() == pair.server.receive_position());
+  // The client records it.
+  const uint64_t acked = pair.server.receive_position();
+  REQUIRE(pair.client.receive(raw([&](auto out) { return wire::encode_ack(out, acked); }), 0).ok());
+  CHECK(pair.client.peer_acked_position() == acked);
+  CHECK(pair.client.peer_acked_position() == pair.server.receive_position());
+
+  // Piggy-backed: a few bytes are not due on their own, but ride along with a PING.
+  REQUIRE(pair.server.receive(client_wire(100), 0).ok());
+  CHECK_FALSE(pair.server.has_output());
+  pair.server.ping(3);
+  batch = frames_of(take_wire(pair.server));
+  REQUIRE(batch.size() == 2);
+  CHECK(batch[0].kind == wire::FrameKind::ping);
+  CHECK(acks_in(batch) == std::vector<uint64_t>{pair.server.receive_position()});
+
+  // Two intervals before the batch goes: still one ACK, carrying the later position.
+  REQUIRE(pair.server.receive(client_wire(limits::ack_interval_bytes), 0).ok());
+  REQUIRE(pair.server.receive(client_wire(limits::ack_interval_bytes), 0).ok());
+  batch = frames_of(take_wire(pair.server));
+  CHECK(acks_in(batch) == std::vector<uint64_t>{pair.server.receive_position()});
+  CHECK_FALSE(pair.server.has_output());
+  CHECK_FALSE(pair.server.failed());
+}
+
+// Proves an ACK for bytes that were never sent (beyond the send position) fails the
+// session with a connection-scoped protocol violation, while an ACK of exactly the send
+// position is accepted.
+TEST_CASE("session: an ACK ahead of the send position fails the session") {
+  Pair pair;
+  REQUIRE(pair.client.open(1, 0, bytes_of("hello"), false).ok());
+  pair.pump();
+  const uint64_t sent = pair.client.send_position();
+  REQUIRE(sent > 0);
+  REQUIRE(pair.client.receive(raw([&](auto out) { return wire::encode_ack(out, sent); }), 0).ok());
+  CHECK(pair.client.peer_acked_position() == sent);
+  auto ahead = pair.client.receive(raw([&](auto out) { return wire::encode_ack(out, sent + 1); }), 0);
+  REQUIRE_FALSE(ahead.ok());
+  CHECK(ahead.error() == MuxError::protocol_violation);
+  CHECK(scope_of(pair.client.failure()) == Scope::connection);
+  CHECK(pair.client_log.streams[1].reset == MuxError::protocol_violation);
+  CHECK(pair.client.peer_acked_position() == sent);
+}
+
+// Proves that a RESUME HELLO for a session the acceptor does not know (it restarted) is
+// refused with HELLO_ACK status resume_unknown_session, and only that: the acceptor's
+// session fails with the session-scoped session_lost and drops what it had queued; the
+// dialer that reads the refusal fails with session_lost too.
+TEST_CASE("session: RESUME for an unknown session is refused") {
+  SessionOptions options;
+  options.session_id = session_id_of(42);
+  Pair pair(options, {});
+  REQUIRE(pair.server.open(1, 0, bytes_of("queued"), false).ok());  // dropped by the refusal
+  // The dialer's HELLO, turned into a RESUME (as a dialer that lost its connection sends).
+  const auto frames = frames_of(take_wire(pair.client));
+  REQUIRE(frames.size() == 1);
+  wire::Hello hello = wire::parse_hello(frames[0].frame()).value();
+  hello.hello_flags |= wire::hello_flag_resume;
+  const Bytes resume = raw([&](auto out) { return wire::encode_hello(out, hello); });
+
+  auto refused = pair.server.receive(resume, 0);
+  REQUIRE_FALSE(refused.ok());
+  CHECK(refused.error() == MuxError::session_lost);
+  CHECK(scope_of(refused.error()) == Scope::session);
+  CHECK(pair.server.failed());
+  CHECK_FALSE(pair.server.handshake_complete());
+  CHECK(pair.server_log.streams[2].reset == MuxError::session_lost);
+  REQUIRE(pair.server.has_output());
+  const Bytes answer_bytes = take_wire(pair.server);
+  const auto answer_frames = frames_of(answer_bytes);
+  REQUIRE(answer_frames.size() == 1);
+  REQUIRE(answer_frames[0].kind == wire::FrameKind::hello_ack);
+  auto answer = wire::parse_hello_ack(answer_frames[0].frame());
+  REQUIRE(answer.ok());
+  CHECK(answer->status == StatusCode::resume_unknown_session);
+  CHECK(answer->session_id == options.session_id);
+  CHECK(answer->generation == hello.generation);
+
+  auto lost = pair.client.receive(answer_bytes, 0);
+  REQUIRE_FALSE(lost.ok());
+  CHECK(lost.error() == MuxError::session_lost);
+  CHECK_FALSE(pair.client.handshake_complete());
 }
