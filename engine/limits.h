@@ -151,22 +151,16 @@ inline constexpr uint64_t keepalive_interval_ns_default = 1'000'000'000;
 // then resumes or fails). Three keepalive intervals: one lost PING is not a verdict.
 inline constexpr uint64_t dead_peer_timeout_ns_default = 3 * keepalive_interval_ns_default;
 
-// ---- replay: the replay ring and acknowledgements (replay/) ----------------------------
+// ---- replay: held batches, acknowledgements and resume (replay/, mux/) ----------------
 
-// Largest contiguous claim in a replay ring: one whole frame (header plus the largest
-// payload), so the writer can encode any frame straight into the ring and send it from
-// there without a copy. A ring allocates this many bytes past its capacity as a spill area
-// for a claim that crosses the wrap point (replay/ring.h).
-inline constexpr uint32_t replay_claim_bytes_max = frame_header_bytes + frame_payload_bytes_max;
-
-// Capacity of a session's replay ring: position-space bytes sent and not yet acknowledged.
-// When it is full the writer is back-pressured, so it bounds both what a session holds for
-// a resume and how far the sender runs ahead of the peer's ACKs. 16 MiB is ~3 ms of
-// loopback traffic at ~5 GB/s, many times a LAN round trip plus the ACK interval below, so
-// ACK batching alone never stalls a healthy connection; it holds 16 maximum-size frames;
-// and it costs 17 MiB per session with the spill area, allocated once. A power of two:
-// slot = position & mask.
-inline constexpr uint64_t replay_ring_bytes_default = 16 * 1024 * 1024;
+// Most bytes a session holds for replay: the batches sent and not yet acknowledged (whole
+// batches: a partly acknowledged one is held until its last byte is). When a new batch
+// would not fit, the writer is back-pressured until an ACK releases one, so this bounds
+// both what a session holds for a resume and how far the sender runs ahead of the peer's
+// ACKs. 16 MiB is ~3 ms of loopback traffic at ~5 GB/s, many times a LAN round trip plus
+// the ACK interval below, so ACK batching alone never stalls a healthy connection; it is
+// ~28 maximal send batches.
+inline constexpr uint64_t replay_bytes_max = 16 * 1024 * 1024;
 
 // The receiver acknowledges at least every this many position-space bytes. 1 MiB is a
 // sixteenth of the default ring, so the bytes waiting for an ACK that is not yet due never
@@ -180,6 +174,25 @@ inline constexpr uint64_t ack_interval_bytes = 1024 * 1024;
 // quiet connection at 200 ACK-only sends a second, so a thousand trickling connections
 // cost 200k small sends a second at most, not a million as at 1 ms.
 inline constexpr uint64_t ack_interval_ns = 5'000'000;
+
+// How long a session waits for a new connection after its transport broke before it is
+// lost (every stream fails with session_lost). Long enough to ride out a switch reboot or
+// a process being rescheduled, short enough that a caller without its own deadline learns
+// of a dead peer within seconds.
+inline constexpr uint64_t resume_timeout_ns_default = 10'000'000'000;
+
+// The dialing side's backoff between connect attempts while resuming: the first attempt
+// goes at once, then the delay doubles from the minimum up to the maximum, each delay drawn
+// uniformly from its upper half (jitter, so that many sessions that broke together do not
+// redial in lockstep).
+inline constexpr uint64_t redial_backoff_ns_min = 1'000'000;
+inline constexpr uint64_t redial_backoff_ns_max = 500'000'000;
+
+// How long mux::Acceptor waits for the dialer's HELLO on a new connection before closing it.
+inline constexpr uint64_t hello_timeout_ns = 5'000'000'000;
+
+// Largest HELLO payload mux::Acceptor reads (SPEC §4.1 allows later versions to extend it).
+inline constexpr uint32_t hello_payload_bytes_max = 1024;
 
 // ---- compile-time relations ----------------------------------------------------------
 
@@ -199,15 +212,11 @@ static_assert(connection_window_bytes_initial <= window_bytes_limit, "credit cou
 static_assert(frame_payload_bytes_max <= stream_window_bytes_initial * 4, "a max frame is a few initial windows");
 static_assert(loop_cq_entries >= 2 * loop_sq_entries, "multishot operations need CQ headroom");
 static_assert((loop_sq_entries & (loop_sq_entries - 1)) == 0, "io_uring rounds SQ size to a power of two");
-static_assert((replay_ring_bytes_default & (replay_ring_bytes_default - 1)) == 0,
-              "replay ring capacity must be a power of two (slot = position & mask)");
-static_assert(replay_ring_bytes_default >= 2 * uint64_t{replay_claim_bytes_max},
-              "a maximum frame can be claimed while another is still unacknowledged");
-static_assert(replay_ring_bytes_default >= send_batch_bytes_target + ack_interval_bytes + replay_claim_bytes_max,
-              "a send batch, the bytes awaiting a due ACK and one more frame fit in the ring at once");
-static_assert(ack_interval_bytes * 4 <= replay_ring_bytes_default,
-              "ACK batching alone never back-pressures the sender");
-static_assert(data_chunk_bytes + frame_header_bytes <= replay_claim_bytes_max, "a DATA chunk fits in one claim");
+static_assert(replay_bytes_max >= 4 * (send_batch_bytes_target + data_chunk_bytes) + ack_interval_bytes,
+              "several send batches and the bytes awaiting a due ACK are held at once");
+static_assert(ack_interval_bytes * 4 <= replay_bytes_max, "ACK batching alone never back-pressures the sender");
 static_assert(ack_interval_ns < keepalive_interval_ns_default, "a quiet receiver acknowledges before it pings");
+static_assert(redial_backoff_ns_min <= redial_backoff_ns_max, "backoff grows from its minimum");
+static_assert(redial_backoff_ns_max < resume_timeout_ns_default, "a resuming dialer gets several attempts");
 
 }  // namespace ringmux::limits

@@ -351,45 +351,42 @@ void Socket::resume_recv() noexcept {
   if (state_ == State::open && !recv_.submitted) arm_recv();
 }
 
-void Socket::send(std::span<const std::byte> bytes) noexcept {
-  RM_ASSERT(!send_in_flight());
-  RM_ASSERT(state_ == State::open);
-  RM_ASSERT(!bytes.empty());
-  send_parts_[0] = bytes;
-  send_parts_[1] = {};
-  send_remaining_ = bytes.size();
-  submit_send();
-}
+void Socket::send(std::span<const std::byte> bytes) noexcept { send(bytes, {}, {}); }
 
 void Socket::send(std::span<const std::byte> first, std::span<const std::byte> second) noexcept {
+  send(first, second, {});
+}
+
+void Socket::send(std::span<const std::byte> first, std::span<const std::byte> second,
+                  std::span<const std::byte> third) noexcept {
   RM_ASSERT(!send_in_flight());
   RM_ASSERT(state_ == State::open);
-  RM_ASSERT(!first.empty() || !second.empty());
-  if (first.empty()) {
-    first = second;
-    second = {};
+  send_part_count_ = 0;
+  send_remaining_ = 0;
+  for (std::span<const std::byte> part : {first, second, third}) {
+    if (part.empty()) continue;  // the kernel need not see empty parts
+    send_parts_[send_part_count_++] = part;
+    send_remaining_ += part.size();
   }
-  send_parts_[0] = first;
-  send_parts_[1] = second;
-  send_remaining_ = first.size() + second.size();
+  RM_ASSERT(send_remaining_ > 0);
   submit_send();
 }
 
 void Socket::submit_send() noexcept {
   io_uring_sqe* sqe = loop_.sqe();
-  if (send_parts_[1].empty()) {
+  if (send_part_count_ == 1) {
     const std::size_t length = std::min(send_parts_[0].size(), send_bytes_per_op_max);
     io_uring_prep_send(sqe, fd_, send_parts_[0].data(), length, MSG_NOSIGNAL);
   } else {
-    // Two parts: one sendmsg, so the peer gets them in one segment train and we pay one
-    // operation. The iovecs and msghdr are members: the kernel reads them until the CQE.
-    for (int i = 0; i < 2; i++) {
+    // Several parts: one sendmsg, so the peer gets them in one segment train and we pay
+    // one operation. The iovecs and msghdr are members: the kernel reads them until the CQE.
+    for (std::size_t i = 0; i < send_part_count_; i++) {
       send_iov_[i].iov_base = const_cast<std::byte*>(send_parts_[i].data());
       send_iov_[i].iov_len = send_parts_[i].size();
     }
     send_msg_ = {};
     send_msg_.msg_iov = send_iov_;
-    send_msg_.msg_iovlen = 2;
+    send_msg_.msg_iovlen = send_part_count_;
     io_uring_prep_sendmsg(sqe, fd_, &send_msg_, MSG_NOSIGNAL);
   }
   loop_.prepare(sqe, send_);
@@ -403,15 +400,16 @@ void Socket::on_send_complete(Completion& completion, int32_t result, uint32_t) 
     RM_ASSERT(sent <= self.send_remaining_);
     self.bytes_sent_ += sent;
     self.send_remaining_ -= sent;
-    // Advance over the parts: a short send may stop inside either one.
+    // Advance over the parts: a short send may stop inside any one.
     std::size_t left = sent;
-    if (left >= self.send_parts_[0].size()) {
-      left -= self.send_parts_[0].size();
-      self.send_parts_[0] = self.send_parts_[1].subspan(left);
-      self.send_parts_[1] = {};
-    } else {
-      self.send_parts_[0] = self.send_parts_[0].subspan(left);
+    std::size_t done = 0;
+    while (done < self.send_part_count_ && left >= self.send_parts_[done].size()) {
+      left -= self.send_parts_[done].size();
+      done++;
     }
+    for (std::size_t i = done; i < self.send_part_count_; i++) self.send_parts_[i - done] = self.send_parts_[i];
+    self.send_part_count_ -= done;
+    if (self.send_part_count_ > 0) self.send_parts_[0] = self.send_parts_[0].subspan(left);
     if (self.state_ == State::open) {
       if (self.send_remaining_ > 0) {
         self.submit_send();  // short send: resume where the kernel stopped

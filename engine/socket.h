@@ -181,9 +181,11 @@ class Socket {
   // Sends all of `bytes`; they must stay valid and unchanged until on_send_complete() or
   // on_error(). Asserts that no send is in flight and that the socket is open.
   void send(std::span<const std::byte> bytes) noexcept;
-  // Gather send: `first` then `second` in one operation (sendmsg), same contract as send.
-  // Either may be empty, not both.
+  // Gather send: the parts in order in one operation (sendmsg), same contract as send.
+  // Any may be empty, not all.
   void send(std::span<const std::byte> first, std::span<const std::byte> second) noexcept;
+  void send(std::span<const std::byte> first, std::span<const std::byte> second,
+            std::span<const std::byte> third) noexcept;
   bool send_in_flight() const noexcept { return send_.submitted || send_remaining_ != 0; }
   // Stops receiving (cancels the multishot receive) until resume_recv(): a consumer that
   // cannot keep up bounds its memory this way and the kernel's window pushes back on the
@@ -220,9 +222,11 @@ class Socket {
   bool recv_paused_ = false;
   int fd_;
   // The unsent rest of the current send: up to two parts, sent in order.
-  std::span<const std::byte> send_parts_[2];
+  static constexpr std::size_t send_parts_max = 3;
+  std::span<const std::byte> send_parts_[send_parts_max];
+  std::size_t send_part_count_ = 0;
   std::size_t send_remaining_ = 0;
-  iovec send_iov_[2] = {};
+  iovec send_iov_[send_parts_max] = {};
   msghdr send_msg_ = {};  // read by the kernel while a sendmsg is in flight
   uint64_t bytes_received_ = 0;
   uint64_t bytes_sent_ = 0;

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "engine/assert.h"
+#include "mux/acceptor.h"
 
 namespace ringmux::mux {
 
@@ -219,9 +220,21 @@ Connection::Connection(Loop& loop, int fd, bool dialer, const Registry* registry
       registry_(registry),
       observer_(observer),
       options_(options),
-      session_(*this, session_options_for(options.session, dialer)),
-      socket_(loop, fd, *this),
-      keepalive_(&Connection::on_keepalive, this) {}
+      session_(*this, [&] {
+        SessionOptions session_options = session_options_for(options.session, dialer);
+        session_options.resumable = options.resume;
+        return session_options;
+      }()),
+      transport_(std::make_unique<Transport>(*this, fd)),
+      keepalive_(&Connection::on_keepalive, this),
+      resume_deadline_(&Connection::on_resume_deadline, this),
+      redial_timer_(&Connection::on_redial_timer, this),
+      connector_(loop, *this) {
+  RM_ASSERT(!options.resume || !dialer || options.peer.length != 0);  // a resuming dialer redials somewhere
+  // Jitter only spreads redials apart: the session id's bits are random enough for that.
+  std::memcpy(&jitter_state_, session_.session_id().data(), sizeof(jitter_state_));
+  jitter_state_ |= 1;
+}
 
 Connection::~Connection() {
   RM_ASSERT(closed());
@@ -232,19 +245,34 @@ Connection::~Connection() {
 void Connection::start() noexcept {
   EntryGuard guard(*this);
   last_received_ns_ = loop_.now_ns();
-  socket_.start();
+  transport_started_ns_ = last_received_ns_;
+  transport_->socket.start();
   loop_.timer_start(keepalive_, options_.keepalive_interval_ns);
   // The dialer's HELLO goes out at once (with whatever was queued behind it), so that the
   // acceptor, whose frames wait for it, never waits for our first stream or keepalive.
   flush();
 }
 
+void Connection::start(const wire::Hello& hello) noexcept {
+  EntryGuard guard(*this);
+  if (!session_.accept_hello(hello)) {
+    end(session_.failure());
+    return;
+  }
+  start();
+}
+
 void Connection::close(MuxError reason) noexcept {
   EntryGuard guard(*this);
-  if (close_reason_ == MuxError::none) close_reason_ = reason;
-  loop_.timer_cancel(keepalive_);
-  session_.fail(reason);  // finishes every stream
-  socket_.close();
+  end(reason);
+}
+
+const ResumeStats& Connection::resume_stats() const noexcept {
+  resume_stats_view_ = resume_stats_;
+  resume_stats_view_.resumes = session_.stats().resumes;
+  resume_stats_view_.bytes_replayed = session_.stats().bytes_replayed;
+  resume_stats_view_.held_bytes_peak = session_.held().bytes_held_peak();
+  return resume_stats_view_;
 }
 
 // ---- streams ----
@@ -432,51 +460,217 @@ void Connection::on_pong(uint64_t opaque) noexcept {
 // ---- I/O ----
 
 void Connection::flush() noexcept {
-  if (flushing_ || socket_.send_in_flight() || !session_.has_output() ||
-      socket_.state() != engine::Socket::State::open) {
+  if (flushing_ || transport_ == nullptr || transport_->socket.send_in_flight() || !session_.has_output() ||
+      transport_->socket.state() != engine::Socket::State::open) {
     return;
   }
-  RM_ASSERT(sending_control_.empty() && sending_data_.empty());
-  // take_batch wakes writers, whose writes call flush() again: they must only fill the
+  RM_ASSERT(sending_link_.empty());
+  // take_output wakes writers, whose writes call flush() again: they must only fill the
   // session's new batch, not start a send of their own.
   flushing_ = true;
-  session_.take_batch(sending_control_, sending_data_);
+  replay::HeldSpans held;
+  session_.take_output(sending_link_, held);
   flushing_ = false;
-  // take_batch may have woken writers that refilled the session's batch: that waits for
-  // this send to complete (double buffer), as it should.
-  if (sending_control_.empty() && sending_data_.empty()) return;
+  if (sending_link_.empty() && held.empty()) return;
   batches_sent_++;
-  socket_.send(sending_control_, sending_data_);
+  send_started_ns_ = loop_.now_ns();
+  transport_->socket.send(sending_link_, held.first, held.second);
 }
 
-void Connection::on_recv(std::span<const std::byte> bytes) noexcept {
+void Connection::on_transport_recv(Transport& transport, std::span<const std::byte> bytes) noexcept {
+  if (&transport != transport_.get()) return;  // a replaced connection's late bytes
   EntryGuard guard(*this);
   last_received_ns_ = loop_.now_ns();
+  const bool was_established = session_.handshake_complete();
   auto received = session_.receive(bytes, last_received_ns_);
   if (!received) {
-    // The reader decides transport health: a protocol error ends the connection.
-    close_reason_ = received.error();
-    close(received.error());
+    // The reader decides transport health: a protocol error ends the connection, and the
+    // session too unless it can resume (the session says which by failing or not).
+    lose_transport(received.error(), engine::IoError::none);
     return;
   }
+  if (!was_established && session_.handshake_complete()) on_established();
   flush();
 }
 
-void Connection::on_send_complete() noexcept {
+void Connection::on_transport_sent(Transport& transport) noexcept {
+  if (&transport != transport_.get()) return;
   EntryGuard guard(*this);
-  sending_control_.clear();  // capacity kept: the next swap reuses it
-  sending_data_.clear();
+  sending_link_.clear();  // capacity kept: the next swap reuses it
+  send_started_ns_ = 0;
   flush();
 }
 
-void Connection::on_error(engine::IoError error) noexcept {
+void Connection::on_transport_error(Transport& transport, engine::IoError error) noexcept {
+  if (&transport != transport_.get()) return;  // a superseded connection's errors are ignored
   EntryGuard guard(*this);
-  io_error_ = error;
-  close(MuxError::connection_lost);  // io_error_ says how
+  lose_transport(MuxError::connection_lost, error);  // io_error_ says how
 }
 
-void Connection::on_closed() noexcept {
-  if (closed_reported_ || close_pending_) return;
+void Connection::on_transport_closed(Transport& transport) noexcept {
+  EntryGuard guard(*this);
+  if (&transport == transport_.get()) {
+    transport_.reset();  // closed without an error reaching us (close() of the session)
+  } else {
+    for (auto it = retired_.begin(); it != retired_.end(); ++it) {
+      if (it->get() == &transport) {
+        retired_.erase(it);  // its operations are all complete: safe to destroy now
+        break;
+      }
+    }
+  }
+  if (ended_) {
+    maybe_report_closed();
+    return;
+  }
+  // A dialer that lost its transport redials once the old socket is gone.
+  if (transport_ == nullptr && session_.dialer() && !redial_timer_.armed() && !connector_.in_progress()) {
+    schedule_redial();
+  }
+}
+
+void Connection::lose_transport(MuxError reason, engine::IoError io_error) noexcept {
+  if (ended_) return;
+  io_error_ = io_error;
+  if (!resumable()) {
+    end(session_.failed() ? session_.failure() : reason);
+    return;
+  }
+  // Resume: the session keeps its streams; this TCP connection is done.
+  resume_stats_.transports_lost++;
+  session_.on_transport_lost();
+  loop_.timer_cancel(keepalive_);
+  retire_transport();
+  if (!resume_deadline_.armed()) loop_.timer_start(resume_deadline_, options_.resume_timeout_ns);
+  // The dialer redials when the retired socket has closed (on_transport_closed), so that no
+  // operation of the old connection is left in flight; the acceptor waits for adopt().
+}
+
+void Connection::end(MuxError reason) noexcept {
+  if (!ended_) {
+    ended_ = true;
+    if (close_reason_ == MuxError::none) close_reason_ = reason;
+  }
+  loop_.timer_cancel(keepalive_);
+  loop_.timer_cancel(resume_deadline_);
+  loop_.timer_cancel(redial_timer_);
+  connector_.cancel();  // its on_connect closes the fd it may still bring
+  if (acceptor_ != nullptr) {
+    acceptor_->forget(*this);
+    acceptor_ = nullptr;
+  }
+  session_.fail(reason);  // finishes every stream
+  retire_transport();
+  maybe_report_closed();
+}
+
+void Connection::retire_transport() noexcept {
+  if (transport_ == nullptr) return;
+  sending_link_.clear();
+  send_started_ns_ = 0;
+  Transport& transport = *transport_;
+  retired_.push_back(std::move(transport_));
+  transport.socket.close();  // on_transport_closed removes it from retired_
+}
+
+void Connection::install_transport(int fd) noexcept {
+  RM_ASSERT(transport_ == nullptr);
+  transport_ = std::make_unique<Transport>(*this, fd);
+  last_received_ns_ = loop_.now_ns();
+  transport_started_ns_ = last_received_ns_;
+  ping_sent_ns_ = 0;
+  transport_->socket.start();
+  loop_.timer_start(keepalive_, options_.keepalive_interval_ns);
+}
+
+void Connection::schedule_redial() noexcept {
+  // The first attempt after a loss goes at once; then exponential backoff with jitter.
+  uint64_t delay_ns = 0;
+  if (redial_attempts_ > 0) {
+    const uint32_t doublings = std::min<uint32_t>(redial_attempts_ - 1, 40);
+    const uint64_t ceiling =
+        std::min(options_.redial_backoff_ns_max, options_.redial_backoff_ns_min << std::min<uint32_t>(doublings, 30));
+    jitter_state_ ^= jitter_state_ << 13;
+    jitter_state_ ^= jitter_state_ >> 7;
+    jitter_state_ ^= jitter_state_ << 17;
+    delay_ns = ceiling / 2 + jitter_state_ % (ceiling / 2 + 1);
+  }
+  loop_.timer_start(redial_timer_, delay_ns);
+}
+
+void Connection::on_redial_timer(engine::Timer& timer) noexcept {
+  auto& self = *static_cast<Connection*>(timer.context());
+  EntryGuard guard(self);
+  if (self.ended_ || self.transport_ != nullptr || self.connector_.in_progress()) return;
+  self.redial_attempts_++;
+  self.resume_stats_.redials++;
+  self.connector_.connect(self.options_.peer, self.options_.connect_timeout_ms);
+}
+
+void Connection::on_connect(Result<int, engine::IoError> result) noexcept {
+  EntryGuard guard(*this);
+  if (ended_) {
+    if (result) ::close(result.value());
+    maybe_report_closed();
+    return;
+  }
+  if (!result) {
+    schedule_redial();  // refused, timed out, ...: try again until the resume deadline
+    return;
+  }
+  install_transport(result.value());
+  session_.start_resume();
+  flush();
+}
+
+replay::HelloAnswer Connection::adopt(int fd, const wire::Hello& hello) noexcept {
+  EntryGuard guard(*this);
+  RM_ASSERT(!session_.dialer());
+  // A HELLO of an older or the same generation comes from a superseded attempt: ignore it
+  // before touching the current transport.
+  if (ended_ || hello.generation <= session_.generation()) {
+    replay::HelloAnswer ignored;
+    ignored.verdict = replay::HelloVerdict::ignore;
+    ignored.error = replay::ReplayError::superseded_generation;
+    if (ended_) {
+      ignored = replay::answer_hello(hello, nullptr);  // unknown by now: refused as such
+    }
+    return ignored;
+  }
+  // The dialer is on a new connection: whatever we still hold of the old one is stale
+  // (often we have not even seen it break yet).
+  if (transport_ != nullptr) lose_transport(MuxError::connection_lost, engine::IoError::none);
+  if (ended_) return replay::answer_hello(hello, nullptr);
+  replay::HelloAnswer answer = session_.answer_resume(hello);
+  if (answer.verdict != replay::HelloVerdict::accept_resume) {
+    if (session_.failed()) end(session_.failure());  // refused for good: the session is lost
+    return answer;
+  }
+  install_transport(fd);
+  on_established();
+  flush();
+  return answer;
+}
+
+void Connection::on_established() noexcept {
+  const uint64_t now = loop_.now_ns();
+  loop_.timer_cancel(resume_deadline_);
+  redial_attempts_ = 0;
+  if (session_.generation() > 1) {
+    resume_stats_.last_resume_ns = now;
+    resume_stats_.last_resume_duration_ns = now - transport_started_ns_;
+  }
+}
+
+void Connection::on_resume_deadline(engine::Timer& timer) noexcept {
+  auto& self = *static_cast<Connection*>(timer.context());
+  EntryGuard guard(self);
+  if (self.connected() || self.ended_) return;
+  self.end(MuxError::session_lost);
+}
+
+void Connection::maybe_report_closed() noexcept {
+  if (!closed() || connector_.in_progress() || closed_reported_ || close_pending_) return;
   if (depth_ > 0) {
     // Inside an entry point: the observer hears of it when that returns (it may destroy
     // the connection, which must not happen under a running member function).
@@ -490,14 +684,18 @@ void Connection::on_closed() noexcept {
 void Connection::on_keepalive(engine::Timer& timer) noexcept {
   auto& self = *static_cast<Connection*>(timer.context());
   EntryGuard guard(self);
+  if (self.transport_ == nullptr || self.ended_) return;
   const uint64_t now = self.loop_.now_ns();
   const uint64_t silent_ns = now - self.last_received_ns_;
-  if (silent_ns >= self.options_.dead_peer_timeout_ns) {
-    self.io_error_ = engine::IoError::timed_out;
-    self.close(MuxError::connection_lost);
+  // A silent peer, or a send that makes no progress (the peer stopped reading, or the path
+  // is a black hole): the transport is dead. The session resumes if it can.
+  const bool send_stuck = self.send_started_ns_ != 0 && now - self.send_started_ns_ >= self.options_.dead_peer_timeout_ns;
+  if (silent_ns >= self.options_.dead_peer_timeout_ns || send_stuck) {
+    self.lose_transport(MuxError::connection_lost, engine::IoError::timed_out);
     return;
   }
-  if (silent_ns >= self.options_.keepalive_interval_ns && self.ping_sent_ns_ == 0) {
+  if (silent_ns >= self.options_.keepalive_interval_ns && self.ping_sent_ns_ == 0 &&
+      self.session_.handshake_complete()) {
     self.ping_sent_ns_ = now;
     self.session_.ping(now);
     self.flush();

@@ -105,6 +105,29 @@ struct ConnectionOptions {
   SessionOptions session;
   uint64_t keepalive_interval_ns = limits::keepalive_interval_ns_default;
   uint64_t dead_peer_timeout_ns = limits::dead_peer_timeout_ns_default;
+  // Resume: when the transport breaks, the session carries on over a new TCP connection.
+  // The dialing side redials `peer` with exponential backoff and jitter; the accepting side
+  // waits for the dialer's RESUME, routed to it by mux::Acceptor. Past resume_timeout_ns
+  // without a connection the session is lost (every stream fails with session_lost).
+  bool resume = false;
+  engine::Address peer;  // the dialing side's redial address (required with resume)
+  uint64_t resume_timeout_ns = limits::resume_timeout_ns_default;
+  uint64_t redial_backoff_ns_min = limits::redial_backoff_ns_min;
+  uint64_t redial_backoff_ns_max = limits::redial_backoff_ns_max;
+  uint32_t connect_timeout_ms = limits::connect_timeout_ms_default;
+};
+
+// What a resumable connection did (all zero without resume). Loop thread only.
+struct ResumeStats {
+  uint64_t transports_lost = 0;   // TCP connections that broke under the session
+  uint64_t resumes = 0;           // handshakes that resumed the session
+  uint64_t bytes_replayed = 0;    // held bytes sent again after resumes
+  uint64_t redials = 0;           // connect attempts after the first connection (dialer)
+  uint64_t last_resume_ns = 0;    // loop clock when the last resume completed
+  // From the new TCP connection being established to the handshake completing (the dialer
+  // measures it: connect completion to HELLO_ACK; the acceptor: adopt to HELLO_ACK queued).
+  uint64_t last_resume_duration_ns = 0;
+  uint64_t held_bytes_peak = 0;   // most bytes the held batches have held
 };
 
 class ConnectionObserver {
@@ -118,7 +141,9 @@ class ConnectionObserver {
   ~ConnectionObserver() = default;
 };
 
-class Connection final : public SessionHandler, public engine::SocketHandler {
+class Acceptor;
+
+class Connection final : public SessionHandler, private engine::ConnectHandler {
  public:
   // Adopts the connected `fd` on `loop`. `registry` (may be null: no handlers) and
   // `observer` must outlive the connection.
@@ -129,9 +154,22 @@ class Connection final : public SessionHandler, public engine::SocketHandler {
   Connection& operator=(const Connection&) = delete;
 
   void start() noexcept;
-  // Closes the connection: every stream finishes with `reason`.
+  // The accepting side's start when mux::Acceptor has read the dialer's HELLO already.
+  void start(const wire::Hello& hello) noexcept;
+  // Closes the session: every stream finishes with `reason`; no resume.
   void close(MuxError reason = MuxError::cancelled) noexcept;
-  bool closed() const noexcept { return socket_.state() == engine::Socket::State::closed; }
+  // The session is over and every socket it used is closed (on_connection_closed is due
+  // or delivered).
+  bool closed() const noexcept { return ended_ && transport_ == nullptr && retired_.empty(); }
+  // A transport is up and its handshake is complete (false while resuming).
+  bool connected() const noexcept { return transport_ != nullptr && session_.handshake_complete(); }
+  const ResumeStats& resume_stats() const noexcept;
+
+  // Accepting side, resume: a new TCP connection `fd` brought `hello` for this session
+  // (mux::Acceptor routes it here). On accept_resume the connection takes the fd over and
+  // replays; on refuse / ignore the fd stays the caller's, which sends answer.ack (refuse)
+  // and closes it.
+  replay::HelloAnswer adopt(int fd, const wire::Hello& hello) noexcept;
 
   // ---- streams (client side) ----
   // Opens a stream; `observer` receives its events (owned by the caller, who must keep it
@@ -171,13 +209,25 @@ class Connection final : public SessionHandler, public engine::SocketHandler {
   void on_goaway(uint32_t last_stream_id, wire::StatusCode code) noexcept override;
   void on_pong(uint64_t opaque) noexcept override;
 
-  // SocketHandler
-  void on_recv(std::span<const std::byte> bytes) noexcept override;
-  void on_send_complete() noexcept override;
-  void on_error(engine::IoError error) noexcept override;
-  void on_closed() noexcept override;
-
  private:
+  friend class Acceptor;
+  // One TCP connection under the session. The socket's callbacks name their transport, so
+  // those of a transport that was replaced (retired, closing) are told apart and ignored.
+  class Transport final : public engine::SocketHandler {
+   public:
+    Transport(Connection& connection, int fd) noexcept : connection_(connection), socket(connection.loop_, fd, *this) {}
+    void on_recv(std::span<const std::byte> bytes) noexcept override { connection_.on_transport_recv(*this, bytes); }
+    void on_send_complete() noexcept override { connection_.on_transport_sent(*this); }
+    void on_error(engine::IoError error) noexcept override { connection_.on_transport_error(*this, error); }
+    void on_closed() noexcept override { connection_.on_transport_closed(*this); }
+
+   private:
+    Connection& connection_;
+
+   public:
+    engine::Socket socket;
+  };
+
   struct Entry {
     StreamObserver* observer;
     bool owned;  // server handlers and unary calls are deleted by the connection
@@ -199,19 +249,55 @@ class Connection final : public SessionHandler, public engine::SocketHandler {
   void flush() noexcept;
   void finish(StreamId id, MuxError error, std::string_view message) noexcept;
   static void on_keepalive(engine::Timer& timer) noexcept;
+  static void on_resume_deadline(engine::Timer& timer) noexcept;
+  static void on_redial_timer(engine::Timer& timer) noexcept;
+
+  void on_transport_recv(Transport& transport, std::span<const std::byte> bytes) noexcept;
+  void on_transport_sent(Transport& transport) noexcept;
+  void on_transport_error(Transport& transport, engine::IoError error) noexcept;
+  void on_transport_closed(Transport& transport) noexcept;
+  // ConnectHandler: a redial finished.
+  void on_connect(Result<int, engine::IoError> result) noexcept override;
+
+  bool resumable() const noexcept { return options_.resume && !session_.failed() && !ended_; }
+  // The transport failed (`reason`, `io_error` for transport errors): resume when the
+  // session can, else end the session with it.
+  void lose_transport(MuxError reason, engine::IoError io_error) noexcept;
+  // Ends the session: every stream finishes with `reason`; the observer hears once every
+  // transport has closed.
+  void end(MuxError reason) noexcept;
+  // Closes the current transport (if any) and keeps it until its socket has closed.
+  void retire_transport() noexcept;
+  // Makes `fd` the current transport and starts it.
+  void install_transport(int fd) noexcept;
+  void schedule_redial() noexcept;
+  // The handshake on the current transport completed: resume bookkeeping.
+  void on_established() noexcept;
+  void maybe_report_closed() noexcept;
 
   engine::Loop& loop_;
   const Registry* registry_;
   ConnectionObserver& observer_;
   ConnectionOptions options_;
   Session session_;
-  engine::Socket socket_;
+  std::unique_ptr<Transport> transport_;               // the current TCP connection, if any
+  std::vector<std::unique_ptr<Transport>> retired_;    // replaced ones, until their sockets close
   std::unordered_map<StreamId, Entry> streams_;
-  // The double buffer: the batch in flight (sending_*) and, inside the session, the one
-  // being filled; swapped when the send completes.
-  ByteVector sending_control_;
-  ByteVector sending_data_;
+  // The double buffer: the link frames in flight (the held bytes in flight stay in the
+  // session's held batches) and, inside the session, the batch being filled.
+  ByteVector sending_link_;
   engine::Timer keepalive_;
+  engine::Timer resume_deadline_;
+  engine::Timer redial_timer_;
+  engine::Connector connector_;
+  Acceptor* acceptor_ = nullptr;  // the table this accepting side is registered in
+  ResumeStats resume_stats_;
+  mutable ResumeStats resume_stats_view_;
+  uint64_t transport_started_ns_ = 0;  // when the current transport's TCP connection was up
+  uint64_t send_started_ns_ = 0;       // when the send in flight was submitted
+  uint32_t redial_attempts_ = 0;       // since the last established handshake
+  uint64_t jitter_state_ = 0;          // xorshift state for backoff jitter
+  bool ended_ = false;                 // the session is over (no resume)
   uint64_t last_received_ns_ = 0;
   uint64_t ping_sent_ns_ = 0;
   uint64_t batches_sent_ = 0;
@@ -219,7 +305,7 @@ class Connection final : public SessionHandler, public engine::SocketHandler {
   engine::IoError io_error_ = engine::IoError::none;
   bool closed_reported_ = false;
   bool flushing_ = false;
-  bool close_pending_ = false;
+  bool close_pending_ = false;  // on_connection_closed is due at the end of the entry point
   bool reaping_ = false;
   uint32_t depth_ = 0;
   std::vector<StreamId> writable_pending_;  // on_stream_writable, delivered by reap()

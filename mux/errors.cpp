@@ -18,7 +18,8 @@ const char* describe(MuxError e) noexcept {
     case MuxError::flood: return "peer sent control frames or resets past the limits";
     case MuxError::peer_error: return "peer reported a connection error";
     case MuxError::connection_lost: return "connection lost (closed, reset or silent peer)";
-    case MuxError::session_lost: return "session lost: the handshake refused it (a new session is needed)";
+    case MuxError::ack_beyond_sent: return "peer acknowledged bytes that were never sent";
+    case MuxError::session_lost: return "session lost: it cannot resume (refused by the peer or out of time)";
   }
   return "unknown mux error";
 }
@@ -30,6 +31,7 @@ Scope scope_of(MuxError e) noexcept {
     case MuxError::flood:
     case MuxError::peer_error:
     case MuxError::connection_lost:
+    case MuxError::ack_beyond_sent:
       return Scope::connection;
     case MuxError::session_lost:
       return Scope::session;
@@ -64,6 +66,7 @@ wire::StatusCode status_of(MuxError e) noexcept {
     case MuxError::flood: return StatusCode::resource_exhausted;
     case MuxError::peer_error: return StatusCode::internal_error;
     case MuxError::connection_lost: return StatusCode::internal_error;
+    case MuxError::ack_beyond_sent: return StatusCode::protocol_error;
     case MuxError::session_lost: return StatusCode::session_lost;
   }
   return StatusCode::internal_error;

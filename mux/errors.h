@@ -31,9 +31,10 @@ enum class MuxError : uint8_t {
   flood,               // control frames or resets faster than the limits allow
   peer_error,          // the peer reported a connection error (ERROR on stream 0)
   connection_lost,     // the transport failed: closed, reset, or the peer fell silent
+  ack_beyond_sent,     // the peer acknowledged replay positions we never sent
   // Session-scoped: a new session is the only way on.
-  session_lost,  // the handshake refused the session (unknown to the peer, positions that no
-                 // longer agree, no common version)
+  session_lost,  // the session cannot resume: the handshake refused it (unknown to the peer,
+                 // positions that no longer agree, no common version) or the resume timeout passed
 };
 
 const char* describe(MuxError e) noexcept;

@@ -48,7 +48,8 @@ Session::Session(SessionHandler& handler, const SessionOptions& options)
       connection_send_(options.connection_window_bytes),
       connection_recv_(options.connection_window_bytes, options.connection_window_bytes),
       dial_(options.session_id),
-      output_open_(options.dialer) {
+      output_open_(options.dialer),
+      held_(options.replay_bytes_max) {
   streams_.reserve(options.streams_concurrent_max);
   control_.reserve(64 * 1024);
   data_.reserve(limits::send_batch_bytes_target + limits::data_chunk_bytes);
@@ -58,9 +59,7 @@ Session::Session(SessionHandler& handler, const SessionOptions& options)
     const wire::Hello hello = dial_.start_attempt(0);
     session_id_ = hello.session_id;
     generation_ = hello.generation;
-    const std::size_t bytes = wire::frame_bytes(wire::hello_payload_bytes);
-    wire::encode_hello(grow(control_, bytes), hello);
-    batch_unpositioned_bytes_ += bytes;
+    wire::encode_hello(grow(link_, wire::frame_bytes(wire::hello_payload_bytes)), hello);
     stats_.frames_sent++;
   }
 }
@@ -88,7 +87,11 @@ Result<void, MuxError> Session::receive(std::span<const std::byte> bytes, uint64
   while (!bytes.empty()) {
     auto step = decoder_.next(bytes);
     if (!step) {
-      fail(MuxError::protocol_violation);  // a wire error: the bytes cannot be trusted
+      // A wire error: the bytes cannot be trusted. With resume, the damage belongs to this
+      // connection (corruption is caught here, before any frame of it is handled) and the
+      // session goes on over the next one; otherwise the session ends with it.
+      if (options_.resumable) return Err{MuxError::protocol_violation};
+      fail(MuxError::protocol_violation);
       return Err{failed_};
     }
     bytes = bytes.subspan(step->consumed);
@@ -107,6 +110,7 @@ Result<void, MuxError> Session::receive(std::span<const std::byte> bytes, uint64
     receive_position_ += ((position_space_kinds >> (kind & 31u)) & 1u) * wire::frame_bytes(step->frame.payload.size());
     auto handled = handle(step->frame, now_ns);
     if (!handled) {
+      if (handled.error() == MuxError::ack_beyond_sent && options_.resumable) return handled;  // this connection only
       fail(handled.error());
       return Err{failed_};
     }
@@ -143,10 +147,8 @@ Result<void, MuxError> Session::handle_hello(const Frame& frame) noexcept {
       // application queued), then queue the HELLO_ACK that says why.
       const MuxError error = error_of(answer.error);
       fail(error);
-      wire::encode_hello_ack(grow(control_, bytes), answer.ack);
-      batch_unpositioned_bytes_ += bytes;
+      wire::encode_hello_ack(grow(link_, bytes), answer.ack);
       stats_.frames_sent++;
-      output_open_ = true;
       return Err{error};
     }
     case replay::HelloVerdict::accept_resume:
@@ -155,43 +157,122 @@ Result<void, MuxError> Session::handle_hello(const Frame& frame) noexcept {
       RM_ASSERT(false);
       return Err{MuxError::protocol_violation};
   }
-  session_id_ = hello->session_id;
-  generation_ = hello->generation;
+  accept_new(hello.value(), answer.ack);
+  return {};
+}
+
+void Session::accept_new(const wire::Hello& hello, const wire::HelloAck& ack) noexcept {
+  session_id_ = hello.session_id;
+  generation_ = hello.generation;
   handshake_complete_ = true;
-  // The HELLO_ACK goes ahead of everything the application queued while we waited.
-  RM_ASSERT(batch_ack_offset_ == no_ack_offset);  // nothing was received before the HELLO
-  control_.insert(control_.begin(), bytes, std::byte{0});
-  wire::encode_hello_ack(std::span<std::byte>(control_.data(), bytes), answer.ack);
-  batch_unpositioned_bytes_ += bytes;
+  // The HELLO_ACK goes ahead of everything the application queued while we waited (a PING
+  // may be waiting in the link frames already).
+  const std::size_t bytes = wire::frame_bytes(wire::hello_ack_payload_bytes);
+  link_.insert(link_.begin(), bytes, std::byte{0});
+  wire::encode_hello_ack(std::span<std::byte>(link_.data(), bytes), ack);
   stats_.frames_sent++;
   output_open_ = true;
+}
+
+Result<void, MuxError> Session::accept_hello(const wire::Hello& hello) noexcept {
+  RM_ASSERT(!dialer_ && !handshake_complete_ && generation_ == 0);
+  const replay::HelloAnswer answer = replay::answer_hello(hello, nullptr);
+  if (answer.verdict != replay::HelloVerdict::accept_new) {
+    fail(error_of(answer.error));
+    return Err{failed_};
+  }
+  accept_new(hello, answer.ack);
   return {};
+}
+
+// ---- resume ----------------------------------------------------------------------------
+
+void Session::on_transport_lost() noexcept {
+  RM_ASSERT(options_.resumable);
+  if (failed()) return;
+  // What belonged to that connection goes: a partly received frame (the peer sends it again
+  // from our receive position), link frames not sent, the handshake. Streams, the batch
+  // being built, the held batches and both positions stay.
+  decoder_ = wire::Decoder();
+  link_.clear();
+  link_ack_offset_ = no_ack_offset;
+  handshake_complete_ = false;
+  output_open_ = false;
+  if (dialer_) dial_.on_connection_lost();
+  // Everything sent on that connection may have been lost: the next handshake says where
+  // the peer stands, and the cursor moves there.
+  (void)held_.rewind(held_.acked());
+}
+
+void Session::start_resume() noexcept {
+  RM_ASSERT(dialer_ && options_.resumable && !handshake_complete_ && !failed());
+  // Only the HELLO goes out until the HELLO_ACK says where the peer stands: new bytes
+  // sent before the replay would leave a gap at the peer.
+  const wire::Hello hello = dial_.start_attempt(dial_.resumable() ? receive_position_ : 0);
+  generation_ = hello.generation;
+  ack_policy_.on_handshake(receive_position_);
+  wire::encode_hello(grow(link_, wire::frame_bytes(wire::hello_payload_bytes)), hello);
+  stats_.frames_sent++;
+  // Even a retry of a new session waits: the peer may have received bytes of the attempt
+  // that broke, and its HELLO_ACK says from where to go on.
+  output_open_ = false;
+}
+
+replay::HelloAnswer Session::answer_resume(const wire::Hello& hello) noexcept {
+  RM_ASSERT(!dialer_ && options_.resumable);
+  const replay::KnownSession known{generation_, held_.held(), receive_position_};
+  replay::HelloAnswer answer = replay::answer_hello(hello, failed() ? nullptr : &known);
+  if (answer.verdict == replay::HelloVerdict::refuse && scope_of(answer.error) == Scope::session) {
+    fail(MuxError::session_lost);
+  }
+  if (answer.verdict != replay::HelloVerdict::accept_resume) return answer;
+  // The caller has dropped the old connection (on_transport_lost); this one takes over.
+  RM_ASSERT(!handshake_complete_);
+  generation_ = hello.generation;
+  (void)held_.ack(answer.replay_from);  // checked against held_ by answer_hello
+  (void)held_.rewind(answer.replay_from);
+  peer_acked_position_ = std::max(peer_acked_position_, answer.replay_from);
+  stats_.resumes++;
+  stats_.bytes_replayed += held_.bytes_unsent();
+  ack_policy_.on_handshake(receive_position_);
+  handshake_complete_ = true;
+  wire::encode_hello_ack(grow(link_, wire::frame_bytes(wire::hello_ack_payload_bytes)), answer.ack);
+  stats_.frames_sent++;
+  output_open_ = true;
+  return answer;
 }
 
 Result<void, MuxError> Session::handle_hello_ack(const Frame& frame) noexcept {
   auto ack = wire::parse_hello_ack(frame);
   if (!ack) return Err{MuxError::protocol_violation};
-  // Nothing is held for replay yet: what was handed out, none of it acknowledged.
-  auto established = dial_.on_hello_ack(ack.value(), replay::HeldRange{peer_acked_position_, send_position_});
+  auto established = dial_.on_hello_ack(ack.value(), held_.held());
   if (!established) return Err{error_of(established.error())};
-  // The peer's receive position acknowledges every byte before it (0 for a new session).
+  // The peer's receive position acknowledges every byte before it (0 for a new session),
+  // and our replay starts there.
+  (void)held_.ack(established->replay_from);  // within held_: checked by on_hello_ack
+  if (!output_open_) {
+    // A later connection: nothing went out behind the HELLO; replay from the peer's position.
+    (void)held_.rewind(established->replay_from);
+    stats_.resumes++;
+    stats_.bytes_replayed += held_.bytes_unsent();
+  }
   peer_acked_position_ = std::max(peer_acked_position_, established->replay_from);
   handshake_complete_ = true;
+  output_open_ = true;
   return {};
 }
 
 void Session::queue_ack() noexcept {
-  if (failed() || !output_open_) return;
+  if (failed() || !handshake_complete_) return;
   const std::size_t bytes = wire::frame_bytes(8);
   const uint64_t position = ack_policy_.take();
-  if (batch_ack_offset_ == no_ack_offset) {
-    batch_ack_offset_ = control_.size();
-    (void)grow(control_, bytes);
-    batch_unpositioned_bytes_ += bytes;
+  if (link_ack_offset_ == no_ack_offset) {
+    link_ack_offset_ = link_.size();
+    (void)grow(link_, bytes);
     stats_.frames_sent++;
   }
   // One ACK per batch: a later one only moves the position of the one already queued.
-  wire::encode_ack(std::span<std::byte>(control_).subspan(batch_ack_offset_, bytes), position);
+  wire::encode_ack(std::span<std::byte>(link_).subspan(link_ack_offset_, bytes), position);
 }
 
 Result<void, MuxError> Session::handle(const Frame& frame, uint64_t now_ns) noexcept {
@@ -262,8 +343,7 @@ Result<void, MuxError> Session::handle(const Frame& frame, uint64_t now_ns) noex
       if (!opaque) return Err{MuxError::protocol_violation};
       auto queued = queue_control(wire::frame_bytes(8));
       if (!queued) return queued;
-      wire::encode_pong(grow(control_, wire::frame_bytes(8)), opaque.value());
-      batch_unpositioned_bytes_ += wire::frame_bytes(8);
+      wire::encode_pong(grow(link_, wire::frame_bytes(8)), opaque.value());
       return {};
     }
     case FrameKind::pong: {
@@ -276,8 +356,9 @@ Result<void, MuxError> Session::handle(const Frame& frame, uint64_t now_ns) noex
       auto position = wire::parse_ack(frame);
       if (!position) return Err{MuxError::protocol_violation};
       // The peer cannot have received bytes we never handed out.
-      if (position.value() > send_position_) return Err{MuxError::protocol_violation};
+      if (!held_.ack(position.value())) return Err{MuxError::ack_beyond_sent};
       peer_acked_position_ = std::max(peer_acked_position_, position.value());
+      // Released batches may let a held-back batch go: the glue flushes after receive().
       return {};
     }
     case FrameKind::goaway: {
@@ -583,8 +664,7 @@ void Session::consume(StreamId id, std::size_t bytes, uint64_t now_ns) noexcept 
 
 void Session::ping(uint64_t opaque) noexcept {
   if (failed() || !queue_control(wire::frame_bytes(8))) return;
-  wire::encode_ping(grow(control_, wire::frame_bytes(8)), opaque);
-  batch_unpositioned_bytes_ += wire::frame_bytes(8);
+  wire::encode_ping(grow(link_, wire::frame_bytes(8)), opaque);
   stats_.frames_sent++;
 }
 
@@ -610,31 +690,53 @@ void Session::fail(MuxError error) noexcept {
   peer_streams_open_ = 0;
   control_.clear();
   data_.clear();
-  batch_unpositioned_bytes_ = 0;
-  batch_ack_offset_ = no_ack_offset;
+  link_.clear();
+  link_ack_offset_ = no_ack_offset;
   writable_waiters_.clear();
 }
 
 // ---- bytes out -------------------------------------------------------------------------
 
-void Session::take_batch(ByteVector& control, ByteVector& data) noexcept {
-  RM_ASSERT(control.empty() && data.empty());
-  RM_ASSERT(output_open_);
-  // The ACK rides along with a batch that goes out anyway: no send of its own.
-  if (ack_policy_.ack_due(0, true)) queue_ack();
+bool Session::link_open() const noexcept {
+  // The dialer's HELLO leads its link frames; the acceptor's HELLO_ACK must lead its own,
+  // so they wait for the handshake (or for the refusal, which fails the session).
+  return dialer_ || output_open_ || failed();
+}
+
+bool Session::has_output() const noexcept {
+  if (!link_.empty() && link_open()) return true;
+  if (!output_open_ || failed()) return false;
+  if (held_.bytes_unsent() > 0) return true;
   const std::size_t batch_bytes = control_.size() + data_.size();
-  RM_ASSERT(batch_bytes >= batch_unpositioned_bytes_);
-  send_position_ += batch_bytes - batch_unpositioned_bytes_;
-  batch_unpositioned_bytes_ = 0;
-  batch_ack_offset_ = no_ack_offset;
-  control.swap(control_);
-  data.swap(data_);
-  control_frames_ = 0;
-  batch_writers_ = 0;
-  batch_number_++;
-  stats_.batches++;
+  return batch_bytes > 0 && held_.fits(batch_bytes);
+}
+
+void Session::take_output(ByteVector& link, replay::HeldSpans& held) noexcept {
+  RM_ASSERT(link.empty());
+  held = {};
+  const bool positioned = output_open_ && !failed();
+  if (positioned && held_.bytes_unsent() == 0) {
+    const std::size_t batch_bytes = control_.size() + data_.size();
+    if (batch_bytes > 0 && held_.fits(batch_bytes)) {
+      // The batch becomes held: moved, not copied (the held batches hand back recycled
+      // buffers, whose capacity the session keeps using).
+      held_.push(control_, data_);
+      send_position_ = held_.tail();
+      control_frames_ = 0;
+      batch_writers_ = 0;
+      batch_number_++;
+      stats_.batches++;
+    }
+  }
+  if (positioned) held = held_.take_unsent();
+  // The ACK rides along with bytes that go out anyway: no send of its own.
+  if ((!held.empty() || !link_.empty()) && ack_policy_.ack_due(0, true)) queue_ack();
+  if (link_open()) {
+    link.swap(link_);
+    link_ack_offset_ = no_ack_offset;
+  }
   // Streams cut short by the batch limits may write again into the new batch.
-  notify_writable();
+  if (!held.empty()) notify_writable();
 }
 
 void Session::notify_writable() noexcept {

@@ -1,35 +1,44 @@
-// Session: the multiplexing state machine of one connection, sans I/O.
+// Session: the multiplexing state machine of one session, sans I/O.
 //
-// Bytes in (receive), events out (SessionHandler callbacks), bytes out (the writer's batch,
-// taken with take_batch()). The session owns its streams: their state machines, their
-// flow-control windows, and the table that maps stream ids to them. It never touches a
-// socket and never reads a clock: the glue (mux/connection.h) feeds it bytes and time.
+// Bytes in (receive), events out (SessionHandler callbacks), bytes out (take_output()).
+// The session owns its streams: their state machines, their flow-control windows, and the
+// table that maps stream ids to them. It never touches a socket and never reads a clock:
+// the glue (mux/connection.h) feeds it bytes and time.
 //
-// Writer: frames are appended to the active batch; control frames (CREDIT, PONG, RESET,
-// STOP, GOAWAY) ahead of data; data is accepted per stream up to its credit, the
-// connection's credit, stream_batch_bytes_max per batch (round-robin between streams) and
-// the batch target, cut into chunks of data_chunk_bytes. The glue swaps the batch out
-// (double buffer) when no send is in flight and sends it in one operation.
+// Writer: frames are appended to the batch being built; control frames (CREDIT, RESET,
+// STOP, GOAWAY, small OPENs) ahead of data; data is accepted per stream up to its credit,
+// the connection's credit, stream_batch_bytes_max per batch (round-robin between streams)
+// and the batch target, cut into chunks of data_chunk_bytes. When no send is in flight the
+// glue takes the output: the batch moves into the held batches (replay/held.h: the send
+// queue and the replay store at once) and goes out in one gather send behind the link
+// frames (HELLO, HELLO_ACK, PING, PONG, ACK), which belong to one connection only.
 //
 // Handshake (wire/SPEC.md §1): the dialer's first output is HELLO (a new session: the
 // caller's random id, generation 1, receive position 0), and frames the application queues
 // go right behind it, without waiting for the answer. The acceptor's first output is its
-// HELLO_ACK: until a HELLO has arrived has_output() is false and whatever the application
+// HELLO_ACK: until a HELLO has arrived only link frames go out and whatever the application
 // queued waits, so that the HELLO_ACK goes out first. Received, any frame before the
 // peer's HELLO (acceptor) or HELLO_ACK (dialer) is a protocol violation.
 //
 // Positions (wire/SPEC.md §8): every frame of the position space counts its bytes, header
-// and payload. send_position() is what take_batch() has handed out; receive_position()
-// what receive() has taken in. HELLO, HELLO_ACK, PING, PONG and ACK are outside: they are
-// counted per batch, not per frame, so the writer's per-frame cost is unchanged. ACKs go
-// out under replay::AckPolicy: one per batch at most, piggy-backed on any batch while
-// bytes are unacknowledged, or queued on their own every ack_interval_bytes.
-// Invariant: peer_acked_position() <= send_position(); at most one ACK in the unsent batch.
+// and payload; link frames are outside it. send_position() is the tail of the held batches;
+// receive_position() what receive() has taken in. ACKs go out under replay::AckPolicy: one
+// per send at most, piggy-backed on any send while bytes are unacknowledged, or queued on
+// their own every ack_interval_bytes. A peer's ACK releases held batches.
+// Invariant: peer_acked_position() <= send_position(); at most one ACK in the unsent link
+// frames.
 //
-// Errors: receive() returns a connection-scoped error and leaves the session failed when
-// the peer breaks the protocol (or session_lost when a handshake refuses the session);
-// stream-scoped errors end one stream (reported through on_stream_reset) and never fail
-// the session.
+// Resume (options.resumable): when the transport breaks the glue calls on_transport_lost();
+// streams, the batch being built and the held batches stay. On the next connection the
+// dialer's HELLO resumes (start_resume) and the acceptor answers it (answer_resume); each
+// side then replays its held batches from the other's receive position, so the peer sees
+// every position-space byte once and in order.
+//
+// Errors: receive() returns a connection-scoped error when the peer breaks the protocol and
+// leaves the session failed (or session_lost when a handshake refuses the session). With
+// resume on, wire errors (damaged bytes) and ACKs beyond what was sent end only the
+// transport: the session stays usable for the next connection. Stream-scoped errors end one
+// stream (reported through on_stream_reset) and never fail the session.
 // Threads: one (the connection's loop).
 #pragma once
 
@@ -46,6 +55,7 @@
 #include "mux/flow.h"
 #include "mux/stream_state.h"
 #include "replay/handshake.h"
+#include "replay/held.h"
 #include "replay/receive.h"
 #include "wire/codec.h"
 
@@ -58,6 +68,11 @@ struct SessionOptions {
   // The dialing side's session id, 128 random bits from the caller's random source (the
   // session never draws randomness). Ignored by the accepting side, which takes the HELLO's.
   wire::SessionId session_id{};
+  // Resume (mux/connection.h drives it): a connection-scoped error ends only the transport,
+  // not the session, which keeps its streams and held batches for the next connection.
+  // Off: every connection-scoped error fails the session (no one would resume it).
+  bool resumable = false;
+  uint64_t replay_bytes_max = limits::replay_bytes_max;  // held batches (replay/held.h)
   uint32_t streams_concurrent_max = limits::streams_concurrent_max;
   uint32_t stream_window_bytes = limits::stream_window_bytes_initial;
   uint32_t stream_window_bytes_max = limits::stream_window_bytes_max;
@@ -101,6 +116,8 @@ struct SessionStats {
   uint64_t streams_refused = 0;
   uint64_t bytes_discarded = 0;  // data dropped for reset or stopped streams (credited)
   uint64_t batches = 0;
+  uint64_t resumes = 0;         // handshakes that resumed the session on a new connection
+  uint64_t bytes_replayed = 0;  // held bytes sent again after those resumes
 };
 
 class Session {
@@ -145,21 +162,46 @@ class Session {
   void set_rtt_ns(uint64_t rtt_ns) noexcept { rtt_ns_ = rtt_ns; }
 
   // ---- bytes out ----
-  // False on the accepting side until the peer's HELLO is answered: nothing may precede
-  // the HELLO_ACK on the wire.
-  bool has_output() const noexcept { return output_open_ && (!control_.empty() || !data_.empty()); }
-  // Swaps the pending frames out (double buffer): `control` and `data` must be empty and
-  // are the glue's spare buffers, whose capacity the session keeps using (no allocation
-  // in steady state). The glue sends control then data in one gather write. Afterwards
-  // streams that were cut short are told on_stream_writable(). Only while has_output()
-  // (asserted). An ACK rides along when received bytes are unacknowledged.
-  void take_batch(ByteVector& control, ByteVector& data) noexcept;
+  // Whether take_output() has something: link frames, held bytes not sent on this
+  // connection (a replay), or a new batch that fits the replay bound. Position-space output
+  // waits for the handshake (the acceptor's until the HELLO is answered, the dialer's after
+  // a resume until the HELLO_ACK), and a batch waits for ACKs while the held batches are full.
+  bool has_output() const noexcept;
+  // What goes out next, in one gather send: `link` (the glue's spare buffer, empty; swapped
+  // with the session's link frames: HELLO, HELLO_ACK, PING, PONG, ACK, which belong to this
+  // connection and are never replayed) first, then `held` (spans of the held batches from
+  // the send cursor, valid until the peer acknowledges them). When the cursor is at the
+  // tail, the batch being built becomes held first (moved, not copied: replay/held.h) and
+  // streams cut short by it are told on_stream_writable(). An ACK rides along when received
+  // bytes are unacknowledged.
+  void take_output(ByteVector& link, replay::HeldSpans& held) noexcept;
+
+  // ---- resume (options.resumable) ----
+  // The transport broke: forgets what belonged to it (a partly received frame, unsent link
+  // frames, the handshake) and keeps streams, the batch being built, the held batches and
+  // both positions. No output until the next handshake. No-op once failed.
+  void on_transport_lost() noexcept;
+  // Dialer, a new connection is up: queues its HELLO (RESUME with our receive position once
+  // the session was established), the only output until the HELLO_ACK, which rewinds the
+  // held batches to the peer's position. A refusing HELLO_ACK fails the session with
+  // session_lost (session-scoped refusals) or ends this connection only.
+  void start_resume() noexcept;
+  // Acceptor, a HELLO for this session arrived on a new connection (mux/acceptor.h read it):
+  // the answer to send. accept_resume: the HELLO_ACK is queued and the held batches replay
+  // from the dialer's position. refuse with a session-scoped error: the session fails with
+  // session_lost (the caller sends answer.ack and closes). ignore: a superseded generation.
+  replay::HelloAnswer answer_resume(const wire::Hello& hello) noexcept;
+  // Acceptor, the first HELLO was read ahead by mux/acceptor.h: starts the new session as if
+  // it had arrived through receive(). Error: the handshake's (the session is failed).
+  Result<void, MuxError> accept_hello(const wire::Hello& hello) noexcept;
+  const replay::HeldBatches& held() const noexcept { return held_; }
 
   // ---- handshake and positions ----
   // The session's id: the dialer's own, the acceptor's from the HELLO (zero before it).
   const wire::SessionId& session_id() const noexcept { return session_id_; }
   // Connections this session has used, this one included (0 on the acceptor before HELLO).
   uint64_t generation() const noexcept { return generation_; }
+  bool dialer() const noexcept { return dialer_; }
   // The peer's HELLO_ACK (dialer) or HELLO (acceptor) was accepted.
   bool handshake_complete() const noexcept { return handshake_complete_; }
   // Position-space bytes handed out by take_batch(): the tail of what was sent.
@@ -203,6 +245,8 @@ class Session {
   Result<void, MuxError> handle_handshake(const wire::Frame& frame) noexcept;
   Result<void, MuxError> handle_hello(const wire::Frame& frame) noexcept;
   Result<void, MuxError> handle_hello_ack(const wire::Frame& frame) noexcept;
+  void accept_new(const wire::Hello& hello, const wire::HelloAck& ack) noexcept;
+  bool link_open() const noexcept;
   // Queues an ACK of the receive position, or refreshes the one already in the batch.
   void queue_ack() noexcept;
   Result<void, MuxError> handle_open(const wire::Frame& frame) noexcept;
@@ -261,10 +305,13 @@ class Session {
   uint64_t send_position_ = 0;
   uint64_t receive_position_ = 0;
   uint64_t peer_acked_position_ = 0;
-  uint64_t batch_unpositioned_bytes_ = 0;  // bytes of the unsent batch outside the position space
-  static constexpr std::size_t no_ack_offset = SIZE_MAX;
-  std::size_t batch_ack_offset_ = no_ack_offset;  // where the unsent batch's ACK is in control_
   replay::AckPolicy ack_policy_;
+  // Output: link frames (this connection only), then the held batches (the replay store
+  // and the send queue: replay/held.h), fed from control_ and data_.
+  ByteVector link_;
+  static constexpr std::size_t no_ack_offset = SIZE_MAX;
+  std::size_t link_ack_offset_ = no_ack_offset;  // where link_'s ACK is, if it has one
+  replay::HeldBatches held_;
 };
 
 }  // namespace ringmux::mux

@@ -96,7 +96,8 @@ void BM_session_write(benchmark::State& state) {
   };
   renew();
   const std::vector<std::byte> message(size, std::byte{1});
-  ringmux::ByteVector control, data;
+  ringmux::ByteVector link;
+  ringmux::replay::HeldSpans held;
   uint64_t credit_used = 0;
   for (auto _ : state) {
     const std::size_t taken = session->write(id, message, false).value();
@@ -104,9 +105,8 @@ void BM_session_write(benchmark::State& state) {
     if (taken < size) {
       // The batch is full: hand it out, as the glue does when its send completes.
       state.PauseTiming();
-      session->take_batch(control, data);
-      control.clear();
-      data.clear();
+      session->take_output(link, held);
+      link.clear();
       if (credit_used > (8u << 20)) {
         renew();
         credit_used = 0;
@@ -136,9 +136,13 @@ void BM_session_receive(benchmark::State& state) {
     written += taken;
     if (taken < size) break;  // the batch is full
   }
-  ringmux::ByteVector control, data;
-  writer.take_batch(control, data);
-  // The OPEN is in control; the DATA frames in data.
+  ringmux::ByteVector control, data, link;
+  ringmux::replay::HeldSpans held;
+  writer.take_output(link, held);
+  // The HELLO (link) and the OPEN (held control) in control; the DATA frames in data.
+  control = link;
+  control.insert(control.end(), held.first.begin(), held.first.end());
+  data.assign(held.second.begin(), held.second.end());
   for (auto _ : state) {
     state.PauseTiming();
     Sink sink;

@@ -16,14 +16,12 @@ const char* describe(ReplayError e) noexcept {
     case ReplayError::superseded_generation: return "handshake of a superseded connection generation";
     case ReplayError::handshake_refused: return "handshake refused by the peer; retry later";
     case ReplayError::handshake_violation: return "handshake message breaks the protocol";
-    case ReplayError::out_of_memory: return "replay ring memory could not be allocated";
   }
   return "unknown replay error";
 }
 
 Scope scope_of(ReplayError e) noexcept {
   switch (e) {
-    case ReplayError::ack_ahead:
     case ReplayError::position_gone:
     case ReplayError::position_ahead:
     case ReplayError::resume_position_ahead:
@@ -32,13 +30,12 @@ Scope scope_of(ReplayError e) noexcept {
     case ReplayError::version_unsupported:
       return Scope::session;
     case ReplayError::none:
+    case ReplayError::ack_ahead:
     case ReplayError::receive_gap:
     case ReplayError::superseded_generation:
     case ReplayError::handshake_refused:
     case ReplayError::handshake_violation:
       return Scope::connection;
-    case ReplayError::out_of_memory:
-      return Scope::fatal;
   }
   return Scope::connection;
 }
@@ -56,7 +53,6 @@ wire::StatusCode status_of(ReplayError e) noexcept {
     case ReplayError::resume_unknown_session: return StatusCode::resume_unknown_session;
     case ReplayError::version_unsupported: return StatusCode::version_unsupported;
     case ReplayError::handshake_violation: return StatusCode::protocol_error;
-    case ReplayError::out_of_memory: return StatusCode::resource_exhausted;
     case ReplayError::superseded_generation:  // never answered: the connection just closes
     case ReplayError::handshake_refused:      // the peer's verdict, never ours to send
       return StatusCode::internal_error;

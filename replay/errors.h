@@ -1,6 +1,6 @@
 // ReplayError: every way replay and resume can fail, each with its scope.
 //
-// The sender's ring, the receiver's position tracking and the resume handshake share this
+// The sender's held batches, the receiver's position tracking and the resume handshake share this
 // one enum. Session-scoped errors mean the two sides no longer agree on the position
 // space (or one of them lost it): the session cannot resume and every stream fails with
 // session_lost; a new session is the only way on. Connection-scoped errors close the
@@ -18,8 +18,9 @@ namespace ringmux::replay {
 
 enum class ReplayError : uint8_t {
   none = 0,
-  // The sender's replay ring (replay/ring.h).
-  ack_ahead,       // session: an ACK for bytes beyond the ring's tail, bytes that were never sent
+  // The sender's held batches (replay/held.h).
+  ack_ahead,       // connection: an ACK for bytes beyond the tail, bytes that were never sent;
+                   // the connection closes and the resume goes by the handshake's positions
   position_gone,   // session: a read from before the acked position; those bytes were released
   position_ahead,  // session: a read from beyond the tail; those bytes were never written
   // The receiver (replay/receive.h).
@@ -36,8 +37,6 @@ enum class ReplayError : uint8_t {
                            // resource_exhausted, ...); try again later
   handshake_violation,     // connection: a HELLO or HELLO_ACK that breaks the handshake rules
                            // (wrong session id, generation 0, no HELLO outstanding, ...)
-  // Setup.
-  out_of_memory,  // fatal: the replay ring's memory could not be allocated
 };
 
 const char* describe(ReplayError e) noexcept;

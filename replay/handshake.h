@@ -34,7 +34,7 @@
 
 #include "engine/result.h"
 #include "replay/errors.h"
-#include "replay/ring.h"
+#include "replay/held.h"
 #include "wire/frame.h"
 
 namespace ringmux::replay {
@@ -51,7 +51,7 @@ struct Established {
   uint64_t features = 0;     // feature bits both sides use
   uint64_t generation = 0;   // generation of this connection
   uint64_t replay_from = 0;  // the peer's receive position: our first byte to send (again);
-                             // it acknowledges everything before it (ReplayRing::ack)
+                             // it acknowledges everything before it (HeldBatches::ack)
 };
 
 enum class DialState : uint8_t {
@@ -74,8 +74,8 @@ class DialHandshake {
   // established a connection that was lost.
   wire::Hello start_attempt(uint64_t receive_position) noexcept;
 
-  // The HELLO_ACK that arrived on a connection. `held` is what our replay ring holds
-  // (ReplayRing::held()). On success the state is established and the result says where
+  // The HELLO_ACK that arrived on a connection. `held` is what our held batches hold
+  // (HeldBatches::held()). On success the state is established and the result says where
   // to replay from. Errors:
   //  - superseded_generation: an answer for an older generation; ignore it (state unchanged).
   //  - handshake_violation: no HELLO outstanding, another session id, a generation we did

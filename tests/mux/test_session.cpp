@@ -94,11 +94,12 @@ struct Pair {
   }
   static bool move(Session& from, Session& to) {
     if (!from.has_output()) return false;
-    ByteVector control, data;
-    from.take_batch(control, data);
-    if (!to.failed()) {
-      (void)to.receive(control, 0);
-      (void)to.receive(data, 0);
+    ByteVector link;
+    replay::HeldSpans held;
+    from.take_output(link, held);
+    // Link frames first, then the held bytes: the order of the glue's gather send.
+    for (std::span<const std::byte> part : {std::span<const std::byte>(link), held.first, held.second}) {
+      if (!to.failed()) (void)to.receive(part, 0);
     }
     return true;
   }
@@ -141,12 +142,14 @@ std::vector<Seen> frames_of(std::span<const std::byte> bytes) {
   return out;
 }
 
-// Takes `session`'s batch as one buffer, control then data, as the glue sends it.
+// Takes `session`'s output as one buffer: link frames, then held bytes, as the glue sends it.
 Bytes take_wire(Session& session) {
-  ByteVector control, data;
-  session.take_batch(control, data);
-  Bytes out(control.begin(), control.end());
-  out.insert(out.end(), data.begin(), data.end());
+  ByteVector link;
+  replay::HeldSpans held;
+  session.take_output(link, held);
+  Bytes out(link.begin(), link.end());
+  out.insert(out.end(), held.first.begin(), held.first.end());
+  out.insert(out.end(), held.second.begin(), held.second.end());
   return out;
 }
 
@@ -602,15 +605,15 @@ TEST_CASE("session: frames queued before the handshake go out after it, in order
   const auto server_frames = frames_of(server_wire);
   REQUIRE(server_frames.size() >= 4);
   CHECK(server_frames[0].kind == wire::FrameKind::hello_ack);
-  // Then the queued frames in the order they were queued (control ahead of data), and
-  // ACK / CREDIT for what was just received after them.
+  // Then the link frames (the PING), then the queued frames in the order they were queued
+  // (control ahead of data), with ACK / CREDIT for what was just received.
   std::vector<wire::FrameKind> queued;
   for (std::size_t i = 1; i < server_frames.size(); i++) {
     if (server_frames[i].kind != wire::FrameKind::ack && server_frames[i].kind != wire::FrameKind::credit) {
       queued.push_back(server_frames[i].kind);
     }
   }
-  CHECK(queued == std::vector<wire::FrameKind>{wire::FrameKind::open, wire::FrameKind::ping, wire::FrameKind::data});
+  CHECK(queued == std::vector<wire::FrameKind>{wire::FrameKind::ping, wire::FrameKind::open, wire::FrameKind::data});
   REQUIRE(pair.client.receive(server_wire, 0).ok());
   pair.pump();
   CHECK(pair.client_log.streams[served.value()].received == bytes_of("early and more"));
@@ -760,11 +763,16 @@ TEST_CASE("session: ACKs are sent by the policy, one per batch at most") {
   CHECK_FALSE(pair.server.failed());
 }
 
-// Proves an ACK for bytes that were never sent (beyond the send position) fails the
-// session with a connection-scoped protocol violation, while an ACK of exactly the send
-// position is accepted.
-TEST_CASE("session: an ACK ahead of the send position fails the session") {
-  Pair pair;
+// Proves an ACK for bytes that were never sent (beyond the send position) is the
+// connection-scoped ack_beyond_sent, while an ACK of exactly the send position is accepted.
+// Without resume it fails the session; with resume only the transport ends: the session
+// keeps its streams and the position the peer claimed is not taken.
+TEST_CASE("session: an ACK ahead of the send position ends the connection") {
+  for (const bool resumable : {false, true}) {
+  CAPTURE(resumable);
+  SessionOptions options;
+  options.resumable = resumable;
+  Pair pair(options);
   REQUIRE(pair.client.open(1, 0, bytes_of("hello"), false).ok());
   pair.pump();
   const uint64_t sent = pair.client.send_position();
@@ -773,10 +781,18 @@ TEST_CASE("session: an ACK ahead of the send position fails the session") {
   CHECK(pair.client.peer_acked_position() == sent);
   auto ahead = pair.client.receive(raw([&](auto out) { return wire::encode_ack(out, sent + 1); }), 0);
   REQUIRE_FALSE(ahead.ok());
-  CHECK(ahead.error() == MuxError::protocol_violation);
-  CHECK(scope_of(pair.client.failure()) == Scope::connection);
-  CHECK(pair.client_log.streams[1].reset == MuxError::protocol_violation);
+  CHECK(ahead.error() == MuxError::ack_beyond_sent);
+  CHECK(scope_of(ahead.error()) == Scope::connection);
+  if (resumable) {
+    CHECK_FALSE(pair.client.failed());
+    CHECK(pair.client.streams_open() == 1);
+  } else {
+    CHECK(pair.client.failure() == MuxError::ack_beyond_sent);
+    CHECK(pair.client_log.streams[1].reset == MuxError::ack_beyond_sent);
+  }
   CHECK(pair.client.peer_acked_position() == sent);
+  CHECK(pair.client.held().acked() == sent);
+  }
 }
 
 // Proves that a RESUME HELLO for a session the acceptor does not know (it restarted) is

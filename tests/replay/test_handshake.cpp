@@ -318,12 +318,13 @@ TEST_CASE("replay handshake: a passing refusal allows a later attempt") {
 // Proves every ReplayError has a description and a scope, and that the refusal errors map
 // to their SPEC status codes.
 TEST_CASE("replay errors: describe, scope and status") {
-  for (int value = 0; value <= static_cast<int>(ReplayError::out_of_memory); value++) {
+  for (int value = 0; value <= static_cast<int>(ReplayError::handshake_violation); value++) {
     const auto error = static_cast<ReplayError>(value);
     CHECK(std::string(describe(error)) != "unknown replay error");
     (void)scope_of(error);
   }
-  CHECK(scope_of(ReplayError::out_of_memory) == Scope::fatal);
+  CHECK(scope_of(ReplayError::ack_ahead) == Scope::connection);
+  CHECK(scope_of(ReplayError::resume_unknown_session) == Scope::session);
   CHECK(status_of(ReplayError::resume_position_ahead) == wire::StatusCode::resume_position_ahead);
   CHECK(status_of(ReplayError::resume_position_gone) == wire::StatusCode::resume_position_gone);
   CHECK(status_of(ReplayError::resume_unknown_session) == wire::StatusCode::resume_unknown_session);

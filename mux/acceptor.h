@@ -1,0 +1,111 @@
+// Acceptor: the accepting side of resumable sessions. It reads the HELLO that opens every
+// new TCP connection and either starts a new session or hands the connection to the
+// session it resumes.
+//
+// The HELLO is read on its own, before any Connection sees the socket: a plain receive of
+// exactly the frame's bytes (header, then the length the header states, at most
+// limits::hello_payload_bytes_max), so nothing behind it is taken from the socket. A new
+// session's dialer pipelines frames behind its HELLO; they stay in the kernel for the new
+// Connection's receive. A resuming dialer sends nothing more until our HELLO_ACK.
+//
+// Routing, by the HELLO's session id in the table of live sessions:
+//  - unknown id, new session: `factory` makes the Connection, which starts with the HELLO
+//    and is entered in the table under its session id until its session ends;
+//  - known id: the Connection adopts the socket and replays (Connection::adopt), or answers
+//    with a refusal or ignores a superseded generation; then the acceptor sends that
+//    refusal (a HELLO_ACK with its status) and closes the socket;
+//  - unknown id asking to resume (the peer's session outlived ours, e.g. we restarted):
+//    refused with resume_unknown_session, so the peer's streams fail with session_lost.
+// A connection that sends no valid HELLO within limits::hello_timeout_ns, or damaged
+// bytes, is closed.
+//
+// Threads: the acceptor and every Connection it routes to live on one loop.
+// Lifetime: the acceptor must outlive the connections it made (they leave the table when
+// their session ends); close() it and let its pending reads finish (idle()) before
+// destroying it.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <unordered_map>
+#include <vector>
+
+#include "engine/completion.h"
+#include "engine/limits.h"
+#include "engine/loop.h"
+#include "engine/timer.h"
+#include "mux/connection.h"
+#include "wire/codec.h"
+
+namespace ringmux::mux {
+
+struct AcceptorStats {
+  uint64_t connections = 0;  // sockets handed to accept()
+  uint64_t sessions_new = 0;
+  uint64_t resumes = 0;
+  uint64_t refused = 0;       // answered with a refusing HELLO_ACK
+  uint64_t ignored = 0;       // superseded generations, closed without an answer
+  uint64_t failed = 0;        // no valid HELLO: timed out, closed early, damaged
+};
+
+class Acceptor {
+ public:
+  // Makes the (not yet started) Connection of a new session on `fd`, with
+  // ConnectionOptions::resume set, or returns nullptr to refuse the session (the acceptor
+  // then closes `fd`). The caller owns the Connection.
+  using Factory = std::function<Connection*(int fd)>;
+
+  Acceptor(engine::Loop& loop, Factory factory) noexcept;
+  ~Acceptor();
+  Acceptor(const Acceptor&) = delete;
+  Acceptor& operator=(const Acceptor&) = delete;
+
+  // Takes an accepted socket: reads its HELLO, then routes it (top of this file).
+  void accept(int fd) noexcept;
+  // Stops reading pending HELLOs (their sockets are closed); idle() once they are done.
+  void close() noexcept;
+  bool idle() const noexcept { return pending_.empty(); }
+  std::size_t sessions() const noexcept { return sessions_.size(); }
+  const AcceptorStats& stats() const noexcept { return stats_; }
+
+ private:
+  friend class Connection;
+  // One socket whose HELLO is being read.
+  struct Pending {
+    Acceptor* owner = nullptr;
+    int fd = -1;
+    engine::Completion recv;
+    engine::Timer timeout;
+    wire::Decoder decoder{limits::hello_payload_bytes_max};
+    std::array<std::byte, limits::frame_header_bytes + limits::hello_payload_bytes_max> buffer{};
+    std::size_t have = 0;  // bytes in buffer
+    std::size_t need = 0;  // bytes the current read completes at
+    bool timed_out = false;
+  };
+  struct IdHash {
+    std::size_t operator()(const wire::SessionId& id) const noexcept;
+  };
+
+  static void on_recv(engine::Completion& completion, int32_t result, uint32_t flags) noexcept;
+  static void on_timeout(engine::Timer& timer) noexcept;
+  void arm_recv(Pending& pending) noexcept;
+  // The read is over: `hello` when a valid one arrived, else nullptr (the socket is closed).
+  void finish(Pending& pending, const wire::Hello* hello) noexcept;
+  void route(int fd, const wire::Hello& hello) noexcept;
+  // Sends a refusing HELLO_ACK (best effort: one non-blocking send on a fresh socket) and
+  // closes the socket.
+  static void refuse(int fd, const wire::HelloAck& ack) noexcept;
+  // A connection's session ended: it leaves the table.
+  void forget(Connection& connection) noexcept;
+
+  engine::Loop& loop_;
+  Factory factory_;
+  std::vector<std::unique_ptr<Pending>> pending_;
+  std::unordered_map<wire::SessionId, Connection*, IdHash> sessions_;
+  AcceptorStats stats_;
+  bool closing_ = false;
+};
+
+}  // namespace ringmux::mux
