@@ -834,3 +834,140 @@ TEST_CASE("session: RESUME for an unknown session is refused") {
   CHECK(lost.error() == MuxError::session_lost);
   CHECK_FALSE(pair.client.handshake_complete());
 }
+
+namespace {
+
+// A resumable pair whose first connection has carried some traffic both ways.
+struct ResumablePair : Pair {
+  static SessionOptions resumable(uint64_t id) {
+    SessionOptions options;
+    options.resumable = true;
+    options.session_id = session_id_of(id);
+    return options;
+  }
+  ResumablePair() : Pair(resumable(7), resumable(0)) {
+    REQUIRE(client.open(1, 0, bytes_of("first"), false).ok());
+    REQUIRE(server.open(1, 0, bytes_of("second"), false).ok());
+    pump();
+    // One more batch from the client carries its ACK of the server's bytes.
+    REQUIRE(client.write(1, bytes_of("more"), false).ok());
+    pump();
+    REQUIRE(client.handshake_complete());
+    REQUIRE(server.handshake_complete());
+  }
+  // Both sides see the transport break; the dialer's next HELLO, as the acceptor reads it.
+  wire::Hello break_and_hello() {
+    client.on_transport_lost();
+    server.on_transport_lost();
+    client.start_resume();
+    const auto frames = frames_of(take_wire(client));
+    REQUIRE(frames.size() == 1);
+    return wire::parse_hello(frames[0].frame()).value();
+  }
+};
+
+}  // namespace
+
+// Proves the acceptor refuses a resume whose position it cannot serve, with the distinct
+// status, and that the refusal is session-scoped: its streams fail with session_lost.
+// Position ahead: the dialer claims bytes we never sent. Gone: the dialer asks for bytes
+// it had acknowledged, which we released.
+TEST_CASE("session: a resume from a position ahead of what was sent, or released, is refused") {
+  for (const bool ahead : {true, false}) {
+    CAPTURE(ahead);
+    ResumablePair pair;
+    REQUIRE(pair.server.held().acked() > 0);  // the client's ACK rode on its second batch
+    wire::Hello hello = pair.break_and_hello();
+    CHECK((hello.hello_flags & wire::hello_flag_resume) != 0);
+    CHECK(hello.generation == 2);
+    hello.receive_position = ahead ? pair.server.send_position() + 1 : pair.server.held().acked() - 1;
+    const replay::HelloAnswer answer = pair.server.answer_resume(hello);
+    CHECK(answer.verdict == replay::HelloVerdict::refuse);
+    CHECK(answer.error == (ahead ? replay::ReplayError::resume_position_ahead : replay::ReplayError::resume_position_gone));
+    CHECK(answer.ack.status == (ahead ? StatusCode::resume_position_ahead : StatusCode::resume_position_gone));
+    CHECK(pair.server.failure() == MuxError::session_lost);
+    CHECK(pair.server_log.streams[1].reset == MuxError::session_lost);
+    // The dialer that reads the refusal is lost too.
+    const Bytes refusal = raw([&](auto out) { return wire::encode_hello_ack(out, answer.ack); });
+    auto lost = pair.client.receive(refusal, 0);
+    REQUIRE_FALSE(lost.ok());
+    CHECK(pair.client.failure() == MuxError::session_lost);
+    CHECK(pair.client_log.streams[1].reset == MuxError::session_lost);
+  }
+}
+
+// Proves a HELLO of a superseded generation (an old attempt arriving late) is ignored and
+// changes nothing: no answer, the session keeps its state for the current generation.
+TEST_CASE("session: a HELLO of an older generation is ignored") {
+  ResumablePair pair;
+  wire::Hello hello = pair.break_and_hello();
+  const replay::HelloAnswer accepted = pair.server.answer_resume(hello);
+  REQUIRE(accepted.verdict == replay::HelloVerdict::accept_resume);
+  pair.pump();
+  CHECK(pair.client.handshake_complete());
+  hello.generation = 1;
+  const replay::HelloAnswer stale = pair.server.answer_resume(hello);
+  CHECK(stale.verdict == replay::HelloVerdict::ignore);
+  CHECK(stale.error == replay::ReplayError::superseded_generation);
+  CHECK_FALSE(pair.server.failed());
+  CHECK(pair.server.generation() == 2);
+}
+
+// Proves resume at the session level under random loss: the transport breaks at random
+// points, cutting the bytes in flight anywhere (inside frames too); each side replays from
+// the other's receive position, and every stream's bytes arrive once and in order.
+TEST_CASE("session: random transport losses, each side replays from the other's position") {
+  const uint64_t seed = test::test_seed("session resume");
+  std::mt19937_64 random(seed);
+  ResumablePair pair;
+  constexpr int streams = 6;
+  std::vector<StreamId> ids;
+  std::vector<Bytes> sent(streams);
+  for (int i = 0; i < streams; i++) {
+    auto id = (i % 2 == 0 ? pair.client : pair.server).open(1, 0, {}, false);
+    REQUIRE(id.ok());
+    ids.push_back(id.value());
+  }
+  int losses = 0;
+  for (int step = 0; step < 3000; step++) {
+    const int i = static_cast<int>(random() % streams);
+    Session& writer = i % 2 == 0 ? pair.client : pair.server;
+    Bytes message(1 + random() % 3000);
+    for (auto& b : message) b = std::byte(random());
+    auto taken = writer.write(ids[i], message, false);
+    REQUIRE(taken.ok());
+    sent[i].insert(sent[i].end(), message.begin(), message.begin() + static_cast<std::ptrdiff_t>(taken.value()));
+    // Move some output each way, sometimes cut short: the rest is lost with the transport.
+    for (Session* from : {&pair.client, &pair.server}) {
+      Session& to = from == &pair.client ? pair.server : pair.client;
+      if (!from->has_output() || random() % 3 == 0) continue;
+      Bytes wire_bytes = take_wire(*from);
+      if (random() % 40 == 0) {
+        wire_bytes.resize(random() % (wire_bytes.size() + 1));  // the connection breaks here
+        (void)to.receive(wire_bytes, 0);
+        losses++;
+        pair.client.on_transport_lost();
+        pair.server.on_transport_lost();
+        pair.client.start_resume();
+        const auto hello_frames = frames_of(take_wire(pair.client));
+        REQUIRE(hello_frames.size() == 1);
+        const auto answer = pair.server.answer_resume(wire::parse_hello(hello_frames[0].frame()).value());
+        REQUIRE(answer.verdict == replay::HelloVerdict::accept_resume);
+        break;
+      }
+      REQUIRE(to.receive(wire_bytes, 0).ok());
+    }
+  }
+  pair.pump();
+  CHECK(losses > 10);
+  CHECK(pair.client.stats().resumes == static_cast<uint64_t>(losses));
+  CHECK(pair.server.stats().resumes == static_cast<uint64_t>(losses));
+  for (int i = 0; i < streams; i++) {
+    const Recorder& reader = i % 2 == 0 ? pair.server_log : pair.client_log;
+    auto it = reader.streams.find(ids[i]);
+    REQUIRE(it != reader.streams.end());
+    CHECK(it->second.received == sent[i]);
+  }
+  CHECK_FALSE(pair.client.failed());
+  CHECK_FALSE(pair.server.failed());
+}
