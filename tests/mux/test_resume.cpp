@@ -5,11 +5,15 @@
 #define XXH_STATIC_LINKING_ONLY  // XXH3_state_t on the stack
 #include <xxhash.h>
 
+#include <sys/socket.h>
+
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <random>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "engine/socket.h"
@@ -34,6 +38,11 @@ constexpr bool sanitized = true;
 #else
 constexpr bool sanitized = false;
 #endif
+
+std::vector<std::byte> bytes_of(std::string_view text) {
+  const auto* data = reinterpret_cast<const std::byte*>(text.data());
+  return {data, data + text.size()};
+}
 
 // The deterministic content of stream `stream` at `offset` (a multiple of 8), 8 bytes.
 uint64_t content_word(uint64_t seed, uint64_t stream, uint64_t offset) {
@@ -353,5 +362,190 @@ TEST_CASE("resume: 8 streams and 10,000 calls through resets, slicing and corrup
     CHECK(server.acceptor.stats().resumes == server_stats.resumes);
   }
   proxy->stop();
+  server.shut_down();
+}
+
+namespace {
+
+// A raw TCP client for hand-written handshakes.
+int raw_connect(uint16_t port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  const engine::Address address = engine::Address::loopback_v4(port);
+  REQUIRE(::connect(fd, address.sockaddr_ptr(), address.length) == 0);
+  timeval timeout{2, 0};  // bounded reads
+  (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  return fd;
+}
+
+// Reads until the peer closes (or 2 s pass); returns what arrived, or -1 on timeout.
+long read_to_close(int fd, Loop& loop) {
+  long total = 0;
+  const uint64_t deadline = Loop::clock_ns() + 2 * second_ns;
+  while (Loop::clock_ns() < deadline) {
+    loop.run_once(false);  // the acceptor lives on this thread's loop
+    char buffer[256];
+    const ssize_t got = ::recv(fd, buffer, sizeof(buffer), MSG_DONTWAIT);
+    if (got == 0) return total;
+    if (got > 0) total += got;
+    if (got < 0 && errno != EAGAIN) return total;
+  }
+  return -1;
+}
+
+}  // namespace
+
+// Proves a peer that restarted (its session table is empty) ends the old session: the
+// dialer's RESUME is refused with resume_unknown_session, every stream and call fails
+// with session_lost well within the resume timeout, and a new session then works.
+TEST_CASE("resume: a restarted peer refuses the resume; everything fails with session_lost, a new session works") {
+  auto loop = test::make_test_loop();
+  if (!loop) return;
+  ConnectionOptions options;
+  options.resume_timeout_ns = 5 * second_ns;
+  auto first = std::make_unique<Server>(*loop, options);
+  const uint16_t port = first->port();
+  std::vector<std::shared_ptr<Responder>> held;
+  first->registry.add_unary(3, [&](std::span<const std::byte>, std::shared_ptr<Responder> responder) {
+    held.push_back(std::move(responder));  // never answers: the call is in flight at the restart
+  });
+  Client client(*loop, port, options);
+  Upload upload(*client.connection, 1, 0, 1ull << 40);  // never finishes by itself
+  upload.start();
+  MuxError call_error = MuxError::none;
+  bool call_done = false;
+  client.connection->call(3, bytes_of("pending"), 0, [&](const CallResult& result) {
+    call_done = true;
+    call_error = result.error;
+  });
+  REQUIRE(loop->run_until([&] { return held.size() == 1 && upload.sent > (8u << 20); }, 5 * second_ns));
+
+  // The restart: the old server goes away with its sessions; a new one listens on the port.
+  held.clear();
+  first->shut_down();
+  first.reset();
+  const uint64_t restarted = Loop::clock_ns();
+  Server second(*loop, options, port);
+  REQUIRE(loop->run_until([&] { return client.closed; }, 5 * second_ns));
+  const double seconds = static_cast<double>(Loop::clock_ns() - restarted) / 1e9;
+  MESSAGE("session lost " << seconds << " s after the restart");
+  CHECK(client.close_error == MuxError::session_lost);
+  CHECK(call_done);
+  CHECK(call_error == MuxError::session_lost);
+  CHECK(upload.finished);
+  CHECK(upload.error == MuxError::session_lost);
+  CHECK(second.acceptor.stats().refused >= 1);
+  CHECK(seconds < 1.0);  // refused at once, not timed out
+
+  // A new session to the restarted peer starts cleanly.
+  Client fresh(*loop, port, options);
+  bool answered = false;
+  fresh.connection->call(echo_unary, bytes_of("again"), 0, [&](const CallResult& result) {
+    answered = result.error == MuxError::none && result.response.size() == 5;
+  });
+  CHECK(loop->run_until([&] { return answered; }, 5 * second_ns));
+  fresh.connection->close();
+  loop->run_until([&] { return fresh.closed; }, 5 * second_ns);
+  second.shut_down();
+}
+
+// Proves a black hole (the path drops everything, the sockets stay open) is detected by
+// the keepalive within the dead-peer timeout, and that the session resumes once the path
+// works again: the stream's bytes arrive once and in order.
+TEST_CASE("resume: a black hole is detected by the keepalive, then the session resumes") {
+  const uint64_t seed = test::test_seed("resume black hole");
+  auto loop = test::make_test_loop();
+  if (!loop) return;
+  ConnectionOptions options;
+  options.keepalive_interval_ns = 50 * ms_ns;
+  options.dead_peer_timeout_ns = 200 * ms_ns;
+  Server server(*loop, options);
+  std::string error;
+  auto proxy = chaos::Proxy::start(proxy_to(server.port(), seed), error);
+  REQUIRE_MESSAGE(proxy != nullptr, error);
+  {
+    Client client(*loop, proxy->port(), options);
+    Upload upload(*client.connection, seed, 0, 32ull << 20);
+    upload.start();
+    REQUIRE(loop->run_until([&] { return upload.sent > (4u << 20); }, 10 * second_ns));
+    proxy->set_blackhole(chaos::Direction::both, true);
+    const uint64_t holed = Loop::clock_ns();
+    REQUIRE(loop->run_until([&] { return client.connection->resume_stats().transports_lost > 0; }, 5 * second_ns));
+    const uint64_t detected_ns = Loop::clock_ns() - holed;
+    MESSAGE("black hole detected after " << detected_ns / 1000 << " us");
+    // Silence for dead_peer_timeout, seen by a keepalive tick (every half interval).
+    CHECK(detected_ns <= options.dead_peer_timeout_ns + options.keepalive_interval_ns + 100 * ms_ns);
+    proxy->set_blackhole(chaos::Direction::both, false);
+    REQUIRE(loop->run_until([&] { return upload.finished || client.closed; }, 30 * second_ns));
+    CHECK(upload.error == MuxError::none);
+    CHECK(upload.verified());
+    CHECK(client.connection->resume_stats().resumes >= 1);
+    CHECK_FALSE(client.closed);
+  }
+  proxy->stop();
+  server.shut_down();
+}
+
+// Proves the resume timeout: with the peer unreachable (connections refused), the session
+// is lost after resume_timeout_ns, not before, and its calls fail with session_lost.
+TEST_CASE("resume: an unreachable peer loses the session at the resume timeout") {
+  auto loop = test::make_test_loop();
+  if (!loop) return;
+  ConnectionOptions options;
+  options.resume_timeout_ns = 300 * ms_ns;
+  Server server(*loop, options);
+  std::string error;
+  auto proxy = chaos::Proxy::start(proxy_to(server.port(), 1), error);
+  REQUIRE_MESSAGE(proxy != nullptr, error);
+  Client client(*loop, proxy->port(), options);
+  bool first_done = false;
+  client.connection->call(echo_unary, bytes_of("one"), 0, [&](const CallResult& r) {
+    first_done = r.error == MuxError::none;
+  });
+  REQUIRE(loop->run_until([&] { return first_done; }, 5 * second_ns));
+  proxy->stop();  // every connection through it closes, and new ones are refused
+  const uint64_t cut = Loop::clock_ns();
+  MuxError second_error = MuxError::none;
+  client.connection->call(echo_unary, bytes_of("two"), 0, [&](const CallResult& r) { second_error = r.error; });
+  REQUIRE(loop->run_until([&] { return client.closed; }, 5 * second_ns));
+  const uint64_t lost_ns = Loop::clock_ns() - cut;
+  MESSAGE("session lost " << lost_ns / 1000 << " us after the path went away; redials "
+                          << client.connection->resume_stats().redials);
+  CHECK(client.close_error == MuxError::session_lost);
+  CHECK(second_error == MuxError::session_lost);
+  CHECK(lost_ns >= options.resume_timeout_ns - 20 * ms_ns);  // the deadline starts at the loss
+  CHECK(lost_ns < options.resume_timeout_ns + 500 * ms_ns);
+  CHECK(client.connection->resume_stats().redials >= 2);  // backoff, not one attempt
+  server.shut_down();
+}
+
+// Proves a late HELLO of a superseded generation is ignored by the acceptor: its socket is
+// closed without an answer and the live session goes on untouched.
+TEST_CASE("resume: a HELLO of a superseded generation is closed unanswered; the session goes on") {
+  auto loop = test::make_test_loop();
+  if (!loop) return;
+  ConnectionOptions options;
+  Server server(*loop, options);
+  Client client(*loop, server.port(), options);
+  REQUIRE(loop->run_until([&] { return client.connection->connected(); }, 5 * second_ns));
+  wire::Hello stale;
+  stale.session_id = client.connection->session().session_id();
+  stale.generation = 1;  // the live connection's own generation: not newer
+  stale.hello_flags = wire::hello_flag_resume;
+  std::vector<std::byte> frame(wire::frame_bytes(wire::hello_payload_bytes));
+  wire::encode_hello(frame, stale);
+  const int fd = raw_connect(server.port());
+  REQUIRE(::send(fd, frame.data(), frame.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(frame.size()));
+  CHECK(read_to_close(fd, *loop) == 0);  // closed, nothing said
+  ::close(fd);
+  CHECK(server.acceptor.stats().ignored == 1);
+  bool answered = false;
+  client.connection->call(echo_unary, bytes_of("still here"), 0, [&](const CallResult& r) {
+    answered = r.error == MuxError::none;
+  });
+  CHECK(loop->run_until([&] { return answered; }, 5 * second_ns));
+  CHECK(client.connection->resume_stats().transports_lost == 0);
+  client.connection->close();
+  loop->run_until([&] { return client.closed; }, 5 * second_ns);
   server.shut_down();
 }
