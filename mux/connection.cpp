@@ -659,6 +659,7 @@ void Connection::on_established() noexcept {
   if (session_.generation() > 1) {
     resume_stats_.last_resume_ns = now;
     resume_stats_.last_resume_duration_ns = now - transport_started_ns_;
+    observer_.on_connection_resumed(*this, resume_stats_.last_resume_duration_ns);
   }
 }
 

@@ -136,6 +136,10 @@ class ConnectionObserver {
   // whose IoError is in `io_error`: closed, reset, timed_out for a silent peer; a
   // protocol error; or the reason given to close()). Every stream has been finished first.
   virtual void on_connection_closed(Connection& connection, MuxError error, engine::IoError io_error) noexcept = 0;
+  // The session resumed on a new TCP connection, `duration_ns` after that connection was up
+  // (ResumeStats::last_resume_duration_ns). Streams and calls never see a resume; this is
+  // for statistics.
+  virtual void on_connection_resumed(Connection&, uint64_t /*duration_ns*/) noexcept {}
 
  protected:
   ~ConnectionObserver() = default;

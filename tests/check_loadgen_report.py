@@ -40,6 +40,7 @@ SCHEMA = {
             "stream_share_min": float, "stream_share_max": float,
             "verify_errors": int, "verify_gaps": int, "verify_duplicates": int, "verified_messages": int,
             "resumes": int, "bytes_replayed": int,
+            "resume_ns": {"count": int, "p50": int, "p99": int, "max": int},
         },
     }),
 }

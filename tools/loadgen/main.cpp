@@ -114,6 +114,11 @@ int main(int argc, char** argv) {
       group->verify_gaps += r.verify_gaps;
       group->verify_duplicates += r.verify_duplicates;
       group->latency.merge(r.latency);
+      if (job.own_connection) {  // else the clones share one connection and its counts
+        group->resumes += r.resumes;
+        group->bytes_replayed += r.bytes_replayed;
+        group->resume_latency.merge(r.resume_latency);
+      }
       group->stream_bytes.insert(group->stream_bytes.end(), r.stream_bytes.begin(), r.stream_bytes.end());
       if (group->error_message.empty()) group->error_message = r.error_message;
     }

@@ -183,6 +183,12 @@ std::string report_normal(std::vector<JobResult>& results, const Invocation& inv
              std::to_string(r.verify_mismatches) + ", gaps=" + std::to_string(r.verify_gaps) +
              ", duplicates=" + std::to_string(r.verify_duplicates) + "\n";
     }
+    if (r.resumes > 0) {
+      out += "  resume: " + std::to_string(r.resumes) + " resumes, " + std::to_string(r.bytes_replayed) +
+             " bytes replayed, time p50=" + format("%.1f", r.resume_latency.percentile_ns(50) / 1e3) +
+             "us p99=" + format("%.1f", r.resume_latency.percentile_ns(99) / 1e3) +
+             "us max=" + format("%.1f", r.resume_latency.max_ns() / 1e3) + "us\n";
+    }
     out += "  errors=" + std::to_string(r.errors) + (r.error_message.empty() ? "" : " (" + r.error_message + ")") + "\n";
   }
   return out;
@@ -206,7 +212,12 @@ std::string report_json(std::vector<JobResult>& results, const Invocation& invoc
            ", \"verify_gaps\": " + std::to_string(r.verify_gaps) +
            ", \"verify_duplicates\": " + std::to_string(r.verify_duplicates) +
            ", \"verified_messages\": " + std::to_string(r.verified_messages) +
-           ", \"resumes\": 0, \"bytes_replayed\": 0}\n    }" + (i + 1 < results.size() ? "," : "") + "\n";
+           ", \"resumes\": " + std::to_string(r.resumes) + ", \"bytes_replayed\": " + std::to_string(r.bytes_replayed) +
+           ", \"resume_ns\": {\"count\": " + std::to_string(r.resume_latency.count()) +
+           ", \"p50\": " + std::to_string(r.resume_latency.percentile_ns(50)) +
+           ", \"p99\": " + std::to_string(r.resume_latency.percentile_ns(99)) +
+           ", \"max\": " + std::to_string(r.resume_latency.max_ns()) + "}}\n    }" +
+           (i + 1 < results.size() ? "," : "") + "\n";
   }
   out += "  ]\n}\n";
   return out;
@@ -226,7 +237,8 @@ std::string report_terse(std::vector<JobResult>& results, const Invocation& invo
     out += std::to_string(r.server_confirmed_bytes) + ";" + std::to_string(r.client_sent_bytes) + ";" +
            format("%.6f;%.6f", share(r, true), share(r, false)) + ";" + std::to_string(r.verify_mismatches) + ";" +
            std::to_string(r.verify_gaps) + ";" + std::to_string(r.verify_duplicates) + ";" +
-           std::to_string(r.verified_messages) + ";0;0\n";
+           std::to_string(r.verified_messages) + ";" + std::to_string(r.resumes) + ";" +
+           std::to_string(r.bytes_replayed) + "\n";
   }
   return out;
 }

@@ -39,8 +39,8 @@
 //   68  verify_gaps               sequence numbers skipped
 //   69  verify_duplicates         sequence numbers seen twice
 //   70  verified_messages         messages checked
-//   71  resumes                   0 until replay lands
-//   72  bytes_replayed            0 until replay lands
+//   71  resumes                   ringmux: session resumes of the job's connection
+//   72  bytes_replayed            ringmux: bytes sent again by those resumes
 // A direction without latency samples prints 0 for the clat fields and "0%=0" slots.
 //
 // The functions sort each result's latency samples (hence the non-const results).

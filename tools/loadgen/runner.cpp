@@ -384,21 +384,38 @@ class StreamRunner final : public Runner, public mux::StreamObserver {
   bool finished_ = false;
 };
 
+// Resume samples kept per connection (a resume every 10 ms for a minute fits).
+constexpr std::size_t resume_samples_max = 8192;
+
+// Dials the load server. Every connection is resumable: a broken TCP connection (ringmux-chaos
+// between) is replaced and its session resumes, invisible to the jobs but for the counts.
 struct Dialer final : engine::ConnectHandler, mux::ConnectionObserver {
-  explicit Dialer(Loop& l) : loop(l), connector(l, *this) {}
+  Dialer(Loop& l, const engine::Address& target) : loop(l), connector(l, *this) {
+    options.resume = true;
+    options.peer = target;
+  }
   void on_connect(Result<int, engine::IoError> fd) noexcept override {
     if (!fd) {
       error = engine::describe(fd.error());
       failed = true;
       return;
     }
-    connections.push_back(std::make_unique<mux::Connection>(loop, fd.value(), true, nullptr, *this));
+    connections.push_back(std::make_unique<mux::Connection>(loop, fd.value(), true, nullptr, *this, options));
+    resume_latency.emplace_back();
+    resume_latency.back().reserve(resume_samples_max);
     connections.back()->start();
   }
   void on_connection_closed(mux::Connection&, mux::MuxError, engine::IoError) noexcept override { closed++; }
+  void on_connection_resumed(mux::Connection& connection, uint64_t duration_ns) noexcept override {
+    for (std::size_t i = 0; i < connections.size(); i++) {
+      if (connections[i].get() == &connection) resume_latency[i].add(duration_ns);
+    }
+  }
   Loop& loop;
   engine::Connector connector;
+  mux::ConnectionOptions options;
   std::vector<std::unique_ptr<mux::Connection>> connections;
+  std::vector<tools::LatencySamples> resume_latency;  // per connection
   std::size_t closed = 0;
   bool failed = false;
   std::string error;
@@ -423,7 +440,7 @@ void run_ringmux(const std::vector<const Job*>& jobs, std::vector<JobResult*>& r
   if (!created) return fail_all(std::string("loop: ") + engine::describe(created.error()));
   if (!address) return fail_all("bad target address " + target.host);
   Loop& loop = *created.value();
-  Dialer dialer(loop);
+  Dialer dialer(loop, address.value());
   // One shared connection, plus one per job that wants its own.
   std::size_t wanted = 1;
   for (const Job* job : jobs) wanted += job->own_connection ? 1 : 0;
@@ -439,10 +456,12 @@ void run_ringmux(const std::vector<const Job*>& jobs, std::vector<JobResult*>& r
     return;
   }
   std::vector<std::unique_ptr<Runner>> runners;
+  std::vector<std::size_t> connection_of(jobs.size(), 0);
   std::size_t own = 1;
   for (std::size_t j = 0; j < jobs.size(); j++) {
     const Job& job = *jobs[j];
-    mux::Connection& connection = job.own_connection ? *dialer.connections[own++] : *dialer.connections[0];
+    if (job.own_connection) connection_of[j] = own++;
+    mux::Connection& connection = *dialer.connections[connection_of[j]];
     reserve_samples(*results[j], job);
     if (job.rw == RwMode::unary) {
       runners.push_back(
@@ -468,6 +487,14 @@ void run_ringmux(const std::vector<const Job*>& jobs, std::vector<JobResult*>& r
       },
       budget_ns);
   if (!finished) fail_all("jobs did not finish within runtime + 60 s");
+  for (std::size_t j = 0; j < jobs.size(); j++) {
+    const std::size_t c = connection_of[j];
+    const mux::ResumeStats& resumed = dialer.connections[c]->resume_stats();
+    results[j]->resumes = resumed.resumes;
+    results[j]->bytes_replayed = resumed.bytes_replayed;
+    results[j]->resume_latency.reserve(resume_samples_max);
+    results[j]->resume_latency.merge(dialer.resume_latency[c]);
+  }
   for (auto& c : dialer.connections) c->close();
   loop.run_until([&] { return dialer.closed == dialer.connections.size(); }, 5'000'000'000ull);
   runners.clear();

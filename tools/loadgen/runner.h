@@ -38,6 +38,12 @@ struct JobResult {
   // verify=1: messages whose payload failed its check, sequence numbers skipped, seen
   // twice, and messages checked in all. All 0 without verify.
   uint64_t verify_mismatches = 0, verify_gaps = 0, verify_duplicates = 0, verified_messages = 0;
+  // ringmux engine: the job's connection resumed its session this often after its TCP
+  // connection broke, sending this many held bytes again; each resume's time from the new
+  // TCP connection being up to the handshake done. Jobs sharing a connection report the
+  // same figures.
+  uint64_t resumes = 0, bytes_replayed = 0;
+  tools::LatencySamples resume_latency;
 };
 
 struct RunTarget {

@@ -182,7 +182,12 @@ class EchoStream final : public mux::StreamObserver {
 
 struct LoadServer::RingmuxSide final : engine::ListenerHandler, mux::ConnectionObserver {
   RingmuxSide(engine::Loop& l, ServerStats& s, const mux::ConnectionOptions& o)
-      : loop(l), stats(s), options(o), listener(l, *this) {
+      : loop(l), stats(s), options(o), listener(l, *this), acceptor(l, [this](int fd) {
+          stats.sessions.fetch_add(1, std::memory_order_relaxed);
+          connections.push_back(std::make_unique<mux::Connection>(loop, fd, false, &registry, *this, options));
+          return connections.back().get();
+        }) {
+    options.resume = true;  // sessions outlive their TCP connections (mux/acceptor.h)
     registry.add_unary(handler_unary, [this](std::span<const std::byte> request, std::shared_ptr<mux::Responder> responder) {
       stats.calls.fetch_add(1, std::memory_order_relaxed);
       stats.bytes_received.fetch_add(request.size(), std::memory_order_relaxed);
@@ -212,19 +217,22 @@ struct LoadServer::RingmuxSide final : engine::ListenerHandler, mux::ConnectionO
   }
   void on_accept(int fd) noexcept override {
     stats.connections.fetch_add(1, std::memory_order_relaxed);
-    connections.push_back(std::make_unique<mux::Connection>(loop, fd, false, &registry, *this, options));
-    connections.back()->start();
+    acceptor.accept(fd);  // reads the HELLO: a new session, or a resume of one of ours
   }
   void on_accept_error(engine::IoError) noexcept override {}
   void on_listener_closed() noexcept override { listener_closed = true; }
   void on_connection_closed(mux::Connection&, mux::MuxError, engine::IoError) noexcept override { closed++; }
-  bool all_closed() const { return listener_closed && closed == connections.size(); }
+  void on_connection_resumed(mux::Connection&, uint64_t) noexcept override {
+    stats.resumes.fetch_add(1, std::memory_order_relaxed);
+  }
+  bool all_closed() const { return listener_closed && closed == connections.size() && acceptor.idle(); }
 
   engine::Loop& loop;
   ServerStats& stats;
   mux::ConnectionOptions options;
   mux::Registry registry;
   engine::Listener listener;
+  mux::Acceptor acceptor;
   std::vector<std::unique_ptr<mux::Connection>> connections;
   std::vector<std::byte> response_pool;
   std::size_t closed = 0;
@@ -370,6 +378,7 @@ void LoadServer::stop() {
     if (side_) {
       engine_->post(0, [this] {
         for (auto& connection : side_->connections) connection->close();
+        side_->acceptor.close();
         side_->listener.close();
       });
       // Closing completes on the loop: wait for it (bounded).

@@ -17,12 +17,15 @@
 
 #include "engine/engine.h"
 #include "engine/socket.h"
+#include "mux/acceptor.h"
 #include "mux/connection.h"
 
 namespace ringmux::loadgen {
 
 struct ServerStats {
-  std::atomic<uint64_t> connections{0};
+  std::atomic<uint64_t> connections{0};  // TCP connections accepted
+  std::atomic<uint64_t> sessions{0};     // ringmux: sessions started (a resume is not a new one)
+  std::atomic<uint64_t> resumes{0};      // ringmux: sessions resumed on a new TCP connection
   std::atomic<uint64_t> calls{0};
   std::atomic<uint64_t> bytes_received{0};
   std::atomic<uint64_t> bytes_sent{0};

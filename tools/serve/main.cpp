@@ -119,9 +119,12 @@ int main(int argc, char** argv) {
   }
   server->stop();
   const ServerStats& stats = server->stats();
-  std::printf("ringmux-serve: %s; connections=%llu calls=%llu bytes_received=%llu bytes_sent=%llu verify_errors=%llu\n",
+  std::printf("ringmux-serve: %s; connections=%llu sessions=%llu resumes=%llu calls=%llu bytes_received=%llu "
+              "bytes_sent=%llu verify_errors=%llu\n",
               stop_signal != 0 ? strsignal(stop_signal) : "duration reached",
-              static_cast<unsigned long long>(stats.connections.load()), static_cast<unsigned long long>(stats.calls.load()),
+              static_cast<unsigned long long>(stats.connections.load()),
+              static_cast<unsigned long long>(stats.sessions.load()), static_cast<unsigned long long>(stats.resumes.load()),
+              static_cast<unsigned long long>(stats.calls.load()),
               static_cast<unsigned long long>(stats.bytes_received.load()),
               static_cast<unsigned long long>(stats.bytes_sent.load()),
               static_cast<unsigned long long>(stats.verify_errors.load()));
