@@ -23,9 +23,7 @@ Acceptor::Acceptor(engine::Loop& loop, Factory factory) noexcept : loop_(loop), 
 
 Acceptor::~Acceptor() {
   RM_ASSERT(idle());
-  // Connections still in the table outlive us only if their owner lets them: they must not
-  // call back into a destroyed acceptor.
-  for (auto& entry : sessions_) entry.second->acceptor_ = nullptr;
+  RM_ASSERT(sessions_.empty());  // every session it routed to has ended (and left the table)
 }
 
 void Acceptor::accept(int fd) noexcept {

@@ -20,9 +20,9 @@
 // bytes, is closed.
 //
 // Threads: the acceptor and every Connection it routes to live on one loop.
-// Lifetime: the acceptor must outlive the connections it made (they leave the table when
-// their session ends); close() it and let its pending reads finish (idle()) before
-// destroying it.
+// Lifetime: the acceptor must outlive the sessions it routed to (a connection leaves the
+// table when its session ends; destroying the acceptor with one still in it is asserted);
+// close() it and let its pending reads finish (idle()) before destroying it.
 #pragma once
 
 #include <array>

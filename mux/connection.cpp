@@ -1,7 +1,9 @@
 #include "mux/connection.h"
 
 #include <sys/random.h>
+#include <sys/socket.h>
 
+#include <array>
 #include <cerrno>
 #include <cstring>
 
@@ -264,6 +266,15 @@ void Connection::start(const wire::Hello& hello) noexcept {
 
 void Connection::close(MuxError reason) noexcept {
   EntryGuard guard(*this);
+  if (options_.resume && !ended_ && connected() && !transport_->socket.send_in_flight()) {
+    // A resumable peer would otherwise take the closed socket for a broken connection and
+    // wait for a resume until its timeout: an ERROR on stream 0 ends its session at once.
+    // Best effort, written straight to the socket (a fresh frame boundary: no send is in
+    // flight); if it does not go out, the peer's resume is refused instead.
+    std::array<std::byte, wire::frame_bytes(8 + 14)> frame{};
+    const std::size_t bytes = wire::encode_error(frame, 0, status_of(reason), "session closed");
+    (void)::send(transport_->socket.fd(), frame.data(), bytes, MSG_DONTWAIT | MSG_NOSIGNAL);
+  }
   end(reason);
 }
 

@@ -626,3 +626,24 @@ TEST_CASE("threaded: calls from 4 threads ride through resumes") {
     loop_thread.join();
   }
 }
+
+// Proves that closing a resumable session ends the peer's at once: the peer does not take
+// the closed socket for a broken connection and wait out its resume timeout.
+TEST_CASE("resume: closing a session ends the peer's session at once") {
+  auto loop = test::make_test_loop();
+  if (!loop) return;
+  ConnectionOptions options;  // resume timeout: the 10 s default
+  Server server(*loop, options);
+  Client client(*loop, server.port(), options);
+  REQUIRE(loop->run_until([&] { return client.connection->connected() && server.connections.size() == 1; },
+                          5 * second_ns));
+  const uint64_t closed_at = Loop::clock_ns();
+  client.connection->close();
+  REQUIRE(loop->run_until([&] { return server.closed == 1; }, 5 * second_ns));
+  const uint64_t took_ns = Loop::clock_ns() - closed_at;
+  MESSAGE("the server's session ended " << took_ns / 1000 << " us after the client closed its own");
+  CHECK(took_ns < second_ns);
+  CHECK(server.last_error == MuxError::peer_error);
+  CHECK(server.acceptor.sessions() == 0);
+  server.shut_down();
+}
