@@ -106,7 +106,7 @@ class HeldBatches {
     uint64_t end() const noexcept { return start + size(); }
   };
   // Recycled batches kept for their capacity; more are freed.
-  static constexpr std::size_t spare_batches_max = 4;
+  static constexpr std::size_t spare_batches_max = 64;
 
   const Batch* batch_at(uint64_t position) const noexcept;
 
