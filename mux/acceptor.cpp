@@ -38,7 +38,9 @@ void Acceptor::accept(int fd) noexcept {
   pending->recv.callback = &Acceptor::on_recv;
   pending->recv.context = pending.get();
   pending->timeout.set_callback(&Acceptor::on_timeout, pending.get());
-  pending->need = limits::frame_header_bytes;
+  // A version 1 HELLO whole in one read; a longer one (a later version's extensions) is
+  // completed by a second read once its header has told the length.
+  pending->need = wire::frame_bytes(wire::hello_payload_bytes);
   Pending& p = *pending;
   pending_.push_back(std::move(pending));
   loop_.timer_start(p.timeout, limits::hello_timeout_ns);
@@ -66,18 +68,21 @@ void Acceptor::on_recv(Completion& completion, int32_t result, uint32_t) noexcep
   if (result <= 0 || pending.timed_out || self.closing_) return self.finish(pending, nullptr);
   pending.have += static_cast<std::size_t>(result);
   if (pending.have < pending.need) return self.arm_recv(pending);
-  // A whole header, or the whole frame: feed what is new to the decoder, which checks the
-  // header (checksum first: the length is not trusted before) and then the payload.
-  const std::size_t from = pending.need == limits::frame_header_bytes ? 0 : limits::frame_header_bytes;
-  auto step = pending.decoder.next(std::span<const std::byte>(pending.buffer.data() + from, pending.have - from));
+  // Feed what is new to the decoder, which checks the header (checksum first: the length
+  // is not trusted before) and then the payload.
+  auto step = pending.decoder.next(std::span<const std::byte>(pending.buffer.data() + pending.fed, pending.have - pending.fed));
   if (!step) return self.finish(pending, nullptr);
+  pending.fed = pending.have;
   if (!step->has_frame) {
-    // The header is valid: its length (the first field) says how much payload follows.
+    // The header is valid and the frame longer than read so far: its length (the first
+    // field) says how much follows. A frame shorter than a version 1 HELLO was never
+    // read whole: the read waits for bytes that complete a HELLO, and times out.
     uint32_t length = 0;
     std::memcpy(&length, pending.buffer.data(), sizeof(length));
     length = le32toh(length);
     RM_ASSERT(length <= limits::hello_payload_bytes_max);  // the decoder's limit
     pending.need = limits::frame_header_bytes + length;
+    if (pending.need <= pending.have) return self.finish(pending, nullptr);  // cannot happen: decoded whole
     return self.arm_recv(pending);
   }
   if (step->frame.header.frame_kind() != wire::FrameKind::hello) return self.finish(pending, nullptr);

@@ -3,8 +3,9 @@
 // session it resumes.
 //
 // The HELLO is read on its own, before any Connection sees the socket: a plain receive of
-// exactly the frame's bytes (header, then the length the header states, at most
-// limits::hello_payload_bytes_max), so nothing behind it is taken from the socket. A new
+// exactly the frame's bytes (a version 1 HELLO in one read; a longer one, up to
+// limits::hello_payload_bytes_max, completed once its header told the length), so nothing
+// behind it is taken from the socket. A new
 // session's dialer pipelines frames behind its HELLO; they stay in the kernel for the new
 // Connection's receive. A resuming dialer sends nothing more until our HELLO_ACK.
 //
@@ -81,6 +82,7 @@ class Acceptor {
     wire::Decoder decoder{limits::hello_payload_bytes_max};
     std::array<std::byte, limits::frame_header_bytes + limits::hello_payload_bytes_max> buffer{};
     std::size_t have = 0;  // bytes in buffer
+    std::size_t fed = 0;   // bytes of buffer given to the decoder
     std::size_t need = 0;  // bytes the current read completes at
     bool timed_out = false;
   };

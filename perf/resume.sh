@@ -42,7 +42,7 @@ server_port=$(port_of "$out/serve.log" 'port \([0-9]*\)')
 start_proxy() {  # start_proxy NAME FAULTS...: prints the proxy's port
   local name=$1
   shift
-  taskset -c 1 "$tools/ringmux-chaos" --listen=127.0.0.1:0 --upstream="127.0.0.1:$server_port" --seed=6 \
+  nice -n -10 taskset -c 1 "$tools/ringmux-chaos" --listen=127.0.0.1:0 --upstream="127.0.0.1:$server_port" --seed=6 \
     --stats=json "$@" >"$out/chaos.$name.log" 2>&1 &
   pids+=($!)
   port_of "$out/chaos.$name.log" 'listening on [0-9.]*:\([0-9]*\)'
@@ -78,7 +78,10 @@ for r in range(runs):
     print(f"| {r + 1} | {gib(a):.2f} | {gib(b):.2f} | {gib(c):.2f} | {m['resumes']} | {lost} | {m['verify_duplicates']} | "
           f"{m['verify_errors']} | {rn['p50'] / 1e3:.0f} / {rn['p99'] / 1e3:.0f} / {rn['max'] / 1e3:.0f} |")
 print()
+p50s = sorted(j["ringmux"]["resume_ns"]["p50"] for j in rows["C"])
+p99s = sorted(j["ringmux"]["resume_ns"]["p99"] for j in rows["C"])
 print(f"medians: A {med['A']:.2f}, B {med['B']:.2f}, C {med['C']:.2f} GiB/s; "
+      f"resume p50 {statistics.median(p50s) / 1e3:.0f} us, p99 {statistics.median(p99s) / 1e3:.0f} us (median of runs); "
       f"W6 goodput / undisturbed W3 on the same path (C/B) {med['C'] / med['B']:.2f}x, "
       f"/ direct W3 (C/A) {med['C'] / med['A']:.2f}x")
 for k in "BC":
