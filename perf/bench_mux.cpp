@@ -107,7 +107,8 @@ void BM_session_write(benchmark::State& state) {
       state.PauseTiming();
       session->take_output(link, held);
       link.clear();
-      if (credit_used > (8u << 20)) {
+      // A fresh session once the stream's window is nearly spent (no peer returns credit).
+      if (credit_used + limits::send_batch_bytes_target + size > limits::stream_window_bytes_max) {
         renew();
         credit_used = 0;
       }
