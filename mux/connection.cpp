@@ -231,6 +231,7 @@ Connection::Connection(Loop& loop, int fd, bool dialer, const Registry* registry
       keepalive_(&Connection::on_keepalive, this),
       resume_deadline_(&Connection::on_resume_deadline, this),
       redial_timer_(&Connection::on_redial_timer, this),
+      ack_timer_(&Connection::on_ack_timer, this),
       connector_(loop, *this) {
   RM_ASSERT(!options.resume || !dialer || options.peer.length != 0);  // a resuming dialer redials somewhere
   // Jitter only spreads redials apart: the session id's bits are random enough for that.
@@ -502,6 +503,24 @@ void Connection::on_transport_recv(Transport& transport, std::span<const std::by
   }
   if (!was_established && session_.handshake_complete()) on_established();
   flush();
+  arm_ack_timer();
+}
+
+void Connection::arm_ack_timer() noexcept {
+  const uint64_t deadline = session_.ack_deadline_ns();
+  // Only on a live connection: while resuming, the next handshake carries the position.
+  if (deadline == replay::AckPolicy::no_deadline_ns || ack_timer_.armed() || !connected()) return;
+  const uint64_t now = loop_.now_ns();
+  loop_.timer_start(ack_timer_, deadline > now ? deadline - now : 0);
+}
+
+void Connection::on_ack_timer(engine::Timer& timer) noexcept {
+  auto& self = *static_cast<Connection*>(timer.context());
+  EntryGuard guard(self);
+  if (self.ended_) return;
+  self.session_.on_ack_timer(self.loop_.now_ns());
+  self.flush();
+  self.arm_ack_timer();  // still pending when a send in flight holds the ACK back
 }
 
 void Connection::on_transport_sent(Transport& transport) noexcept {
@@ -565,6 +584,7 @@ void Connection::end(MuxError reason) noexcept {
   loop_.timer_cancel(keepalive_);
   loop_.timer_cancel(resume_deadline_);
   loop_.timer_cancel(redial_timer_);
+  loop_.timer_cancel(ack_timer_);
   connector_.cancel();  // its on_connect closes the fd it may still bring
   if (acceptor_ != nullptr) {
     acceptor_->forget(*this);

@@ -255,6 +255,9 @@ class Connection final : public SessionHandler, private engine::ConnectHandler {
   static void on_keepalive(engine::Timer& timer) noexcept;
   static void on_resume_deadline(engine::Timer& timer) noexcept;
   static void on_redial_timer(engine::Timer& timer) noexcept;
+  static void on_ack_timer(engine::Timer& timer) noexcept;
+  // Arms the ACK timer when the session has received bytes that no send carried an ACK for.
+  void arm_ack_timer() noexcept;
 
   void on_transport_recv(Transport& transport, std::span<const std::byte> bytes) noexcept;
   void on_transport_sent(Transport& transport) noexcept;
@@ -293,6 +296,7 @@ class Connection final : public SessionHandler, private engine::ConnectHandler {
   engine::Timer keepalive_;
   engine::Timer resume_deadline_;
   engine::Timer redial_timer_;
+  engine::Timer ack_timer_;
   engine::Connector connector_;
   Acceptor* acceptor_ = nullptr;  // the table this accepting side is registered in
   ResumeStats resume_stats_;

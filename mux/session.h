@@ -195,6 +195,13 @@ class Session {
   // it had arrived through receive(). Error: the handshake's (the session is failed).
   Result<void, MuxError> accept_hello(const wire::Hello& hello) noexcept;
   const replay::HeldBatches& held() const noexcept { return held_; }
+  // When an ACK falls due by the clock alone (bytes received, nothing sent to carry it):
+  // replay::AckPolicy::no_deadline_ns when none is pending. The glue arms a timer for it.
+  uint64_t ack_deadline_ns() const noexcept { return ack_policy_.deadline_ns(); }
+  // That timer fired: queues the ACK when it is due at `now_ns`.
+  void on_ack_timer(uint64_t now_ns) noexcept {
+    if (ack_policy_.ack_due(now_ns, false)) queue_ack();
+  }
 
   // ---- handshake and positions ----
   // The session's id: the dialer's own, the acceptor's from the HELLO (zero before it).

@@ -8,7 +8,6 @@ const char* describe(ReplayError e) noexcept {
     case ReplayError::ack_ahead: return "acknowledgement beyond what was sent";
     case ReplayError::position_gone: return "replay position already acknowledged and released";
     case ReplayError::position_ahead: return "replay position beyond what was sent";
-    case ReplayError::receive_gap: return "received bytes start after the receive position (bytes missing)";
     case ReplayError::resume_position_ahead: return "resume refused: position beyond what was sent";
     case ReplayError::resume_position_gone: return "resume refused: bytes from that position no longer held";
     case ReplayError::resume_unknown_session: return "resume refused: unknown session (the peer restarted)";
@@ -31,7 +30,6 @@ Scope scope_of(ReplayError e) noexcept {
       return Scope::session;
     case ReplayError::none:
     case ReplayError::ack_ahead:
-    case ReplayError::receive_gap:
     case ReplayError::superseded_generation:
     case ReplayError::handshake_refused:
     case ReplayError::handshake_violation:
@@ -47,7 +45,6 @@ wire::StatusCode status_of(ReplayError e) noexcept {
     case ReplayError::ack_ahead: return StatusCode::protocol_error;
     case ReplayError::position_gone: return StatusCode::resume_position_gone;
     case ReplayError::position_ahead: return StatusCode::resume_position_ahead;
-    case ReplayError::receive_gap: return StatusCode::protocol_error;
     case ReplayError::resume_position_ahead: return StatusCode::resume_position_ahead;
     case ReplayError::resume_position_gone: return StatusCode::resume_position_gone;
     case ReplayError::resume_unknown_session: return StatusCode::resume_unknown_session;

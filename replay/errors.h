@@ -21,11 +21,8 @@ enum class ReplayError : uint8_t {
   // The sender's held batches (replay/held.h).
   ack_ahead,       // connection: an ACK for bytes beyond the tail, bytes that were never sent;
                    // the connection closes and the resume goes by the handshake's positions
-  position_gone,   // session: a read from before the acked position; those bytes were released
-  position_ahead,  // session: a read from beyond the tail; those bytes were never written
-  // The receiver (replay/receive.h).
-  receive_gap,  // connection: incoming bytes start after our receive position; the bytes in
-                // between never arrived (the peer still holds them: a new connection can resume)
+  position_gone,   // session: a rewind to before the acked position; those bytes were released
+  position_ahead,  // session: a rewind to beyond the tail; those bytes were never written
   // The resume handshake (replay/handshake.h); the first four match HELLO_ACK status codes.
   resume_position_ahead,   // session: the resume position lies beyond what the sender sent
   resume_position_gone,    // session: the sender no longer holds the bytes from that position

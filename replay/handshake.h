@@ -68,7 +68,7 @@ class DialHandshake {
   explicit DialHandshake(const wire::SessionId& id, uint64_t features = 0) noexcept;
 
   // Starts the next connection attempt: takes the next generation and returns the HELLO to
-  // send on it. `receive_position` is the receiver's position (ReceiveTracker); it must be
+  // send on it. `receive_position` is the session's receive position; it must be
   // 0 until the session has been established once (asserted). Callable in every state but
   // ended (asserted); from hello_sent it abandons an attempt that got no answer, from
   // established a connection that was lost.

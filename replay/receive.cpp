@@ -4,21 +4,6 @@
 
 namespace ringmux::replay {
 
-Result<std::span<const std::byte>, ReplayError> ReceiveTracker::admit(uint64_t start_position,
-                                                                      std::span<const std::byte> bytes) noexcept {
-  if (start_position > position_) return Err{ReplayError::receive_gap};
-  // start_position <= position_: the first (position_ - start_position) bytes were seen.
-  const uint64_t seen = position_ - start_position;
-  if (seen >= bytes.size()) {
-    duplicate_bytes_ += bytes.size();
-    return bytes.subspan(bytes.size());  // all duplicate: an empty span at the batch's end
-  }
-  const auto fresh = bytes.subspan(static_cast<std::size_t>(seen));
-  duplicate_bytes_ += seen;
-  position_ += fresh.size();
-  return fresh;
-}
-
 AckPolicy::AckPolicy(uint64_t interval_bytes, uint64_t interval_ns) noexcept
     : interval_bytes_(interval_bytes), interval_ns_(interval_ns) {
   RM_ASSERT(interval_bytes >= 1);

@@ -1,12 +1,9 @@
-// The receiver's side of replay: which incoming position-space bytes are new, and when to
-// acknowledge them.
+// The receiver's side of replay: when to acknowledge the bytes received.
 //
-// ReceiveTracker keeps the receive position: every position-space byte before it has been
-// handed on exactly once, in order. After a resume the peer replays from the position we
-// announced in the handshake; a peer that replays more than asked sends a prefix we already
-// have, which is dropped by position. A batch that starts beyond our position would skip
-// bytes: that is an error, never a silent hole.
-// Invariant: position() only grows, by exactly the bytes admit() returned.
+// There is no duplicate filter on this side, by construction: each side replays from
+// exactly the receive position the other announced in the handshake (wire/SPEC.md §8.1),
+// and positions are frame boundaries, so the sender drops what the receiver already has
+// (HeldBatches::rewind) and a receiver never sees a position-space byte twice.
 //
 // AckPolicy decides when to send an ACK carrying the receive position: at once when the
 // connection is sending a batch anyway (the ACK rides along), otherwise when
@@ -15,53 +12,15 @@
 // Invariant: acked position <= received position; the time of the first unacknowledged
 // byte is kept, and meaningful, exactly while the two differ.
 //
-// Both are sans-I/O: no clock is read (callers pass now_ns) and no frame is written.
-// Threads: one thread (the session's loop) owns each object.
+// Sans-I/O: no clock is read (callers pass now_ns) and no frame is written.
+// Threads: one thread (the session's loop) owns it.
 #pragma once
 
-#include <cstddef>
 #include <cstdint>
-#include <span>
 
 #include "engine/limits.h"
-#include "engine/result.h"
-#include "replay/errors.h"
 
 namespace ringmux::replay {
-
-class ReceiveTracker {
- public:
-  // Starts at `position`: 0 for a new session, or the position a session resumes from.
-  explicit ReceiveTracker(uint64_t position = 0) noexcept : position_(position) {}
-
-  // A batch of position-space bytes that starts at `start_position` arrived. Returns the
-  // part not seen before: a suffix of `bytes` (possibly empty, when the whole batch is a
-  // duplicate), starting at position() on entry; position() moves past it. The span points
-  // into `bytes`. Error receive_gap when start_position > position() (connection-scoped:
-  // the bytes in between are missing; the peer still holds them and a resume can fetch
-  // them); position() is then unchanged.
-  //
-  // Callers that track positions per frame pass whole frames (header and payload as they
-  // were on the wire). A result shorter than the frame but not empty means the peer's
-  // replay does not start on one of our frame boundaries; new_bytes_inside() tells which.
-  Result<std::span<const std::byte>, ReplayError> admit(uint64_t start_position,
-                                                        std::span<const std::byte> bytes) noexcept;
-
-  uint64_t position() const noexcept { return position_; }
-  // Bytes dropped as duplicates since construction (for statistics and tests).
-  uint64_t duplicate_bytes() const noexcept { return duplicate_bytes_; }
-
- private:
-  uint64_t position_;
-  uint64_t duplicate_bytes_ = 0;
-};
-
-// True when admit() returned `fresh` out of `batch` with the new part starting inside it:
-// neither the whole batch nor none of it. For a caller that admits whole frames this is a
-// replay that is not frame-aligned, a protocol violation.
-inline bool new_bytes_inside(std::span<const std::byte> batch, std::span<const std::byte> fresh) noexcept {
-  return !fresh.empty() && fresh.size() < batch.size();
-}
 
 class AckPolicy {
  public:

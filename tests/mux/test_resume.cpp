@@ -647,3 +647,30 @@ TEST_CASE("resume: closing a session ends the peer's session at once") {
   CHECK(server.acceptor.sessions() == 0);
   server.shut_down();
 }
+
+// Proves the ACK timer: a few bytes to a receiver that sends nothing back are still
+// acknowledged within limits::ack_interval_ns, so the sender releases its held batches
+// instead of keeping them until some later send carries the ACK.
+TEST_CASE("resume: a trickle is acknowledged by the ACK timer") {
+  auto loop = test::make_test_loop();
+  if (!loop) return;
+  ConnectionOptions options;
+  Server server(*loop, options);
+  Client client(*loop, server.port(), options);
+  Upload upload(*client.connection, 3, 0, 1ull << 30);  // opened, then only a trickle
+  auto id = client.connection->open(hash_sink, 0, bytes_of("a few bytes"), false, upload);
+  REQUIRE(id.ok());
+  const Session& session = client.connection->session();
+  REQUIRE(loop->run_until([&] { return session.send_position() > 0 && session.held().bytes_unsent() == 0; },
+                          5 * second_ns));
+  const uint64_t sent_at = Loop::clock_ns();
+  REQUIRE(loop->run_until([&] { return session.held().acked() == session.send_position(); }, 5 * second_ns));
+  const uint64_t took_ns = Loop::clock_ns() - sent_at;
+  MESSAGE("acknowledged after " << took_ns / 1000 << " us (ack_interval_ns " << limits::ack_interval_ns / 1000
+                                << " us)");
+  CHECK(took_ns < limits::ack_interval_ns + 50 * ms_ns);
+  CHECK(session.held().batches() == 0);  // released
+  client.connection->close();
+  loop->run_until([&] { return client.closed; }, 5 * second_ns);
+  server.shut_down();
+}

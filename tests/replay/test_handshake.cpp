@@ -329,6 +329,6 @@ TEST_CASE("replay errors: describe, scope and status") {
   CHECK(status_of(ReplayError::resume_position_gone) == wire::StatusCode::resume_position_gone);
   CHECK(status_of(ReplayError::resume_unknown_session) == wire::StatusCode::resume_unknown_session);
   CHECK(status_of(ReplayError::version_unsupported) == wire::StatusCode::version_unsupported);
-  const std::error_code code = ReplayError::receive_gap;
+  const std::error_code code = ReplayError::ack_ahead;
   CHECK(code.category().name() == std::string("ringmux.replay"));
 }
