@@ -454,7 +454,9 @@ global options:
 
 A status line with the ETA is drawn on stderr when it is a terminal. The tcp engine
 runs every rw mode with one blocking connection per stream (rate_iops: a sender
-thread on schedule beside the reader).
+thread on schedule beside the reader). Every ringmux-engine connection is resumable:
+when its TCP connection breaks (e.g. ringmux-chaos --reset-every) the session resumes
+on a new one and the report counts the resumes, the bytes replayed and the resume times.
 Exit status: 0 when no operation failed and verify found nothing, 1 otherwise, 2 for
 bad options.
 )";
