@@ -22,7 +22,13 @@ void Registry::add_stream(uint32_t handler_id, StreamHandler handler) {
   RM_ASSERT(inserted);  // one handler per id
 }
 
+class OrderedStart;
+
 namespace {
+
+// The connection's order gate, for the unary glue below (Connection befriends OrderedStart).
+void release_order(Connection& connection, uint64_t token) noexcept;
+void enter_order(Connection& connection, std::shared_ptr<OrderedStart> start) noexcept;
 
 // Server side of a unary call: gathers the request, runs the handler, sends the reply.
 class UnaryResponder final : public Responder {
@@ -32,6 +38,7 @@ class UnaryResponder final : public Responder {
   void reply(std::span<const std::byte> response) noexcept override {
     if (done_ || cancelled_) return;
     done_ = true;
+    release();
     auto taken = connection_->write(id_, response, true);
     if (!taken) return;  // the stream ended meanwhile (the peer reset it)
     if (taken.value() < response.size()) {
@@ -42,12 +49,21 @@ class UnaryResponder final : public Responder {
   void fail(wire::StatusCode status, std::string_view message) noexcept override {
     if (done_ || cancelled_) return;
     done_ = true;
+    release();
     connection_->reset(id_, error_from_status(status) == MuxError::stream_reset ? MuxError::handler_error
                                                                                  : error_from_status(status),
                        message.empty() ? std::string_view("handler failed") : message);
   }
   bool cancelled() const noexcept override { return cancelled_; }
   void on_cancel(std::function<void()> callback) noexcept override { cancel_callback_ = std::move(callback); }
+  void release() noexcept override {
+    if (order_token_ == 0) return;  // unordered, or released already
+    const uint64_t token = order_token_;
+    order_token_ = 0;
+    release_order(*connection_, token);
+  }
+  // An ordered request now holds the order under `token`.
+  void hold(uint64_t token) noexcept { order_token_ = token; }
 
   void writable() noexcept {
     if (pending_.empty() || cancelled_) return;
@@ -65,6 +81,7 @@ class UnaryResponder final : public Responder {
       if (cancel_callback_) cancel_callback_();
     }
     done_ = true;
+    release();
   }
 
  private:
@@ -75,12 +92,36 @@ class UnaryResponder final : public Responder {
   std::vector<std::byte> pending_;
   std::size_t offset_ = 0;
   std::function<void()> cancel_callback_;
+  uint64_t order_token_ = 0;  // holding the order of an ordered handler
 };
+
+}  // namespace
+
+// An ordered request whose start waits for the order: the request (copied, since it
+// waits), its responder and its handler.
+class OrderedStart {
+ public:
+  std::vector<std::byte> request;
+  std::shared_ptr<UnaryResponder> responder;
+  const Registry::UnaryHandler* handler = nullptr;
+
+  static void enter(Connection& connection, std::shared_ptr<OrderedStart> start) noexcept {
+    (void)connection.order_enter(std::move(start));
+  }
+  static void release(Connection& connection, uint64_t token) noexcept { connection.order_release(token); }
+};
+
+namespace {
+
+void release_order(Connection& connection, uint64_t token) noexcept { OrderedStart::release(connection, token); }
+void enter_order(Connection& connection, std::shared_ptr<OrderedStart> start) noexcept {
+  OrderedStart::enter(connection, std::move(start));
+}
 
 class UnaryServerStream final : public StreamObserver {
  public:
-  UnaryServerStream(const StreamStart& start, const Registry::UnaryHandler& handler)
-      : connection_(*start.connection), id_(start.id), handler_(handler),
+  UnaryServerStream(const StreamStart& start, const Registry::UnaryHandler& handler, bool ordered = false)
+      : connection_(*start.connection), id_(start.id), handler_(handler), ordered_(ordered),
         responder_(std::make_shared<UnaryResponder>(*start.connection, start.id)),
         deadline_(&UnaryServerStream::on_deadline, this) {
     if (start.deadline_ns != 0) {
@@ -92,6 +133,16 @@ class UnaryServerStream final : public StreamObserver {
 
   void on_stream_data(std::span<const std::byte> bytes, bool end_stream) noexcept override {
     connection_.consume(id_, bytes.size());
+    if (ordered_) {
+      request_.insert(request_.end(), bytes.begin(), bytes.end());
+      if (!end_stream) return;
+      auto start = std::make_shared<OrderedStart>();
+      start->request = std::move(request_);
+      start->responder = responder_;
+      start->handler = &handler_;
+      enter_order(connection_, std::move(start));  // may run it now, and delete this stream
+      return;
+    }
     if (end_stream && request_.empty()) {
       handler_(bytes, responder_);  // the whole request in one frame: no copy
       return;
@@ -117,6 +168,7 @@ class UnaryServerStream final : public StreamObserver {
   Connection& connection_;
   StreamId id_;
   const Registry::UnaryHandler& handler_;
+  bool ordered_;
   std::shared_ptr<UnaryResponder> responder_;
   std::vector<std::byte> request_;
   engine::Timer deadline_;
@@ -178,6 +230,14 @@ void Registry::add_unary(uint32_t handler_id, UnaryHandler handler) {
   auto shared = std::make_shared<UnaryHandler>(std::move(handler));
   add_stream(handler_id, [shared](const StreamStart& start) -> StreamObserver* {
     return new UnaryServerStream(start, *shared);
+  });
+}
+
+void Registry::add_unary_ordered(uint32_t handler_id, UnaryHandler handler) {
+  RM_ASSERT(handler);
+  auto shared = std::make_shared<UnaryHandler>(std::move(handler));
+  add_stream(handler_id, [shared](const StreamStart& start) -> StreamObserver* {
+    return new UnaryServerStream(start, *shared, true);
   });
 }
 
@@ -363,8 +423,53 @@ StreamId Connection::call(uint32_t handler_id, std::span<const std::byte> reques
   }
   streams_.emplace(id.value(), Entry{call, true});
   call->arm(id.value(), deadline_ns);
+  // A nested call of the ordered handler holding the order (made inside its invocation):
+  // while it is outstanding, an ordered request coming back is a self-deadlock.
+  if (order_in_handler_ && order_holder_ != 0) order_nested_calls_.push_back(id.value());
   flush();
   return id.value();
+}
+
+// ---- ordered handlers ----
+
+bool Connection::order_enter(std::shared_ptr<OrderedStart> start) noexcept {
+  if (order_holder_ != 0 && !order_nested_calls_.empty()) {
+    // The holder waits on a call it made over this session, and this request came back
+    // over the same session: queued, it would wait for the holder, which waits for it.
+    start->responder->fail(wire::StatusCode::handler_error,
+                           "ordered handler re-entered on this session while the order is held by a handler "
+                           "waiting on its nested call (release() before nested calls)");
+    return false;
+  }
+  order_waiting_.push_back(std::move(start));
+  order_drain();
+  return true;
+}
+
+void Connection::order_release(uint64_t token) noexcept {
+  if (token != order_holder_) return;
+  order_holder_ = 0;
+  order_nested_calls_.clear();
+  order_drain();
+}
+
+void Connection::order_drain() noexcept {
+  // A loop, not recursion: a handler that replies at once releases the order inside its
+  // own start, and 10,000 waiting requests must not become 10,000 stack frames.
+  if (order_draining_) return;
+  order_draining_ = true;
+  while (order_holder_ == 0 && !order_waiting_.empty() && !ended_) {
+    std::shared_ptr<OrderedStart> start = std::move(order_waiting_.front());
+    order_waiting_.pop_front();
+    if (start->responder->cancelled()) continue;  // cancelled while it waited: never starts
+    order_holder_ = order_next_token_++;
+    start->responder->hold(order_holder_);
+    order_in_handler_ = true;
+    (*start->handler)(start->request, start->responder);
+    order_in_handler_ = false;
+  }
+  if (ended_) order_waiting_.clear();
+  order_draining_ = false;
 }
 
 void Connection::goaway(wire::StatusCode code) noexcept {
@@ -410,6 +515,9 @@ void Connection::finish(StreamId id, MuxError error, std::string_view message) n
   if (it == streams_.end()) return;
   const Entry entry = it->second;
   streams_.erase(it);
+  if (!order_nested_calls_.empty()) {
+    std::erase(order_nested_calls_, id);
+  }
   if (!message.empty()) entry.observer->on_stream_message(message);
   entry.observer->on_stream_finished(error);
   if (entry.owned) {

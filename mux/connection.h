@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <span>
@@ -73,6 +74,10 @@ class Responder {
   virtual bool cancelled() const noexcept = 0;
   // Called once if the call is cancelled before the reply went out.
   virtual void on_cancel(std::function<void()> callback) noexcept = 0;
+  // Ordered handlers (Registry::add_unary_ordered): lets the next ordered request of this
+  // session start while this one goes on. Idempotent, and implied by reply(), fail() and
+  // cancellation. A no-op for unordered handlers.
+  virtual void release() noexcept = 0;
 };
 
 // Server handlers by id. A stream handler returns the observer of the new stream (owned
@@ -86,6 +91,15 @@ class Registry {
 
   void add_stream(uint32_t handler_id, StreamHandler handler);
   void add_unary(uint32_t handler_id, UnaryHandler handler);
+  // An ordered unary handler: on each session its requests start one at a time, in the
+  // order they arrived; the next starts when the running one replies, fails, is cancelled
+  // or calls Responder::release(). Requests of unordered handlers are never held back.
+  // A handler that makes nested calls while it holds the order must release() first: a
+  // peer that answers by calling an ordered handler back over the same session would wait
+  // behind it. That cycle is detected when the nested call was made from inside the
+  // handler's own invocation: the request coming back is failed at once (handler_error,
+  // "ordered handler re-entered ...") instead of waiting forever.
+  void add_unary_ordered(uint32_t handler_id, UnaryHandler handler);
   const StreamHandler* find(uint32_t handler_id) const noexcept;
 
  private:
@@ -146,6 +160,7 @@ class ConnectionObserver {
 };
 
 class Acceptor;
+class OrderedStart;
 
 class Connection final : public SessionHandler, private engine::ConnectHandler {
  public:
@@ -199,6 +214,8 @@ class Connection final : public SessionHandler, private engine::ConnectHandler {
   void goaway(wire::StatusCode code = wire::StatusCode::going_away) noexcept;
 
   Session& session() noexcept { return session_; }
+  // Ordered requests waiting for the order on this session (Registry::add_unary_ordered).
+  std::size_t ordered_waiting() const noexcept { return order_waiting_.size(); }
   engine::Loop& loop() noexcept { return loop_; }
   uint64_t batches_sent() const noexcept { return batches_sent_; }
 
@@ -215,6 +232,15 @@ class Connection final : public SessionHandler, private engine::ConnectHandler {
 
  private:
   friend class Acceptor;
+  friend class OrderedStart;
+  // ---- ordered handlers (Registry::add_unary_ordered) ----
+  // Runs `start` now if the order is free, else queues it (arrival order). Returns false
+  // when it refused the request as a self-deadlock (the holder waits on a nested call
+  // over this session).
+  bool order_enter(std::shared_ptr<OrderedStart> start) noexcept;
+  // The holder `token` released the order: the next waiting request starts.
+  void order_release(uint64_t token) noexcept;
+  void order_drain() noexcept;
   // One TCP connection under the session. The socket's callbacks name their transport, so
   // those of a transport that was replaced (retired, closing) are told apart and ignored.
   class Transport final : public engine::SocketHandler {
@@ -319,6 +345,14 @@ class Connection final : public SessionHandler, private engine::ConnectHandler {
   std::vector<StreamId> writable_pending_;  // on_stream_writable, delivered by reap()
   std::vector<StreamId> writable_scratch_;  // reap()'s working copy (capacity kept)
   std::vector<std::unique_ptr<StreamObserver>> finished_;  // owned observers awaiting reap()
+  // The order: the token of the ordered request holding it (0: free), those waiting, and
+  // the calls the holder made from inside its invocation that are still outstanding.
+  uint64_t order_holder_ = 0;
+  uint64_t order_next_token_ = 1;
+  bool order_in_handler_ = false;  // the holder's handler function is running right now
+  bool order_draining_ = false;
+  std::deque<std::shared_ptr<OrderedStart>> order_waiting_;
+  std::vector<StreamId> order_nested_calls_;
 };
 
 }  // namespace ringmux::mux

@@ -23,18 +23,17 @@
 #include "mux/acceptor.h"
 #include "mux/connection.h"
 #include "mux/threaded.h"
+#include "tests/mux/support.h"
 #include "tests/support.h"
 #include "tools/chaos/proxy.h"
 
 using namespace ringmux;
 using namespace ringmux::mux;
 using engine::Loop;
+using namespace ringmux::mux::loopback;
 
 namespace {
 
-constexpr uint64_t ms_ns = 1'000'000;
-constexpr uint64_t second_ns = 1000 * ms_ns;
-constexpr uint32_t echo_unary = 1;
 constexpr uint32_t hash_sink = 2;
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
@@ -42,11 +41,6 @@ constexpr bool sanitized = true;
 #else
 constexpr bool sanitized = false;
 #endif
-
-std::vector<std::byte> bytes_of(std::string_view text) {
-  const auto* data = reinterpret_cast<const std::byte*>(text.data());
-  return {data, data + text.size()};
-}
 
 // The deterministic content of stream `stream` at `offset` (a multiple of 8), 8 bytes.
 uint64_t content_word(uint64_t seed, uint64_t stream, uint64_t offset) {
@@ -90,85 +84,12 @@ class HashSink final : public StreamObserver {
   std::size_t sent_ = 0;
 };
 
-// The accepting side: a listener, the acceptor (session table) and the connections.
-struct Server final : engine::ListenerHandler, ConnectionObserver {
-  Server(Loop& loop_ref, ConnectionOptions options_ref, uint16_t port = 0)
-      : loop(loop_ref), options(options_ref), listener(loop_ref, *this),
-        acceptor(loop_ref, [this](int fd) {
-          connections.push_back(std::make_unique<Connection>(loop, fd, false, &registry, *this, options));
-          return connections.back().get();
-        }) {
-    options.resume = true;
-    registry.add_unary(echo_unary, [](std::span<const std::byte> request, std::shared_ptr<Responder> responder) {
-      responder->reply(request);
-    });
+// A resumable server with the echo and hash_sink handlers.
+struct HashServer : Server {
+  explicit HashServer(Loop& loop_ref, const ConnectionOptions& options_ref, uint16_t port = 0)
+      : Server(loop_ref, options_ref, port) {
     registry.add_stream(hash_sink, [](const StreamStart& start) { return new HashSink(start); });
-    REQUIRE(listener.listen(engine::Address::loopback_v4(port)).ok());
   }
-  // Closes everything and waits for it (bounded).
-  void shut_down() {
-    for (auto& connection : connections) {
-      if (!connection->closed()) connection->close(MuxError::cancelled);
-    }
-    acceptor.close();
-    listener.close();
-    CHECK(loop.run_until([&] { return closed == connections.size() && listener_closed && acceptor.idle(); },
-                         5 * second_ns));
-  }
-  void on_accept(int fd) noexcept override { acceptor.accept(fd); }
-  void on_accept_error(engine::IoError) noexcept override {}
-  void on_listener_closed() noexcept override { listener_closed = true; }
-  void on_connection_closed(Connection&, MuxError error, engine::IoError) noexcept override {
-    closed++;
-    last_error = error;
-  }
-  uint16_t port() const { return listener.address().port(); }
-
-  Loop& loop;
-  ConnectionOptions options;
-  Registry registry;
-  engine::Listener listener;
-  Acceptor acceptor;
-  std::vector<std::unique_ptr<Connection>> connections;
-  std::size_t closed = 0;
-  bool listener_closed = false;
-  MuxError last_error = MuxError::none;
-};
-
-// The dialing side: one resumable connection to `port`.
-struct Client final : engine::ConnectHandler, ConnectionObserver {
-  Client(Loop& loop_ref, uint16_t port, ConnectionOptions options_ref) : loop(loop_ref), connector(loop_ref, *this) {
-    options = options_ref;
-    options.resume = true;
-    options.peer = engine::Address::loopback_v4(port);
-    connector.connect(options.peer);
-    REQUIRE(loop.run_until([&] { return connection != nullptr || failed; }, 5 * second_ns));
-    REQUIRE(connection != nullptr);
-  }
-  ~Client() {
-    if (connection && !connection->closed()) connection->close();
-    loop.run_until([&] { return closed; }, 5 * second_ns);
-  }
-  void on_connect(Result<int, engine::IoError> fd) noexcept override {
-    if (!fd) {
-      failed = true;
-      return;
-    }
-    connection = std::make_unique<Connection>(loop, fd.value(), true, nullptr, *this, options);
-    connection->start();
-  }
-  void on_connection_closed(Connection&, MuxError error, engine::IoError) noexcept override {
-    closed = true;
-    close_error = error;
-  }
-
-  Loop& loop;
-  ConnectionOptions options;
-  engine::Connector connector;
-  std::unique_ptr<Connection> connection;
-  bool failed = false;
-  bool closed = false;
-  MuxError close_error = MuxError::none;
 };
 
 // A client stream that writes `total` bytes of content_word() and checks the server's
@@ -305,7 +226,7 @@ TEST_CASE("resume: 8 streams and 10,000 calls through resets, slicing and corrup
   auto loop = test::make_test_loop();
   if (!loop) return;
   ConnectionOptions options;
-  Server server(*loop, options);
+  HashServer server(*loop, options);
   chaos::ProxyOptions proxy_options = proxy_to(server.port(), seed);
   proxy_options.faults.reset_every_ns = 50 * ms_ns;
   for (chaos::LaneFaults* lane : {&proxy_options.faults.up, &proxy_options.faults.down}) {
@@ -407,7 +328,7 @@ TEST_CASE("resume: a restarted peer refuses the resume; everything fails with se
   if (!loop) return;
   ConnectionOptions options;
   options.resume_timeout_ns = 5 * second_ns;
-  auto first = std::make_unique<Server>(*loop, options);
+  auto first = std::make_unique<HashServer>(*loop, options);
   const uint16_t port = first->port();
   std::vector<std::shared_ptr<Responder>> held;
   first->registry.add_unary(3, [&](std::span<const std::byte>, std::shared_ptr<Responder> responder) {
@@ -429,7 +350,7 @@ TEST_CASE("resume: a restarted peer refuses the resume; everything fails with se
   first->shut_down();
   first.reset();
   const uint64_t restarted = Loop::clock_ns();
-  Server second(*loop, options, port);
+  HashServer second(*loop, options, port);
   REQUIRE(loop->run_until([&] { return client.closed; }, 5 * second_ns));
   const double seconds = static_cast<double>(Loop::clock_ns() - restarted) / 1e9;
   MESSAGE("session lost " << seconds << " s after the restart");
@@ -463,7 +384,7 @@ TEST_CASE("resume: a black hole is detected by the keepalive, then the session r
   ConnectionOptions options;
   options.keepalive_interval_ns = 50 * ms_ns;
   options.dead_peer_timeout_ns = 200 * ms_ns;
-  Server server(*loop, options);
+  HashServer server(*loop, options);
   std::string error;
   auto proxy = chaos::Proxy::start(proxy_to(server.port(), seed), error);
   REQUIRE_MESSAGE(proxy != nullptr, error);
@@ -497,7 +418,7 @@ TEST_CASE("resume: an unreachable peer loses the session at the resume timeout")
   if (!loop) return;
   ConnectionOptions options;
   options.resume_timeout_ns = 300 * ms_ns;
-  Server server(*loop, options);
+  HashServer server(*loop, options);
   std::string error;
   auto proxy = chaos::Proxy::start(proxy_to(server.port(), 1), error);
   REQUIRE_MESSAGE(proxy != nullptr, error);
@@ -529,7 +450,7 @@ TEST_CASE("resume: a HELLO of a superseded generation is closed unanswered; the 
   auto loop = test::make_test_loop();
   if (!loop) return;
   ConnectionOptions options;
-  Server server(*loop, options);
+  HashServer server(*loop, options);
   Client client(*loop, server.port(), options);
   REQUIRE(loop->run_until([&] { return client.connection->connected(); }, 5 * second_ns));
   wire::Hello stale;
@@ -575,7 +496,7 @@ TEST_CASE("threaded: calls from 4 threads ride through resumes") {
       return;
     }
     ConnectionOptions options;
-    Server server(*loop, options);
+    HashServer server(*loop, options);
     chaos::ProxyOptions proxy_options = proxy_to(server.port(), seed);
     proxy_options.faults.reset_every_ns = 20 * ms_ns;
     std::string error;
@@ -633,7 +554,7 @@ TEST_CASE("resume: closing a session ends the peer's session at once") {
   auto loop = test::make_test_loop();
   if (!loop) return;
   ConnectionOptions options;  // resume timeout: the 10 s default
-  Server server(*loop, options);
+  HashServer server(*loop, options);
   Client client(*loop, server.port(), options);
   REQUIRE(loop->run_until([&] { return client.connection->connected() && server.connections.size() == 1; },
                           5 * second_ns));
@@ -655,7 +576,7 @@ TEST_CASE("resume: a trickle is acknowledged by the ACK timer") {
   auto loop = test::make_test_loop();
   if (!loop) return;
   ConnectionOptions options;
-  Server server(*loop, options);
+  HashServer server(*loop, options);
   Client client(*loop, server.port(), options);
   Upload upload(*client.connection, 3, 0, 1ull << 30);  // opened, then only a trickle
   auto id = client.connection->open(hash_sink, 0, bytes_of("a few bytes"), false, upload);
