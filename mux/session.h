@@ -160,6 +160,7 @@ class Session {
   void goaway(wire::StatusCode code) noexcept;
   // Round-trip estimate for window growth (set by the glue from PING/PONG).
   void set_rtt_ns(uint64_t rtt_ns) noexcept { rtt_ns_ = rtt_ns; }
+  uint64_t rtt_ns() const noexcept { return rtt_ns_; }
 
   // ---- bytes out ----
   // Whether take_output() has something: link frames, held bytes not sent on this

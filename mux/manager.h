@@ -1,0 +1,158 @@
+// Manager: one node's sessions with its peers (the grid). One resumable session per pair
+// of nodes; either side calls the other over it and serves the same handlers on it.
+//
+// Which side dials is decided from the two addresses alone, the same way on both nodes
+// (dials(): XXH3 of the ordered pair), so two nodes never race two connections. The
+// dialing side connects as soon as the peer is added and keeps the session up: it
+// resumes it when the TCP connection breaks (ConnectionOptions::resume) and starts a new
+// one, after a backoff, when the session is lost. The accepting side cannot dial; its
+// sessions arrive through its listener (mux::Acceptor), and the dialer's first call names
+// the node it comes from (an identify call on a reserved handler id), after which the
+// session serves this node's calls to that peer too.
+//
+// Calls: call() to a peer whose session is not up (connecting, resuming, not yet
+// identified) waits, up to its deadline, for it to come up: queued here, or in the
+// session while it resumes. Then it fails with deadline_exceeded and a message naming the
+// peer. A call is cancellable (cancel()) in both states; the peer sees a RESET.
+//
+// Health per peer: state (connecting, connected, resuming, lost), last RTT, resumes.
+//
+// Threads: a Manager and all its sessions live on one loop (a future step spreads sessions
+// over an Engine's loops); every member is called on that loop's thread.
+// Lifetime: close() ends every session; the manager may be destroyed once closed().
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "engine/loop.h"
+#include "engine/socket.h"
+#include "engine/timer.h"
+#include "mux/acceptor.h"
+#include "mux/connection.h"
+
+namespace ringmux::mux {
+
+// Reserved handler id of the dialer's identify call (the application may not use it).
+inline constexpr uint32_t manager_identify_handler = 0xffff'ff00u;
+
+struct ManagerOptions {
+  ConnectionOptions connection;  // resume is always on; `peer` is set per peer
+  uint64_t reconnect_backoff_ns_min = limits::redial_backoff_ns_min;  // after a lost session
+  uint64_t reconnect_backoff_ns_max = limits::redial_backoff_ns_max;
+};
+
+enum class PeerState : uint8_t {
+  connecting,  // no session yet (dialing, or waiting for the peer to dial and identify)
+  connected,   // the session is up
+  resuming,    // the session's TCP connection broke; it is resuming
+  lost,        // the session was lost; the dialing side starts a new one after a backoff
+};
+const char* describe(PeerState state) noexcept;
+
+struct PeerHealth {
+  PeerState state = PeerState::connecting;
+  uint64_t rtt_ns = 0;     // last keepalive round trip (0: none measured yet)
+  uint64_t resumes = 0;    // of the current session
+  uint64_t sessions = 0;   // sessions started with this peer
+};
+
+// A call in flight or waiting, for cancel().
+struct CallHandle {
+  uint64_t value = 0;  // 0: none (the call completed at once)
+};
+
+class Manager final : public engine::ListenerHandler, public ConnectionObserver {
+ public:
+  Manager(engine::Loop& loop, const engine::Address& self, const ManagerOptions& options = {});
+  ~Manager();
+  Manager(const Manager&) = delete;
+  Manager& operator=(const Manager&) = delete;
+
+  // Handlers served on every peer session: register them before start().
+  Registry& registry() noexcept { return registry_; }
+  // Listens on the address given at construction. Error: the listener's.
+  Result<void, engine::IoError> start() noexcept;
+  // Ends every session and stops listening; closed() once all of it is done.
+  void close() noexcept;
+  bool closed() const noexcept;
+
+  void add_peer(const engine::Address& peer) noexcept;
+  // Ends the session with `peer` (its calls fail with cancelled).
+  void remove_peer(const engine::Address& peer) noexcept;
+
+  // True when `self` dials `peer` (both nodes compute the same answer).
+  static bool dials(const engine::Address& self, const engine::Address& peer) noexcept;
+
+  // A unary call to `peer` (added before); `done` runs once on the loop thread. Waits for
+  // the session up to `deadline_ns` (monotonic clock; 0: no deadline, then it waits while
+  // the peer is known). Errors: those of Connection::call, deadline_exceeded (with a
+  // message naming the peer when the session never came up), unknown_handler for a peer
+  // that was never added.
+  CallHandle call(const engine::Address& peer, uint32_t handler_id, std::span<const std::byte> request,
+                  uint64_t deadline_ns, CallCallback done) noexcept;
+  // Cancels a call: RESET(cancelled) to the peer if it was sent, `done` with cancelled.
+  void cancel(CallHandle handle) noexcept;
+
+  PeerHealth health(const engine::Address& peer) const noexcept;
+  // The session with `peer` when it is up, else nullptr.
+  Connection* session(const engine::Address& peer) noexcept;
+  const engine::Address& self() const noexcept { return self_; }
+
+  // ConnectionObserver, ListenerHandler
+  void on_connection_closed(Connection& connection, MuxError error, engine::IoError io_error) noexcept override;
+  void on_connection_resumed(Connection& connection, uint64_t duration_ns) noexcept override;
+  void on_accept(int fd) noexcept override;
+  void on_accept_error(engine::IoError error) noexcept override;
+  void on_listener_closed() noexcept override;
+
+ private:
+  struct Peer;
+  struct Waiting {
+    uint64_t handle;
+    uint32_t handler_id;
+    std::vector<std::byte> request;
+    uint64_t deadline_ns;
+    CallCallback done;
+  };
+  struct Sent {
+    uint64_t handle;
+    Peer* peer;
+    Connection* connection;
+    StreamId id;
+  };
+
+  Peer* find(const engine::Address& address) noexcept;
+  const Peer* find(const engine::Address& address) const noexcept;
+  Peer* find(const Connection& connection) noexcept;
+  void dial(Peer& peer) noexcept;
+  // The session with `peer` is up and identified: waiting calls go out.
+  void on_session_up(Peer& peer) noexcept;
+  void send(Peer& peer, Waiting&& waiting) noexcept;
+  void arm_waiting_timer(Peer& peer) noexcept;
+  static void on_waiting_timer(engine::Timer& timer) noexcept;
+  static void on_reconnect_timer(engine::Timer& timer) noexcept;
+
+  engine::Loop& loop_;
+  engine::Address self_;
+  ManagerOptions options_;
+  Registry registry_;
+  engine::Listener listener_;
+  Acceptor acceptor_;
+  std::vector<std::unique_ptr<Peer>> peers_;
+  // Accepted sessions not identified yet (the peer's identify call names them).
+  std::vector<std::unique_ptr<Connection>> accepted_;
+  // Sessions whose close has not been reported yet, kept until it is.
+  std::vector<std::unique_ptr<Connection>> closing_;
+  std::vector<Sent> sent_;
+  uint64_t next_handle_ = 1;
+  bool closing_all_ = false;
+  bool listener_closed_ = true;
+};
+
+}  // namespace ringmux::mux

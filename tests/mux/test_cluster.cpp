@@ -1,0 +1,192 @@
+// The cluster layer: managers with one session per pair of nodes, and quorum calls over
+// five nodes in one process (all up, one slow, one killed, cancellation of the rest).
+#include <doctest/doctest.h>
+
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "mux/manager.h"
+#include "mux/quorum.h"
+#include "tests/mux/support.h"
+#include "tests/support.h"
+
+using namespace ringmux;
+using namespace ringmux::mux;
+using namespace ringmux::mux::loopback;
+
+namespace {
+
+constexpr uint32_t whoami_handler = 50;
+
+// A node: a manager on the shared loop whose handler answers with the node's index,
+// optionally late (slow), counting the calls its peers cancelled.
+struct Node {
+  Node(Loop& loop, uint32_t index_ref) : index(index_ref), later(&Node::on_later, this) {
+    manager = std::make_unique<Manager>(loop, engine::Address::loopback_v4(0));
+    manager->registry().add_unary(whoami_handler, [this, &loop](std::span<const std::byte>,
+                                                                std::shared_ptr<Responder> responder) {
+      served++;
+      responder->on_cancel([this] { cancelled++; });
+      if (slow) {
+        held.push_back(std::move(responder));
+        if (!later.armed()) loop.timer_start(later, 200 * ms_ns);
+        return;
+      }
+      std::byte answer[sizeof(index)];
+      std::memcpy(answer, &index, sizeof(index));
+      responder->reply(answer);
+    });
+    REQUIRE(manager->start().ok());
+  }
+  static void on_later(engine::Timer& timer) noexcept {
+    auto& node = *static_cast<Node*>(timer.context());
+    std::byte answer[sizeof(node.index)];
+    std::memcpy(answer, &node.index, sizeof(node.index));
+    for (auto& responder : node.held) responder->reply(answer);  // no-op for cancelled ones
+    node.held.clear();
+  }
+  uint32_t index;
+  std::unique_ptr<Manager> manager;
+  bool slow = false;
+  int served = 0;
+  int cancelled = 0;
+  std::vector<std::shared_ptr<Responder>> held;
+  engine::Timer later;
+};
+
+// Every node knows every other; waits until each pair's session is up.
+void mesh(Loop& loop, std::vector<std::unique_ptr<Node>>& nodes) {
+  for (auto& a : nodes) {
+    for (auto& b : nodes) {
+      if (a != b) a->manager->add_peer(b->manager->self());
+    }
+  }
+  REQUIRE(loop.run_until(
+      [&] {
+        for (auto& a : nodes) {
+          for (auto& b : nodes) {
+            if (a != b && a->manager->session(b->manager->self()) == nullptr) return false;
+          }
+        }
+        return true;
+      },
+      5 * second_ns));
+}
+
+void close_all(Loop& loop, std::vector<std::unique_ptr<Node>>& nodes) {
+  for (auto& node : nodes) {
+    loop.timer_cancel(node->later);
+    node->held.clear();
+    if (!node->manager->closed()) node->manager->close();
+  }
+  CHECK(loop.run_until(
+      [&] {
+        for (auto& node : nodes) {
+          if (!node->manager->closed()) return false;
+        }
+        return true;
+      },
+      5 * second_ns));
+}
+
+}  // namespace
+
+// Proves the deterministic dialer: two managers that add each other at the same instant
+// end with exactly one session, which both use to call the other.
+TEST_CASE("cluster: two managers added at once end with one session, used both ways") {
+  auto loop = ringmux::test::make_test_loop();
+  if (!loop) return;
+  std::vector<std::unique_ptr<Node>> nodes;
+  nodes.push_back(std::make_unique<Node>(*loop, 0));
+  nodes.push_back(std::make_unique<Node>(*loop, 1));
+  const engine::Address a = nodes[0]->manager->self(), b = nodes[1]->manager->self();
+  CHECK(Manager::dials(a, b) != Manager::dials(b, a));  // exactly one side dials
+  mesh(*loop, nodes);
+  // One TCP connection, one session: each side's session is the other's peer.
+  Connection* ab = nodes[0]->manager->session(b);
+  Connection* ba = nodes[1]->manager->session(a);
+  REQUIRE(ab != nullptr);
+  REQUIRE(ba != nullptr);
+  CHECK(ab->session().session_id() == ba->session().session_id());
+  CHECK(ab->session().dialer() != ba->session().dialer());
+  CHECK(nodes[0]->manager->health(b).sessions == 1);
+  CHECK(nodes[1]->manager->health(a).sessions == 1);
+  CHECK(nodes[0]->manager->health(b).state == PeerState::connected);
+  int answered = 0;
+  for (int from = 0; from < 2; from++) {
+    nodes[from]->manager->call(nodes[1 - from]->manager->self(), whoami_handler, {}, 0, [&, from](const CallResult& r) {
+      uint32_t who = UINT32_MAX;
+      if (r.error == MuxError::none && r.response.size() == sizeof(who)) std::memcpy(&who, r.response.data(), sizeof(who));
+      if (who == static_cast<uint32_t>(1 - from)) answered++;
+    });
+  }
+  CHECK(loop->run_until([&] { return answered == 2; }, 5 * second_ns));
+  close_all(*loop, nodes);
+}
+
+// Proves quorum calls over five nodes: node 0 calls the four others. All up: majority and
+// all complete. One slow node (answers after 200 ms): majority completes without waiting
+// for it, and the slow node sees its call cancelled. One node killed: majority still
+// completes; all fails at the deadline.
+TEST_CASE("cluster: quorum calls on 5 nodes: all up, one slow, one killed") {
+  auto loop = ringmux::test::make_test_loop();
+  if (!loop) return;
+  std::vector<std::unique_ptr<Node>> nodes;
+  for (uint32_t i = 0; i < 5; i++) nodes.push_back(std::make_unique<Node>(*loop, i));
+  mesh(*loop, nodes);
+  Configuration configuration;
+  for (uint32_t i = 1; i < 5; i++) configuration.push_back(nodes[i]->manager->self());
+  Manager& caller = *nodes[0]->manager;
+
+  auto run = [&](QuorumFunction quorum, uint64_t deadline_ns) {
+    std::optional<QuorumResult> result;
+    quorum_call(caller, configuration, whoami_handler, std::span<const std::byte>(), std::move(quorum), deadline_ns,
+                [&](const QuorumResult& r) { result = r; });
+    REQUIRE(loop->run_until([&] { return result.has_value(); }, 10 * second_ns));
+    return *result;
+  };
+  auto ok_replies = [](const QuorumResult& r) {
+    std::size_t ok = 0;
+    for (const auto& reply : r.replies) ok += reply.error == MuxError::none ? 1 : 0;
+    return ok;
+  };
+
+  // All up.
+  QuorumResult majority = run(quorum::majority(), Loop::clock_ns() + 5 * second_ns);
+  CHECK(majority.error == MuxError::none);
+  CHECK(ok_replies(majority) == 3);
+  QuorumResult all = run(quorum::all(), Loop::clock_ns() + 5 * second_ns);
+  CHECK(all.error == MuxError::none);
+  CHECK(ok_replies(all) == 4);
+
+  // One slow node: majority does not wait for it, and its call is cancelled.
+  nodes[4]->slow = true;
+  const uint64_t started = Loop::clock_ns();
+  majority = run(quorum::majority(), Loop::clock_ns() + 5 * second_ns);
+  const uint64_t took_ns = Loop::clock_ns() - started;
+  MESSAGE("majority with one slow node took " << took_ns / 1000 << " us");
+  CHECK(majority.error == MuxError::none);
+  CHECK(took_ns < 100 * ms_ns);
+  for (const auto& reply : majority.replies) CHECK(reply.peer != 3);  // node 4 never answered
+  CHECK(loop->run_until([&] { return nodes[4]->cancelled == 1; }, 5 * second_ns));
+  nodes[4]->slow = false;
+
+  // One node killed.
+  nodes[3]->manager->close();
+  REQUIRE(loop->run_until([&] { return nodes[3]->manager->closed(); }, 5 * second_ns));
+  majority = run(quorum::majority(), Loop::clock_ns() + 5 * second_ns);
+  CHECK(majority.error == MuxError::none);
+  CHECK(ok_replies(majority) == 3);
+  const uint64_t deadline = Loop::clock_ns() + 300 * ms_ns;
+  all = run(quorum::all(), deadline);
+  const int64_t late_ns = static_cast<int64_t>(Loop::clock_ns()) - static_cast<int64_t>(deadline);
+  MESSAGE("all with one node down failed " << late_ns / 1000 << " us after its deadline");
+  CHECK(all.error == MuxError::deadline_exceeded);
+  CHECK(late_ns >= -1 * static_cast<int64_t>(ms_ns));
+  CHECK(late_ns < static_cast<int64_t>(100 * ms_ns));
+  CHECK(ok_replies(all) == 3);
+  close_all(*loop, nodes);
+}
