@@ -100,11 +100,21 @@ class Registry {
   // handler's own invocation: the request coming back is failed at once (handler_error,
   // "ordered handler re-entered ...") instead of waiting forever.
   void add_unary_ordered(uint32_t handler_id, UnaryHandler handler);
+  // A routed unary handler: one handler id serves many targets (say, the disks of a node),
+  // each with its own handler under a 64-bit route key. A routed request starts with its
+  // route key (routed_request()); the handler gets the rest. A request whose route has no
+  // handler fails with unknown_handler and a message naming the route (stream-scoped).
+  // All routes of an id are routed; the id cannot also have a plain handler.
+  void add_unary_route(uint32_t handler_id, uint64_t route_key, UnaryHandler handler);
   const StreamHandler* find(uint32_t handler_id) const noexcept;
 
  private:
   std::unordered_map<uint32_t, StreamHandler> handlers_;
+  std::unordered_map<uint32_t, std::shared_ptr<std::unordered_map<uint64_t, UnaryHandler>>> routes_;
 };
+
+// The request of a routed call: the route key (8 bytes, little-endian), then `request`.
+std::vector<std::byte> routed_request(uint64_t route_key, std::span<const std::byte> request);
 
 // Outcome of a unary call: the response bytes (valid during the callback) or an error
 // with the peer's message when it sent one.

@@ -190,3 +190,46 @@ TEST_CASE("cluster: quorum calls on 5 nodes: all up, one slow, one killed") {
   CHECK(ok_replies(all) == 3);
   close_all(*loop, nodes);
 }
+
+// Proves route keys: one handler id serves several targets of a node (here two disks),
+// each routed call reaches its own handler, and an unknown route is a stream-scoped
+// error naming the route: the session stays up for the next call.
+TEST_CASE("cluster: routed handlers serve many targets; an unknown route fails that call only") {
+  auto loop = ringmux::test::make_test_loop();
+  if (!loop) return;
+  constexpr uint32_t disk_handler = 60;
+  std::vector<std::unique_ptr<Node>> nodes;
+  nodes.push_back(std::make_unique<Node>(*loop, 0));
+  nodes.push_back(std::make_unique<Node>(*loop, 1));
+  for (uint64_t disk : {7u, 9u}) {
+    nodes[1]->manager->registry().add_unary_route(disk_handler, disk, [disk](std::span<const std::byte> request,
+                                                                             std::shared_ptr<Responder> responder) {
+      const std::string answer = "disk " + std::to_string(disk) + " got " + std::to_string(request.size()) + " bytes";
+      responder->reply(bytes_of(answer));
+    });
+  }
+  mesh(*loop, nodes);
+  const engine::Address target = nodes[1]->manager->self();
+  std::vector<std::string> answers;
+  std::vector<CallResult> failures;
+  for (uint64_t disk : {7u, 8u, 9u}) {
+    nodes[0]->manager->call(target, disk_handler, routed_request(disk, bytes_of("abc")), 0, [&](const CallResult& r) {
+      if (r.error == MuxError::none) {
+        answers.emplace_back(reinterpret_cast<const char*>(r.response.data()), r.response.size());
+      } else {
+        CallResult copy;
+        copy.error = r.error;
+        copy.message = r.message;
+        failures.push_back(copy);
+      }
+    });
+  }
+  REQUIRE(loop->run_until([&] { return answers.size() + failures.size() == 3; }, 5 * second_ns));
+  CHECK(answers == std::vector<std::string>{"disk 7 got 3 bytes", "disk 9 got 3 bytes"});
+  REQUIRE(failures.size() == 1);
+  CHECK(failures[0].error == MuxError::unknown_handler);
+  CHECK(scope_of(failures[0].error) == Scope::stream);
+  CHECK(failures[0].message == "handler 60 has no route 8");
+  CHECK(nodes[0]->manager->health(target).state == PeerState::connected);
+  close_all(*loop, nodes);
+}
