@@ -53,7 +53,8 @@ const char* describe(PeerState state) noexcept {
 struct Manager::Peer final : engine::ConnectHandler {
   Peer(Manager& manager_ref, const engine::Address& address_ref)
       : manager(manager_ref), address(address_ref), name(address_ref.to_string()),
-        we_dial(Manager::dials(manager_ref.self_, address_ref)), connector(manager_ref.loop_, *this),
+        we_dial(manager_ref.options_.client_only || Manager::dials(manager_ref.self_, address_ref)),
+        connector(manager_ref.loop_, *this),
         waiting_timer(&Manager::on_waiting_timer, this), reconnect_timer(&Manager::on_reconnect_timer, this) {}
   void on_connect(Result<int, engine::IoError> fd) noexcept override;
 
@@ -82,6 +83,7 @@ Manager::Manager(engine::Loop& loop, const engine::Address& self, const ManagerO
       }) {
   registry_.add_stream(manager_identify_handler, [this](const StreamStart& start) {
     return new IdentifyStream(start, [this](Connection& connection, std::string_view name) {
+      if (name.empty()) return;  // a client of the cluster: served, never called
       auto parsed = engine::Address::parse(name);
       if (!parsed) {
         connection.close(MuxError::protocol_violation);
@@ -233,7 +235,8 @@ void Manager::Peer::on_connect(Result<int, engine::IoError> fd) noexcept {
   identified = false;
   health.sessions++;
   health.resumes = 0;
-  const std::string self_name = manager.self_.to_string();
+  // A client names no address: members serve it but never file it as a peer.
+  const std::string self_name = manager.options_.client_only ? std::string() : manager.self_.to_string();
   Connection* session = connection.get();
   connection->call(manager_identify_handler, bytes_of(self_name), 0, [this, session](const CallResult& result) {
     if (connection.get() != session || result.error != MuxError::none) return;  // the close reports it

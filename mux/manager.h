@@ -8,7 +8,9 @@
 // one, after a backoff, when the session is lost. The accepting side cannot dial; its
 // sessions arrive through its listener (mux::Acceptor), and the dialer's first call names
 // the node it comes from (an identify call on a reserved handler id), after which the
-// session serves this node's calls to that peer too.
+// session serves this node's calls to that peer too. A client of the cluster
+// (ManagerOptions::client_only) dials every peer and names no address: members serve its
+// calls on that session and never call it.
 //
 // Calls: call() to a peer whose session is not up (connecting, resuming, not yet
 // identified) waits, up to its deadline, for it to come up: queued here, or in the
@@ -45,6 +47,10 @@ struct ManagerOptions {
   ConnectionOptions connection;  // resume is always on; `peer` is set per peer
   uint64_t reconnect_backoff_ns_min = limits::redial_backoff_ns_min;  // after a lost session
   uint64_t reconnect_backoff_ns_max = limits::redial_backoff_ns_max;
+  // A client of the cluster, not a member: it dials every peer whatever dials() says and
+  // does not listen (start() is not called). Members accept it like any node that
+  // identifies itself; they never dial it.
+  bool client_only = false;
 };
 
 enum class PeerState : uint8_t {

@@ -35,7 +35,7 @@ SCHEMA = {
         "write": DIRECTION,
         "read": DIRECTION,
         "ringmux": {
-            "engine": ("enum", "ringmux", "tcp"), "rw": ("enum", "unary", "write", "read", "bidi"),
+            "engine": ("enum", "ringmux", "tcp"), "rw": ("enum", "unary", "write", "read", "bidi", "quorum"),
             "errors": int, "error": str, "server_confirmed_bytes": int, "client_sent_bytes": int,
             "stream_share_min": float, "stream_share_max": float,
             "verify_errors": int, "verify_gaps": int, "verify_duplicates": int, "verified_messages": int,

@@ -193,3 +193,31 @@ TEST_CASE("loadgen job: help lists every option") {
   }
   CHECK(parse_ok({"--help"}).help);
 }
+
+// Proves the quorum options (rw=quorum, peers, quorum, deadline) parse, and that each
+// misuse is refused with an error naming the option or the rule.
+TEST_CASE("loadgen job: quorum options and their errors") {
+  const Invocation inv = parse_ok({"--rw=quorum", "--peers=127.0.0.1:7411,127.0.0.1:7412,10.0.0.3:99", "--quorum=2",
+                                   "--deadline=250ms", "--runtime=1"});
+  REQUIRE(inv.jobs.size() == 1);
+  CHECK(inv.jobs[0].rw == RwMode::quorum);
+  CHECK(inv.jobs[0].peers == std::vector<std::string>{"127.0.0.1:7411", "127.0.0.1:7412", "10.0.0.3:99"});
+  CHECK(inv.jobs[0].quorum == "2");
+  CHECK(inv.jobs[0].deadline_ns == 250'000'000u);
+  CHECK(parse_ok({"--rw=quorum", "--peers=127.0.0.1:1", "--runtime=1"}).jobs[0].quorum == "majority");
+  CHECK(parse_ok({"--rw=quorum", "--peers=127.0.0.1:1", "--runtime=1"}).jobs[0].deadline_ns == 1'000'000'000u);
+  CHECK(parse_error({"--rw=quorum", "--runtime=1"}) == "command line: job 'job1': rw=quorum needs --peers");
+  CHECK(parse_error({"--rw=quorum", "--peers=127.0.0.1:1", "--quorum=most", "--runtime=1"}) ==
+        "command line: option 'quorum': 'most' is not majority, all, first or a count");
+  CHECK(parse_error({"--rw=quorum", "--peers=127.0.0.1:1,127.0.0.1:2", "--quorum=3", "--runtime=1"}) ==
+        "command line: job 'job1': quorum 3 is more than the 2 peers");
+  CHECK(parse_error({"--rw=quorum", "--peers=127.0.0.1:", "--runtime=1"}).find("option 'peers'") != std::string::npos);
+  CHECK(parse_error({"--rw=quorum", "--peers=127.0.0.1:1", "--deadline=0", "--runtime=1"}).find("option 'deadline'") !=
+        std::string::npos);
+  CHECK(parse_error({"--rw=quorum", "--peers=127.0.0.1:1", "--ioengine=tcp", "--runtime=1"}) ==
+        "command line: job 'job1': rw=quorum runs on ioengine=ringmux only");
+  CHECK(parse_error({"--rw=quorum", "--peers=127.0.0.1:1", "--verify=1", "--runtime=1"}) ==
+        "command line: job 'job1': verify does not apply to rw=quorum");
+  CHECK(parse_error({"--rw=write", "--peers=127.0.0.1:1", "--runtime=1"}) ==
+        "command line: job 'job1': peers apply to rw=quorum only");
+}

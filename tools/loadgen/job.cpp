@@ -203,7 +203,8 @@ std::optional<ParseError> apply_option(Invocation& invocation, Job& job, std::st
     else if (mode == "write") job.rw = RwMode::write;
     else if (mode == "read") job.rw = RwMode::read;
     else if (mode == "bidi") job.rw = RwMode::bidi;
-    else return option_error(key, value, "one of unary, write, read, bidi");
+    else if (mode == "quorum") job.rw = RwMode::quorum;
+    else return option_error(key, value, "one of unary, write, read, bidi, quorum");
   } else if (key == "bs" || key == "blocksize") {
     return size_in(1, message_bytes_max, job.bs);
   } else if (key == "resp_bs") {
@@ -247,6 +248,30 @@ std::optional<ParseError> apply_option(Invocation& invocation, Job& job, std::st
     return flag(job.group_reporting);
   } else if (key == "own_connection") {
     return flag(job.own_connection);
+  } else if (key == "peers") {
+    std::vector<std::string> peers;
+    for (std::size_t start = 0; start <= value.size();) {
+      const std::size_t comma = std::min(value.find(',', start), value.size());
+      const std::string peer(value.substr(start, comma - start));
+      const std::size_t colon = peer.rfind(':');
+      if (colon == std::string::npos || colon == 0 || colon + 1 == peer.size() ||
+          peer.find_first_not_of("0123456789", colon + 1) != std::string::npos) {
+        return option_error(key, value, "a list of ADDRESS:PORT separated by commas");
+      }
+      peers.push_back(peer);
+      start = comma + 1;
+    }
+    job.peers = std::move(peers);
+  } else if (key == "quorum") {
+    const std::string quorum = lower(value);
+    uint32_t count = 0;
+    if (quorum != "majority" && quorum != "all" && quorum != "first" && count_in(1, 1024, count)) {
+      return option_error(key, value, "majority, all, first or a count");
+    }
+    job.quorum = quorum;
+  } else if (key == "deadline") {
+    if (auto error = duration(job.deadline_ns)) return error;
+    if (job.deadline_ns == 0) return option_error(key, value, "a duration above 0");
   } else if (key == "host") {
     if (value.empty()) return option_error(key, value, "a host address");
     invocation.host = std::string(value);
@@ -279,16 +304,29 @@ std::optional<ParseError> validate(const Job& job) {
   if (job.rate_iops != 0 && job.rw != RwMode::unary) {
     return ParseError{"job '" + job.name + "': rate_iops applies to rw=unary only"};
   }
+  if (job.rw == RwMode::quorum) {
+    if (job.peers.empty()) return ParseError{"job '" + job.name + "': rw=quorum needs --peers"};
+    if (job.ioengine != IoEngine::ringmux) return ParseError{"job '" + job.name + "': rw=quorum runs on ioengine=ringmux only"};
+    if (job.verify) return ParseError{"job '" + job.name + "': verify does not apply to rw=quorum"};
+    if (std::isdigit(static_cast<unsigned char>(job.quorum[0])) && std::stoul(job.quorum) > job.peers.size()) {
+      return ParseError{"job '" + job.name + "': quorum " + job.quorum + " is more than the " +
+                        std::to_string(job.peers.size()) + " peers"};
+    }
+  } else if (!job.peers.empty()) {
+    return ParseError{"job '" + job.name + "': peers apply to rw=quorum only"};
+  }
   // Every message carries what the server needs (unary: the preamble) and, verified, its
   // stamp: sizes below that cannot be sent as asked.
-  const uint32_t bytes_min = job.rw == RwMode::unary ? preamble_bytes + (job.verify ? verify_stamp_bytes : 0)
-                                                     : (job.verify ? verify_stamp_bytes : 1);
+  const bool calls = job.rw == RwMode::unary || job.rw == RwMode::quorum;  // requests with a preamble
+  const uint32_t bytes_min = calls ? preamble_bytes + (job.verify ? verify_stamp_bytes : 0)
+                                   : (job.verify ? verify_stamp_bytes : 1);
   uint32_t smallest = job.bs;
   for (const BsSplitEntry& entry : job.bssplit) smallest = std::min(smallest, entry.bytes);
   if (smallest < bytes_min) {
     return ParseError{"job '" + job.name + "': bs " + std::to_string(smallest) + " is below " +
                       std::to_string(bytes_min) + " bytes, the least a " +
-                      (job.rw == RwMode::unary ? "unary request" : "message") + (job.verify ? " with verify" : "") +
+                      (job.rw == RwMode::unary ? "unary request" : calls ? "quorum request" : "message") +
+                      (job.verify ? " with verify" : "") +
                       " carries"};
   }
   if (job.verify && job.rw == RwMode::unary && job.response_bytes() < verify_stamp_bytes) {
@@ -422,7 +460,7 @@ fio-style load for ringmux. Options before the first --name apply to every job;
 --name=NAME starts a job. Job files use [global] and [name] sections of key=value.
 
 job options (default):
-  --rw=MODE             unary | write | read | bidi                       (unary)
+  --rw=MODE             unary | write | read | bidi | quorum              (unary)
   --bs=SIZE             request / message size, k/m/g = 1024-based        (4k)
   --resp_bs=SIZE        unary response size                               (bs)
   --bssplit=LIST        size mix of what the client sends, e.g.           (none)
@@ -444,6 +482,11 @@ job options (default):
   --ioengine=NAME       ringmux | tcp (raw blocking-socket baseline)      (ringmux)
   --group_reporting     one report for all clones                         (off)
   --own_connection      a connection of its own, not the shared one       (off)
+  --peers=LIST          rw=quorum: members of a ringmux-serve --peers     (none)
+                        cluster, ADDRESS:PORT separated by commas; each
+                        call goes to all, the job dials every one
+  --quorum=Q            rw=quorum: majority | all | first | a count       (majority)
+  --deadline=DURATION   rw=quorum: each quorum call's deadline            (1s)
 
 global options:
   --host=ADDRESS        a ringmux-serve to load            (embedded server on loopback)

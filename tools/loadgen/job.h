@@ -22,6 +22,7 @@ enum class RwMode : uint8_t {
   write,  // client-to-server stream of bs-byte messages
   read,   // server-to-client stream
   bidi,   // both at once
+  quorum, // quorum calls to every peer of --peers (a cluster of ringmux-serve --peers)
 };
 enum class IoEngine : uint8_t { ringmux, tcp };
 enum class OutputFormat : uint8_t { normal, json, terse };
@@ -50,6 +51,11 @@ struct Job {
   IoEngine ioengine = IoEngine::ringmux;
   bool group_reporting = false;
   bool own_connection = false;        // a connection of its own instead of the shared one
+  // rw=quorum: the cluster members called, the quorum ("majority", "all", "first" or a
+  // count) and each quorum call's deadline.
+  std::vector<std::string> peers;
+  std::string quorum = "majority";
+  uint64_t deadline_ns = 1'000'000'000;
 
   uint32_t response_bytes() const noexcept { return resp_bs.value_or(bs); }
 };

@@ -78,6 +78,7 @@ const char* rw_text(RwMode rw) {
     case RwMode::write: return "write";
     case RwMode::read: return "read";
     case RwMode::bidi: return "bidi";
+    case RwMode::quorum: return "quorum";
   }
   return "?";
 }

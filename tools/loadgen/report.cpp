@@ -22,6 +22,7 @@ const char* rw_name(RwMode rw) {
     case RwMode::write: return "write";
     case RwMode::read: return "read";
     case RwMode::bidi: return "bidi";
+    case RwMode::quorum: return "quorum";
   }
   return "?";
 }

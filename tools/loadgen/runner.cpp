@@ -19,6 +19,8 @@
 #include "engine/loop.h"
 #include "engine/socket.h"
 #include "mux/connection.h"
+#include "mux/manager.h"
+#include "mux/quorum.h"
 #include "tools/blocking_io.h"
 #include "tools/loadgen/protocol.h"
 #include "tools/loadgen/verify.h"
@@ -227,6 +229,71 @@ class UnaryRunner final : public Runner {
   uint64_t interval_ns_ = 0;
   uint64_t next_due_ns_ = 0;
   std::deque<uint64_t> due_;  // due times of calls waiting for a free slot
+};
+
+// Quorum calls (rw=quorum), closed loop: iodepth quorum calls in flight, each to every
+// peer; latency from issue to the quorum's decision; a quorum that fails is an error.
+class QuorumRunner final : public Runner {
+ public:
+  QuorumRunner(mux::Manager& manager, const Job& job, JobResult& result, Progress* progress)
+      : manager_(manager), job_(job), result_(result), window_(job), sizes_(job, 0), progress_(progress),
+        request_(sizes_.max(), std::byte{0x6b}) {
+    write_preamble(request_, job.response_bytes(), job, 0);
+    for (const std::string& peer : job.peers) configuration_.push_back(engine::Address::parse(peer).value());
+    if (job.quorum == "majority") quorum_ = mux::quorum::majority();
+    else if (job.quorum == "all") quorum_ = mux::quorum::all();
+    else if (job.quorum == "first") quorum_ = mux::quorum::first();
+    else quorum_ = mux::quorum::threshold(std::stoul(job.quorum));
+  }
+  void start() override {
+    for (uint32_t i = 0; i < job_.iodepth; i++) issue();
+  }
+  bool done() const override { return stopping_ && in_flight_ == 0; }
+
+ private:
+  void issue() {
+    const uint64_t now = Loop::clock_ns();
+    if (window_.over(now) || (job_.size_bytes != 0 && sent_bytes_ >= job_.size_bytes) ||
+        result_.errors >= job_errors_max) {
+      stopping_ = true;
+      return;
+    }
+    in_flight_++;
+    const uint32_t size = sizes_.next();
+    sent_bytes_ += size;
+    mux::quorum_call(manager_, configuration_, handler_unary, std::span(request_).first(size), quorum_,
+                     now + job_.deadline_ns, [this, now, size](const mux::QuorumResult& r) {
+                       in_flight_--;
+                       const uint64_t end = Loop::clock_ns();
+                       if (progress_ != nullptr) progress_->add(1, size);
+                       if (r.error != mux::MuxError::none) {
+                         result_.errors++;
+                         if (progress_ != nullptr) progress_->errors.fetch_add(1, std::memory_order_relaxed);
+                         if (result_.error_message.empty()) {
+                           result_.error_message = std::string("quorum ") + job_.quorum + " failed: " + mux::describe(r.error);
+                         }
+                       } else if (window_.measuring(end) || window_.until_ns == UINT64_MAX) {
+                         result_.ops++;
+                         result_.bytes_written += size * configuration_.size();
+                         for (const auto& reply : r.replies) result_.bytes_read += reply.response.size();
+                         result_.latency.add(end - now);
+                       }
+                       if (!stopping_) issue();
+                     });
+  }
+
+  mux::Manager& manager_;
+  const Job& job_;
+  JobResult& result_;
+  Window window_;
+  SizePicker sizes_;
+  Progress* progress_;
+  std::vector<std::byte> request_;
+  mux::Configuration configuration_;
+  mux::QuorumFunction quorum_;
+  uint32_t in_flight_ = 0;
+  uint64_t sent_bytes_ = 0;
+  bool stopping_ = false;
 };
 
 // One stream of a write / read / bidi job.
@@ -441,9 +508,42 @@ void run_ringmux(const std::vector<const Job*>& jobs, std::vector<JobResult*>& r
   if (!address) return fail_all("bad target address " + target.host);
   Loop& loop = *created.value();
   Dialer dialer(loop, address.value());
-  // One shared connection, plus one per job that wants its own.
-  std::size_t wanted = 1;
-  for (const Job* job : jobs) wanted += job->own_connection ? 1 : 0;
+  // Quorum jobs call the cluster of their --peers through a client manager (it dials each).
+  std::unique_ptr<mux::Manager> cluster;
+  std::vector<std::string> peers;
+  for (const Job* job : jobs) {
+    for (const std::string& peer : job->peers) {
+      if (std::find(peers.begin(), peers.end(), peer) == peers.end()) peers.push_back(peer);
+    }
+  }
+  if (!peers.empty()) {
+    mux::ManagerOptions options;
+    options.client_only = true;
+    cluster = std::make_unique<mux::Manager>(loop, engine::Address::loopback_v4(0), options);
+    for (const std::string& peer : peers) {
+      auto parsed = engine::Address::parse(peer);
+      if (!parsed) return fail_all("bad peer address " + peer);
+      cluster->add_peer(parsed.value());
+    }
+    // Sessions first (bounded): a member that stays down makes its calls time out instead.
+    loop.run_until(
+        [&] {
+          for (const std::string& peer : peers) {
+            if (cluster->session(engine::Address::parse(peer).value()) == nullptr) return false;
+          }
+          return true;
+        },
+        2'000'000'000ull);
+  }
+  // One shared connection, plus one per job that wants its own (none for quorum jobs alone).
+  std::size_t wanted = 0;
+  bool shared = false;
+  for (const Job* job : jobs) {
+    if (job->rw == RwMode::quorum) continue;
+    wanted += job->own_connection ? 1 : 0;
+    shared |= !job->own_connection;
+  }
+  wanted += shared ? 1 : 0;
   for (std::size_t i = 0; i < wanted && !dialer.failed; i++) {
     const std::size_t before = dialer.connections.size();
     dialer.connector.connect(address.value(), 5000);
@@ -460,9 +560,13 @@ void run_ringmux(const std::vector<const Job*>& jobs, std::vector<JobResult*>& r
   std::size_t own = 1;
   for (std::size_t j = 0; j < jobs.size(); j++) {
     const Job& job = *jobs[j];
+    reserve_samples(*results[j], job);
+    if (job.rw == RwMode::quorum) {
+      runners.push_back(std::make_unique<QuorumRunner>(*cluster, job, *results[j], progress));
+      continue;
+    }
     if (job.own_connection) connection_of[j] = own++;
     mux::Connection& connection = *dialer.connections[connection_of[j]];
-    reserve_samples(*results[j], job);
     if (job.rw == RwMode::unary) {
       runners.push_back(
           std::make_unique<UnaryRunner>(connection, job, *results[j], verify_stream_key(job_indices[j], 0), progress));
@@ -488,6 +592,7 @@ void run_ringmux(const std::vector<const Job*>& jobs, std::vector<JobResult*>& r
       budget_ns);
   if (!finished) fail_all("jobs did not finish within runtime + 60 s");
   for (std::size_t j = 0; j < jobs.size(); j++) {
+    if (jobs[j]->rw == RwMode::quorum) continue;
     const std::size_t c = connection_of[j];
     const mux::ResumeStats& resumed = dialer.connections[c]->resume_stats();
     results[j]->resumes = resumed.resumes;
@@ -496,7 +601,9 @@ void run_ringmux(const std::vector<const Job*>& jobs, std::vector<JobResult*>& r
     results[j]->resume_latency.merge(dialer.resume_latency[c]);
   }
   for (auto& c : dialer.connections) c->close();
-  loop.run_until([&] { return dialer.closed == dialer.connections.size(); }, 5'000'000'000ull);
+  if (cluster) cluster->close();
+  loop.run_until([&] { return dialer.closed == dialer.connections.size() && (!cluster || cluster->closed()); },
+                 5'000'000'000ull);
   runners.clear();
 }
 
@@ -939,7 +1046,8 @@ std::vector<JobResult> run_jobs(const Invocation& invocation, const RunTarget& t
             case RwMode::write: tcp_write_stream(job, *part, target, share, key, progress); break;
             case RwMode::read: tcp_read_stream(job, *part, target, share, key, progress); break;
             case RwMode::bidi: tcp_bidi_stream(job, *part, target, share, key, progress); break;
-            case RwMode::unary: break;  // handled above
+            case RwMode::unary: break;   // handled above
+            case RwMode::quorum: break;  // ringmux only (validated)
           }
         });
       }

@@ -188,7 +188,11 @@ struct LoadServer::RingmuxSide final : engine::ListenerHandler, mux::ConnectionO
           return connections.back().get();
         }) {
     options.resume = true;  // sessions outlive their TCP connections (mux/acceptor.h)
-    registry.add_unary(handler_unary, [this](std::span<const std::byte> request, std::shared_ptr<mux::Responder> responder) {
+    register_handlers(registry);
+  }
+  // The handlers of every loadgen mode, on a plain server's registry or a cluster member's.
+  void register_handlers(mux::Registry& target) {
+    target.add_unary(handler_unary, [this](std::span<const std::byte> request, std::shared_ptr<mux::Responder> responder) {
       stats.calls.fetch_add(1, std::memory_order_relaxed);
       stats.bytes_received.fetch_add(request.size(), std::memory_order_relaxed);
       const Preamble preamble = load_preamble(request);
@@ -207,14 +211,14 @@ struct LoadServer::RingmuxSide final : engine::ListenerHandler, mux::ConnectionO
       stats.bytes_sent.fetch_add(response_bytes, std::memory_order_relaxed);
       responder->reply(response);
     });
-    registry.add_stream(handler_sink, [this](const mux::StreamStart& start) { return new SinkStream(start, stats); });
-    registry.add_stream(handler_source, [this](const mux::StreamStart& start) {
+    target.add_stream(handler_sink, [this](const mux::StreamStart& start) { return new SinkStream(start, stats); });
+    target.add_stream(handler_source, [this](const mux::StreamStart& start) {
       auto* source = new SourceStream(start, stats);
       source->pump();
       return source;
     });
-    registry.add_stream(handler_echo_stream, [this](const mux::StreamStart& start) { return new EchoStream(start, stats); });
-  }
+    target.add_stream(handler_echo_stream, [this](const mux::StreamStart& start) { return new EchoStream(start, stats); });
+    }
   void on_accept(int fd) noexcept override {
     stats.connections.fetch_add(1, std::memory_order_relaxed);
     acceptor.accept(fd);  // reads the HELLO: a new session, or a resume of one of ours
@@ -225,7 +229,10 @@ struct LoadServer::RingmuxSide final : engine::ListenerHandler, mux::ConnectionO
   void on_connection_resumed(mux::Connection&, uint64_t) noexcept override {
     stats.resumes.fetch_add(1, std::memory_order_relaxed);
   }
-  bool all_closed() const { return listener_closed && closed == connections.size() && acceptor.idle(); }
+  bool all_closed() const {
+    if (manager) return manager->closed();
+    return listener_closed && closed == connections.size() && acceptor.idle();
+  }
 
   engine::Loop& loop;
   ServerStats& stats;
@@ -233,6 +240,7 @@ struct LoadServer::RingmuxSide final : engine::ListenerHandler, mux::ConnectionO
   mux::Registry registry;
   engine::Listener listener;
   mux::Acceptor acceptor;
+  std::unique_ptr<mux::Manager> manager;  // cluster mode (--peers): it listens instead
   std::vector<std::unique_ptr<mux::Connection>> connections;
   std::vector<std::byte> response_pool;
   std::size_t closed = 0;
@@ -240,7 +248,17 @@ struct LoadServer::RingmuxSide final : engine::ListenerHandler, mux::ConnectionO
 };
 
 std::unique_ptr<LoadServer> LoadServer::start_ringmux(const std::string& address, int cpu, std::string& error,
-                                                      const mux::ConnectionOptions& connection_options) {
+                                                      const mux::ConnectionOptions& connection_options,
+                                                      const std::vector<std::string>& peers) {
+  std::vector<engine::Address> peer_addresses;
+  for (const std::string& peer : peers) {
+    auto parsed_peer = engine::Address::parse(peer);
+    if (!parsed_peer) {
+      error = "peer address '" + peer + "': " + engine::describe(parsed_peer.error());
+      return nullptr;
+    }
+    peer_addresses.push_back(parsed_peer.value());
+  }
   auto parsed = engine::Address::parse(address);
   if (!parsed) {
     error = "listen address '" + address + "': " + engine::describe(parsed.error());
@@ -258,10 +276,27 @@ std::unique_ptr<LoadServer> LoadServer::start_ringmux(const std::string& address
   std::promise<std::string> listening;
   LoadServer* raw = server.get();
   engine::Address where = parsed.value();
-  server->engine_->post(0, [raw, where, &listening, &connection_options] {
+  server->engine_->post(0, [raw, where, &listening, &connection_options, &peer_addresses] {
     raw->side_ = std::make_unique<RingmuxSide>(raw->engine_->loop(0), raw->stats_, connection_options);
-    auto listened = raw->side_->listener.listen(where);
-    if (listened) raw->port_ = raw->side_->listener.address().port();
+    RingmuxSide& side = *raw->side_;
+    if (!peer_addresses.empty()) {
+      // A cluster member: its manager listens, dials the peers it should, and serves the
+      // same handlers on every session (mux/manager.h).
+      mux::ManagerOptions manager_options;
+      manager_options.connection = connection_options;
+      side.manager = std::make_unique<mux::Manager>(side.loop, where, manager_options);
+      side.register_handlers(side.manager->registry());
+      side.listener_closed = true;  // the side's own listener is not used
+      auto listened = side.manager->start();
+      if (listened) {
+        raw->port_ = side.manager->self().port();
+        for (const auto& peer : peer_addresses) side.manager->add_peer(peer);
+      }
+      listening.set_value(listened ? "" : engine::describe(listened.error()));
+      return;
+    }
+    auto listened = side.listener.listen(where);
+    if (listened) raw->port_ = side.listener.address().port();
     listening.set_value(listened ? "" : engine::describe(listened.error()));
   });
   error = listening.get_future().get();
@@ -377,6 +412,10 @@ void LoadServer::stop() {
   if (engine_) {
     if (side_) {
       engine_->post(0, [this] {
+        if (side_->manager) {
+          side_->manager->close();
+          return;
+        }
         for (auto& connection : side_->connections) connection->close();
         side_->acceptor.close();
         side_->listener.close();

@@ -19,6 +19,7 @@
 #include "engine/socket.h"
 #include "mux/acceptor.h"
 #include "mux/connection.h"
+#include "mux/manager.h"
 
 namespace ringmux::loadgen {
 
@@ -37,8 +38,11 @@ class LoadServer {
   // Listens on `address` ("127.0.0.1:0" picks a port). `cpu` pins the server (-1: none).
   // Errors come back as text (tools may report and exit).
   // `options` sets the limits of every accepted connection (streams, windows, keepalive).
+  // With `peers` the server joins a cluster: a mux::Manager listens on `address` and keeps
+  // one session with each peer (ringmux-serve --peers), serving the same handlers.
   static std::unique_ptr<LoadServer> start_ringmux(const std::string& address, int cpu, std::string& error,
-                                                   const mux::ConnectionOptions& options = {});
+                                                   const mux::ConnectionOptions& options = {},
+                                                   const std::vector<std::string>& peers = {});
   static std::unique_ptr<LoadServer> start_tcp(const std::string& address, int cpu, std::string& error);
   ~LoadServer();
 

@@ -1,9 +1,10 @@
 // ringmux-serve: the server side of every ringmux-loadgen mode.
 //   ringmux-serve --listen=127.0.0.1:7300 [--cpus=1] [--ioengine=ringmux|tcp] [--duration=30s]
-//                 [--max_streams=N] [--keepalive=DURATION]
+//                 [--max_streams=N] [--keepalive=DURATION] [--peers=ADDRESS,...]
 // Stream and connection windows are not options: both ends assume the same initial
 // windows until the handshake carries them (wire/SPEC.md HELLO has no field for them yet).
 // Prints its statistics on SIGINT / SIGTERM and on exit.
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -31,6 +32,10 @@ void print_help() {
       "  --cpus=LIST              core for the server, first used   (none: not pinned)\n"
       "  --ioengine=NAME          ringmux | tcp                     (ringmux)\n"
       "  --duration=DURATION      exit after this long              (run until a signal)\n"
+      "  --peers=ADDRESS:PORT,... join a cluster: one session with  (none: a plain server)\n"
+      "                           each peer, the same handlers on\n"
+      "                           all; clients such as loadgen\n"
+      "                           --rw=quorum dial every member\n"
       "limits of each ringmux connection:\n"
       "  --max_streams=N          streams a client may have open;   (%u)\n"
       "                           more are refused (retryable)\n"
@@ -61,6 +66,7 @@ int main(int argc, char** argv) {
   int cpu = -1;
   uint64_t duration_ns = 0;
   ringmux::mux::ConnectionOptions options;
+  std::vector<std::string> peers;
   for (int i = 1; i < argc; i++) {
     const std::string arg = argv[i];
     const auto eq = arg.find('=');
@@ -87,6 +93,12 @@ int main(int argc, char** argv) {
         return 2;
       }
       duration_ns = *ns;
+    } else if (key == "--peers" && !value.empty()) {
+      for (std::size_t start = 0; start <= value.size();) {
+        const std::size_t comma = std::min(value.find(',', start), value.size());
+        peers.push_back(value.substr(start, comma - start));
+        start = comma + 1;
+      }
     } else if (key == "--max_streams") {
       if (!size_option(key, value, ringmux::limits::streams_concurrent_max, options.session.streams_concurrent_max)) return 2;
     } else if (key == "--keepalive") {
@@ -103,7 +115,12 @@ int main(int argc, char** argv) {
     }
   }
   std::string error;
-  auto server = engine == "ringmux" ? LoadServer::start_ringmux(listen, cpu, error, options) : LoadServer::start_tcp(listen, cpu, error);
+  if (!peers.empty() && engine != "ringmux") {
+    std::fprintf(stderr, "ringmux-serve: --peers needs --ioengine=ringmux\n");
+    return 2;
+  }
+  auto server = engine == "ringmux" ? LoadServer::start_ringmux(listen, cpu, error, options, peers)
+                                    : LoadServer::start_tcp(listen, cpu, error);
   if (!server) {
     std::fprintf(stderr, "ringmux-serve: %s\n", error.c_str());
     return 1;
