@@ -109,6 +109,7 @@ class Manager final : public engine::ListenerHandler, public ConnectionObserver 
   // The session with `peer` when it is up, else nullptr.
   Connection* session(const engine::Address& peer) noexcept;
   const engine::Address& self() const noexcept { return self_; }
+  engine::Loop& loop() noexcept { return loop_; }
 
   // ConnectionObserver, ListenerHandler
   void on_connection_closed(Connection& connection, MuxError error, engine::IoError io_error) noexcept override;

@@ -1,6 +1,7 @@
 #include "mux/threaded.h"
 
 #include <chrono>
+#include <memory>
 #include <thread>
 
 #include "engine/assert.h"
@@ -11,25 +12,46 @@ using engine::Loop;
 
 // ---- RemoteCaller --------------------------------------------------------------------------
 
-CallOutcome RemoteCaller::call(uint32_t handler_id, std::span<const std::byte> request, uint64_t deadline_ns) noexcept {
-  RM_ASSERT(!connection_.loop().on_loop_thread());  // it would wait for itself forever
+namespace {
+
+// Runs `start` on `loop`'s thread and blocks this one until `start`'s completion, which it
+// is handed, delivers the result.
+template <typename Result, typename Start>
+Result run_and_wait(engine::Loop& loop, Start&& start) {
+  RM_ASSERT(!loop.on_loop_thread());  // it would wait for itself forever
   struct Pending {
-    CallOutcome outcome;
+    Result result;
     std::atomic<uint32_t> done{0};
-  } pending;
-  Connection& connection = connection_;
-  connection.loop().post_fn([&connection, &pending, handler_id, request, deadline_ns] {
-    connection.call(handler_id, request, deadline_ns, [&pending](const CallResult& result) {
-      pending.outcome.error = result.error;
-      // Copy: the response leaves the loop's receive buffer for the caller's thread.
-      pending.outcome.response.assign(result.response.begin(), result.response.end());
-      pending.outcome.message = result.message;
-      pending.done.store(1, std::memory_order_release);
-      pending.done.notify_one();
+  };
+  // Shared: the loop thread may still be inside notify_one() when this thread, woken,
+  // returns; the state must outlive both.
+  auto pending = std::make_shared<Pending>();
+  loop.post_fn([pending, &start] {
+    start([pending](Result result) {
+      pending->result = std::move(result);
+      pending->done.store(1, std::memory_order_release);
+      pending->done.notify_one();
     });
   });
-  pending.done.wait(0, std::memory_order_acquire);
-  return std::move(pending.outcome);
+  pending->done.wait(0, std::memory_order_acquire);
+  return std::move(pending->result);
+}
+
+// The outcome of a call, owned: the response leaves the loop's receive buffer.
+CallOutcome outcome_of(const CallResult& result) {
+  CallOutcome outcome;
+  outcome.error = result.error;
+  outcome.response.assign(result.response.begin(), result.response.end());
+  outcome.message = result.message;
+  return outcome;
+}
+
+}  // namespace
+
+CallOutcome RemoteCaller::call(uint32_t handler_id, std::span<const std::byte> request, uint64_t deadline_ns) noexcept {
+  return run_and_wait<CallOutcome>(connection_.loop(), [&](auto complete) {
+    connection_.call(handler_id, request, deadline_ns, [complete](const CallResult& result) { complete(outcome_of(result)); });
+  });
 }
 
 void RemoteCaller::call_async(uint32_t handler_id, std::vector<std::byte> request, uint64_t deadline_ns,
@@ -39,6 +61,25 @@ void RemoteCaller::call_async(uint32_t handler_id, std::vector<std::byte> reques
       [&connection, handler_id, request = std::move(request), deadline_ns, done = std::move(done)]() mutable {
         connection.call(handler_id, request, deadline_ns, std::move(done));
       });
+}
+
+// ---- ClusterCaller -------------------------------------------------------------------------
+
+CallOutcome ClusterCaller::call(const engine::Address& peer, uint32_t handler_id, std::span<const std::byte> request,
+                                uint64_t deadline_ns) noexcept {
+  return run_and_wait<CallOutcome>(manager_.loop(), [&](auto complete) {
+    manager_.call(peer, handler_id, request, deadline_ns, [complete](const CallResult& result) { complete(outcome_of(result)); });
+  });
+}
+
+QuorumResult ClusterCaller::quorum_call(const Configuration& configuration, uint32_t handler_id,
+                                        std::span<const std::byte> request, QuorumFunction quorum,
+                                        uint64_t deadline_ns) noexcept {
+  // Replies own their bytes already: the result crosses to this thread as it is.
+  return run_and_wait<QuorumResult>(manager_.loop(), [&](auto complete) {
+    mux::quorum_call(manager_, configuration, handler_id, request, quorum, deadline_ns,
+                     [complete](const QuorumResult& result) { complete(result); });
+  });
 }
 
 // ---- WorkerStream --------------------------------------------------------------------------

@@ -23,6 +23,8 @@
 
 #include "engine/result.h"
 #include "mux/connection.h"
+#include "mux/manager.h"
+#include "mux/quorum.h"
 #include "mux/slot_ring.h"
 
 namespace ringmux::mux {
@@ -51,6 +53,20 @@ class RemoteCaller {
 
  private:
   Connection& connection_;
+};
+
+// Calls and quorum calls through a Manager from application threads (RemoteCaller's
+// contract: any thread but the manager's loop thread; blocks until the result).
+class ClusterCaller {
+ public:
+  explicit ClusterCaller(Manager& manager) noexcept : manager_(manager) {}
+  CallOutcome call(const engine::Address& peer, uint32_t handler_id, std::span<const std::byte> request,
+                   uint64_t deadline_ns) noexcept;
+  QuorumResult quorum_call(const Configuration& configuration, uint32_t handler_id, std::span<const std::byte> request,
+                           QuorumFunction quorum, uint64_t deadline_ns) noexcept;
+
+ private:
+  Manager& manager_;
 };
 
 // One stream driven by a worker thread. Create it on the loop thread and pass it as the
