@@ -90,6 +90,10 @@ Manager::Manager(engine::Loop& loop, const engine::Address& self, const ManagerO
         return;
       }
       Peer* peer = find(parsed.value());
+      if (peer != nullptr && peer->removed) {
+        connection.close(MuxError::cancelled);  // removed here: its dialer is not let back in
+        return;
+      }
       if (peer == nullptr) {
         // A node we were not told of: it is a peer from now on.
         add_peer(parsed.value());
@@ -188,7 +192,14 @@ Manager::Peer* Manager::find(const Connection& connection) noexcept {
 }
 
 void Manager::add_peer(const engine::Address& address) noexcept {
-  if (find(address) != nullptr || closing_all_) return;
+  if (closing_all_) return;
+  if (Peer* known = find(address)) {
+    if (!known->removed) return;
+    known->removed = false;  // added again after remove_peer()
+    known->reconnect_attempts = 0;
+    if (known->we_dial) dial(*known);
+    return;
+  }
   peers_.push_back(std::make_unique<Peer>(*this, address));
   Peer& peer = *peers_.back();
   if (peer.we_dial) dial(peer);

@@ -89,7 +89,8 @@ class Manager final : public engine::ListenerHandler, public ConnectionObserver 
   bool closed() const noexcept;
 
   void add_peer(const engine::Address& peer) noexcept;
-  // Ends the session with `peer` (its calls fail with cancelled).
+  // Ends the session with `peer` (its calls fail with cancelled); a session it dials is
+  // refused until the peer is added again.
   void remove_peer(const engine::Address& peer) noexcept;
 
   // True when `self` dials `peer` (both nodes compute the same answer).

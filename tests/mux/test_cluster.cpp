@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -16,6 +17,7 @@
 #include "mux/threaded.h"
 #include "tests/mux/support.h"
 #include "tests/support.h"
+#include "tools/chaos/proxy.h"
 
 using namespace ringmux;
 using namespace ringmux::mux;
@@ -313,4 +315,91 @@ TEST_CASE("threaded: cluster calls and quorum calls from 4 threads") {
   }
   stop.store(true);
   loop_thread.join();
+}
+
+// Proves a member slowed by the chaos proxy does not slow a majority: a client of the
+// cluster (client_only: it dials every member, so the proxy is on its path to member 3)
+// calls 3 members, one of them 100 ms away (and 200 ms to answer); majority completes in far
+// less, all waits for the slow member, and the slow member sees each majority call cancelled.
+TEST_CASE("cluster: a member slowed by the chaos proxy does not slow a majority") {
+  auto loop = ringmux::test::make_test_loop();
+  if (!loop) return;
+  std::vector<std::unique_ptr<Node>> nodes;
+  for (uint32_t i = 0; i < 3; i++) nodes.push_back(std::make_unique<Node>(*loop, i));
+  mesh(*loop, nodes);
+  chaos::ProxyOptions proxy_options;
+  proxy_options.upstream.port = nodes[2]->manager->self().port();
+  proxy_options.faults.up.latency_ns = 50 * ms_ns;
+  proxy_options.faults.down.latency_ns = 50 * ms_ns;
+  std::string error;
+  auto proxy = chaos::Proxy::start(proxy_options, error);
+  REQUIRE_MESSAGE(proxy != nullptr, error);
+  ManagerOptions client_options;
+  client_options.client_only = true;
+  Manager client(*loop, engine::Address::loopback_v4(0), client_options);
+  const Configuration configuration{nodes[0]->manager->self(), nodes[1]->manager->self(),
+                                    engine::Address::loopback_v4(proxy->port())};
+  for (const auto& member : configuration) client.add_peer(member);
+  REQUIRE(loop->run_until(
+      [&] {
+        for (const auto& member : configuration) {
+          if (client.session(member) == nullptr) return false;
+        }
+        return true;
+      },
+      5 * second_ns));
+  auto timed = [&](QuorumFunction quorum) {
+    std::optional<QuorumResult> result;
+    const uint64_t started = Loop::clock_ns();
+    quorum_call(client, configuration, whoami_handler, std::span<const std::byte>(), std::move(quorum),
+                Loop::clock_ns() + 5 * second_ns, [&](const QuorumResult& r) { result = r; });
+    REQUIRE(loop->run_until([&] { return result.has_value(); }, 5 * second_ns));
+    CHECK(result->error == MuxError::none);
+    return Loop::clock_ns() - started;
+  };
+  // The slow member also takes 200 ms to answer, so the majority's cancellations find its
+  // calls still running (with a prompt handler the answer would beat the RESET through the
+  // proxy's delay).
+  nodes[2]->slow = true;
+  uint64_t majority_worst = 0;
+  for (int i = 0; i < 20; i++) majority_worst = std::max(majority_worst, timed(quorum::majority()));
+  const uint64_t all_ns = timed(quorum::all());
+  MESSAGE("majority worst of 20: " << majority_worst / 1000 << " us; all: " << all_ns / 1000 << " us");
+  CHECK(majority_worst < 20 * ms_ns);
+  CHECK(all_ns >= 100 * ms_ns);  // the slow member: 100 ms of path, then its handler
+  CHECK(loop->run_until([&] { return nodes[2]->cancelled == 20; }, 5 * second_ns));  // each reached it
+  client.close();
+  REQUIRE(loop->run_until([&] { return client.closed(); }, 5 * second_ns));
+  proxy->stop();
+  close_all(*loop, nodes);
+}
+
+// Proves remove_peer() ends the session and keeps the peer out (its dialer's new session
+// is refused) until the peer is added again, after which calls work again.
+TEST_CASE("cluster: a removed peer stays out until it is added again") {
+  auto loop = ringmux::test::make_test_loop();
+  if (!loop) return;
+  std::vector<std::unique_ptr<Node>> nodes;
+  nodes.push_back(std::make_unique<Node>(*loop, 0));
+  nodes.push_back(std::make_unique<Node>(*loop, 1));
+  mesh(*loop, nodes);
+  const engine::Address a = nodes[0]->manager->self(), b = nodes[1]->manager->self();
+  // Remove on both sides' views in turn: the side that does not dial too.
+  for (int remover = 0; remover < 2; remover++) {
+    Manager& manager = *nodes[remover]->manager;
+    const engine::Address other = remover == 0 ? b : a;
+    manager.remove_peer(other);
+    REQUIRE(loop->run_until([&] { return manager.session(other) == nullptr; }, 5 * second_ns));
+    loop->run_until([] { return false; }, 50 * ms_ns);  // the other side's redial, if it dials
+    CHECK(manager.session(other) == nullptr);
+    MuxError error = MuxError::none;
+    manager.call(other, whoami_handler, {}, 0, [&](const CallResult& r) { error = r.error; });
+    CHECK(error == MuxError::unknown_handler);  // not a peer now: refused at once
+    manager.add_peer(other);
+    REQUIRE(loop->run_until([&] { return manager.session(other) != nullptr; }, 5 * second_ns));
+    bool answered = false;
+    manager.call(other, whoami_handler, {}, 0, [&](const CallResult& r) { answered = r.error == MuxError::none; });
+    CHECK(loop->run_until([&] { return answered; }, 5 * second_ns));
+  }
+  close_all(*loop, nodes);
 }
