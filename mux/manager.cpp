@@ -110,6 +110,7 @@ Manager::Manager(engine::Loop& loop, const engine::Address& self, const ManagerO
       accepted_.erase(it);
       peer->identified = true;
       peer->health.sessions++;
+      stats_.sessions++;
       on_session_up(*peer);
     });
   });
@@ -245,6 +246,7 @@ void Manager::Peer::on_connect(Result<int, engine::IoError> fd) noexcept {
   connection->start();
   identified = false;
   health.sessions++;
+  manager.stats_.sessions++;
   health.resumes = 0;
   // A client names no address: members serve it but never file it as a peer.
   const std::string self_name = manager.options_.client_only ? std::string() : manager.self_.to_string();
@@ -377,6 +379,7 @@ void Manager::on_connection_closed(Connection& connection, MuxError, engine::IoE
 void Manager::on_connection_resumed(Connection& connection, uint64_t) noexcept {
   Peer* peer = find(connection);
   if (peer != nullptr) peer->health.resumes++;
+  stats_.resumes++;
 }
 
 PeerHealth Manager::health(const engine::Address& address) const noexcept {
@@ -395,7 +398,10 @@ Connection* Manager::session(const engine::Address& address) noexcept {
   return peer != nullptr && peer->identified ? peer->connection.get() : nullptr;
 }
 
-void Manager::on_accept(int fd) noexcept { acceptor_.accept(fd); }
+void Manager::on_accept(int fd) noexcept {
+  stats_.connections_accepted++;
+  acceptor_.accept(fd);
+}
 void Manager::on_accept_error(engine::IoError) noexcept {}
 void Manager::on_listener_closed() noexcept { listener_closed_ = true; }
 

@@ -68,6 +68,13 @@ struct PeerHealth {
   uint64_t sessions = 0;   // sessions started with this peer
 };
 
+// Totals of a manager, for statistics.
+struct ManagerStats {
+  uint64_t connections_accepted = 0;  // TCP connections its listener accepted
+  uint64_t sessions = 0;              // sessions started with peers (dialed or identified)
+  uint64_t resumes = 0;               // resumes of those sessions
+};
+
 // A call in flight or waiting, for cancel().
 struct CallHandle {
   uint64_t value = 0;  // 0: none (the call completed at once)
@@ -107,6 +114,7 @@ class Manager final : public engine::ListenerHandler, public ConnectionObserver 
   void cancel(CallHandle handle) noexcept;
 
   PeerHealth health(const engine::Address& peer) const noexcept;
+  const ManagerStats& stats() const noexcept { return stats_; }
   // The session with `peer` when it is up, else nullptr.
   Connection* session(const engine::Address& peer) noexcept;
   const engine::Address& self() const noexcept { return self_; }
@@ -159,6 +167,7 @@ class Manager final : public engine::ListenerHandler, public ConnectionObserver 
   std::vector<std::unique_ptr<Connection>> closing_;
   std::vector<Sent> sent_;
   uint64_t next_handle_ = 1;
+  ManagerStats stats_;
   bool closing_all_ = false;
   bool listener_closed_ = true;
 };

@@ -413,6 +413,11 @@ void LoadServer::stop() {
     if (side_) {
       engine_->post(0, [this] {
         if (side_->manager) {
+          // A cluster member: its manager's totals are the server's connection figures.
+          const mux::ManagerStats& totals = side_->manager->stats();
+          stats_.connections.store(totals.connections_accepted, std::memory_order_relaxed);
+          stats_.sessions.store(totals.sessions, std::memory_order_relaxed);
+          stats_.resumes.store(totals.resumes, std::memory_order_relaxed);
           side_->manager->close();
           return;
         }
