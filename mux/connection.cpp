@@ -183,6 +183,15 @@ class UnaryCall final : public StreamObserver {
       : connection_(connection), done_(std::move(done)), deadline_(&UnaryCall::on_deadline, this) {}
   ~UnaryCall() override { connection_.loop().timer_cancel(deadline_); }
 
+  // The part of the request the OPEN could not carry (other streams held the credit): it
+  // goes as DATA when credit comes back (on_stream_writable).
+  void keep_rest(std::span<const std::byte> rest) { rest_.assign(rest.begin(), rest.end()); }
+  void on_stream_writable() noexcept override {
+    if (rest_.empty()) return;
+    auto taken = connection_.write(id_, rest_, true);
+    if (!taken) return;  // the call ended meanwhile; its finish reports it
+    rest_.erase(rest_.begin(), rest_.begin() + static_cast<std::ptrdiff_t>(taken.value()));
+  }
   void arm(StreamId id, uint64_t deadline_ns) noexcept {
     id_ = id;
     if (deadline_ns != 0) {
@@ -219,6 +228,7 @@ class UnaryCall final : public StreamObserver {
   Connection& connection_;
   CallCallback done_;
   StreamId id_ = 0;
+  std::vector<std::byte> rest_;
   std::vector<std::byte> response_;
   std::span<const std::byte> whole_;  // valid: finished follows in the same receive call
   std::string message_;
@@ -452,19 +462,23 @@ StreamId Connection::call(uint32_t handler_id, std::span<const std::byte> reques
     }
     budget_ns = deadline_ns - now;
   }
-  auto id = session_.open(handler_id, budget_ns, request, true);
-  if (!id) {
-    call->on_stream_finished(id.error());
+  // A call waits for credit rather than fail for want of it: what the OPEN cannot carry
+  // now follows as DATA.
+  auto opened = session_.open_some(handler_id, budget_ns, request, true);
+  if (!opened) {
+    call->on_stream_finished(opened.error());
     delete call;
     return 0;
   }
-  streams_.emplace(id.value(), Entry{call, true});
-  call->arm(id.value(), deadline_ns);
+  const StreamId id = opened->id;
+  if (opened->taken < request.size()) call->keep_rest(request.subspan(opened->taken));
+  streams_.emplace(id, Entry{call, true});
+  call->arm(id, deadline_ns);
   // A nested call of the ordered handler holding the order (made inside its invocation):
   // while it is outstanding, an ordered request coming back is a self-deadlock.
-  if (order_in_handler_ && order_holder_ != 0) order_nested_calls_.push_back(id.value());
+  if (order_in_handler_ && order_holder_ != 0) order_nested_calls_.push_back(id);
   flush();
-  return id.value();
+  return id;
 }
 
 // ---- ordered handlers ----

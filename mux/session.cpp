@@ -508,12 +508,25 @@ void Session::finish_if_done(StreamId id, Stream& stream) noexcept {
 
 Result<StreamId, MuxError> Session::open(uint32_t handler_id, uint64_t deadline_budget_ns,
                                          std::span<const std::byte> payload, bool end_stream) noexcept {
-  if (failed()) return Err{MuxError::stream_closed};
-  if (goaway_received_ || streams_.size() >= options_.streams_concurrent_max) return Err{MuxError::refused};
   // The initial payload goes whole, against the peer's initial stream window.
   if (payload.size() > options_.stream_window_bytes || payload.size() > connection_send_.available()) {
+    if (failed()) return Err{MuxError::stream_closed};
     return Err{MuxError::refused};
   }
+  auto opened = open_some(handler_id, deadline_budget_ns, payload, end_stream);
+  if (!opened) return Err{opened.error()};
+  return opened->id;
+}
+
+Result<Session::Opened, MuxError> Session::open_some(uint32_t handler_id, uint64_t deadline_budget_ns,
+                                                     std::span<const std::byte> payload, bool end_stream) noexcept {
+  if (failed()) return Err{MuxError::stream_closed};
+  if (goaway_received_ || streams_.size() >= options_.streams_concurrent_max) return Err{MuxError::refused};
+  // What the credit allows now goes with the OPEN; the rest waits for credit like any write.
+  const std::size_t take = std::min<std::size_t>(
+      payload.size(), std::min<uint64_t>(options_.stream_window_bytes, connection_send_.available()));
+  const bool end_now = end_stream && take == payload.size();
+  payload = payload.first(take);
   const StreamId id = next_local_id_;
   next_local_id_ += 2;
   auto [it, inserted] = streams_.try_emplace(id, options_.stream_window_bytes, options_.stream_window_bytes,
@@ -521,7 +534,7 @@ Result<StreamId, MuxError> Session::open(uint32_t handler_id, uint64_t deadline_
   RM_ASSERT(inserted);
   shared_seen_ |= streams_.size() > 1;
   Stream& stream = it->second;
-  (void)stream.machine.send_open(end_stream);
+  (void)stream.machine.send_open(end_now);
   stream.open_batch = batch_number_;
   stream.send_credit.consume(payload.size());
   connection_send_.consume(payload.size());
@@ -534,10 +547,15 @@ Result<StreamId, MuxError> Session::open(uint32_t handler_id, uint64_t deadline_
   ByteVector& out = priority ? control_ : data_;
   if (!priority) data_open_batch_ = batch_number_;
   wire::encode_open(grow(out, wire::frame_bytes(wire::open_prefix_bytes + payload.size())), id,
-                    end_stream ? wire::flag_end_stream : 0, handler_id, deadline_budget_ns, payload);
+                    end_now ? wire::flag_end_stream : 0, handler_id, deadline_budget_ns, payload);
   stats_.frames_sent++;
   stats_.streams_opened_local++;
-  return id;
+  if (end_now != end_stream) {
+    // Cut short by credit: on_stream_writable() follows when more can go.
+    stream.wants_writable = true;
+    writable_waiters_.push_back(id);
+  }
+  return Opened{id, take};
 }
 
 void Session::append_data(StreamId id, std::span<const std::byte> payload, bool end_stream) noexcept {

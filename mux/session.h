@@ -138,6 +138,17 @@ class Session {
   // GOAWAY), stream_closed (session failed).
   Result<StreamId, MuxError> open(uint32_t handler_id, uint64_t deadline_budget_ns, std::span<const std::byte> payload,
                                   bool end_stream) noexcept;
+  // Opens a stream with as much of `payload` as the credit allows now (the peer's initial
+  // window, the connection's credit: other streams may hold all of it), and `end_stream`
+  // only if all of it went. The rest is the caller's to write() when on_stream_writable()
+  // comes, as for any write cut short. Errors: refused (over our concurrency limit or
+  // after a GOAWAY), stream_closed (session failed).
+  struct Opened {
+    StreamId id;
+    std::size_t taken;  // bytes of `payload` sent with the OPEN
+  };
+  Result<Opened, MuxError> open_some(uint32_t handler_id, uint64_t deadline_budget_ns, std::span<const std::byte> payload,
+                                     bool end_stream) noexcept;
   // Writes up to bytes.size() of payload; returns how many were taken (copied into the
   // batch). A stream's share of one batch is stream_batch_bytes_max while other streams
   // write too (round robin), else the whole batch target. Fewer than asked: on_stream_writable() follows when more can go. `end_stream`

@@ -432,6 +432,56 @@ TEST_CASE("connection: one stalled consumer among 64 streams does not stop the o
   CHECK(f.sink.bytes == 63u * block.size());
 }
 
+// Proves a call waits for connection credit that other streams hold instead of failing:
+// a stream into a server handler that holds what it receives takes the whole connection
+// window; a call made then opens with what fits (nothing) and sends its request once the
+// handler consumes; the answer is the call's own request.
+TEST_CASE("connection: a call waits for connection credit held by other streams") {
+  ConnectionOptions options;
+  options.session.stream_window_bytes = 64 * 1024;
+  options.session.stream_window_bytes_max = 64 * 1024;
+  options.session.connection_window_bytes = 64 * 1024;
+  auto loop = test::make_test_loop();
+  if (!loop) return;
+  // Server side: keeps every byte unconsumed until told.
+  struct Holder final : StreamObserver {
+    Connection* connection;
+    StreamId id;
+    std::size_t held = 0;
+    void on_stream_data(std::span<const std::byte> bytes, bool) noexcept override { held += bytes.size(); }
+    void on_stream_finished(MuxError) noexcept override {}
+  };
+  Holder* holder = nullptr;
+  constexpr uint32_t holding_stream = 42;
+  Watcher writer;  // outlives the fixture, which finishes it when it closes
+  Fixture f(*loop, options);
+  f.registry.add_stream(holding_stream, [&](const StreamStart& start) {
+    holder = new Holder();
+    holder->connection = start.connection;
+    holder->id = start.id;
+    return holder;
+  });
+  auto id = f.client->open(holding_stream, 0, {}, false, writer);
+  REQUIRE(id.ok());
+  const Bytes window(64 * 1024, std::byte{2});
+  REQUIRE(f.client->write(id.value(), window, false).value() == window.size());
+  REQUIRE(loop->run_until([&] { return holder != nullptr && holder->held == window.size(); }, 5 * second_ns));
+  Bytes request(1000);
+  for (std::size_t i = 0; i < request.size(); i++) request[i] = std::byte(i % 251);
+  std::optional<MuxError> error;
+  Bytes response;
+  f.client->call(echo_unary, request, 0, [&](const CallResult& r) {
+    error = r.error;
+    response.assign(r.response.begin(), r.response.end());
+  });
+  loop->run_until([] { return false; }, second_ns / 50);  // 20 ms
+  CHECK_FALSE(error.has_value());  // waiting for credit, not refused
+  holder->connection->consume(holder->id, holder->held);  // the credit comes back
+  REQUIRE(loop->run_until([&] { return error.has_value(); }, 5 * second_ns));
+  CHECK(*error == MuxError::none);
+  CHECK(response == request);
+}
+
 // Proves a silent peer is detected within the dead-peer timeout: the server side here
 // is a plain socket that accepts and never reads or writes.
 TEST_CASE("connection: a silent peer is detected within the keepalive timeout") {

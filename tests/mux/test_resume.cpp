@@ -273,7 +273,7 @@ TEST_CASE("resume: 8 streams and 10,000 calls through resets, slicing and corrup
       CHECK(upload->verified());
     }
     CHECK(unary.done == calls);
-    CHECK(unary.errors == 0);
+    CHECK_MESSAGE(unary.errors == 0, "last call error: " << describe(unary.last_error));
     CHECK(unary.mismatches == 0);
     // The faults happened, and the session rode them out.
     CHECK(faults.resets > 0);
