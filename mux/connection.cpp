@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 #include <string>
+#include <string_view>
 
 #include "engine/assert.h"
 #include "mux/acceptor.h"
@@ -379,19 +380,20 @@ void Connection::close(MuxError reason) noexcept {
     // wait for a resume until its timeout: an ERROR on stream 0 ends its session at once.
     // Best effort, written straight to the socket (a fresh frame boundary: no send is in
     // flight); if it does not go out, the peer's resume is refused instead.
-    std::array<std::byte, wire::frame_bytes(8 + 14)> frame{};
-    const std::size_t bytes = wire::encode_error(frame, 0, status_of(reason), "session closed");
+    static constexpr std::string_view message = "session closed";
+    std::array<std::byte, wire::frame_bytes(4 + message.size())> frame{};  // status, then the text
+    const std::size_t bytes = wire::encode_error(frame, 0, status_of(reason), message);
     (void)::send(transport_->socket.fd(), frame.data(), bytes, MSG_DONTWAIT | MSG_NOSIGNAL);
   }
   end(reason);
 }
 
-const ResumeStats& Connection::resume_stats() const noexcept {
-  resume_stats_view_ = resume_stats_;
-  resume_stats_view_.resumes = session_.stats().resumes;
-  resume_stats_view_.bytes_replayed = session_.stats().bytes_replayed;
-  resume_stats_view_.held_bytes_peak = session_.held().bytes_held_peak();
-  return resume_stats_view_;
+ResumeStats Connection::resume_stats() const noexcept {
+  ResumeStats stats = resume_stats_;
+  stats.resumes = session_.stats().resumes;
+  stats.bytes_replayed = session_.stats().bytes_replayed;
+  stats.held_bytes_peak = session_.held().bytes_held_peak();
+  return stats;
 }
 
 // ---- streams ----

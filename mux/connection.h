@@ -192,7 +192,7 @@ class Connection final : public SessionHandler, private engine::ConnectHandler {
   bool closed() const noexcept { return ended_ && transport_ == nullptr && retired_.empty(); }
   // A transport is up and its handshake is complete (false while resuming).
   bool connected() const noexcept { return transport_ != nullptr && session_.handshake_complete(); }
-  const ResumeStats& resume_stats() const noexcept;
+  ResumeStats resume_stats() const noexcept;
 
   // Accepting side, resume: a new TCP connection `fd` brought `hello` for this session
   // (mux::Acceptor routes it here). On accept_resume the connection takes the fd over and
@@ -335,8 +335,7 @@ class Connection final : public SessionHandler, private engine::ConnectHandler {
   engine::Timer ack_timer_;
   engine::Connector connector_;
   Acceptor* acceptor_ = nullptr;  // the table this accepting side is registered in
-  ResumeStats resume_stats_;
-  mutable ResumeStats resume_stats_view_;
+  ResumeStats resume_stats_;  // what the connection counts (the session counts the rest)
   uint64_t transport_started_ns_ = 0;  // when the current transport's TCP connection was up
   uint64_t send_started_ns_ = 0;       // when the send in flight was submitted
   uint32_t redial_attempts_ = 0;       // since the last established handshake

@@ -268,7 +268,7 @@ void Manager::on_session_up(Peer& peer) noexcept {
   peer.health.state = PeerState::connected;
   std::deque<Waiting> waiting = std::move(peer.waiting);
   loop_.timer_cancel(peer.waiting_timer);
-  for (auto& w : waiting) send(peer, std::move(w));
+  for (auto& w : waiting) send(peer, w.handle, w.handler_id, w.request, w.deadline_ns, std::move(w.done));
 }
 
 CallHandle Manager::call(const engine::Address& address, uint32_t handler_id, std::span<const std::byte> request,
@@ -281,25 +281,25 @@ CallHandle Manager::call(const engine::Address& address, uint32_t handler_id, st
     done(result);
     return {};
   }
-  Waiting waiting{next_handle_++, handler_id, std::vector<std::byte>(request.begin(), request.end()), deadline_ns,
-                  std::move(done)};
-  const uint64_t handle = waiting.handle;
+  const uint64_t handle = next_handle_++;
   if (peer->connection && peer->identified) {
-    send(*peer, std::move(waiting));  // a resuming session queues it itself
+    // The session is up (or resuming, and then it queues the call itself): no copy here.
+    send(*peer, handle, handler_id, request, deadline_ns, std::move(done));
   } else {
-    peer->waiting.push_back(std::move(waiting));
+    // Copy: the request waits for the session.
+    peer->waiting.push_back(Waiting{handle, handler_id, std::vector<std::byte>(request.begin(), request.end()),
+                                    deadline_ns, std::move(done)});
     arm_waiting_timer(*peer);
   }
   return {handle};
 }
 
-void Manager::send(Peer& peer, Waiting&& waiting) noexcept {
-  const uint64_t handle = waiting.handle;
+void Manager::send(Peer& peer, uint64_t handle, uint32_t handler_id, std::span<const std::byte> request,
+                   uint64_t deadline_ns, CallCallback done) noexcept {
   Connection* connection = peer.connection.get();
-  CallCallback done = std::move(waiting.done);
   // The call's entry in sent_ goes when it completes (before `done` runs).
   const StreamId id = connection->call(
-      waiting.handler_id, waiting.request, waiting.deadline_ns, [this, handle, done](const CallResult& result) {
+      handler_id, request, deadline_ns, [this, handle, done = std::move(done)](const CallResult& result) {
         auto it = std::find_if(sent_.begin(), sent_.end(), [&](const Sent& s) { return s.handle == handle; });
         if (it != sent_.end()) sent_.erase(it);
         done(result);

@@ -149,7 +149,8 @@ class Manager final : public engine::ListenerHandler, public ConnectionObserver 
   void dial(Peer& peer) noexcept;
   // The session with `peer` is up and identified: waiting calls go out.
   void on_session_up(Peer& peer) noexcept;
-  void send(Peer& peer, Waiting&& waiting) noexcept;
+  void send(Peer& peer, uint64_t handle, uint32_t handler_id, std::span<const std::byte> request,
+            uint64_t deadline_ns, CallCallback done) noexcept;
   void arm_waiting_timer(Peer& peer) noexcept;
   static void on_waiting_timer(engine::Timer& timer) noexcept;
   static void on_reconnect_timer(engine::Timer& timer) noexcept;

@@ -231,7 +231,6 @@ replay::HelloAnswer Session::answer_resume(const wire::Hello& hello) noexcept {
   generation_ = hello.generation;
   (void)held_.ack(answer.replay_from);  // checked against held_ by answer_hello
   (void)held_.rewind(answer.replay_from);
-  peer_acked_position_ = std::max(peer_acked_position_, answer.replay_from);
   stats_.resumes++;
   stats_.bytes_replayed += held_.bytes_unsent();
   ack_policy_.on_handshake(receive_position_);
@@ -256,7 +255,6 @@ Result<void, MuxError> Session::handle_hello_ack(const Frame& frame) noexcept {
     stats_.resumes++;
     stats_.bytes_replayed += held_.bytes_unsent();
   }
-  peer_acked_position_ = std::max(peer_acked_position_, established->replay_from);
   handshake_complete_ = true;
   output_open_ = true;
   return {};
@@ -357,7 +355,6 @@ Result<void, MuxError> Session::handle(const Frame& frame, uint64_t now_ns) noex
       if (!position) return Err{MuxError::protocol_violation};
       // The peer cannot have received bytes we never handed out.
       if (!held_.ack(position.value())) return Err{MuxError::ack_beyond_sent};
-      peer_acked_position_ = std::max(peer_acked_position_, position.value());
       // Released batches may let a held-back batch go: the glue flushes after receive().
       return {};
     }
@@ -739,7 +736,6 @@ void Session::take_output(ByteVector& link, replay::HeldSpans& held) noexcept {
       // The batch becomes held: moved, not copied (the held batches hand back recycled
       // buffers, whose capacity the session keeps using).
       held_.push(control_, data_);
-      send_position_ = held_.tail();
       control_frames_ = 0;
       batch_writers_ = 0;
       batch_number_++;

@@ -224,11 +224,11 @@ class Session {
   // The peer's HELLO_ACK (dialer) or HELLO (acceptor) was accepted.
   bool handshake_complete() const noexcept { return handshake_complete_; }
   // Position-space bytes handed out by take_batch(): the tail of what was sent.
-  uint64_t send_position() const noexcept { return send_position_; }
+  uint64_t send_position() const noexcept { return held_.tail(); }
   // Position-space bytes received: every one before it has been handled.
   uint64_t receive_position() const noexcept { return receive_position_; }
   // The highest position the peer acknowledged (ACK, or its handshake's receive position).
-  uint64_t peer_acked_position() const noexcept { return peer_acked_position_; }
+  uint64_t peer_acked_position() const noexcept { return held_.acked(); }
   // The receive position carried by our last ACK.
   uint64_t acked_position() const noexcept { return ack_policy_.acked_position(); }
 
@@ -321,9 +321,7 @@ class Session {
   bool handshake_complete_ = false;
   bool output_open_;  // the first frame of our direction (HELLO / HELLO_ACK) is queued first
   // Positions.
-  uint64_t send_position_ = 0;
   uint64_t receive_position_ = 0;
-  uint64_t peer_acked_position_ = 0;
   replay::AckPolicy ack_policy_;
   // Output: link frames (this connection only), then the held batches (the replay store
   // and the send queue: replay/held.h), fed from control_ and data_.

@@ -594,7 +594,7 @@ void run_ringmux(const std::vector<const Job*>& jobs, std::vector<JobResult*>& r
   for (std::size_t j = 0; j < jobs.size(); j++) {
     if (jobs[j]->rw == RwMode::quorum) continue;
     const std::size_t c = connection_of[j];
-    const mux::ResumeStats& resumed = dialer.connections[c]->resume_stats();
+    const mux::ResumeStats resumed = dialer.connections[c]->resume_stats();
     results[j]->resumes = resumed.resumes;
     results[j]->bytes_replayed = resumed.bytes_replayed;
     results[j]->resume_latency.reserve(resume_samples_max);
