@@ -47,6 +47,15 @@ void Acceptor::accept(int fd) noexcept {
   arm_recv(p);
 }
 
+void Acceptor::take(int fd, const wire::Hello& hello) noexcept {
+  stats_.connections++;
+  if (closing_) {
+    ::close(fd);
+    return;
+  }
+  route(fd, hello);
+}
+
 void Acceptor::close() noexcept {
   closing_ = true;
   // Each pending read completes at once with the socket shut down, and finishes there.
@@ -109,6 +118,8 @@ void Acceptor::finish(Pending& pending, const wire::Hello* hello) noexcept {
       if (hello == nullptr || closing_) {
         stats_.failed++;
         ::close(fd);
+      } else if (router_ && router_(fd, copy)) {
+        stats_.handed_over++;
       } else {
         route(fd, copy);
       }

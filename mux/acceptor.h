@@ -20,7 +20,9 @@
 // A connection that sends no valid HELLO within limits::hello_timeout_ns, or damaged
 // bytes, is closed.
 //
-// Threads: the acceptor and every Connection it routes to live on one loop.
+// Threads: the acceptor and every Connection it routes to live on one loop. A node with
+// several loops has an acceptor per loop; the listening loop's router hands each socket,
+// with its HELLO, to the acceptor of the loop that owns the session (mux/node.h).
 // Lifetime: the acceptor must outlive the sessions it routed to (a connection leaves the
 // table when its session ends; destroying the acceptor with one still in it is asserted);
 // close() it and let its pending reads finish (idle()) before destroying it.
@@ -49,6 +51,7 @@ struct AcceptorStats {
   uint64_t refused = 0;       // answered with a refusing HELLO_ACK
   uint64_t ignored = 0;       // superseded generations, closed without an answer
   uint64_t failed = 0;        // no valid HELLO: timed out, closed early, damaged
+  uint64_t handed_over = 0;   // taken by the router (to another loop's acceptor)
 };
 
 class Acceptor {
@@ -57,6 +60,9 @@ class Acceptor {
   // ConnectionOptions::resume set, or returns nullptr to refuse the session (the acceptor
   // then closes `fd`). The caller owns the Connection.
   using Factory = std::function<Connection*(int fd)>;
+  // Sees every valid HELLO before it is routed here; returns true when it took the socket
+  // (mux::Node hands it to the loop that owns the session: Acceptor::take there).
+  using Router = std::function<bool(int fd, const wire::Hello& hello)>;
 
   Acceptor(engine::Loop& loop, Factory factory) noexcept;
   ~Acceptor();
@@ -65,6 +71,9 @@ class Acceptor {
 
   // Takes an accepted socket: reads its HELLO, then routes it (top of this file).
   void accept(int fd) noexcept;
+  // Takes a socket whose HELLO another loop's acceptor has read, and routes it here.
+  void take(int fd, const wire::Hello& hello) noexcept;
+  void set_router(Router router) noexcept { router_ = std::move(router); }
   // Stops reading pending HELLOs (their sockets are closed); idle() once they are done.
   void close() noexcept;
   bool idle() const noexcept { return pending_.empty(); }
@@ -104,6 +113,7 @@ class Acceptor {
 
   engine::Loop& loop_;
   Factory factory_;
+  Router router_;
   std::vector<std::unique_ptr<Pending>> pending_;
   std::unordered_map<wire::SessionId, Connection*, IdHash> sessions_;
   AcceptorStats stats_;

@@ -89,6 +89,13 @@ Manager::Manager(engine::Loop& loop, const engine::Address& self, const ManagerO
         connection.close(MuxError::protocol_violation);
         return;
       }
+      if (!owns(parsed.value())) {
+        // Another loop of this node owns that peer: a session here would never be found by
+        // the node's calls (the dialer computed a different route key: its address for us
+        // is not the one we listen on).
+        connection.close(MuxError::refused);
+        return;
+      }
       Peer* peer = find(parsed.value());
       if (peer != nullptr && peer->removed) {
         connection.close(MuxError::cancelled);  // removed here: its dialer is not let back in
@@ -124,14 +131,30 @@ Manager::~Manager() {
   }
 }
 
+uint64_t Manager::pair_key(const engine::Address& a, const engine::Address& b) noexcept {
+  const std::string x = a.to_string();
+  const std::string y = b.to_string();
+  const std::string pair = x < y ? x + "|" + y : y + "|" + x;
+  const uint64_t key = XXH3_64bits(pair.data(), pair.size());
+  return key != 0 ? key : 1;  // 0 means "no key" in a HELLO
+}
+
 bool Manager::dials(const engine::Address& self, const engine::Address& peer) noexcept {
-  // Both nodes hash the same ordered pair and read the same bit: one of them dials.
-  const std::string a = self.to_string();
-  const std::string b = peer.to_string();
-  const bool self_first = a < b;
-  const std::string pair = self_first ? a + "|" + b : b + "|" + a;
-  const bool first_dials = (XXH3_64bits(pair.data(), pair.size()) & 1) == 0;
+  // Both nodes hash the same ordered pair and read the same bit: one of them dials. The
+  // loop placement (mux/node.h) takes the key modulo the loop count; this bit is the top
+  // one, so the two choices do not correlate.
+  const bool self_first = self.to_string() < peer.to_string();
+  const bool first_dials = (pair_key(self, peer) >> 63) == 0;
   return first_dials == self_first;
+}
+
+bool Manager::owns(const engine::Address& peer) const noexcept {
+  return options_.loop_count <= 1 || pair_key(self_, peer) % options_.loop_count == options_.loop_index;
+}
+
+void Manager::set_self(const engine::Address& self) noexcept {
+  RM_ASSERT(peers_.empty());
+  self_ = self;
 }
 
 Result<void, engine::IoError> Manager::start() noexcept {
@@ -193,6 +216,7 @@ Manager::Peer* Manager::find(const Connection& connection) noexcept {
 }
 
 void Manager::add_peer(const engine::Address& address) noexcept {
+  RM_ASSERT(owns(address));
   if (closing_all_) return;
   if (Peer* known = find(address)) {
     if (!known->removed) return;
@@ -242,6 +266,8 @@ void Manager::Peer::on_connect(Result<int, engine::IoError> fd) noexcept {
   ConnectionOptions options = manager.options_.connection;
   options.resume = true;
   options.peer = address;
+  // A member's session names the pair: the peer keeps it on the loop that owns the pair.
+  if (!manager.options_.client_only) options.session.route_key = Manager::pair_key(manager.self_, address);
   connection = std::make_unique<Connection>(manager.loop_, fd.value(), true, &manager.registry_, manager, options);
   connection->start();
   identified = false;
@@ -396,6 +422,11 @@ PeerHealth Manager::health(const engine::Address& address) const noexcept {
 Connection* Manager::session(const engine::Address& address) noexcept {
   Peer* peer = find(address);
   return peer != nullptr && peer->identified ? peer->connection.get() : nullptr;
+}
+
+std::size_t Manager::session_count() const noexcept {
+  return static_cast<std::size_t>(
+      std::count_if(peers_.begin(), peers_.end(), [](const auto& peer) { return peer->connection && peer->identified; }));
 }
 
 void Manager::on_accept(int fd) noexcept {

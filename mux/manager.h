@@ -19,8 +19,10 @@
 //
 // Health per peer: state (connecting, connected, resuming, lost), last RTT, resumes.
 //
-// Threads: a Manager and all its sessions live on one loop (a future step spreads sessions
-// over an Engine's loops); every member is called on that loop's thread.
+// Threads: a Manager and all its sessions live on one loop; every member is called on that
+// loop's thread. A node spread over an Engine's loops has one Manager per loop, each with
+// the peers placed on its loop (mux/node.h); its dialed sessions carry the pair's key in
+// their HELLO (route_key) so that the accepting node's listening loop hands them over.
 // Lifetime: close() ends every session; the manager may be destroyed once closed().
 #pragma once
 
@@ -51,6 +53,11 @@ struct ManagerOptions {
   // does not listen (start() is not called). Members accept it like any node that
   // identifies itself; they never dial it.
   bool client_only = false;
+  // Set by mux::Node for the manager of loop `loop_index` of `loop_count`: it owns the peers
+  // whose pair key falls on its loop (Node::loop_of) and refuses a session that identifies
+  // as another loop's peer (a dialer whose HELLO route key did not match).
+  uint32_t loop_index = 0;
+  uint32_t loop_count = 1;
 };
 
 enum class PeerState : uint8_t {
@@ -102,6 +109,9 @@ class Manager final : public engine::ListenerHandler, public ConnectionObserver 
 
   // True when `self` dials `peer` (both nodes compute the same answer).
   static bool dials(const engine::Address& self, const engine::Address& peer) noexcept;
+  // XXH3 of the ordered address pair, never 0: the same on both nodes. It decides who
+  // dials, and on which loop each node keeps the pair's session (mux/node.h).
+  static uint64_t pair_key(const engine::Address& a, const engine::Address& b) noexcept;
 
   // A unary call to `peer` (added before); `done` runs once on the loop thread. Waits for
   // the session up to `deadline_ns` (monotonic clock; 0: no deadline, then it waits while
@@ -117,7 +127,14 @@ class Manager final : public engine::ListenerHandler, public ConnectionObserver 
   const ManagerStats& stats() const noexcept { return stats_; }
   // The session with `peer` when it is up, else nullptr.
   Connection* session(const engine::Address& peer) noexcept;
+  // Peers whose session is up (identified), resuming ones included.
+  std::size_t session_count() const noexcept;
   const engine::Address& self() const noexcept { return self_; }
+  // For a manager that does not listen itself (another loop's manager of the same node
+  // listens): the node's address once its listener picked the port. Before any peer is added.
+  void set_self(const engine::Address& self) noexcept;
+  // Its acceptor: takes sockets whose HELLO another loop read (mux/node.h).
+  Acceptor& acceptor() noexcept { return acceptor_; }
   engine::Loop& loop() noexcept { return loop_; }
 
   // ConnectionObserver, ListenerHandler
@@ -143,6 +160,8 @@ class Manager final : public engine::ListenerHandler, public ConnectionObserver 
     StreamId id;
   };
 
+  // True when `peer` belongs to this manager's loop (always, for a manager on its own).
+  bool owns(const engine::Address& peer) const noexcept;
   Peer* find(const engine::Address& address) noexcept;
   const Peer* find(const engine::Address& address) const noexcept;
   Peer* find(const Connection& connection) noexcept;

@@ -1,6 +1,8 @@
 #include "mux/quorum.h"
 
 #include <memory>
+#include <mutex>
+#include <optional>
 
 namespace ringmux::mux {
 
@@ -29,67 +31,118 @@ QuorumFunction all() {
 
 namespace {
 
-// One quorum call's state, shared by its peer calls' callbacks.
-struct QuorumState {
-  Manager* manager;
-  std::size_t peers;
+// One quorum call's state, shared by its peer calls' callbacks. Over a Node the peers live
+// on several loops and their replies arrive on several threads: the mutex orders them.
+// Each peer call is issued on the loop of the manager that owns the peer, which records it
+// (for the cancellation) under the mutex.
+struct QuorumState : std::enable_shared_from_this<QuorumState> {
+  struct Issued {
+    Manager* manager = nullptr;  // null: not issued (yet)
+    CallHandle handle;
+  };
+
+  std::mutex mutex;
+  std::size_t peers = 0;
   QuorumFunction quorum;
   QuorumCallback done;
   QuorumCallback on_progress;
-  std::vector<CallHandle> handles;
+  std::vector<Issued> issued;
+  std::vector<bool> answered;
   QuorumResult result;
   bool complete = false;
 
-  void finish(MuxError error) {
-    complete = true;
-    result.error = error;
-    // The outstanding calls are of no use now: the peers hear so (their callbacks then run
-    // and find the call complete).
-    for (std::size_t i = 0; i < handles.size(); i++) {
-      bool answered = false;
-      for (const auto& reply : result.replies) answered |= reply.peer == i;
-      if (!answered) manager->cancel(handles[i]);
+  // Peer `i`'s call, on `manager`'s loop thread.
+  void issue(Manager& manager, std::size_t i, const engine::Address& peer, uint32_t handler_id,
+             std::span<const std::byte> request, uint64_t deadline_ns) {
+    {
+      std::lock_guard lock(mutex);
+      if (complete) return;
     }
-    done(result);
+    const CallHandle handle = manager.call(peer, handler_id, request, deadline_ns,
+                                           [self = shared_from_this(), i](const CallResult& call) { self->on_reply(i, call); });
+    bool late = false;  // the quorum call completed while this call was being made
+    {
+      std::lock_guard lock(mutex);
+      issued[i] = Issued{&manager, handle};
+      late = complete && !answered[i];
+    }
+    if (late) manager.cancel(handle);
   }
+
   void on_reply(std::size_t peer, const CallResult& call) {
+    std::unique_lock lock(mutex);
     if (complete) return;
+    answered[peer] = true;
     QuorumReply reply;
     reply.peer = peer;
     reply.error = call.error;
     reply.response.assign(call.response.begin(), call.response.end());
     reply.message = call.message;
     result.replies.push_back(std::move(reply));
+    const MuxError failure = call.error != MuxError::none ? call.error : MuxError::handler_error;
     switch (quorum(result.replies, peers)) {
       case QuorumVerdict::done:
-        return finish(MuxError::none);
+        return finish(lock, MuxError::none);
       case QuorumVerdict::failed:
-        return finish(call.error != MuxError::none ? call.error : MuxError::handler_error);
+        return finish(lock, failure);
       case QuorumVerdict::wait:
         break;
     }
-    if (result.replies.size() == peers) return finish(call.error != MuxError::none ? call.error : MuxError::handler_error);
+    if (result.replies.size() == peers) return finish(lock, failure);
+    // Under the lock: progress reports come in order, and all of them before `done`.
     if (on_progress && call.error == MuxError::none) on_progress(result);
   }
+
+  // Completes under `lock`, then (unlocked: a cancellation runs its call's callback, which
+  // takes the lock) cancels what is still outstanding and reports.
+  void finish(std::unique_lock<std::mutex>& lock, MuxError error) {
+    complete = true;
+    result.error = error;
+    std::vector<Issued> outstanding;
+    for (std::size_t i = 0; i < issued.size(); i++) {
+      if (!answered[i] && issued[i].manager != nullptr) outstanding.push_back(issued[i]);
+    }
+    lock.unlock();
+    // The outstanding calls are of no use now: the peers hear so (their callbacks then run
+    // and find the call complete). A call not issued yet never will be.
+    for (const Issued& call : outstanding) {
+      Manager* manager = call.manager;
+      const CallHandle handle = call.handle;
+      if (manager->loop().on_loop_thread()) {
+        manager->cancel(handle);
+      } else {
+        manager->loop().post_fn([manager, handle] { manager->cancel(handle); });
+      }
+    }
+    done(result);  // `result` changes no more: complete
+  }
 };
+
+std::shared_ptr<QuorumState> make_state(std::size_t peers, QuorumFunction quorum, QuorumCallback done,
+                                        QuorumCallback on_progress) {
+  auto state = std::make_shared<QuorumState>();
+  state->peers = peers;
+  state->quorum = std::move(quorum);
+  state->done = std::move(done);
+  state->on_progress = std::move(on_progress);
+  state->issued.resize(peers);
+  state->answered.assign(peers, false);
+  return state;
+}
 
 }  // namespace
 
 void quorum_call(Manager& manager, const Configuration& configuration, uint32_t handler_id,
                  const PerPeerRequest& request, QuorumFunction quorum_function, uint64_t deadline_ns,
                  QuorumCallback done, QuorumCallback on_progress) {
-  auto state = std::make_shared<QuorumState>();
-  state->manager = &manager;
-  state->peers = configuration.size();
-  state->quorum = std::move(quorum_function);
-  state->done = std::move(done);
-  state->on_progress = std::move(on_progress);
-  state->handles.resize(configuration.size());
-  if (configuration.empty()) return state->finish(MuxError::refused);
-  for (std::size_t i = 0; i < configuration.size() && !state->complete; i++) {
+  auto state = make_state(configuration.size(), std::move(quorum_function), std::move(done), std::move(on_progress));
+  if (configuration.empty()) {
+    std::unique_lock lock(state->mutex);
+    return state->finish(lock, MuxError::refused);
+  }
+  for (std::size_t i = 0; i < configuration.size(); i++) {
     const std::vector<std::byte> bytes = request(i);
-    state->handles[i] = manager.call(configuration[i], handler_id, bytes, deadline_ns,
-                                     [state, i](const CallResult& result) { state->on_reply(i, result); });
+    state->issue(manager, i, configuration[i], handler_id, bytes, deadline_ns);
   }
 }
 
@@ -98,6 +151,53 @@ void quorum_call(Manager& manager, const Configuration& configuration, uint32_t 
                  QuorumCallback done, QuorumCallback on_progress) {
   const std::vector<std::byte> bytes(request.begin(), request.end());
   quorum_call(manager, configuration, handler_id, [&bytes](std::size_t) { return bytes; }, std::move(quorum_function),
+              deadline_ns, std::move(done), std::move(on_progress));
+}
+
+void quorum_call(Node& node, const Configuration& configuration, uint32_t handler_id, const PerPeerRequest& request,
+                 QuorumFunction quorum_function, uint64_t deadline_ns, QuorumCallback done,
+                 QuorumCallback on_progress) {
+  auto state = make_state(configuration.size(), std::move(quorum_function), std::move(done), std::move(on_progress));
+  if (configuration.empty()) {
+    std::unique_lock lock(state->mutex);
+    return state->finish(lock, MuxError::refused);
+  }
+  // One task per loop that owns peers of the configuration, carrying their requests; the
+  // caller's own loop (when it is one) issues its share at once, after the others are posted.
+  struct Share {
+    std::vector<std::size_t> peers;
+    std::vector<std::vector<std::byte>> requests;
+  };
+  std::vector<Share> shares(node.loop_count());
+  for (std::size_t i = 0; i < configuration.size(); i++) {
+    Share& share = shares[node.loop_of(configuration[i])];
+    share.peers.push_back(i);
+    share.requests.push_back(request(i));
+  }
+  auto issue_share = [state, configuration, handler_id, deadline_ns](Manager& manager, const Share& share) {
+    for (std::size_t k = 0; k < share.peers.size(); k++) {
+      const std::size_t i = share.peers[k];
+      state->issue(manager, i, configuration[i], handler_id, share.requests[k], deadline_ns);
+    }
+  };
+  std::optional<uint32_t> here;
+  for (uint32_t index = 0; index < node.loop_count(); index++) {
+    if (shares[index].peers.empty()) continue;
+    if (node.engine().loop(index).on_loop_thread()) {
+      here = index;
+      continue;
+    }
+    Manager* manager = &node.manager(index);
+    node.engine().post(index, [issue_share, manager, share = std::move(shares[index])] { issue_share(*manager, share); });
+  }
+  if (here) issue_share(node.manager(*here), shares[*here]);
+}
+
+void quorum_call(Node& node, const Configuration& configuration, uint32_t handler_id, std::span<const std::byte> request,
+                 QuorumFunction quorum_function, uint64_t deadline_ns, QuorumCallback done,
+                 QuorumCallback on_progress) {
+  const std::vector<std::byte> bytes(request.begin(), request.end());
+  quorum_call(node, configuration, handler_id, [&bytes](std::size_t) { return bytes; }, std::move(quorum_function),
               deadline_ns, std::move(done), std::move(on_progress));
 }
 

@@ -13,7 +13,11 @@
 // A correctable variant reports successive better results: `on_progress` runs after each
 // successful reply before the quorum is reached.
 //
-// Threads: the manager's loop; `done` and `on_progress` run there.
+// Threads. Over a Manager: its loop; `done` and `on_progress` run there. Over a Node
+// (mux/node.h): any thread; each peer's call goes to the loop that owns the peer, and
+// `done` and `on_progress` run on the loop thread whose reply decided (never two at once;
+// every on_progress before done). They must not block: they run on a loop, and
+// on_progress holds the call's lock (it must not start another quorum call's wait on it).
 #pragma once
 
 #include <cstddef>
@@ -25,6 +29,7 @@
 
 #include "engine/socket.h"
 #include "mux/manager.h"
+#include "mux/node.h"
 
 namespace ringmux::mux {
 
@@ -65,5 +70,11 @@ void quorum_call(Manager& manager, const Configuration& configuration, uint32_t 
 void quorum_call(Manager& manager, const Configuration& configuration, uint32_t handler_id,
                  const PerPeerRequest& request, QuorumFunction quorum, uint64_t deadline_ns, QuorumCallback done,
                  QuorumCallback on_progress = {});
+
+void quorum_call(Node& node, const Configuration& configuration, uint32_t handler_id,
+                 std::span<const std::byte> request, QuorumFunction quorum, uint64_t deadline_ns, QuorumCallback done,
+                 QuorumCallback on_progress = {});
+void quorum_call(Node& node, const Configuration& configuration, uint32_t handler_id, const PerPeerRequest& request,
+                 QuorumFunction quorum, uint64_t deadline_ns, QuorumCallback done, QuorumCallback on_progress = {});
 
 }  // namespace ringmux::mux

@@ -56,10 +56,11 @@ Session::Session(SessionHandler& handler, const SessionOptions& options)
   if (dialer_) {
     // HELLO is the first frame of the dialer's direction: queued before anything else can
     // be, and sent with the first batch; frames queued later go right behind it.
-    const wire::Hello hello = dial_.start_attempt(0);
+    wire::Hello hello = dial_.start_attempt(0);
+    hello.route_key = options_.route_key;
     session_id_ = hello.session_id;
     generation_ = hello.generation;
-    wire::encode_hello(grow(link_, wire::frame_bytes(wire::hello_payload_bytes)), hello);
+    wire::encode_hello(grow(link_, wire::frame_bytes(wire::hello_payload_size(hello))), hello);
     stats_.frames_sent++;
   }
 }
@@ -208,10 +209,11 @@ void Session::start_resume() noexcept {
   RM_ASSERT(dialer_ && options_.resumable && !handshake_complete_ && !failed());
   // Only the HELLO goes out until the HELLO_ACK says where the peer stands: new bytes
   // sent before the replay would leave a gap at the peer.
-  const wire::Hello hello = dial_.start_attempt(dial_.resumable() ? receive_position_ : 0);
+  wire::Hello hello = dial_.start_attempt(dial_.resumable() ? receive_position_ : 0);
+  hello.route_key = options_.route_key;
   generation_ = hello.generation;
   ack_policy_.on_handshake(receive_position_);
-  wire::encode_hello(grow(link_, wire::frame_bytes(wire::hello_payload_bytes)), hello);
+  wire::encode_hello(grow(link_, wire::frame_bytes(wire::hello_payload_size(hello))), hello);
   stats_.frames_sent++;
   // Even a retry of a new session waits: the peer may have received bytes of the attempt
   // that broke, and its HELLO_ACK says from where to go on.

@@ -68,6 +68,9 @@ struct SessionOptions {
   // The dialing side's session id, 128 random bits from the caller's random source (the
   // session never draws randomness). Ignored by the accepting side, which takes the HELLO's.
   wire::SessionId session_id{};
+  // The dialing side's HELLO route key (wire/SPEC.md §4.1): an accepting node with several
+  // loops hands the session to the loop it names (mux/node.h). 0: none.
+  uint64_t route_key = 0;
   // Resume (mux/connection.h drives it): a connection-scoped error ends only the transport,
   // not the session, which keeps its streams and held batches for the next connection.
   // Off: every connection-scoped error fails the session (no one would resume it).

@@ -14,27 +14,32 @@ using engine::Loop;
 
 namespace {
 
+// A result one loop thread delivers to one waiting thread. Shared: the loop thread may
+// still be inside notify_one() when the waiter, woken, returns; it must outlive both.
+template <typename Result>
+struct Rendezvous {
+  Result result;
+  std::atomic<uint32_t> done{0};
+
+  void deliver(Result value) {
+    result = std::move(value);
+    done.store(1, std::memory_order_release);
+    done.notify_one();
+  }
+  Result wait() {
+    done.wait(0, std::memory_order_acquire);
+    return std::move(result);
+  }
+};
+
 // Runs `start` on `loop`'s thread and blocks this one until `start`'s completion, which it
 // is handed, delivers the result.
 template <typename Result, typename Start>
 Result run_and_wait(engine::Loop& loop, Start&& start) {
   RM_ASSERT(!loop.on_loop_thread());  // it would wait for itself forever
-  struct Pending {
-    Result result;
-    std::atomic<uint32_t> done{0};
-  };
-  // Shared: the loop thread may still be inside notify_one() when this thread, woken,
-  // returns; the state must outlive both.
-  auto pending = std::make_shared<Pending>();
-  loop.post_fn([pending, &start] {
-    start([pending](Result result) {
-      pending->result = std::move(result);
-      pending->done.store(1, std::memory_order_release);
-      pending->done.notify_one();
-    });
-  });
-  pending->done.wait(0, std::memory_order_acquire);
-  return std::move(pending->result);
+  auto pending = std::make_shared<Rendezvous<Result>>();
+  loop.post_fn([pending, &start] { start([pending](Result result) { pending->deliver(std::move(result)); }); });
+  return pending->wait();
 }
 
 // The outcome of a call, owned: the response leaves the loop's receive buffer.
@@ -67,19 +72,22 @@ void RemoteCaller::call_async(uint32_t handler_id, std::vector<std::byte> reques
 
 CallOutcome ClusterCaller::call(const engine::Address& peer, uint32_t handler_id, std::span<const std::byte> request,
                                 uint64_t deadline_ns) noexcept {
-  return run_and_wait<CallOutcome>(manager_.loop(), [&](auto complete) {
-    manager_.call(peer, handler_id, request, deadline_ns, [complete](const CallResult& result) { complete(outcome_of(result)); });
+  const uint32_t index = node_.loop_of(peer);
+  Manager& manager = node_.manager(index);  // used on its loop only, below
+  return run_and_wait<CallOutcome>(node_.engine().loop(index), [&](auto complete) {
+    manager.call(peer, handler_id, request, deadline_ns, [complete](const CallResult& result) { complete(outcome_of(result)); });
   });
 }
 
 QuorumResult ClusterCaller::quorum_call(const Configuration& configuration, uint32_t handler_id,
                                         std::span<const std::byte> request, QuorumFunction quorum,
                                         uint64_t deadline_ns) noexcept {
+  for (uint32_t i = 0; i < node_.loop_count(); i++) RM_ASSERT(!node_.engine().loop(i).on_loop_thread());
+  auto pending = std::make_shared<Rendezvous<QuorumResult>>();
   // Replies own their bytes already: the result crosses to this thread as it is.
-  return run_and_wait<QuorumResult>(manager_.loop(), [&](auto complete) {
-    mux::quorum_call(manager_, configuration, handler_id, request, quorum, deadline_ns,
-                     [complete](const QuorumResult& result) { complete(result); });
-  });
+  mux::quorum_call(node_, configuration, handler_id, request, std::move(quorum), deadline_ns,
+                   [pending](const QuorumResult& result) { pending->deliver(result); });
+  return pending->wait();
 }
 
 // ---- WorkerStream --------------------------------------------------------------------------

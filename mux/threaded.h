@@ -23,7 +23,7 @@
 
 #include "engine/result.h"
 #include "mux/connection.h"
-#include "mux/manager.h"
+#include "mux/node.h"
 #include "mux/quorum.h"
 #include "mux/slot_ring.h"
 
@@ -55,18 +55,19 @@ class RemoteCaller {
   Connection& connection_;
 };
 
-// Calls and quorum calls through a Manager from application threads (RemoteCaller's
-// contract: any thread but the manager's loop thread; blocks until the result).
+// Calls and quorum calls through a Node from application threads (RemoteCaller's
+// contract: any thread but the node's loop threads; blocks until the result). A call is
+// made on the peer's loop; a quorum call's peer calls on the loops that own them.
 class ClusterCaller {
  public:
-  explicit ClusterCaller(Manager& manager) noexcept : manager_(manager) {}
+  explicit ClusterCaller(Node& node) noexcept : node_(node) {}
   CallOutcome call(const engine::Address& peer, uint32_t handler_id, std::span<const std::byte> request,
                    uint64_t deadline_ns) noexcept;
   QuorumResult quorum_call(const Configuration& configuration, uint32_t handler_id, std::span<const std::byte> request,
                            QuorumFunction quorum, uint64_t deadline_ns) noexcept;
 
  private:
-  Manager& manager_;
+  Node& node_;
 };
 
 // One stream driven by a worker thread. Create it on the loop thread and pass it as the

@@ -144,7 +144,7 @@ std::size_t encode_frame(std::span<std::byte> out, FrameKind kind, uint8_t flags
 }
 
 std::size_t encode_hello(std::span<std::byte> out, const Hello& hello) noexcept {
-  std::byte b[hello_payload_bytes];
+  std::byte b[hello_route_payload_bytes];
   store_u32(b + 0, hello_magic);
   store_u16(b + 4, hello.version_min);
   store_u16(b + 6, hello.version_max);
@@ -153,7 +153,8 @@ std::size_t encode_hello(std::span<std::byte> out, const Hello& hello) noexcept 
   store_u64(b + 32, hello.generation);
   store_u64(b + 40, hello.receive_position);
   store_u32(b + 48, hello.hello_flags);
-  return encode_parts(out, FrameKind::hello, 0, 0, b, {});
+  store_u64(b + 52, hello.route_key);
+  return encode_parts(out, FrameKind::hello, 0, 0, std::span<const std::byte>(b, hello_payload_size(hello)), {});
 }
 
 std::size_t encode_hello_ack(std::span<std::byte> out, const HelloAck& ack) noexcept {
@@ -254,6 +255,7 @@ Result<Hello, WireError> parse_hello(const Frame& frame) noexcept {
   hello.generation = load_u64(p.data() + 32);
   hello.receive_position = load_u64(p.data() + 40);
   hello.hello_flags = load_u32(p.data() + 48);
+  if (p.size() >= hello_route_payload_bytes) hello.route_key = load_u64(p.data() + 52);
   return hello;
 }
 

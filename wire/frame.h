@@ -100,8 +100,16 @@ struct Hello {
   uint64_t generation = 0;
   uint64_t receive_position = 0;
   uint32_t hello_flags = 0;
+  // Which of the acceptor's loops the session belongs to (SPEC §4.1); 0: none, sent as the
+  // 52-byte HELLO without the field.
+  uint64_t route_key = 0;
 };
 inline constexpr uint32_t hello_payload_bytes = 4 + 2 + 2 + 8 + 16 + 8 + 8 + 4;
+inline constexpr uint32_t hello_route_payload_bytes = hello_payload_bytes + 8;  // with route_key
+// The payload length `hello` is encoded with.
+constexpr uint32_t hello_payload_size(const Hello& hello) noexcept {
+  return hello.route_key != 0 ? hello_route_payload_bytes : hello_payload_bytes;
+}
 
 struct HelloAck {
   uint16_t version = 0;

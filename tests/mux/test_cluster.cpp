@@ -2,19 +2,16 @@
 // five nodes in one process (all up, one slow, one killed, cancellation of the rest).
 #include <doctest/doctest.h>
 
-#include <atomic>
 #include <chrono>
 #include <algorithm>
 #include <cstring>
 #include <memory>
 #include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "mux/manager.h"
 #include "mux/quorum.h"
-#include "mux/threaded.h"
 #include "tests/mux/support.h"
 #include "tests/support.h"
 #include "tools/chaos/proxy.h"
@@ -27,10 +24,10 @@ namespace {
 
 constexpr uint32_t whoami_handler = 50;
 
-// A node: a manager on the shared loop whose handler answers with the node's index,
+// A member: a manager on the shared loop whose handler answers with the node's index,
 // optionally late (slow), counting the calls its peers cancelled.
-struct Node {
-  Node(Loop& loop, uint32_t index_ref) : index(index_ref), later(&Node::on_later, this) {
+struct Member {
+  Member(Loop& loop, uint32_t index_ref) : index(index_ref), later(&Member::on_later, this) {
     manager = std::make_unique<Manager>(loop, engine::Address::loopback_v4(0));
     manager->registry().add_unary(whoami_handler, [this, &loop](std::span<const std::byte>,
                                                                 std::shared_ptr<Responder> responder) {
@@ -48,7 +45,7 @@ struct Node {
     REQUIRE(manager->start().ok());
   }
   static void on_later(engine::Timer& timer) noexcept {
-    auto& node = *static_cast<Node*>(timer.context());
+    auto& node = *static_cast<Member*>(timer.context());
     std::byte answer[sizeof(node.index)];
     std::memcpy(answer, &node.index, sizeof(node.index));
     for (auto& responder : node.held) responder->reply(answer);  // no-op for cancelled ones
@@ -64,7 +61,7 @@ struct Node {
 };
 
 // Every node knows every other; waits until each pair's session is up.
-void mesh(Loop& loop, std::vector<std::unique_ptr<Node>>& nodes) {
+void mesh(Loop& loop, std::vector<std::unique_ptr<Member>>& nodes) {
   for (auto& a : nodes) {
     for (auto& b : nodes) {
       if (a != b) a->manager->add_peer(b->manager->self());
@@ -82,7 +79,7 @@ void mesh(Loop& loop, std::vector<std::unique_ptr<Node>>& nodes) {
       5 * second_ns));
 }
 
-void close_all(Loop& loop, std::vector<std::unique_ptr<Node>>& nodes) {
+void close_all(Loop& loop, std::vector<std::unique_ptr<Member>>& nodes) {
   for (auto& node : nodes) {
     loop.timer_cancel(node->later);
     node->held.clear();
@@ -105,9 +102,9 @@ void close_all(Loop& loop, std::vector<std::unique_ptr<Node>>& nodes) {
 TEST_CASE("cluster: two managers added at once end with one session, used both ways") {
   auto loop = ringmux::test::make_test_loop();
   if (!loop) return;
-  std::vector<std::unique_ptr<Node>> nodes;
-  nodes.push_back(std::make_unique<Node>(*loop, 0));
-  nodes.push_back(std::make_unique<Node>(*loop, 1));
+  std::vector<std::unique_ptr<Member>> nodes;
+  nodes.push_back(std::make_unique<Member>(*loop, 0));
+  nodes.push_back(std::make_unique<Member>(*loop, 1));
   const engine::Address a = nodes[0]->manager->self(), b = nodes[1]->manager->self();
   CHECK(Manager::dials(a, b) != Manager::dials(b, a));  // exactly one side dials
   mesh(*loop, nodes);
@@ -140,8 +137,8 @@ TEST_CASE("cluster: two managers added at once end with one session, used both w
 TEST_CASE("cluster: quorum calls on 5 nodes: all up, one slow, one killed") {
   auto loop = ringmux::test::make_test_loop();
   if (!loop) return;
-  std::vector<std::unique_ptr<Node>> nodes;
-  for (uint32_t i = 0; i < 5; i++) nodes.push_back(std::make_unique<Node>(*loop, i));
+  std::vector<std::unique_ptr<Member>> nodes;
+  for (uint32_t i = 0; i < 5; i++) nodes.push_back(std::make_unique<Member>(*loop, i));
   mesh(*loop, nodes);
   Configuration configuration;
   for (uint32_t i = 1; i < 5; i++) configuration.push_back(nodes[i]->manager->self());
@@ -204,9 +201,9 @@ TEST_CASE("cluster: routed handlers serve many targets; an unknown route fails t
   auto loop = ringmux::test::make_test_loop();
   if (!loop) return;
   constexpr uint32_t disk_handler = 60;
-  std::vector<std::unique_ptr<Node>> nodes;
-  nodes.push_back(std::make_unique<Node>(*loop, 0));
-  nodes.push_back(std::make_unique<Node>(*loop, 1));
+  std::vector<std::unique_ptr<Member>> nodes;
+  nodes.push_back(std::make_unique<Member>(*loop, 0));
+  nodes.push_back(std::make_unique<Member>(*loop, 1));
   for (uint64_t disk : {7u, 9u}) {
     nodes[1]->manager->registry().add_unary_route(disk_handler, disk, [disk](std::span<const std::byte> request,
                                                                              std::shared_ptr<Responder> responder) {
@@ -245,8 +242,8 @@ TEST_CASE("cluster: routed handlers serve many targets; an unknown route fails t
 TEST_CASE("cluster: the correctable variant reports successive better results") {
   auto loop = ringmux::test::make_test_loop();
   if (!loop) return;
-  std::vector<std::unique_ptr<Node>> nodes;
-  for (uint32_t i = 0; i < 4; i++) nodes.push_back(std::make_unique<Node>(*loop, i));
+  std::vector<std::unique_ptr<Member>> nodes;
+  for (uint32_t i = 0; i < 4; i++) nodes.push_back(std::make_unique<Member>(*loop, i));
   mesh(*loop, nodes);
   Configuration configuration;
   for (uint32_t i = 1; i < 4; i++) configuration.push_back(nodes[i]->manager->self());
@@ -262,61 +259,6 @@ TEST_CASE("cluster: the correctable variant reports successive better results") 
   close_all(*loop, nodes);
 }
 
-// Proves calls and quorum calls reach the manager's loop from application threads (run
-// under ThreadSanitizer): 4 threads, each 200 blocking calls and 50 quorum calls, every
-// answer from the node it was sent to.
-TEST_CASE("threaded: cluster calls and quorum calls from 4 threads") {
-  std::atomic<bool> ready{false};
-  std::atomic<bool> stop{false};
-  std::vector<std::unique_ptr<Node>> nodes;  // built and run on the loop thread
-  bool have_loop = true;
-  std::thread loop_thread([&] {
-    auto loop = ringmux::test::make_test_loop();
-    if (!loop) {
-      have_loop = false;
-      ready.store(true);
-      return;
-    }
-    for (uint32_t i = 0; i < 3; i++) nodes.push_back(std::make_unique<Node>(*loop, i));
-    mesh(*loop, nodes);
-    ready.store(true);
-    const uint64_t deadline = Loop::clock_ns() + 120 * second_ns;
-    while (!stop.load() && Loop::clock_ns() < deadline) loop->run_once(true, 1 * ms_ns);
-    close_all(*loop, nodes);
-    nodes.clear();
-  });
-  while (!ready.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  if (have_loop) {
-    ClusterCaller caller(*nodes[0]->manager);
-    const engine::Address one = nodes[1]->manager->self(), two = nodes[2]->manager->self();
-    const Configuration configuration{one, two};
-    std::atomic<int> wrong{0};
-    std::vector<std::thread> threads;
-    for (int t = 0; t < 4; t++) {
-      threads.emplace_back([&, t] {
-        for (int i = 0; i < 200; i++) {
-          const bool to_one = (i + t) % 2 == 0;
-          CallOutcome outcome = caller.call(to_one ? one : two, whoami_handler, {}, Loop::clock_ns() + 10 * second_ns);
-          uint32_t who = UINT32_MAX;
-          if (outcome.error == MuxError::none && outcome.response.size() == sizeof(who)) {
-            std::memcpy(&who, outcome.response.data(), sizeof(who));
-          }
-          if (who != (to_one ? 1u : 2u)) wrong.fetch_add(1);
-          if (i % 4 == 0) {
-            QuorumResult quorum = caller.quorum_call(configuration, whoami_handler, {}, quorum::all(),
-                                                     Loop::clock_ns() + 10 * second_ns);
-            if (quorum.error != MuxError::none || quorum.replies.size() != 2) wrong.fetch_add(1);
-          }
-        }
-      });
-    }
-    for (auto& thread : threads) thread.join();
-    CHECK(wrong.load() == 0);
-  }
-  stop.store(true);
-  loop_thread.join();
-}
-
 // Proves a member slowed by the chaos proxy does not slow a majority: a client of the
 // cluster (client_only: it dials every member, so the proxy is on its path to member 3)
 // calls 3 members, one of them 100 ms away (and 200 ms to answer); majority completes in far
@@ -324,8 +266,8 @@ TEST_CASE("threaded: cluster calls and quorum calls from 4 threads") {
 TEST_CASE("cluster: a member slowed by the chaos proxy does not slow a majority") {
   auto loop = ringmux::test::make_test_loop();
   if (!loop) return;
-  std::vector<std::unique_ptr<Node>> nodes;
-  for (uint32_t i = 0; i < 3; i++) nodes.push_back(std::make_unique<Node>(*loop, i));
+  std::vector<std::unique_ptr<Member>> nodes;
+  for (uint32_t i = 0; i < 3; i++) nodes.push_back(std::make_unique<Member>(*loop, i));
   mesh(*loop, nodes);
   chaos::ProxyOptions proxy_options;
   proxy_options.upstream.port = nodes[2]->manager->self().port();
@@ -379,9 +321,9 @@ TEST_CASE("cluster: a member slowed by the chaos proxy does not slow a majority"
 TEST_CASE("cluster: a removed peer stays out until it is added again") {
   auto loop = ringmux::test::make_test_loop();
   if (!loop) return;
-  std::vector<std::unique_ptr<Node>> nodes;
-  nodes.push_back(std::make_unique<Node>(*loop, 0));
-  nodes.push_back(std::make_unique<Node>(*loop, 1));
+  std::vector<std::unique_ptr<Member>> nodes;
+  nodes.push_back(std::make_unique<Member>(*loop, 0));
+  nodes.push_back(std::make_unique<Member>(*loop, 1));
   mesh(*loop, nodes);
   const engine::Address a = nodes[0]->manager->self(), b = nodes[1]->manager->self();
   // Remove on both sides' views in turn: the side that does not dial too.

@@ -4,6 +4,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <optional>
 #include <random>
@@ -166,6 +167,25 @@ TEST_CASE("wire: every frame kind round-trips") {
   CHECK(parsed_hello->generation == 12);
   CHECK(parsed_hello->receive_position == 1ull << 50);
   CHECK(parsed_hello->hello_flags == hello_flag_resume);
+  CHECK(parsed_hello->route_key == 0);  // absent: the 52-byte version 1 HELLO
+
+  // With a route key the HELLO is 8 bytes longer and carries it; a HELLO of a later version
+  // with more bytes behind the key still parses (they are ignored).
+  hello.route_key = 0x0123456789abcdef;
+  encoded.assign(buffer.begin(), buffer.begin() + static_cast<std::ptrdiff_t>(encode_hello(buffer, hello)));
+  CHECK(encoded.size() == header_bytes + hello_route_payload_bytes);
+  auto routed_hello = parse_hello(decode_one(encoded));
+  REQUIRE(routed_hello.ok());
+  CHECK(routed_hello->route_key == 0x0123456789abcdef);
+  CHECK(routed_hello->session_id == hello.session_id);
+  Bytes longer(hello_route_payload_bytes + 4, std::byte{0x77});
+  std::copy(encoded.begin() + header_bytes, encoded.end(), longer.begin());
+  encoded.assign(buffer.begin(),
+                 buffer.begin() + static_cast<std::ptrdiff_t>(encode_frame(buffer, FrameKind::hello, 0, 0, longer)));
+  auto later_hello = parse_hello(decode_one(encoded));
+  REQUIRE(later_hello.ok());
+  CHECK(later_hello->route_key == 0x0123456789abcdef);
+  hello.route_key = 0;
 
   HelloAck ack;
   ack.version = 1;
