@@ -181,7 +181,11 @@ void Manager::close() noexcept {
       w.done(result);
     }
   }
-  for (auto& connection : accepted_) {
+  // A close may report at once, and the report erases its connection from accepted_: walk a
+  // snapshot (each report erases only its own connection, so the others stay valid).
+  std::vector<Connection*> accepted;
+  for (auto& connection : accepted_) accepted.push_back(connection.get());
+  for (Connection* connection : accepted) {
     if (!connection->closed()) connection->close(MuxError::cancelled);
   }
   acceptor_.close();

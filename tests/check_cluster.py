@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
-"""The cluster tools end to end: three `ringmux-serve --peers` members on 127.0.0.1, and
-`ringmux-loadgen --rw=quorum` against them.
+"""The cluster tools end to end: three `ringmux-serve --peers --loops=2` members on
+127.0.0.1 (each spreads its peer sessions over two loops), and `ringmux-loadgen --rw=quorum`
+against them.
 - every quorum (majority, all, first, 2) completes calls with no error;
 - one member killed: majority still completes with no error; all fails its calls at
   the deadline (errors counted, exit status 1);
-- bad quorum options are refused with exit status 2 and a message naming the option.
+- the two members left report their two peer sessions (sessions=2) when they stop;
+- bad quorum and loop options are refused with exit status 2 and a message naming the option.
 usage: check_cluster.py BUILD_DIR"""
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -42,7 +45,8 @@ peers = [f"127.0.0.1:{p}" for p in ports]
 members = []
 for i, port in enumerate(ports):
     others = ",".join(p for j, p in enumerate(peers) if j != i)
-    members.append(subprocess.Popen([serve, f"--listen=127.0.0.1:{port}", f"--peers={others}", "--duration=60s"],
+    members.append(subprocess.Popen([serve, f"--listen=127.0.0.1:{port}", f"--peers={others}", "--loops=2",
+                                     "--duration=60s"],
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
 for member in members:
     line = member.stdout.readline()
@@ -75,10 +79,16 @@ try:
     else:
         print(f"ok: all with one member down fails at the deadline ({message})")
 finally:
-    for member in members:
+    for i, member in enumerate(members):
         if member.poll() is None:
             member.send_signal(2)
-            member.communicate(timeout=20)
+            output, _ = member.communicate(timeout=20)
+            sessions = re.search(r"sessions=(\d+)", output or "")
+            if sessions is None or int(sessions.group(1)) < 2:
+                failures.append(f"member {i} did not report its two peer sessions: exit {member.returncode}, "
+                                f"output {output!r}")
+            else:
+                print(f"ok: member {i} stopped with sessions={sessions.group(1)} over 2 loops")
 
 for args, expected in [(["--rw=quorum", "--runtime=1"], "rw=quorum needs --peers"),
                        (["--rw=quorum", "--peers=127.0.0.1:1", "--quorum=3", "--runtime=1"], "quorum 3 is more than"),
@@ -89,6 +99,16 @@ for args, expected in [(["--rw=quorum", "--runtime=1"], "rw=quorum needs --peers
         failures.append(f"{args}: exit {result.returncode}, stderr {result.stderr!r}")
     else:
         print(f"ok: {' '.join(args)} refused: {result.stderr.strip()}")
+
+for args, expected in [(["--loops=2"], "--loops needs --peers"),
+                       (["--peers=127.0.0.1:1", "--loops=0"], "option '--loops'"),
+                       (["--peers=127.0.0.1:1", "--loops=65"], "option '--loops'")]:
+    result = subprocess.run([serve, "--listen=127.0.0.1:0", "--duration=1s", *args], capture_output=True, text=True,
+                            timeout=30)
+    if result.returncode != 2 or expected not in result.stderr:
+        failures.append(f"serve {args}: exit {result.returncode}, stderr {result.stderr!r}")
+    else:
+        print(f"ok: serve {' '.join(args)} refused: {result.stderr.strip()}")
 
 for failure in failures:
     print("FAIL:", failure)

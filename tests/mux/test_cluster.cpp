@@ -345,3 +345,47 @@ TEST_CASE("cluster: a removed peer stays out until it is added again") {
   }
   close_all(*loop, nodes);
 }
+
+// Proves close() ends every session, the unidentified ones included, also when they are
+// resuming: three clients of the cluster (client_only: served, never filed under a peer)
+// reach the member through the chaos proxy, which is then stopped, so the member holds
+// their sessions waiting for a resume when it closes. It is closed within the bound. (A
+// close that reports at once, as a resuming session's does, used to cut the walk over the
+// accepted sessions short: the sessions behind it stayed until their resume timeout.)
+TEST_CASE("cluster: close ends the resuming sessions of clients of the cluster too") {
+  auto loop = ringmux::test::make_test_loop();
+  if (!loop) return;
+  std::vector<std::unique_ptr<Member>> nodes;
+  nodes.push_back(std::make_unique<Member>(*loop, 0));
+  chaos::ProxyOptions proxy_options;
+  proxy_options.upstream.port = nodes[0]->manager->self().port();
+  std::string error;
+  auto proxy = chaos::Proxy::start(proxy_options, error);
+  REQUIRE_MESSAGE(proxy != nullptr, error);
+  const engine::Address via = engine::Address::loopback_v4(proxy->port());
+  ManagerOptions client_options;
+  client_options.client_only = true;
+  std::vector<std::unique_ptr<Manager>> clients;
+  for (int i = 0; i < 3; i++) {
+    clients.push_back(std::make_unique<Manager>(*loop, engine::Address::loopback_v4(0), client_options));
+    clients.back()->add_peer(via);
+  }
+  auto all_clients = [&](auto&& predicate) {
+    for (auto& client : clients) {
+      if (!predicate(*client)) return false;
+    }
+    return true;
+  };
+  REQUIRE(loop->run_until([&] { return all_clients([&](Manager& c) { return c.session(via) != nullptr; }); },
+                          5 * second_ns));
+  proxy->stop();  // every relayed connection ends; the clients' redials find no one
+  REQUIRE(loop->run_until(
+      [&] { return all_clients([&](Manager& c) { return c.health(via).state == PeerState::resuming; }); },
+      5 * second_ns));
+  loop->run_until([] { return false; }, 20 * ms_ns);  // the member sees its ends break too
+  nodes[0]->manager->close();
+  CHECK(loop->run_until([&] { return nodes[0]->manager->closed(); }, 2 * second_ns));
+  for (auto& client : clients) client->close();
+  CHECK(loop->run_until([&] { return all_clients([](Manager& c) { return c.closed(); }); }, 5 * second_ns));
+  close_all(*loop, nodes);
+}

@@ -44,7 +44,7 @@ int main(int argc, char** argv) {
   RunTarget tcp_target = ringmux_target;
   if (!invocation.host) {
     std::string error;
-    ringmux_server = LoadServer::start_ringmux("127.0.0.1:0", 1, error);
+    ringmux_server = LoadServer::start_ringmux("127.0.0.1:0", {1}, error);
     if (!ringmux_server) {
       std::fprintf(stderr, "ringmux-loadgen: embedded server: %s\n", error.c_str());
       return 1;

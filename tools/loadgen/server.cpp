@@ -178,6 +178,38 @@ class EchoStream final : public mux::StreamObserver {
   bool finished_ = false;
 };
 
+// The handlers of every loadgen mode, on a plain server's registry or on each loop's of a
+// cluster member. `response_pool` is that loop's (handlers of one loop run on its thread).
+void register_handlers(mux::Registry& target, ServerStats& stats, std::vector<std::byte>& response_pool) {
+  target.add_unary(handler_unary, [&stats, &response_pool](std::span<const std::byte> request,
+                                                          std::shared_ptr<mux::Responder> responder) {
+    stats.calls.fetch_add(1, std::memory_order_relaxed);
+    stats.bytes_received.fetch_add(request.size(), std::memory_order_relaxed);
+    const Preamble preamble = load_preamble(request);
+    const uint32_t response_bytes = std::min<uint32_t>(preamble.size, message_bytes_max);
+    if (response_pool.size() < response_bytes) response_pool.resize(response_bytes, std::byte{0x5a});
+    const std::span<std::byte> response(response_pool.data(), response_bytes);
+    if (preamble.verify()) {
+      const auto stamped = request.size() >= preamble_bytes ? request.subspan(preamble_bytes) : request.last(0);
+      if (!message_intact(stamped) || response_bytes < verify_stamp_bytes) {
+        stats.verify_errors.fetch_add(1, std::memory_order_relaxed);
+        responder->fail(wire::StatusCode::handler_error, "verify: request damaged");
+        return;
+      }
+      stamp_message(response, message_stream_key(stamped), message_sequence(stamped));
+    }
+    stats.bytes_sent.fetch_add(response_bytes, std::memory_order_relaxed);
+    responder->reply(response);
+  });
+  target.add_stream(handler_sink, [&stats](const mux::StreamStart& start) { return new SinkStream(start, stats); });
+  target.add_stream(handler_source, [&stats](const mux::StreamStart& start) {
+    auto* source = new SourceStream(start, stats);
+    source->pump();
+    return source;
+  });
+  target.add_stream(handler_echo_stream, [&stats](const mux::StreamStart& start) { return new EchoStream(start, stats); });
+}
+
 }  // namespace
 
 struct LoadServer::RingmuxSide final : engine::ListenerHandler, mux::ConnectionObserver {
@@ -188,37 +220,8 @@ struct LoadServer::RingmuxSide final : engine::ListenerHandler, mux::ConnectionO
           return connections.back().get();
         }) {
     options.resume = true;  // sessions outlive their TCP connections (mux/acceptor.h)
-    register_handlers(registry);
+    register_handlers(registry, stats, response_pool);
   }
-  // The handlers of every loadgen mode, on a plain server's registry or a cluster member's.
-  void register_handlers(mux::Registry& target) {
-    target.add_unary(handler_unary, [this](std::span<const std::byte> request, std::shared_ptr<mux::Responder> responder) {
-      stats.calls.fetch_add(1, std::memory_order_relaxed);
-      stats.bytes_received.fetch_add(request.size(), std::memory_order_relaxed);
-      const Preamble preamble = load_preamble(request);
-      const uint32_t response_bytes = std::min<uint32_t>(preamble.size, message_bytes_max);
-      if (response_pool.size() < response_bytes) response_pool.resize(response_bytes, std::byte{0x5a});
-      const std::span<std::byte> response(response_pool.data(), response_bytes);
-      if (preamble.verify()) {
-        const auto stamped = request.size() >= preamble_bytes ? request.subspan(preamble_bytes) : request.last(0);
-        if (!message_intact(stamped) || response_bytes < verify_stamp_bytes) {
-          stats.verify_errors.fetch_add(1, std::memory_order_relaxed);
-          responder->fail(wire::StatusCode::handler_error, "verify: request damaged");
-          return;
-        }
-        stamp_message(response, message_stream_key(stamped), message_sequence(stamped));
-      }
-      stats.bytes_sent.fetch_add(response_bytes, std::memory_order_relaxed);
-      responder->reply(response);
-    });
-    target.add_stream(handler_sink, [this](const mux::StreamStart& start) { return new SinkStream(start, stats); });
-    target.add_stream(handler_source, [this](const mux::StreamStart& start) {
-      auto* source = new SourceStream(start, stats);
-      source->pump();
-      return source;
-    });
-    target.add_stream(handler_echo_stream, [this](const mux::StreamStart& start) { return new EchoStream(start, stats); });
-    }
   void on_accept(int fd) noexcept override {
     stats.connections.fetch_add(1, std::memory_order_relaxed);
     acceptor.accept(fd);  // reads the HELLO: a new session, or a resume of one of ours
@@ -230,7 +233,6 @@ struct LoadServer::RingmuxSide final : engine::ListenerHandler, mux::ConnectionO
     stats.resumes.fetch_add(1, std::memory_order_relaxed);
   }
   bool all_closed() const {
-    if (manager) return manager->closed();
     return listener_closed && closed == connections.size() && acceptor.idle();
   }
 
@@ -240,16 +242,15 @@ struct LoadServer::RingmuxSide final : engine::ListenerHandler, mux::ConnectionO
   mux::Registry registry;
   engine::Listener listener;
   mux::Acceptor acceptor;
-  std::unique_ptr<mux::Manager> manager;  // cluster mode (--peers): it listens instead
   std::vector<std::unique_ptr<mux::Connection>> connections;
   std::vector<std::byte> response_pool;
   std::size_t closed = 0;
   bool listener_closed = false;
 };
 
-std::unique_ptr<LoadServer> LoadServer::start_ringmux(const std::string& address, int cpu, std::string& error,
-                                                      const mux::ConnectionOptions& connection_options,
-                                                      const std::vector<std::string>& peers) {
+std::unique_ptr<LoadServer> LoadServer::start_ringmux(const std::string& address, const std::vector<int>& cpus,
+                                                      std::string& error, const mux::ConnectionOptions& connection_options,
+                                                      const std::vector<std::string>& peers, uint32_t loops) {
   std::vector<engine::Address> peer_addresses;
   for (const std::string& peer : peers) {
     auto parsed_peer = engine::Address::parse(peer);
@@ -266,35 +267,41 @@ std::unique_ptr<LoadServer> LoadServer::start_ringmux(const std::string& address
   }
   std::unique_ptr<LoadServer> server(new LoadServer());
   engine::EngineOptions options;
-  if (cpu >= 0) options.cpus = {cpu};
+  options.loop_count = peer_addresses.empty() ? 1 : std::max<uint32_t>(loops, 1);
+  options.cpus.assign(cpus.begin(), cpus.begin() + std::min<std::size_t>(cpus.size(), options.loop_count));
   auto started = engine::Engine::start(options);
   if (!started) {
     error = std::string("engine: ") + engine::describe(started.error());
     return nullptr;
   }
   server->engine_ = std::move(started).value();
+  if (!peer_addresses.empty()) {
+    // A cluster member: a node whose loops share its peer sessions; it listens, dials the
+    // peers it should, and serves the same handlers on every session (mux/node.h).
+    mux::ManagerOptions manager_options;
+    manager_options.connection = connection_options;
+    server->response_pools_.resize(options.loop_count);
+    LoadServer* raw = server.get();
+    auto node = mux::Node::start(*server->engine_, parsed.value(), manager_options,
+                                 [raw](mux::Registry& registry, uint32_t loop) {
+                                   register_handlers(registry, raw->stats_, raw->response_pools_[loop]);
+                                 });
+    if (!node) {
+      error = "listen on " + address + ": " + engine::describe(node.error());
+      server->stop();
+      return nullptr;
+    }
+    server->node_ = std::move(node).value();
+    server->port_ = server->node_->self().port();
+    for (const auto& peer : peer_addresses) server->node_->add_peer(peer);
+    return server;
+  }
   std::promise<std::string> listening;
   LoadServer* raw = server.get();
   engine::Address where = parsed.value();
-  server->engine_->post(0, [raw, where, &listening, &connection_options, &peer_addresses] {
+  server->engine_->post(0, [raw, where, &listening, &connection_options] {
     raw->side_ = std::make_unique<RingmuxSide>(raw->engine_->loop(0), raw->stats_, connection_options);
     RingmuxSide& side = *raw->side_;
-    if (!peer_addresses.empty()) {
-      // A cluster member: its manager listens, dials the peers it should, and serves the
-      // same handlers on every session (mux/manager.h).
-      mux::ManagerOptions manager_options;
-      manager_options.connection = connection_options;
-      side.manager = std::make_unique<mux::Manager>(side.loop, where, manager_options);
-      side.register_handlers(side.manager->registry());
-      side.listener_closed = true;  // the side's own listener is not used
-      auto listened = side.manager->start();
-      if (listened) {
-        raw->port_ = side.manager->self().port();
-        for (const auto& peer : peer_addresses) side.manager->add_peer(peer);
-      }
-      listening.set_value(listened ? "" : engine::describe(listened.error()));
-      return;
-    }
     auto listened = side.listener.listen(where);
     if (listened) raw->port_ = side.listener.address().port();
     listening.set_value(listened ? "" : engine::describe(listened.error()));
@@ -410,17 +417,16 @@ void LoadServer::stop() {
   if (stopped_) return;
   stopped_ = true;
   if (engine_) {
+    if (node_) {
+      // A cluster member: its node's totals are the server's connection figures.
+      const mux::ManagerStats totals = node_->stats();
+      stats_.connections.store(totals.connections_accepted, std::memory_order_relaxed);
+      stats_.sessions.store(totals.sessions, std::memory_order_relaxed);
+      stats_.resumes.store(totals.resumes, std::memory_order_relaxed);
+      node_.reset();  // closes every session and waits for it
+    }
     if (side_) {
       engine_->post(0, [this] {
-        if (side_->manager) {
-          // A cluster member: its manager's totals are the server's connection figures.
-          const mux::ManagerStats& totals = side_->manager->stats();
-          stats_.connections.store(totals.connections_accepted, std::memory_order_relaxed);
-          stats_.sessions.store(totals.sessions, std::memory_order_relaxed);
-          stats_.resumes.store(totals.resumes, std::memory_order_relaxed);
-          side_->manager->close();
-          return;
-        }
         for (auto& connection : side_->connections) connection->close();
         side_->acceptor.close();
         side_->listener.close();

@@ -19,7 +19,7 @@
 #include "engine/socket.h"
 #include "mux/acceptor.h"
 #include "mux/connection.h"
-#include "mux/manager.h"
+#include "mux/node.h"
 
 namespace ringmux::loadgen {
 
@@ -35,14 +35,15 @@ struct ServerStats {
 
 class LoadServer {
  public:
-  // Listens on `address` ("127.0.0.1:0" picks a port). `cpu` pins the server (-1: none).
-  // Errors come back as text (tools may report and exit).
+  // Listens on `address` ("127.0.0.1:0" picks a port). The loops are pinned to `cpus` in
+  // order (empty: none pinned). Errors come back as text (tools may report and exit).
   // `options` sets the limits of every accepted connection (streams, windows, keepalive).
-  // With `peers` the server joins a cluster: a mux::Manager listens on `address` and keeps
-  // one session with each peer (ringmux-serve --peers), serving the same handlers.
-  static std::unique_ptr<LoadServer> start_ringmux(const std::string& address, int cpu, std::string& error,
-                                                   const mux::ConnectionOptions& options = {},
-                                                   const std::vector<std::string>& peers = {});
+  // Without `peers`: a plain server on one loop. With `peers` the server joins a cluster: a
+  // mux::Node of `loops` loops listens on `address`, keeps one session with each peer
+  // spread over its loops (ringmux-serve --peers --loops), and serves the same handlers.
+  static std::unique_ptr<LoadServer> start_ringmux(const std::string& address, const std::vector<int>& cpus,
+                                                   std::string& error, const mux::ConnectionOptions& options = {},
+                                                   const std::vector<std::string>& peers = {}, uint32_t loops = 1);
   static std::unique_ptr<LoadServer> start_tcp(const std::string& address, int cpu, std::string& error);
   ~LoadServer();
 
@@ -60,6 +61,8 @@ class LoadServer {
   // ringmux engine
   std::unique_ptr<engine::Engine> engine_;
   std::unique_ptr<RingmuxSide> side_;
+  std::unique_ptr<mux::Node> node_;                      // cluster mode
+  std::vector<std::vector<std::byte>> response_pools_;  // cluster mode: one per loop
   // tcp engine
   int listen_fd_ = -1;
   std::thread accept_thread_;

@@ -1,6 +1,6 @@
 // ringmux-serve: the server side of every ringmux-loadgen mode.
 //   ringmux-serve --listen=127.0.0.1:7300 [--cpus=1] [--ioengine=ringmux|tcp] [--duration=30s]
-//                 [--max_streams=N] [--keepalive=DURATION] [--peers=ADDRESS,...]
+//                 [--max_streams=N] [--keepalive=DURATION] [--peers=ADDRESS,... [--loops=N]]
 // Stream and connection windows are not options: both ends assume the same initial
 // windows until the handshake carries them (wire/SPEC.md HELLO has no field for them yet).
 // Prints its statistics on SIGINT / SIGTERM and on exit.
@@ -20,6 +20,9 @@ using namespace ringmux::loadgen;
 
 namespace {
 
+// More loops than this on one node would only contend for the cores.
+constexpr uint32_t loops_max = 64;
+
 volatile std::sig_atomic_t stop_signal = 0;
 void on_signal(int signal) { stop_signal = signal; }
 
@@ -29,20 +32,23 @@ void print_help() {
       "Serves every ringmux-loadgen mode: unary echo, sink, source and echo streams.\n"
       "Prints its statistics on SIGINT, SIGTERM and at the end of --duration.\n\n"
       "  --listen=ADDRESS:PORT    where to listen                  (127.0.0.1:%u)\n"
-      "  --cpus=LIST              core for the server, first used   (none: not pinned)\n"
+      "  --cpus=LIST              cores for the server's loops, in  (none: not pinned)\n"
+      "                           order (a plain server runs one)\n"
       "  --ioengine=NAME          ringmux | tcp                     (ringmux)\n"
       "  --duration=DURATION      exit after this long              (run until a signal)\n"
       "  --peers=ADDRESS:PORT,... join a cluster: one session with  (none: a plain server)\n"
       "                           each peer, the same handlers on\n"
       "                           all; clients such as loadgen\n"
       "                           --rw=quorum dial every member\n"
+      "  --loops=N                with --peers: event loops sharing (1)\n"
+      "                           the peer sessions (1 to %u)\n"
       "limits of each ringmux connection:\n"
       "  --max_streams=N          streams a client may have open;   (%u)\n"
       "                           more are refused (retryable)\n"
       "  --keepalive=DURATION     ping after this much silence;     (%llu ms)\n"
       "                           the peer is dead after 3x\n"
       "  -h, --help               this text\n",
-      static_cast<unsigned>(default_port), ringmux::limits::streams_concurrent_max,
+      static_cast<unsigned>(default_port), loops_max, ringmux::limits::streams_concurrent_max,
       static_cast<unsigned long long>(ringmux::limits::keepalive_interval_ns_default / 1'000'000));
 }
 
@@ -63,7 +69,8 @@ bool size_option(const std::string& key, const std::string& value, uint64_t max,
 int main(int argc, char** argv) {
   std::string listen = "127.0.0.1:" + std::to_string(default_port);
   std::string engine = "ringmux";
-  int cpu = -1;
+  std::vector<int> cpus;
+  uint32_t loops = 1;
   uint64_t duration_ns = 0;
   ringmux::mux::ConnectionOptions options;
   std::vector<std::string> peers;
@@ -80,12 +87,12 @@ int main(int argc, char** argv) {
     } else if (key == "--ioengine" && (value == "ringmux" || value == "tcp")) {
       engine = value;
     } else if (key == "--cpus") {
-      auto cpus = parse_cpu_list(value);
-      if (!cpus) {
+      auto cpus_parsed = parse_cpu_list(value);
+      if (!cpus_parsed) {
         std::fprintf(stderr, "ringmux-serve: option '--cpus': '%s' is not a CPU list (e.g. 1 or 0,2-3)\n", value.c_str());
         return 2;
       }
-      cpu = cpus->front();
+      cpus = *cpus_parsed;
     } else if (key == "--duration") {
       auto ns = parse_duration_ns(value);
       if (!ns || *ns == 0) {
@@ -99,6 +106,8 @@ int main(int argc, char** argv) {
         peers.push_back(value.substr(start, comma - start));
         start = comma + 1;
       }
+    } else if (key == "--loops") {
+      if (!size_option(key, value, loops_max, loops)) return 2;
     } else if (key == "--max_streams") {
       if (!size_option(key, value, ringmux::limits::streams_concurrent_max, options.session.streams_concurrent_max)) return 2;
     } else if (key == "--keepalive") {
@@ -119,8 +128,12 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "ringmux-serve: --peers needs --ioengine=ringmux\n");
     return 2;
   }
-  auto server = engine == "ringmux" ? LoadServer::start_ringmux(listen, cpu, error, options, peers)
-                                    : LoadServer::start_tcp(listen, cpu, error);
+  if (loops > 1 && peers.empty()) {
+    std::fprintf(stderr, "ringmux-serve: --loops needs --peers (a plain server runs one loop)\n");
+    return 2;
+  }
+  auto server = engine == "ringmux" ? LoadServer::start_ringmux(listen, cpus, error, options, peers, loops)
+                                    : LoadServer::start_tcp(listen, cpus.empty() ? -1 : cpus.front(), error);
   if (!server) {
     std::fprintf(stderr, "ringmux-serve: %s\n", error.c_str());
     return 1;
