@@ -60,6 +60,7 @@ struct Manager::Peer final : engine::ConnectHandler {
 
   Manager& manager;
   engine::Address address;
+  engine::Address via;  // where to dial it (address, unless add_peer said otherwise)
   std::string name;
   bool we_dial;
   std::unique_ptr<Connection> connection;  // the session, once it is ours
@@ -219,10 +220,13 @@ Manager::Peer* Manager::find(const Connection& connection) noexcept {
   return nullptr;
 }
 
-void Manager::add_peer(const engine::Address& address) noexcept {
+void Manager::add_peer(const engine::Address& address) noexcept { add_peer(address, address); }
+
+void Manager::add_peer(const engine::Address& address, const engine::Address& via) noexcept {
   RM_ASSERT(owns(address));
   if (closing_all_) return;
   if (Peer* known = find(address)) {
+    known->via = via;  // the next dial (or redial) goes there
     if (!known->removed) return;
     known->removed = false;  // added again after remove_peer()
     known->reconnect_attempts = 0;
@@ -231,6 +235,7 @@ void Manager::add_peer(const engine::Address& address) noexcept {
   }
   peers_.push_back(std::make_unique<Peer>(*this, address));
   Peer& peer = *peers_.back();
+  peer.via = via;
   if (peer.we_dial) dial(peer);
 }
 
@@ -253,7 +258,7 @@ void Manager::remove_peer(const engine::Address& address) noexcept {
 void Manager::dial(Peer& peer) noexcept {
   if (peer.removed || peer.connector.in_progress() || peer.connection) return;
   peer.health.state = PeerState::connecting;
-  peer.connector.connect(peer.address, options_.connection.connect_timeout_ms);
+  peer.connector.connect(peer.via, options_.connection.connect_timeout_ms);
 }
 
 void Manager::Peer::on_connect(Result<int, engine::IoError> fd) noexcept {
@@ -269,7 +274,7 @@ void Manager::Peer::on_connect(Result<int, engine::IoError> fd) noexcept {
   }
   ConnectionOptions options = manager.options_.connection;
   options.resume = true;
-  options.peer = address;
+  options.peer = via;  // the resume redials where this connection went
   // A member's session names the pair: the peer keeps it on the loop that owns the pair.
   if (!manager.options_.client_only) options.session.route_key = Manager::pair_key(manager.self_, address);
   connection = std::make_unique<Connection>(manager.loop_, fd.value(), true, &manager.registry_, manager, options);

@@ -103,6 +103,10 @@ class Manager final : public engine::ListenerHandler, public ConnectionObserver 
   bool closed() const noexcept;
 
   void add_peer(const engine::Address& peer) noexcept;
+  // A peer reached through another address (a relay, a port forward, the chaos proxy in
+  // tests): `peer` names it (who dials, the route key, the identify call: the address it
+  // listens on), `via` is where this node connects when it is the one that dials.
+  void add_peer(const engine::Address& peer, const engine::Address& via) noexcept;
   // Ends the session with `peer` (its calls fail with cancelled); a session it dials is
   // refused until the peer is added again.
   void remove_peer(const engine::Address& peer) noexcept;

@@ -107,11 +107,13 @@ bool Node::hand_over(int fd, const wire::Hello& hello) {
   return true;
 }
 
-void Node::add_peer(const engine::Address& peer) {
+void Node::add_peer(const engine::Address& peer) { add_peer(peer, peer); }
+
+void Node::add_peer(const engine::Address& peer, const engine::Address& via) {
   const uint32_t index = loop_of(peer);
   Manager* manager = managers_[index].get();
-  if (engine_.loop(index).on_loop_thread()) return manager->add_peer(peer);
-  engine_.post(index, [manager, peer] { manager->add_peer(peer); });
+  if (engine_.loop(index).on_loop_thread()) return manager->add_peer(peer, via);
+  engine_.post(index, [manager, peer, via] { manager->add_peer(peer, via); });
 }
 
 void Node::remove_peer(const engine::Address& peer) {

@@ -63,6 +63,7 @@ class Node {
 
   // Any thread; take effect on the peer's loop (Manager::add_peer, remove_peer).
   void add_peer(const engine::Address& peer);
+  void add_peer(const engine::Address& peer, const engine::Address& via);  // Manager::add_peer
   void remove_peer(const engine::Address& peer);
 
   // A unary call to `peer` from any thread (Manager::call on the peer's loop: same waiting
