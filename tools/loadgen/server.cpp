@@ -228,12 +228,16 @@ struct LoadServer::RingmuxSide final : engine::ListenerHandler, mux::ConnectionO
   }
   void on_accept_error(engine::IoError) noexcept override {}
   void on_listener_closed() noexcept override { listener_closed = true; }
-  void on_connection_closed(mux::Connection&, mux::MuxError, engine::IoError) noexcept override { closed++; }
+  // An ended session goes at once (its last callback may destroy it): the server's memory
+  // is bounded by the sessions alive, not by those it ever served.
+  void on_connection_closed(mux::Connection& connection, mux::MuxError, engine::IoError) noexcept override {
+    std::erase_if(connections, [&](const auto& c) { return c.get() == &connection; });
+  }
   void on_connection_resumed(mux::Connection&, uint64_t) noexcept override {
     stats.resumes.fetch_add(1, std::memory_order_relaxed);
   }
   bool all_closed() const {
-    return listener_closed && closed == connections.size() && acceptor.idle();
+    return listener_closed && connections.empty() && acceptor.idle();
   }
 
   engine::Loop& loop;
@@ -244,7 +248,6 @@ struct LoadServer::RingmuxSide final : engine::ListenerHandler, mux::ConnectionO
   mux::Acceptor acceptor;
   std::vector<std::unique_ptr<mux::Connection>> connections;
   std::vector<std::byte> response_pool;
-  std::size_t closed = 0;
   bool listener_closed = false;
 };
 
@@ -427,7 +430,11 @@ void LoadServer::stop() {
     }
     if (side_) {
       engine_->post(0, [this] {
-        for (auto& connection : side_->connections) connection->close();
+        // A close may report at once and erase its connection: walk a snapshot (a report
+        // erases only its own connection).
+        std::vector<mux::Connection*> open;
+        for (auto& connection : side_->connections) open.push_back(connection.get());
+        for (mux::Connection* connection : open) connection->close();
         side_->acceptor.close();
         side_->listener.close();
       });
