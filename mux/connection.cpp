@@ -184,15 +184,6 @@ class UnaryCall final : public StreamObserver {
       : connection_(connection), done_(std::move(done)), deadline_(&UnaryCall::on_deadline, this) {}
   ~UnaryCall() override { connection_.loop().timer_cancel(deadline_); }
 
-  // The part of the request the OPEN could not carry (other streams held the credit): it
-  // goes as DATA when credit comes back (on_stream_writable).
-  void keep_rest(std::span<const std::byte> rest) { rest_.assign(rest.begin(), rest.end()); }
-  void on_stream_writable() noexcept override {
-    if (rest_.empty()) return;
-    auto taken = connection_.write(id_, rest_, true);
-    if (!taken) return;  // the call ended meanwhile; its finish reports it
-    rest_.erase(rest_.begin(), rest_.begin() + static_cast<std::ptrdiff_t>(taken.value()));
-  }
   void arm(StreamId id, uint64_t deadline_ns) noexcept {
     id_ = id;
     if (deadline_ns != 0) {
@@ -229,7 +220,6 @@ class UnaryCall final : public StreamObserver {
   Connection& connection_;
   CallCallback done_;
   StreamId id_ = 0;
-  std::vector<std::byte> rest_;
   std::vector<std::byte> response_;
   std::span<const std::byte> whole_;  // valid: finished follows in the same receive call
   std::string message_;
@@ -408,15 +398,48 @@ Result<StreamId, MuxError> Connection::open(uint32_t handler_id, uint64_t deadli
     if (deadline_ns <= now) return Err{MuxError::deadline_exceeded};  // never sent
     budget_ns = deadline_ns - now;
   }
-  auto id = session_.open(handler_id, budget_ns, payload, end_stream);
-  if (!id) return id;
-  streams_.emplace(id.value(), Entry{&observer, false});
+  // The initial payload must fit the initial stream window (the caller's part of the
+  // contract); the connection's credit, which other streams may hold, is waited for: what
+  // the OPEN cannot carry now follows as DATA (open_rests_).
+  if (payload.size() > options_.session.stream_window_bytes) {
+    return Err{session_.failed() ? MuxError::stream_closed : MuxError::refused};
+  }
+  auto opened = session_.open_some(handler_id, budget_ns, payload, end_stream);
+  if (!opened) return Err{opened.error()};
+  const StreamId id = opened->id;
+  streams_.emplace(id, Entry{&observer, false});
+  keep_open_rest(id, payload.subspan(opened->taken), end_stream);
   flush();
   return id;
 }
 
+void Connection::keep_open_rest(StreamId id, std::span<const std::byte> rest, bool end_stream) {
+  // Copy: the caller's payload is valid only during its call.
+  if (!rest.empty()) open_rests_.emplace(id, OpenRest{std::vector<std::byte>(rest.begin(), rest.end()), end_stream});
+}
+
+bool Connection::send_open_rest(StreamId id) noexcept {
+  if (open_rests_.empty()) return true;  // the usual case, on every write
+  auto it = open_rests_.find(id);
+  if (it == open_rests_.end()) return true;
+  OpenRest& rest = it->second;
+  auto taken = session_.write(id, rest.bytes, rest.end_stream);
+  if (taken) {
+    rest.bytes.erase(rest.bytes.begin(), rest.bytes.begin() + static_cast<std::ptrdiff_t>(taken.value()));
+    if (!rest.bytes.empty()) return false;  // the session wakes the stream when more can go
+  }
+  open_rests_.erase(it);  // all sent, or the stream failed (its finish reports that)
+  return true;
+}
+
 Result<std::size_t, MuxError> Connection::write(StreamId id, std::span<const std::byte> bytes, bool end_stream) noexcept {
   EntryGuard guard(*this);
+  // The open's payload goes first; until it has, nothing else is taken (the writer hears
+  // on_stream_writable once it has).
+  if (!send_open_rest(id)) {
+    flush();
+    return std::size_t{0};
+  }
   auto taken = session_.write(id, bytes, end_stream);
   flush();
   return taken;
@@ -424,6 +447,14 @@ Result<std::size_t, MuxError> Connection::write(StreamId id, std::span<const std
 
 Result<void, MuxError> Connection::end(StreamId id) noexcept {
   EntryGuard guard(*this);
+  if (!send_open_rest(id)) {
+    // The END follows the open's payload still waiting for credit.
+    OpenRest& rest = open_rests_.find(id)->second;
+    if (rest.end_stream) return Err{MuxError::stream_closed};  // ended already
+    rest.end_stream = true;
+    flush();
+    return {};
+  }
   auto ended = session_.end(id);
   flush();
   return ended;
@@ -473,8 +504,8 @@ StreamId Connection::call(uint32_t handler_id, std::span<const std::byte> reques
     return 0;
   }
   const StreamId id = opened->id;
-  if (opened->taken < request.size()) call->keep_rest(request.subspan(opened->taken));
   streams_.emplace(id, Entry{call, true});
+  keep_open_rest(id, request.subspan(opened->taken), true);
   call->arm(id, deadline_ns);
   // A nested call of the ordered handler holding the order (made inside its invocation):
   // while it is outstanding, an ordered request coming back is a self-deadlock.
@@ -568,6 +599,7 @@ void Connection::finish(StreamId id, MuxError error, std::string_view message) n
   if (it == streams_.end()) return;
   const Entry entry = it->second;
   streams_.erase(it);
+  open_rests_.erase(id);
   if (!order_nested_calls_.empty()) {
     std::erase(order_nested_calls_, id);
   }
@@ -589,6 +621,7 @@ void Connection::reap() noexcept {
     ids.clear();
     ids.swap(writable_pending_);
     for (const StreamId id : ids) {
+      if (!send_open_rest(id)) continue;  // the open's payload first; the observer after it
       auto it = streams_.find(id);
       if (it != streams_.end()) it->second.observer->on_stream_writable();
     }

@@ -202,7 +202,12 @@ class Connection final : public SessionHandler, private engine::ConnectHandler {
 
   // ---- streams (client side) ----
   // Opens a stream; `observer` receives its events (owned by the caller, who must keep it
-  // alive until on_stream_finished). Errors: refused, stream_closed.
+  // alive until on_stream_finished). `payload` must fit the initial stream window; when
+  // other streams hold the connection's credit, the OPEN carries what fits and the rest
+  // (copied) follows ahead of anything written later: write() takes nothing and end() is
+  // queued until it has gone, then on_stream_writable() comes as for any short write.
+  // Errors: refused (over the peer's stream limit, after a GOAWAY, or a payload larger
+  // than the initial stream window), stream_closed, deadline_exceeded (already passed).
   Result<StreamId, MuxError> open(uint32_t handler_id, uint64_t deadline_ns, std::span<const std::byte> payload,
                                   bool end_stream, StreamObserver& observer) noexcept;
   Result<std::size_t, MuxError> write(StreamId id, std::span<const std::byte> bytes, bool end_stream) noexcept;
@@ -313,6 +318,10 @@ class Connection final : public SessionHandler, private engine::ConnectHandler {
   void retire_transport() noexcept;
   // Makes `fd` the current transport and starts it.
   void install_transport(int fd) noexcept;
+  void keep_open_rest(StreamId id, std::span<const std::byte> rest, bool end_stream);
+  // Sends what the credit allows of `id`'s open rest; true when none is left (or the
+  // stream failed).
+  bool send_open_rest(StreamId id) noexcept;
   void schedule_redial() noexcept;
   // The handshake on the current transport completed: resume bookkeeping.
   void on_established() noexcept;
@@ -326,6 +335,13 @@ class Connection final : public SessionHandler, private engine::ConnectHandler {
   std::unique_ptr<Transport> transport_;               // the current TCP connection, if any
   std::vector<std::unique_ptr<Transport>> retired_;    // replaced ones, until their sockets close
   std::unordered_map<StreamId, Entry> streams_;
+  // The part of an open's payload (a stream's or a call's request) that the connection's
+  // credit could not carry then: it goes ahead of anything written later on that stream.
+  struct OpenRest {
+    std::vector<std::byte> bytes;
+    bool end_stream;
+  };
+  std::unordered_map<StreamId, OpenRest> open_rests_;
   // The double buffer: the link frames in flight (the held bytes in flight stay in the
   // session's held batches) and, inside the session, the batch being filled.
   ByteVector sending_link_;

@@ -482,6 +482,73 @@ TEST_CASE("connection: a call waits for connection credit held by other streams"
   CHECK(response == request);
 }
 
+// Proves a stream opened while other streams hold the connection's credit waits for it
+// instead of being refused: with the whole window held by a server handler, an echo stream
+// opens with a 1000-byte payload (nothing of it can go yet); a write behind it takes
+// nothing until the payload has gone; once the credit comes back the payload, then the
+// write, then the END arrive in that order, and the echo returns exactly those bytes.
+TEST_CASE("connection: a stream waits for connection credit held by other streams") {
+  ConnectionOptions options;
+  options.session.stream_window_bytes = 64 * 1024;
+  options.session.stream_window_bytes_max = 64 * 1024;
+  options.session.connection_window_bytes = 64 * 1024;
+  auto loop = test::make_test_loop();
+  if (!loop) return;
+  struct Holder final : StreamObserver {
+    Connection* connection;
+    StreamId id;
+    std::size_t held = 0;
+    void on_stream_data(std::span<const std::byte> bytes, bool) noexcept override { held += bytes.size(); }
+    void on_stream_finished(MuxError) noexcept override {}
+  };
+  struct Collector final : StreamObserver {
+    void on_stream_data(std::span<const std::byte> bytes, bool) noexcept override {
+      received.insert(received.end(), bytes.begin(), bytes.end());
+    }
+    void on_stream_writable() noexcept override { writable = true; }
+    void on_stream_finished(MuxError e) noexcept override { error = e; }
+    Bytes received;
+    bool writable = false;
+    std::optional<MuxError> error;
+  };
+  Holder* holder = nullptr;
+  constexpr uint32_t holding_stream = 42;
+  Watcher writer;
+  Collector echo;
+  Fixture f(*loop, options);
+  f.registry.add_stream(holding_stream, [&](const StreamStart& start) {
+    holder = new Holder();
+    holder->connection = start.connection;
+    holder->id = start.id;
+    return holder;
+  });
+  auto held_id = f.client->open(holding_stream, 0, {}, false, writer);
+  REQUIRE(held_id.ok());
+  const Bytes window(64 * 1024, std::byte{2});
+  REQUIRE(f.client->write(held_id.value(), window, false).value() == window.size());
+  REQUIRE(loop->run_until([&] { return holder != nullptr && holder->held == window.size(); }, 5 * second_ns));
+
+  Bytes payload(1000), more(500);
+  for (std::size_t i = 0; i < payload.size(); i++) payload[i] = std::byte(i % 251);
+  for (std::size_t i = 0; i < more.size(); i++) more[i] = std::byte(200 - i % 199);
+  auto id = f.client->open(echo_stream, 0, payload, false, echo);
+  REQUIRE(id.ok());  // not refused for want of credit
+  auto taken = f.client->write(id.value(), more, false);
+  REQUIRE(taken.ok());
+  CHECK(taken.value() == 0);  // behind the open's payload, which is still waiting
+  loop->run_until([] { return false; }, second_ns / 50);  // 20 ms: nothing moves
+  CHECK(echo.received.empty());
+  holder->connection->consume(holder->id, holder->held);  // the credit comes back
+  REQUIRE(loop->run_until([&] { return echo.writable; }, 5 * second_ns));
+  REQUIRE(f.client->write(id.value(), more, false).value() == more.size());
+  REQUIRE(f.client->end(id.value()).ok());
+  REQUIRE(loop->run_until([&] { return echo.error.has_value(); }, 5 * second_ns));
+  CHECK(*echo.error == MuxError::none);
+  Bytes expected = payload;
+  expected.insert(expected.end(), more.begin(), more.end());
+  CHECK(echo.received == expected);
+}
+
 // Proves a silent peer is detected within the dead-peer timeout: the server side here
 // is a plain socket that accepts and never reads or writes.
 TEST_CASE("connection: a silent peer is detected within the keepalive timeout") {
