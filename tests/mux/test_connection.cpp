@@ -238,6 +238,43 @@ struct Watcher final : StreamObserver {
   std::optional<MuxError> error;
 };
 
+// 64 KiB stream and connection windows, on both sides.
+ConnectionOptions small_windows() {
+  ConnectionOptions options;
+  options.session.stream_window_bytes = 64 * 1024;
+  options.session.stream_window_bytes_max = 64 * 1024;
+  options.session.connection_window_bytes = 64 * 1024;
+  return options;
+}
+
+// A server handler that keeps every byte it receives unconsumed until told.
+struct Holder final : StreamObserver {
+  Connection* connection = nullptr;
+  StreamId id = 0;
+  std::size_t held = 0;
+  void on_stream_data(std::span<const std::byte> bytes, bool) noexcept override { held += bytes.size(); }
+  void on_stream_finished(MuxError) noexcept override {}
+};
+constexpr uint32_t holding_stream = 42;
+
+// Fills the whole connection window (small_windows()) with a stream into a Holder, whose
+// credit stays held until the test consumes it. `writer` is the client's observer.
+Holder* hold_connection_window(Loop& loop, Fixture& f, Watcher& writer) {
+  Holder* holder = nullptr;
+  f.registry.add_stream(holding_stream, [&holder](const StreamStart& start) {
+    holder = new Holder();
+    holder->connection = start.connection;
+    holder->id = start.id;
+    return holder;
+  });
+  auto id = f.client->open(holding_stream, 0, {}, false, writer);
+  REQUIRE(id.ok());
+  const Bytes window(64 * 1024, std::byte{2});
+  REQUIRE(f.client->write(id.value(), window, false).value() == window.size());
+  REQUIRE(loop.run_until([&] { return holder != nullptr && holder->held == window.size(); }, 5 * second_ns));
+  return holder;
+}
+
 }  // namespace
 
 // Proves 10,000 unary calls in flight at once on one connection all complete, each with
@@ -437,35 +474,11 @@ TEST_CASE("connection: one stalled consumer among 64 streams does not stop the o
 // window; a call made then opens with what fits (nothing) and sends its request once the
 // handler consumes; the answer is the call's own request.
 TEST_CASE("connection: a call waits for connection credit held by other streams") {
-  ConnectionOptions options;
-  options.session.stream_window_bytes = 64 * 1024;
-  options.session.stream_window_bytes_max = 64 * 1024;
-  options.session.connection_window_bytes = 64 * 1024;
   auto loop = test::make_test_loop();
   if (!loop) return;
-  // Server side: keeps every byte unconsumed until told.
-  struct Holder final : StreamObserver {
-    Connection* connection;
-    StreamId id;
-    std::size_t held = 0;
-    void on_stream_data(std::span<const std::byte> bytes, bool) noexcept override { held += bytes.size(); }
-    void on_stream_finished(MuxError) noexcept override {}
-  };
-  Holder* holder = nullptr;
-  constexpr uint32_t holding_stream = 42;
   Watcher writer;  // outlives the fixture, which finishes it when it closes
-  Fixture f(*loop, options);
-  f.registry.add_stream(holding_stream, [&](const StreamStart& start) {
-    holder = new Holder();
-    holder->connection = start.connection;
-    holder->id = start.id;
-    return holder;
-  });
-  auto id = f.client->open(holding_stream, 0, {}, false, writer);
-  REQUIRE(id.ok());
-  const Bytes window(64 * 1024, std::byte{2});
-  REQUIRE(f.client->write(id.value(), window, false).value() == window.size());
-  REQUIRE(loop->run_until([&] { return holder != nullptr && holder->held == window.size(); }, 5 * second_ns));
+  Fixture f(*loop, small_windows());
+  Holder* holder = hold_connection_window(*loop, f, writer);
   Bytes request(1000);
   for (std::size_t i = 0; i < request.size(); i++) request[i] = std::byte(i % 251);
   std::optional<MuxError> error;
@@ -488,19 +501,8 @@ TEST_CASE("connection: a call waits for connection credit held by other streams"
 // nothing until the payload has gone; once the credit comes back the payload, then the
 // write, then the END arrive in that order, and the echo returns exactly those bytes.
 TEST_CASE("connection: a stream waits for connection credit held by other streams") {
-  ConnectionOptions options;
-  options.session.stream_window_bytes = 64 * 1024;
-  options.session.stream_window_bytes_max = 64 * 1024;
-  options.session.connection_window_bytes = 64 * 1024;
   auto loop = test::make_test_loop();
   if (!loop) return;
-  struct Holder final : StreamObserver {
-    Connection* connection;
-    StreamId id;
-    std::size_t held = 0;
-    void on_stream_data(std::span<const std::byte> bytes, bool) noexcept override { held += bytes.size(); }
-    void on_stream_finished(MuxError) noexcept override {}
-  };
   struct Collector final : StreamObserver {
     void on_stream_data(std::span<const std::byte> bytes, bool) noexcept override {
       received.insert(received.end(), bytes.begin(), bytes.end());
@@ -511,22 +513,10 @@ TEST_CASE("connection: a stream waits for connection credit held by other stream
     bool writable = false;
     std::optional<MuxError> error;
   };
-  Holder* holder = nullptr;
-  constexpr uint32_t holding_stream = 42;
   Watcher writer;
   Collector echo;
-  Fixture f(*loop, options);
-  f.registry.add_stream(holding_stream, [&](const StreamStart& start) {
-    holder = new Holder();
-    holder->connection = start.connection;
-    holder->id = start.id;
-    return holder;
-  });
-  auto held_id = f.client->open(holding_stream, 0, {}, false, writer);
-  REQUIRE(held_id.ok());
-  const Bytes window(64 * 1024, std::byte{2});
-  REQUIRE(f.client->write(held_id.value(), window, false).value() == window.size());
-  REQUIRE(loop->run_until([&] { return holder != nullptr && holder->held == window.size(); }, 5 * second_ns));
+  Fixture f(*loop, small_windows());
+  Holder* holder = hold_connection_window(*loop, f, writer);
 
   Bytes payload(1000), more(500);
   for (std::size_t i = 0; i < payload.size(); i++) payload[i] = std::byte(i % 251);
