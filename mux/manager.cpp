@@ -335,11 +335,10 @@ void Manager::send(Peer& peer, uint64_t handle, uint32_t handler_id, std::span<c
   // The call's entry in sent_ goes when it completes (before `done` runs).
   const StreamId id = connection->call(
       handler_id, request, deadline_ns, [this, handle, done = std::move(done)](const CallResult& result) {
-        auto it = std::find_if(sent_.begin(), sent_.end(), [&](const Sent& s) { return s.handle == handle; });
-        if (it != sent_.end()) sent_.erase(it);
+        sent_.erase(handle);
         done(result);
       });
-  if (id != 0) sent_.push_back(Sent{handle, &peer, connection, id});
+  if (id != 0) sent_.emplace(handle, Sent{connection, id});
 }
 
 void Manager::cancel(CallHandle handle) noexcept {
@@ -355,8 +354,8 @@ void Manager::cancel(CallHandle handle) noexcept {
       return;
     }
   }
-  auto it = std::find_if(sent_.begin(), sent_.end(), [&](const Sent& s) { return s.handle == handle.value; });
-  if (it != sent_.end()) it->connection->cancel(it->id);  // `done` runs with cancelled
+  auto it = sent_.find(handle.value);
+  if (it != sent_.end()) it->second.connection->cancel(it->second.id);  // `done` runs with cancelled
 }
 
 void Manager::arm_waiting_timer(Peer& peer) noexcept {

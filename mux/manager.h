@@ -32,6 +32,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "engine/loop.h"
@@ -158,8 +159,6 @@ class Manager final : public engine::ListenerHandler, public ConnectionObserver 
     CallCallback done;
   };
   struct Sent {
-    uint64_t handle;
-    Peer* peer;
     Connection* connection;
     StreamId id;
   };
@@ -189,7 +188,7 @@ class Manager final : public engine::ListenerHandler, public ConnectionObserver 
   std::vector<std::unique_ptr<Connection>> accepted_;
   // Sessions whose close has not been reported yet, kept until it is.
   std::vector<std::unique_ptr<Connection>> closing_;
-  std::vector<Sent> sent_;
+  std::unordered_map<uint64_t, Sent> sent_;  // by handle: calls in flight, for cancel()
   uint64_t next_handle_ = 1;
   ManagerStats stats_;
   bool closing_all_ = false;
