@@ -2,7 +2,7 @@
 """The 3-member cluster across three network namespaces (separate network stacks) joined
 by veth pairs to a bridge in a fourth namespace. Addresses are the test's own
 (10.231.0.0/24 inside namespaces it creates and deletes). One member per namespace
-(`ringmux-serve --peers`), and `ringmux-loadgen --rw=quorum` in the first namespace:
+(`ringmux-serve --peers --loops=2`: its peer sessions on two loops), and `ringmux-loadgen --rw=quorum` in the first namespace:
 - majority and all complete with no error;
 - with the third member killed, majority still completes; all fails at its deadline.
 Prints "skipped: ..." and exits 77 (meson's skip) only where namespaces cannot be made.
@@ -71,7 +71,7 @@ try:
     for i, ns in enumerate(nodes):
         others = ",".join(f"{a}:{port}" for j, a in enumerate(addresses) if j != i)
         members.append(subprocess.Popen(["ip", "netns", "exec", ns, serve, f"--listen={addresses[i]}:{port}",
-                                         f"--peers={others}", "--duration=60s"],
+                                         f"--peers={others}", "--loops=2", "--duration=60s"],
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     for member in members:
         line = member.stdout.readline()
