@@ -48,7 +48,7 @@ void Acceptor::accept(int fd) noexcept {
 }
 
 void Acceptor::take(int fd, const wire::Hello& hello) noexcept {
-  stats_.connections++;
+  // Counted where it was accepted (connections, handed_over), not again here.
   if (closing_) {
     ::close(fd);
     return;

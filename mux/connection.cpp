@@ -435,8 +435,11 @@ bool Connection::send_open_rest(StreamId id) noexcept {
 Result<std::size_t, MuxError> Connection::write(StreamId id, std::span<const std::byte> bytes, bool end_stream) noexcept {
   EntryGuard guard(*this);
   // The open's payload goes first; until it has, nothing else is taken (the writer hears
-  // on_stream_writable once it has).
+  // on_stream_writable once it has). An END alone (no bytes) is queued behind it.
   if (!send_open_rest(id)) {
+    OpenRest& rest = open_rests_.find(id)->second;
+    if (rest.end_stream) return Err{MuxError::stream_closed};  // ended already
+    if (bytes.empty() && end_stream) rest.end_stream = true;
     flush();
     return std::size_t{0};
   }
@@ -616,16 +619,22 @@ void Connection::reap() noexcept {
   reaping_ = true;
   // Writers woken meanwhile go on now. Their writes may wake others: a few rounds, each
   // bounded; what remains waits for the next entry point (a send completion is coming).
+  bool rests_sent = false;
   for (int round = 0; round < 16 && !writable_pending_.empty(); round++) {
     std::vector<StreamId>& ids = writable_scratch_;  // capacity kept: no allocation per round
     ids.clear();
     ids.swap(writable_pending_);
     for (const StreamId id : ids) {
-      if (!send_open_rest(id)) continue;  // the open's payload first; the observer after it
+      // The open's payload first; the observer after it.
+      rests_sent |= !open_rests_.empty();
+      if (!send_open_rest(id)) continue;
       auto it = streams_.find(id);
       if (it != streams_.end()) it->second.observer->on_stream_writable();
     }
   }
+  // The observers' writes flushed themselves; what send_open_rest queued goes now (this
+  // runs after the entry point's own flush).
+  if (rests_sent) flush();
   reaping_ = false;
   finished_.clear();
   if (close_pending_) {

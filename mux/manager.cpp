@@ -17,24 +17,27 @@ std::span<const std::byte> bytes_of(std::string_view text) noexcept {
 }
 
 // Server side of the identify call: the dialer names itself; the manager files the session
-// under that peer and the answer ("ok") ends the call.
+// under that peer and the answer ("ok") ends the call. A refused session gets no answer: the
+// manager closes it (the dialer then backs off before it tries again).
 class IdentifyStream final : public StreamObserver {
  public:
-  IdentifyStream(const StreamStart& start, std::function<void(Connection&, std::string_view)> identify)
+  // Returns true when the session was accepted; false when it was refused (and closed).
+  using Identify = std::function<bool(Connection&, std::string_view)>;
+  IdentifyStream(const StreamStart& start, Identify identify)
       : connection_(*start.connection), id_(start.id), identify_(std::move(identify)) {}
   void on_stream_data(std::span<const std::byte> bytes, bool end_stream) noexcept override {
     connection_.consume(id_, bytes.size());
     name_.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
     if (!end_stream) return;
-    (void)connection_.write(id_, bytes_of("ok"), true);
-    identify_(connection_, name_);  // may replace (and close) an older session of that peer
+    // May replace (and close) an older session of that peer, or refuse this one.
+    if (identify_(connection_, name_)) (void)connection_.write(id_, bytes_of("ok"), true);
   }
   void on_stream_finished(MuxError) noexcept override {}
 
  private:
   Connection& connection_;
   StreamId id_;
-  std::function<void(Connection&, std::string_view)> identify_;
+  Identify identify_;
   std::string name_;
 };
 
@@ -83,24 +86,24 @@ Manager::Manager(engine::Loop& loop, const engine::Address& self, const ManagerO
         return accepted_.back().get();
       }) {
   registry_.add_stream(manager_identify_handler, [this](const StreamStart& start) {
-    return new IdentifyStream(start, [this](Connection& connection, std::string_view name) {
-      if (name.empty()) return;  // a client of the cluster: served, never called
+    return new IdentifyStream(start, [this](Connection& connection, std::string_view name) -> bool {
+      if (name.empty()) return true;  // a client of the cluster: served, never called
       auto parsed = engine::Address::parse(name);
       if (!parsed) {
         connection.close(MuxError::protocol_violation);
-        return;
+        return false;
       }
       if (!owns(parsed.value())) {
         // Another loop of this node owns that peer: a session here would never be found by
         // the node's calls (the dialer computed a different route key: its address for us
-        // is not the one we listen on).
+        // is not the one we listen on, or it sent no route key).
         connection.close(MuxError::refused);
-        return;
+        return false;
       }
       Peer* peer = find(parsed.value());
       if (peer != nullptr && peer->removed) {
         connection.close(MuxError::cancelled);  // removed here: its dialer is not let back in
-        return;
+        return false;
       }
       if (peer == nullptr) {
         // A node we were not told of: it is a peer from now on.
@@ -108,7 +111,7 @@ Manager::Manager(engine::Loop& loop, const engine::Address& self, const ManagerO
         peer = find(parsed.value());
       }
       auto it = std::find_if(accepted_.begin(), accepted_.end(), [&](auto& c) { return c.get() == &connection; });
-      if (it == accepted_.end()) return;  // identified twice: the first one counts
+      if (it == accepted_.end()) return true;  // identified twice: the first one counts
       if (peer->connection) {
         // The peer started a new session (it restarted, or lost the old one): the old goes.
         closing_.push_back(std::move(peer->connection));
@@ -120,6 +123,7 @@ Manager::Manager(engine::Loop& loop, const engine::Address& self, const ManagerO
       peer->health.sessions++;
       stats_.sessions++;
       on_session_up(*peer);
+      return true;
     });
   });
 }
@@ -141,16 +145,20 @@ uint64_t Manager::pair_key(const engine::Address& a, const engine::Address& b) n
 }
 
 bool Manager::dials(const engine::Address& self, const engine::Address& peer) noexcept {
-  // Both nodes hash the same ordered pair and read the same bit: one of them dials. The
-  // loop placement (mux/node.h) takes the key modulo the loop count; this bit is the top
-  // one, so the two choices do not correlate.
+  // Both nodes hash the same ordered pair and read the same bit (bit 0: every version of
+  // the manager has read that one): one of them dials.
   const bool self_first = self.to_string() < peer.to_string();
-  const bool first_dials = (pair_key(self, peer) >> 63) == 0;
+  const bool first_dials = (pair_key(self, peer) & 1) == 0;
   return first_dials == self_first;
 }
 
+uint32_t Manager::loop_of_key(uint64_t key, uint32_t loops) noexcept {
+  // Above bit 0, which decides who dials: placement and dialing do not correlate.
+  return static_cast<uint32_t>((key >> 1) % loops);
+}
+
 bool Manager::owns(const engine::Address& peer) const noexcept {
-  return options_.loop_count <= 1 || pair_key(self_, peer) % options_.loop_count == options_.loop_index;
+  return options_.loop_count <= 1 || loop_of_key(pair_key(self_, peer), options_.loop_count) == options_.loop_index;
 }
 
 void Manager::set_self(const engine::Address& self) noexcept {
@@ -268,8 +276,7 @@ void Manager::Peer::on_connect(Result<int, engine::IoError> fd) noexcept {
   }
   if (!fd) {
     // Not there (yet): try again after a backoff; waiting calls keep their deadlines.
-    manager.loop_.timer_start(reconnect_timer, std::min(manager.options_.reconnect_backoff_ns_max,
-                                                        manager.options_.reconnect_backoff_ns_min << std::min(reconnect_attempts++, 20u)));
+    manager.loop_.timer_start(reconnect_timer, manager.reconnect_delay(*this));
     return;
   }
   ConnectionOptions options = manager.options_.connection;
@@ -292,6 +299,12 @@ void Manager::Peer::on_connect(Result<int, engine::IoError> fd) noexcept {
     reconnect_attempts = 0;
     manager.on_session_up(*this);
   });
+}
+
+uint64_t Manager::reconnect_delay(Peer& peer) noexcept {
+  // Exponential from the minimum; the count is reset when a session is accepted (identify).
+  const uint32_t doublings = std::min(peer.reconnect_attempts++, 20u);
+  return std::min(options_.reconnect_backoff_ns_max, options_.reconnect_backoff_ns_min << doublings);
 }
 
 void Manager::on_reconnect_timer(engine::Timer& timer) noexcept {
@@ -332,13 +345,16 @@ CallHandle Manager::call(const engine::Address& address, uint32_t handler_id, st
 void Manager::send(Peer& peer, uint64_t handle, uint32_t handler_id, std::span<const std::byte> request,
                    uint64_t deadline_ns, CallCallback done) noexcept {
   Connection* connection = peer.connection.get();
-  // The call's entry in sent_ goes when it completes (before `done` runs).
+  // The call's entry in sent_ goes when it completes (before `done` runs), which may be
+  // inside connection->call already: the entry is made first and completed after.
+  sent_.emplace(handle, Sent{connection, 0});
   const StreamId id = connection->call(
       handler_id, request, deadline_ns, [this, handle, done = std::move(done)](const CallResult& result) {
         sent_.erase(handle);
         done(result);
       });
-  if (id != 0) sent_.emplace(handle, Sent{connection, id});
+  auto it = sent_.find(handle);
+  if (it != sent_.end()) it->second.id = id;
 }
 
 void Manager::cancel(CallHandle handle) noexcept {
@@ -355,7 +371,7 @@ void Manager::cancel(CallHandle handle) noexcept {
     }
   }
   auto it = sent_.find(handle.value);
-  if (it != sent_.end()) it->second.connection->cancel(it->second.id);  // `done` runs with cancelled
+  if (it != sent_.end() && it->second.id != 0) it->second.connection->cancel(it->second.id);  // `done`: cancelled
 }
 
 void Manager::arm_waiting_timer(Peer& peer) noexcept {
@@ -404,10 +420,9 @@ void Manager::on_connection_closed(Connection& connection, MuxError, engine::IoE
   peer->connection.reset();
   peer->identified = false;
   peer->health.state = PeerState::lost;
-  // The dialing side starts a new session after a backoff; calls wait for it meanwhile.
-  if (peer->we_dial && !peer->removed && !closing_all_) {
-    loop_.timer_start(peer->reconnect_timer, options_.reconnect_backoff_ns_min);
-  }
+  // The dialing side starts a new session after a backoff, which grows while sessions end
+  // before the peer accepted them (refused, or the peer is going away); calls wait for it.
+  if (peer->we_dial && !peer->removed && !closing_all_) loop_.timer_start(peer->reconnect_timer, reconnect_delay(*peer));
 }
 
 void Manager::on_connection_resumed(Connection& connection, uint64_t) noexcept {

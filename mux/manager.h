@@ -117,6 +117,8 @@ class Manager final : public engine::ListenerHandler, public ConnectionObserver 
   // XXH3 of the ordered address pair, never 0: the same on both nodes. It decides who
   // dials, and on which loop each node keeps the pair's session (mux/node.h).
   static uint64_t pair_key(const engine::Address& a, const engine::Address& b) noexcept;
+  // The loop (of `loops`) that owns the pair or route key `key`.
+  static uint32_t loop_of_key(uint64_t key, uint32_t loops) noexcept;
 
   // A unary call to `peer` (added before); `done` runs once on the loop thread. Waits for
   // the session up to `deadline_ns` (monotonic clock; 0: no deadline, then it waits while
@@ -174,6 +176,8 @@ class Manager final : public engine::ListenerHandler, public ConnectionObserver 
   void send(Peer& peer, uint64_t handle, uint32_t handler_id, std::span<const std::byte> request,
             uint64_t deadline_ns, CallCallback done) noexcept;
   void arm_waiting_timer(Peer& peer) noexcept;
+  // The wait before dialing `peer` again (counts the attempt).
+  uint64_t reconnect_delay(Peer& peer) noexcept;
   static void on_waiting_timer(engine::Timer& timer) noexcept;
   static void on_reconnect_timer(engine::Timer& timer) noexcept;
 

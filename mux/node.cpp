@@ -90,13 +90,13 @@ Node::~Node() {
 }
 
 uint32_t Node::loop_of(const engine::Address& peer) const noexcept {
-  return static_cast<uint32_t>(Manager::pair_key(self_, peer) % loop_count());
+  return Manager::loop_of_key(Manager::pair_key(self_, peer), loop_count());
 }
 
 uint32_t Node::loop_of(const wire::Hello& hello) const noexcept {
   const uint64_t key =
       hello.route_key != 0 ? hello.route_key : XXH3_64bits(hello.session_id.data(), hello.session_id.size());
-  return static_cast<uint32_t>(key % loop_count());
+  return Manager::loop_of_key(key, loop_count());
 }
 
 bool Node::hand_over(int fd, const wire::Hello& hello) {

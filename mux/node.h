@@ -2,13 +2,18 @@
 //
 // A node runs one Manager per loop (mux/manager.h). Each peer belongs to one loop, the
 // same on both nodes of the pair as far as either can tell: loop_of(peer) =
-// Manager::pair_key(self, peer) modulo the loop count. The dialing node opens the session
+// Manager::loop_of_key(Manager::pair_key(self, peer), loops). The dialing node opens the session
 // from that loop and puts the pair key in its HELLO (route_key, wire/SPEC.md §4.1); the
 // accepting node listens on loop 0, whose acceptor reads each HELLO and hands the socket to
 // the loop the key names (Acceptor::Router, Acceptor::take), where that loop's manager
 // starts or resumes the session. A resume carries the same key, so it reaches the same
 // loop. A client of the cluster (ManagerOptions::client_only) sends no key; its sessions
-// are placed by their session id, the same way for every connection of a session.
+// are placed by their session id, the same way for every connection of a session. A member
+// session that lands on a loop not owning its pair (no key, as from a dialer that predates
+// the key, or a key computed from another address for this node) is refused at its
+// identify call, and its dialer tries again after a growing backoff: such a dialer gets in
+// only when its new session id happens to fall on the right loop. Members of a multi-loop
+// node must therefore send the key, and name each other by the addresses they listen on.
 //
 // Calls from any thread reach the loop that owns the peer: at once when made on that
 // loop's thread, else as a task posted to it (the request moved into the task). Callbacks
@@ -58,7 +63,8 @@ class Node {
   // The loop an accepted session belongs to, from its HELLO.
   uint32_t loop_of(const wire::Hello& hello) const noexcept;
   engine::Engine& engine() noexcept { return engine_; }
-  // Loop `index`'s manager: on that loop's thread only.
+  // Loop `index`'s manager: use it on that loop's thread only (taking the reference, to
+  // use it in a task posted there, is fine from any thread).
   Manager& manager(uint32_t index) noexcept { return *managers_[index]; }
 
   // Any thread; take effect on the peer's loop (Manager::add_peer, remove_peer).

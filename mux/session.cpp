@@ -524,7 +524,8 @@ Result<Session::Opened, MuxError> Session::open_some(uint32_t handler_id, uint64
   // What the credit allows now goes with the OPEN; the rest waits for credit like any write.
   const std::size_t take = std::min<std::size_t>(
       payload.size(), std::min<uint64_t>(options_.stream_window_bytes, connection_send_.available()));
-  const bool end_now = end_stream && take == payload.size();
+  const bool cut_short = take < payload.size();
+  const bool end_now = end_stream && !cut_short;
   payload = payload.first(take);
   const StreamId id = next_local_id_;
   next_local_id_ += 2;
@@ -549,7 +550,7 @@ Result<Session::Opened, MuxError> Session::open_some(uint32_t handler_id, uint64
                     end_now ? wire::flag_end_stream : 0, handler_id, deadline_budget_ns, payload);
   stats_.frames_sent++;
   stats_.streams_opened_local++;
-  if (end_now != end_stream) {
+  if (cut_short) {
     // Cut short by credit: on_stream_writable() follows when more can go.
     stream.wants_writable = true;
     writable_waiters_.push_back(id);

@@ -257,6 +257,29 @@ struct Holder final : StreamObserver {
 };
 constexpr uint32_t holding_stream = 42;
 
+// A client stream's observer that keeps what it receives.
+struct Collector final : StreamObserver {
+  void on_stream_data(std::span<const std::byte> bytes, bool) noexcept override {
+    received.insert(received.end(), bytes.begin(), bytes.end());
+  }
+  void on_stream_writable() noexcept override { writable = true; }
+  void on_stream_finished(MuxError e) noexcept override { error = e; }
+  Bytes received;
+  bool writable = false;
+  std::optional<MuxError> error;
+};
+
+// Bytes 0, 1, ... 250, 0, ... (a pattern whose every offset is checkable).
+Bytes pattern(std::size_t size, int salt = 0) {
+  Bytes bytes(size);
+  for (std::size_t i = 0; i < size; i++) bytes[i] = std::byte((i + static_cast<std::size_t>(salt)) % 251);
+  return bytes;
+}
+
+// What flushes the bytes waiting for credit is the credit's own arrival: they must not wait
+// for the next keepalive (1 s) or any other timer.
+constexpr uint64_t credit_reaction_max_ns = second_ns / 4;
+
 // Fills the whole connection window (small_windows()) with a stream into a Holder, whose
 // credit stays held until the test consumes it. `writer` is the client's observer.
 Holder* hold_connection_window(Loop& loop, Fixture& f, Watcher& writer) {
@@ -490,6 +513,7 @@ TEST_CASE("connection: a call waits for connection credit held by other streams"
   loop->run_until([] { return false; }, second_ns / 50);  // 20 ms
   CHECK_FALSE(error.has_value());  // waiting for credit, not refused
   holder->connection->consume(holder->id, holder->held);  // the credit comes back
+  CHECK(loop->run_until([&] { return error.has_value(); }, credit_reaction_max_ns));
   REQUIRE(loop->run_until([&] { return error.has_value(); }, 5 * second_ns));
   CHECK(*error == MuxError::none);
   CHECK(response == request);
@@ -503,24 +527,12 @@ TEST_CASE("connection: a call waits for connection credit held by other streams"
 TEST_CASE("connection: a stream waits for connection credit held by other streams") {
   auto loop = test::make_test_loop();
   if (!loop) return;
-  struct Collector final : StreamObserver {
-    void on_stream_data(std::span<const std::byte> bytes, bool) noexcept override {
-      received.insert(received.end(), bytes.begin(), bytes.end());
-    }
-    void on_stream_writable() noexcept override { writable = true; }
-    void on_stream_finished(MuxError e) noexcept override { error = e; }
-    Bytes received;
-    bool writable = false;
-    std::optional<MuxError> error;
-  };
   Watcher writer;
   Collector echo;
   Fixture f(*loop, small_windows());
   Holder* holder = hold_connection_window(*loop, f, writer);
 
-  Bytes payload(1000), more(500);
-  for (std::size_t i = 0; i < payload.size(); i++) payload[i] = std::byte(i % 251);
-  for (std::size_t i = 0; i < more.size(); i++) more[i] = std::byte(200 - i % 199);
+  const Bytes payload = pattern(1000), more = pattern(500, 7);
   auto id = f.client->open(echo_stream, 0, payload, false, echo);
   REQUIRE(id.ok());  // not refused for want of credit
   auto taken = f.client->write(id.value(), more, false);
@@ -530,6 +542,7 @@ TEST_CASE("connection: a stream waits for connection credit held by other stream
   CHECK(echo.received.empty());
   holder->connection->consume(holder->id, holder->held);  // the credit comes back
   REQUIRE(loop->run_until([&] { return echo.writable; }, 5 * second_ns));
+  CHECK(loop->run_until([&] { return echo.received.size() == payload.size(); }, credit_reaction_max_ns));
   REQUIRE(f.client->write(id.value(), more, false).value() == more.size());
   REQUIRE(f.client->end(id.value()).ok());
   REQUIRE(loop->run_until([&] { return echo.error.has_value(); }, 5 * second_ns));
@@ -537,6 +550,41 @@ TEST_CASE("connection: a stream waits for connection credit held by other stream
   Bytes expected = payload;
   expected.insert(expected.end(), more.begin(), more.end());
   CHECK(echo.received == expected);
+}
+
+// Proves the waiting payload of an open goes by itself once the credit comes back, with no
+// later write to push it, and that an END written alone (write of no bytes with
+// end_stream) while it waits is queued behind it: the echo returns exactly the payload and
+// ends; a write after that END fails with stream_closed.
+TEST_CASE("connection: an open's waiting payload goes once credit returns; an END waits behind it") {
+  auto loop = test::make_test_loop();
+  if (!loop) return;
+  for (const bool end_alone : {false, true}) {
+    CAPTURE(end_alone);
+    Watcher writer;
+    Collector echo;
+    Fixture f(*loop, small_windows());
+    Holder* holder = hold_connection_window(*loop, f, writer);
+    const Bytes payload = pattern(3000);
+    auto id = f.client->open(echo_stream, 0, payload, false, echo);
+    REQUIRE(id.ok());
+    if (end_alone) {
+      auto ended = f.client->write(id.value(), {}, true);
+      REQUIRE(ended.ok());
+      CHECK(ended.value() == 0);
+      auto after = f.client->write(id.value(), pattern(10), false);
+      REQUIRE_FALSE(after.ok());
+      CHECK(after.error() == MuxError::stream_closed);
+    }
+    loop->run_until([] { return false; }, second_ns / 50);  // 20 ms: nothing moves
+    CHECK(echo.received.empty());
+    holder->connection->consume(holder->id, holder->held);
+    CHECK(loop->run_until([&] { return echo.received.size() == payload.size(); }, credit_reaction_max_ns));
+    if (!end_alone) REQUIRE(f.client->end(id.value()).ok());
+    REQUIRE(loop->run_until([&] { return echo.error.has_value(); }, 5 * second_ns));
+    CHECK(*echo.error == MuxError::none);
+    CHECK(echo.received == payload);
+  }
 }
 
 // Proves a silent peer is detected within the dead-peer timeout: the server side here

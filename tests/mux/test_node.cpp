@@ -16,6 +16,7 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -25,6 +26,7 @@
 #include "mux/node.h"
 #include "mux/quorum.h"
 #include "mux/threaded.h"
+#include "wire/codec.h"
 #include "tests/mux/support.h"
 #include "tests/support.h"
 
@@ -149,7 +151,7 @@ TEST_CASE("node: the loop of a pair is the same from both nodes and spreads") {
   for (uint16_t port = 7000; port < 7064; port++) {
     const engine::Address other = engine::Address::loopback_v4(port);
     const uint32_t loop = member->node->loop_of(other);
-    CHECK(loop == Manager::pair_key(other, member->self()) % loops_per_node);
+    CHECK(loop == Manager::loop_of_key(Manager::pair_key(other, member->self()), loops_per_node));
     used.insert(loop);
     on_loop_zero += loop == 0 ? 1 : 0;
   }
@@ -188,6 +190,10 @@ TEST_CASE("threaded: node: each pair's session lives on the loop both nodes comp
     }
     CHECK(a->node->sessions_per_loop() == expected);
     CHECK(a->node->stats().sessions == 2);
+    // Each pair's first session was the one: none was refused for landing on a wrong loop.
+    for (Member* b : members) {
+      if (b != a) CHECK(a->node->health(b->self()).sessions == 1);
+    }
   }
 
   ClusterCaller caller(*members[0]->node);
@@ -336,21 +342,80 @@ TEST_CASE("node: a session that identifies as another loop's peer is refused") {
   ConnectionOptions options;
   options.resume = true;
   options.peer = member->self();
-  options.session.route_key = owner == 0 ? 1 : 2;  // the other loop
+  options.session.route_key = (uint64_t{1 - owner} << 1) | 1;  // a key of the other loop
+  REQUIRE(Manager::loop_of_key(options.session.route_key, loops_per_node) != owner);
   Connection connection(*loop, fd, true, nullptr, observer, options);
   connection.start();
   const std::string name = claimed.to_string();
+  std::optional<MuxError> identified;
   connection.call(manager_identify_handler,
                   std::span<const std::byte>(reinterpret_cast<const std::byte*>(name.data()), name.size()), 0,
-                  [](const CallResult&) {});
+                  [&](const CallResult& r) { identified = r.error; });
   CHECK(loop->run_until([&] { return observer.closed; }, 5 * second_ns));
   // The member's close reached us (its ERROR, or the refusal of our resume once it was gone).
   INFO("closed with " << describe(observer.error));
   CHECK((observer.error == MuxError::peer_error || observer.error == MuxError::session_lost));
+  CHECK(identified.has_value());
+  CHECK(identified != MuxError::none);  // not answered "ok": refused
   const std::vector<std::size_t> none(loops_per_node, 0);
   CHECK(member->node->sessions_per_loop() == none);
   if (!connection.closed()) {
     connection.close();
     loop->run_until([&] { return connection.closed(); }, 5 * second_ns);
+  }
+}
+
+// Proves what a dialer puts in its HELLO: a member the pair's key (so the accepting node's
+// listening loop can hand the socket to the loop that owns the pair), a client of the
+// cluster no key (its sessions are placed by session id). The "peer" is a plain socket
+// here, listening where the member is the dialing side of the pair, reading the HELLO.
+TEST_CASE("node: a member's HELLO carries the pair's route key, a client's none") {
+  for (const bool client_only : {false, true}) {
+    CAPTURE(client_only);
+    auto member = start_member(0, client_only);
+    if (!member) return;
+    int listener = -1;
+    engine::Address where;
+    for (int attempt = 0; attempt < 32 && listener < 0; attempt++) {
+      const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      REQUIRE(fd >= 0);
+      sockaddr_in address{};
+      address.sin_family = AF_INET;
+      address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      socklen_t size = sizeof(address);
+      REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0);
+      REQUIRE(::listen(fd, 4) == 0);
+      REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &size) == 0);
+      where = engine::Address::loopback_v4(ntohs(address.sin_port));
+      if (client_only || Manager::dials(member->self(), where)) {
+        listener = fd;  // the member dials this one
+      } else {
+        ::close(fd);
+      }
+    }
+    REQUIRE(listener >= 0);
+    member->node->add_peer(where);
+    timeval timeout{5, 0};
+    const int fd = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+    REQUIRE(fd >= 0);
+    REQUIRE(::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout)) == 0);
+    std::vector<std::byte> frame(wire::frame_bytes(wire::hello_route_payload_bytes));
+    const std::size_t expected = client_only ? wire::frame_bytes(wire::hello_payload_bytes) : frame.size();
+    std::size_t have = 0;
+    while (have < expected) {
+      const ssize_t got = ::recv(fd, frame.data() + have, expected - have, 0);
+      REQUIRE(got > 0);
+      have += static_cast<std::size_t>(got);
+    }
+    wire::Decoder decoder(limits::hello_payload_bytes_max);
+    auto step = decoder.next(std::span<const std::byte>(frame.data(), have));
+    REQUIRE(step.ok());
+    REQUIRE(step->has_frame);
+    auto hello = wire::parse_hello(step->frame);
+    REQUIRE(hello.ok());
+    CHECK(hello->route_key == (client_only ? 0 : Manager::pair_key(member->self(), where)));
+    member->node->remove_peer(where);
+    ::close(fd);
+    ::close(listener);
   }
 }
