@@ -6,26 +6,10 @@
 # trip away. Runs interleaved per cluster; prints a markdown table of medians (p50 and p99
 # in us, calls/s); raw JSON in perf/out/quorum/.
 # usage: perf/quorum.sh [BUILD_DIR] [RUNS] [SECONDS]   (build, 3, 3)
-set -euo pipefail
-cd "$(dirname "$0")/.."
-build=${1:-build}
+source "$(dirname "$0")/common.sh"
 runs=${2:-3}
 seconds=${3:-3}
-[ -f "$build/build.ninja" ] || meson setup "$build" --buildtype=release >/dev/null
-ninja -C "$build" >/dev/null
-out=perf/out/quorum
-rm -rf "$out" && mkdir -p "$out"
-tools="$build/tools"
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill -INT "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=(); }
-trap cleanup EXIT
-
-free_ports() {  # free_ports N: N ports the kernel hands out now
-  python3 -c "import socket,sys
-s=[socket.socket() for _ in range(int(sys.argv[1]))]
-[x.bind(('127.0.0.1',0)) for x in s]
-print(' '.join(str(x.getsockname()[1]) for x in s))" "$1"
-}
+perf_setup quorum "${1:-build}"
 
 for nodes in 3 5; do
   read -r -a ports <<<"$(free_ports $((nodes + 1)))"
@@ -34,12 +18,11 @@ for nodes in 3 5; do
   for i in $(seq 0 $((nodes - 1))); do members+=("127.0.0.1:${ports[$i]}"); done
   for i in $(seq 0 $((nodes - 1))); do
     others=$(printf '%s\n' "${members[@]}" | grep -v "^${members[$i]}\$" | paste -sd,)
-    "$tools/ringmux-serve" --listen="${members[$i]}" --peers="$others" --cpus=1 >"$out/serve.$nodes.$i.log" 2>&1 &
-    pids+=($!)
+    background "$tools/ringmux-serve" --listen="${members[$i]}" --peers="$others" --cpus=1 \
+      >"$out/serve.$nodes.$i.log" 2>&1
   done
-  taskset -c 1 "$tools/ringmux-chaos" --listen="127.0.0.1:$proxy_port" --upstream="${members[$((nodes - 1))]}" \
-    --latency=1ms --seed=1 >"$out/chaos.$nodes.log" 2>&1 &
-  pids+=($!)
+  background taskset -c 1 "$tools/ringmux-chaos" --listen="127.0.0.1:$proxy_port" \
+    --upstream="${members[$((nodes - 1))]}" --latency=1ms --seed=1 >"$out/chaos.$nodes.log" 2>&1
   sleep 0.5
   all_peers=$(printf '%s\n' "${members[@]}" | paste -sd,)
   slow_peers=$(printf '%s\n' "${members[@]:0:$((nodes - 1))}" "127.0.0.1:$proxy_port" | paste -sd,)

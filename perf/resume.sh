@@ -9,21 +9,12 @@
 # ringmux-serve is pinned to CPU 1, the loadgen to CPU 0, the proxy (one thread, poll) to
 # CPU 1 with the server. Prints a markdown table of medians; raw JSON in perf/out/resume/.
 # usage: perf/resume.sh [BUILD_DIR] [RUNS] [SECONDS]   (build, 3, 5)
-set -euo pipefail
-cd "$(dirname "$0")/.."
-build=${1:-build}
+source "$(dirname "$0")/common.sh"
 runs=${2:-3}
 seconds=${3:-5}
-[ -f "$build/build.ninja" ] || meson setup "$build" --buildtype=release >/dev/null
-ninja -C "$build" >/dev/null
-out=perf/out/resume
-rm -rf "$out" && mkdir -p "$out"
-tools="$build/tools"
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill -INT "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
+perf_setup resume "${1:-build}"
 
-# Starts a tool in the background; its first output line names its port.
+# The port a background tool's first output line names.
 port_of() {  # port_of LOGFILE PATTERN
   for _ in $(seq 1 200); do
     if [ -s "$1" ]; then
@@ -36,19 +27,18 @@ port_of() {  # port_of LOGFILE PATTERN
   exit 1
 }
 
-"$tools/ringmux-serve" --listen=127.0.0.1:0 --cpus=1 >"$out/serve.log" 2>&1 &
-pids+=($!)
+background "$tools/ringmux-serve" --listen=127.0.0.1:0 --cpus=1 >"$out/serve.log" 2>&1
 server_port=$(port_of "$out/serve.log" 'port \([0-9]*\)')
-start_proxy() {  # start_proxy NAME FAULTS...: prints the proxy's port
+start_proxy() {  # start_proxy NAME FAULTS...: in this shell (its pid must reach cleanup)
   local name=$1
   shift
-  nice -n -10 taskset -c 1 "$tools/ringmux-chaos" --listen=127.0.0.1:0 --upstream="127.0.0.1:$server_port" --seed=6 \
-    --stats=json "$@" >"$out/chaos.$name.log" 2>&1 &
-  pids+=($!)
-  port_of "$out/chaos.$name.log" 'listening on [0-9.]*:\([0-9]*\)'
+  background nice -n -10 taskset -c 1 "$tools/ringmux-chaos" --listen=127.0.0.1:0 \
+    --upstream="127.0.0.1:$server_port" --seed=6 --stats=json "$@" >"$out/chaos.$name.log" 2>&1
 }
-clean_port=$(start_proxy clean)
-reset_port=$(start_proxy reset --reset-every=100ms)
+start_proxy clean
+start_proxy reset --reset-every=100ms
+clean_port=$(port_of "$out/chaos.clean.log" 'listening on [0-9.]*:\([0-9]*\)')
+reset_port=$(port_of "$out/chaos.reset.log" 'listening on [0-9.]*:\([0-9]*\)')
 
 common=(--output-format=json --runtime="$seconds" --ramp_time=0.5 --cpus_allowed=0 --host=127.0.0.1
   --name=w3 --rw=write --bs=64k)

@@ -4,16 +4,11 @@
 # Prints a markdown table of medians and ratios; the raw JSON of every run stays in
 # perf/out/workloads/. About 3 minutes.
 # usage: perf/workloads.sh [BUILD_DIR] [RUNS] [SECONDS]   (build, 3, 3)
-set -euo pipefail
-cd "$(dirname "$0")/.."
-build=${1:-build}
+source "$(dirname "$0")/common.sh"
 runs=${2:-3}
 seconds=${3:-3}
-[ -f "$build/build.ninja" ] || meson setup "$build" --buildtype=release >/dev/null
-ninja -C "$build" >/dev/null
-out=perf/out/workloads
-rm -rf "$out" && mkdir -p "$out"
-loadgen="$build/tools/ringmux-loadgen"
+perf_setup workloads "${1:-build}"
+loadgen="$tools/ringmux-loadgen"
 common=(--output-format=json --runtime="$seconds" --ramp_time=0.5 --cpus_allowed=0)
 declare -A workload=(
   [W1]="--name=w1 --rw=unary --bs=64 --iodepth=1"

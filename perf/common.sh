@@ -1,0 +1,36 @@
+# Shared by the perf scripts (sourced, not run): the release build, the output directory,
+# and the background processes a script starts (stopped with SIGINT on exit).
+#   perf_setup NAME BUILD_DIR   builds BUILD_DIR (configured as release when new) and sets
+#                               $build, $tools and $out (perf/out/NAME, emptied)
+#   background CMD...           runs CMD in the background; cleanup stops it
+#   free_ports N                N ports the kernel hands out now (closed again: a small race)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+perf_setup() {
+  out=perf/out/$1
+  build=$2
+  [ -f "$build/build.ninja" ] || meson setup "$build" --buildtype=release >/dev/null
+  ninja -C "$build" >/dev/null
+  tools="$build/tools"
+  rm -rf "$out" && mkdir -p "$out"
+}
+
+pids=()
+background() {
+  "$@" &
+  pids+=($!)
+}
+cleanup() {
+  for pid in "${pids[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  pids=()
+}
+trap cleanup EXIT
+
+free_ports() {
+  python3 -c "import socket,sys
+s=[socket.socket() for _ in range(int(sys.argv[1]))]
+[x.bind(('127.0.0.1',0)) for x in s]
+print(' '.join(str(x.getsockname()[1]) for x in s))" "$1"
+}
