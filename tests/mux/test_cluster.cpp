@@ -79,6 +79,23 @@ void mesh(Loop& loop, std::vector<std::unique_ptr<Member>>& nodes) {
       5 * second_ns));
 }
 
+// Every member but the first: the configuration member 0 calls.
+Configuration all_but_first(const std::vector<std::unique_ptr<Member>>& nodes) {
+  Configuration configuration;
+  for (std::size_t i = 1; i < nodes.size(); i++) configuration.push_back(nodes[i]->manager->self());
+  return configuration;
+}
+
+// A quorum call of whoami from `caller`, run on `loop` until it completes (bounded).
+QuorumResult quorum_from(Loop& loop, Manager& caller, const Configuration& configuration, QuorumFunction quorum,
+                         uint64_t deadline_ns, QuorumCallback on_progress = {}) {
+  std::optional<QuorumResult> result;
+  quorum_call(caller, configuration, whoami_handler, std::span<const std::byte>(), std::move(quorum), deadline_ns,
+              [&](const QuorumResult& r) { result = r; }, std::move(on_progress));
+  REQUIRE(loop.run_until([&] { return result.has_value(); }, 10 * second_ns));
+  return *result;
+}
+
 void close_all(Loop& loop, std::vector<std::unique_ptr<Member>>& nodes) {
   for (auto& node : nodes) {
     loop.timer_cancel(node->later);
@@ -140,16 +157,10 @@ TEST_CASE("cluster: quorum calls on 5 nodes: all up, one slow, one killed") {
   std::vector<std::unique_ptr<Member>> nodes;
   for (uint32_t i = 0; i < 5; i++) nodes.push_back(std::make_unique<Member>(*loop, i));
   mesh(*loop, nodes);
-  Configuration configuration;
-  for (uint32_t i = 1; i < 5; i++) configuration.push_back(nodes[i]->manager->self());
+  const Configuration configuration = all_but_first(nodes);
   Manager& caller = *nodes[0]->manager;
-
   auto run = [&](QuorumFunction quorum, uint64_t deadline_ns) {
-    std::optional<QuorumResult> result;
-    quorum_call(caller, configuration, whoami_handler, std::span<const std::byte>(), std::move(quorum), deadline_ns,
-                [&](const QuorumResult& r) { result = r; });
-    REQUIRE(loop->run_until([&] { return result.has_value(); }, 10 * second_ns));
-    return *result;
+    return quorum_from(*loop, caller, configuration, std::move(quorum), deadline_ns);
   };
   auto ok_replies = [](const QuorumResult& r) {
     std::size_t ok = 0;
@@ -245,16 +256,12 @@ TEST_CASE("cluster: the correctable variant reports successive better results") 
   std::vector<std::unique_ptr<Member>> nodes;
   for (uint32_t i = 0; i < 4; i++) nodes.push_back(std::make_unique<Member>(*loop, i));
   mesh(*loop, nodes);
-  Configuration configuration;
-  for (uint32_t i = 1; i < 4; i++) configuration.push_back(nodes[i]->manager->self());
   std::vector<std::size_t> progress;
-  std::optional<QuorumResult> result;
-  quorum_call(*nodes[0]->manager, configuration, whoami_handler, std::span<const std::byte>(), quorum::all(),
-              Loop::clock_ns() + 5 * second_ns, [&](const QuorumResult& r) { result = r; },
-              [&](const QuorumResult& partial) { progress.push_back(partial.replies.size()); });
-  REQUIRE(loop->run_until([&] { return result.has_value(); }, 5 * second_ns));
-  CHECK(result->error == MuxError::none);
-  CHECK(result->replies.size() == 3);
+  const QuorumResult result =
+      quorum_from(*loop, *nodes[0]->manager, all_but_first(nodes), quorum::all(), Loop::clock_ns() + 5 * second_ns,
+                  [&](const QuorumResult& partial) { progress.push_back(partial.replies.size()); });
+  CHECK(result.error == MuxError::none);
+  CHECK(result.replies.size() == 3);
   CHECK(progress == std::vector<std::size_t>{1, 2});
   close_all(*loop, nodes);
 }
@@ -292,15 +299,12 @@ TEST_CASE("cluster: a member slowed by the chaos proxy does not slow a majority"
   }
   mesh(*loop, nodes);  // every peer is known already: this waits for the sessions
   CHECK(proxy->stats().connections_accepted == 1);  // the pair's one session took the proxy
-  Configuration configuration;
-  for (uint32_t i = 1; i < 5; i++) configuration.push_back(nodes[i]->manager->self());
+  const Configuration configuration = all_but_first(nodes);
   auto timed = [&](QuorumFunction quorum) {
-    std::optional<QuorumResult> result;
     const uint64_t started = Loop::clock_ns();
-    quorum_call(*nodes[0]->manager, configuration, whoami_handler, std::span<const std::byte>(), std::move(quorum),
-                Loop::clock_ns() + 5 * second_ns, [&](const QuorumResult& r) { result = r; });
-    REQUIRE(loop->run_until([&] { return result.has_value(); }, 5 * second_ns));
-    CHECK(result->error == MuxError::none);
+    const QuorumResult result =
+        quorum_from(*loop, *nodes[0]->manager, configuration, std::move(quorum), Loop::clock_ns() + 5 * second_ns);
+    CHECK(result.error == MuxError::none);
     return Loop::clock_ns() - started;
   };
   // The slow member also takes 200 ms to answer, so the majority's cancellations find its
