@@ -142,6 +142,24 @@ class Loop {
     };
     post(task);
   }
+  // Runs `fn` on the loop thread and returns once it has: at once when called there, else
+  // posted while the caller blocks (a control path: one allocation and one wake-up). Not
+  // from a thread this loop may itself be waiting on.
+  template <typename F>
+  void run_sync(F&& fn) {
+    if (on_loop_thread()) {
+      fn();
+      return;
+    }
+    // Shared: the loop thread may still be inside notify_one() when the caller returns.
+    auto done = std::make_shared<std::atomic<uint32_t>>(0);
+    post_fn([&fn, done] {
+      fn();
+      done->store(1, std::memory_order_release);
+      done->notify_one();
+    });
+    done->wait(0, std::memory_order_acquire);
+  }
   void request_stop_from_any_thread() noexcept;
 
  private:

@@ -3,7 +3,6 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
-#include <atomic>
 #include <chrono>
 #include <thread>
 
@@ -23,19 +22,10 @@ constexpr auto close_poll = std::chrono::milliseconds(1);
 template <typename F>
 void Node::run_on(uint32_t index, F&& fn) {
   engine::Loop& loop = engine_.loop(index);
-  if (loop.on_loop_thread()) {
-    fn();
-    return;
+  for (uint32_t i = 0; i < loop_count() && !loop.on_loop_thread(); i++) {
+    RM_ASSERT(!engine_.loop(i).on_loop_thread());  // one loop waiting on another could deadlock
   }
-  for (uint32_t i = 0; i < loop_count(); i++) RM_ASSERT(!engine_.loop(i).on_loop_thread());  // no waiting on a loop
-  // Shared: the loop thread may still be inside notify_one() when this thread returns.
-  auto done = std::make_shared<std::atomic<uint32_t>>(0);
-  loop.post_fn([&fn, done] {
-    fn();
-    done->store(1, std::memory_order_release);
-    done->notify_one();
-  });
-  done->wait(0, std::memory_order_acquire);
+  loop.run_sync(std::forward<F>(fn));
 }
 
 Result<std::unique_ptr<Node>, engine::IoError> Node::start(engine::Engine& engine, const engine::Address& self,

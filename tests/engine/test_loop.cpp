@@ -188,6 +188,31 @@ TEST_CASE("engine: runs pinned loops and stops them from the owning thread") {
   CHECK(engine->loop_count() == 0);
 }
 
+// Proves run_sync runs its function on the loop's thread and returns only after it ran
+// (from another thread: posted and waited for; on the loop thread itself: at once).
+TEST_CASE("engine: run_sync runs on the loop thread and returns after it") {
+  auto started = Engine::start(EngineOptions{});
+  if (!started && started.error() == IoError::not_supported) {
+    MESSAGE("skipped: this kernel has no usable io_uring");
+    return;
+  }
+  REQUIRE(started.ok());
+  auto engine = std::move(started).value();
+  Loop& loop = engine->loop(0);
+  for (int i = 0; i < 100; i++) {
+    bool on_loop = false;
+    int inner = 0;
+    loop.run_sync([&] {
+      on_loop = loop.on_loop_thread();
+      loop.run_sync([&] { inner++; });  // on the loop thread: runs inline, no deadlock
+      inner++;
+    });
+    CHECK(on_loop);
+    CHECK(inner == 2);  // both ran before run_sync returned
+  }
+  engine->stop();
+}
+
 // Proves a CPU that does not exist is an error, not a silently unpinned loop.
 TEST_CASE("engine: pinning to a CPU that does not exist fails start") {
   EngineOptions options;

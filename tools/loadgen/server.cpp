@@ -9,7 +9,6 @@
 #include <cerrno>
 #include <cstring>
 #include <algorithm>
-#include <future>
 #include <optional>
 
 #include "tools/blocking_io.h"
@@ -299,17 +298,15 @@ std::unique_ptr<LoadServer> LoadServer::start_ringmux(const std::string& address
     for (const auto& peer : peer_addresses) server->node_->add_peer(peer);
     return server;
   }
-  std::promise<std::string> listening;
   LoadServer* raw = server.get();
-  engine::Address where = parsed.value();
-  server->engine_->post(0, [raw, where, &listening, &connection_options] {
+  const engine::Address where = parsed.value();
+  server->engine_->loop(0).run_sync([raw, where, &error, &connection_options] {
     raw->side_ = std::make_unique<RingmuxSide>(raw->engine_->loop(0), raw->stats_, connection_options);
     RingmuxSide& side = *raw->side_;
     auto listened = side.listener.listen(where);
     if (listened) raw->port_ = side.listener.address().port();
-    listening.set_value(listened ? "" : engine::describe(listened.error()));
+    error = listened ? "" : engine::describe(listened.error());
   });
-  error = listening.get_future().get();
   if (!error.empty()) {
     error = "listen on " + address + ": " + error;
     server->stop();
@@ -429,7 +426,8 @@ void LoadServer::stop() {
       node_.reset();  // closes every session and waits for it
     }
     if (side_) {
-      engine_->post(0, [this] {
+      engine::Loop& loop = engine_->loop(0);
+      loop.run_sync([this] {
         // A close may report at once and erase its connection: walk a snapshot (a report
         // erases only its own connection).
         std::vector<mux::Connection*> open;
@@ -440,17 +438,12 @@ void LoadServer::stop() {
       });
       // Closing completes on the loop: wait for it (bounded).
       for (int i = 0; i < 5000; i++) {
-        std::promise<bool> done;
-        engine_->post(0, [this, &done] { done.set_value(side_->all_closed()); });
-        if (done.get_future().get()) break;
+        bool closed = false;
+        loop.run_sync([this, &closed] { closed = side_->all_closed(); });
+        if (closed) break;
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
       }
-      std::promise<void> destroyed;
-      engine_->post(0, [this, &destroyed] {
-        side_.reset();
-        destroyed.set_value();
-      });
-      destroyed.get_future().get();
+      loop.run_sync([this] { side_.reset(); });
     }
     engine_->stop();
   }
