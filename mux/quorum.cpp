@@ -50,6 +50,10 @@ struct QuorumState : std::enable_shared_from_this<QuorumState> {
   std::vector<bool> answered;
   QuorumResult result;
   bool complete = false;
+  // Over a Node, what the loops' tasks read: written before the first task is posted, read
+  // only after. One request for every peer, or one per peer.
+  Configuration configuration;
+  std::vector<std::vector<std::byte>> requests;
 
   // Peer `i`'s call, on `manager`'s loop thread.
   void issue(Manager& manager, std::size_t i, const engine::Address& peer, uint32_t handler_id,
@@ -130,75 +134,94 @@ std::shared_ptr<QuorumState> make_state(std::size_t peers, QuorumFunction quorum
   return state;
 }
 
-}  // namespace
-
-void quorum_call(Manager& manager, const Configuration& configuration, uint32_t handler_id,
-                 const PerPeerRequest& request, QuorumFunction quorum_function, uint64_t deadline_ns,
-                 QuorumCallback done, QuorumCallback on_progress) {
+// Peer i's call through `manager` for every peer, `request_of(i)` its request.
+template <typename RequestOf>
+void quorum_on_manager(Manager& manager, const Configuration& configuration, uint32_t handler_id,
+                       RequestOf&& request_of, QuorumFunction quorum_function, uint64_t deadline_ns,
+                       QuorumCallback done, QuorumCallback on_progress) {
   auto state = make_state(configuration.size(), std::move(quorum_function), std::move(done), std::move(on_progress));
   if (configuration.empty()) {
     std::unique_lock lock(state->mutex);
     return state->finish(lock, MuxError::refused);
   }
   for (std::size_t i = 0; i < configuration.size(); i++) {
-    const std::vector<std::byte> bytes = request(i);
-    state->issue(manager, i, configuration[i], handler_id, bytes, deadline_ns);
+    state->issue(manager, i, configuration[i], handler_id, request_of(i), deadline_ns);
   }
 }
 
-void quorum_call(Manager& manager, const Configuration& configuration, uint32_t handler_id,
-                 std::span<const std::byte> request, QuorumFunction quorum_function, uint64_t deadline_ns,
-                 QuorumCallback done, QuorumCallback on_progress) {
-  const std::vector<std::byte> bytes(request.begin(), request.end());
-  quorum_call(manager, configuration, handler_id, [&bytes](std::size_t) { return bytes; }, std::move(quorum_function),
-              deadline_ns, std::move(done), std::move(on_progress));
-}
-
-void quorum_call(Node& node, const Configuration& configuration, uint32_t handler_id, const PerPeerRequest& request,
-                 QuorumFunction quorum_function, uint64_t deadline_ns, QuorumCallback done,
-                 QuorumCallback on_progress) {
+// Over a Node: `requests` holds one request for all peers or one per peer.
+void quorum_on_node(Node& node, const Configuration& configuration, uint32_t handler_id,
+                    std::vector<std::vector<std::byte>> requests, QuorumFunction quorum_function,
+                    uint64_t deadline_ns, QuorumCallback done, QuorumCallback on_progress) {
   auto state = make_state(configuration.size(), std::move(quorum_function), std::move(done), std::move(on_progress));
   if (configuration.empty()) {
     std::unique_lock lock(state->mutex);
     return state->finish(lock, MuxError::refused);
   }
-  // One task per loop that owns peers of the configuration, carrying their requests; the
-  // caller's own loop (when it is one) issues its share at once, after the others are posted.
-  struct Share {
-    std::vector<std::size_t> peers;
-    std::vector<std::vector<std::byte>> requests;
-  };
-  std::vector<Share> shares(node.loop_count());
-  for (std::size_t i = 0; i < configuration.size(); i++) {
-    Share& share = shares[node.loop_of(configuration[i])];
-    share.peers.push_back(i);
-    share.requests.push_back(request(i));
-  }
-  auto issue_share = [state, configuration, handler_id, deadline_ns](Manager& manager, const Share& share) {
-    for (std::size_t k = 0; k < share.peers.size(); k++) {
-      const std::size_t i = share.peers[k];
-      state->issue(manager, i, configuration[i], handler_id, share.requests[k], deadline_ns);
+  state->configuration = configuration;
+  state->requests = std::move(requests);
+  // One task per loop that owns peers of the configuration; the caller's own loop (when it
+  // is one) issues its share at once, after the others are posted.
+  std::vector<std::vector<std::size_t>> shares(node.loop_count());
+  for (std::size_t i = 0; i < configuration.size(); i++) shares[node.loop_of(configuration[i])].push_back(i);
+  auto issue_share = [state, handler_id, deadline_ns](Manager& manager, const std::vector<std::size_t>& peers) {
+    for (const std::size_t i : peers) {
+      const auto& request = state->requests[state->requests.size() == 1 ? 0 : i];
+      state->issue(manager, i, state->configuration[i], handler_id, request, deadline_ns);
     }
   };
   std::optional<uint32_t> here;
   for (uint32_t index = 0; index < node.loop_count(); index++) {
-    if (shares[index].peers.empty()) continue;
+    if (shares[index].empty()) continue;
     if (node.engine().loop(index).on_loop_thread()) {
       here = index;
       continue;
     }
     Manager* manager = &node.manager(index);
-    node.engine().post(index, [issue_share, manager, share = std::move(shares[index])] { issue_share(*manager, share); });
+    node.engine().post(index, [issue_share, manager, peers = std::move(shares[index])] { issue_share(*manager, peers); });
   }
   if (here) issue_share(node.manager(*here), shares[*here]);
+}
+
+}  // namespace
+
+void quorum_call(Manager& manager, const Configuration& configuration, uint32_t handler_id,
+                 const PerPeerRequest& request, QuorumFunction quorum_function, uint64_t deadline_ns,
+                 QuorumCallback done, QuorumCallback on_progress) {
+  std::vector<std::byte> held;  // peer i's request while its call is made (the call copies it)
+  auto request_of = [&](std::size_t i) -> std::span<const std::byte> {
+    held = request(i);
+    return held;
+  };
+  quorum_on_manager(manager, configuration, handler_id, request_of, std::move(quorum_function), deadline_ns,
+                    std::move(done), std::move(on_progress));
+}
+
+void quorum_call(Manager& manager, const Configuration& configuration, uint32_t handler_id,
+                 std::span<const std::byte> request, QuorumFunction quorum_function, uint64_t deadline_ns,
+                 QuorumCallback done, QuorumCallback on_progress) {
+  // No copy here: each peer's call copies the request into its session's batch.
+  quorum_on_manager(manager, configuration, handler_id, [request](std::size_t) { return request; },
+                    std::move(quorum_function), deadline_ns, std::move(done), std::move(on_progress));
+}
+
+void quorum_call(Node& node, const Configuration& configuration, uint32_t handler_id, const PerPeerRequest& request,
+                 QuorumFunction quorum_function, uint64_t deadline_ns, QuorumCallback done,
+                 QuorumCallback on_progress) {
+  std::vector<std::vector<std::byte>> requests;
+  for (std::size_t i = 0; i < configuration.size(); i++) requests.push_back(request(i));
+  quorum_on_node(node, configuration, handler_id, std::move(requests), std::move(quorum_function), deadline_ns,
+                 std::move(done), std::move(on_progress));
 }
 
 void quorum_call(Node& node, const Configuration& configuration, uint32_t handler_id, std::span<const std::byte> request,
                  QuorumFunction quorum_function, uint64_t deadline_ns, QuorumCallback done,
                  QuorumCallback on_progress) {
-  const std::vector<std::byte> bytes(request.begin(), request.end());
-  quorum_call(node, configuration, handler_id, [&bytes](std::size_t) { return bytes; }, std::move(quorum_function),
-              deadline_ns, std::move(done), std::move(on_progress));
+  // One copy, shared by the loops' tasks (the caller's buffer may be gone when they run).
+  std::vector<std::vector<std::byte>> requests;
+  requests.emplace_back(request.begin(), request.end());
+  quorum_on_node(node, configuration, handler_id, std::move(requests), std::move(quorum_function), deadline_ns,
+                 std::move(done), std::move(on_progress));
 }
 
 }  // namespace ringmux::mux

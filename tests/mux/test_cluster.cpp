@@ -23,6 +23,7 @@ using namespace ringmux::mux::loopback;
 namespace {
 
 constexpr uint32_t whoami_handler = 50;
+constexpr uint32_t echo_handler = 51;  // answers with the request
 
 // A member: a manager on the shared loop whose handler answers with the node's index,
 // optionally late (slow), counting the calls its peers cancelled.
@@ -42,6 +43,8 @@ struct Member {
       std::memcpy(answer, &index, sizeof(index));
       responder->reply(answer);
     });
+    manager->registry().add_unary(echo_handler, [](std::span<const std::byte> request,
+                                                   std::shared_ptr<Responder> responder) { responder->reply(request); });
     REQUIRE(manager->start().ok());
   }
   static void on_later(engine::Timer& timer) noexcept {
@@ -249,7 +252,8 @@ TEST_CASE("cluster: routed handlers serve many targets; an unknown route fails t
 }
 
 // Proves the correctable variant: with `all`, the progress callback reports each better
-// result (1, then 2 successful replies) before the quorum completes with 3.
+// result (1, then 2 successful replies) before the quorum completes with 3. Then per-peer
+// requests: each of the three peers answers the request made for it.
 TEST_CASE("cluster: the correctable variant reports successive better results") {
   auto loop = ringmux::test::make_test_loop();
   if (!loop) return;
@@ -263,6 +267,16 @@ TEST_CASE("cluster: the correctable variant reports successive better results") 
   CHECK(result.error == MuxError::none);
   CHECK(result.replies.size() == 3);
   CHECK(progress == std::vector<std::size_t>{1, 2});
+
+  // Per-peer requests: each peer answers its own.
+  auto request_of = [](std::size_t i) { return std::vector<std::byte>(i + 1, std::byte(0x40 + i)); };
+  std::optional<QuorumResult> per_peer;
+  quorum_call(*nodes[0]->manager, all_but_first(nodes), echo_handler, PerPeerRequest(request_of), quorum::all(),
+              Loop::clock_ns() + 5 * second_ns, [&](const QuorumResult& r) { per_peer = r; });
+  REQUIRE(loop->run_until([&] { return per_peer.has_value(); }, 5 * second_ns));
+  CHECK(per_peer->error == MuxError::none);
+  REQUIRE(per_peer->replies.size() == 3);
+  for (const QuorumReply& reply : per_peer->replies) CHECK(reply.response == request_of(reply.peer));
   close_all(*loop, nodes);
 }
 

@@ -37,6 +37,7 @@ using namespace ringmux::mux::loopback;
 namespace {
 
 constexpr uint32_t whoami_handler = 50;  // answers {member index, loop index}
+constexpr uint32_t echo_handler = 51;    // answers with the request
 constexpr uint32_t loops_per_node = 2;
 
 struct Whoami {
@@ -82,6 +83,10 @@ std::unique_ptr<Member> start_member(uint32_t index, bool client_only = false) {
                               std::byte answer[sizeof(who)];
                               std::memcpy(answer, &who, sizeof(who));
                               responder->reply(answer);
+                            });
+                            registry.add_unary(echo_handler, [](std::span<const std::byte> request,
+                                                                std::shared_ptr<Responder> responder) {
+                              responder->reply(request);
                             });
                           });
   REQUIRE(node.ok());
@@ -242,6 +247,24 @@ TEST_CASE("threaded: node: each pair's session lives on the loop both nodes comp
   }
   for (auto& thread : threads) thread.join();
   CHECK(wrong.load() == 0);
+
+  // Per-peer requests over the two loops: each peer answers its own request.
+  auto request_of = [](std::size_t i) {
+    const std::string text = "request for peer " + std::to_string(i);
+    const auto* data = reinterpret_cast<const std::byte*>(text.data());
+    return std::vector<std::byte>(data, data + text.size());
+  };
+  std::atomic<bool> finished{false};
+  QuorumResult per_peer;
+  quorum_call(*members[0]->node, configuration, echo_handler, PerPeerRequest(request_of), quorum::all(),
+              Loop::clock_ns() + 5 * second_ns, [&](const QuorumResult& r) {
+                per_peer = r;
+                finished.store(true);
+              });
+  REQUIRE(wait_for([&] { return finished.load(); }));
+  CHECK(per_peer.error == MuxError::none);
+  REQUIRE(per_peer.replies.size() == 2);
+  for (const QuorumReply& reply : per_peer.replies) CHECK(reply.response == request_of(reply.peer));
 }
 
 // Proves a cut TCP connection resumes on the loop that owns the session: two members and a
