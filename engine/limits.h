@@ -107,6 +107,15 @@ inline constexpr uint64_t stream_window_shared_hold_ns = 100'000'000;
 // 3.5, 64 MiB 2.2-2.6).
 inline constexpr uint32_t connection_window_bytes_initial = 8 * 1024 * 1024;
 
+// The smallest receive windows a side may announce in its HELLO / HELLO_ACK (SPEC §4.1),
+// and what a dialer assumes of the acceptor's until the HELLO_ACK tells it: a dialer
+// pipelines streams behind its HELLO, so an acceptor must grant at least these from the
+// first byte. They bind only for one round trip (a dialer's first HELLO_ACK adds the
+// difference to every stream): 16 KiB per stream and 64 KiB in all let a handful of small
+// calls go with the HELLO while a memory-tight node may still announce small windows.
+inline constexpr uint32_t stream_window_bytes_min = 16 * 1024;
+inline constexpr uint32_t connection_window_bytes_min = 64 * 1024;
+
 // Largest credit a sender may hold: a larger total is a flow-control violation (a peer
 // that overflows its window counter is broken or hostile). 2^31 - 1, as in HTTP/2.
 inline constexpr uint64_t window_bytes_limit = (uint64_t{1} << 31) - 1;
@@ -139,13 +148,73 @@ inline constexpr uint32_t open_priority_bytes_max = 4096;
 // batches, 5.35 GiB/s with 512 KiB, 2.5 GiB/s with 128 KiB, where sends per byte cost).
 inline constexpr uint32_t send_batch_bytes_target = 512 * 1024;
 
-// Control frames (PONG, CREDIT, RESET, STOP) a session may have queued unsent. A peer
-// that floods PINGs faster than we can write answers is cut off here, not buffered.
+// Control frames (PONG, CREDIT, RESET, STOP) a session may have queued UNSENT: the count
+// falls back as they go out, so a session that answers PINGs for months is never cut off.
+// A peer that makes us queue answers faster than it reads them (its receive side stalled,
+// our sends stuck) is cut off here instead of buffered: 4096 frames are ~100 KiB.
 inline constexpr uint32_t control_frames_queued_max = 4096;
 
-// RESET frames a peer may send per second before the session treats it as an attack
-// (rapid reset: open and cancel in a loop) and closes the connection.
+// ---- mux: flood limits (mux/flood.h) --------------------------------------------------
+// Frames that cost the sender a few bytes and us a lookup, an allocation or a queued answer,
+// each limited per connection per second (a token bucket with one second of burst). Over a
+// limit the connection is closed with ERROR(resource_exhausted, "flood: ...") naming it.
+
+// RESET frames, and stream-scoped ERROR frames that end a stream (the same cancel), per
+// second: rapid reset (open and cancel in a loop) makes us set up and tear down a stream
+// and maybe start a handler per pair. 10,000/s is far above what cancellations of real
+// calls reach (a caller cancelling every call of W2 at 1 M calls/s is an attack, not load).
 inline constexpr uint32_t peer_resets_per_second_max = 10000;
+
+// DATA frames with no payload and no END_STREAM: they deliver nothing and are never
+// needed (our writer never sends one), yet each costs a frame decode and a stream lookup.
+inline constexpr uint32_t empty_data_frames_per_second_max = 10000;
+
+// PINGs (each makes us queue a PONG) and PONGs we did not ask for. We ping once per
+// keepalive interval; 1000/s leaves room for any RTT-probing peer.
+inline constexpr uint32_t pings_per_second_max = 1000;
+
+// CREDIT frames: one per consumed chunk per stream is normal, 160k/s at 10 GiB/s of 64 KiB
+// chunks; each costs a lookup and a writable-walk.
+inline constexpr uint32_t credit_frames_per_second_max = 200000;
+
+// GOAWAY frames: a peer sends one or two while draining; each makes us walk our streams.
+inline constexpr uint32_t goaway_frames_per_second_max = 10;
+
+// Frames of ignorable unknown kinds (SPEC §4: bit 7): skipped, but each is decoded and
+// checked. A future extension sends a handful per stream, not tens of thousands a second.
+inline constexpr uint32_t ignorable_frames_per_second_max = 10000;
+
+// A frame whose first byte has arrived must be complete within this long, however slowly
+// its bytes trickle in (slowloris: each byte would otherwise reset the dead-peer timer and
+// hold the connection and its reassembly buffer forever). 5 s moves a whole 1 MiB frame at
+// 1.7 Mbit/s, far below any storage network.
+inline constexpr uint64_t frame_complete_timeout_ns = 5'000'000'000;
+
+// A stream whose peer sent STOP (it reads no more) while our writer neither ends nor resets
+// it is reset (stream_stopped) after this long: every write already fails at once, so a
+// live writer notices within microseconds; 1 s only catches writers that never write
+// again, whose stream state would otherwise live as long as the session.
+inline constexpr uint64_t stopped_stream_close_timeout_ns = 1'000'000'000;
+
+// Largest unary request a handler accepts unless it says otherwise (Registry::add_unary's
+// UnaryLimits): the request is gathered whole before the handler runs, so this is what
+// one call can make the server hold. Above it the call fails stream-scoped with
+// resource_exhausted and a message naming the limit. 16 MiB covers a storage node's
+// largest block writes as one call; bigger transfers are streams.
+inline constexpr uint32_t unary_request_bytes_max = 16 * 1024 * 1024;
+
+// Largest unary response a caller gathers (ConnectionOptions::call_response_bytes_max):
+// a peer answering with more makes the call fail with resource_exhausted instead of
+// growing the caller's buffer without bound. The loadgen's largest message, 64 MiB.
+inline constexpr uint32_t unary_response_bytes_max = 64 * 1024 * 1024;
+
+// Bytes the RPC layer of one connection buffers at once: unary requests being gathered
+// (not yet complete) and copies of response rests waiting for credit. Each request is
+// bounded by its handler's limit, but thousands of streams each holding a partial request
+// (or a client that never reads its responses) would multiply it: over this total, the
+// call whose bytes would pass it fails with resource_exhausted (retry later). Four
+// maximal requests.
+inline constexpr uint64_t connection_rpc_bytes_max = 64 * 1024 * 1024;
 
 // A call that arrives with less time left than this is refused with deadline_exceeded
 // before its handler starts: 10 us is less than a handler's own dispatch and reply on
@@ -196,6 +265,20 @@ inline constexpr uint64_t resume_timeout_ns_default = 10'000'000'000;
 inline constexpr uint64_t redial_backoff_ns_min = 1'000'000;
 inline constexpr uint64_t redial_backoff_ns_max = 500'000'000;
 
+// Bytes held for replay by all detached sessions of one acceptor (their transport broke
+// and they wait up to resume_timeout_ns for the dialer to come back). A client that pulls
+// data, never acknowledges it and drops the connection leaves up to replay_bytes_max
+// behind each time: without a cap, a loop of such drops pins memory for 10 s per drop.
+// Over it, the session detached longest ago ends (session_lost). 256 MiB is sixteen full
+// replay stores: a whole rack's sessions breaking at once still resume.
+inline constexpr uint64_t detached_held_bytes_max = 256 * 1024 * 1024;
+
+// Sockets one acceptor holds before their HELLO has arrived (each costs a pending read, a
+// 1 KiB buffer and a timer, for up to hello_timeout_ns). Beyond it a new socket is closed at
+// once: a connect flood cannot grow the list. 1024 is far above the connects of a cluster
+// restarting at once.
+inline constexpr uint32_t pending_hellos_max = 1024;
+
 // How long mux::Acceptor waits for the dialer's HELLO on a new connection before closing it.
 inline constexpr uint64_t hello_timeout_ns = 5'000'000'000;
 
@@ -227,6 +310,13 @@ static_assert(connection_window_bytes_initial + send_batch_bytes_target + data_c
                   replay_bytes_max,
               "flow control, not the replay bound, limits a healthy connection's bytes in flight");
 static_assert(ack_interval_ns < keepalive_interval_ns_default, "a quiet receiver acknowledges before it pings");
+static_assert(stream_window_bytes_min <= stream_window_bytes_initial &&
+                  connection_window_bytes_min <= connection_window_bytes_initial,
+              "the defaults are valid announcements");
+static_assert(stream_window_bytes_min <= connection_window_bytes_min, "one stream fits the smallest connection");
+static_assert(frame_complete_timeout_ns >= hello_timeout_ns, "a frame gets at least a HELLO's time");
+static_assert(detached_held_bytes_max >= 4 * replay_bytes_max, "several detached sessions resume at once");
+static_assert(unary_request_bytes_max <= connection_rpc_bytes_max, "one maximal request fits a connection");
 static_assert(redial_backoff_ns_min <= redial_backoff_ns_max, "backoff grows from its minimum");
 static_assert(redial_backoff_ns_max < resume_timeout_ns_default, "a resuming dialer gets several attempts");
 

@@ -29,6 +29,10 @@
 
 namespace ringmux::engine {
 
+// a + b, or UINT64_MAX where the sum would wrap: deadline arithmetic on budgets a peer
+// chose must never turn "far in the future" into "already passed".
+constexpr uint64_t add_saturating(uint64_t a, uint64_t b) noexcept { return b > UINT64_MAX - a ? UINT64_MAX : a + b; }
+
 struct LoopOptions {
   uint32_t sq_entries = limits::loop_sq_entries;
   uint32_t cq_entries = limits::loop_cq_entries;
@@ -105,7 +109,8 @@ class Loop {
   bool stop_requested() const noexcept { return stop_requested_; }
 
   // Timers, on the loop's monotonic clock.
-  void timer_start(Timer& timer, uint64_t delay_ns) { timers_.arm(timer, now_ns_ + delay_ns); }
+  // A delay past the end of the clock (a peer's deadline budget of 2^64-1) saturates.
+  void timer_start(Timer& timer, uint64_t delay_ns) { timers_.arm(timer, add_saturating(now_ns_, delay_ns)); }
   void timer_cancel(Timer& timer) noexcept { timers_.disarm(timer); }
 
   // Monotonic time cached at the start of the iteration (cheap); clock_ns() reads the clock.

@@ -3,6 +3,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "engine/assert.h"
@@ -19,7 +20,8 @@ std::size_t Acceptor::IdHash::operator()(const wire::SessionId& id) const noexce
   return static_cast<std::size_t>(word);
 }
 
-Acceptor::Acceptor(engine::Loop& loop, Factory factory) noexcept : loop_(loop), factory_(std::move(factory)) {}
+Acceptor::Acceptor(engine::Loop& loop, Factory factory, const AcceptorOptions& options) noexcept
+    : loop_(loop), factory_(std::move(factory)), options_(options) {}
 
 Acceptor::~Acceptor() {
   RM_ASSERT(idle());
@@ -29,6 +31,12 @@ Acceptor::~Acceptor() {
 void Acceptor::accept(int fd) noexcept {
   stats_.connections++;
   if (closing_) {
+    ::close(fd);
+    return;
+  }
+  if (pending_.size() >= options_.pending_hellos_max) {
+    // A connect flood: the sockets already waiting keep their turn; this one goes at once.
+    stats_.pending_refused++;
     ::close(fd);
     return;
   }
@@ -43,7 +51,7 @@ void Acceptor::accept(int fd) noexcept {
   pending->need = wire::frame_bytes(wire::hello_payload_bytes);
   Pending& p = *pending;
   pending_.push_back(std::move(pending));
-  loop_.timer_start(p.timeout, limits::hello_timeout_ns);
+  loop_.timer_start(p.timeout, options_.hello_timeout_ns);
   arm_recv(p);
 }
 
@@ -153,6 +161,7 @@ void Acceptor::route(int fd, const wire::Hello& hello) noexcept {
   switch (answer.verdict) {
     case replay::HelloVerdict::accept_resume:
       stats_.resumes++;
+      std::erase(detached_, known->second);
       return;
     case replay::HelloVerdict::refuse:
       stats_.refused++;
@@ -177,6 +186,25 @@ void Acceptor::refuse(int fd, const wire::HelloAck& ack) noexcept {
 void Acceptor::forget(Connection& connection) noexcept {
   auto it = sessions_.find(connection.session().session_id());
   if (it != sessions_.end() && it->second == &connection) sessions_.erase(it);
+  std::erase(detached_, &connection);
+}
+
+uint64_t Acceptor::detached_held_bytes() const noexcept {
+  uint64_t bytes = 0;
+  for (const Connection* connection : detached_) bytes += connection->session().held().bytes_held();
+  return bytes;
+}
+
+void Acceptor::on_detached(Connection& connection) noexcept {
+  if (std::find(detached_.begin(), detached_.end(), &connection) == detached_.end()) detached_.push_back(&connection);
+  // Held bytes do not grow while detached (nothing is sent): checked at each detach.
+  while (detached_.size() > 1 && detached_held_bytes() > options_.detached_held_bytes_max) {
+    Connection* oldest = detached_.front();
+    RM_ASSERT(oldest != &connection);  // the newest is last; one session's held bytes are below the cap
+    detached_.erase(detached_.begin());
+    stats_.detached_ended++;
+    oldest->close(MuxError::session_lost);  // leaves sessions_ through forget()
+  }
 }
 
 }  // namespace ringmux::mux

@@ -52,6 +52,14 @@ struct AcceptorStats {
   uint64_t ignored = 0;       // superseded generations, closed without an answer
   uint64_t failed = 0;        // no valid HELLO: timed out, closed early, damaged
   uint64_t handed_over = 0;   // taken by the router (to another loop's acceptor)
+  uint64_t pending_refused = 0;  // closed at once: pending_hellos_max sockets were waiting
+  uint64_t detached_ended = 0;   // detached sessions ended for detached_held_bytes_max
+};
+
+struct AcceptorOptions {
+  uint32_t pending_hellos_max = limits::pending_hellos_max;
+  uint64_t hello_timeout_ns = limits::hello_timeout_ns;
+  uint64_t detached_held_bytes_max = limits::detached_held_bytes_max;
 };
 
 class Acceptor {
@@ -64,7 +72,7 @@ class Acceptor {
   // (mux::Node hands it to the loop that owns the session: Acceptor::take there).
   using Router = std::function<bool(int fd, const wire::Hello& hello)>;
 
-  Acceptor(engine::Loop& loop, Factory factory) noexcept;
+  Acceptor(engine::Loop& loop, Factory factory, const AcceptorOptions& options = {}) noexcept;
   ~Acceptor();
   Acceptor(const Acceptor&) = delete;
   Acceptor& operator=(const Acceptor&) = delete;
@@ -78,6 +86,9 @@ class Acceptor {
   void close() noexcept;
   bool idle() const noexcept { return pending_.empty(); }
   std::size_t sessions() const noexcept { return sessions_.size(); }
+  // Sessions whose transport broke, waiting for their dialer, and the bytes they hold.
+  std::size_t detached() const noexcept { return detached_.size(); }
+  uint64_t detached_held_bytes() const noexcept;
   const AcceptorStats& stats() const noexcept { return stats_; }
 
  private:
@@ -110,9 +121,14 @@ class Acceptor {
   static void refuse(int fd, const wire::HelloAck& ack) noexcept;
   // A connection's session ended: it leaves the table.
   void forget(Connection& connection) noexcept;
+  // A connection's transport broke (it waits for a resume): over the cap on detached held
+  // bytes, the sessions detached longest ago end with session_lost.
+  void on_detached(Connection& connection) noexcept;
 
   engine::Loop& loop_;
   Factory factory_;
+  AcceptorOptions options_;
+  std::vector<Connection*> detached_;  // oldest first
   Router router_;
   std::vector<std::unique_ptr<Pending>> pending_;
   std::unordered_map<wire::SessionId, Connection*, IdHash> sessions_;

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "engine/assert.h"
 #include "mux/acceptor.h"
@@ -33,21 +34,42 @@ namespace {
 void release_order(Connection& connection, uint64_t token) noexcept;
 void enter_order(Connection& connection, std::shared_ptr<OrderedStart> start) noexcept;
 
+// Bytes charged to a connection's RPC buffer budget (Connection::rpc_charge), released
+// when this goes (movable: a gathered request moves with its charge).
+class RpcCharge {
+ public:
+  explicit RpcCharge(Connection& connection) noexcept : connection_(&connection) {}
+  RpcCharge(RpcCharge&& other) noexcept : connection_(other.connection_), bytes_(std::exchange(other.bytes_, 0)) {}
+  RpcCharge& operator=(RpcCharge&&) = delete;
+  ~RpcCharge() { release(); }
+  bool add(std::size_t bytes) noexcept {
+    if (!connection_->rpc_charge(bytes)) return false;
+    bytes_ += bytes;
+    return true;
+  }
+  void release() noexcept {
+    if (bytes_ > 0) connection_->rpc_release(std::exchange(bytes_, 0));
+  }
+
+ private:
+  Connection* connection_;
+  std::size_t bytes_ = 0;
+};
+
+std::string over_budget_message(const Connection& connection, std::string_view what) {
+  return std::string(what) + ": this connection's RPC buffer is over its limit of " +
+         std::to_string(connection.options().rpc_bytes_max) + " bytes (limits::connection_rpc_bytes_max)";
+}
+
 // Server side of a unary call: gathers the request, runs the handler, sends the reply.
 class UnaryResponder final : public Responder {
  public:
-  UnaryResponder(Connection& connection, StreamId id) : connection_(&connection), id_(id) {}
+  UnaryResponder(Connection& connection, StreamId id) : connection_(&connection), id_(id), charge_(connection) {}
 
-  void reply(std::span<const std::byte> response) noexcept override {
-    if (done_ || cancelled_) return;
-    done_ = true;
-    release();
-    auto taken = connection_->write(id_, response, true);
-    if (!taken) return;  // the stream ended meanwhile (the peer reset it)
-    if (taken.value() < response.size()) {
-      // Copy: the rest of a response larger than the window waits here for credit.
-      pending_.assign(response.begin() + static_cast<std::ptrdiff_t>(taken.value()), response.end());
-    }
+  void reply(std::span<const std::byte> response) noexcept override { send(response, nullptr); }
+  void reply(std::span<const std::byte> response, std::shared_ptr<const void> keep_alive) noexcept override {
+    RM_ASSERT(keep_alive != nullptr);
+    send(response, std::move(keep_alive));
   }
   void fail(wire::StatusCode status, std::string_view message) noexcept override {
     if (done_ || cancelled_) return;
@@ -69,14 +91,11 @@ class UnaryResponder final : public Responder {
   void hold(uint64_t token) noexcept { order_token_ = token; }
 
   void writable() noexcept {
-    if (pending_.empty() || cancelled_) return;
-    auto taken = connection_->write(id_, std::span<const std::byte>(pending_).subspan(offset_), true);
+    if (rest_.empty() || cancelled_) return;
+    auto taken = connection_->write(id_, rest_, true);
     if (!taken) return;
-    offset_ += taken.value();
-    if (offset_ == pending_.size()) {
-      pending_.clear();
-      offset_ = 0;
-    }
+    rest_ = rest_.subspan(taken.value());
+    if (rest_.empty()) drop_rest();
   }
   void finished(MuxError error) noexcept {
     if (error != MuxError::none && !done_) {
@@ -84,16 +103,47 @@ class UnaryResponder final : public Responder {
       if (cancel_callback_) cancel_callback_();
     }
     done_ = true;
+    drop_rest();
     release();
   }
 
  private:
+  void send(std::span<const std::byte> response, std::shared_ptr<const void> keep_alive) noexcept {
+    if (done_ || cancelled_) return;
+    done_ = true;
+    release();
+    auto taken = connection_->write(id_, response, true);
+    if (!taken || taken.value() == response.size()) return;  // all sent, or the stream ended meanwhile
+    // The rest of a response larger than the window waits for credit: held by reference
+    // when the caller keeps it alive, else copied (and charged).
+    rest_ = response.subspan(taken.value());
+    if (keep_alive != nullptr) {
+      keep_alive_ = std::move(keep_alive);
+      return;
+    }
+    if (!charge_.add(rest_.size())) {
+      rest_ = {};
+      connection_->reset(id_, MuxError::resource_exhausted, over_budget_message(*connection_, "response not sent"));
+      return;
+    }
+    copy_.assign(rest_.begin(), rest_.end());
+    rest_ = copy_;
+  }
+  void drop_rest() noexcept {
+    rest_ = {};
+    keep_alive_.reset();
+    std::vector<std::byte>().swap(copy_);
+    charge_.release();
+  }
+
   Connection* connection_;
   StreamId id_;
   bool done_ = false;
   bool cancelled_ = false;
-  std::vector<std::byte> pending_;
-  std::size_t offset_ = 0;
+  std::span<const std::byte> rest_;         // of the response, waiting for credit
+  std::shared_ptr<const void> keep_alive_;  // keeps rest_ valid when the caller's
+  std::vector<std::byte> copy_;             // holds rest_ otherwise
+  RpcCharge charge_;                        // for copy_
   std::function<void()> cancel_callback_;
   uint64_t order_token_ = 0;  // holding the order of an ordered handler
 };
@@ -104,7 +154,9 @@ class UnaryResponder final : public Responder {
 // waits), its responder and its handler.
 class OrderedStart {
  public:
+  explicit OrderedStart(RpcCharge&& request_charge) noexcept : charge(std::move(request_charge)) {}
   std::vector<std::byte> request;
+  RpcCharge charge;  // for `request`, until the handler starts
   std::shared_ptr<UnaryResponder> responder;
   const Registry::UnaryHandler* handler = nullptr;
 
@@ -123,30 +175,33 @@ void enter_order(Connection& connection, std::shared_ptr<OrderedStart> start) no
 
 class UnaryServerStream final : public StreamObserver {
  public:
-  UnaryServerStream(const StreamStart& start, const Registry::UnaryHandler& handler, bool ordered = false)
-      : connection_(*start.connection), id_(start.id), handler_(handler), ordered_(ordered),
-        responder_(std::make_shared<UnaryResponder>(*start.connection, start.id)),
-        deadline_(&UnaryServerStream::on_deadline, this) {
-    if (start.deadline_ns != 0) {
-      const uint64_t now = connection_.loop().now_ns();
-      connection_.loop().timer_start(deadline_, start.deadline_ns > now ? start.deadline_ns - now : 0);
-    }
-  }
-  ~UnaryServerStream() override { connection_.loop().timer_cancel(deadline_); }
+  // The stream's deadline is the connection's (Connection::on_stream_opened arms it).
+  UnaryServerStream(const StreamStart& start, const Registry::UnaryHandler& handler, UnaryLimits limits,
+                    bool ordered = false)
+      : connection_(*start.connection), id_(start.id), handler_(handler), limits_(limits), ordered_(ordered),
+        responder_(std::make_shared<UnaryResponder>(*start.connection, start.id)), charge_(*start.connection) {}
 
   void on_stream_data(std::span<const std::byte> bytes, bool end_stream) noexcept override {
+    // The bytes are consumed into the request (bounded below), so their credit returns.
     connection_.consume(id_, bytes.size());
+    if (refused_) return;
+    if (request_.size() + bytes.size() > limits_.request_bytes_max) {
+      return refuse("unary request over " + std::to_string(limits_.request_bytes_max) +
+                    " bytes, this handler's limit (UnaryLimits::request_bytes_max)");
+    }
+    const bool whole = end_stream && request_.empty() && !ordered_;
+    if (!whole && !charge_.add(bytes.size())) return refuse(over_budget_message(connection_, "request refused"));
     if (ordered_) {
       request_.insert(request_.end(), bytes.begin(), bytes.end());
       if (!end_stream) return;
-      auto start = std::make_shared<OrderedStart>();
+      auto start = std::make_shared<OrderedStart>(std::move(charge_));
       start->request = std::move(request_);
       start->responder = responder_;
       start->handler = &handler_;
       enter_order(connection_, std::move(start));  // may run it now, and delete this stream
       return;
     }
-    if (end_stream && request_.empty()) {
+    if (whole) {
       handler_(bytes, responder_);  // the whole request in one frame: no copy
       return;
     }
@@ -154,7 +209,8 @@ class UnaryServerStream final : public StreamObserver {
     request_.insert(request_.end(), bytes.begin(), bytes.end());
     if (end_stream) {
       // The handler may reply at once, which can finish and delete this stream: the
-      // request must not live in it then.
+      // request (and its charge) must not live in it then.
+      RpcCharge charge(std::move(charge_));
       const std::vector<std::byte> request = std::move(request_);
       handler_(request, responder_);
     }
@@ -163,36 +219,40 @@ class UnaryServerStream final : public StreamObserver {
   void on_stream_finished(MuxError error) noexcept override { responder_->finished(error); }
 
  private:
-  static void on_deadline(engine::Timer& timer) noexcept {
-    auto& self = *static_cast<UnaryServerStream*>(timer.context());
-    self.connection_.reset(self.id_, MuxError::deadline_exceeded);  // deletes self
+  // Fails the call (stream-scoped, the message names the limit) and drops what was gathered.
+  void refuse(const std::string& message) noexcept {
+    refused_ = true;
+    std::vector<std::byte>().swap(request_);
+    charge_.release();
+    responder_->fail(wire::StatusCode::resource_exhausted, message);  // may delete this stream
   }
 
   Connection& connection_;
   StreamId id_;
   const Registry::UnaryHandler& handler_;
+  UnaryLimits limits_;
   bool ordered_;
+  bool refused_ = false;
   std::shared_ptr<UnaryResponder> responder_;
   std::vector<std::byte> request_;
-  engine::Timer deadline_;
+  RpcCharge charge_;  // for request_
 };
 
 // Client side of a unary call.
 class UnaryCall final : public StreamObserver {
  public:
-  UnaryCall(Connection& connection, CallCallback done)
-      : connection_(connection), done_(std::move(done)), deadline_(&UnaryCall::on_deadline, this) {}
-  ~UnaryCall() override { connection_.loop().timer_cancel(deadline_); }
+  // The call's deadline is its stream's (Connection arms it).
+  UnaryCall(Connection& connection, CallCallback done) : connection_(connection), done_(std::move(done)) {}
 
-  void arm(StreamId id, uint64_t deadline_ns) noexcept {
-    id_ = id;
-    if (deadline_ns != 0) {
-      const uint64_t now = connection_.loop().now_ns();
-      connection_.loop().timer_start(deadline_, deadline_ns > now ? deadline_ns - now : 0);
-    }
-  }
+  void set_id(StreamId id) noexcept { id_ = id; }
   void on_stream_data(std::span<const std::byte> bytes, bool end_stream) noexcept override {
     connection_.consume(id_, bytes.size());
+    if (response_.size() + bytes.size() > connection_.options().call_response_bytes_max) {
+      // A peer answering with more than we gather: the call fails, the stream is reset.
+      return connection_.reset(id_, MuxError::resource_exhausted,
+                               "unary response over " + std::to_string(connection_.options().call_response_bytes_max) +
+                                   " bytes (ConnectionOptions::call_response_bytes_max)");
+    }
     if (end_stream && response_.empty()) {
       whole_ = bytes;  // the whole response in one frame: handed on with no copy
       return;
@@ -212,35 +272,29 @@ class UnaryCall final : public StreamObserver {
   }
 
  private:
-  static void on_deadline(engine::Timer& timer) noexcept {
-    auto& self = *static_cast<UnaryCall*>(timer.context());
-    self.connection_.reset(self.id_, MuxError::deadline_exceeded);  // deletes self
-  }
-
   Connection& connection_;
   CallCallback done_;
   StreamId id_ = 0;
   std::vector<std::byte> response_;
   std::span<const std::byte> whole_;  // valid: finished follows in the same receive call
   std::string message_;
-  engine::Timer deadline_;
 };
 
 }  // namespace
 
-void Registry::add_unary(uint32_t handler_id, UnaryHandler handler) {
+void Registry::add_unary(uint32_t handler_id, UnaryHandler handler, UnaryLimits limits) {
   RM_ASSERT(handler);
   auto shared = std::make_shared<UnaryHandler>(std::move(handler));
-  add_stream(handler_id, [shared](const StreamStart& start) -> StreamObserver* {
-    return new UnaryServerStream(start, *shared);
+  add_stream(handler_id, [shared, limits](const StreamStart& start) -> StreamObserver* {
+    return new UnaryServerStream(start, *shared, limits);
   });
 }
 
-void Registry::add_unary_ordered(uint32_t handler_id, UnaryHandler handler) {
+void Registry::add_unary_ordered(uint32_t handler_id, UnaryHandler handler, UnaryLimits limits) {
   RM_ASSERT(handler);
   auto shared = std::make_shared<UnaryHandler>(std::move(handler));
-  add_stream(handler_id, [shared](const StreamStart& start) -> StreamObserver* {
-    return new UnaryServerStream(start, *shared, true);
+  add_stream(handler_id, [shared, limits](const StreamStart& start) -> StreamObserver* {
+    return new UnaryServerStream(start, *shared, limits, true);
   });
 }
 
@@ -365,17 +419,77 @@ void Connection::start(const wire::Hello& hello) noexcept {
 
 void Connection::close(MuxError reason) noexcept {
   EntryGuard guard(*this);
-  if (options_.resume && !ended_ && connected() && !transport_->socket.send_in_flight()) {
-    // A resumable peer would otherwise take the closed socket for a broken connection and
-    // wait for a resume until its timeout: an ERROR on stream 0 ends its session at once.
-    // Best effort, written straight to the socket (a fresh frame boundary: no send is in
-    // flight); if it does not go out, the peer's resume is refused instead.
-    static constexpr std::string_view message = "session closed";
-    std::array<std::byte, wire::frame_bytes(4 + message.size())> frame{};  // status, then the text
-    const std::size_t bytes = wire::encode_error(frame, 0, status_of(reason), message);
-    (void)::send(transport_->socket.fd(), frame.data(), bytes, MSG_DONTWAIT | MSG_NOSIGNAL);
-  }
+  // A resumable peer would otherwise take the closed socket for a broken connection and
+  // wait for a resume until its timeout: an ERROR on stream 0 ends its session at once.
+  // If it does not go out, the peer's resume is refused instead.
+  if (options_.resume && !ended_ && connected()) send_final_error(reason, "session closed");
   end(reason);
+}
+
+void Connection::send_final_error(MuxError reason, std::string_view message) noexcept {
+  if (transport_ == nullptr || transport_->socket.send_in_flight() ||
+      transport_->socket.state() != engine::Socket::State::open) {
+    return;
+  }
+  if (message.size() > limits::frame_text_bytes_max) message = message.substr(0, limits::frame_text_bytes_max);
+  // Written straight to the socket (no send in flight: a fresh frame boundary), since the
+  // session's own output ends with it.
+  std::array<std::byte, wire::frame_bytes(4 + limits::frame_text_bytes_max)> frame{};  // status, then the text
+  const std::size_t bytes = wire::encode_error(frame, 0, status_of(reason), message);
+  (void)::send(transport_->socket.fd(), frame.data(), bytes, MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+bool Connection::rpc_charge(std::size_t bytes) noexcept {
+  if (rpc_bytes_buffered_ + bytes > options_.rpc_bytes_max) return false;
+  rpc_bytes_buffered_ += bytes;
+  return true;
+}
+
+void Connection::rpc_release(std::size_t bytes) noexcept {
+  RM_ASSERT(bytes <= rpc_bytes_buffered_);
+  rpc_bytes_buffered_ -= bytes;
+}
+
+void Connection::arm_stream_timer(StreamId id, Entry& entry) noexcept {
+  uint64_t at_ns = entry.deadline_ns;
+  if (entry.stop_close_ns != 0 && (at_ns == 0 || entry.stop_close_ns < at_ns)) at_ns = entry.stop_close_ns;
+  if (at_ns == 0 || at_ns == UINT64_MAX) {  // none, or beyond the clock (a saturated budget)
+    if (entry.timer != nullptr) loop_.timer_cancel(entry.timer->timer);
+    return;
+  }
+  if (entry.timer == nullptr) {
+    entry.timer = std::make_unique<StreamTimer>();
+    entry.timer->connection = this;
+    entry.timer->id = id;
+    entry.timer->timer.set_callback(&Connection::on_stream_timer, entry.timer.get());
+  }
+  const uint64_t now = loop_.now_ns();
+  loop_.timer_start(entry.timer->timer, at_ns > now ? at_ns - now : 0);
+}
+
+void Connection::on_stream_timer(engine::Timer& timer) noexcept {
+  auto& stream_timer = *static_cast<StreamTimer*>(timer.context());
+  Connection& self = *stream_timer.connection;
+  const StreamId id = stream_timer.id;
+  EntryGuard guard(self);
+  auto it = self.streams_.find(id);
+  RM_ASSERT(it != self.streams_.end());  // a finished stream's timer is cancelled with it
+  Entry& entry = it->second;
+  const uint64_t now = self.loop_.now_ns();
+  if (entry.deadline_ns != 0 && now >= entry.deadline_ns) {
+    self.reset(id, MuxError::deadline_exceeded);  // finishes the stream
+    return;
+  }
+  // The peer stopped the stream and our writer has neither ended nor reset it since.
+  RM_ASSERT(entry.stop_close_ns != 0 && now >= entry.stop_close_ns);
+  if (self.session_.can_send(id)) {
+    self.reset(id, MuxError::stream_stopped,
+               "the peer stopped this stream and its writer neither ended nor reset it "
+               "(limits::stopped_stream_close_timeout_ns)");
+    return;
+  }
+  entry.stop_close_ns = 0;  // our side has ended: the peer's own end closes the stream
+  self.arm_stream_timer(id, entry);
 }
 
 ResumeStats Connection::resume_stats() const noexcept {
@@ -407,7 +521,9 @@ Result<StreamId, MuxError> Connection::open(uint32_t handler_id, uint64_t deadli
   auto opened = session_.open_some(handler_id, budget_ns, payload, end_stream);
   if (!opened) return Err{opened.error()};
   const StreamId id = opened->id;
-  streams_.emplace(id, Entry{&observer, false});
+  Entry& entry = streams_.emplace(id, Entry{&observer, false}).first->second;
+  entry.deadline_ns = deadline_ns;
+  arm_stream_timer(id, entry);
   keep_open_rest(id, payload.subspan(opened->taken), end_stream);
   flush();
   return id;
@@ -507,9 +623,11 @@ StreamId Connection::call(uint32_t handler_id, std::span<const std::byte> reques
     return 0;
   }
   const StreamId id = opened->id;
-  streams_.emplace(id, Entry{call, true});
+  Entry& entry = streams_.emplace(id, Entry{call, true}).first->second;
+  entry.deadline_ns = deadline_ns;
+  arm_stream_timer(id, entry);
   keep_open_rest(id, request.subspan(opened->taken), true);
-  call->arm(id, deadline_ns);
+  call->set_id(id);
   // A nested call of the ordered handler holding the order (made inside its invocation):
   // while it is outstanding, an ordered request coming back is a self-deadlock.
   if (order_in_handler_ && order_holder_ != 0) order_nested_calls_.push_back(id);
@@ -580,11 +698,15 @@ void Connection::on_stream_opened(StreamId id, uint32_t handler_id, uint64_t dea
   if (deadline_budget_ns != 0 && deadline_budget_ns < limits::deadline_budget_ns_min) {
     return refuse(MuxError::deadline_exceeded);
   }
-  StreamStart start{this, id, handler_id, deadline_budget_ns == 0 ? 0 : loop_.now_ns() + deadline_budget_ns,
-                    payload, end_stream};
+  // The budget is the peer's: a huge one saturates to "no deadline we can reach".
+  StreamStart start{this, id, handler_id,
+                    deadline_budget_ns == 0 ? 0 : engine::add_saturating(loop_.now_ns(), deadline_budget_ns), payload,
+                    end_stream};
   StreamObserver* observer = (*handler)(start);
   if (observer == nullptr) return refuse(MuxError::unknown_handler);
-  streams_.emplace(id, Entry{observer, true});
+  Entry& entry = streams_.emplace(id, Entry{observer, true}).first->second;
+  entry.deadline_ns = start.deadline_ns;
+  arm_stream_timer(id, entry);
   if (!payload.empty() || end_stream) observer->on_stream_data(payload, end_stream);
 }
 
@@ -600,7 +722,8 @@ void Connection::on_stream_data(StreamId id, std::span<const std::byte> payload,
 void Connection::finish(StreamId id, MuxError error, std::string_view message) noexcept {
   auto it = streams_.find(id);
   if (it == streams_.end()) return;
-  const Entry entry = it->second;
+  const Entry entry = std::move(it->second);
+  if (entry.timer != nullptr) loop_.timer_cancel(entry.timer->timer);
   streams_.erase(it);
   open_rests_.erase(id);
   if (!order_nested_calls_.empty()) {
@@ -659,7 +782,12 @@ void Connection::on_stream_writable(StreamId id) noexcept {
 
 void Connection::on_stream_stopped(StreamId id) noexcept {
   auto it = streams_.find(id);
-  if (it != streams_.end()) it->second.observer->on_stream_stopped();
+  if (it == streams_.end()) return;
+  // Our writes on it fail from now on: a writer that neither ends nor resets the stream is
+  // reset for it after the close timeout, so the stream's state cannot live forever.
+  it->second.stop_close_ns = engine::add_saturating(loop_.now_ns(), options_.stopped_stream_close_timeout_ns);
+  arm_stream_timer(id, it->second);
+  it->second.observer->on_stream_stopped();
 }
 
 void Connection::on_goaway(uint32_t, wire::StatusCode) noexcept {}
@@ -700,7 +828,13 @@ void Connection::on_transport_recv(Transport& transport, std::span<const std::by
   auto received = session_.receive(bytes, last_received_ns_);
   if (!received) {
     // The reader decides transport health: a protocol error ends the connection, and the
-    // session too unless it can resume (the session says which by failing or not).
+    // session too unless it can resume (the session says which by failing or not). A
+    // session that fails for what the peer did tells it why first.
+    if (session_.failed() && scope_of(session_.failure()) == Scope::connection &&
+        session_.failure() != MuxError::peer_error) {
+      const std::string& why = session_.failure_message();
+      send_final_error(session_.failure(), why.empty() ? std::string_view(describe(session_.failure())) : why);
+    }
     lose_transport(received.error(), engine::IoError::none);
     return;
   }
@@ -775,6 +909,12 @@ void Connection::lose_transport(MuxError reason, engine::IoError io_error) noexc
   loop_.timer_cancel(keepalive_);
   retire_transport();
   if (!resume_deadline_.armed()) loop_.timer_start(resume_deadline_, options_.resume_timeout_ns);
+  if (acceptor_ != nullptr) {
+    // Detached: what it holds for the dialer's return counts against the acceptor's cap
+    // (limits::detached_held_bytes_max), which may end the oldest detached session.
+    session_.trim();
+    acceptor_->on_detached(*this);
+  }
   // The dialer redials when the retired socket has closed (on_transport_closed), so that no
   // operation of the old connection is left in flight; the acceptor waits for adopt().
 }
@@ -929,6 +1069,25 @@ void Connection::on_keepalive(engine::Timer& timer) noexcept {
     self.lose_transport(MuxError::connection_lost, engine::IoError::timed_out);
     return;
   }
+  // Slowloris: a frame whose bytes trickle in keeps the peer from being silent, but not
+  // from this bound.
+  const uint64_t frame_started = self.session_.frame_started_ns();
+  if (frame_started != 0 && now - frame_started >= self.options_.frame_complete_timeout_ns) {
+    std::string why = "a frame was not completed within " +
+                      std::to_string(self.options_.frame_complete_timeout_ns / 1'000'000) +
+                      " ms (limits::frame_complete_timeout_ns)";
+    self.send_final_error(MuxError::limit_exceeded, why);
+    self.session_.fail(MuxError::limit_exceeded, std::move(why));
+    self.lose_transport(MuxError::limit_exceeded, engine::IoError::none);
+    return;
+  }
+  // Quiet since the last tick (nothing sent, nothing held): give back the capacity the
+  // session kept for bulk traffic, so that an idle connection costs its state only.
+  if (self.batches_sent_ == self.batches_at_last_keepalive_ && self.session_.held().bytes_held() == 0 &&
+      !self.session_.has_output()) {
+    self.session_.trim();
+  }
+  self.batches_at_last_keepalive_ = self.batches_sent_;
   if (silent_ns >= self.options_.keepalive_interval_ns && self.ping_sent_ns_ == 0 &&
       self.session_.handshake_complete()) {
     self.ping_sent_ns_ = now;

@@ -69,7 +69,13 @@ struct StreamStart {
 class Responder {
  public:
   virtual ~Responder() = default;
+  // What the window cannot take now is copied and goes as credit returns; the copy is
+  // charged to the connection's RPC buffer (ConnectionOptions::rpc_bytes_max): over it the
+  // call fails with resource_exhausted.
   virtual void reply(std::span<const std::byte> response) noexcept = 0;
+  // No copy: `response` stays valid while `keep_alive` is held, and the responder holds it
+  // until the last byte has gone (a large or shared response, say a cache block).
+  virtual void reply(std::span<const std::byte> response, std::shared_ptr<const void> keep_alive) noexcept = 0;
   virtual void fail(wire::StatusCode status, std::string_view message) noexcept = 0;
   virtual bool cancelled() const noexcept = 0;
   // Called once if the call is cancelled before the reply went out.
@@ -82,6 +88,13 @@ class Responder {
 
 // Server handlers by id. A stream handler returns the observer of the new stream (owned
 // by the connection from then on), or nullptr to refuse it (unknown_handler).
+// Limits of one unary handler.
+struct UnaryLimits {
+  // Largest request: a larger one fails with resource_exhausted (stream-scoped, with a
+  // message naming the limit) before the handler sees it.
+  uint32_t request_bytes_max = limits::unary_request_bytes_max;
+};
+
 class Registry {
  public:
   using StreamHandler = std::function<StreamObserver*(const StreamStart& start)>;
@@ -90,7 +103,7 @@ class Registry {
   using UnaryHandler = std::function<void(std::span<const std::byte> request, std::shared_ptr<Responder> responder)>;
 
   void add_stream(uint32_t handler_id, StreamHandler handler);
-  void add_unary(uint32_t handler_id, UnaryHandler handler);
+  void add_unary(uint32_t handler_id, UnaryHandler handler, UnaryLimits limits = {});
   // An ordered unary handler: on each session its requests start one at a time, in the
   // order they arrived; the next starts when the running one replies, fails, is cancelled
   // or calls Responder::release(). Requests of unordered handlers are never held back.
@@ -99,7 +112,7 @@ class Registry {
   // behind it. That cycle is detected when the nested call was made from inside the
   // handler's own invocation: the request coming back is failed at once (handler_error,
   // "ordered handler re-entered ...") instead of waiting forever.
-  void add_unary_ordered(uint32_t handler_id, UnaryHandler handler);
+  void add_unary_ordered(uint32_t handler_id, UnaryHandler handler, UnaryLimits limits = {});
   // A routed unary handler: one handler id serves many targets (say, the disks of a node),
   // each with its own handler under a 64-bit route key. A routed request starts with its
   // route key (routed_request()); the handler gets the rest. A request whose route has no
@@ -139,6 +152,16 @@ struct ConnectionOptions {
   uint64_t redial_backoff_ns_min = limits::redial_backoff_ns_min;
   uint64_t redial_backoff_ns_max = limits::redial_backoff_ns_max;
   uint32_t connect_timeout_ms = limits::connect_timeout_ms_default;
+  // A frame begun must complete within this (slowloris), however its bytes trickle in.
+  uint64_t frame_complete_timeout_ns = limits::frame_complete_timeout_ns;
+  // A stream the peer stopped, whose writer neither ends nor resets, is reset after this.
+  uint64_t stopped_stream_close_timeout_ns = limits::stopped_stream_close_timeout_ns;
+  // Bytes the RPC layer buffers at once on this connection: requests being gathered and
+  // copied response rests (Responder::reply). Over it, the call adding bytes fails with
+  // resource_exhausted.
+  uint64_t rpc_bytes_max = limits::connection_rpc_bytes_max;
+  // Largest response a unary call gathers; a larger one fails with resource_exhausted.
+  uint32_t call_response_bytes_max = limits::unary_response_bytes_max;
 };
 
 // What a resumable connection did (all zero without resume). Loop thread only.
@@ -229,10 +252,19 @@ class Connection final : public SessionHandler, private engine::ConnectHandler {
   void goaway(wire::StatusCode code = wire::StatusCode::going_away) noexcept;
 
   Session& session() noexcept { return session_; }
+  const Session& session() const noexcept { return session_; }
   // Ordered requests waiting for the order on this session (Registry::add_unary_ordered).
   std::size_t ordered_waiting() const noexcept { return order_waiting_.size(); }
   engine::Loop& loop() noexcept { return loop_; }
   uint64_t batches_sent() const noexcept { return batches_sent_; }
+  const ConnectionOptions& options() const noexcept { return options_; }
+
+  // ---- the RPC layer's buffer budget (ConnectionOptions::rpc_bytes_max) ----
+  // Charges `bytes` the RPC layer is about to buffer; false (nothing charged) when they
+  // would pass the budget. Every charge is released exactly once.
+  bool rpc_charge(std::size_t bytes) noexcept;
+  void rpc_release(std::size_t bytes) noexcept;
+  uint64_t rpc_bytes_buffered() const noexcept { return rpc_bytes_buffered_; }
 
   // SessionHandler
   void on_stream_opened(StreamId id, uint32_t handler_id, uint64_t deadline_budget_ns,
@@ -273,10 +305,26 @@ class Connection final : public SessionHandler, private engine::ConnectHandler {
     engine::Socket socket;
   };
 
+  // The one timer of a stream that has a deadline or was stopped by the peer: fires at the
+  // earlier of the two (allocated only for such streams).
+  struct StreamTimer {
+    Connection* connection = nullptr;
+    StreamId id = 0;
+    engine::Timer timer;
+  };
   struct Entry {
     StreamObserver* observer;
     bool owned;  // server handlers and unary calls are deleted by the connection
+    uint64_t deadline_ns = 0;    // reset with deadline_exceeded then (0: none)
+    uint64_t stop_close_ns = 0;  // reset with stream_stopped then (0: not stopped)
+    std::unique_ptr<StreamTimer> timer;
   };
+  // Arms (or cancels) `entry`'s timer for its earlier of deadline_ns / stop_close_ns.
+  void arm_stream_timer(StreamId id, Entry& entry) noexcept;
+  static void on_stream_timer(engine::Timer& timer) noexcept;
+  // Tells the peer why the session ends (ERROR on stream 0 with `message`), best effort:
+  // written straight to the socket when no send is in flight (a fresh frame boundary).
+  void send_final_error(MuxError reason, std::string_view message) noexcept;
   // Marks an entry point (a public call, a socket or timer callback): writable events,
   // the deletion of owned observers that finished, and on_connection_closed are all
   // delivered when the outermost one returns (reap() is its last action).
@@ -367,6 +415,8 @@ class Connection final : public SessionHandler, private engine::ConnectHandler {
   bool close_pending_ = false;  // on_connection_closed is due at the end of the entry point
   bool reaping_ = false;
   uint32_t depth_ = 0;
+  uint64_t rpc_bytes_buffered_ = 0;  // declared before the requests that are charged to it
+  uint64_t batches_at_last_keepalive_ = 0;  // an unchanged count: the connection was idle
   std::vector<StreamId> writable_pending_;  // on_stream_writable, delivered by reap()
   std::vector<StreamId> writable_scratch_;  // reap()'s working copy (capacity kept)
   std::vector<std::unique_ptr<StreamObserver>> finished_;  // owned observers awaiting reap()

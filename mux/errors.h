@@ -25,10 +25,12 @@ enum class MuxError : uint8_t {
   refused,            // over the peer's concurrency limit: retryable
   unknown_handler,    // the peer has no handler with that id
   handler_error,      // the remote handler failed
+  resource_exhausted,  // a limit of the peer or ours (request size, buffered bytes): later
   // Connection-scoped: the peer broke the protocol.
   protocol_violation,  // a frame the stream's state does not allow
   flow_control,        // data beyond the granted credit
   flood,               // control frames or resets faster than the limits allow
+  limit_exceeded,      // the peer held a resource past its limit (a frame left incomplete)
   peer_error,          // the peer reported a connection error (ERROR on stream 0)
   connection_lost,     // the transport failed: closed, reset, or the peer fell silent
   ack_beyond_sent,     // the peer acknowledged replay positions we never sent

@@ -45,24 +45,69 @@ Session::Session(SessionHandler& handler, const SessionOptions& options)
       options_(options),
       dialer_(options.dialer),
       next_local_id_(options.dialer ? 1 : 2),
-      connection_send_(options.connection_window_bytes),
+      connection_send_(limits::connection_window_bytes_min),
       connection_recv_(options.connection_window_bytes, options.connection_window_bytes),
+      flood_(options.flood),
       dial_(options.session_id),
       output_open_(options.dialer),
       held_(options.replay_bytes_max) {
-  streams_.reserve(options.streams_concurrent_max);
-  control_.reserve(64 * 1024);
-  data_.reserve(limits::send_batch_bytes_target + limits::data_chunk_bytes);
+  // Windows we announce must be ones a pipelining peer may assume (SPEC §4.1).
+  RM_ASSERT(options.stream_window_bytes >= limits::stream_window_bytes_min &&
+            options.connection_window_bytes >= limits::connection_window_bytes_min &&
+            options.stream_window_bytes <= options.connection_window_bytes);
+  // Nothing is reserved up front: an idle session costs its fixed members only (the stream
+  // table and the batch buffers grow with use, and the held batches recycle them).
   if (dialer_) {
     // HELLO is the first frame of the dialer's direction: queued before anything else can
     // be, and sent with the first batch; frames queued later go right behind it.
     wire::Hello hello = dial_.start_attempt(0);
     hello.route_key = options_.route_key;
+    announce_windows(hello);
     session_id_ = hello.session_id;
     generation_ = hello.generation;
     wire::encode_hello(grow(link_, wire::frame_bytes(wire::hello_payload_size(hello))), hello);
     stats_.frames_sent++;
   }
+}
+
+Err<MuxError> Session::violation(MuxError error, std::string message) noexcept {
+  if (failure_message_.empty()) failure_message_ = std::move(message);
+  return Err{error};
+}
+
+Result<void, MuxError> Session::admit(FloodKind kind, uint64_t now_ns, uint32_t count) noexcept {
+  if (flood_.admit(kind, now_ns, count)) return {};
+  return violation(MuxError::flood, flood_message(kind, flood_.limits()[kind]));
+}
+
+void Session::announce_windows(wire::Hello& hello) const noexcept {
+  hello.stream_window_bytes = options_.stream_window_bytes;
+  hello.connection_window_bytes = options_.connection_window_bytes;
+}
+
+void Session::announce_windows(wire::HelloAck& ack) const noexcept {
+  ack.stream_window_bytes = options_.stream_window_bytes;
+  ack.connection_window_bytes = options_.connection_window_bytes;
+}
+
+void Session::apply_peer_windows(uint32_t stream_bytes, uint32_t connection_bytes) noexcept {
+  if (peer_windows_known_) return;  // a resume announces the same windows again
+  peer_windows_known_ = true;
+  // A peer that predates the fields grants the version 1 defaults.
+  if (stream_bytes == 0) stream_bytes = limits::stream_window_bytes_initial;
+  if (connection_bytes == 0) connection_bytes = limits::connection_window_bytes_initial;
+  RM_ASSERT(stream_bytes >= limits::stream_window_bytes_min && connection_bytes >= limits::connection_window_bytes_min);
+  // Streams opened so far were given the minimum: they get the rest of the window now
+  // (once per session, while at most the streams of one round trip exist).
+  const uint32_t stream_extra = stream_bytes - limits::stream_window_bytes_min;
+  peer_stream_window_ = stream_bytes;
+  if (stream_extra > 0) {
+    for (auto& [id, stream] : streams_) {
+      if (is_local(id)) (void)stream.send_credit.add(stream_extra);
+    }
+  }
+  (void)connection_send_.add(connection_bytes - limits::connection_window_bytes_min);
+  notify_writable();
 }
 
 Session::Stream* Session::find(StreamId id) noexcept {
@@ -85,6 +130,8 @@ std::span<std::byte> Session::grow(ByteVector& buffer, std::size_t bytes) noexce
 
 Result<void, MuxError> Session::receive(std::span<const std::byte> bytes, uint64_t now_ns) noexcept {
   if (failed()) return Err{failed_};
+  const uint64_t skipped_before = decoder_.frames_skipped();
+  bool frame_completed = false;
   while (!bytes.empty()) {
     auto step = decoder_.next(bytes);
     if (!step) {
@@ -97,6 +144,7 @@ Result<void, MuxError> Session::receive(std::span<const std::byte> bytes, uint64
     }
     bytes = bytes.subspan(step->consumed);
     if (!step->has_frame) continue;
+    frame_completed = true;
     stats_.frames_received++;
     if (!handshake_complete_) [[unlikely]] {
       auto handshake = handle_handshake(step->frame);
@@ -115,6 +163,21 @@ Result<void, MuxError> Session::receive(std::span<const std::byte> bytes, uint64
       fail(handled.error());
       return Err{failed_};
     }
+  }
+  // Ignorable frames are skipped by the decoder; their rate is still limited.
+  if (const uint64_t skipped = decoder_.frames_skipped() - skipped_before; skipped > 0) {
+    auto admitted = admit(FloodKind::ignorable, now_ns, static_cast<uint32_t>(std::min<uint64_t>(skipped, UINT32_MAX)));
+    if (!admitted) {
+      fail(admitted.error());
+      return Err{failed_};
+    }
+  }
+  // A frame left partly received: its clock starts with the call that began it (a frame
+  // begun in an earlier call keeps that call's time, however many bytes trickle in since).
+  if (!decoder_.mid_frame()) {
+    frame_started_ns_ = 0;
+  } else if (frame_started_ns_ == 0 || frame_completed) {
+    frame_started_ns_ = now_ns;
   }
   // Once per call, not per frame: the policy sees the position the call ended at.
   if (receive_position_ != ack_policy_.received_position()) {
@@ -139,7 +202,6 @@ Result<void, MuxError> Session::handle_hello(const Frame& frame) noexcept {
   if (!hello) return Err{MuxError::protocol_violation};
   // No session table yet: every HELLO asks for a new session or resumes one we cannot know.
   const replay::HelloAnswer answer = replay::answer_hello(hello.value(), nullptr);
-  const std::size_t bytes = wire::frame_bytes(wire::hello_ack_payload_bytes);
   switch (answer.verdict) {
     case replay::HelloVerdict::accept_new:
       break;
@@ -148,7 +210,7 @@ Result<void, MuxError> Session::handle_hello(const Frame& frame) noexcept {
       // application queued), then queue the HELLO_ACK that says why.
       const MuxError error = error_of(answer.error);
       fail(error);
-      wire::encode_hello_ack(grow(link_, bytes), answer.ack);
+      wire::encode_hello_ack(grow(link_, wire::frame_bytes(wire::hello_ack_payload_size(answer.ack))), answer.ack);
       stats_.frames_sent++;
       return Err{error};
     }
@@ -162,13 +224,16 @@ Result<void, MuxError> Session::handle_hello(const Frame& frame) noexcept {
   return {};
 }
 
-void Session::accept_new(const wire::Hello& hello, const wire::HelloAck& ack) noexcept {
+void Session::accept_new(const wire::Hello& hello, const wire::HelloAck& answer) noexcept {
   session_id_ = hello.session_id;
   generation_ = hello.generation;
   handshake_complete_ = true;
+  apply_peer_windows(hello.stream_window_bytes, hello.connection_window_bytes);
+  wire::HelloAck ack = answer;
+  announce_windows(ack);
   // The HELLO_ACK goes ahead of everything the application queued while we waited (a PING
   // may be waiting in the link frames already).
-  const std::size_t bytes = wire::frame_bytes(wire::hello_ack_payload_bytes);
+  const std::size_t bytes = wire::frame_bytes(wire::hello_ack_payload_size(ack));
   link_.insert(link_.begin(), bytes, std::byte{0});
   wire::encode_hello_ack(std::span<std::byte>(link_.data(), bytes), ack);
   stats_.frames_sent++;
@@ -211,6 +276,7 @@ void Session::start_resume() noexcept {
   // sent before the replay would leave a gap at the peer.
   wire::Hello hello = dial_.start_attempt(dial_.resumable() ? receive_position_ : 0);
   hello.route_key = options_.route_key;
+  announce_windows(hello);
   generation_ = hello.generation;
   ack_policy_.on_handshake(receive_position_);
   wire::encode_hello(grow(link_, wire::frame_bytes(wire::hello_payload_size(hello))), hello);
@@ -237,7 +303,8 @@ replay::HelloAnswer Session::answer_resume(const wire::Hello& hello) noexcept {
   stats_.bytes_replayed += held_.bytes_unsent();
   ack_policy_.on_handshake(receive_position_);
   handshake_complete_ = true;
-  wire::encode_hello_ack(grow(link_, wire::frame_bytes(wire::hello_ack_payload_bytes)), answer.ack);
+  announce_windows(answer.ack);
+  wire::encode_hello_ack(grow(link_, wire::frame_bytes(wire::hello_ack_payload_size(answer.ack))), answer.ack);
   stats_.frames_sent++;
   output_open_ = true;
   return answer;
@@ -251,6 +318,7 @@ Result<void, MuxError> Session::handle_hello_ack(const Frame& frame) noexcept {
   // The peer's receive position acknowledges every byte before it (0 for a new session),
   // and our replay starts there.
   (void)held_.ack(established->replay_from);  // within held_: checked by on_hello_ack
+  apply_peer_windows(ack->stream_window_bytes, ack->connection_window_bytes);
   if (!output_open_) {
     // A later connection: nothing went out behind the HELLO; replay from the peer's position.
     (void)held_.rewind(established->replay_from);
@@ -280,7 +348,7 @@ Result<void, MuxError> Session::handle(const Frame& frame, uint64_t now_ns) noex
   switch (frame.header.frame_kind()) {
     case FrameKind::hello:
     case FrameKind::hello_ack:
-      return Err{MuxError::protocol_violation};  // one handshake per connection, and it is over
+      return violation(MuxError::protocol_violation, "a second HELLO or HELLO_ACK on a connection");
     case FrameKind::open:
       return handle_open(frame);
     case FrameKind::data:
@@ -298,11 +366,8 @@ Result<void, MuxError> Session::handle(const Frame& frame, uint64_t now_ns) noex
       auto code = wire::parse_reset(frame);
       if (!code) return Err{MuxError::protocol_violation};
       // Rapid reset: a peer opening and cancelling in a loop costs us work per stream.
-      if (now_ns - reset_window_start_ns_ >= 1'000'000'000) {
-        reset_window_start_ns_ = now_ns;
-        resets_in_window_ = 0;
-      }
-      if (++resets_in_window_ > options_.peer_resets_per_second_max) return Err{MuxError::flood};
+      auto admitted = admit(FloodKind::resets, now_ns);
+      if (!admitted) return admitted;
       Stream* stream = find(id);
       if (stream == nullptr) return handle_unknown_stream(frame, now_ns);
       auto reset = stream->machine.on_recv_reset(code.value());
@@ -327,28 +392,39 @@ Result<void, MuxError> Session::handle(const Frame& frame, uint64_t now_ns) noex
     case FrameKind::credit: {
       auto increment = wire::parse_credit(frame);
       if (!increment) return Err{MuxError::protocol_violation};
+      auto admitted = admit(FloodKind::credits, now_ns);
+      if (!admitted) return admitted;
       if (id == 0) {
-        if (!connection_send_.add(increment.value())) return Err{MuxError::flow_control};
+        if (!connection_send_.add(increment.value())) {
+          return violation(MuxError::flow_control, "CREDIT beyond 2^31-1 bytes on the connection");
+        }
         notify_writable();
         return {};
       }
       Stream* stream = find(id);
       if (stream == nullptr) return handle_unknown_stream(frame, now_ns);
-      if (!stream->send_credit.add(increment.value())) return Err{MuxError::flow_control};
+      if (!stream->send_credit.add(increment.value())) {
+        return violation(MuxError::flow_control, "CREDIT beyond 2^31-1 bytes on stream " + std::to_string(id));
+      }
       notify_writable();
       return {};
     }
     case FrameKind::ping: {
       auto opaque = wire::parse_ping(frame);
       if (!opaque) return Err{MuxError::protocol_violation};
-      auto queued = queue_control(wire::frame_bytes(8));
+      auto admitted = admit(FloodKind::pings, now_ns);
+      if (!admitted) return admitted;
+      auto queued = queue_control(wire::frame_bytes(8), true);
       if (!queued) return queued;
       wire::encode_pong(grow(link_, wire::frame_bytes(8)), opaque.value());
+      stats_.frames_sent++;
       return {};
     }
     case FrameKind::pong: {
       auto opaque = wire::parse_ping(frame);
       if (!opaque) return Err{MuxError::protocol_violation};
+      auto admitted = admit(FloodKind::pings, now_ns);
+      if (!admitted) return admitted;
       handler_.on_pong(opaque.value());
       return {};
     }
@@ -363,6 +439,8 @@ Result<void, MuxError> Session::handle(const Frame& frame, uint64_t now_ns) noex
     case FrameKind::goaway: {
       auto goaway = wire::parse_goaway(frame);
       if (!goaway) return Err{MuxError::protocol_violation};
+      auto admitted = admit(FloodKind::goaways, now_ns);
+      if (!admitted) return admitted;
       goaway_received_ = true;
       peer_last_stream_id_ = goaway->last_stream_id;
       handler_.on_goaway(goaway->last_stream_id, goaway->code);
@@ -383,7 +461,13 @@ Result<void, MuxError> Session::handle(const Frame& frame, uint64_t now_ns) noex
     case FrameKind::error: {
       auto error = wire::parse_error(frame);
       if (!error) return Err{MuxError::protocol_violation};
-      if (id == 0) return Err{MuxError::peer_error};  // the peer reports a connection error
+      if (id == 0) {
+        // The peer reports a connection error: its message says why, for our logs.
+        return violation(MuxError::peer_error, "peer: " + std::string(error->message));
+      }
+      // A stream-scoped ERROR ends a stream like a RESET: the same rapid-reset limit.
+      auto admitted = admit(FloodKind::resets, now_ns);
+      if (!admitted) return admitted;
       Stream* stream = find(id);
       if (stream == nullptr) return handle_unknown_stream(frame, now_ns);
       // A stream-scoped ERROR ends the stream like a RESET with its status.
@@ -399,17 +483,23 @@ Result<void, MuxError> Session::handle(const Frame& frame, uint64_t now_ns) noex
   return Err{MuxError::protocol_violation};
 }
 
-Result<void, MuxError> Session::queue_control(std::size_t frame_bytes) noexcept {
+Result<void, MuxError> Session::queue_control(std::size_t frame_bytes, bool link) noexcept {
   RM_ASSERT(frame_bytes <= control_frame_bytes_max);
-  // A peer that makes us queue answers faster than we can send them is cut off here.
-  if (control_frames_ >= options_.control_frames_queued_max) return Err{MuxError::flood};
-  control_frames_++;
+  // A peer that makes us queue answers faster than it lets us send them is cut off here.
+  // What counts is what is queued unsent: both counts fall to 0 as their frames go out.
+  if (control_frames_ + link_frames_ >= options_.control_frames_queued_max) {
+    return violation(MuxError::flood, "flood: over " + std::to_string(options_.control_frames_queued_max) +
+                                          " control frames queued unsent (the peer does not read)");
+  }
+  (link ? link_frames_ : control_frames_)++;
   return {};
 }
 
 Result<void, MuxError> Session::account_received(Stream* stream, std::size_t bytes) noexcept {
-  if (!connection_recv_.on_received(bytes)) return Err{MuxError::flow_control};
-  if (stream != nullptr && !stream->recv_window.on_received(bytes)) return Err{MuxError::flow_control};
+  if (!connection_recv_.on_received(bytes)) return violation(MuxError::flow_control, "data beyond the connection's credit");
+  if (stream != nullptr && !stream->recv_window.on_received(bytes)) {
+    return violation(MuxError::flow_control, "data beyond the stream's credit");
+  }
   return {};
 }
 
@@ -424,11 +514,16 @@ void Session::credit_connection(std::size_t bytes, uint64_t now_ns) noexcept {
 Result<void, MuxError> Session::handle_open(const Frame& frame) noexcept {
   const StreamId id = frame.header.stream_id;
   // The peer opens only ids of its own parity, each higher than the last.
-  if (is_local(id) || id <= last_peer_id_) return Err{MuxError::protocol_violation};
+  if (is_local(id)) return violation(MuxError::protocol_violation, "OPEN with a stream id of our parity");
+  if (id <= last_peer_id_) return violation(MuxError::protocol_violation, "OPEN with a stream id not above the last");
+  // A peer that said GOAWAY opens no new streams (SPEC §4).
+  if (goaway_received_) return violation(MuxError::protocol_violation, "OPEN after the peer's own GOAWAY");
   last_peer_id_ = id;
   auto open = wire::parse_open(frame);
   if (!open) return Err{MuxError::protocol_violation};
-  if (open->payload.size() > options_.stream_window_bytes) return Err{MuxError::flow_control};
+  if (open->payload.size() > options_.stream_window_bytes) {
+    return violation(MuxError::flow_control, "OPEN payload above the stream window");
+  }
   if (goaway_sent_ || peer_streams_open_ >= options_.streams_concurrent_max) {
     // Refused before any state exists: the payload is dropped and credited, and the
     // peer learns it may retry (nothing was processed).
@@ -440,8 +535,8 @@ Result<void, MuxError> Session::handle_open(const Frame& frame) noexcept {
     wire::encode_reset(grow(control_, wire::frame_bytes(4)), id, StatusCode::refused_stream);
     return {};
   }
-  auto [it, inserted] = streams_.try_emplace(id, options_.stream_window_bytes, options_.stream_window_bytes,
-                                             options_.stream_window_bytes_max);
+  auto [it, inserted] =
+      streams_.try_emplace(id, peer_stream_window_, options_.stream_window_bytes, options_.stream_window_bytes_max);
   RM_ASSERT(inserted);
   shared_seen_ |= streams_.size() > 1;
   Stream& stream = it->second;
@@ -461,6 +556,11 @@ Result<void, MuxError> Session::handle_data(const Frame& frame, uint64_t now_ns)
   Stream* stream = find(id);
   if (stream == nullptr) return handle_unknown_stream(frame, now_ns);
   const std::size_t bytes = frame.payload.size();
+  if (bytes == 0 && !frame.header.end_stream()) {
+    // Delivers nothing, and our writer never sends one: cheap to send, a lookup to handle.
+    auto admitted = admit(FloodKind::empty_data, now_ns);
+    if (!admitted) return admitted;
+  }
   auto accounted = account_received(stream, bytes);
   if (!accounted) return accounted;
   auto delivery = stream->machine.on_recv_data(frame.header.end_stream());
@@ -483,7 +583,9 @@ Result<void, MuxError> Session::handle_unknown_stream(const Frame& frame, uint64
   // from the peer are expected. Data is credited back so the connection window does not
   // shrink. A stream that never existed is a violation.
   const bool existed = is_local(id) ? id < next_local_id_ : id <= last_peer_id_;
-  if (!existed) return Err{MuxError::protocol_violation};
+  if (!existed) {
+    return violation(MuxError::protocol_violation, "a frame on stream " + std::to_string(id) + ", which was never opened");
+  }
   if (frame.header.frame_kind() == FrameKind::data) {
     if (!connection_recv_.on_received(frame.payload.size())) return Err{MuxError::flow_control};
     stats_.bytes_discarded += frame.payload.size();
@@ -508,7 +610,7 @@ void Session::finish_if_done(StreamId id, Stream& stream) noexcept {
 Result<StreamId, MuxError> Session::open(uint32_t handler_id, uint64_t deadline_budget_ns,
                                          std::span<const std::byte> payload, bool end_stream) noexcept {
   // The initial payload goes whole, against the peer's initial stream window.
-  if (payload.size() > options_.stream_window_bytes || payload.size() > connection_send_.available()) {
+  if (payload.size() > peer_stream_window_ || payload.size() > connection_send_.available()) {
     if (failed()) return Err{MuxError::stream_closed};
     return Err{MuxError::refused};
   }
@@ -522,15 +624,15 @@ Result<Session::Opened, MuxError> Session::open_some(uint32_t handler_id, uint64
   if (failed()) return Err{MuxError::stream_closed};
   if (goaway_received_ || streams_.size() >= options_.streams_concurrent_max) return Err{MuxError::refused};
   // What the credit allows now goes with the OPEN; the rest waits for credit like any write.
-  const std::size_t take = std::min<std::size_t>(
-      payload.size(), std::min<uint64_t>(options_.stream_window_bytes, connection_send_.available()));
+  const std::size_t take =
+      std::min<std::size_t>(payload.size(), std::min<uint64_t>(peer_stream_window_, connection_send_.available()));
   const bool cut_short = take < payload.size();
   const bool end_now = end_stream && !cut_short;
   payload = payload.first(take);
   const StreamId id = next_local_id_;
   next_local_id_ += 2;
-  auto [it, inserted] = streams_.try_emplace(id, options_.stream_window_bytes, options_.stream_window_bytes,
-                                             options_.stream_window_bytes_max);
+  auto [it, inserted] =
+      streams_.try_emplace(id, peer_stream_window_, options_.stream_window_bytes, options_.stream_window_bytes_max);
   RM_ASSERT(inserted);
   shared_seen_ |= streams_.size() > 1;
   Stream& stream = it->second;
@@ -681,7 +783,7 @@ void Session::consume(StreamId id, std::size_t bytes, uint64_t now_ns) noexcept 
 // ---- connection ------------------------------------------------------------------------
 
 void Session::ping(uint64_t opaque) noexcept {
-  if (failed() || !queue_control(wire::frame_bytes(8))) return;
+  if (failed() || !queue_control(wire::frame_bytes(8), true)) return;
   wire::encode_ping(grow(link_, wire::frame_bytes(8)), opaque);
   stats_.frames_sent++;
 }
@@ -693,8 +795,22 @@ void Session::goaway(StatusCode code) noexcept {
   stats_.frames_sent++;
 }
 
-void Session::fail(MuxError error) noexcept {
+bool Session::can_send(StreamId id) const noexcept {
+  auto it = streams_.find(id);
+  return it != streams_.end() && it->second.machine.can_send();
+}
+
+void Session::trim() noexcept {
+  held_.release_spares();
+  decoder_.trim();
+  if (control_.empty()) ByteVector().swap(control_);
+  if (data_.empty()) ByteVector().swap(data_);
+  if (link_.empty()) ByteVector().swap(link_);
+}
+
+void Session::fail(MuxError error, std::string message) noexcept {
   if (failed()) return;
+  if (!message.empty() && failure_message_.empty()) failure_message_ = std::move(message);
   failed_ = error;
   // Every stream ends with the connection's error; the handler may not touch the session
   // for these streams afterwards.
@@ -751,6 +867,7 @@ void Session::take_output(ByteVector& link, replay::HeldSpans& held) noexcept {
   if (link_open()) {
     link.swap(link_);
     link_ack_offset_ = no_ack_offset;
+    link_frames_ = 0;  // on their way out: no longer queued
   }
   // Streams cut short by the batch limits may write again into the new batch.
   if (!held.empty()) notify_writable();

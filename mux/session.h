@@ -44,6 +44,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
@@ -52,6 +53,7 @@
 #include "engine/memory.h"
 #include "engine/result.h"
 #include "mux/errors.h"
+#include "mux/flood.h"
 #include "mux/flow.h"
 #include "mux/stream_state.h"
 #include "replay/handshake.h"
@@ -77,12 +79,14 @@ struct SessionOptions {
   bool resumable = false;
   uint64_t replay_bytes_max = limits::replay_bytes_max;  // held batches (replay/held.h)
   uint32_t streams_concurrent_max = limits::streams_concurrent_max;
+  // Our receive windows, announced in the handshake (SPEC §4.1): at least
+  // limits::stream_window_bytes_min / connection_window_bytes_min.
   uint32_t stream_window_bytes = limits::stream_window_bytes_initial;
   uint32_t stream_window_bytes_max = limits::stream_window_bytes_max;
   uint32_t stream_window_bytes_shared_max = limits::stream_window_bytes_shared_max;  // others open
   uint32_t connection_window_bytes = limits::connection_window_bytes_initial;
-  uint32_t control_frames_queued_max = limits::control_frames_queued_max;
-  uint32_t peer_resets_per_second_max = limits::peer_resets_per_second_max;
+  uint32_t control_frames_queued_max = limits::control_frames_queued_max;  // queued unsent
+  FloodLimits flood;  // cheap-to-send, costly-to-handle frames (mux/flood.h)
 };
 
 // Events of a session, on its thread. Spans are valid only during the call.
@@ -237,14 +241,30 @@ class Session {
 
   bool failed() const noexcept { return failed_ != MuxError::none; }
   MuxError failure() const noexcept { return failed_; }
+  // Why the peer was cut off, for the ERROR frame that tells it and for logs: the limit or
+  // the rule it broke ("flood: RESET/ERROR frames over 10000 per second"); empty when the
+  // failure has no more to say than describe(failure()).
+  const std::string& failure_message() const noexcept { return failure_message_; }
+  // When the first byte of a frame that has not completed yet arrived (0: none is partly
+  // received). The glue closes a connection whose frame takes over
+  // limits::frame_complete_timeout_ns, however its bytes trickle in.
+  uint64_t frame_started_ns() const noexcept { return frame_started_ns_; }
+  // The peer's receive windows (its handshake announcement; until then the minimums).
+  uint32_t peer_stream_window_bytes() const noexcept { return peer_stream_window_; }
   std::size_t streams_open() const noexcept { return streams_.size(); }
   const SessionStats& stats() const noexcept { return stats_; }
   // Bytes received on `id` and not yet consumed (0 for an unknown stream).
   uint64_t stream_buffered(StreamId id) const noexcept;
   uint64_t connection_buffered() const noexcept { return connection_recv_.buffered(); }
 
-  // Fails the session from outside (transport error): every stream is reset with `error`.
-  void fail(MuxError error) noexcept;
+  // Fails the session from outside (transport error, a limit the glue enforces): every
+  // stream is reset with `error`; `message` becomes failure_message().
+  void fail(MuxError error, std::string message = {}) noexcept;
+  // Whether our side of `id` may still send (false for unknown streams).
+  bool can_send(StreamId id) const noexcept;
+  // Frees buffer capacity an idle session keeps (recycled batches, empty batch buffers):
+  // called when the connection has been quiet for a keepalive interval, and on detach.
+  void trim() noexcept;
 
  private:
   struct Stream {
@@ -263,6 +283,16 @@ class Session {
   bool is_local(StreamId id) const noexcept { return (id & 1u) == (dialer_ ? 1u : 0u); }
   Stream* find(StreamId id) noexcept;
   Result<void, MuxError> handle(const wire::Frame& frame, uint64_t now_ns) noexcept;
+  // Records why the peer is cut off (failure_message()) and returns `error`.
+  Err<MuxError> violation(MuxError error, std::string message) noexcept;
+  // Counts a frame against its flood limit: a flood error (with its message) when over.
+  Result<void, MuxError> admit(FloodKind kind, uint64_t now_ns, uint32_t count = 1) noexcept;
+  // The peer's handshake announced its receive windows (0: not announced, the defaults):
+  // streams opened before it got credit for the minimums, and get the difference now.
+  void apply_peer_windows(uint32_t stream_bytes, uint32_t connection_bytes) noexcept;
+  // Our windows, for the HELLO / HELLO_ACK we send.
+  void announce_windows(wire::Hello& hello) const noexcept;
+  void announce_windows(wire::HelloAck& ack) const noexcept;
   // The first frame from the peer: HELLO (acceptor) or HELLO_ACK (dialer), else a violation.
   Result<void, MuxError> handle_handshake(const wire::Frame& frame) noexcept;
   Result<void, MuxError> handle_hello(const wire::Frame& frame) noexcept;
@@ -275,7 +305,9 @@ class Session {
   Result<void, MuxError> handle_data(const wire::Frame& frame, uint64_t now_ns) noexcept;
   Result<void, MuxError> handle_unknown_stream(const wire::Frame& frame, uint64_t now_ns) noexcept;
   Result<void, MuxError> account_received(Stream* stream, std::size_t bytes) noexcept;
-  Result<void, MuxError> queue_control(std::size_t frame_bytes_max) noexcept;
+  // Counts a control frame about to be queued in control_ (or, `link`, an answer queued in
+  // the link frames): a flood error when options.control_frames_queued_max are unsent.
+  Result<void, MuxError> queue_control(std::size_t frame_bytes_max, bool link = false) noexcept;
   void credit_connection(std::size_t bytes, uint64_t now_ns) noexcept;
   void finish_if_done(StreamId id, Stream& stream) noexcept;
   // Where a RESET or STOP for `stream` goes: ahead of data as control, unless the
@@ -299,7 +331,8 @@ class Session {
   SendCredit connection_send_;
   RecvWindow connection_recv_;
   ByteVector control_;  // queued control frames, sent ahead of data
-  uint32_t control_frames_ = 0;
+  uint32_t control_frames_ = 0;  // in control_ (0 again once the batch is taken)
+  uint32_t link_frames_ = 0;     // PONGs and PINGs in link_ (0 again once link_ is taken)
   ByteVector data_;  // queued data frames of the current batch
   std::vector<StreamId> writable_waiters_;
   std::vector<StreamId> writable_scratch_;  // notify_writable's working copy (capacity kept)
@@ -313,9 +346,13 @@ class Session {
   bool goaway_received_ = false;
   uint32_t peer_last_stream_id_ = UINT32_MAX;
   uint64_t rtt_ns_ = 100'000;
-  uint64_t reset_window_start_ns_ = 0;
-  uint32_t resets_in_window_ = 0;
+  FloodGuard flood_;
+  uint64_t frame_started_ns_ = 0;
+  // The peer's receive windows: the minimums until its handshake announces them.
+  uint32_t peer_stream_window_ = limits::stream_window_bytes_min;
+  bool peer_windows_known_ = false;
   MuxError failed_ = MuxError::none;
+  std::string failure_message_;
   SessionStats stats_;
   // Handshake.
   replay::DialHandshake dial_;  // the dialer's identity and handshake state (unused by the acceptor)

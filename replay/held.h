@@ -79,6 +79,13 @@ class HeldBatches {
   // batch's control and data parts); the cursor moves past them. Empty when cursor == tail.
   HeldSpans take_unsent() noexcept;
 
+  // Frees the recycled batches kept for their capacity (an idle or detached session keeps
+  // only what it holds for replay).
+  void release_spares() noexcept {
+    spare_.clear();
+    spare_.shrink_to_fit();
+  }
+
   // ---- state ----
 
   uint64_t acked() const noexcept { return acked_; }

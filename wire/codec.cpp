@@ -144,7 +144,7 @@ std::size_t encode_frame(std::span<std::byte> out, FrameKind kind, uint8_t flags
 }
 
 std::size_t encode_hello(std::span<std::byte> out, const Hello& hello) noexcept {
-  std::byte b[hello_route_payload_bytes];
+  std::byte b[hello_window_payload_bytes];
   store_u32(b + 0, hello_magic);
   store_u16(b + 4, hello.version_min);
   store_u16(b + 6, hello.version_max);
@@ -154,18 +154,22 @@ std::size_t encode_hello(std::span<std::byte> out, const Hello& hello) noexcept 
   store_u64(b + 40, hello.receive_position);
   store_u32(b + 48, hello.hello_flags);
   store_u64(b + 52, hello.route_key);
+  store_u32(b + 60, hello.stream_window_bytes);
+  store_u32(b + 64, hello.connection_window_bytes);
   return encode_parts(out, FrameKind::hello, 0, 0, std::span<const std::byte>(b, hello_payload_size(hello)), {});
 }
 
 std::size_t encode_hello_ack(std::span<std::byte> out, const HelloAck& ack) noexcept {
-  std::byte b[hello_ack_payload_bytes];
+  std::byte b[hello_ack_window_payload_bytes];
   store_u16(b + 0, ack.version);
   store_u16(b + 2, static_cast<uint16_t>(ack.status));
   store_u64(b + 4, ack.features);
   std::memcpy(b + 12, ack.session_id.data(), 16);
   store_u64(b + 28, ack.generation);
   store_u64(b + 36, ack.receive_position);
-  return encode_parts(out, FrameKind::hello_ack, 0, 0, b, {});
+  store_u32(b + 44, ack.stream_window_bytes);
+  store_u32(b + 48, ack.connection_window_bytes);
+  return encode_parts(out, FrameKind::hello_ack, 0, 0, std::span<const std::byte>(b, hello_ack_payload_size(ack)), {});
 }
 
 std::size_t encode_open(std::span<std::byte> out, uint32_t stream_id, uint8_t flags, uint32_t handler_id,
@@ -240,6 +244,18 @@ std::size_t encode_error(std::span<std::byte> out, uint32_t stream_id, StatusCod
 
 // ---- typed payloads ------------------------------------------------------------------
 
+namespace {
+
+// Announced receive windows (SPEC §4.1): at least the minimums a pipelining dialer assumes,
+// at most what a credit counter may hold.
+bool windows_valid(uint32_t stream_bytes, uint32_t connection_bytes) noexcept {
+  return stream_bytes >= limits::stream_window_bytes_min && stream_bytes <= limits::window_bytes_limit &&
+         connection_bytes >= limits::connection_window_bytes_min && connection_bytes <= limits::window_bytes_limit &&
+         stream_bytes <= connection_bytes;
+}
+
+}  // namespace
+
 Result<Hello, WireError> parse_hello(const Frame& frame) noexcept {
   RM_ASSERT(frame.header.frame_kind() == FrameKind::hello);
   const auto p = frame.payload;
@@ -256,6 +272,11 @@ Result<Hello, WireError> parse_hello(const Frame& frame) noexcept {
   hello.receive_position = load_u64(p.data() + 40);
   hello.hello_flags = load_u32(p.data() + 48);
   if (p.size() >= hello_route_payload_bytes) hello.route_key = load_u64(p.data() + 52);
+  if (p.size() >= hello_window_payload_bytes) {
+    hello.stream_window_bytes = load_u32(p.data() + 60);
+    hello.connection_window_bytes = load_u32(p.data() + 64);
+    if (!windows_valid(hello.stream_window_bytes, hello.connection_window_bytes)) return Err{WireError::bad_value};
+  }
   return hello;
 }
 
@@ -270,6 +291,11 @@ Result<HelloAck, WireError> parse_hello_ack(const Frame& frame) noexcept {
   std::memcpy(ack.session_id.data(), p.data() + 12, 16);
   ack.generation = load_u64(p.data() + 28);
   ack.receive_position = load_u64(p.data() + 36);
+  if (p.size() >= hello_ack_window_payload_bytes) {
+    ack.stream_window_bytes = load_u32(p.data() + 44);
+    ack.connection_window_bytes = load_u32(p.data() + 48);
+    if (!windows_valid(ack.stream_window_bytes, ack.connection_window_bytes)) return Err{WireError::bad_value};
+  }
   return ack;
 }
 

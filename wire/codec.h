@@ -109,6 +109,11 @@ class Decoder {
   uint64_t frames_skipped() const noexcept { return frames_skipped_; }
   // Capacity of the reassembly buffer: never above payload_bytes_max.
   std::size_t buffer_capacity() const noexcept { return payload_.capacity(); }
+  // Frees the reassembly buffer between frames (an idle connection keeps none); a no-op
+  // while a frame is partly received.
+  void trim() noexcept {
+    if (!mid_frame()) std::vector<std::byte>().swap(payload_);
+  }
 
  private:
   Result<Step, WireError> fail(WireError error) noexcept;

@@ -103,11 +103,18 @@ struct Hello {
   // Which of the acceptor's loops the session belongs to (SPEC §4.1); 0: none, sent as the
   // 52-byte HELLO without the field.
   uint64_t route_key = 0;
+  // The dialer's receive windows (SPEC §4.1): the initial credit of every stream the
+  // acceptor opens or writes to, and of the connection. 0: not announced (a peer that
+  // predates the fields), the defaults apply. Sent with route_key as the 68-byte HELLO.
+  uint32_t stream_window_bytes = 0;
+  uint32_t connection_window_bytes = 0;
 };
 inline constexpr uint32_t hello_payload_bytes = 4 + 2 + 2 + 8 + 16 + 8 + 8 + 4;
-inline constexpr uint32_t hello_route_payload_bytes = hello_payload_bytes + 8;  // with route_key
+inline constexpr uint32_t hello_route_payload_bytes = hello_payload_bytes + 8;     // with route_key
+inline constexpr uint32_t hello_window_payload_bytes = hello_route_payload_bytes + 8;  // and windows
 // The payload length `hello` is encoded with.
 constexpr uint32_t hello_payload_size(const Hello& hello) noexcept {
+  if (hello.stream_window_bytes != 0 || hello.connection_window_bytes != 0) return hello_window_payload_bytes;
   return hello.route_key != 0 ? hello_route_payload_bytes : hello_payload_bytes;
 }
 
@@ -118,8 +125,16 @@ struct HelloAck {
   SessionId session_id{};
   uint64_t generation = 0;
   uint64_t receive_position = 0;
+  // The acceptor's receive windows, as in Hello; 0: not announced (sent as 44 bytes).
+  uint32_t stream_window_bytes = 0;
+  uint32_t connection_window_bytes = 0;
 };
 inline constexpr uint32_t hello_ack_payload_bytes = 2 + 2 + 8 + 16 + 8 + 8;
+inline constexpr uint32_t hello_ack_window_payload_bytes = hello_ack_payload_bytes + 8;  // with windows
+constexpr uint32_t hello_ack_payload_size(const HelloAck& ack) noexcept {
+  return ack.stream_window_bytes != 0 || ack.connection_window_bytes != 0 ? hello_ack_window_payload_bytes
+                                                                          : hello_ack_payload_bytes;
+}
 
 struct Open {
   uint32_t handler_id = 0;

@@ -290,6 +290,8 @@ Holder* hold_connection_window(Loop& loop, Fixture& f, Watcher& writer) {
     holder->id = start.id;
     return holder;
   });
+  // After the handshake: until then the client assumes only the minimum windows.
+  REQUIRE(loop.run_until([&] { return f.client->connected(); }, 5 * second_ns));
   auto id = f.client->open(holding_stream, 0, {}, false, writer);
   REQUIRE(id.ok());
   const Bytes window(64 * 1024, std::byte{2});

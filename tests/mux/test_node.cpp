@@ -422,8 +422,10 @@ TEST_CASE("node: a member's HELLO carries the pair's route key, a client's none"
     const int fd = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
     REQUIRE(fd >= 0);
     REQUIRE(::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout)) == 0);
-    std::vector<std::byte> frame(wire::frame_bytes(wire::hello_route_payload_bytes));
-    const std::size_t expected = client_only ? wire::frame_bytes(wire::hello_payload_bytes) : frame.size();
+    // Every HELLO now announces the dialer's windows (SPEC §4.1), so it carries the route
+    // key field whether it has a key (a member) or not (0: a client).
+    std::vector<std::byte> frame(wire::frame_bytes(wire::hello_window_payload_bytes));
+    const std::size_t expected = frame.size();
     std::size_t have = 0;
     while (have < expected) {
       const ssize_t got = ::recv(fd, frame.data() + have, expected - have, 0);

@@ -258,6 +258,7 @@ TEST_CASE("session: flow control bounds what a slow reader holds") {
   options.stream_window_bytes_max = 64 * 1024;
   Pair pair(options, options);
   pair.server_log.auto_consume = false;
+  pair.pump();  // the handshake: until its HELLO_ACK the dialer assumes the minimum windows
   auto id = pair.client.open(1, 0, {}, false);
   REQUIRE(id.ok());
   const Bytes big(1 << 20, std::byte{9});
@@ -434,7 +435,7 @@ TEST_CASE("session: a ping flood is cut off at the control-queue limit") {
 // Proves the rapid-reset limit: more RESETs per second than allowed fail the session.
 TEST_CASE("session: rapid open/reset beyond the rate limit fails the session") {
   SessionOptions options;
-  options.peer_resets_per_second_max = 50;
+  options.flood[FloodKind::resets] = 50;
   Pair pair({}, options);
   MuxError failure = MuxError::none;
   for (int i = 0; i < 100 && failure == MuxError::none; i++) {
@@ -453,6 +454,7 @@ TEST_CASE("session: rapid open/reset beyond the rate limit fails the session") {
 // starves the other.
 TEST_CASE("session: the writer serves streams in turns within a batch") {
   Pair pair;
+  pair.pump();  // the handshake: the acceptor's windows are known
   auto a = pair.client.open(1, 0, {}, false);
   auto b = pair.client.open(1, 0, {}, false);
   REQUIRE(a.ok());
