@@ -482,7 +482,7 @@ void Connection::on_stream_timer(engine::Timer& timer) noexcept {
   }
   // The peer stopped the stream and our writer has neither ended nor reset it since.
   RM_ASSERT(entry.stop_close_ns != 0 && now >= entry.stop_close_ns);
-  if (self.session_.can_send(id)) {
+  if (self.session_.local_open(id)) {
     self.reset(id, MuxError::stream_stopped,
                "the peer stopped this stream and its writer neither ended nor reset it "
                "(limits::stopped_stream_close_timeout_ns)");

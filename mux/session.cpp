@@ -795,9 +795,11 @@ void Session::goaway(StatusCode code) noexcept {
   stats_.frames_sent++;
 }
 
-bool Session::can_send(StreamId id) const noexcept {
+bool Session::local_open(StreamId id) const noexcept {
   auto it = streams_.find(id);
-  return it != streams_.end() && it->second.machine.can_send();
+  if (it == streams_.end()) return false;
+  const StreamState state = it->second.machine.state();
+  return state == StreamState::open || state == StreamState::remote_closed;
 }
 
 void Session::trim() noexcept {

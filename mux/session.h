@@ -260,8 +260,9 @@ class Session {
   // Fails the session from outside (transport error, a limit the glue enforces): every
   // stream is reset with `error`; `message` becomes failure_message().
   void fail(MuxError error, std::string message = {}) noexcept;
-  // Whether our side of `id` may still send (false for unknown streams).
-  bool can_send(StreamId id) const noexcept;
+  // Whether our side of `id` has neither ended nor reset it (whatever a STOP from the peer
+  // says of its writes); false for unknown streams.
+  bool local_open(StreamId id) const noexcept;
   // Frees buffer capacity an idle session keeps (recycled batches, empty batch buffers):
   // called when the connection has been quiet for a keepalive interval, and on detach.
   void trim() noexcept;
