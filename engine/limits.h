@@ -274,10 +274,11 @@ inline constexpr uint64_t redial_backoff_ns_max = 500'000'000;
 inline constexpr uint64_t detached_held_bytes_max = 256 * 1024 * 1024;
 
 // Sockets one acceptor holds before their HELLO has arrived (each costs a pending read, a
-// 1 KiB buffer and a timer, for up to hello_timeout_ns). Beyond it a new socket is closed at
-// once: a connect flood cannot grow the list. 1024 is far above the connects of a cluster
-// restarting at once.
-inline constexpr uint32_t pending_hellos_max = 1024;
+// 1.2 KiB buffer and a timer, for up to hello_timeout_ns). Beyond it a new socket is closed
+// at once: a connect flood cannot grow the list past ~5 MiB. One listen backlog's worth: a
+// loop accepts a whole backlog in one iteration before any HELLO read completes, so a
+// burst of legitimate connects (a cluster restarting) fits.
+inline constexpr uint32_t pending_hellos_max = listen_backlog;
 
 // How long mux::Acceptor waits for the dialer's HELLO on a new connection before closing it.
 inline constexpr uint64_t hello_timeout_ns = 5'000'000'000;
