@@ -30,35 +30,34 @@ constexpr uint32_t held_unary = 22;     // answers with a shared 4 MiB block, no
 constexpr uint32_t copied_unary = 23;   // answers with a 4 MiB block, copied
 constexpr uint32_t deadline_probe = 24;  // records the deadline a stream arrived with
 
-// A stream observer that records how its stream ended.
-struct Ends final : StreamObserver {
-  Connection* connection = nullptr;
-  StreamId id = 0;
+// How a stream ended; kept apart from its observer, which a server's connection deletes.
+struct Outcome {
   bool finished = false;
   MuxError error = MuxError::none;
   std::string message;
-  std::size_t received = 0;
-  void on_stream_message(std::string_view text) noexcept override { message = std::string(text); }
-  void on_stream_data(std::span<const std::byte> bytes, bool) noexcept override {
-    received += bytes.size();
-    if (connection != nullptr) connection->consume(id, bytes.size());
-  }
+};
+
+// A stream observer that records how its stream ended into `outcome`.
+struct Ends final : StreamObserver {
+  explicit Ends(Outcome& outcome_ref) : outcome(outcome_ref) {}
+  Outcome& outcome;
+  void on_stream_message(std::string_view text) noexcept override { outcome.message = std::string(text); }
+  void on_stream_data(std::span<const std::byte>, bool) noexcept override {}
   void on_stream_finished(MuxError e) noexcept override {
-    finished = true;
-    error = e;
+    outcome.finished = true;
+    outcome.error = e;
   }
 };
 
 struct BoundsServer : Server {
   BoundsServer(Loop& loop_ref, ConnectionOptions options_ref) : Server(loop_ref, options_ref) {
     registry.add_stream(idle_stream, [this](const StreamStart&) {
-      auto* ends = new Ends();
-      server_ends.push_back(ends);
-      return ends;
+      server_ends.push_back(std::make_unique<Outcome>());
+      return new Ends(*server_ends.back());
     });
     registry.add_stream(deadline_probe, [this](const StreamStart& start) {
       probed_deadline_ns = start.deadline_ns;
-      return new Ends();
+      return new Ends(probe_outcome);
     });
     UnaryLimits small;
     small.request_bytes_max = 64 * 1024;
@@ -77,7 +76,8 @@ struct BoundsServer : Server {
     });
   }
   std::shared_ptr<std::vector<std::byte>> block = std::make_shared<std::vector<std::byte>>(4 << 20, std::byte{7});
-  std::vector<Ends*> server_ends;  // owned by their connections; valid until finished
+  std::vector<std::unique_ptr<Outcome>> server_ends;  // of idle streams, in opening order
+  Outcome probe_outcome;
   uint64_t probed_deadline_ns = 0;
 };
 
@@ -116,10 +116,10 @@ TEST_CASE("bounds: a stream's deadline ends it on both sides") {
   Loop& loop = *loop_owner;
   BoundsServer server(loop, {});
   Client client(loop, server.port(), {});
-  Ends mine;
-  mine.connection = client.connection.get();
+  Outcome mine;
+  Ends observer(mine);
   const uint64_t start = Loop::clock_ns();
-  auto id = client.connection->open(idle_stream, start + 100 * ms_ns, {}, false, mine);
+  auto id = client.connection->open(idle_stream, start + 100 * ms_ns, {}, false, observer);
   REQUIRE(id.ok());
   REQUIRE(loop.run_until([&] { return mine.finished && !server.server_ends.empty() && server.server_ends[0]->finished; },
                          10 * second_ns));
@@ -157,9 +157,9 @@ TEST_CASE("bounds: a stream the peer stopped is reset when its writer does nothi
   options.stopped_stream_close_timeout_ns = 50 * ms_ns;
   BoundsServer server(loop, options);
   Client client(loop, server.port(), {});
-  Ends mine;
-  mine.connection = client.connection.get();
-  auto id = client.connection->open(idle_stream, 0, {}, false, mine);
+  Outcome mine;
+  Ends observer(mine);
+  auto id = client.connection->open(idle_stream, 0, {}, false, observer);
   REQUIRE(id.ok());
   REQUIRE(loop.run_until([&] { return !server.server_ends.empty(); }, 5 * second_ns));
   client.connection->stop(id.value());  // the server's writer never ends nor resets
@@ -204,11 +204,13 @@ TEST_CASE("bounds: requests being gathered share the connection's RPC budget") {
   REQUIRE(loop.run_until([&] { return client.connection->connected(); }, 5 * second_ns));
   // Two open streams send 32 KiB each of a request that has not ended: the second passes
   // the 48 KiB budget.
-  Ends first;
-  Ends second;
+  Outcome first;
+  Outcome second;
+  Ends first_observer(first);
+  Ends second_observer(second);
   const std::vector<std::byte> part(32 * 1024, std::byte{2});
-  auto a = client.connection->open(limited_unary, 0, part, false, first);
-  auto b = client.connection->open(limited_unary, 0, part, false, second);
+  auto a = client.connection->open(limited_unary, 0, part, false, first_observer);
+  auto b = client.connection->open(limited_unary, 0, part, false, second_observer);
   REQUIRE(a.ok());
   REQUIRE(b.ok());
   REQUIRE(loop.run_until([&] { return second.finished; }, 5 * second_ns));
