@@ -86,7 +86,8 @@ class Acceptor {
   void close() noexcept;
   bool idle() const noexcept { return pending_.empty(); }
   std::size_t sessions() const noexcept { return sessions_.size(); }
-  // Sessions whose transport broke, waiting for their dialer, and the bytes they hold.
+  // Sessions whose transport broke, waiting for their dialer, and the memory their held
+  // batches occupy (HeldBatches::bytes_reserved).
   std::size_t detached() const noexcept { return detached_.size(); }
   uint64_t detached_held_bytes() const noexcept;
   const AcceptorStats& stats() const noexcept { return stats_; }

@@ -439,6 +439,11 @@ void Connection::send_final_error(MuxError reason, std::string_view message) noe
   (void)::send(transport_->socket.fd(), frame.data(), bytes, MSG_DONTWAIT | MSG_NOSIGNAL);
 }
 
+void Connection::tell_peer_why() noexcept {
+  const std::string& why = session_.failure_message();
+  send_final_error(session_.failure(), why.empty() ? std::string_view(describe(session_.failure())) : why);
+}
+
 bool Connection::rpc_charge(std::size_t bytes) noexcept {
   if (rpc_bytes_buffered_ + bytes > options_.rpc_bytes_max) return false;
   rpc_bytes_buffered_ += bytes;
@@ -832,8 +837,13 @@ void Connection::on_transport_recv(Transport& transport, std::span<const std::by
     // session that fails for what the peer did tells it why first.
     if (session_.failed() && scope_of(session_.failure()) == Scope::connection &&
         session_.failure() != MuxError::peer_error) {
-      const std::string& why = session_.failure_message();
-      send_final_error(session_.failure(), why.empty() ? std::string_view(describe(session_.failure())) : why);
+      if (transport_->socket.send_in_flight()) {
+        // The ERROR must not cut into the frames in flight: it goes when that send
+        // completes (or the keepalive gives up on a send that makes no progress).
+        final_error_due_ = true;
+        return;
+      }
+      tell_peer_why();
     }
     lose_transport(received.error(), engine::IoError::none);
     return;
@@ -865,6 +875,12 @@ void Connection::on_transport_sent(Transport& transport) noexcept {
   EntryGuard guard(*this);
   sending_link_.clear();  // capacity kept: the next swap reuses it
   send_started_ns_ = 0;
+  if (final_error_due_) {
+    final_error_due_ = false;
+    tell_peer_why();
+    lose_transport(session_.failure(), engine::IoError::none);
+    return;
+  }
   flush();
 }
 

@@ -325,6 +325,8 @@ class Connection final : public SessionHandler, private engine::ConnectHandler {
   // Tells the peer why the session ends (ERROR on stream 0 with `message`), best effort:
   // written straight to the socket when no send is in flight (a fresh frame boundary).
   void send_final_error(MuxError reason, std::string_view message) noexcept;
+  // The session failed for what the peer did: tells it (the failure and its message).
+  void tell_peer_why() noexcept;
   // Marks an entry point (a public call, a socket or timer callback): writable events,
   // the deletion of owned observers that finished, and on_connection_closed are all
   // delivered when the outermost one returns (reap() is its last action).
@@ -416,6 +418,7 @@ class Connection final : public SessionHandler, private engine::ConnectHandler {
   bool reaping_ = false;
   uint32_t depth_ = 0;
   uint64_t rpc_bytes_buffered_ = 0;  // declared before the requests that are charged to it
+  bool final_error_due_ = false;     // the peer is told why once the send in flight is done
   uint64_t batches_at_last_keepalive_ = 0;  // an unchanged count: the connection was idle
   std::vector<StreamId> writable_pending_;  // on_stream_writable, delivered by reap()
   std::vector<StreamId> writable_scratch_;  // reap()'s working copy (capacity kept)

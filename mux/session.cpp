@@ -75,6 +75,11 @@ Err<MuxError> Session::violation(MuxError error, std::string message) noexcept {
   return Err{error};
 }
 
+Err<MuxError> Session::damaged() noexcept {
+  damaged_ = true;
+  return Err{MuxError::protocol_violation};
+}
+
 Result<void, MuxError> Session::admit(FloodKind kind, uint64_t now_ns, uint32_t count) noexcept {
   if (flood_.admit(kind, now_ns, count)) return {};
   return violation(MuxError::flood, flood_message(kind, flood_.limits()[kind]));
@@ -156,9 +161,19 @@ Result<void, MuxError> Session::receive(std::span<const std::byte> bytes, uint64
     }
     const uint8_t kind = step->frame.header.kind;
     RM_DEBUG_ASSERT(kind < 32);  // the decoder passes on known kinds only
-    receive_position_ += ((position_space_kinds >> (kind & 31u)) & 1u) * wire::frame_bytes(step->frame.payload.size());
+    const uint64_t position_bytes =
+        ((position_space_kinds >> (kind & 31u)) & 1u) * wire::frame_bytes(step->frame.payload.size());
+    receive_position_ += position_bytes;
     auto handled = handle(step->frame, now_ns);
     if (!handled) {
+      if (damaged_ && options_.resumable) {
+        // A payload whose fields do not parse (SPEC §2.1 check 9) is damage like a bad
+        // checksum: this connection ends, and the frame was never received (the peer
+        // sends it again from our position).
+        damaged_ = false;
+        receive_position_ -= position_bytes;
+        return handled;
+      }
       if (handled.error() == MuxError::ack_beyond_sent && options_.resumable) return handled;  // this connection only
       fail(handled.error());
       return Err{failed_};
@@ -364,7 +379,7 @@ Result<void, MuxError> Session::handle(const Frame& frame, uint64_t now_ns) noex
     }
     case FrameKind::reset: {
       auto code = wire::parse_reset(frame);
-      if (!code) return Err{MuxError::protocol_violation};
+      if (!code) return damaged();
       // Rapid reset: a peer opening and cancelling in a loop costs us work per stream.
       auto admitted = admit(FloodKind::resets, now_ns);
       if (!admitted) return admitted;
@@ -380,7 +395,7 @@ Result<void, MuxError> Session::handle(const Frame& frame, uint64_t now_ns) noex
     }
     case FrameKind::stop: {
       auto code = wire::parse_stop(frame);
-      if (!code) return Err{MuxError::protocol_violation};
+      if (!code) return damaged();
       Stream* stream = find(id);
       if (stream == nullptr) return handle_unknown_stream(frame, now_ns);
       const bool was_stopped = stream->machine.stop_received();
@@ -391,7 +406,7 @@ Result<void, MuxError> Session::handle(const Frame& frame, uint64_t now_ns) noex
     }
     case FrameKind::credit: {
       auto increment = wire::parse_credit(frame);
-      if (!increment) return Err{MuxError::protocol_violation};
+      if (!increment) return damaged();
       auto admitted = admit(FloodKind::credits, now_ns);
       if (!admitted) return admitted;
       if (id == 0) {
@@ -411,7 +426,7 @@ Result<void, MuxError> Session::handle(const Frame& frame, uint64_t now_ns) noex
     }
     case FrameKind::ping: {
       auto opaque = wire::parse_ping(frame);
-      if (!opaque) return Err{MuxError::protocol_violation};
+      if (!opaque) return damaged();
       auto admitted = admit(FloodKind::pings, now_ns);
       if (!admitted) return admitted;
       auto queued = queue_control(wire::frame_bytes(8), true);
@@ -422,7 +437,7 @@ Result<void, MuxError> Session::handle(const Frame& frame, uint64_t now_ns) noex
     }
     case FrameKind::pong: {
       auto opaque = wire::parse_ping(frame);
-      if (!opaque) return Err{MuxError::protocol_violation};
+      if (!opaque) return damaged();
       auto admitted = admit(FloodKind::pings, now_ns);
       if (!admitted) return admitted;
       handler_.on_pong(opaque.value());
@@ -430,7 +445,7 @@ Result<void, MuxError> Session::handle(const Frame& frame, uint64_t now_ns) noex
     }
     case FrameKind::ack: {
       auto position = wire::parse_ack(frame);
-      if (!position) return Err{MuxError::protocol_violation};
+      if (!position) return damaged();
       // The peer cannot have received bytes we never handed out.
       if (!held_.ack(position.value())) return Err{MuxError::ack_beyond_sent};
       // Released batches may let a held-back batch go: the glue flushes after receive().
@@ -438,7 +453,7 @@ Result<void, MuxError> Session::handle(const Frame& frame, uint64_t now_ns) noex
     }
     case FrameKind::goaway: {
       auto goaway = wire::parse_goaway(frame);
-      if (!goaway) return Err{MuxError::protocol_violation};
+      if (!goaway) return damaged();
       auto admitted = admit(FloodKind::goaways, now_ns);
       if (!admitted) return admitted;
       goaway_received_ = true;
@@ -460,7 +475,7 @@ Result<void, MuxError> Session::handle(const Frame& frame, uint64_t now_ns) noex
     }
     case FrameKind::error: {
       auto error = wire::parse_error(frame);
-      if (!error) return Err{MuxError::protocol_violation};
+      if (!error) return damaged();
       if (id == 0) {
         // The peer reports a connection error: its message says why, for our logs.
         return violation(MuxError::peer_error, "peer: " + std::string(error->message));
@@ -518,9 +533,9 @@ Result<void, MuxError> Session::handle_open(const Frame& frame) noexcept {
   if (id <= last_peer_id_) return violation(MuxError::protocol_violation, "OPEN with a stream id not above the last");
   // A peer that said GOAWAY opens no new streams (SPEC §4).
   if (goaway_received_) return violation(MuxError::protocol_violation, "OPEN after the peer's own GOAWAY");
-  last_peer_id_ = id;
   auto open = wire::parse_open(frame);
-  if (!open) return Err{MuxError::protocol_violation};
+  if (!open) return damaged();  // not received: a resume replays it
+  last_peer_id_ = id;
   if (open->payload.size() > options_.stream_window_bytes) {
     return violation(MuxError::flow_control, "OPEN payload above the stream window");
   }
@@ -661,6 +676,9 @@ Result<Session::Opened, MuxError> Session::open_some(uint32_t handler_id, uint64
 }
 
 void Session::append_data(StreamId id, std::span<const std::byte> payload, bool end_stream) noexcept {
+  // The first data of a session sizes its batch once (an idle session reserves nothing;
+  // growing by doubling would both copy and overshoot a batch's size).
+  if (data_.capacity() == 0) data_.reserve(limits::send_batch_bytes_target + limits::data_chunk_bytes);
   // Copy: the caller's payload into the batch, in chunks so that other streams' frames
   // can pass between them (bounded head-of-line delay).
   do {

@@ -284,6 +284,9 @@ class Session {
   bool is_local(StreamId id) const noexcept { return (id & 1u) == (dialer_ ? 1u : 0u); }
   Stream* find(StreamId id) noexcept;
   Result<void, MuxError> handle(const wire::Frame& frame, uint64_t now_ns) noexcept;
+  // A payload whose fields do not parse: wire damage (SPEC §2.1 check 9), which ends only
+  // the connection of a resumable session. Returns protocol_violation.
+  Err<MuxError> damaged() noexcept;
   // Records why the peer is cut off (failure_message()) and returns `error`.
   Err<MuxError> violation(MuxError error, std::string message) noexcept;
   // Counts a frame against its flood limit: a flood error (with its message) when over.
@@ -353,6 +356,7 @@ class Session {
   uint32_t peer_stream_window_ = limits::stream_window_bytes_min;
   bool peer_windows_known_ = false;
   MuxError failed_ = MuxError::none;
+  bool damaged_ = false;  // the frame being handled did not parse (see damaged())
   std::string failure_message_;
   SessionStats stats_;
   // Handshake.
