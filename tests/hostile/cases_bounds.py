@@ -21,7 +21,7 @@ PINGS_PER_S = 1_000
 
 
 def names_limit(text, *words):
-    return any(word in text for word in words)
+    return any(word.lower() in text.lower() for word in words)
 
 
 @case("unary_request_over_limit", rss_mib=40)
@@ -119,16 +119,21 @@ def unary_response_no_copy(ctx):
 
 # detached_held_bytes_cap: sessions that each pull this much without acknowledging it
 # (the server holds it for a resume), then drop their connection.
-DETACHED_SESSIONS = 32
+DETACHED_SESSIONS = 24  # 360 MiB in all: well past the cap
 PULLED_BYTES = 15 * MIB  # under REPLAY_BYTES_MAX less a send batch: the server gets that far
 # The server's resume timeout (resume_timeout_ns_default): the case must finish before the
 # first detached session would end by it.
 RESUME_TIMEOUT_S = 10.0
 
 
-@case("detached_held_bytes_cap", rss_mib=DETACHED_HELD_BYTES_MAX / MIB + 80)
+# Beyond the detached sessions' cap, the server may hold the live session's replay bound,
+# the source streams' messages and the allocator's slack.
+DETACHED_RSS_SLACK_BYTES = 96 * MIB
+
+
+@case("detached_held_bytes_cap", rss_mib=(DETACHED_HELD_BYTES_MAX + DETACHED_RSS_SLACK_BYTES) / MIB)
 def detached_held_bytes(ctx):
-    """32 sessions each pull 15 MiB from a source stream, never ACK, and drop their
+    """24 sessions each pull 15 MiB from a source stream, never ACK, and drop their
     connection: the held bytes of detached sessions stay under detached_held_bytes_max
     (256 MiB); over it the oldest detached session ends (its resume is refused with 15)
     while the newest still resumes."""
@@ -147,7 +152,8 @@ def detached_held_bytes(ctx):
     ack = oldest.read_hello_ack()
     if ack["status"] != F.RESUME_UNKNOWN_SESSION:
         raise CaseFailure(f"the oldest detached session resumed (status {ack['status']}) with "
-                          f"{DETACHED_SESSIONS * PULLED_BYTES >> 20} MiB held by detached sessions")
+                          f"{DETACHED_SESSIONS * PULLED_BYTES >> 20} MiB held by detached sessions; "
+                          f"server RSS {ctx.server.rss_bytes() / MIB:.0f} MiB")
     newest = ctx.resume(dropped[-1])
     ack = newest.read_hello_ack()
     if ack["status"] != F.OK:

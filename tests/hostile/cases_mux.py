@@ -1,6 +1,5 @@
 """Each frame kind misused after the handshake (connection-scoped: ERROR on stream 0 and
 the close), and the stream-scoped reactions that leave the connection alone."""
-import struct
 import time
 
 from . import frames as F

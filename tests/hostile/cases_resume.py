@@ -1,6 +1,5 @@
 """Resume (SPEC §8.1) with wrong session ids, positions and generations."""
 from . import frames as F
-from .client import CaseFailure
 from .common import resumed_with, session_ended
 from .runner import case
 

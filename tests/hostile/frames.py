@@ -221,7 +221,8 @@ class Decoder:
             raise WireViolation(f"bad header from the server: length {length}, reserved {reserved}")
         if len(self.buffer) < HEADER_BYTES + length:
             return None
-        payload = bytes(self.buffer[HEADER_BYTES:HEADER_BYTES + length])
+        with memoryview(self.buffer) as view:
+            payload = bytes(view[HEADER_BYTES:HEADER_BYTES + length])  # one copy, not two
         del self.buffer[:HEADER_BYTES + length]
         if not kind & IGNORABLE_BIT and xxh3_64(payload) != payload_sum:
             raise WireViolation(f"bad payload checksum from the server on {kind_name(kind)}")

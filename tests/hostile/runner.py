@@ -10,7 +10,6 @@ Around every case the runner checks what the issue asks of all of them:
 import argparse
 import random
 import resource
-import sys
 import threading
 import time
 import traceback
