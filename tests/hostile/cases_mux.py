@@ -61,9 +61,11 @@ violation_case("credit_overflow_stream",
 @case("data_after_end")
 def data_after_end(ctx):
     """DATA on a stream after our END_STREAM (the server still writes its side): ERROR(0, 7)."""
-    c = ctx.connected()
+    c = ctx.connected(auto_credit=False)
     stream_id = c.open(HANDLER_SOURCE, preamble(1024), end_stream=True)
-    c.wait_for(lambda f: f.kind == F.DATA and f.stream_id == stream_id, "the source's first DATA")
+    # The source fills our window and stops: nothing of the server's is in flight when it
+    # meets the violation (this case is about the rule, not about a close racing bulk data).
+    c.wait_until(lambda: c.data_bytes[stream_id] >= c.recv_stream_window, "a window of the source's DATA")
     c.send(F.data(stream_id, b"x"))
     error = c.expect_connection_error(F.PROTOCOL_ERROR, allowed=BENIGN_KINDS | {F.DATA})
     ctx.note(repr(error))

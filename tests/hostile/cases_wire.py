@@ -27,13 +27,15 @@ def checksums_match_codec(ctx):
         listener.settimeout(10)
         conn, _ = listener.accept()
         conn.settimeout(10)
-        wanted = F.HEADER_BYTES + F.HELLO_BYTES
         raw = b""
+        wanted = F.HEADER_BYTES  # then the length the header gives
         while len(raw) < wanted:
             chunk = conn.recv(wanted - len(raw))
             if not chunk:
                 raise CaseFailure(f"loadgen closed after {len(raw)} bytes")
             raw += chunk
+            if len(raw) == F.HEADER_BYTES:
+                wanted += struct.unpack_from("<I", raw)[0]
         conn.close()
     finally:
         proc.kill()
@@ -44,10 +46,15 @@ def checksums_match_codec(ctx):
     hello = decoder.next()  # raises on a checksum the suite computes differently
     if hello is None or hello.kind != F.HELLO:
         raise CaseFailure(f"loadgen's first frame is {hello!r}")
-    again = F.hello(hello.payload[16:32], generation=hello.u64(32))
+    fields = {"generation": hello.u64(32)}
+    if len(hello.payload) >= F.HELLO_ROUTE_BYTES:
+        fields["route_key"] = hello.u64(52)
+    if len(hello.payload) >= F.HELLO_WINDOW_BYTES:
+        fields["windows"] = struct.unpack_from("<II", hello.payload, 60)
+    again = F.hello(hello.payload[16:32], **fields)
     if again != raw:
         raise CaseFailure(f"the suite encodes {again.hex()}, loadgen sent {raw.hex()}")
-    ctx.note("loadgen's HELLO verified and re-encoded byte for byte")
+    ctx.note(f"loadgen's {len(hello.payload)}-byte HELLO verified and re-encoded byte for byte")
 
 
 def corrupt(frame_bytes, offset):

@@ -49,11 +49,12 @@ HELLO_WINDOW_BYTES = 68   # with stream_window_bytes, connection_window_bytes (S
 HELLO_ACK_BYTES = 44
 HELLO_ACK_WINDOW_BYTES = 52
 
-# Window defaults and minimums of the hardening design (HELLO window fields).
+# Windows announced in HELLO / HELLO_ACK (SPEC §4.1): the defaults when absent, the
+# minimums (stream_window_bytes_min, connection_window_bytes_min) and the limit.
 STREAM_WINDOW_DEFAULT = 256 * 1024
 CONNECTION_WINDOW_DEFAULT = 8 * 1024 * 1024
-STREAM_WINDOW_MIN = 64 * 1024
-CONNECTION_WINDOW_MIN = 1024 * 1024
+STREAM_WINDOW_MIN = 16 * 1024
+CONNECTION_WINDOW_MIN = 64 * 1024
 WINDOW_LIMIT = (1 << 31) - 1
 
 
