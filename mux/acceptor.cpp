@@ -191,7 +191,7 @@ void Acceptor::forget(Connection& connection) noexcept {
 
 uint64_t Acceptor::detached_held_bytes() const noexcept {
   uint64_t bytes = 0;
-  for (const Connection* connection : detached_) bytes += connection->session().held().bytes_reserved();
+  for (const Connection* connection : detached_) bytes += connection->session().held().bytes_held();
   return bytes;
 }
 

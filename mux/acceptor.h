@@ -86,8 +86,9 @@ class Acceptor {
   void close() noexcept;
   bool idle() const noexcept { return pending_.empty(); }
   std::size_t sessions() const noexcept { return sessions_.size(); }
-  // Sessions whose transport broke, waiting for their dialer, and the memory their held
-  // batches occupy (HeldBatches::bytes_reserved).
+  // Sessions whose transport broke, waiting for their dialer, and the bytes their held
+  // batches hold (the pages written: a batch's reserved but unwritten capacity costs no
+  // memory until it is used).
   std::size_t detached() const noexcept { return detached_.size(); }
   uint64_t detached_held_bytes() const noexcept;
   const AcceptorStats& stats() const noexcept { return stats_; }

@@ -436,7 +436,15 @@ void Connection::send_final_error(MuxError reason, std::string_view message) noe
   // session's own output ends with it.
   std::array<std::byte, wire::frame_bytes(4 + limits::frame_text_bytes_max)> frame{};  // status, then the text
   const std::size_t bytes = wire::encode_error(frame, 0, status_of(reason), message);
-  (void)::send(transport_->socket.fd(), frame.data(), bytes, MSG_DONTWAIT | MSG_NOSIGNAL);
+  const int fd = transport_->socket.fd();
+  (void)::send(fd, frame.data(), bytes, MSG_DONTWAIT | MSG_NOSIGNAL);
+  // The FIN follows the ERROR, and what the peer sent that we will never read is dropped
+  // now: a socket closed with unread input resets the connection, and the reset discards
+  // our unsent ERROR with it. Bounded: a peer still sending gets its reset after all.
+  (void)::shutdown(fd, SHUT_WR);
+  std::array<std::byte, 64 * 1024> sink;
+  for (int i = 0; i < 16 && ::recv(fd, sink.data(), sink.size(), MSG_DONTWAIT | MSG_TRUNC) > 0; i++) {
+  }
 }
 
 void Connection::tell_peer_why() noexcept {

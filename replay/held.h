@@ -96,14 +96,7 @@ class HeldBatches {
   uint64_t bytes_unacked() const noexcept { return tail_ - acked_; }
   // Memory held: from the first byte of the oldest batch kept.
   uint64_t bytes_held() const noexcept { return batches_.empty() ? 0 : tail_ - batches_.front().start; }
-  // Memory the held batches and the spares occupy (their buffers' capacity): what a
-  // detached session costs (mux::Acceptor's cap counts this).
-  uint64_t bytes_reserved() const noexcept {
-    uint64_t bytes = 0;
-    for (const Batch& batch : batches_) bytes += batch.control.capacity() + batch.data.capacity();
-    for (const Batch& batch : spare_) bytes += batch.control.capacity() + batch.data.capacity();
-    return bytes;
-  }
+
   uint64_t bytes_max() const noexcept { return bytes_max_; }
   // The most bytes_held() has ever been (for tests and statistics).
   uint64_t bytes_held_peak() const noexcept { return bytes_held_peak_; }
