@@ -113,6 +113,7 @@ int main(int argc, char** argv) {
       group->verify_mismatches += r.verify_mismatches;
       group->verify_gaps += r.verify_gaps;
       group->verify_duplicates += r.verify_duplicates;
+      group->rate_dropped += r.rate_dropped;
       group->latency.merge(r.latency);
       if (job.own_connection) {  // else the clones share one connection and its counts
         group->resumes += r.resumes;
