@@ -153,10 +153,17 @@ for engine, modes in [("ringmux", ["unary", "write", "read", "bidi"]), ("tcp", [
         failures.append(f"ringmux-serve ({engine}) did not say its port: {line!r}")
         server.kill()
         continue
+    target = ["--host=127.0.0.1", f"--port={match.group(1)}", f"--ioengine={engine}", "--verify=1"]
     for mode in modes:
-        json_run(f"ringmux-serve {engine} rw={mode}",
-                 ["--host=127.0.0.1", f"--port={match.group(1)}", f"--rw={mode}", f"--ioengine={engine}", "--bs=512",
-                  "--verify=1"], verify=True)
+        json_run(f"ringmux-serve {engine} rw={mode}", target + [f"--rw={mode}", "--bs=512"], verify=True)
+    if engine == "ringmux":
+        # The server builds every source stream's and unary response's messages in one
+        # buffer per loop: four streams of messages larger than one write takes interleave
+        # their pieces in it, and every message must still arrive whole.
+        json_run("ringmux-serve ringmux rw=read, 4 streams of 256k messages", target + ["--rw=read", "--bs=256k",
+                 "--streams=4"], verify=True)
+        json_run("ringmux-serve ringmux rw=unary, 1m responses", target + ["--rw=unary", "--bs=64", "--resp_bs=1m",
+                 "--iodepth=4"], verify=True)
     server.send_signal(2)  # SIGINT: prints statistics and exits
     out, _ = server.communicate(timeout=20)
     if server.returncode != 0 or "connections=" not in out:

@@ -331,8 +331,11 @@ class StreamRunner final : public Runner, public mux::StreamObserver {
     const uint32_t handler = job_.rw == RwMode::write ? handler_sink
                              : job_.rw == RwMode::read ? handler_source
                                                        : handler_echo_stream;
+    // The preamble's size: the messages a source writes; the largest a sink will receive
+    // (a verifying sink reassembles messages up to it, and refuses what it cannot hold).
     std::byte payload[open_verify_bytes];
-    const std::size_t payload_bytes = write_preamble(payload, job_.bs, job_, stream_key_);
+    const std::size_t payload_bytes =
+        write_preamble(payload, job_.rw == RwMode::write ? sizes_.max() : job_.bs, job_, stream_key_);
     auto id = connection_.open(handler, 0, std::span<const std::byte>(payload, payload_bytes), false, *this);
     if (!id) {
       fail(id.error());
@@ -660,7 +663,9 @@ int tcp_connect(const RunTarget& target, uint32_t mode, const Job& job, uint64_t
   }
   std::byte hello[tcp_hello_bytes] = {};
   write_preamble(hello, mode, job, stream_key);  // mode, flags, stream key
-  std::memcpy(hello + open_verify_bytes, &job.bs, sizeof(job.bs));
+  // The message size, as in a stream's OPEN: a source's messages, a sink's largest.
+  const uint32_t message_bytes = mode == tcp_mode_sink ? SizePicker(job, 0).max() : job.bs;
+  std::memcpy(hello + open_verify_bytes, &message_bytes, sizeof(message_bytes));
   if (!tools::send_all(fd, hello, sizeof(hello))) {
     error = "hello failed";
     ::close(fd);
