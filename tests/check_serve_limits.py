@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""ringmux-serve does not build what a client asks for beyond its --max_message.
+"""ringmux-serve does not build what a client asks for beyond its --max_message, and holds
+as many connections as its file descriptor limit allows.
 
 - A raw client (frames built here from wire/SPEC.md) opens, on one session, four source
   streams (handler 3) asking for 64 MiB messages, a unary call asking for a 64 MiB
@@ -10,6 +11,9 @@
 - ringmux-loadgen against the same server: verified reads and calls at the bound pass; a
   read above it fails with the server's message; the tcp engine closes such a stream.
 - --max_message is in --help and refuses values above the protocol's 64 MiB.
+- Both tools raise RLIMIT_NOFILE's soft limit to the hard limit; with a small hard limit
+  the server says how many connections it can hold and the load generator refuses a run
+  that needs more descriptors than it may open.
 usage: check_serve_limits.py BUILD_DIR"""
 import ctypes
 import os
@@ -114,6 +118,12 @@ def stop_serve(process):
 def rss_kib(pid):
     with open(f"/proc/{pid}/status") as status:
         return int(re.search(r"VmRSS:\s+(\d+) kB", status.read()).group(1))
+
+
+def open_files_limits(pid):
+    with open(f"/proc/{pid}/limits") as limits:
+        fields = re.search(r"Max open files\s+(\S+)\s+(\S+)", limits.read())
+    return fields.group(1), fields.group(2)
 
 
 def run_loadgen(args, rlimit=None):
@@ -242,6 +252,26 @@ if big.returncode != 0:
     failures.append(f"--max_message=4m: a verified read of 4m messages: exit {big.returncode} {big.stdout[-200:]!r}")
 else:
     print("ok: --max_message=4m serves verified 4m messages")
+
+# ---- file descriptors ----------------------------------------------------------------------
+
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+small_hard = min(hard, 1024) if hard != resource.RLIM_INFINITY else 1024
+server, port = start_serve([], rlimit=(256, small_hard))
+limits = open_files_limits(server.pid)
+_, err = stop_serve(server)
+if limits != (str(small_hard), str(small_hard)):
+    failures.append(f"ringmux-serve started with nofile 256:{small_hard} runs with {limits}")
+elif "connections" not in err or "ulimit" not in err:
+    failures.append(f"ringmux-serve with a hard limit of {small_hard} says nothing about it: {err!r}")
+else:
+    print(f"ok: ringmux-serve raised nofile 256 -> {limits[0]} and says: {err.strip()}")
+need = run_loadgen(["--ioengine=tcp", "--rw=write", "--streams=100", "--runtime=100ms"], rlimit=(64, 128))
+if need.returncode != 1 or "file descriptors" not in need.stderr or "limit is 128" not in need.stderr:
+    failures.append(f"loadgen needing 200 descriptors under a hard limit of 128: exit {need.returncode} "
+                    f"{need.stderr!r}")
+else:
+    print(f"ok: loadgen refuses a run that needs more descriptors: {need.stderr.strip()}")
 
 for failure in failures:
     print("FAIL:", failure)

@@ -291,7 +291,11 @@ struct LoadServer::RingmuxSide final : engine::ListenerHandler, mux::ConnectionO
     stats.connections.fetch_add(1, std::memory_order_relaxed);
     acceptor.accept(fd);  // reads the HELLO: a new session, or a resume of one of ours
   }
-  void on_accept_error(engine::IoError) noexcept override {}
+  // The listener tries again by itself; running out of descriptors is counted for the
+  // tool to report (ringmux-serve says so on stderr).
+  void on_accept_error(engine::IoError error) noexcept override {
+    if (error == engine::IoError::too_many_files) stats.accepts_failed_no_fds.fetch_add(1, std::memory_order_relaxed);
+  }
   void on_listener_closed() noexcept override { listener_closed = true; }
   // An ended session goes at once (its last callback may destroy it): the server's memory
   // is bounded by the sessions alive, not by those it ever served.
@@ -385,6 +389,10 @@ std::unique_ptr<LoadServer> LoadServer::start_ringmux(const std::string& address
 
 namespace {
 
+// The baseline's accept thread out of descriptors: how long it waits before it tries
+// again (each try fails at once until a connection closes; 10 ms costs nothing).
+constexpr uint64_t accept_retry_ns = 10'000'000;
+
 // Serves one baseline connection; the caller closes `fd`. A hello asking for messages
 // above `message_bytes_allowed` (a source's, a verified sink's) is answered by the close.
 void serve_tcp_connection(int fd, ServerStats& stats, uint32_t message_bytes_allowed) {
@@ -464,6 +472,12 @@ std::unique_ptr<LoadServer> LoadServer::start_tcp(const std::string& address, in
       const int client = ::accept4(raw->listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
       if (client < 0) {
         if (errno == EINTR) continue;
+        if (errno == EMFILE || errno == ENFILE) {
+          // Out of descriptors: the connection waits in the backlog until one closes.
+          raw->stats_.accepts_failed_no_fds.fetch_add(1, std::memory_order_relaxed);
+          std::this_thread::sleep_for(std::chrono::nanoseconds(accept_retry_ns));
+          continue;
+        }
         break;  // the listener was shut down
       }
       const int nodelay = 1;

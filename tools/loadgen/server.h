@@ -34,6 +34,9 @@ struct ServerStats {
   std::atomic<uint64_t> bytes_received{0};
   std::atomic<uint64_t> bytes_sent{0};
   std::atomic<uint64_t> verify_errors{0};  // verify=1: damaged, missing or repeated messages seen
+  // Connections the listener could not take for want of file descriptors (EMFILE, ENFILE):
+  // they wait in the backlog or are refused until others close.
+  std::atomic<uint64_t> accepts_failed_no_fds{0};
 };
 
 // How a ringmux server runs and what it accepts from its clients.

@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "tools/fd_limit.h"
 #include "tools/loadgen/job.h"
 #include "tools/loadgen/protocol.h"
 #include "tools/loadgen/server.h"
@@ -29,6 +30,13 @@ constexpr uint32_t loops_max = 64;
 // source stream's messages, a verified sink's. 1 MiB is the largest block of the standard
 // workloads; each loop holds one buffer of this size, never one per client or stream.
 constexpr uint32_t max_message_bytes_default = 1024 * 1024;
+
+// Idle connections a server is expected to hold (issue 11's target): with fewer file
+// descriptors than they need, it says at start how many it can hold.
+constexpr uint64_t connections_expected = 10000;
+
+// How often running out of file descriptors is reported on stderr, at most.
+constexpr uint64_t fd_report_interval_ns = 1'000'000'000;
 
 volatile std::sig_atomic_t stop_signal = 0;
 void on_signal(int signal) { stop_signal = signal; }
@@ -60,6 +68,7 @@ void print_help() {
       "                           sink's (at most %u MiB); a larger\n"
       "                           ask fails that stream with\n"
       "                           resource_exhausted (tcp: closed)\n"
+      "The file descriptor limit is raised to the hard limit at start.\n"
       "  -h, --help               this text\n",
       static_cast<unsigned>(default_port), loops_max, ringmux::limits::streams_concurrent_max,
       static_cast<unsigned long long>(ringmux::limits::keepalive_interval_ns_default / 1'000'000),
@@ -149,6 +158,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "ringmux-serve: --loops needs --peers (a plain server runs one loop)\n");
     return 2;
   }
+  const ringmux::tools::FdLimit fds = ringmux::tools::raise_fd_limit();
   auto server = engine == "ringmux" ? LoadServer::start_ringmux(listen, cpus, error, serve)
                                     : LoadServer::start_tcp(listen, cpus.empty() ? -1 : cpus.front(), error,
                                                             serve.message_bytes_allowed);
@@ -160,21 +170,41 @@ int main(int argc, char** argv) {
   std::signal(SIGTERM, on_signal);
   std::printf("ringmux-serve: %s engine listening on port %u\n", engine.c_str(), static_cast<unsigned>(server->port()));
   std::fflush(stdout);
+  const std::string shortfall = ringmux::tools::fd_shortfall(connections_expected, fds);
+  if (!shortfall.empty()) {
+    std::fprintf(stderr, "ringmux-serve: holds at most about %llu connections: %s\n",
+                 static_cast<unsigned long long>(fds.connections()), shortfall.c_str());
+  }
   const auto started = std::chrono::steady_clock::now();
+  auto fd_reported = started - std::chrono::nanoseconds(fd_report_interval_ns);
+  uint64_t fd_failures_reported = 0;
   while (stop_signal == 0) {
-    if (duration_ns != 0 && std::chrono::steady_clock::now() - started >= std::chrono::nanoseconds(duration_ns)) break;
+    const auto now = std::chrono::steady_clock::now();
+    if (duration_ns != 0 && now - started >= std::chrono::nanoseconds(duration_ns)) break;
+    // Out of descriptors: said once a second at most, with what to do about it.
+    const uint64_t fd_failures = server->stats().accepts_failed_no_fds.load(std::memory_order_relaxed);
+    if (fd_failures != fd_failures_reported && now - fd_reported >= std::chrono::nanoseconds(fd_report_interval_ns)) {
+      std::fprintf(stderr,
+                   "ringmux-serve: out of file descriptors (limit %llu, hard limit %llu): %llu accepts failed so far; "
+                   "new connections wait until others close. Raise the limit (ulimit -n; ulimit -Hn as root)\n",
+                   static_cast<unsigned long long>(fds.soft), static_cast<unsigned long long>(fds.hard),
+                   static_cast<unsigned long long>(fd_failures));
+      fd_failures_reported = fd_failures;
+      fd_reported = now;
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   server->stop();
   const ServerStats& stats = server->stats();
   std::printf("ringmux-serve: %s; connections=%llu sessions=%llu resumes=%llu calls=%llu bytes_received=%llu "
-              "bytes_sent=%llu verify_errors=%llu\n",
+              "bytes_sent=%llu verify_errors=%llu accepts_failed_no_fds=%llu\n",
               stop_signal != 0 ? strsignal(stop_signal) : "duration reached",
               static_cast<unsigned long long>(stats.connections.load()),
               static_cast<unsigned long long>(stats.sessions.load()), static_cast<unsigned long long>(stats.resumes.load()),
               static_cast<unsigned long long>(stats.calls.load()),
               static_cast<unsigned long long>(stats.bytes_received.load()),
               static_cast<unsigned long long>(stats.bytes_sent.load()),
-              static_cast<unsigned long long>(stats.verify_errors.load()));
+              static_cast<unsigned long long>(stats.verify_errors.load()),
+              static_cast<unsigned long long>(stats.accepts_failed_no_fds.load()));
   return 0;
 }
