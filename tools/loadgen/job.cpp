@@ -474,6 +474,8 @@ job options (default):
                         (runtime or size is required)
   --rate_iops=N         open loop at N calls/s (rw=unary); at
                         most iodepth in flight, latency from the due time (closed loop)
+                        up to 16384 late calls wait; later ones and those
+                        left at the end are counted as rate_dropped
   --verify=BOOL         stamp and hash every message end to end; counts   (0)
                         mismatches, gaps and duplicates (bs >= 32)
   --percentile_list=L   e.g. 50:99:99.9      (1:5:10:20:...:99.9:99.95:99.99)

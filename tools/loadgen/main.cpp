@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "tools/fd_limit.h"
 #include "tools/loadgen/job.h"
 #include "tools/loadgen/plot.h"
 #include "tools/loadgen/report.h"
@@ -15,6 +16,34 @@
 #include "tools/loadgen/status.h"
 
 using namespace ringmux::loadgen;
+
+namespace {
+
+// TCP connections the invocation holds at once: the ringmux jobs share one connection
+// (plus one per job clone that asks for its own, and one per quorum peer); each tcp job
+// clone uses one per stream (one for unary). The two engines' jobs run one after the other.
+uint64_t connections_needed(const Invocation& invocation) {
+  uint64_t ringmux = 0, tcp = 0;
+  bool shared = false;
+  std::vector<std::string> peers;
+  for (const Job& job : invocation.jobs) {
+    if (job.ioengine == IoEngine::tcp) {
+      tcp += uint64_t{job.numjobs} * (job.rw == RwMode::unary ? 1 : job.streams);
+    } else if (job.rw == RwMode::quorum) {
+      for (const std::string& peer : job.peers) {
+        if (std::find(peers.begin(), peers.end(), peer) == peers.end()) peers.push_back(peer);
+      }
+    } else if (job.own_connection) {
+      ringmux += job.numjobs;
+    } else {
+      shared = true;
+    }
+  }
+  ringmux += (shared ? 1 : 0) + peers.size();
+  return std::max(ringmux, tcp);
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
@@ -27,6 +56,15 @@ int main(int argc, char** argv) {
   if (invocation.help) {
     std::fputs(help_text().c_str(), stdout);
     return 0;
+  }
+  // Descriptors for every connection (twice with the embedded servers, whose ends are
+  // in this process too), checked before anything starts.
+  const ringmux::tools::FdLimit fds = ringmux::tools::raise_fd_limit();
+  const std::string shortfall =
+      ringmux::tools::fd_shortfall(connections_needed(invocation) * (invocation.host ? 1 : 2), fds);
+  if (!shortfall.empty()) {
+    std::fprintf(stderr, "ringmux-loadgen: this run's %s\n", shortfall.c_str());
+    return 1;
   }
   // The plot's file is opened before the run: a path that cannot be written fails now.
   std::unique_ptr<PlotFile> plot_file;
@@ -113,6 +151,7 @@ int main(int argc, char** argv) {
       group->verify_mismatches += r.verify_mismatches;
       group->verify_gaps += r.verify_gaps;
       group->verify_duplicates += r.verify_duplicates;
+      group->rate_dropped += r.rate_dropped;
       group->latency.merge(r.latency);
       if (job.own_connection) {  // else the clones share one connection and its counts
         group->resumes += r.resumes;

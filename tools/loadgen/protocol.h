@@ -2,15 +2,20 @@
 //
 // ringmux engine: handler ids below. A unary request starts with a preamble: u32 size of
 // the response the server must send, u32 flags. Every stream's OPEN carries the same
-// preamble (u32 message size, u32 flags) and, with flag_verify, the u64 stream key.
+// preamble (u32 message size, u32 flags) and, with flag_verify, the u64 stream key; the
+// size is that of a source's messages, and the largest message a client will send a sink.
 // A sink stream answers its byte count (u64) when the client ends it, followed with
 // flag_verify by what its verifier counted (u64 messages, mismatches, gaps, duplicates);
 // a source stream writes messages of the given size until the client resets the stream.
+// A server bounds the messages it builds or reassembles (ringmux-serve --max_message): a
+// unary response, a source's messages or a verified sink's messages above its bound are
+// refused with a stream-scoped error, status resource_exhausted, naming the option.
 // tcp engine (the raw baseline, no framing): the client's first 24 bytes are a hello —
 // u32 mode (1 echo: every byte comes back; 2 sink: bytes are counted and the count is
 // sent back, as above, when the client shuts down its side; 3 source: the server writes
 // messages of the given size until the client closes), u32 flags, u64 stream key, u32
-// message size, u32 reserved — then raw bytes.
+// message size (as in an OPEN), u32 reserved — then raw bytes. A message size above the
+// server's bound closes the connection (the baseline has no error frames).
 //
 // flag_verify (tools/loadgen/verify.h): the client's messages are stamped; a sink checks
 // them, a source stamps its own, an echo returns them as they came; a unary server checks

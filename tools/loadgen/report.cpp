@@ -184,6 +184,9 @@ std::string report_normal(std::vector<JobResult>& results, const Invocation& inv
              std::to_string(r.verify_mismatches) + ", gaps=" + std::to_string(r.verify_gaps) +
              ", duplicates=" + std::to_string(r.verify_duplicates) + "\n";
     }
+    if (r.rate_dropped > 0) {
+      out += "  rate: " + std::to_string(r.rate_dropped) + " calls due never started (the target fell behind the schedule)\n";
+    }
     if (r.resumes > 0) {
       out += "  resume: " + std::to_string(r.resumes) + " resumes, " + std::to_string(r.bytes_replayed) +
              " bytes replayed, time p50=" + format("%.1f", r.resume_latency.percentile_ns(50) / 1e3) +
@@ -214,6 +217,7 @@ std::string report_json(std::vector<JobResult>& results, const Invocation& invoc
            ", \"verify_duplicates\": " + std::to_string(r.verify_duplicates) +
            ", \"verified_messages\": " + std::to_string(r.verified_messages) +
            ", \"resumes\": " + std::to_string(r.resumes) + ", \"bytes_replayed\": " + std::to_string(r.bytes_replayed) +
+           ", \"rate_dropped\": " + std::to_string(r.rate_dropped) +
            ", \"resume_ns\": {\"count\": " + std::to_string(r.resume_latency.count()) +
            ", \"p50\": " + std::to_string(r.resume_latency.percentile_ns(50)) +
            ", \"p99\": " + std::to_string(r.resume_latency.percentile_ns(99)) +

@@ -22,6 +22,7 @@
 #include "mux/manager.h"
 #include "mux/quorum.h"
 #include "tools/blocking_io.h"
+#include "tools/loadgen/pacer.h"
 #include "tools/loadgen/protocol.h"
 #include "tools/loadgen/verify.h"
 
@@ -44,6 +45,16 @@ struct Window {
   bool measuring(uint64_t now) const { return now >= from_ns && now < until_ns; }
   bool over(uint64_t now) const { return now >= until_ns; }
 };
+
+// Arms `timer` to fire at `at_ns` on the monotonic clock. Loop::timer_start counts its
+// delay from the loop's cached time (the start of its current iteration), which lags the
+// clock by however long the caller has run since: a delay measured from the clock would
+// fire early by that much (runners built before the loop turns again: 240 ms with a
+// 64 MiB message to fill on a loaded machine, enough to cut a 300 ms job's read stream
+// before its first byte).
+void timer_at(Loop& loop, engine::Timer& timer, uint64_t at_ns) {
+  loop.timer_start(timer, at_ns > loop.now_ns() ? at_ns - loop.now_ns() : 0);
+}
 
 // Message sizes of a job: bs, or drawn from bssplit by a generator of its own per stream
 // or call source (seeded, so a run is repeatable and the mix holds on every stream).
@@ -113,10 +124,9 @@ class Runner {
 };
 
 // Unary calls. Closed loop: iodepth calls in flight, each completion issues the next.
-// Open loop (rate_iops): calls are due at start + k / rate whatever the server does; at
-// most iodepth are in flight, a late call starts as soon as a slot frees, and its latency
-// counts from the time it was due, so a slow server cannot hide its queueing
-// (no coordinated omission).
+// Open loop (rate_iops): the Pacer's schedule (pacer.h): at most iodepth calls in flight,
+// a late call starts as soon as a slot frees, its latency counts from its due time, and
+// the schedule ends with the window.
 class UnaryRunner final : public Runner {
  public:
   UnaryRunner(mux::Connection& connection, const Job& job, JobResult& result, uint64_t stream_key, Progress* progress)
@@ -127,10 +137,10 @@ class UnaryRunner final : public Runner {
   ~UnaryRunner() override { connection_.loop().timer_cancel(tick_); }
 
   void start() override {
+    window_ = Window(job_);  // the job starts now, however long building it took
     if (job_.rate_iops != 0) {
-      interval_ns_ = std::max<uint64_t>(1, 1'000'000'000ull / job_.rate_iops);
-      next_due_ns_ = Loop::clock_ns();
-      on_tick(tick_);
+      pacer_.emplace(job_.rate_iops, window_.start_ns, window_.until_ns);
+      pace(Loop::clock_ns());
       return;
     }
     for (uint32_t i = 0; i < job_.iodepth; i++) issue(Loop::clock_ns());
@@ -141,35 +151,47 @@ class UnaryRunner final : public Runner {
   bool should_stop(uint64_t now) const {
     return window_.over(now) || (job_.size_bytes != 0 && sent_bytes_ >= job_.size_bytes) || result_.errors >= job_errors_max;
   }
+  void stop(uint64_t now) {
+    if (stopping_) return;
+    stopping_ = true;
+    if (pacer_) {
+      // Calls due but not started are not part of the window: counted as dropped.
+      pacer_->stop(now);
+      result_.rate_dropped = pacer_->dropped();
+      connection_.loop().timer_cancel(tick_);
+    }
+  }
 
-  // Open loop: queue every call now due, start what the depth allows, sleep to the next.
-  static void on_tick(engine::Timer& timer) noexcept {
-    auto& self = *static_cast<UnaryRunner*>(timer.context());
-    const uint64_t now = Loop::clock_ns();
-    if (self.should_stop(now)) {
-      self.stopping_ = true;
-      self.due_.clear();  // calls not yet started are not part of the window
+  // Open loop: starts the due calls the depth allows, then looks again when the next one
+  // falls due, or (every slot busy: a completion paces again) when the window ends.
+  void pace(uint64_t now) {
+    if (should_stop(now) || pacer_->over(now)) {
+      stop(now);
       return;
     }
-    while (self.next_due_ns_ <= now) {
-      self.due_.push_back(self.next_due_ns_);
-      self.next_due_ns_ += self.interval_ns_;
+    while (in_flight_ < job_.iodepth) {
+      const auto due = pacer_->take(now);
+      if (!due) break;
+      issue(*due);
+      if (stopping_) return;
     }
-    self.start_due();
-    self.connection_.loop().timer_start(self.tick_, self.next_due_ns_ - now);
+    const uint64_t wake = in_flight_ < job_.iodepth ? pacer_->wake_ns() : window_.until_ns;
+    if (wake == UINT64_MAX) {
+      connection_.loop().timer_cancel(tick_);  // size-bound, every slot busy: a completion paces
+    } else {
+      timer_at(connection_.loop(), tick_, wake);
+    }
   }
-  void start_due() {
-    while (!due_.empty() && in_flight_ < job_.iodepth && !stopping_) {
-      const uint64_t due = due_.front();
-      due_.pop_front();
-      issue(due);
-    }
+  static void on_tick(engine::Timer& timer) noexcept {
+    auto& self = *static_cast<UnaryRunner*>(timer.context());
+    self.pace(Loop::clock_ns());
   }
 
   // Issues one call whose latency counts from `since_ns`.
   void issue(uint64_t since_ns) {
-    if (should_stop(Loop::clock_ns())) {
-      stopping_ = true;
+    const uint64_t issued_ns = Loop::clock_ns();
+    if (should_stop(issued_ns)) {
+      stop(issued_ns);
       return;
     }
     in_flight_++;
@@ -197,8 +219,8 @@ class UnaryRunner final : public Runner {
         result_.latency.add(now - since_ns);
       }
       if (stopping_) return;
-      if (job_.rate_iops != 0) {
-        start_due();
+      if (pacer_) {
+        pace(now);
       } else {
         issue(now);
       }
@@ -226,9 +248,7 @@ class UnaryRunner final : public Runner {
   bool stopping_ = false;
   // Open loop only.
   engine::Timer tick_;
-  uint64_t interval_ns_ = 0;
-  uint64_t next_due_ns_ = 0;
-  std::deque<uint64_t> due_;  // due times of calls waiting for a free slot
+  std::optional<Pacer> pacer_;
 };
 
 // Quorum calls (rw=quorum), closed loop: iodepth quorum calls in flight, each to every
@@ -246,6 +266,7 @@ class QuorumRunner final : public Runner {
     else quorum_ = mux::quorum::threshold(std::stoul(job.quorum));
   }
   void start() override {
+    window_ = Window(job_);
     for (uint32_t i = 0; i < job_.iodepth; i++) issue();
   }
   bool done() const override { return stopping_ && in_flight_ == 0; }
@@ -306,11 +327,15 @@ class StreamRunner final : public Runner, public mux::StreamObserver {
         verifier_(stream_key, message_bytes_max) {}
 
   void start() override {
+    window_ = Window(job_);
     const uint32_t handler = job_.rw == RwMode::write ? handler_sink
                              : job_.rw == RwMode::read ? handler_source
                                                        : handler_echo_stream;
+    // The preamble's size: the messages a source writes; the largest a sink will receive
+    // (a verifying sink reassembles messages up to it, and refuses what it cannot hold).
     std::byte payload[open_verify_bytes];
-    const std::size_t payload_bytes = write_preamble(payload, job_.bs, job_, stream_key_);
+    const std::size_t payload_bytes =
+        write_preamble(payload, job_.rw == RwMode::write ? sizes_.max() : job_.bs, job_, stream_key_);
     auto id = connection_.open(handler, 0, std::span<const std::byte>(payload, payload_bytes), false, *this);
     if (!id) {
       fail(id.error());
@@ -319,8 +344,8 @@ class StreamRunner final : public Runner, public mux::StreamObserver {
     id_ = id.value();
     if (job_.rw == RwMode::read) {
       read_timer_.set_callback(&StreamRunner::on_read_deadline, this);
-      const uint64_t now = Loop::clock_ns();
-      connection_.loop().timer_start(read_timer_, window_.until_ns == UINT64_MAX ? 10'000'000'000ull : window_.until_ns - now);
+      timer_at(connection_.loop(), read_timer_,
+               window_.until_ns == UINT64_MAX ? Loop::clock_ns() + 10'000'000'000ull : window_.until_ns);
     } else {
       pump();
     }
@@ -349,7 +374,14 @@ class StreamRunner final : public Runner, public mux::StreamObserver {
         sent_at_.pop_front();
       }
     } else {
-      if (window_.measuring(now)) result_.ops += bytes.size() / std::max<uint32_t>(job_.bs, 1);
+      if (window_.measuring(now)) {
+        // Messages completed by this delivery, counted on the stream's own total: a delivery
+        // is any part of a message (small ones when credit comes back in pieces), and
+        // dividing each one by bs would lose every message split across deliveries.
+        const uint64_t bs = std::max<uint32_t>(job_.bs, 1);
+        result_.ops += (measured_bytes_ + bytes.size()) / bs - measured_bytes_ / bs;
+        measured_bytes_ += bytes.size();
+      }
       if (job_.size_bytes != 0 && received_total_ >= size_share_) {
         connection_.loop().timer_cancel(read_timer_);
         connection_.cancel(id_);
@@ -357,6 +389,8 @@ class StreamRunner final : public Runner, public mux::StreamObserver {
     }
   }
   void on_stream_writable() noexcept override { pump(); }
+  // The server's explanation of a stream it ended (a refusal names the option that bounds it).
+  void on_stream_message(std::string_view message) noexcept override { peer_message_ = message; }
   void on_stream_finished(mux::MuxError error) noexcept override {
     connection_.loop().timer_cancel(read_timer_);
     finished_ = true;
@@ -378,7 +412,9 @@ class StreamRunner final : public Runner, public mux::StreamObserver {
   void fail(mux::MuxError error) {
     result_.errors++;
     if (progress_ != nullptr) progress_->errors.fetch_add(1, std::memory_order_relaxed);
-    if (result_.error_message.empty()) result_.error_message = mux::describe(error);
+    if (result_.error_message.empty()) {
+      result_.error_message = mux::describe(error) + (peer_message_.empty() ? "" : ": " + peer_message_);
+    }
     finished_ = true;
   }
   void pump() {
@@ -443,10 +479,12 @@ class StreamRunner final : public Runner, public mux::StreamObserver {
   uint64_t message_started_ = 0;
   uint64_t written_total_ = 0;
   uint64_t received_total_ = 0;
+  uint64_t measured_bytes_ = 0;  // read: bytes received in the window
   std::deque<std::pair<uint64_t, uint64_t>> sent_at_;  // bidi: (end offset, start time)
   std::size_t index_;  // into result_.stream_bytes
   StreamVerifier verifier_;  // read and bidi: what comes back
   engine::Timer read_timer_;
+  std::string peer_message_;
   bool ended_ = false;
   bool finished_ = false;
 };
@@ -625,7 +663,9 @@ int tcp_connect(const RunTarget& target, uint32_t mode, const Job& job, uint64_t
   }
   std::byte hello[tcp_hello_bytes] = {};
   write_preamble(hello, mode, job, stream_key);  // mode, flags, stream key
-  std::memcpy(hello + open_verify_bytes, &job.bs, sizeof(job.bs));
+  // The message size, as in a stream's OPEN: a source's messages, a sink's largest.
+  const uint32_t message_bytes = mode == tcp_mode_sink ? SizePicker(job, 0).max() : job.bs;
+  std::memcpy(hello + open_verify_bytes, &message_bytes, sizeof(message_bytes));
   if (!tools::send_all(fd, hello, sizeof(hello))) {
     error = "hello failed";
     ::close(fd);
@@ -714,9 +754,10 @@ void tcp_unary(const Job& job, JobResult& result, const RunTarget& target, uint6
   ::close(fd);
 }
 
-// Open loop on the baseline: a sender thread issues requests at start + k / rate (at most
-// iodepth in flight; a late request goes as soon as a slot frees) and this thread reads
-// the echoes in order; latency counts from each request's due time, as on ringmux.
+// Open loop on the baseline: a sender thread issues requests on the Pacer's schedule (at
+// most iodepth in flight; a late request goes as soon as a slot frees; the schedule ends
+// with the window) and this thread reads the echoes in order; latency counts from each
+// request's due time, as on ringmux.
 void tcp_unary_paced(const Job& job, JobResult& result, const RunTarget& target, uint64_t stream_key, Progress* progress) {
   std::string error;
   const int fd = tcp_connect(target, tcp_mode_echo, job, stream_key, error);
@@ -727,7 +768,6 @@ void tcp_unary_paced(const Job& job, JobResult& result, const RunTarget& target,
   }
   reserve_samples(result, job);
   Window window(job);
-  const uint64_t interval_ns = std::max<uint64_t>(1, 1'000'000'000ull / job.rate_iops);
   struct Issued {
     uint64_t due_ns;
     uint32_t bytes;
@@ -735,26 +775,44 @@ void tcp_unary_paced(const Job& job, JobResult& result, const RunTarget& target,
   std::mutex mutex;
   std::condition_variable slot_freed;
   std::deque<Issued> issued;
-  bool sender_done = false;
+  bool reader_done = false;  // the echoes ended: no slot frees any more
   bool send_failed = false;
+  uint64_t dropped = 0;
   std::thread sender([&] {
     if (!job.cpus_allowed.empty()) (void)engine::pin_current_thread(job.cpus_allowed.front());
     SizePicker sizes(job, stream_key);
     std::vector<std::byte> request(sizes.max(), std::byte{0x6b});
+    Pacer pacer(job.rate_iops, window.start_ns, window.until_ns);
     uint64_t sent_bytes = 0;
-    for (uint64_t k = 0;; k++) {
-      const uint64_t due = window.start_ns + k * interval_ns;
-      if (window.over(due) || (job.size_bytes != 0 && sent_bytes >= job.size_bytes)) break;
-      // Sleep to the due time, the last 50 us spinning (a timer slack would add latency).
-      for (uint64_t now = Loop::clock_ns(); now < due; now = Loop::clock_ns()) {
-        if (due - now > 50'000) std::this_thread::sleep_for(std::chrono::nanoseconds(due - now - 50'000));
+    for (uint64_t sequence = 0;;) {
+      uint64_t now = Loop::clock_ns();
+      if (window.over(now) || (job.size_bytes != 0 && sent_bytes >= job.size_bytes)) break;
+      {
+        // A free slot first, waiting for an echo no later than the window's end (a job
+        // bound by size only looks again every wait_slice_ns).
+        constexpr uint64_t wait_slice_ns = 100'000'000;
+        std::unique_lock<std::mutex> lock(mutex);
+        while (issued.size() >= job.iodepth && !reader_done && !window.over(now)) {
+          slot_freed.wait_for(lock, std::chrono::nanoseconds(std::min(window.until_ns - now, wait_slice_ns)));
+          now = Loop::clock_ns();
+        }
+        if (issued.size() >= job.iodepth) break;  // the window ended, or the connection did
+      }
+      const auto due = pacer.take(now);
+      if (!due) {
+        if (pacer.over(now)) break;
+        // Sleep to the next due time, the last 50 us spinning (a timer slack would add latency).
+        const uint64_t wake = pacer.wake_ns();
+        for (now = Loop::clock_ns(); now < wake; now = Loop::clock_ns()) {
+          if (wake - now > 50'000) std::this_thread::sleep_for(std::chrono::nanoseconds(wake - now - 50'000));
+        }
+        continue;
       }
       const uint32_t size = sizes.next();
-      if (job.verify) stamp_message(std::span(request).first(size), stream_key, k);
+      if (job.verify) stamp_message(std::span(request).first(size), stream_key, sequence++);
       {
-        std::unique_lock<std::mutex> lock(mutex);
-        slot_freed.wait(lock, [&] { return issued.size() < job.iodepth; });
-        issued.push_back({due, size});
+        std::lock_guard<std::mutex> lock(mutex);
+        issued.push_back({*due, size});
       }
       if (!tools::send_all(fd, request.data(), size)) {
         std::lock_guard<std::mutex> lock(mutex);
@@ -763,8 +821,9 @@ void tcp_unary_paced(const Job& job, JobResult& result, const RunTarget& target,
       }
       sent_bytes += size;
     }
+    pacer.stop(Loop::clock_ns());
     std::lock_guard<std::mutex> lock(mutex);
-    sender_done = true;
+    dropped = pacer.dropped();
     ::shutdown(fd, SHUT_WR);  // the server's echo ends with ours
   });
   StreamVerifier verifier(stream_key, message_bytes_max);
@@ -792,7 +851,13 @@ void tcp_unary_paced(const Job& job, JobResult& result, const RunTarget& target,
     }
     slot_freed.notify_one();
   }
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    reader_done = true;
+  }
+  slot_freed.notify_one();
   sender.join();
+  result.rate_dropped = dropped;
   if (send_failed || !issued.empty()) {
     result.errors++;
     result.error_message = "connection failed";

@@ -44,6 +44,9 @@ struct JobResult {
   // same figures.
   uint64_t resumes = 0, bytes_replayed = 0;
   tools::LatencySamples resume_latency;
+  // Open loop (rate_iops): calls that fell due and never started, because the backlog of
+  // late calls was full (pacer_backlog_max) or the run ended first. 0 in closed loop.
+  uint64_t rate_dropped = 0;
 };
 
 struct RunTarget {

@@ -6,12 +6,16 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <cerrno>
-#include <cstring>
 #include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
 #include <optional>
+#include <string>
 
+#include "engine/assert.h"
 #include "tools/blocking_io.h"
+#include "tools/loadgen/message_buffer.h"
 #include "tools/loadgen/protocol.h"
 #include "tools/loadgen/verify.h"
 
@@ -50,12 +54,47 @@ std::size_t encode_sink_answer(std::byte (&out)[sink_answer_verify_bytes], uint6
   return sink_answer_verify_bytes;
 }
 
-// Sink: counts what arrives; answers the count when the client ends its side.
+// What a refusal says: the size asked and the option that bounds it.
+std::string too_large(uint32_t asked_bytes, uint32_t bytes_max) {
+  return "message of " + std::to_string(asked_bytes) + " bytes asked, above this server's --max_message=" +
+         std::to_string(bytes_max);
+}
+
+// A stream refused at its OPEN: it ends with ERROR(resource_exhausted, `message`), a
+// stream-scoped error (the connection goes on; wire/SPEC.md §7: a limit, retry later). A
+// refusal comes from the preamble in the OPEN's payload, so the payload is never empty and
+// the connection delivers it right after the handler returns: the stream is registered
+// then, and resetting it from here reaches this observer, which the connection deletes.
+class RefusedStream final : public mux::StreamObserver {
+ public:
+  RefusedStream(const mux::StreamStart& start, std::string message)
+      : connection_(*start.connection), id_(start.id), message_(std::move(message)) {
+    RM_ASSERT(!start.payload.empty());
+  }
+  void on_stream_data(std::span<const std::byte> bytes, bool) noexcept override {
+    connection_.consume(id_, bytes.size());
+    if (!reset_) {
+      reset_ = true;
+      connection_.reset(id_, mux::MuxError::resource_exhausted, message_);
+    }
+  }
+  void on_stream_finished(mux::MuxError) noexcept override {}
+
+ private:
+  mux::Connection& connection_;
+  mux::StreamId id_;
+  std::string message_;
+  bool reset_ = false;
+};
+
+// Sink: counts what arrives; answers the count when the client ends its side. Verified,
+// it reassembles messages up to the server's bound (the OPEN names the largest).
 class SinkStream final : public mux::StreamObserver {
  public:
-  SinkStream(const mux::StreamStart& start, ServerStats& stats) : connection_(*start.connection), id_(start.id), stats_(stats) {
+  SinkStream(const mux::StreamStart& start, ServerStats& stats, uint32_t message_bytes_allowed)
+      : connection_(*start.connection), id_(start.id), stats_(stats) {
     const Preamble preamble = load_preamble(start.payload);
-    if (preamble.verify()) verifier_.emplace(preamble.stream_key, message_bytes_max);
+    if (preamble.verify()) verifier_.emplace(preamble.stream_key, message_bytes_allowed);
     skip_ = start.payload.size();  // the preamble is not part of the counted stream
   }
   void on_stream_data(std::span<const std::byte> bytes, bool end_stream) noexcept override {
@@ -98,22 +137,29 @@ class SinkStream final : public mux::StreamObserver {
   std::size_t answer_sent_ = 0;
 };
 
-// Source: writes messages of the requested size until the client resets the stream.
+// Source: writes messages of the requested size until the client resets the stream, as
+// fast as the stream's credit lets them go (each write takes what the credit allows). The
+// messages are built in the loop's shared buffer, not in one of the stream's own.
 class SourceStream final : public mux::StreamObserver {
  public:
-  SourceStream(const mux::StreamStart& start, ServerStats& stats)
-      : connection_(*start.connection), id_(start.id), stats_(stats), preamble_(load_preamble(start.payload)),
-        message_(std::clamp<uint32_t>(preamble_.size, preamble_.verify() ? verify_stamp_bytes : 1, message_bytes_max)) {}
+  SourceStream(const mux::StreamStart& start, ServerStats& stats, MessageBuffer& messages, uint32_t message_bytes)
+      : connection_(*start.connection), id_(start.id), stats_(stats), messages_(messages),
+        preamble_(load_preamble(start.payload)), message_bytes_(message_bytes) {}
   void pump() noexcept {
     while (!done_) {
-      // A new message is stamped once, however many writes it takes.
-      if (offset_ == 0 && !stamped_ && preamble_.verify()) stamp_message(message_, preamble_.stream_key, sequence_++);
-      stamped_ = true;
-      auto taken = connection_.write(id_, std::span<const std::byte>(message_).subspan(offset_), false);
+      // A message cut by the credit goes on from offset_ when the stream is writable again:
+      // verified, the buffer gives back the same bytes of the same stamped message.
+      const std::span<const std::byte> rest =
+          preamble_.verify() ? messages_.stamped_from(message_bytes_, preamble_.stream_key, sequence_, offset_)
+                             : messages_.plain(message_bytes_).subspan(offset_);
+      auto taken = connection_.write(id_, rest, false);
       if (!taken || taken.value() == 0) return;
       stats_.bytes_sent.fetch_add(taken.value(), std::memory_order_relaxed);
-      offset_ = (offset_ + taken.value()) % message_.size();
-      if (offset_ == 0) stamped_ = false;
+      offset_ += taken.value();
+      if (offset_ == message_bytes_) {
+        offset_ = 0;
+        sequence_++;
+      }
     }
   }
   void on_stream_data(std::span<const std::byte> bytes, bool) noexcept override { connection_.consume(id_, bytes.size()); }
@@ -125,11 +171,11 @@ class SourceStream final : public mux::StreamObserver {
   mux::Connection& connection_;
   mux::StreamId id_;
   ServerStats& stats_;
+  MessageBuffer& messages_;
   Preamble preamble_;
-  std::vector<std::byte> message_;
-  std::size_t offset_ = 0;
-  uint64_t sequence_ = 0;
-  bool stamped_ = false;  // message_ holds the stamped message being written
+  uint32_t message_bytes_;
+  std::size_t offset_ = 0;  // of the message being written
+  uint64_t sequence_ = 0;   // of the message being written
   bool done_ = false;
 };
 
@@ -178,16 +224,23 @@ class EchoStream final : public mux::StreamObserver {
 };
 
 // The handlers of every loadgen mode, on a plain server's registry or on each loop's of a
-// cluster member. `response_pool` is that loop's (handlers of one loop run on its thread).
-void register_handlers(mux::Registry& target, ServerStats& stats, std::vector<std::byte>& response_pool) {
-  target.add_unary(handler_unary, [&stats, &response_pool](std::span<const std::byte> request,
-                                                          std::shared_ptr<mux::Responder> responder) {
+// cluster member. `messages` is that loop's (handlers of one loop run on its thread); its
+// bound is the largest message a client may ask for, and the largest unary request the
+// server gathers (the library refuses a longer one before the handler runs).
+void register_handlers(mux::Registry& target, ServerStats& stats, MessageBuffer& messages) {
+  mux::UnaryLimits unary_limits;
+  unary_limits.request_bytes_max = messages.bytes_max();
+  target.add_unary(handler_unary, [&stats, &messages](std::span<const std::byte> request,
+                                                     std::shared_ptr<mux::Responder> responder) {
     stats.calls.fetch_add(1, std::memory_order_relaxed);
     stats.bytes_received.fetch_add(request.size(), std::memory_order_relaxed);
     const Preamble preamble = load_preamble(request);
-    const uint32_t response_bytes = std::min<uint32_t>(preamble.size, message_bytes_max);
-    if (response_pool.size() < response_bytes) response_pool.resize(response_bytes, std::byte{0x5a});
-    const std::span<std::byte> response(response_pool.data(), response_bytes);
+    const uint32_t response_bytes = preamble.size;
+    if (response_bytes > messages.bytes_max()) {
+      responder->fail(wire::StatusCode::resource_exhausted, too_large(response_bytes, messages.bytes_max()));
+      return;
+    }
+    std::span<const std::byte> response;
     if (preamble.verify()) {
       const auto stamped = request.size() >= preamble_bytes ? request.subspan(preamble_bytes) : request.last(0);
       if (!message_intact(stamped) || response_bytes < verify_stamp_bytes) {
@@ -195,14 +248,27 @@ void register_handlers(mux::Registry& target, ServerStats& stats, std::vector<st
         responder->fail(wire::StatusCode::handler_error, "verify: request damaged");
         return;
       }
-      stamp_message(response, message_stream_key(stamped), message_sequence(stamped));
+      response = messages.stamped(response_bytes, message_stream_key(stamped), message_sequence(stamped));
+    } else {
+      response = messages.plain(response_bytes);
     }
     stats.bytes_sent.fetch_add(response_bytes, std::memory_order_relaxed);
+    // What the window does not take now is copied by the responder, within the
+    // connection's RPC budget: the buffer is free for the next call when this returns.
     responder->reply(response);
+  }, unary_limits);
+  target.add_stream(handler_sink, [&stats, &messages](const mux::StreamStart& start) -> mux::StreamObserver* {
+    const Preamble preamble = load_preamble(start.payload);
+    if (preamble.verify() && preamble.size > messages.bytes_max()) {
+      return new RefusedStream(start, too_large(preamble.size, messages.bytes_max()));
+    }
+    return new SinkStream(start, stats, messages.bytes_max());
   });
-  target.add_stream(handler_sink, [&stats](const mux::StreamStart& start) { return new SinkStream(start, stats); });
-  target.add_stream(handler_source, [&stats](const mux::StreamStart& start) {
-    auto* source = new SourceStream(start, stats);
+  target.add_stream(handler_source, [&stats, &messages](const mux::StreamStart& start) -> mux::StreamObserver* {
+    const Preamble preamble = load_preamble(start.payload);
+    if (preamble.size > messages.bytes_max()) return new RefusedStream(start, too_large(preamble.size, messages.bytes_max()));
+    auto* source = new SourceStream(start, stats, messages,
+                                    std::max<uint32_t>(preamble.size, preamble.verify() ? verify_stamp_bytes : 1));
     source->pump();
     return source;
   });
@@ -212,20 +278,24 @@ void register_handlers(mux::Registry& target, ServerStats& stats, std::vector<st
 }  // namespace
 
 struct LoadServer::RingmuxSide final : engine::ListenerHandler, mux::ConnectionObserver {
-  RingmuxSide(engine::Loop& l, ServerStats& s, const mux::ConnectionOptions& o)
+  RingmuxSide(engine::Loop& l, ServerStats& s, const mux::ConnectionOptions& o, uint32_t message_bytes_allowed)
       : loop(l), stats(s), options(o), listener(l, *this), acceptor(l, [this](int fd) {
           stats.sessions.fetch_add(1, std::memory_order_relaxed);
           connections.push_back(std::make_unique<mux::Connection>(loop, fd, false, &registry, *this, options));
           return connections.back().get();
-        }) {
+        }), messages(message_bytes_allowed) {
     options.resume = true;  // sessions outlive their TCP connections (mux/acceptor.h)
-    register_handlers(registry, stats, response_pool);
+    register_handlers(registry, stats, messages);
   }
   void on_accept(int fd) noexcept override {
     stats.connections.fetch_add(1, std::memory_order_relaxed);
     acceptor.accept(fd);  // reads the HELLO: a new session, or a resume of one of ours
   }
-  void on_accept_error(engine::IoError) noexcept override {}
+  // The listener tries again by itself; running out of descriptors is counted for the
+  // tool to report (ringmux-serve says so on stderr).
+  void on_accept_error(engine::IoError error) noexcept override {
+    if (error == engine::IoError::too_many_files) stats.accepts_failed_no_fds.fetch_add(1, std::memory_order_relaxed);
+  }
   void on_listener_closed() noexcept override { listener_closed = true; }
   // An ended session goes at once (its last callback may destroy it): the server's memory
   // is bounded by the sessions alive, not by those it ever served.
@@ -246,15 +316,15 @@ struct LoadServer::RingmuxSide final : engine::ListenerHandler, mux::ConnectionO
   engine::Listener listener;
   mux::Acceptor acceptor;
   std::vector<std::unique_ptr<mux::Connection>> connections;
-  std::vector<std::byte> response_pool;
+  MessageBuffer messages;
   bool listener_closed = false;
 };
 
 std::unique_ptr<LoadServer> LoadServer::start_ringmux(const std::string& address, const std::vector<int>& cpus,
-                                                      std::string& error, const mux::ConnectionOptions& connection_options,
-                                                      const std::vector<std::string>& peers, uint32_t loops) {
+                                                      std::string& error, const ServeOptions& serve) {
+  RM_ASSERT(serve.message_bytes_allowed <= message_bytes_max);
   std::vector<engine::Address> peer_addresses;
-  for (const std::string& peer : peers) {
+  for (const std::string& peer : serve.peers) {
     auto parsed_peer = engine::Address::parse(peer);
     if (!parsed_peer) {
       error = "peer address '" + peer + "': " + engine::describe(parsed_peer.error());
@@ -269,7 +339,7 @@ std::unique_ptr<LoadServer> LoadServer::start_ringmux(const std::string& address
   }
   std::unique_ptr<LoadServer> server(new LoadServer());
   engine::EngineOptions options;
-  options.loop_count = peer_addresses.empty() ? 1 : std::max<uint32_t>(loops, 1);
+  options.loop_count = peer_addresses.empty() ? 1 : std::max<uint32_t>(serve.loops, 1);
   options.cpus.assign(cpus.begin(), cpus.begin() + std::min<std::size_t>(cpus.size(), options.loop_count));
   auto started = engine::Engine::start(options);
   if (!started) {
@@ -281,12 +351,14 @@ std::unique_ptr<LoadServer> LoadServer::start_ringmux(const std::string& address
     // A cluster member: a node whose loops share its peer sessions; it listens, dials the
     // peers it should, and serves the same handlers on every session (mux/node.h).
     mux::ManagerOptions manager_options;
-    manager_options.connection = connection_options;
-    server->response_pools_.resize(options.loop_count);
+    manager_options.connection = serve.connection;
+    for (uint32_t i = 0; i < options.loop_count; i++) {
+      server->messages_.push_back(std::make_unique<MessageBuffer>(serve.message_bytes_allowed));
+    }
     LoadServer* raw = server.get();
     auto node = mux::Node::start(*server->engine_, parsed.value(), manager_options,
                                  [raw](mux::Registry& registry, uint32_t loop) {
-                                   register_handlers(registry, raw->stats_, raw->response_pools_[loop]);
+                                   register_handlers(registry, raw->stats_, *raw->messages_[loop]);
                                  });
     if (!node) {
       error = "listen on " + address + ": " + engine::describe(node.error());
@@ -300,8 +372,8 @@ std::unique_ptr<LoadServer> LoadServer::start_ringmux(const std::string& address
   }
   LoadServer* raw = server.get();
   const engine::Address where = parsed.value();
-  server->engine_->loop(0).run_sync([raw, where, &error, &connection_options] {
-    raw->side_ = std::make_unique<RingmuxSide>(raw->engine_->loop(0), raw->stats_, connection_options);
+  server->engine_->loop(0).run_sync([raw, where, &error, &serve] {
+    raw->side_ = std::make_unique<RingmuxSide>(raw->engine_->loop(0), raw->stats_, serve.connection, serve.message_bytes_allowed);
     RingmuxSide& side = *raw->side_;
     auto listened = side.listener.listen(where);
     if (listened) raw->port_ = side.listener.address().port();
@@ -317,18 +389,24 @@ std::unique_ptr<LoadServer> LoadServer::start_ringmux(const std::string& address
 
 namespace {
 
-// Serves one baseline connection; the caller closes `fd`.
-void serve_tcp_connection(int fd, ServerStats& stats) {
+// The baseline's accept thread out of descriptors: how long it waits before it tries
+// again (each try fails at once until a connection closes; 10 ms costs nothing).
+constexpr uint64_t accept_retry_ns = 10'000'000;
+
+// Serves one baseline connection; the caller closes `fd`. A hello asking for messages
+// above `message_bytes_allowed` (a source's, a verified sink's) is answered by the close.
+void serve_tcp_connection(int fd, ServerStats& stats, uint32_t message_bytes_allowed) {
   std::byte hello[tcp_hello_bytes];
   if (!tools::recv_exact(fd, hello, sizeof(hello))) return;
   const uint32_t mode = load_u32(hello);
   const Preamble preamble = load_preamble(std::span<const std::byte>(hello, open_verify_bytes));
+  uint32_t message_bytes = 0;
+  std::memcpy(&message_bytes, hello + open_verify_bytes, sizeof(message_bytes));
+  if ((mode == tcp_mode_source || (mode == tcp_mode_sink && preamble.verify())) && message_bytes > message_bytes_allowed) return;
   if (mode == tcp_mode_source) {
     // Writes messages until the client goes away (send fails).
-    uint32_t message_bytes = 0;
-    std::memcpy(&message_bytes, hello + open_verify_bytes, sizeof(message_bytes));
-    std::vector<std::byte> message(std::clamp<uint32_t>(message_bytes, preamble.verify() ? verify_stamp_bytes : 1,
-                                                        message_bytes_max), std::byte{0x5a});
+    std::vector<std::byte> message(std::max<uint32_t>(message_bytes, preamble.verify() ? verify_stamp_bytes : 1),
+                                   std::byte{0x5a});
     for (uint64_t sequence = 0;; sequence++) {
       if (preamble.verify()) stamp_message(message, preamble.stream_key, sequence);
       if (!tools::send_all(fd, message.data(), message.size())) return;
@@ -336,7 +414,7 @@ void serve_tcp_connection(int fd, ServerStats& stats) {
     }
   }
   std::optional<StreamVerifier> verifier;
-  if (mode == tcp_mode_sink && preamble.verify()) verifier.emplace(preamble.stream_key, message_bytes_max);
+  if (mode == tcp_mode_sink && preamble.verify()) verifier.emplace(preamble.stream_key, message_bytes_allowed);
   std::vector<std::byte> buffer(256 * 1024);
   uint64_t count = 0;
   for (;;) {
@@ -364,7 +442,9 @@ void serve_tcp_connection(int fd, ServerStats& stats) {
 
 }  // namespace
 
-std::unique_ptr<LoadServer> LoadServer::start_tcp(const std::string& address, int cpu, std::string& error) {
+std::unique_ptr<LoadServer> LoadServer::start_tcp(const std::string& address, int cpu, std::string& error,
+                                                  uint32_t message_bytes_allowed) {
+  RM_ASSERT(message_bytes_allowed <= message_bytes_max);
   auto parsed = engine::Address::parse(address);
   if (!parsed) {
     error = "listen address '" + address + "': " + engine::describe(parsed.error());
@@ -384,6 +464,7 @@ std::unique_ptr<LoadServer> LoadServer::start_tcp(const std::string& address, in
   getsockname(fd, reinterpret_cast<sockaddr*>(&bound.storage), &bound.length);
   server->port_ = bound.port();
   server->listen_fd_ = fd;
+  server->tcp_message_bytes_allowed_ = message_bytes_allowed;
   LoadServer* raw = server.get();
   server->accept_thread_ = std::thread([raw, cpu] {
     if (cpu >= 0) (void)engine::pin_current_thread(cpu);
@@ -391,6 +472,12 @@ std::unique_ptr<LoadServer> LoadServer::start_tcp(const std::string& address, in
       const int client = ::accept4(raw->listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
       if (client < 0) {
         if (errno == EINTR) continue;
+        if (errno == EMFILE || errno == ENFILE) {
+          // Out of descriptors: the connection waits in the backlog until one closes.
+          raw->stats_.accepts_failed_no_fds.fetch_add(1, std::memory_order_relaxed);
+          std::this_thread::sleep_for(std::chrono::nanoseconds(accept_retry_ns));
+          continue;
+        }
         break;  // the listener was shut down
       }
       const int nodelay = 1;
@@ -402,7 +489,7 @@ std::unique_ptr<LoadServer> LoadServer::start_tcp(const std::string& address, in
       }
       raw->connection_threads_.emplace_back([raw, client, cpu] {
         if (cpu >= 0) (void)engine::pin_current_thread(cpu);
-        serve_tcp_connection(client, raw->stats_);
+        serve_tcp_connection(client, raw->stats_, raw->tcp_message_bytes_allowed_);
         // Forget the fd before closing it, so that stop() never shuts down a reused number.
         std::lock_guard<std::mutex> lock(raw->connection_fds_mutex_);
         std::erase(raw->connection_fds_, client);

@@ -20,8 +20,11 @@
 #include "mux/acceptor.h"
 #include "mux/connection.h"
 #include "mux/node.h"
+#include "tools/loadgen/protocol.h"
 
 namespace ringmux::loadgen {
+
+class MessageBuffer;
 
 struct ServerStats {
   std::atomic<uint64_t> connections{0};  // TCP connections accepted
@@ -31,20 +34,36 @@ struct ServerStats {
   std::atomic<uint64_t> bytes_received{0};
   std::atomic<uint64_t> bytes_sent{0};
   std::atomic<uint64_t> verify_errors{0};  // verify=1: damaged, missing or repeated messages seen
+  // Connections the listener could not take for want of file descriptors (EMFILE, ENFILE):
+  // they wait in the backlog or are refused until others close.
+  std::atomic<uint64_t> accepts_failed_no_fds{0};
+};
+
+// How a ringmux server runs and what it accepts from its clients.
+struct ServeOptions {
+  mux::ConnectionOptions connection;  // the limits of every accepted connection
+  // Without peers: a plain server on one loop. With peers the server joins a cluster: a
+  // mux::Node of `loops` loops keeps one session with each peer spread over its loops
+  // (ringmux-serve --peers --loops), and serves the same handlers.
+  std::vector<std::string> peers;
+  uint32_t loops = 1;
+  // The largest message a client may ask the server to build or reassemble (a unary
+  // response, a source stream's messages, a verified sink's messages); larger asks are
+  // refused (protocol.h). Each loop holds one message buffer of at most this. The
+  // embedded server of ringmux-loadgen serves its own jobs: the protocol's bound.
+  uint32_t message_bytes_allowed = loadgen::message_bytes_max;
 };
 
 class LoadServer {
  public:
   // Listens on `address` ("127.0.0.1:0" picks a port). The loops are pinned to `cpus` in
   // order (empty: none pinned). Errors come back as text (tools may report and exit).
-  // `options` sets the limits of every accepted connection (streams, windows, keepalive).
-  // Without `peers`: a plain server on one loop. With `peers` the server joins a cluster: a
-  // mux::Node of `loops` loops listens on `address`, keeps one session with each peer
-  // spread over its loops (ringmux-serve --peers --loops), and serves the same handlers.
   static std::unique_ptr<LoadServer> start_ringmux(const std::string& address, const std::vector<int>& cpus,
-                                                   std::string& error, const mux::ConnectionOptions& options = {},
-                                                   const std::vector<std::string>& peers = {}, uint32_t loops = 1);
-  static std::unique_ptr<LoadServer> start_tcp(const std::string& address, int cpu, std::string& error);
+                                                   std::string& error, const ServeOptions& options = {});
+  // The raw baseline; a hello asking for messages above `message_bytes_allowed` closes its
+  // connection.
+  static std::unique_ptr<LoadServer> start_tcp(const std::string& address, int cpu, std::string& error,
+                                               uint32_t message_bytes_allowed = loadgen::message_bytes_max);
   ~LoadServer();
 
   uint16_t port() const noexcept { return port_; }
@@ -61,10 +80,11 @@ class LoadServer {
   // ringmux engine
   std::unique_ptr<engine::Engine> engine_;
   std::unique_ptr<RingmuxSide> side_;
-  std::unique_ptr<mux::Node> node_;                      // cluster mode
-  std::vector<std::vector<std::byte>> response_pools_;  // cluster mode: one per loop
+  std::unique_ptr<mux::Node> node_;                       // cluster mode
+  std::vector<std::unique_ptr<MessageBuffer>> messages_;  // cluster mode: one per loop
   // tcp engine
   int listen_fd_ = -1;
+  uint32_t tcp_message_bytes_allowed_ = 0;
   std::thread accept_thread_;
   std::vector<std::thread> connection_threads_;
   std::mutex connection_fds_mutex_;

@@ -28,6 +28,35 @@ uint64_t digest(std::span<const std::byte> message) noexcept {
 
 }  // namespace
 
+namespace {
+
+// Word `index` of the body of the message whose seed is `seed`: splitmix64 of a counter, so
+// that any part of a body can be generated on its own (a server writing a message in pieces
+// rebuilds only the piece it writes).
+uint64_t body_word(uint64_t seed, uint64_t index) noexcept {
+  uint64_t z = seed + (index + 1) * 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+}  // namespace
+
+void fill_message_body(std::span<std::byte> out, uint64_t stream_key, uint64_t sequence, std::size_t body_offset) noexcept {
+  // No two messages of a run look alike: the seed mixes the key and the sequence.
+  const uint64_t seed = stream_key ^ (sequence * 0xc2b2ae3d27d4eb4full);
+  std::size_t at = 0;
+  uint64_t index = body_offset / 8;
+  std::size_t skip = body_offset % 8;  // a piece may start inside a word
+  while (at < out.size()) {
+    const uint64_t word = body_word(seed, index++);
+    const std::size_t n = std::min<std::size_t>(8 - skip, out.size() - at);
+    std::memcpy(out.data() + at, reinterpret_cast<const std::byte*>(&word) + skip, n);
+    at += n;
+    skip = 0;
+  }
+}
+
 void stamp_message(std::span<std::byte> out, uint64_t stream_key, uint64_t sequence) noexcept {
   const uint32_t magic = verify_magic;
   const auto message_bytes = static_cast<uint32_t>(out.size());
@@ -35,18 +64,7 @@ void stamp_message(std::span<std::byte> out, uint64_t stream_key, uint64_t seque
   std::memcpy(out.data() + 4, &message_bytes, 4);
   std::memcpy(out.data() + 8, &sequence, 8);
   std::memcpy(out.data() + 16, &stream_key, 8);
-  // Body: xorshift64* from (key, sequence), so no two messages of a run look alike.
-  uint64_t state = (stream_key ^ (sequence * 0x9e3779b97f4a7c15ull)) | 1;
-  std::size_t at = verify_stamp_bytes;
-  while (at < out.size()) {
-    state ^= state >> 12;
-    state ^= state << 25;
-    state ^= state >> 27;
-    const uint64_t word = state * 0x2545f4914f6cdd1dull;
-    const std::size_t n = std::min<std::size_t>(8, out.size() - at);
-    std::memcpy(out.data() + at, &word, n);
-    at += n;
-  }
+  fill_message_body(out.subspan(verify_stamp_bytes), stream_key, sequence, 0);
   const uint64_t d = digest(out);
   std::memcpy(out.data() + 24, &d, 8);
 }

@@ -3,9 +3,10 @@
 // Every message of a verified stream or call carries a 32-byte stamp at its start:
 //   u32 magic "RMVF" | u32 message_bytes (stamp included) | u64 sequence | u64 stream_key
 //   | u64 digest
-// followed by a body of pseudo-random bytes generated from (stream_key, sequence). The
-// digest is XXH3-64 of the stamp's first 24 bytes and the body, so a flipped bit anywhere
-// in the message is a mismatch. Sequences start at 0 on every stream and go up by one per
+// followed by a body of pseudo-random bytes generated from (stream_key, sequence), any part
+// of which can be generated on its own (fill_message_body). The digest is XXH3-64 of the
+// stamp's first 24 bytes and the body, so a flipped bit anywhere in the message is a
+// mismatch. Sequences start at 0 on every stream and go up by one per
 // message: a sequence above the expected one counts the skipped messages as gaps, one
 // below it counts a duplicate. The stamp's length makes messages self-delimiting, so the
 // verifier needs no message boundaries from the transport (bssplit mixes sizes).
@@ -27,6 +28,10 @@ inline constexpr uint32_t verify_stamp_bytes = 32;
 
 // Writes a stamped message of out.size() bytes (>= verify_stamp_bytes) for `sequence`.
 void stamp_message(std::span<std::byte> out, uint64_t stream_key, uint64_t sequence) noexcept;
+// Writes bytes [body_offset, body_offset + out.size()) of the body (what follows the stamp)
+// of message `sequence` of `stream_key`: the same bytes stamp_message writes there, for a
+// writer that rebuilds a piece of a message without the rest.
+void fill_message_body(std::span<std::byte> out, uint64_t stream_key, uint64_t sequence, std::size_t body_offset) noexcept;
 
 // What one verified direction found.
 struct VerifyCounts {
