@@ -27,6 +27,14 @@ std::span<std::byte> MessageBuffer::reserve(uint32_t bytes) {
 
 std::span<const std::byte> MessageBuffer::plain(uint32_t bytes) { return reserve(bytes); }
 
+std::shared_ptr<const std::vector<std::byte>> MessageBuffer::shared_plain(uint32_t bytes) {
+  RM_ASSERT(bytes <= bytes_max_);
+  if (filler_ == nullptr || filler_->size() < bytes) {
+    filler_ = std::make_shared<const std::vector<std::byte>>(bytes, std::byte{0x5a});
+  }
+  return filler_;
+}
+
 std::span<const std::byte> MessageBuffer::stamped_from(uint32_t bytes, uint64_t stream_key, uint64_t sequence,
                                                        std::size_t offset) {
   RM_ASSERT(bytes >= verify_stamp_bytes && offset < bytes);

@@ -14,6 +14,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -26,6 +27,11 @@ class MessageBuffer {
   uint32_t bytes_max() const noexcept { return bytes_max_; }
   // `bytes` (<= bytes_max) of filler: what an unverified message carries does not matter.
   std::span<const std::byte> plain(uint32_t bytes);
+  // Filler of at least `bytes` (<= bytes_max) that the caller may hold past the call: an
+  // unverified unary response goes out with Responder::reply(response, keep_alive), held by
+  // reference until sent instead of copied per call (a larger ask replaces the filler; the
+  // old one lives while responses hold it).
+  std::shared_ptr<const std::vector<std::byte>> shared_plain(uint32_t bytes);
   // Message `sequence` of the stream `stream_key`, `bytes` long (verify_stamp_bytes to
   // bytes_max), whole and stamped.
   std::span<const std::byte> stamped(uint32_t bytes, uint64_t stream_key, uint64_t sequence) {
@@ -43,6 +49,7 @@ class MessageBuffer {
 
   uint32_t bytes_max_;
   std::vector<std::byte> bytes_;
+  std::shared_ptr<const std::vector<std::byte>> filler_;
   uint64_t stream_key_ = 0;
   uint64_t sequence_ = 0;
   uint32_t message_bytes_ = 0;

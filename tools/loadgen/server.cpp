@@ -240,8 +240,16 @@ void register_handlers(mux::Registry& target, ServerStats& stats, MessageBuffer&
       responder->fail(wire::StatusCode::resource_exhausted, too_large(response_bytes, messages.bytes_max()));
       return;
     }
+    if (!preamble.verify()) {
+      // Filler held by reference until sent: no copy per call, however large.
+      auto filler = messages.shared_plain(response_bytes);
+      stats.bytes_sent.fetch_add(response_bytes, std::memory_order_relaxed);
+      const std::span<const std::byte> response(filler->data(), response_bytes);
+      responder->reply(response, std::move(filler));
+      return;
+    }
     std::span<const std::byte> response;
-    if (preamble.verify()) {
+    {
       const auto stamped = request.size() >= preamble_bytes ? request.subspan(preamble_bytes) : request.last(0);
       if (!message_intact(stamped) || response_bytes < verify_stamp_bytes) {
         stats.verify_errors.fetch_add(1, std::memory_order_relaxed);
@@ -249,12 +257,10 @@ void register_handlers(mux::Registry& target, ServerStats& stats, MessageBuffer&
         return;
       }
       response = messages.stamped(response_bytes, message_stream_key(stamped), message_sequence(stamped));
-    } else {
-      response = messages.plain(response_bytes);
     }
     stats.bytes_sent.fetch_add(response_bytes, std::memory_order_relaxed);
-    // What the window does not take now is copied by the responder, within the
-    // connection's RPC budget: the buffer is free for the next call when this returns.
+    // A stamped response is the call's own: what the window does not take now is copied
+    // by the responder, within the connection's RPC budget, and the buffer is free again.
     responder->reply(response);
   }, unary_limits);
   target.add_stream(handler_sink, [&stats, &messages](const mux::StreamStart& start) -> mux::StreamObserver* {
