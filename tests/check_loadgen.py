@@ -121,8 +121,10 @@ for engine in ["ringmux", "tcp"]:
     else:
         failures.append(f"overloaded rate run ({engine}): exit {over.returncode}")
 
-# numjobs clones report separately, or as one with group_reporting.
-for extra, want in [([], 2), (["--group_reporting"], 1)]:
+# numjobs clones report separately, or as one with group_reporting; with own_connection
+# and no job on the shared connection, each clone on a connection of its own (this
+# crashed: the own connections were numbered from 1 as if the shared one existed).
+for extra, want in [([], 2), (["--group_reporting"], 1), (["--own_connection"], 2)]:
     cloned = run(["--output-format=json", "--runtime=200ms", "--rw=unary", "--bs=64", "--numjobs=2"] + extra)
     jobs = json.loads(cloned.stdout)["jobs"] if cloned.returncode == 0 else []
     if len(jobs) != want:

@@ -371,18 +371,24 @@ TEST_CASE("chaos: latency and jitter delay without reordering") {
 }
 
 // Proves --bandwidth holds a direction to its rate: 512 KiB at 1 MiB/s take at least
-// ~0.5 s less one 10 ms burst (a loose lower bound; no upper bound is asserted).
-TEST_CASE("chaos: bandwidth limits the rate") {
+// ~0.5 s less one 10 ms burst (a loose lower bound; no upper bound is asserted); and that
+// the proxy sends in bursts, not in the trickle the bucket gains between two turns of its
+// loop: 512 KiB in 10 ms bursts of 10 KiB are ~50 sends (a late turn only makes a burst
+// larger); a send per trickle was thousands, each turn reading and sending a few hundred
+// bytes while the source kept the lane full.
+TEST_CASE("chaos: bandwidth limits the rate, in bursts") {
   const Bytes source = random_bytes(7, 512u << 10);
   ProxyOptions options = proxy_to(0);
   options.faults.down.bandwidth_bytes_per_s = 1u << 20;
   const auto start = Clock::now();
   int end = 0;
-  const Bytes received = receive_through(options, source, end);
+  ProxyStats stats;
+  const Bytes received = receive_through(options, source, end, &stats);
   const double elapsed = elapsed_s(start);
   CHECK(end == 0);
   CHECK(received == source);
   CHECK(elapsed >= 0.45);
+  CHECK(stats.down.sends <= 2 * (512u << 10) / ((1u << 20) / 100));
 }
 
 // Proves --corrupt flips exactly one bit in each corrupted byte, counts every flip, acts

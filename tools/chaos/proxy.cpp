@@ -604,11 +604,14 @@ LaneOutcome Proxy::Loop::pump(Lane& lane, int dest_fd, uint64_t now) {
     if (const uint64_t rate = faults.bandwidth_bytes_per_s; rate != 0) {
       // GCRA form of a token bucket: bucket_tat_ns is when the bucket would be full again;
       // the bucket holds `window` worth of bytes (a burst, and at least one byte).
+      // A lane sends a whole burst (or all it holds, when less) at once: sending what
+      // trickled into the bucket since the last turn would, on a full lane, read and
+      // send a few hundred bytes per turn of the loop and keep a core busy.
       const uint64_t window_ns = std::max(bandwidth_burst_ns, (ns_per_s + rate - 1) / rate);
       const uint64_t tat_ns = std::max(lane.bucket_tat_ns, now);
       const uint64_t allowed = tat_ns < now + window_ns ? (now + window_ns - tat_ns) * rate / ns_per_s : 0;
-      if (allowed == 0) {
-        const uint64_t want = std::min(bytes, window_ns * rate / ns_per_s);
+      const uint64_t want = std::min(bytes, window_ns * rate / ns_per_s);
+      if (allowed < want) {
         wake_at(tat_ns - window_ns + (want * ns_per_s + rate - 1) / rate);
         break;
       }

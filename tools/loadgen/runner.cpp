@@ -594,8 +594,9 @@ void run_ringmux(const std::vector<const Job*>& jobs, std::vector<JobResult*>& r
     return;
   }
   std::vector<std::unique_ptr<Runner>> runners;
+  // The shared connection, when some job uses it, is the first; own connections follow.
   std::vector<std::size_t> connection_of(jobs.size(), 0);
-  std::size_t own = 1;
+  std::size_t own = shared ? 1 : 0;
   for (std::size_t j = 0; j < jobs.size(); j++) {
     const Job& job = *jobs[j];
     reserve_samples(*results[j], job);

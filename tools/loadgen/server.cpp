@@ -208,8 +208,15 @@ class EchoStream final : public mux::StreamObserver {
     stats_.bytes_sent.fetch_add(taken.value(), std::memory_order_relaxed);
     if (taken.value() > 0) connection_.consume(id_, taken.value());
     sent_ += taken.value();
+    // The echoed prefix goes once it is half of what is kept: an echo that never fully
+    // catches up (its direction shared with another stream) kept every byte it had
+    // echoed, growing by the stream's rate for as long as the stream lived. Now it keeps
+    // at most twice the unsent bytes (one window), and moves no more bytes than it echoes.
     if (sent_ == pending_.size()) {
       pending_.clear();
+      sent_ = 0;
+    } else if (sent_ >= pending_.size() - sent_) {
+      pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(sent_));
       sent_ = 0;
     }
   }
