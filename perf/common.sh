@@ -4,6 +4,8 @@
 #                               $build, $tools and $out (perf/out/NAME, emptied)
 #   background CMD...           runs CMD in the background; cleanup stops it
 #   free_ports N                N ports the kernel hands out now (closed again: a small race)
+#   port_of LOGFILE PATTERN     the port a background tool (started on port 0) names in
+#                               its first output line, as PATTERN's \(group\) (waits up to 10 s)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -33,4 +35,16 @@ free_ports() {
 s=[socket.socket() for _ in range(int(sys.argv[1]))]
 [x.bind(('127.0.0.1',0)) for x in s]
 print(' '.join(str(x.getsockname()[1]) for x in s))" "$1"
+}
+
+port_of() {
+  for _ in $(seq 1 200); do
+    if [ -s "$1" ]; then
+      sed -n "s/.*$2.*/\1/p" "$1" | head -1
+      return
+    fi
+    sleep 0.05
+  done
+  echo "no port in $1" >&2
+  exit 1
 }

@@ -14,19 +14,6 @@ runs=${2:-3}
 seconds=${3:-5}
 perf_setup resume "${1:-build}"
 
-# The port a background tool's first output line names.
-port_of() {  # port_of LOGFILE PATTERN
-  for _ in $(seq 1 200); do
-    if [ -s "$1" ]; then
-      sed -n "s/.*$2.*/\1/p" "$1" | head -1
-      return
-    fi
-    sleep 0.05
-  done
-  echo "no port in $1" >&2
-  exit 1
-}
-
 background "$tools/ringmux-serve" --listen=127.0.0.1:0 --cpus=1 >"$out/serve.log" 2>&1
 server_port=$(port_of "$out/serve.log" 'port \([0-9]*\)')
 start_proxy() {  # start_proxy NAME FAULTS...: in this shell (its pid must reach cleanup)
