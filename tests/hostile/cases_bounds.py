@@ -124,9 +124,9 @@ def unary_response_no_copy(ctx):
 DETACHED_SESSIONS = 24  # 360 MiB in all: well past the cap
 DETACHED_KEPT_SESSIONS = 8  # the newest 120 MiB: under half the cap, must all be kept
 PULLED_BYTES = 15 * MIB  # under REPLAY_BYTES_MAX less a send batch: the server gets that far
-# The server's resume timeout (resume_timeout_ns_default): the case must finish before the
-# first detached session would end by it.
-RESUME_TIMEOUT_S = 10.0
+# The server's resume timeout for this case (--resume_timeout): the case must finish
+# before the first detached session would end by it, on a loaded machine too.
+RESUME_TIMEOUT_S = 60.0
 
 
 # Beyond the detached sessions' cap, the server may hold the live session's replay bound,
@@ -134,7 +134,8 @@ RESUME_TIMEOUT_S = 10.0
 DETACHED_RSS_SLACK_BYTES = 96 * MIB
 
 
-@case("detached_held_bytes_cap", rss_mib=(DETACHED_HELD_BYTES_MAX + DETACHED_RSS_SLACK_BYTES) / MIB)
+@case("detached_held_bytes_cap", rss_mib=(DETACHED_HELD_BYTES_MAX + DETACHED_RSS_SLACK_BYTES) / MIB, release_only=True,
+      server_args=("--resume_timeout=60s",))
 def detached_held_bytes(ctx):
     """24 sessions each pull 15 MiB from a source stream, never ACK, and drop their
     connection: the held bytes of detached sessions stay under detached_held_bytes_max
@@ -246,7 +247,7 @@ def idle_connections(ctx):
     finally:
         fleet.close()
     ctx.note(f"{count} idle connections: {per_connection / 1024:.1f} KiB of RSS each")
-    if per_connection > IDLE_CONNECTION_BYTES_MAX:
+    if per_connection > IDLE_CONNECTION_BYTES_MAX and not ctx.options.sanitized:
         raise CaseFailure(f"{count} idle connections cost {per_connection / 1024:.1f} KiB of server RSS each "
                           f"(bound {IDLE_CONNECTION_BYTES_MAX >> 10} KiB)")
 

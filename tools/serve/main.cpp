@@ -1,6 +1,6 @@
 // ringmux-serve: the server side of every ringmux-loadgen mode.
 //   ringmux-serve --listen=127.0.0.1:7300 [--cpus=1] [--ioengine=ringmux|tcp] [--duration=30s]
-//                 [--max_streams=N] [--keepalive=DURATION] [--max_message=SIZE]
+//                 [--max_streams=N] [--keepalive=DURATION] [--resume_timeout=DURATION] [--max_message=SIZE]
 //                 [--peers=ADDRESS,... [--loops=N]]
 // Stream and connection windows are not options: both ends assume the same initial
 // windows until the handshake carries them (wire/SPEC.md HELLO has no field for them yet).
@@ -62,6 +62,8 @@ void print_help() {
       "                           more are refused (retryable)\n"
       "  --keepalive=DURATION     ping after this much silence;     (%llu ms)\n"
       "                           the peer is dead after 3x\n"
+      "  --resume_timeout=DURATION how long a broken session waits  (%llu s)\n"
+      "                           for its client to come back\n"
       "  --max_message=SIZE       largest message a client may ask  (%u KiB)\n"
       "                           for: a unary response, a source\n"
       "                           stream's messages, a verified\n"
@@ -72,6 +74,7 @@ void print_help() {
       "  -h, --help               this text\n",
       static_cast<unsigned>(default_port), loops_max, ringmux::limits::streams_concurrent_max,
       static_cast<unsigned long long>(ringmux::limits::keepalive_interval_ns_default / 1'000'000),
+      static_cast<unsigned long long>(ringmux::limits::resume_timeout_ns_default / 1'000'000'000),
       max_message_bytes_default / 1024, message_bytes_max >> 20);
 }
 
@@ -143,6 +146,14 @@ int main(int argc, char** argv) {
       }
       options.keepalive_interval_ns = *ns;
       options.dead_peer_timeout_ns = 3 * *ns;
+    } else if (key == "--resume_timeout") {
+      auto ns = parse_duration_ns(value);
+      if (!ns || *ns < 1'000'000) {
+        std::fprintf(stderr, "ringmux-serve: option '--resume_timeout': '%s' is not a duration of at least 1ms\n",
+                     value.c_str());
+        return 2;
+      }
+      options.resume_timeout_ns = *ns;
     } else {
       std::fprintf(stderr, "ringmux-serve: bad argument '%s' (see --help)\n", arg.c_str());
       return 2;
