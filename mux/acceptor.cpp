@@ -161,7 +161,7 @@ void Acceptor::route(int fd, const wire::Hello& hello) noexcept {
   switch (answer.verdict) {
     case replay::HelloVerdict::accept_resume:
       stats_.resumes++;
-      std::erase(detached_, known->second);
+      undetach(*known->second);
       return;
     case replay::HelloVerdict::refuse:
       stats_.refused++;
@@ -186,22 +186,27 @@ void Acceptor::refuse(int fd, const wire::HelloAck& ack) noexcept {
 void Acceptor::forget(Connection& connection) noexcept {
   auto it = sessions_.find(connection.session().session_id());
   if (it != sessions_.end() && it->second == &connection) sessions_.erase(it);
-  std::erase(detached_, &connection);
+  undetach(connection);
 }
 
-uint64_t Acceptor::detached_held_bytes() const noexcept {
-  uint64_t bytes = 0;
-  for (const Connection* connection : detached_) bytes += connection->session().held().bytes_held();
-  return bytes;
+void Acceptor::undetach(Connection& connection) noexcept {
+  auto it = std::find_if(detached_.begin(), detached_.end(), [&](const Detached& d) { return d.connection == &connection; });
+  if (it == detached_.end()) return;
+  RM_ASSERT(detached_held_bytes_ >= it->held_bytes);
+  detached_held_bytes_ -= it->held_bytes;
+  detached_.erase(it);
 }
 
 void Acceptor::on_detached(Connection& connection) noexcept {
-  if (std::find(detached_.begin(), detached_.end(), &connection) == detached_.end()) detached_.push_back(&connection);
+  undetach(connection);  // detached again before a resume completed: charged anew
+  const uint64_t held = connection.session().held().bytes_held();
+  detached_.push_back(Detached{&connection, held});
+  detached_held_bytes_ += held;
   // Held bytes do not grow while detached (nothing is sent): checked at each detach.
-  while (detached_.size() > 1 && detached_held_bytes() > options_.detached_held_bytes_max) {
-    Connection* oldest = detached_.front();
+  while (detached_.size() > 1 && detached_held_bytes_ > options_.detached_held_bytes_max) {
+    Connection* oldest = detached_.front().connection;
     RM_ASSERT(oldest != &connection);  // the newest is last; one session's held bytes are below the cap
-    detached_.erase(detached_.begin());
+    undetach(*oldest);
     stats_.detached_ended++;
     oldest->close(MuxError::session_lost);  // leaves sessions_ through forget()
   }

@@ -90,7 +90,7 @@ class Acceptor {
   // batches hold (the pages written: a batch's reserved but unwritten capacity costs no
   // memory until it is used).
   std::size_t detached() const noexcept { return detached_.size(); }
-  uint64_t detached_held_bytes() const noexcept;
+  uint64_t detached_held_bytes() const noexcept { return detached_held_bytes_; }
   const AcceptorStats& stats() const noexcept { return stats_; }
 
  private:
@@ -130,7 +130,16 @@ class Acceptor {
   engine::Loop& loop_;
   Factory factory_;
   AcceptorOptions options_;
-  std::vector<Connection*> detached_;  // oldest first
+  // Detached sessions, oldest first, each with the held bytes it was charged when it
+  // detached (they do not change until it resumes or ends); their sum is kept.
+  struct Detached {
+    Connection* connection;
+    uint64_t held_bytes;
+  };
+  std::vector<Detached> detached_;
+  uint64_t detached_held_bytes_ = 0;
+  // Removes `connection` from detached_ (if there) and its charge from the sum.
+  void undetach(Connection& connection) noexcept;
   Router router_;
   std::vector<std::unique_ptr<Pending>> pending_;
   std::unordered_map<wire::SessionId, Connection*, IdHash> sessions_;

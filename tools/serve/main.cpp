@@ -2,8 +2,8 @@
 //   ringmux-serve --listen=127.0.0.1:7300 [--cpus=1] [--ioengine=ringmux|tcp] [--duration=30s]
 //                 [--max_streams=N] [--keepalive=DURATION] [--resume_timeout=DURATION] [--max_message=SIZE]
 //                 [--peers=ADDRESS,... [--loops=N]]
-// Stream and connection windows are not options: both ends assume the same initial
-// windows until the handshake carries them (wire/SPEC.md HELLO has no field for them yet).
+// Stream and connection windows are the library's defaults: each side announces its own
+// in the handshake (wire/SPEC.md §4.1), so clients configured otherwise interoperate.
 // Prints its statistics on SIGINT / SIGTERM and on exit.
 #include <algorithm>
 #include <chrono>
