@@ -2,8 +2,8 @@
 
 #include <sys/mman.h>
 
-#include "engine/assert.h"
-#include "engine/memory.h"
+#include "base/assert.h"
+#include "base/memory.h"
 
 namespace ringmux::engine {
 

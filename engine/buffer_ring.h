@@ -17,7 +17,7 @@
 #include <span>
 
 #include "engine/errors.h"
-#include "engine/result.h"
+#include "base/result.h"
 
 namespace ringmux::engine {
 

@@ -6,7 +6,7 @@
 #include <atomic>
 #include <cerrno>
 
-#include "engine/assert.h"
+#include "base/assert.h"
 
 namespace ringmux::engine {
 

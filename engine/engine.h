@@ -13,7 +13,7 @@
 
 #include "engine/errors.h"
 #include "engine/loop.h"
-#include "engine/result.h"
+#include "base/result.h"
 
 namespace ringmux::engine {
 

@@ -2,21 +2,9 @@
 
 #include <cerrno>
 
-#include "engine/assert.h"
+#include "base/assert.h"
 
-namespace ringmux {
-
-const char* describe(Scope scope) noexcept {
-  switch (scope) {
-    case Scope::stream: return "stream";
-    case Scope::session: return "session";
-    case Scope::connection: return "connection";
-    case Scope::fatal: return "fatal";
-  }
-  return "unknown scope";
-}
-
-namespace engine {
+namespace ringmux::engine {
 
 const char* describe(IoError e) noexcept {
   switch (e) {
@@ -96,5 +84,4 @@ IoError io_error_from_errno(int err) noexcept {
   }
 }
 
-}  // namespace engine
-}  // namespace ringmux
+}  // namespace ringmux::engine

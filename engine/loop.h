@@ -20,11 +20,13 @@
 #include <thread>
 #include <utility>
 
+#include "base/assert.h"
+#include "base/limits.h"
+#include "base/rendezvous.h"
+#include "base/result.h"
 #include "engine/buffer_ring.h"
 #include "engine/completion.h"
 #include "engine/errors.h"
-#include "engine/limits.h"
-#include "engine/result.h"
 #include "engine/timer.h"
 
 namespace ringmux::engine {
@@ -147,23 +149,41 @@ class Loop {
     };
     post(task);
   }
+  // Runs `fn` now when called on the loop thread, else posts it (then `fn` must own what
+  // it uses). The one "run on the loop or post it" of the code base.
+  template <typename F>
+  void run_or_post(F&& fn) {
+    if (on_loop_thread()) {
+      fn();
+      return;
+    }
+    post_fn(std::forward<F>(fn));
+  }
+  // Runs `start(complete)` on the loop thread and blocks the calling thread until
+  // `complete(result)` has been called (on the loop thread, now or later: an asynchronous
+  // operation's completion), then returns the result. Not from this loop's own thread (it
+  // would wait for itself forever) nor from a thread this loop may be waiting on. A control
+  // path: one allocation and one wake-up.
+  template <typename T, typename Start>
+  T run_and_wait(Start&& start) {
+    RM_ASSERT(!on_loop_thread());
+    // Shared: the loop thread may still be inside notify_one() when the waiter returns.
+    auto pending = std::make_shared<Rendezvous<T>>();
+    post_fn([pending, &start] { start([pending](T result) { pending->deliver(std::move(result)); }); });
+    return pending->wait();
+  }
   // Runs `fn` on the loop thread and returns once it has: at once when called there, else
-  // posted while the caller blocks (a control path: one allocation and one wake-up). Not
-  // from a thread this loop may itself be waiting on.
+  // through run_and_wait.
   template <typename F>
   void run_sync(F&& fn) {
     if (on_loop_thread()) {
       fn();
       return;
     }
-    // Shared: the loop thread may still be inside notify_one() when the caller returns.
-    auto done = std::make_shared<std::atomic<uint32_t>>(0);
-    post_fn([&fn, done] {
+    (void)run_and_wait<bool>([&fn](auto complete) {
       fn();
-      done->store(1, std::memory_order_release);
-      done->notify_one();
+      complete(true);
     });
-    done->wait(0, std::memory_order_acquire);
   }
   void request_stop_from_any_thread() noexcept;
 

@@ -10,7 +10,7 @@
 #include <cstdio>
 #include <cstring>
 
-#include "engine/assert.h"
+#include "base/assert.h"
 #include "engine/loop.h"
 
 namespace ringmux::engine {

@@ -26,8 +26,8 @@
 
 #include "engine/completion.h"
 #include "engine/errors.h"
-#include "engine/limits.h"
-#include "engine/result.h"
+#include "base/limits.h"
+#include "base/result.h"
 #include "engine/timer.h"
 
 namespace ringmux::engine {

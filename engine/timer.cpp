@@ -1,6 +1,6 @@
 #include "engine/timer.h"
 
-#include "engine/assert.h"
+#include "base/assert.h"
 
 namespace ringmux::engine {
 

@@ -13,8 +13,8 @@
 #include <thread>
 #include <vector>
 
-#include "mux/session.h"
-#include "mux/slot_ring.h"
+#include "mux/session/session.h"
+#include "mux/workers/slot_ring.h"
 
 using namespace ringmux;
 using namespace ringmux::mux;
@@ -61,17 +61,17 @@ void BM_slot_ring_cross_thread(benchmark::State& state) {
 struct Sink final : SessionHandler {
   Session* session = nullptr;
   uint64_t bytes = 0;
-  void on_stream_opened(StreamId id, uint32_t, uint64_t, std::span<const std::byte> payload, bool) noexcept override {
+  void on_stream_opened(StreamId id, StreamBinding&, uint32_t, uint64_t, std::span<const std::byte> payload,
+                        bool) noexcept override {
     session->consume(id, payload.size(), 0);
   }
-  void on_stream_data(StreamId id, std::span<const std::byte> payload, bool) noexcept override {
+  void on_stream_data(StreamId id, StreamBinding&, std::span<const std::byte> payload, bool) noexcept override {
     bytes += payload.size();
     session->consume(id, payload.size(), 0);
   }
-  void on_stream_reset(StreamId, MuxError, std::string_view) noexcept override {}
-  void on_stream_closed(StreamId) noexcept override {}
+  void on_stream_finished(StreamId, StreamBinding&, MuxError, std::string_view) noexcept override {}
   void on_stream_writable(StreamId) noexcept override {}
-  void on_stream_stopped(StreamId) noexcept override {}
+  void on_stream_stopped(StreamId, StreamBinding&) noexcept override {}
   void on_goaway(uint32_t, wire::StatusCode) noexcept override {}
   void on_pong(uint64_t) noexcept override {}
 };

@@ -11,7 +11,7 @@
 #include <cstdint>
 #include <system_error>
 
-#include "engine/errors.h"
+#include "base/errors.h"
 #include "wire/frame.h"
 
 namespace ringmux::replay {

@@ -2,8 +2,8 @@
 
 #include <algorithm>
 
-#include "engine/assert.h"
-#include "engine/limits.h"
+#include "base/assert.h"
+#include "base/limits.h"
 
 namespace ringmux::replay {
 

@@ -32,7 +32,7 @@
 
 #include <cstdint>
 
-#include "engine/result.h"
+#include "base/result.h"
 #include "replay/errors.h"
 #include "replay/held.h"
 #include "wire/frame.h"

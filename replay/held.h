@@ -25,9 +25,9 @@
 #include <span>
 #include <vector>
 
-#include "engine/limits.h"
-#include "engine/memory.h"
-#include "engine/result.h"
+#include "base/limits.h"
+#include "base/memory.h"
+#include "base/result.h"
 #include "replay/errors.h"
 
 namespace ringmux::replay {

@@ -1,6 +1,6 @@
 #include "replay/receive.h"
 
-#include "engine/assert.h"
+#include "base/assert.h"
 
 namespace ringmux::replay {
 

@@ -18,7 +18,7 @@
 
 #include <cstdint>
 
-#include "engine/limits.h"
+#include "base/limits.h"
 
 namespace ringmux::replay {
 

@@ -68,7 +68,7 @@ void print_help() {
       "  --client-cpu=N      core of the client side, -1 = none   (default 0)\n"
       "  --server-cpu=N      core of the server side, -1 = none   (default 1)\n"
       "  --spin-us=US        ringmux loops busy-poll this long before sleeping, 0 = never\n"
-      "                      (default: the engine's, engine/limits.h loop_spin_ns_default = %g)\n"
+      "                      (default: the engine's, base/limits.h loop_spin_ns_default = %g)\n"
       "  --json              print JSON instead of a table\n"
       "  -h, --help          this text\n",
       static_cast<double>(ringmux::limits::loop_spin_ns_default) / 1e3);

@@ -3,7 +3,7 @@
 #include <cstdio>
 #include <cstring>
 
-#include "engine/assert.h"
+#include "base/assert.h"
 
 namespace ringmux::tools {
 

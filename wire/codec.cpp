@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "engine/assert.h"
+#include "base/assert.h"
 #include "wire/checksum.h"
 
 namespace ringmux::wire {

@@ -14,8 +14,8 @@
 #include <string_view>
 #include <vector>
 
-#include "engine/limits.h"
-#include "engine/result.h"
+#include "base/limits.h"
+#include "base/result.h"
 #include "wire/errors.h"
 #include "wire/frame.h"
 

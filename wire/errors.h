@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <system_error>
 
-#include "engine/errors.h"
+#include "base/errors.h"
 
 namespace ringmux::wire {
 

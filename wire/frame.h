@@ -11,7 +11,7 @@
 #include <span>
 #include <string_view>
 
-#include "engine/limits.h"
+#include "base/limits.h"
 
 namespace ringmux::wire {
 

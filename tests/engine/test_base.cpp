@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "engine/errors.h"
-#include "engine/result.h"
+#include "base/result.h"
 #include "engine/timer.h"
 #include "tests/support.h"
 

@@ -10,7 +10,7 @@
 #include <cstring>
 #include <vector>
 
-#include "engine/assert.h"
+#include "base/assert.h"
 #include "wire/checksum.h"
 #include "wire/codec.h"
 

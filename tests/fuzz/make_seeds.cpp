@@ -1,6 +1,6 @@
 // Writes the seed corpus of fuzz_decoder: one small file per frame kind and a few
 // multi-frame and malformed streams. Run once; the output is committed.
-//   c++ -std=c++20 -I. tests/fuzz/make_seeds.cpp wire/*.cpp engine/assert.cpp -lxxhash \
+//   c++ -std=c++20 -I. tests/fuzz/make_seeds.cpp wire/*.cpp base/assert.cpp base/errors.cpp -lxxhash \
 //     -o /tmp/make_seeds && /tmp/make_seeds tests/fuzz/corpus/decoder
 #include <cstdio>
 #include <string>

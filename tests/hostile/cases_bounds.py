@@ -9,7 +9,7 @@ from . import frames as F
 from .client import HANDLER_SOURCE, HANDLER_UNARY, CaseFailure, Closed, preamble
 from .runner import MIB, case
 
-# Limits of the design (engine/limits.h and ringmux-serve's options).
+# Limits of the design (base/limits.h and ringmux-serve's options).
 UNARY_REQUEST_BYTES_MAX = 16 * MIB
 CONNECTION_REQUEST_BYTES_MAX = 64 * MIB
 SERVE_MAX_MESSAGE_DEFAULT = 1 * MIB

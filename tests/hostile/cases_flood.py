@@ -1,4 +1,4 @@
-"""Floods (the design's mux/flood.h limits, per connection and per second): each is sent
+"""Floods (the design's mux/session/flood.h limits, per connection and per second): each is sent
 well above its limit, fast enough that a token bucket refilling at the limit cannot keep
 up even on a slow machine (several times the limit). The server answers ERROR(0,
 resource_exhausted, "flood: ...") and closes; the session is over; the bystander

@@ -212,7 +212,7 @@ class Client:
             self.acknowledge()
 
     def _consumed(self, stream_id, size):
-        """Credit goes back once a quarter window was consumed (as mux/flow.h does); a
+        """Credit goes back once a quarter window was consumed (as mux/session/flow.h does); a
         stream the server has ended gets none (it will send no more on it)."""
         if not self.auto_credit or self.closed is not None:
             return

@@ -20,7 +20,7 @@ def xxh3_64(data):
     return _xxhash.XXH3_64bits(data, len(data))
 
 
-# ---- constants of wire/SPEC.md and engine/limits.h ------------------------------------
+# ---- constants of wire/SPEC.md and base/limits.h ------------------------------------
 
 HEADER_BYTES = 24
 PAYLOAD_BYTES_MAX = 1024 * 1024 - HEADER_BYTES  # frame_payload_bytes_max

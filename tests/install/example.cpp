@@ -1,6 +1,8 @@
 // A unary call and a stream over 127.0.0.1, both ends on one loop (the README example).
 #include <ringmux/engine/socket.h>
-#include <ringmux/mux/connection.h>
+#include <ringmux/mux/link/connection.h>
+#include <ringmux/mux/rpc/call.h>
+#include <ringmux/mux/rpc/registry.h>
 
 #include <cstdio>
 #include <memory>
@@ -78,7 +80,7 @@ int main() {
   // A unary call with a 1 s deadline.
   bool answered = false;
   const std::string_view hello = "hello, storage node";
-  node.client->call(1, std::as_bytes(std::span(hello)), engine::Loop::clock_ns() + 1'000'000'000,
+  mux::call(*node.client, 1, std::as_bytes(std::span(hello)), engine::Loop::clock_ns() + 1'000'000'000,
                     [&](const mux::CallResult& result) {
                       answered = result.error == mux::MuxError::none;
                       std::printf("unary: %.*s\n", static_cast<int>(result.response.size()),

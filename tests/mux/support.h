@@ -12,8 +12,10 @@
 
 #include "engine/loop.h"
 #include "engine/socket.h"
-#include "mux/acceptor.h"
-#include "mux/connection.h"
+#include "mux/link/acceptor.h"
+#include "mux/link/connection.h"
+#include "mux/rpc/call.h"
+#include "mux/rpc/registry.h"
 
 namespace ringmux::mux::loopback {
 

@@ -9,7 +9,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "engine/assert.h"
+#include "base/assert.h"
 
 namespace ringmux::loadgen {
 

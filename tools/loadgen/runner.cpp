@@ -18,9 +18,10 @@
 #include "engine/engine.h"
 #include "engine/loop.h"
 #include "engine/socket.h"
-#include "mux/connection.h"
-#include "mux/manager.h"
-#include "mux/quorum.h"
+#include "mux/link/connection.h"
+#include "mux/rpc/call.h"
+#include "cluster/manager.h"
+#include "cluster/quorum.h"
 #include "tools/blocking_io.h"
 #include "tools/loadgen/pacer.h"
 #include "tools/loadgen/protocol.h"
@@ -200,7 +201,7 @@ class UnaryRunner final : public Runner {
     sent_bytes_ += size;
     // Verified: the request after its preamble is a stamped message of this call's own.
     if (job_.verify) stamp_message(std::span(request_).subspan(preamble_bytes, size - preamble_bytes), stream_key_, sequence);
-    connection_.call(handler_unary, std::span(request_).first(size), 0, [this, since_ns, size, sequence](const mux::CallResult& r) {
+    mux::call(connection_, handler_unary, std::span(request_).first(size), 0, [this, since_ns, size, sequence](const mux::CallResult& r) {
       in_flight_--;
       const uint64_t now = Loop::clock_ns();
       if (progress_ != nullptr) progress_->add(1, size + r.response.size());
@@ -255,15 +256,15 @@ class UnaryRunner final : public Runner {
 // peer; latency from issue to the quorum's decision; a quorum that fails is an error.
 class QuorumRunner final : public Runner {
  public:
-  QuorumRunner(mux::Manager& manager, const Job& job, JobResult& result, Progress* progress)
+  QuorumRunner(cluster::Manager& manager, const Job& job, JobResult& result, Progress* progress)
       : manager_(manager), job_(job), result_(result), window_(job), sizes_(job, 0), progress_(progress),
         request_(sizes_.max(), std::byte{0x6b}) {
     write_preamble(request_, job.response_bytes(), job, 0);
     for (const std::string& peer : job.peers) configuration_.push_back(engine::Address::parse(peer).value());
-    if (job.quorum == "majority") quorum_ = mux::quorum::majority();
-    else if (job.quorum == "all") quorum_ = mux::quorum::all();
-    else if (job.quorum == "first") quorum_ = mux::quorum::first();
-    else quorum_ = mux::quorum::threshold(std::stoul(job.quorum));
+    if (job.quorum == "majority") quorum_ = cluster::quorum::majority();
+    else if (job.quorum == "all") quorum_ = cluster::quorum::all();
+    else if (job.quorum == "first") quorum_ = cluster::quorum::first();
+    else quorum_ = cluster::quorum::threshold(std::stoul(job.quorum));
   }
   void start() override {
     window_ = Window(job_);
@@ -282,8 +283,8 @@ class QuorumRunner final : public Runner {
     in_flight_++;
     const uint32_t size = sizes_.next();
     sent_bytes_ += size;
-    mux::quorum_call(manager_, configuration_, handler_unary, std::span(request_).first(size), quorum_,
-                     now + job_.deadline_ns, [this, now, size](const mux::QuorumResult& r) {
+    cluster::quorum_call(manager_, configuration_, handler_unary, std::span(request_).first(size), quorum_,
+                     now + job_.deadline_ns, [this, now, size](const cluster::QuorumResult& r) {
                        in_flight_--;
                        const uint64_t end = Loop::clock_ns();
                        if (progress_ != nullptr) progress_->add(1, size);
@@ -303,15 +304,15 @@ class QuorumRunner final : public Runner {
                      });
   }
 
-  mux::Manager& manager_;
+  cluster::Manager& manager_;
   const Job& job_;
   JobResult& result_;
   Window window_;
   SizePicker sizes_;
   Progress* progress_;
   std::vector<std::byte> request_;
-  mux::Configuration configuration_;
-  mux::QuorumFunction quorum_;
+  cluster::Configuration configuration_;
+  cluster::QuorumFunction quorum_;
   uint32_t in_flight_ = 0;
   uint64_t sent_bytes_ = 0;
   bool stopping_ = false;
@@ -547,7 +548,7 @@ void run_ringmux(const std::vector<const Job*>& jobs, std::vector<JobResult*>& r
   Loop& loop = *created.value();
   Dialer dialer(loop, address.value());
   // Quorum jobs call the cluster of their --peers through a client manager (it dials each).
-  std::unique_ptr<mux::Manager> cluster;
+  std::unique_ptr<cluster::Manager> cluster;
   std::vector<std::string> peers;
   for (const Job* job : jobs) {
     for (const std::string& peer : job->peers) {
@@ -555,9 +556,9 @@ void run_ringmux(const std::vector<const Job*>& jobs, std::vector<JobResult*>& r
     }
   }
   if (!peers.empty()) {
-    mux::ManagerOptions options;
+    cluster::ManagerOptions options;
     options.client_only = true;
-    cluster = std::make_unique<mux::Manager>(loop, engine::Address::loopback_v4(0), options);
+    cluster = std::make_unique<cluster::Manager>(loop, engine::Address::loopback_v4(0), options);
     for (const std::string& peer : peers) {
       auto parsed = engine::Address::parse(peer);
       if (!parsed) return fail_all("bad peer address " + peer);

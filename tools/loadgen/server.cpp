@@ -13,7 +13,7 @@
 #include <optional>
 #include <string>
 
-#include "engine/assert.h"
+#include "base/assert.h"
 #include "tools/blocking_io.h"
 #include "tools/loadgen/message_buffer.h"
 #include "tools/loadgen/protocol.h"
@@ -297,7 +297,7 @@ struct LoadServer::RingmuxSide final : engine::ListenerHandler, mux::ConnectionO
           connections.push_back(std::make_unique<mux::Connection>(loop, fd, false, &registry, *this, options));
           return connections.back().get();
         }), messages(message_bytes_allowed) {
-    options.resume = true;  // sessions outlive their TCP connections (mux/acceptor.h)
+    options.resume = true;  // sessions outlive their TCP connections (mux/link/acceptor.h)
     register_handlers(registry, stats, messages);
   }
   void on_accept(int fd) noexcept override {
@@ -362,14 +362,14 @@ std::unique_ptr<LoadServer> LoadServer::start_ringmux(const std::string& address
   server->engine_ = std::move(started).value();
   if (!peer_addresses.empty()) {
     // A cluster member: a node whose loops share its peer sessions; it listens, dials the
-    // peers it should, and serves the same handlers on every session (mux/node.h).
-    mux::ManagerOptions manager_options;
+    // peers it should, and serves the same handlers on every session (cluster/node.h).
+    cluster::ManagerOptions manager_options;
     manager_options.connection = serve.connection;
     for (uint32_t i = 0; i < options.loop_count; i++) {
       server->messages_.push_back(std::make_unique<MessageBuffer>(serve.message_bytes_allowed));
     }
     LoadServer* raw = server.get();
-    auto node = mux::Node::start(*server->engine_, parsed.value(), manager_options,
+    auto node = cluster::Node::start(*server->engine_, parsed.value(), manager_options,
                                  [raw](mux::Registry& registry, uint32_t loop) {
                                    register_handlers(registry, raw->stats_, *raw->messages_[loop]);
                                  });
@@ -519,7 +519,7 @@ void LoadServer::stop() {
   if (engine_) {
     if (node_) {
       // A cluster member: its node's totals are the server's connection figures.
-      const mux::ManagerStats totals = node_->stats();
+      const cluster::ManagerStats totals = node_->stats();
       stats_.connections.store(totals.connections_accepted, std::memory_order_relaxed);
       stats_.sessions.store(totals.sessions, std::memory_order_relaxed);
       stats_.resumes.store(totals.resumes, std::memory_order_relaxed);

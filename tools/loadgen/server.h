@@ -17,9 +17,10 @@
 
 #include "engine/engine.h"
 #include "engine/socket.h"
-#include "mux/acceptor.h"
-#include "mux/connection.h"
-#include "mux/node.h"
+#include "mux/link/acceptor.h"
+#include "mux/link/connection.h"
+#include "mux/rpc/registry.h"
+#include "cluster/node.h"
 #include "tools/loadgen/protocol.h"
 
 namespace ringmux::loadgen {
@@ -43,7 +44,7 @@ struct ServerStats {
 struct ServeOptions {
   mux::ConnectionOptions connection;  // the limits of every accepted connection
   // Without peers: a plain server on one loop. With peers the server joins a cluster: a
-  // mux::Node of `loops` loops keeps one session with each peer spread over its loops
+  // cluster::Node of `loops` loops keeps one session with each peer spread over its loops
   // (ringmux-serve --peers --loops), and serves the same handlers.
   std::vector<std::string> peers;
   uint32_t loops = 1;
@@ -80,7 +81,7 @@ class LoadServer {
   // ringmux engine
   std::unique_ptr<engine::Engine> engine_;
   std::unique_ptr<RingmuxSide> side_;
-  std::unique_ptr<mux::Node> node_;                       // cluster mode
+  std::unique_ptr<cluster::Node> node_;                       // cluster mode
   std::vector<std::unique_ptr<MessageBuffer>> messages_;  // cluster mode: one per loop
   // tcp engine
   int listen_fd_ = -1;

@@ -1,0 +1,464 @@
+#include "cluster/manager.h"
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include <algorithm>
+#include <string_view>
+
+#include "base/assert.h"
+
+namespace ringmux::cluster {
+
+namespace {
+
+std::span<const std::byte> bytes_of(std::string_view text) noexcept {
+  return {reinterpret_cast<const std::byte*>(text.data()), text.size()};
+}
+
+// Server side of the identify call: the dialer names itself; the manager files the session
+// under that peer and the answer ("ok") ends the call. A refused session gets no answer: the
+// manager closes it (the dialer then backs off before it tries again).
+class IdentifyStream final : public StreamObserver {
+ public:
+  // Returns true when the session was accepted; false when it was refused (and closed).
+  using Identify = std::function<bool(Connection&, std::string_view)>;
+  IdentifyStream(const StreamStart& start, Identify identify)
+      : connection_(*start.connection), id_(start.id), identify_(std::move(identify)) {}
+  void on_stream_data(std::span<const std::byte> bytes, bool end_stream) noexcept override {
+    connection_.consume(id_, bytes.size());
+    name_.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+    if (!end_stream) return;
+    // May replace (and close) an older session of that peer, or refuse this one.
+    if (identify_(connection_, name_)) (void)connection_.write(id_, bytes_of("ok"), true);
+  }
+  void on_stream_finished(MuxError) noexcept override {}
+
+ private:
+  Connection& connection_;
+  StreamId id_;
+  Identify identify_;
+  std::string name_;
+};
+
+}  // namespace
+
+const char* describe(PeerState state) noexcept {
+  switch (state) {
+    case PeerState::connecting: return "connecting";
+    case PeerState::connected: return "connected";
+    case PeerState::resuming: return "resuming";
+    case PeerState::lost: return "lost";
+  }
+  return "unknown";
+}
+
+struct Manager::Peer final : engine::ConnectHandler {
+  Peer(Manager& manager_ref, const engine::Address& address_ref)
+      : manager(manager_ref), address(address_ref), name(address_ref.to_string()),
+        we_dial(manager_ref.options_.client_only || Manager::dials(manager_ref.self_, address_ref)),
+        connector(manager_ref.loop_, *this),
+        waiting_timer(&Manager::on_waiting_timer, this), reconnect_timer(&Manager::on_reconnect_timer, this),
+        // The pair's key differs for every dialer of this peer: their jitter differs too.
+        reconnect_backoff(manager_ref.options_.reconnect_backoff_ns_min, manager_ref.options_.reconnect_backoff_ns_max,
+                          Manager::pair_key(manager_ref.self_, address_ref), false) {}
+  void on_connect(Result<int, engine::IoError> fd) noexcept override;
+
+  Manager& manager;
+  engine::Address address;
+  engine::Address via;  // where to dial it (address, unless add_peer said otherwise)
+  std::string name;
+  bool we_dial;
+  std::unique_ptr<Connection> connection;  // the session, once it is ours
+  bool identified = false;                 // the identify call went through
+  bool removed = false;
+  engine::Connector connector;
+  engine::Timer waiting_timer;
+  engine::Timer reconnect_timer;
+  std::deque<Waiting> waiting;
+  PeerHealth health;
+  mux::Backoff reconnect_backoff;  // new sessions after lost ones
+};
+
+Manager::Manager(engine::Loop& loop, const engine::Address& self, const ManagerOptions& options)
+    : loop_(loop), self_(self), options_(options), listener_(loop, *this),
+      acceptor_(loop, [this](int fd) {
+        ConnectionOptions connection_options = options_.connection;
+        connection_options.resume = true;
+        accepted_.push_back(std::make_unique<Connection>(loop_, fd, false, &registry_, *this, connection_options));
+        return accepted_.back().get();
+      }) {
+  registry_.add_stream(manager_identify_handler, [this](const StreamStart& start) {
+    return new IdentifyStream(start, [this](Connection& connection, std::string_view name) -> bool {
+      if (name.empty()) return true;  // a client of the cluster: served, never called
+      auto parsed = engine::Address::parse(name);
+      if (!parsed) {
+        connection.close(MuxError::protocol_violation);
+        return false;
+      }
+      if (!owns(parsed.value())) {
+        // Another loop of this node owns that peer: a session here would never be found by
+        // the node's calls (the dialer computed a different route key: its address for us
+        // is not the one we listen on, or it sent no route key).
+        connection.close(MuxError::refused);
+        return false;
+      }
+      Peer* peer = find(parsed.value());
+      if (peer != nullptr && peer->removed) {
+        connection.close(MuxError::cancelled);  // removed here: its dialer is not let back in
+        return false;
+      }
+      if (peer == nullptr) {
+        // A node we were not told of: it is a peer from now on.
+        add_peer(parsed.value());
+        peer = find(parsed.value());
+      }
+      auto it = std::find_if(accepted_.begin(), accepted_.end(), [&](auto& c) { return c.get() == &connection; });
+      if (it == accepted_.end()) return true;  // identified twice: the first one counts
+      if (peer->connection) {
+        // The peer started a new session (it restarted, or lost the old one): the old goes.
+        closing_.push_back(std::move(peer->connection));
+        closing_.back()->close(MuxError::cancelled);
+      }
+      peer->connection = std::move(*it);
+      accepted_.erase(it);
+      peer->identified = true;
+      peer->health.sessions++;
+      stats_.sessions++;
+      on_session_up(*peer);
+      return true;
+    });
+  });
+}
+
+Manager::~Manager() {
+  RM_ASSERT(closed());
+  for (auto& peer : peers_) {
+    loop_.timer_cancel(peer->waiting_timer);
+    loop_.timer_cancel(peer->reconnect_timer);
+  }
+}
+
+uint64_t Manager::pair_key(const engine::Address& a, const engine::Address& b) noexcept {
+  const std::string x = a.to_string();
+  const std::string y = b.to_string();
+  const std::string pair = x < y ? x + "|" + y : y + "|" + x;
+  const uint64_t key = XXH3_64bits(pair.data(), pair.size());
+  return key != 0 ? key : 1;  // 0 means "no key" in a HELLO
+}
+
+bool Manager::dials(const engine::Address& self, const engine::Address& peer) noexcept {
+  // Both nodes hash the same ordered pair and read the same bit (bit 0: every version of
+  // the manager has read that one): one of them dials.
+  const bool self_first = self.to_string() < peer.to_string();
+  const bool first_dials = (pair_key(self, peer) & 1) == 0;
+  return first_dials == self_first;
+}
+
+uint32_t Manager::loop_of_key(uint64_t key, uint32_t loops) noexcept {
+  // Above bit 0, which decides who dials: placement and dialing do not correlate.
+  return static_cast<uint32_t>((key >> 1) % loops);
+}
+
+bool Manager::owns(const engine::Address& peer) const noexcept {
+  return options_.loop_count <= 1 || loop_of_key(pair_key(self_, peer), options_.loop_count) == options_.loop_index;
+}
+
+void Manager::set_self(const engine::Address& self) noexcept {
+  RM_ASSERT(peers_.empty());
+  self_ = self;
+}
+
+Result<void, engine::IoError> Manager::start() noexcept {
+  auto listened = listener_.listen(self_);
+  if (listened) {
+    listener_closed_ = false;
+    self_ = listener_.address();  // port 0 picked one
+  }
+  return listened;
+}
+
+void Manager::close() noexcept {
+  closing_all_ = true;
+  for (auto& peer : peers_) {
+    peer->removed = true;
+    peer->connector.cancel();
+    loop_.timer_cancel(peer->reconnect_timer);
+    if (peer->connection && !peer->connection->closed()) peer->connection->close(MuxError::cancelled);
+    // Waiting calls fail now: no session will come.
+    std::deque<Waiting> waiting = std::move(peer->waiting);
+    for (auto& w : waiting) {
+      CallResult result;
+      result.error = MuxError::cancelled;
+      w.done(result);
+    }
+  }
+  // A close may report at once, and the report erases its connection from accepted_: walk a
+  // snapshot (each report erases only its own connection, so the others stay valid).
+  std::vector<Connection*> accepted;
+  for (auto& connection : accepted_) accepted.push_back(connection.get());
+  for (Connection* connection : accepted) {
+    if (!connection->closed()) connection->close(MuxError::cancelled);
+  }
+  acceptor_.close();
+  if (!listener_closed_) listener_.close();
+}
+
+bool Manager::closed() const noexcept {
+  if (!closing_all_ || !listener_closed_ || !acceptor_.idle() || !accepted_.empty() || !closing_.empty()) return false;
+  for (const auto& peer : peers_) {
+    if (peer->connection || peer->connector.in_progress()) return false;
+  }
+  return true;
+}
+
+Manager::Peer* Manager::find(const engine::Address& address) noexcept {
+  const std::string name = address.to_string();
+  for (auto& peer : peers_) {
+    if (peer->name == name) return peer.get();
+  }
+  return nullptr;
+}
+
+const Manager::Peer* Manager::find(const engine::Address& address) const noexcept {
+  return const_cast<Manager*>(this)->find(address);
+}
+
+Manager::Peer* Manager::find(const Connection& connection) noexcept {
+  for (auto& peer : peers_) {
+    if (peer->connection.get() == &connection) return peer.get();
+  }
+  return nullptr;
+}
+
+void Manager::add_peer(const engine::Address& address) noexcept { add_peer(address, address); }
+
+void Manager::add_peer(const engine::Address& address, const engine::Address& via) noexcept {
+  RM_ASSERT(owns(address));
+  if (closing_all_) return;
+  if (Peer* known = find(address)) {
+    known->via = via;  // the next dial (or redial) goes there
+    if (!known->removed) return;
+    known->removed = false;  // added again after remove_peer()
+    known->reconnect_backoff.reset();
+    if (known->we_dial) dial(*known);
+    return;
+  }
+  peers_.push_back(std::make_unique<Peer>(*this, address));
+  Peer& peer = *peers_.back();
+  peer.via = via;
+  if (peer.we_dial) dial(peer);
+}
+
+void Manager::remove_peer(const engine::Address& address) noexcept {
+  Peer* peer = find(address);
+  if (peer == nullptr) return;
+  peer->removed = true;
+  peer->connector.cancel();
+  loop_.timer_cancel(peer->reconnect_timer);
+  loop_.timer_cancel(peer->waiting_timer);
+  std::deque<Waiting> waiting = std::move(peer->waiting);
+  for (auto& w : waiting) {
+    CallResult result;
+    result.error = MuxError::cancelled;
+    w.done(result);
+  }
+  if (peer->connection && !peer->connection->closed()) peer->connection->close(MuxError::cancelled);
+}
+
+void Manager::dial(Peer& peer) noexcept {
+  if (peer.removed || peer.connector.in_progress() || peer.connection) return;
+  peer.health.state = PeerState::connecting;
+  peer.connector.connect(peer.via, options_.connection.connect_timeout_ms);
+}
+
+void Manager::Peer::on_connect(Result<int, engine::IoError> fd) noexcept {
+  if (removed) {
+    if (fd) ::close(fd.value());
+    return;
+  }
+  if (!fd) {
+    // Not there (yet): try again after a backoff; waiting calls keep their deadlines.
+    manager.loop_.timer_start(reconnect_timer, manager.reconnect_delay(*this));
+    return;
+  }
+  ConnectionOptions options = manager.options_.connection;
+  options.resume = true;
+  options.peer = via;  // the resume redials where this connection went
+  // A member's session names the pair: the peer keeps it on the loop that owns the pair.
+  if (!manager.options_.client_only) options.session.route_key = Manager::pair_key(manager.self_, address);
+  connection = std::make_unique<Connection>(manager.loop_, fd.value(), true, &manager.registry_, manager, options);
+  connection->start();
+  identified = false;
+  health.sessions++;
+  manager.stats_.sessions++;
+  health.resumes = 0;
+  // A client names no address: members serve it but never file it as a peer.
+  const std::string self_name = manager.options_.client_only ? std::string() : manager.self_.to_string();
+  Connection* session = connection.get();
+  mux::call(*connection, manager_identify_handler, bytes_of(self_name), 0, [this, session](const CallResult& result) {
+    if (connection.get() != session || result.error != MuxError::none) return;  // the close reports it
+    identified = true;
+    reconnect_backoff.reset();
+    manager.on_session_up(*this);
+  });
+}
+
+uint64_t Manager::reconnect_delay(Peer& peer) noexcept {
+  // Exponential with jitter from the minimum; reset when a session is accepted (identify).
+  return peer.reconnect_backoff.next_delay_ns();
+}
+
+void Manager::on_reconnect_timer(engine::Timer& timer) noexcept {
+  Peer& peer = *static_cast<Peer*>(timer.context());
+  peer.manager.dial(peer);
+}
+
+void Manager::on_session_up(Peer& peer) noexcept {
+  peer.health.state = PeerState::connected;
+  std::deque<Waiting> waiting = std::move(peer.waiting);
+  loop_.timer_cancel(peer.waiting_timer);
+  for (auto& w : waiting) send(peer, w.handle, w.handler_id, w.request, w.deadline_ns, std::move(w.done));
+}
+
+CallHandle Manager::call(const engine::Address& address, uint32_t handler_id, std::span<const std::byte> request,
+                         uint64_t deadline_ns, CallCallback done) noexcept {
+  Peer* peer = find(address);
+  if (peer == nullptr || peer->removed) {
+    CallResult result;
+    result.error = MuxError::unknown_handler;
+    result.message = "unknown peer " + address.to_string();
+    done(result);
+    return {};
+  }
+  const uint64_t handle = next_handle_++;
+  if (peer->connection && peer->identified) {
+    // The session is up (or resuming, and then it queues the call itself): no copy here.
+    send(*peer, handle, handler_id, request, deadline_ns, std::move(done));
+  } else {
+    // Copy: the request waits for the session.
+    peer->waiting.push_back(Waiting{handle, handler_id, std::vector<std::byte>(request.begin(), request.end()),
+                                    deadline_ns, std::move(done)});
+    arm_waiting_timer(*peer);
+  }
+  return {handle};
+}
+
+void Manager::send(Peer& peer, uint64_t handle, uint32_t handler_id, std::span<const std::byte> request,
+                   uint64_t deadline_ns, CallCallback done) noexcept {
+  Connection* connection = peer.connection.get();
+  // The call's entry in sent_ goes when it completes (before `done` runs), which may be
+  // inside connection->call already: the entry is made first and completed after.
+  sent_.emplace(handle, Sent{connection, 0});
+  const StreamId id = mux::call(*connection, 
+      handler_id, request, deadline_ns, [this, handle, done = std::move(done)](const CallResult& result) {
+        sent_.erase(handle);
+        done(result);
+      });
+  auto it = sent_.find(handle);
+  if (it != sent_.end()) it->second.id = id;
+}
+
+void Manager::cancel(CallHandle handle) noexcept {
+  if (handle.value == 0) return;
+  for (auto& peer : peers_) {
+    for (auto it = peer->waiting.begin(); it != peer->waiting.end(); ++it) {
+      if (it->handle != handle.value) continue;
+      CallCallback done = std::move(it->done);
+      peer->waiting.erase(it);
+      CallResult result;
+      result.error = MuxError::cancelled;
+      done(result);
+      return;
+    }
+  }
+  auto it = sent_.find(handle.value);
+  if (it != sent_.end() && it->second.id != 0) it->second.connection->cancel(it->second.id);  // `done`: cancelled
+}
+
+void Manager::arm_waiting_timer(Peer& peer) noexcept {
+  uint64_t earliest = UINT64_MAX;
+  for (const auto& w : peer.waiting) {
+    if (w.deadline_ns != 0) earliest = std::min(earliest, w.deadline_ns);
+  }
+  loop_.timer_cancel(peer.waiting_timer);
+  if (earliest == UINT64_MAX) return;
+  const uint64_t now = engine::Loop::clock_ns();
+  loop_.timer_start(peer.waiting_timer, earliest > now ? earliest - now : 0);
+}
+
+void Manager::on_waiting_timer(engine::Timer& timer) noexcept {
+  Peer& peer = *static_cast<Peer*>(timer.context());
+  const uint64_t now = engine::Loop::clock_ns();
+  std::vector<Waiting> expired;
+  for (auto it = peer.waiting.begin(); it != peer.waiting.end();) {
+    if (it->deadline_ns != 0 && it->deadline_ns <= now) {
+      expired.push_back(std::move(*it));
+      it = peer.waiting.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  peer.manager.arm_waiting_timer(peer);
+  for (auto& w : expired) {
+    CallResult result;
+    result.error = MuxError::deadline_exceeded;
+    result.message = "no session with peer " + peer.name + " before the deadline";
+    w.done(result);
+  }
+}
+
+void Manager::on_connection_closed(Connection& connection, MuxError, engine::IoError) noexcept {
+  // Destroying the connection here is allowed: this is its last callback.
+  auto drop = [&](std::vector<std::unique_ptr<Connection>>& list) {
+    auto it = std::find_if(list.begin(), list.end(), [&](auto& c) { return c.get() == &connection; });
+    if (it == list.end()) return false;
+    list.erase(it);
+    return true;
+  };
+  if (drop(closing_) || drop(accepted_)) return;
+  Peer* peer = find(connection);
+  if (peer == nullptr) return;
+  peer->connection.reset();
+  peer->identified = false;
+  peer->health.state = PeerState::lost;
+  // The dialing side starts a new session after a backoff, which grows while sessions end
+  // before the peer accepted them (refused, or the peer is going away); calls wait for it.
+  if (peer->we_dial && !peer->removed && !closing_all_) loop_.timer_start(peer->reconnect_timer, reconnect_delay(*peer));
+}
+
+void Manager::on_connection_resumed(Connection& connection, uint64_t) noexcept {
+  Peer* peer = find(connection);
+  if (peer != nullptr) peer->health.resumes++;
+  stats_.resumes++;
+}
+
+PeerHealth Manager::health(const engine::Address& address) const noexcept {
+  const Peer* peer = find(address);
+  if (peer == nullptr) return {};
+  PeerHealth health = peer->health;
+  if (peer->connection && peer->identified) {
+    health.state = peer->connection->connected() ? PeerState::connected : PeerState::resuming;
+    health.rtt_ns = peer->connection->session().rtt_ns();
+  }
+  return health;
+}
+
+Connection* Manager::session(const engine::Address& address) noexcept {
+  Peer* peer = find(address);
+  return peer != nullptr && peer->identified ? peer->connection.get() : nullptr;
+}
+
+std::size_t Manager::session_count() const noexcept {
+  return static_cast<std::size_t>(
+      std::count_if(peers_.begin(), peers_.end(), [](const auto& peer) { return peer->connection && peer->identified; }));
+}
+
+void Manager::on_accept(int fd) noexcept {
+  stats_.connections_accepted++;
+  acceptor_.accept(fd);
+}
+void Manager::on_accept_error(engine::IoError) noexcept {}
+void Manager::on_listener_closed() noexcept { listener_closed_ = true; }
+
+}  // namespace ringmux::cluster

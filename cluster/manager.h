@@ -1,0 +1,218 @@
+// Manager: one node's sessions with its peers (the grid). One resumable session per pair
+// of nodes; either side calls the other over it and serves the same handlers on it.
+//
+// Which side dials is decided from the two addresses alone, the same way on both nodes
+// (dials(): XXH3 of the ordered pair), so two nodes never race two connections. The
+// dialing side connects as soon as the peer is added and keeps the session up: it
+// resumes it when the TCP connection breaks (ConnectionOptions::resume) and starts a new
+// one, after a backoff, when the session is lost. The accepting side cannot dial; its
+// sessions arrive through its listener (mux::Acceptor), and the dialer's first call names
+// the node it comes from (an identify call on a reserved handler id), after which the
+// session serves this node's calls to that peer too. A client of the cluster
+// (ManagerOptions::client_only) dials every peer and names no address: members serve its
+// calls on that session and never call it.
+//
+// Calls: call() to a peer whose session is not up (connecting, resuming, not yet
+// identified) waits, up to its deadline, for it to come up: queued here, or in the
+// session while it resumes. Then it fails with deadline_exceeded and a message naming the
+// peer. A call is cancellable (cancel()) in both states; the peer sees a RESET.
+//
+// Health per peer: state (connecting, connected, resuming, lost), last RTT, resumes.
+//
+// Threads: a Manager and all its sessions live on one loop; every member is called on that
+// loop's thread. A node spread over an Engine's loops has one Manager per loop, each with
+// the peers placed on its loop (cluster/node.h); its dialed sessions carry the pair's key in
+// their HELLO (route_key) so that the accepting node's listening loop hands them over.
+// Lifetime: close() ends every session; the manager may be destroyed once closed().
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "engine/loop.h"
+#include "engine/socket.h"
+#include "engine/timer.h"
+#include "mux/link/acceptor.h"
+#include "mux/link/connection.h"
+#include "mux/rpc/call.h"
+#include "mux/rpc/registry.h"
+
+namespace ringmux::cluster {
+
+// The cluster layer speaks the mux layer's vocabulary.
+using mux::Acceptor;
+using mux::CallCallback;
+using mux::CallResult;
+using mux::Connection;
+using mux::ConnectionObserver;
+using mux::ConnectionOptions;
+using mux::MuxError;
+using mux::Registry;
+using mux::Responder;
+using mux::StreamId;
+using mux::StreamObserver;
+using mux::StreamStart;
+
+// Reserved handler id of the dialer's identify call (the application may not use it).
+inline constexpr uint32_t manager_identify_handler = 0xffff'ff00u;
+
+struct ManagerOptions {
+  ConnectionOptions connection;  // resume is always on; `peer` is set per peer
+  uint64_t reconnect_backoff_ns_min = limits::redial_backoff_ns_min;  // after a lost session
+  uint64_t reconnect_backoff_ns_max = limits::redial_backoff_ns_max;
+  // A client of the cluster, not a member: it dials every peer whatever dials() says and
+  // does not listen (start() is not called). Members accept it like any node that
+  // identifies itself; they never dial it.
+  bool client_only = false;
+  // Set by mux::Node for the manager of loop `loop_index` of `loop_count`: it owns the peers
+  // whose pair key falls on its loop (Node::loop_of) and refuses a session that identifies
+  // as another loop's peer (a dialer whose HELLO route key did not match).
+  uint32_t loop_index = 0;
+  uint32_t loop_count = 1;
+};
+
+enum class PeerState : uint8_t {
+  connecting,  // no session yet (dialing, or waiting for the peer to dial and identify)
+  connected,   // the session is up
+  resuming,    // the session's TCP connection broke; it is resuming
+  lost,        // the session was lost; the dialing side starts a new one after a backoff
+};
+const char* describe(PeerState state) noexcept;
+
+struct PeerHealth {
+  PeerState state = PeerState::connecting;
+  uint64_t rtt_ns = 0;     // last keepalive round trip (0: none measured yet)
+  uint64_t resumes = 0;    // of the current session
+  uint64_t sessions = 0;   // sessions started with this peer
+};
+
+// Totals of a manager, for statistics.
+struct ManagerStats {
+  uint64_t connections_accepted = 0;  // TCP connections its listener accepted
+  uint64_t sessions = 0;              // sessions started with peers (dialed or identified)
+  uint64_t resumes = 0;               // resumes of those sessions
+};
+
+// A call in flight or waiting, for cancel().
+struct CallHandle {
+  uint64_t value = 0;  // 0: none (the call completed at once)
+};
+
+class Manager final : public engine::ListenerHandler, public ConnectionObserver {
+ public:
+  Manager(engine::Loop& loop, const engine::Address& self, const ManagerOptions& options = {});
+  ~Manager();
+  Manager(const Manager&) = delete;
+  Manager& operator=(const Manager&) = delete;
+
+  // Handlers served on every peer session: register them before start().
+  Registry& registry() noexcept { return registry_; }
+  // Listens on the address given at construction. Error: the listener's.
+  Result<void, engine::IoError> start() noexcept;
+  // Ends every session and stops listening; closed() once all of it is done.
+  void close() noexcept;
+  bool closed() const noexcept;
+
+  void add_peer(const engine::Address& peer) noexcept;
+  // A peer reached through another address (a relay, a port forward, the chaos proxy in
+  // tests): `peer` names it (who dials, the route key, the identify call: the address it
+  // listens on), `via` is where this node connects when it is the one that dials.
+  void add_peer(const engine::Address& peer, const engine::Address& via) noexcept;
+  // Ends the session with `peer` (its calls fail with cancelled); a session it dials is
+  // refused until the peer is added again.
+  void remove_peer(const engine::Address& peer) noexcept;
+
+  // True when `self` dials `peer` (both nodes compute the same answer).
+  static bool dials(const engine::Address& self, const engine::Address& peer) noexcept;
+  // XXH3 of the ordered address pair, never 0: the same on both nodes. It decides who
+  // dials, and on which loop each node keeps the pair's session (cluster/node.h).
+  static uint64_t pair_key(const engine::Address& a, const engine::Address& b) noexcept;
+  // The loop (of `loops`) that owns the pair or route key `key`.
+  static uint32_t loop_of_key(uint64_t key, uint32_t loops) noexcept;
+
+  // A unary call to `peer` (added before); `done` runs once on the loop thread. Waits for
+  // the session up to `deadline_ns` (monotonic clock; 0: no deadline, then it waits while
+  // the peer is known). Errors: those of Connection::call, deadline_exceeded (with a
+  // message naming the peer when the session never came up), unknown_handler for a peer
+  // that was never added.
+  CallHandle call(const engine::Address& peer, uint32_t handler_id, std::span<const std::byte> request,
+                  uint64_t deadline_ns, CallCallback done) noexcept;
+  // Cancels a call: RESET(cancelled) to the peer if it was sent, `done` with cancelled.
+  void cancel(CallHandle handle) noexcept;
+
+  PeerHealth health(const engine::Address& peer) const noexcept;
+  const ManagerStats& stats() const noexcept { return stats_; }
+  // The session with `peer` when it is up, else nullptr.
+  Connection* session(const engine::Address& peer) noexcept;
+  // Peers whose session is up (identified), resuming ones included.
+  std::size_t session_count() const noexcept;
+  const engine::Address& self() const noexcept { return self_; }
+  // For a manager that does not listen itself (another loop's manager of the same node
+  // listens): the node's address once its listener picked the port. Before any peer is added.
+  void set_self(const engine::Address& self) noexcept;
+  // Its acceptor: takes sockets whose HELLO another loop read (cluster/node.h).
+  Acceptor& acceptor() noexcept { return acceptor_; }
+  engine::Loop& loop() noexcept { return loop_; }
+
+  // ConnectionObserver, ListenerHandler
+  void on_connection_closed(Connection& connection, MuxError error, engine::IoError io_error) noexcept override;
+  void on_connection_resumed(Connection& connection, uint64_t duration_ns) noexcept override;
+  void on_accept(int fd) noexcept override;
+  void on_accept_error(engine::IoError error) noexcept override;
+  void on_listener_closed() noexcept override;
+
+ private:
+  struct Peer;
+  struct Waiting {
+    uint64_t handle;
+    uint32_t handler_id;
+    std::vector<std::byte> request;
+    uint64_t deadline_ns;
+    CallCallback done;
+  };
+  struct Sent {
+    Connection* connection;
+    StreamId id;
+  };
+
+  // True when `peer` belongs to this manager's loop (always, for a manager on its own).
+  bool owns(const engine::Address& peer) const noexcept;
+  Peer* find(const engine::Address& address) noexcept;
+  const Peer* find(const engine::Address& address) const noexcept;
+  Peer* find(const Connection& connection) noexcept;
+  void dial(Peer& peer) noexcept;
+  // The session with `peer` is up and identified: waiting calls go out.
+  void on_session_up(Peer& peer) noexcept;
+  void send(Peer& peer, uint64_t handle, uint32_t handler_id, std::span<const std::byte> request,
+            uint64_t deadline_ns, CallCallback done) noexcept;
+  void arm_waiting_timer(Peer& peer) noexcept;
+  // The wait before dialing `peer` again (counts the attempt).
+  uint64_t reconnect_delay(Peer& peer) noexcept;
+  static void on_waiting_timer(engine::Timer& timer) noexcept;
+  static void on_reconnect_timer(engine::Timer& timer) noexcept;
+
+  engine::Loop& loop_;
+  engine::Address self_;
+  ManagerOptions options_;
+  Registry registry_;
+  engine::Listener listener_;
+  Acceptor acceptor_;
+  std::vector<std::unique_ptr<Peer>> peers_;
+  // Accepted sessions not identified yet (the peer's identify call names them).
+  std::vector<std::unique_ptr<Connection>> accepted_;
+  // Sessions whose close has not been reported yet, kept until it is.
+  std::vector<std::unique_ptr<Connection>> closing_;
+  std::unordered_map<uint64_t, Sent> sent_;  // by handle: calls in flight, for cancel()
+  uint64_t next_handle_ = 1;
+  ManagerStats stats_;
+  bool closing_all_ = false;
+  bool listener_closed_ = true;
+};
+
+}  // namespace ringmux::cluster

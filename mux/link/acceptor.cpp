@@ -1,0 +1,215 @@
+#include "mux/link/acceptor.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "base/assert.h"
+#include "replay/handshake.h"
+
+namespace ringmux::mux {
+
+using engine::Completion;
+
+std::size_t Acceptor::IdHash::operator()(const wire::SessionId& id) const noexcept {
+  // Session ids are random: any 8 of their bytes hash them well.
+  uint64_t word = 0;
+  std::memcpy(&word, id.data(), sizeof(word));
+  return static_cast<std::size_t>(word);
+}
+
+Acceptor::Acceptor(engine::Loop& loop, Factory factory, const AcceptorOptions& options) noexcept
+    : loop_(loop), factory_(std::move(factory)), options_(options) {}
+
+Acceptor::~Acceptor() {
+  RM_ASSERT(idle());
+  RM_ASSERT(sessions_.empty());  // every session it routed to has ended (and left the table)
+}
+
+void Acceptor::accept(int fd) noexcept {
+  stats_.connections++;
+  if (closing_) {
+    ::close(fd);
+    return;
+  }
+  if (pending_.size() >= options_.pending_hellos_max) {
+    // A connect flood: the sockets already waiting keep their turn; this one goes at once.
+    stats_.pending_refused++;
+    ::close(fd);
+    return;
+  }
+  auto pending = std::make_unique<Pending>();
+  pending->owner = this;
+  pending->fd = fd;
+  pending->recv.callback = &Acceptor::on_recv;
+  pending->recv.context = pending.get();
+  pending->timeout.set_callback(&Acceptor::on_timeout, pending.get());
+  // A version 1 HELLO whole in one read; a longer one (a later version's extensions) is
+  // completed by a second read once its header has told the length.
+  pending->need = wire::frame_bytes(wire::hello_payload_bytes);
+  Pending& p = *pending;
+  pending_.push_back(std::move(pending));
+  loop_.timer_start(p.timeout, options_.hello_timeout_ns);
+  arm_recv(p);
+}
+
+void Acceptor::take(int fd, const wire::Hello& hello) noexcept {
+  // Counted where it was accepted (connections, handed_over), not again here.
+  if (closing_) {
+    ::close(fd);
+    return;
+  }
+  route(fd, hello);
+}
+
+void Acceptor::close() noexcept {
+  closing_ = true;
+  // Each pending read completes at once with the socket shut down, and finishes there.
+  for (auto& pending : pending_) ::shutdown(pending->fd, SHUT_RDWR);
+}
+
+void Acceptor::arm_recv(Pending& pending) noexcept {
+  io_uring_sqe* sqe = loop_.sqe();
+  io_uring_prep_recv(sqe, pending.fd, pending.buffer.data() + pending.have, pending.need - pending.have, MSG_WAITALL);
+  loop_.prepare(sqe, pending.recv);
+}
+
+void Acceptor::on_recv(Completion& completion, int32_t result, uint32_t) noexcept {
+  Pending& pending = engine::owner_of<Pending>(completion);
+  Acceptor& self = *pending.owner;
+  if (result == -EINTR || result == -EAGAIN) {
+    if (!pending.timed_out && !self.closing_) return self.arm_recv(pending);
+  }
+  if (result <= 0 || pending.timed_out || self.closing_) return self.finish(pending, nullptr);
+  pending.have += static_cast<std::size_t>(result);
+  if (pending.have < pending.need) return self.arm_recv(pending);
+  // Feed what is new to the decoder, which checks the header (checksum first: the length
+  // is not trusted before) and then the payload.
+  auto step = pending.decoder.next(std::span<const std::byte>(pending.buffer.data() + pending.fed, pending.have - pending.fed));
+  if (!step) return self.finish(pending, nullptr);
+  pending.fed = pending.have;
+  if (!step->has_frame) {
+    // The header is valid and the frame longer than read so far: its length (the first
+    // field) says how much follows. A frame shorter than a version 1 HELLO was never
+    // read whole: the read waits for bytes that complete a HELLO, and times out.
+    uint32_t length = 0;
+    std::memcpy(&length, pending.buffer.data(), sizeof(length));
+    length = le32toh(length);
+    RM_ASSERT(length <= limits::hello_payload_bytes_max);  // the decoder's limit
+    pending.need = limits::frame_header_bytes + length;
+    if (pending.need <= pending.have) return self.finish(pending, nullptr);  // cannot happen: decoded whole
+    return self.arm_recv(pending);
+  }
+  if (step->frame.header.frame_kind() != wire::FrameKind::hello) return self.finish(pending, nullptr);
+  auto hello = wire::parse_hello(step->frame);
+  if (!hello) return self.finish(pending, nullptr);
+  self.finish(pending, &hello.value());
+}
+
+void Acceptor::on_timeout(engine::Timer& timer) noexcept {
+  Pending& pending = *static_cast<Pending*>(timer.context());
+  pending.timed_out = true;
+  ::shutdown(pending.fd, SHUT_RDWR);  // the read completes at once, and finishes there
+}
+
+void Acceptor::finish(Pending& pending, const wire::Hello* hello) noexcept {
+  RM_ASSERT(!pending.recv.submitted);
+  loop_.timer_cancel(pending.timeout);
+  const int fd = pending.fd;
+  for (auto it = pending_.begin(); it != pending_.end(); ++it) {
+    if (it->get() == &pending) {
+      // The HELLO is copied out first: it points into the buffer about to be freed.
+      const wire::Hello copy = hello != nullptr ? *hello : wire::Hello{};
+      pending_.erase(it);
+      if (hello == nullptr || closing_) {
+        stats_.failed++;
+        ::close(fd);
+      } else if (router_ && router_(fd, copy)) {
+        stats_.handed_over++;
+      } else {
+        route(fd, copy);
+      }
+      return;
+    }
+  }
+  RM_ASSERT(false);  // every pending read is in the list
+}
+
+void Acceptor::route(int fd, const wire::Hello& hello) noexcept {
+  auto known = sessions_.find(hello.session_id);
+  if (known == sessions_.end()) {
+    const replay::HelloAnswer answer = replay::answer_hello(hello, nullptr);
+    if (answer.verdict != replay::HelloVerdict::accept_new) {
+      stats_.refused++;
+      return refuse(fd, answer.ack);
+    }
+    Connection* connection = factory_(fd);
+    if (connection == nullptr) {
+      ::close(fd);
+      stats_.refused++;
+      return;
+    }
+    stats_.sessions_new++;
+    connection->acceptor_ = this;
+    sessions_.emplace(hello.session_id, connection);
+    connection->start(hello);  // may end the session at once (and leave the table)
+    return;
+  }
+  const replay::HelloAnswer answer = known->second->adopt(fd, hello);
+  switch (answer.verdict) {
+    case replay::HelloVerdict::accept_resume:
+      stats_.resumes++;
+      undetach(*known->second);
+      return;
+    case replay::HelloVerdict::refuse:
+      stats_.refused++;
+      return refuse(fd, answer.ack);
+    case replay::HelloVerdict::ignore:
+    case replay::HelloVerdict::accept_new:
+      stats_.ignored++;
+      ::close(fd);
+      return;
+  }
+}
+
+void Acceptor::refuse(int fd, const wire::HelloAck& ack) noexcept {
+  std::array<std::byte, wire::frame_bytes(wire::hello_ack_payload_bytes)> frame{};
+  wire::encode_hello_ack(frame, ack);
+  // A fresh socket's send buffer is empty: this never blocks, and if it fails the peer
+  // sees the close instead (and retries or gives up by its own deadline).
+  (void)::send(fd, frame.data(), frame.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  ::close(fd);
+}
+
+void Acceptor::forget(Connection& connection) noexcept {
+  auto it = sessions_.find(connection.session().session_id());
+  if (it != sessions_.end() && it->second == &connection) sessions_.erase(it);
+  undetach(connection);
+}
+
+void Acceptor::undetach(Connection& connection) noexcept {
+  auto it = std::find_if(detached_.begin(), detached_.end(), [&](const Detached& d) { return d.connection == &connection; });
+  if (it == detached_.end()) return;
+  RM_ASSERT(detached_held_bytes_ >= it->held_bytes);
+  detached_held_bytes_ -= it->held_bytes;
+  detached_.erase(it);
+}
+
+void Acceptor::on_detached(Connection& connection) noexcept {
+  undetach(connection);  // detached again before a resume completed: charged anew
+  const uint64_t held = connection.session().held().bytes_held();
+  detached_.push_back(Detached{&connection, held});
+  detached_held_bytes_ += held;
+  // Held bytes do not grow while detached (nothing is sent): checked at each detach.
+  while (detached_.size() > 1 && detached_held_bytes_ > options_.detached_held_bytes_max) {
+    Connection* oldest = detached_.front().connection;
+    RM_ASSERT(oldest != &connection);  // the newest is last; one session's held bytes are below the cap
+    undetach(*oldest);
+    stats_.detached_ended++;
+    oldest->close(MuxError::session_lost);  // leaves sessions_ through forget()
+  }
+}
+
+}  // namespace ringmux::mux

@@ -1,0 +1,150 @@
+// Acceptor: the accepting side of resumable sessions. It reads the HELLO that opens every
+// new TCP connection and either starts a new session or hands the connection to the
+// session it resumes.
+//
+// The HELLO is read on its own, before any Connection sees the socket: a plain receive of
+// exactly the frame's bytes (a version 1 HELLO in one read; a longer one, up to
+// limits::hello_payload_bytes_max, completed once its header told the length), so nothing
+// behind it is taken from the socket. A new
+// session's dialer pipelines frames behind its HELLO; they stay in the kernel for the new
+// Connection's receive. A resuming dialer sends nothing more until our HELLO_ACK.
+//
+// Routing, by the HELLO's session id in the table of live sessions:
+//  - unknown id, new session: `factory` makes the Connection, which starts with the HELLO
+//    and is entered in the table under its session id until its session ends;
+//  - known id: the Connection adopts the socket and replays (Connection::adopt), or answers
+//    with a refusal or ignores a superseded generation; then the acceptor sends that
+//    refusal (a HELLO_ACK with its status) and closes the socket;
+//  - unknown id asking to resume (the peer's session outlived ours, e.g. we restarted):
+//    refused with resume_unknown_session, so the peer's streams fail with session_lost.
+// A connection that sends no valid HELLO within limits::hello_timeout_ns, or damaged
+// bytes, is closed.
+//
+// Threads: the acceptor and every Connection it routes to live on one loop. A node with
+// several loops has an acceptor per loop; the listening loop's router hands each socket,
+// with its HELLO, to the acceptor of the loop that owns the session (cluster/node.h).
+// Lifetime: the acceptor must outlive the sessions it routed to (a connection leaves the
+// table when its session ends; destroying the acceptor with one still in it is asserted);
+// close() it and let its pending reads finish (idle()) before destroying it.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <unordered_map>
+#include <vector>
+
+#include "engine/completion.h"
+#include "base/limits.h"
+#include "engine/loop.h"
+#include "engine/timer.h"
+#include "mux/link/connection.h"
+#include "wire/codec.h"
+
+namespace ringmux::mux {
+
+struct AcceptorStats {
+  uint64_t connections = 0;  // sockets handed to accept()
+  uint64_t sessions_new = 0;
+  uint64_t resumes = 0;
+  uint64_t refused = 0;       // answered with a refusing HELLO_ACK
+  uint64_t ignored = 0;       // superseded generations, closed without an answer
+  uint64_t failed = 0;        // no valid HELLO: timed out, closed early, damaged
+  uint64_t handed_over = 0;   // taken by the router (to another loop's acceptor)
+  uint64_t pending_refused = 0;  // closed at once: pending_hellos_max sockets were waiting
+  uint64_t detached_ended = 0;   // detached sessions ended for detached_held_bytes_max
+};
+
+struct AcceptorOptions {
+  uint32_t pending_hellos_max = limits::pending_hellos_max;
+  uint64_t hello_timeout_ns = limits::hello_timeout_ns;
+  uint64_t detached_held_bytes_max = limits::detached_held_bytes_max;
+};
+
+class Acceptor {
+ public:
+  // Makes the (not yet started) Connection of a new session on `fd`, with
+  // ConnectionOptions::resume set, or returns nullptr to refuse the session (the acceptor
+  // then closes `fd`). The caller owns the Connection.
+  using Factory = std::function<Connection*(int fd)>;
+  // Sees every valid HELLO before it is routed here; returns true when it took the socket
+  // (mux::Node hands it to the loop that owns the session: Acceptor::take there).
+  using Router = std::function<bool(int fd, const wire::Hello& hello)>;
+
+  Acceptor(engine::Loop& loop, Factory factory, const AcceptorOptions& options = {}) noexcept;
+  ~Acceptor();
+  Acceptor(const Acceptor&) = delete;
+  Acceptor& operator=(const Acceptor&) = delete;
+
+  // Takes an accepted socket: reads its HELLO, then routes it (top of this file).
+  void accept(int fd) noexcept;
+  // Takes a socket whose HELLO another loop's acceptor has read, and routes it here.
+  void take(int fd, const wire::Hello& hello) noexcept;
+  void set_router(Router router) noexcept { router_ = std::move(router); }
+  // Stops reading pending HELLOs (their sockets are closed); idle() once they are done.
+  void close() noexcept;
+  bool idle() const noexcept { return pending_.empty(); }
+  std::size_t sessions() const noexcept { return sessions_.size(); }
+  // Sessions whose transport broke, waiting for their dialer, and the bytes their held
+  // batches hold (the pages written: a batch's reserved but unwritten capacity costs no
+  // memory until it is used).
+  std::size_t detached() const noexcept { return detached_.size(); }
+  uint64_t detached_held_bytes() const noexcept { return detached_held_bytes_; }
+  const AcceptorStats& stats() const noexcept { return stats_; }
+
+ private:
+  friend class Connection;
+  // One socket whose HELLO is being read.
+  struct Pending {
+    Acceptor* owner = nullptr;
+    int fd = -1;
+    engine::Completion recv;
+    engine::Timer timeout;
+    wire::Decoder decoder{limits::hello_payload_bytes_max};
+    std::array<std::byte, limits::frame_header_bytes + limits::hello_payload_bytes_max> buffer{};
+    std::size_t have = 0;  // bytes in buffer
+    std::size_t fed = 0;   // bytes of buffer given to the decoder
+    std::size_t need = 0;  // bytes the current read completes at
+    bool timed_out = false;
+  };
+  struct IdHash {
+    std::size_t operator()(const wire::SessionId& id) const noexcept;
+  };
+
+  static void on_recv(engine::Completion& completion, int32_t result, uint32_t flags) noexcept;
+  static void on_timeout(engine::Timer& timer) noexcept;
+  void arm_recv(Pending& pending) noexcept;
+  // The read is over: `hello` when a valid one arrived, else nullptr (the socket is closed).
+  void finish(Pending& pending, const wire::Hello* hello) noexcept;
+  void route(int fd, const wire::Hello& hello) noexcept;
+  // Sends a refusing HELLO_ACK (best effort: one non-blocking send on a fresh socket) and
+  // closes the socket.
+  static void refuse(int fd, const wire::HelloAck& ack) noexcept;
+  // A connection's session ended: it leaves the table.
+  void forget(Connection& connection) noexcept;
+  // A connection's transport broke (it waits for a resume): over the cap on detached held
+  // bytes, the sessions detached longest ago end with session_lost.
+  void on_detached(Connection& connection) noexcept;
+
+  engine::Loop& loop_;
+  Factory factory_;
+  AcceptorOptions options_;
+  // Detached sessions, oldest first, each with the held bytes it was charged when it
+  // detached (they do not change until it resumes or ends); their sum is kept.
+  struct Detached {
+    Connection* connection;
+    uint64_t held_bytes;
+  };
+  std::vector<Detached> detached_;
+  uint64_t detached_held_bytes_ = 0;
+  // Removes `connection` from detached_ (if there) and its charge from the sum.
+  void undetach(Connection& connection) noexcept;
+  Router router_;
+  std::vector<std::unique_ptr<Pending>> pending_;
+  std::unordered_map<wire::SessionId, Connection*, IdHash> sessions_;
+  AcceptorStats stats_;
+  bool closing_ = false;
+};
+
+}  // namespace ringmux::mux

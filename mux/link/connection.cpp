@@ -1,0 +1,435 @@
+#include "mux/link/connection.h"
+
+#include <sys/random.h>
+#include <sys/socket.h>
+
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "base/assert.h"
+#include "mux/link/acceptor.h"
+
+namespace ringmux::mux {
+
+using engine::Loop;
+
+// ---- Connection --------------------------------------------------------------------------
+
+namespace {
+
+// Bytes from the kernel's random source. getrandom(2) does not fail for up to 256 bytes
+// once the pool is initialised except when a signal interrupts it (EINTR, retried);
+// anything else means the system cannot give a session an identity (fatal).
+void fill_random(std::span<std::byte> bytes) noexcept {
+  std::size_t filled = 0;
+  for (int attempt = 0; attempt < 100 && filled < bytes.size(); attempt++) {
+    const ssize_t got = ::getrandom(bytes.data() + filled, bytes.size() - filled, 0);
+    if (got > 0) filled += static_cast<std::size_t>(got);
+    else RM_ASSERT(got < 0 && errno == EINTR);
+  }
+  RM_ASSERT(filled == bytes.size());
+}
+
+// The session options of one side: the dialer's session gets a fresh random id unless the
+// caller supplied one; every session's stream table gets a random secret.
+SessionOptions session_options_for(const SessionOptions& options, bool dialer) noexcept {
+  SessionOptions session_options = options;
+  session_options.dialer = dialer;
+  if (dialer && session_options.session_id == wire::SessionId{}) fill_random(session_options.session_id);
+  std::array<std::byte, sizeof(uint64_t)> secret;
+  fill_random(secret);
+  std::memcpy(&session_options.table_secret, secret.data(), secret.size());
+  return session_options;
+}
+
+}  // namespace
+
+Connection::Connection(Loop& loop, int fd, bool dialer, const StreamService* service, ConnectionObserver& observer,
+                       const ConnectionOptions& options)
+    : loop_(loop),
+      service_(service),
+      observer_(observer),
+      options_(options),
+      session_(*this, [&] {
+        SessionOptions session_options = session_options_for(options.session, dialer);
+        session_options.resumable = options.resume;
+        return session_options;
+      }()),
+      transport_(std::make_unique<Transport>(*this, fd)),
+      keepalive_(&Connection::on_keepalive, this),
+      resume_deadline_(&Connection::on_resume_deadline, this),
+      redial_timer_(&Connection::on_redial_timer, this),
+      ack_timer_(&Connection::on_ack_timer, this),
+      connector_(loop, *this),
+      // Jitter only spreads redials apart: the session id's bits are random enough for that.
+      redial_backoff_(options.redial_backoff_ns_min, options.redial_backoff_ns_max, [this] {
+        uint64_t seed = 0;
+        std::memcpy(&seed, session_.session_id().data(), sizeof(seed));
+        return seed;
+      }(), true) {
+  RM_ASSERT(!options.resume || !dialer || options.peer.length != 0);  // a resuming dialer redials somewhere
+}
+
+Connection::~Connection() {
+  RM_ASSERT(closed());
+  RM_ASSERT(depth_ == 0);
+  reap();
+}
+
+void Connection::start() noexcept {
+  EntryGuard guard(*this);
+  last_received_ns_ = loop_.now_ns();
+  transport_started_ns_ = last_received_ns_;
+  transport_->socket.start();
+  loop_.timer_start(keepalive_, options_.keepalive_interval_ns);
+  // The dialer's HELLO goes out at once (with whatever was queued behind it), so that the
+  // acceptor, whose frames wait for it, never waits for our first stream or keepalive.
+  flush();
+}
+
+void Connection::start(const wire::Hello& hello) noexcept {
+  EntryGuard guard(*this);
+  if (!session_.accept_hello(hello)) {
+    end(session_.failure());
+    return;
+  }
+  start();
+}
+
+void Connection::close(MuxError reason) noexcept {
+  EntryGuard guard(*this);
+  // A resumable peer would otherwise take the closed socket for a broken connection and
+  // wait for a resume until its timeout: an ERROR on stream 0 ends its session at once.
+  // If it does not go out, the peer's resume is refused instead.
+  if (options_.resume && !ended_ && connected()) send_final_error(reason, "session closed");
+  end(reason);
+}
+
+bool Connection::rpc_charge(std::size_t bytes) noexcept {
+  if (rpc_bytes_buffered_ + bytes > options_.rpc_bytes_max) return false;
+  rpc_bytes_buffered_ += bytes;
+  return true;
+}
+
+void Connection::rpc_release(std::size_t bytes) noexcept {
+  RM_ASSERT(bytes <= rpc_bytes_buffered_);
+  rpc_bytes_buffered_ -= bytes;
+}
+
+void Connection::arm_stream_timer(StreamId id, StreamBinding& binding) noexcept {
+  uint64_t at_ns = binding.deadline_ns;
+  if (binding.stop_close_ns != 0 && (at_ns == 0 || binding.stop_close_ns < at_ns)) at_ns = binding.stop_close_ns;
+  if (at_ns == 0 || at_ns == UINT64_MAX) {  // none, or beyond the clock (a saturated budget)
+    if (binding.timer != 0) release_stream_timer(binding);
+    return;
+  }
+  if (binding.timer == 0) {
+    // Pooled: a stream with a deadline costs no allocation once the pool has grown to the
+    // most such streams open at once.
+    if (free_stream_timers_.empty()) {
+      auto timer = std::make_unique<StreamTimer>();
+      timer->connection = this;
+      timer->timer.set_callback(&Connection::on_stream_timer, timer.get());
+      stream_timers_.push_back(std::move(timer));
+      free_stream_timers_.push_back(static_cast<uint32_t>(stream_timers_.size() - 1));
+    }
+    binding.timer = free_stream_timers_.back() + 1;
+    free_stream_timers_.pop_back();
+  }
+  StreamTimer& timer = *stream_timers_[binding.timer - 1];
+  timer.id = id;
+  const uint64_t now = loop_.now_ns();
+  loop_.timer_start(timer.timer, at_ns > now ? at_ns - now : 0);
+}
+
+void Connection::release_stream_timer(StreamBinding& binding) noexcept {
+  RM_ASSERT(binding.timer != 0 && binding.timer <= stream_timers_.size());
+  StreamTimer& timer = *stream_timers_[binding.timer - 1];
+  loop_.timer_cancel(timer.timer);
+  timer.id = 0;
+  free_stream_timers_.push_back(binding.timer - 1);
+  binding.timer = 0;
+}
+
+void Connection::on_stream_timer(engine::Timer& timer) noexcept {
+  auto& stream_timer = *static_cast<StreamTimer*>(timer.context());
+  Connection& self = *stream_timer.connection;
+  const StreamId id = stream_timer.id;
+  EntryGuard guard(self);
+  StreamBinding* binding = self.session_.binding(id);
+  RM_ASSERT(binding != nullptr);  // a finished stream's timer is released with it
+  RM_ASSERT(binding->timer != 0 && self.stream_timers_[binding->timer - 1].get() == &stream_timer);
+  const uint64_t now = self.loop_.now_ns();
+  if (binding->deadline_ns != 0 && now >= binding->deadline_ns) {
+    self.reset(id, MuxError::deadline_exceeded);  // finishes the stream
+    return;
+  }
+  // The peer stopped the stream and our writer has neither ended nor reset it since.
+  RM_ASSERT(binding->stop_close_ns != 0 && now >= binding->stop_close_ns);
+  if (self.session_.local_open(id)) {
+    self.reset(id, MuxError::stream_stopped,
+               "the peer stopped this stream and its writer neither ended nor reset it "
+               "(limits::stopped_stream_close_timeout_ns)");
+    return;
+  }
+  binding->stop_close_ns = 0;  // our side has ended: the peer's own end closes the stream
+  self.arm_stream_timer(id, *binding);
+}
+
+ResumeStats Connection::resume_stats() const noexcept {
+  ResumeStats stats = resume_stats_;
+  stats.resumes = session_.stats().resumes;
+  stats.bytes_replayed = session_.stats().bytes_replayed;
+  stats.held_bytes_peak = session_.held().bytes_held_peak();
+  return stats;
+}
+
+// ---- streams ----
+
+Result<StreamId, MuxError> Connection::open(uint32_t handler_id, uint64_t deadline_ns,
+                                            std::span<const std::byte> payload, bool end_stream,
+                                            StreamObserver& observer) noexcept {
+  // The initial payload must fit the initial stream window (the caller's part of the
+  // contract); the connection's credit, which other streams may hold, is waited for: what
+  // the OPEN cannot carry now follows as DATA (StreamBinding::open_rest).
+  if (payload.size() > options_.session.stream_window_bytes) {
+    return Err{session_.failed() ? MuxError::stream_closed : MuxError::refused};
+  }
+  return open_stream(handler_id, deadline_ns, payload, end_stream, observer, false);
+}
+
+Result<StreamId, MuxError> Connection::open_owned(uint32_t handler_id, uint64_t deadline_ns,
+                                                  std::span<const std::byte> payload, bool end_stream,
+                                                  StreamObserver& observer) noexcept {
+  return open_stream(handler_id, deadline_ns, payload, end_stream, observer, true);
+}
+
+Result<StreamId, MuxError> Connection::open_stream(uint32_t handler_id, uint64_t deadline_ns,
+                                                   std::span<const std::byte> payload, bool end_stream,
+                                                   StreamObserver& observer, bool owned) noexcept {
+  EntryGuard guard(*this);
+  uint64_t budget_ns = 0;
+  if (deadline_ns != 0) {
+    const uint64_t now = Loop::clock_ns();
+    if (deadline_ns <= now) return Err{MuxError::deadline_exceeded};  // never sent
+    budget_ns = deadline_ns - now;
+  }
+  auto opened = session_.open_some(handler_id, budget_ns, payload, end_stream);
+  if (!opened) return Err{opened.error()};
+  const StreamId id = opened->id;
+  StreamBinding& binding = *session_.binding(id);
+  binding.observer = &observer;
+  binding.owned = owned;
+  binding.deadline_ns = deadline_ns;
+  arm_stream_timer(id, binding);
+  keep_open_rest(binding, payload.subspan(opened->taken), end_stream);
+  flush();
+  return id;
+}
+
+void Connection::keep_open_rest(StreamBinding& binding, std::span<const std::byte> rest, bool end_stream) {
+  if (rest.empty()) return;
+  // Copy: the caller's payload is valid only during its call.
+  binding.open_rest.assign(rest.begin(), rest.end());
+  binding.open_rest_end = end_stream;
+  open_rests_++;
+}
+
+void Connection::drop_open_rest(StreamBinding& binding) noexcept {
+  RM_ASSERT(!binding.open_rest.empty() && open_rests_ > 0);
+  ByteVector().swap(binding.open_rest);  // its capacity too: a stream holds no more than it must
+  binding.open_rest_end = false;
+  open_rests_--;
+}
+
+bool Connection::send_open_rest(StreamId id) noexcept {
+  if (open_rests_ == 0) return true;  // the usual case, on every write
+  StreamBinding* binding = session_.binding(id);
+  if (binding == nullptr || binding->open_rest.empty()) return true;
+  auto taken = session_.write(id, binding->open_rest, binding->open_rest_end);
+  // The write may have ended the stream (its finish accounted for the rest).
+  binding = session_.binding(id);
+  if (binding == nullptr) return true;
+  if (taken && taken.value() < binding->open_rest.size()) {
+    ByteVector& rest = binding->open_rest;
+    rest.erase(rest.begin(), rest.begin() + static_cast<std::ptrdiff_t>(taken.value()));
+    return false;  // the session wakes the stream when more can go
+  }
+  drop_open_rest(*binding);  // all sent, or the stream failed (its finish reports that)
+  return true;
+}
+
+Result<std::size_t, MuxError> Connection::write(StreamId id, std::span<const std::byte> bytes, bool end_stream) noexcept {
+  EntryGuard guard(*this);
+  // The open's payload goes first; until it has, nothing else is taken (the writer hears
+  // on_stream_writable once it has). An END alone (no bytes) is queued behind it.
+  if (!send_open_rest(id)) {
+    StreamBinding& rest = *session_.binding(id);
+    if (rest.open_rest_end) return Err{MuxError::stream_closed};  // ended already
+    if (bytes.empty() && end_stream) rest.open_rest_end = true;
+    flush();
+    return std::size_t{0};
+  }
+  auto taken = session_.write(id, bytes, end_stream);
+  flush();
+  return taken;
+}
+
+Result<void, MuxError> Connection::end(StreamId id) noexcept {
+  EntryGuard guard(*this);
+  if (!send_open_rest(id)) {
+    // The END follows the open's payload still waiting for credit.
+    StreamBinding& rest = *session_.binding(id);
+    if (rest.open_rest_end) return Err{MuxError::stream_closed};  // ended already
+    rest.open_rest_end = true;
+    flush();
+    return {};
+  }
+  auto ended = session_.end(id);
+  flush();
+  return ended;
+}
+
+void Connection::reset(StreamId id, MuxError reason, std::string_view message) noexcept {
+  EntryGuard guard(*this);
+  session_.reset(id, reason, message);
+  flush();
+}
+
+void Connection::stop(StreamId id) noexcept {
+  EntryGuard guard(*this);
+  session_.stop(id);
+  flush();
+}
+
+void Connection::consume(StreamId id, std::size_t bytes) noexcept {
+  EntryGuard guard(*this);
+  session_.consume(id, bytes, loop_.now_ns());
+  // Inside the receive path the credit leaves with the batch flushed after the read;
+  // called on its own (a worker's release reaching the loop) it must go out now, or a
+  // sender waiting for it would wait forever.
+  if (depth_ == 1) flush();
+}
+
+void Connection::goaway(wire::StatusCode code) noexcept {
+  EntryGuard guard(*this);
+  session_.goaway(code);
+  flush();
+}
+
+// ---- session events ----
+
+void Connection::on_stream_opened(StreamId id, StreamBinding& binding, uint32_t handler_id,
+                                  uint64_t deadline_budget_ns, std::span<const std::byte> payload,
+                                  bool end_stream) noexcept {
+  // A stream refused here never reaches a handler: its payload's credit goes back at once.
+  auto refuse = [&](MuxError reason) {
+    session_.consume(id, payload.size(), loop_.now_ns());
+    session_.reset(id, reason);
+  };
+  if (service_ == nullptr) return refuse(MuxError::unknown_handler);
+  // Its deadline has (as good as) passed: refuse it rather than start the handler.
+  if (deadline_budget_ns != 0 && deadline_budget_ns < limits::deadline_budget_ns_min) {
+    return refuse(MuxError::deadline_exceeded);
+  }
+  // The budget is the peer's: a huge one saturates to "no deadline we can reach".
+  StreamStart start{this, id, handler_id,
+                    deadline_budget_ns == 0 ? 0 : engine::add_saturating(loop_.now_ns(), deadline_budget_ns), payload,
+                    end_stream};
+  StreamObserver* observer = service_->open_stream(start);
+  if (observer == nullptr) return refuse(MuxError::unknown_handler);
+  RM_ASSERT(session_.binding(id) == &binding);  // a handler's constructor does not end its stream
+  binding.observer = observer;
+  binding.owned = true;
+  binding.deadline_ns = start.deadline_ns;
+  arm_stream_timer(id, binding);
+  if (!payload.empty() || end_stream) observer->on_stream_data(payload, end_stream);
+}
+
+void Connection::on_stream_data(StreamId id, StreamBinding& binding, std::span<const std::byte> payload,
+                                bool end_stream) noexcept {
+  if (binding.observer == nullptr) {  // refused: nobody reads it
+    session_.consume(id, payload.size(), loop_.now_ns());
+    return;
+  }
+  binding.observer->on_stream_data(payload, end_stream);
+}
+
+void Connection::on_stream_finished(StreamId, StreamBinding& binding, MuxError error,
+                                    std::string_view message) noexcept {
+  if (binding.timer != 0) release_stream_timer(binding);
+  if (!binding.open_rest.empty()) {
+    RM_ASSERT(open_rests_ > 0);
+    open_rests_--;
+  }
+  StreamObserver* observer = binding.observer;
+  if (observer == nullptr) return;  // refused before any observer heard of it
+  if (!message.empty()) observer->on_stream_message(message);
+  observer->on_stream_finished(error);
+  if (binding.owned) {
+    RM_ASSERT(depth_ > 0);  // every path here starts at an entry point
+    finished_.emplace_back(observer);
+  }
+}
+
+void Connection::reap() noexcept {
+  if (reaping_) return;  // observers called below enter and leave entry points again
+  reaping_ = true;
+  // Writers woken meanwhile go on now. Their writes may wake others: a few rounds, each
+  // bounded; what remains waits for the next entry point (a send completion is coming).
+  bool rests_sent = false;
+  for (int round = 0; round < 16 && !writable_pending_.empty(); round++) {
+    std::vector<StreamId>& ids = writable_scratch_;  // capacity kept: no allocation per round
+    ids.clear();
+    ids.swap(writable_pending_);
+    for (const StreamId id : ids) {
+      // The open's payload first; the observer after it.
+      rests_sent |= open_rests_ > 0;
+      if (!send_open_rest(id)) continue;
+      const StreamBinding* binding = session_.binding(id);
+      if (binding != nullptr && binding->observer != nullptr) binding->observer->on_stream_writable();
+    }
+  }
+  // The observers' writes flushed themselves; what send_open_rest queued goes now (this
+  // runs after the entry point's own flush).
+  if (rests_sent) flush();
+  reaping_ = false;
+  finished_.clear();
+  if (close_pending_) {
+    close_pending_ = false;
+    closed_reported_ = true;
+    observer_.on_connection_closed(*this, close_reason_, io_error_);  // last: may destroy this
+  }
+}
+
+void Connection::on_stream_writable(StreamId id) noexcept {
+  // Delivered when the outermost entry point returns (reap), never inside a write the
+  // observer is making: a writer re-entered from its own write() would see its state
+  // change under it.
+  writable_pending_.push_back(id);
+}
+
+void Connection::on_stream_stopped(StreamId id, StreamBinding& binding) noexcept {
+  if (binding.observer == nullptr) return;
+  // Our writes on it fail from now on: a writer that neither ends nor resets the stream is
+  // reset for it after the close timeout, so the stream's state cannot live forever.
+  binding.stop_close_ns = engine::add_saturating(loop_.now_ns(), options_.stopped_stream_close_timeout_ns);
+  arm_stream_timer(id, binding);
+  binding.observer->on_stream_stopped();
+}
+
+void Connection::on_goaway(uint32_t, wire::StatusCode) noexcept {}
+
+void Connection::on_pong(uint64_t opaque) noexcept {
+  if (opaque == ping_sent_ns_ && ping_sent_ns_ != 0) {
+    const uint64_t rtt = loop_.now_ns() - ping_sent_ns_;
+    session_.set_rtt_ns(rtt > 0 ? rtt : 1);
+    ping_sent_ns_ = 0;
+  }
+}
+
+}  // namespace ringmux::mux

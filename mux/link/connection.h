@@ -1,0 +1,340 @@
+// Connection: the link. It binds a Session to engine Sockets on one loop and replaces
+// the socket under it when it breaks (resume); the RPC layer (mux/rpc/) builds on it.
+//
+// This is the only place where protocol and I/O meet. Receive: the socket's bytes go
+// straight from the provided buffer into Session::receive (no copy for whole frames).
+// Send: the session's batch is swapped out (double buffer) when no send is in flight and
+// goes out in one gather send (control frames, then data); what is written meanwhile
+// gathers in the other buffer. Handshake: the dialer's session gets a random 128-bit id
+// (getrandom) and its HELLO is sent by start(); the acceptor's session holds its output
+// until the HELLO has arrived and its HELLO_ACK leads (mux/session/session.h). Keepalive: a PING after an idle interval, and the
+// connection closes after dead_peer_timeout of silence. The reader (on_recv / on_error)
+// alone decides transport health.
+//
+// Threads: everything here runs on the connection's loop thread; callbacks never block.
+// Lifetime: a Connection must stay alive until on_connection_closed has been delivered.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "base/limits.h"
+#include "engine/loop.h"
+#include "engine/socket.h"
+#include "engine/timer.h"
+#include "mux/link/backoff.h"
+#include "mux/session/session.h"
+
+namespace ringmux::mux {
+
+class Connection;
+
+// What a server handler receives when the peer opens a stream for it.
+struct StreamStart {
+  Connection* connection;
+  StreamId id;
+  uint32_t handler_id;
+  uint64_t deadline_ns;  // on the loop's monotonic clock; 0 = none
+  std::span<const std::byte> payload;
+  bool end_stream;
+};
+
+// What serves the streams a peer opens (the RPC layer's Registry). Called on the loop
+// thread for every OPEN: returns the new stream's observer, owned by the connection from
+// then on (deleted once on_stream_finished has returned), or nullptr to refuse the stream
+// (unknown_handler). It must outlive the connections it serves.
+class StreamService {
+ public:
+  virtual StreamObserver* open_stream(const StreamStart& start) const noexcept = 0;
+
+ protected:
+  ~StreamService() = default;
+};
+
+// State a layer above keeps per connection (the RPC layer's order gate): owned by the
+// connection, destroyed with it.
+class ConnectionExtension {
+ public:
+  virtual ~ConnectionExtension() = default;
+};
+
+struct ConnectionOptions {
+  SessionOptions session;
+  uint64_t keepalive_interval_ns = limits::keepalive_interval_ns_default;
+  uint64_t dead_peer_timeout_ns = limits::dead_peer_timeout_ns_default;
+  // Resume: when the transport breaks, the session carries on over a new TCP connection.
+  // The dialing side redials `peer` with exponential backoff and jitter; the accepting side
+  // waits for the dialer's RESUME, routed to it by mux::Acceptor. Past resume_timeout_ns
+  // without a connection the session is lost (every stream fails with session_lost).
+  bool resume = false;
+  engine::Address peer;  // the dialing side's redial address (required with resume)
+  uint64_t resume_timeout_ns = limits::resume_timeout_ns_default;
+  uint64_t redial_backoff_ns_min = limits::redial_backoff_ns_min;
+  uint64_t redial_backoff_ns_max = limits::redial_backoff_ns_max;
+  uint32_t connect_timeout_ms = limits::connect_timeout_ms_default;
+  // A frame begun must complete within this (slowloris), however its bytes trickle in.
+  uint64_t frame_complete_timeout_ns = limits::frame_complete_timeout_ns;
+  // A stream the peer stopped, whose writer neither ends nor resets, is reset after this.
+  uint64_t stopped_stream_close_timeout_ns = limits::stopped_stream_close_timeout_ns;
+  // Bytes the RPC layer buffers at once on this connection: requests being gathered and
+  // copied response rests (Responder::reply). Over it, the call adding bytes fails with
+  // resource_exhausted.
+  uint64_t rpc_bytes_max = limits::connection_rpc_bytes_max;
+  // Largest response a unary call gathers; a larger one fails with resource_exhausted.
+  uint32_t call_response_bytes_max = limits::unary_response_bytes_max;
+};
+
+// What a resumable connection did (all zero without resume). Loop thread only.
+struct ResumeStats {
+  uint64_t transports_lost = 0;   // TCP connections that broke under the session
+  uint64_t resumes = 0;           // handshakes that resumed the session
+  uint64_t bytes_replayed = 0;    // held bytes sent again after resumes
+  uint64_t redials = 0;           // connect attempts after the first connection (dialer)
+  uint64_t last_resume_ns = 0;    // loop clock when the last resume completed
+  // From the new TCP connection being established to the handshake completing (the dialer
+  // measures it: connect completion to HELLO_ACK; the acceptor: adopt to HELLO_ACK queued).
+  uint64_t last_resume_duration_ns = 0;
+  uint64_t held_bytes_peak = 0;   // most bytes the held batches have held
+};
+
+class ConnectionObserver {
+ public:
+  // The connection is gone: `error` says why (connection_lost for transport failures,
+  // whose IoError is in `io_error`: closed, reset, timed_out for a silent peer; a
+  // protocol error; or the reason given to close()). Every stream has been finished first.
+  virtual void on_connection_closed(Connection& connection, MuxError error, engine::IoError io_error) noexcept = 0;
+  // The session resumed on a new TCP connection, `duration_ns` after that connection was up
+  // (ResumeStats::last_resume_duration_ns). Streams and calls never see a resume; this is
+  // for statistics.
+  virtual void on_connection_resumed(Connection&, uint64_t /*duration_ns*/) noexcept {}
+
+ protected:
+  ~ConnectionObserver() = default;
+};
+
+class Acceptor;
+
+class Connection final : public SessionHandler, private engine::ConnectHandler {
+ public:
+  // Adopts the connected `fd` on `loop`. `service` (may be null: every stream the peer
+  // opens is refused) and `observer` must outlive the connection.
+  Connection(engine::Loop& loop, int fd, bool dialer, const StreamService* service, ConnectionObserver& observer,
+             const ConnectionOptions& options = {});
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  void start() noexcept;
+  // The accepting side's start when mux::Acceptor has read the dialer's HELLO already.
+  void start(const wire::Hello& hello) noexcept;
+  // Closes the session: every stream finishes with `reason`; no resume.
+  void close(MuxError reason = MuxError::cancelled) noexcept;
+  // The session is over and every socket it used is closed (on_connection_closed is due
+  // or delivered).
+  bool closed() const noexcept { return ended_ && transport_ == nullptr && retired_.empty(); }
+  // A transport is up and its handshake is complete (false while resuming).
+  bool connected() const noexcept { return transport_ != nullptr && session_.handshake_complete(); }
+  ResumeStats resume_stats() const noexcept;
+
+  // Accepting side, resume: a new TCP connection `fd` brought `hello` for this session
+  // (mux::Acceptor routes it here). On accept_resume the connection takes the fd over and
+  // replays; on refuse / ignore the fd stays the caller's, which sends answer.ack (refuse)
+  // and closes it.
+  replay::HelloAnswer adopt(int fd, const wire::Hello& hello) noexcept;
+
+  // ---- streams (client side) ----
+  // Opens a stream; `observer` receives its events (owned by the caller, who must keep it
+  // alive until on_stream_finished). `payload` must fit the initial stream window; when
+  // other streams hold the connection's credit, the OPEN carries what fits and the rest
+  // (copied) follows ahead of anything written later: write() takes nothing and end() is
+  // queued until it has gone, then on_stream_writable() comes as for any short write.
+  // Errors: refused (over the peer's stream limit, after a GOAWAY, or a payload larger
+  // than the initial stream window), stream_closed, deadline_exceeded (already passed).
+  Result<StreamId, MuxError> open(uint32_t handler_id, uint64_t deadline_ns, std::span<const std::byte> payload,
+                                  bool end_stream, StreamObserver& observer) noexcept;
+  Result<std::size_t, MuxError> write(StreamId id, std::span<const std::byte> bytes, bool end_stream) noexcept;
+  Result<void, MuxError> end(StreamId id) noexcept;
+  void reset(StreamId id, MuxError reason, std::string_view message = {}) noexcept;
+  void stop(StreamId id) noexcept;
+  void consume(StreamId id, std::size_t bytes) noexcept;
+
+  // For the layers above (the RPC layer's calls): open() with two differences. On success
+  // the connection owns `observer` (deleted once on_stream_finished has returned); on
+  // failure it stays the caller's. And a payload larger than the initial stream window is
+  // taken: what the OPEN cannot carry follows as DATA ahead of anything written later.
+  Result<StreamId, MuxError> open_owned(uint32_t handler_id, uint64_t deadline_ns, std::span<const std::byte> payload,
+                                        bool end_stream, StreamObserver& observer) noexcept;
+  // Cancels a call or stream: RESET(cancelled) to the peer, cancelled to local waiters.
+  void cancel(StreamId id) noexcept { reset(id, MuxError::cancelled); }
+  // Graceful drain: tells the peer the last stream we serve; later OPENs are refused
+  // (retryable) while streams already open run to completion.
+  void goaway(wire::StatusCode code = wire::StatusCode::going_away) noexcept;
+
+  Session& session() noexcept { return session_; }
+  const Session& session() const noexcept { return session_; }
+  // The session is over for good (closed, failed or lost): no stream will run again.
+  bool ended() const noexcept { return ended_; }
+  // The layer above's per-connection state (one slot); set once.
+  ConnectionExtension* extension() noexcept { return extension_.get(); }
+  void set_extension(std::unique_ptr<ConnectionExtension> extension) noexcept { extension_ = std::move(extension); }
+  engine::Loop& loop() noexcept { return loop_; }
+  uint64_t batches_sent() const noexcept { return batches_sent_; }
+  const ConnectionOptions& options() const noexcept { return options_; }
+
+  // ---- the RPC layer's buffer budget (ConnectionOptions::rpc_bytes_max) ----
+  // Charges `bytes` the RPC layer is about to buffer; false (nothing charged) when they
+  // would pass the budget. Every charge is released exactly once.
+  bool rpc_charge(std::size_t bytes) noexcept;
+  void rpc_release(std::size_t bytes) noexcept;
+  uint64_t rpc_bytes_buffered() const noexcept { return rpc_bytes_buffered_; }
+
+  // SessionHandler
+  void on_stream_opened(StreamId id, StreamBinding& binding, uint32_t handler_id, uint64_t deadline_budget_ns,
+                        std::span<const std::byte> payload, bool end_stream) noexcept override;
+  void on_stream_data(StreamId id, StreamBinding& binding, std::span<const std::byte> payload,
+                      bool end_stream) noexcept override;
+  void on_stream_finished(StreamId id, StreamBinding& binding, MuxError error,
+                          std::string_view message) noexcept override;
+  void on_stream_writable(StreamId id) noexcept override;
+  void on_stream_stopped(StreamId id, StreamBinding& binding) noexcept override;
+  void on_goaway(uint32_t last_stream_id, wire::StatusCode code) noexcept override;
+  void on_pong(uint64_t opaque) noexcept override;
+
+ private:
+  friend class Acceptor;
+  Result<StreamId, MuxError> open_stream(uint32_t handler_id, uint64_t deadline_ns, std::span<const std::byte> payload,
+                                         bool end_stream, StreamObserver& observer, bool owned) noexcept;
+  // One TCP connection under the session. The socket's callbacks name their transport, so
+  // those of a transport that was replaced (retired, closing) are told apart and ignored.
+  class Transport final : public engine::SocketHandler {
+   public:
+    Transport(Connection& connection, int fd) noexcept : connection_(connection), socket(connection.loop_, fd, *this) {}
+    void on_recv(std::span<const std::byte> bytes) noexcept override { connection_.on_transport_recv(*this, bytes); }
+    void on_send_complete() noexcept override { connection_.on_transport_sent(*this); }
+    void on_error(engine::IoError error) noexcept override { connection_.on_transport_error(*this, error); }
+    void on_closed() noexcept override { connection_.on_transport_closed(*this); }
+
+   private:
+    Connection& connection_;
+
+   public:
+    engine::Socket socket;
+  };
+
+  // The one timer of a stream that has a deadline or was stopped by the peer: fires at the
+  // earlier of the two. Pooled (StreamBinding::timer is its index + 1), so a stream with a
+  // deadline costs no allocation once the pool has grown.
+  struct StreamTimer {
+    Connection* connection = nullptr;
+    StreamId id = 0;  // 0 while in the pool
+    engine::Timer timer;
+  };
+  // Arms (or releases) the stream's timer for the earlier of deadline_ns / stop_close_ns.
+  void arm_stream_timer(StreamId id, StreamBinding& binding) noexcept;
+  void release_stream_timer(StreamBinding& binding) noexcept;
+  static void on_stream_timer(engine::Timer& timer) noexcept;
+  // Tells the peer why the session ends (ERROR on stream 0 with `message`), best effort:
+  // written straight to the socket when no send is in flight (a fresh frame boundary).
+  void send_final_error(MuxError reason, std::string_view message) noexcept;
+  // The session failed for what the peer did: tells it (the failure and its message).
+  void tell_peer_why() noexcept;
+  // Marks an entry point (a public call, a socket or timer callback): writable events,
+  // the deletion of owned observers that finished, and on_connection_closed are all
+  // delivered when the outermost one returns (reap() is its last action).
+  class EntryGuard {
+   public:
+    explicit EntryGuard(Connection& connection) noexcept : connection_(connection) { connection_.depth_++; }
+    ~EntryGuard() {
+      if (--connection_.depth_ == 0) connection_.reap();
+    }
+
+   private:
+    Connection& connection_;
+  };
+  void reap() noexcept;
+  void flush() noexcept;
+  static void on_keepalive(engine::Timer& timer) noexcept;
+  static void on_resume_deadline(engine::Timer& timer) noexcept;
+  static void on_redial_timer(engine::Timer& timer) noexcept;
+  static void on_ack_timer(engine::Timer& timer) noexcept;
+  // Arms the ACK timer when the session has received bytes that no send carried an ACK for.
+  void arm_ack_timer() noexcept;
+
+  void on_transport_recv(Transport& transport, std::span<const std::byte> bytes) noexcept;
+  void on_transport_sent(Transport& transport) noexcept;
+  void on_transport_error(Transport& transport, engine::IoError error) noexcept;
+  void on_transport_closed(Transport& transport) noexcept;
+  // ConnectHandler: a redial finished.
+  void on_connect(Result<int, engine::IoError> result) noexcept override;
+
+  bool resumable() const noexcept { return options_.resume && !session_.failed() && !ended_; }
+  // The transport failed (`reason`, `io_error` for transport errors): resume when the
+  // session can, else end the session with it.
+  void lose_transport(MuxError reason, engine::IoError io_error) noexcept;
+  // Ends the session: every stream finishes with `reason`; the observer hears once every
+  // transport has closed.
+  void end(MuxError reason) noexcept;
+  // Closes the current transport (if any) and keeps it until its socket has closed.
+  void retire_transport() noexcept;
+  // Makes `fd` the current transport and starts it.
+  void install_transport(int fd) noexcept;
+  // The part of an open's payload (a stream's or a call's request) that the connection's
+  // credit could not carry then: it goes ahead of anything written later on that stream.
+  void keep_open_rest(StreamBinding& binding, std::span<const std::byte> rest, bool end_stream);
+  void drop_open_rest(StreamBinding& binding) noexcept;
+  // Sends what the credit allows of `id`'s open rest; true when none is left (or the
+  // stream failed).
+  bool send_open_rest(StreamId id) noexcept;
+  void schedule_redial() noexcept;
+  // The handshake on the current transport completed: resume bookkeeping.
+  void on_established() noexcept;
+  void maybe_report_closed() noexcept;
+
+  engine::Loop& loop_;
+  const StreamService* service_;
+  ConnectionObserver& observer_;
+  ConnectionOptions options_;
+  Session session_;
+  std::unique_ptr<Transport> transport_;               // the current TCP connection, if any
+  std::vector<std::unique_ptr<Transport>> retired_;    // replaced ones, until their sockets close
+  // The streams live in the session's table (StreamBinding holds our part of each).
+  uint32_t open_rests_ = 0;  // streams whose open_rest is not empty
+  std::vector<std::unique_ptr<StreamTimer>> stream_timers_;  // the pool
+  std::vector<uint32_t> free_stream_timers_;
+  // The double buffer: the link frames in flight (the held bytes in flight stay in the
+  // session's held batches) and, inside the session, the batch being filled.
+  ByteVector sending_link_;
+  engine::Timer keepalive_;
+  engine::Timer resume_deadline_;
+  engine::Timer redial_timer_;
+  engine::Timer ack_timer_;
+  engine::Connector connector_;
+  Acceptor* acceptor_ = nullptr;  // the table this accepting side is registered in
+  ResumeStats resume_stats_;  // what the connection counts (the session counts the rest)
+  uint64_t transport_started_ns_ = 0;  // when the current transport's TCP connection was up
+  uint64_t send_started_ns_ = 0;       // when the send in flight was submitted
+  Backoff redial_backoff_;             // attempts since the last established handshake
+  bool ended_ = false;                 // the session is over (no resume)
+  uint64_t last_received_ns_ = 0;
+  uint64_t ping_sent_ns_ = 0;
+  uint64_t batches_sent_ = 0;
+  MuxError close_reason_ = MuxError::none;
+  engine::IoError io_error_ = engine::IoError::none;
+  bool closed_reported_ = false;
+  bool flushing_ = false;
+  bool close_pending_ = false;  // on_connection_closed is due at the end of the entry point
+  bool reaping_ = false;
+  uint32_t depth_ = 0;
+  uint64_t rpc_bytes_buffered_ = 0;  // declared before the requests that are charged to it
+  bool final_error_due_ = false;     // the peer is told why once the send in flight is done
+  uint64_t batches_at_last_keepalive_ = 0;  // an unchanged count: the connection was idle
+  std::vector<StreamId> writable_pending_;  // on_stream_writable, delivered by reap()
+  std::vector<StreamId> writable_scratch_;  // reap()'s working copy (capacity kept)
+  std::vector<std::unique_ptr<StreamObserver>> finished_;  // owned observers awaiting reap()
+  std::unique_ptr<ConnectionExtension> extension_;  // last: it may use the connection as it goes
+};
+
+}  // namespace ringmux::mux

@@ -1,0 +1,341 @@
+// The link's transports: the sends of the double buffer, the socket callbacks, keepalive,
+// and what happens when a transport breaks (resume: redial or adopt, replay; or the end of
+// the session). Connection's other half (mux/link/connection.cpp has the streams).
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <array>
+#include <string_view>
+
+#include "base/assert.h"
+#include "mux/link/acceptor.h"
+#include "mux/link/connection.h"
+
+namespace ringmux::mux {
+
+using engine::Loop;
+
+void Connection::send_final_error(MuxError reason, std::string_view message) noexcept {
+  if (transport_ == nullptr || transport_->socket.send_in_flight() ||
+      transport_->socket.state() != engine::Socket::State::open) {
+    return;
+  }
+  if (message.size() > limits::frame_text_bytes_max) message = message.substr(0, limits::frame_text_bytes_max);
+  // Written straight to the socket (no send in flight: a fresh frame boundary), since the
+  // session's own output ends with it.
+  std::array<std::byte, wire::frame_bytes(4 + limits::frame_text_bytes_max)> frame{};  // status, then the text
+  const std::size_t bytes = wire::encode_error(frame, 0, status_of(reason), message);
+  const int fd = transport_->socket.fd();
+  (void)::send(fd, frame.data(), bytes, MSG_DONTWAIT | MSG_NOSIGNAL);
+  // The FIN follows the ERROR, and what the peer sent that we will never read is dropped
+  // now: a socket closed with unread input resets the connection, and the reset discards
+  // our unsent ERROR with it. Bounded: a peer still sending gets its reset after all.
+  (void)::shutdown(fd, SHUT_WR);
+  std::array<std::byte, 64 * 1024> sink;
+  for (int i = 0; i < 16 && ::recv(fd, sink.data(), sink.size(), MSG_DONTWAIT | MSG_TRUNC) > 0; i++) {
+  }
+}
+
+void Connection::tell_peer_why() noexcept {
+  const std::string& why = session_.failure_message();
+  send_final_error(session_.failure(), why.empty() ? std::string_view(describe(session_.failure())) : why);
+}
+
+// ---- I/O ----
+
+void Connection::flush() noexcept {
+  if (flushing_ || transport_ == nullptr || transport_->socket.send_in_flight() || !session_.has_output() ||
+      transport_->socket.state() != engine::Socket::State::open) {
+    return;
+  }
+  RM_ASSERT(sending_link_.empty());
+  // take_output wakes writers, whose writes call flush() again: they must only fill the
+  // session's new batch, not start a send of their own.
+  flushing_ = true;
+  replay::HeldSpans held;
+  session_.take_output(sending_link_, held);
+  flushing_ = false;
+  if (sending_link_.empty() && held.empty()) return;
+  batches_sent_++;
+  send_started_ns_ = loop_.now_ns();
+  transport_->socket.send(sending_link_, held.first, held.second);
+}
+
+void Connection::on_transport_recv(Transport& transport, std::span<const std::byte> bytes) noexcept {
+  if (&transport != transport_.get()) return;  // a replaced connection's late bytes
+  EntryGuard guard(*this);
+  last_received_ns_ = loop_.now_ns();
+  const bool was_established = session_.handshake_complete();
+  auto received = session_.receive(bytes, last_received_ns_);
+  if (!received) {
+    // The reader decides transport health: a protocol error ends the connection, and the
+    // session too unless it can resume (the session says which by failing or not). A
+    // session that fails for what the peer did tells it why first.
+    if (session_.failed() && scope_of(session_.failure()) == Scope::connection &&
+        session_.failure() != MuxError::peer_error) {
+      if (transport_->socket.send_in_flight()) {
+        // The ERROR must not cut into the frames in flight: it goes when that send
+        // completes (or the keepalive gives up on a send that makes no progress).
+        final_error_due_ = true;
+        return;
+      }
+      tell_peer_why();
+    }
+    lose_transport(received.error(), engine::IoError::none);
+    return;
+  }
+  if (!was_established && session_.handshake_complete()) on_established();
+  flush();
+  arm_ack_timer();
+}
+
+void Connection::arm_ack_timer() noexcept {
+  const uint64_t deadline = session_.ack_deadline_ns();
+  // Only on a live connection: while resuming, the next handshake carries the position.
+  if (deadline == replay::AckPolicy::no_deadline_ns || ack_timer_.armed() || !connected()) return;
+  const uint64_t now = loop_.now_ns();
+  loop_.timer_start(ack_timer_, deadline > now ? deadline - now : 0);
+}
+
+void Connection::on_ack_timer(engine::Timer& timer) noexcept {
+  auto& self = *static_cast<Connection*>(timer.context());
+  EntryGuard guard(self);
+  if (self.ended_) return;
+  self.session_.on_ack_timer(self.loop_.now_ns());
+  self.flush();
+  self.arm_ack_timer();  // still pending when a send in flight holds the ACK back
+}
+
+void Connection::on_transport_sent(Transport& transport) noexcept {
+  if (&transport != transport_.get()) return;
+  EntryGuard guard(*this);
+  sending_link_.clear();  // capacity kept: the next swap reuses it
+  send_started_ns_ = 0;
+  if (final_error_due_) {
+    final_error_due_ = false;
+    tell_peer_why();
+    lose_transport(session_.failure(), engine::IoError::none);
+    return;
+  }
+  flush();
+}
+
+void Connection::on_transport_error(Transport& transport, engine::IoError error) noexcept {
+  if (&transport != transport_.get()) return;  // a superseded connection's errors are ignored
+  EntryGuard guard(*this);
+  lose_transport(MuxError::connection_lost, error);  // io_error_ says how
+}
+
+void Connection::on_transport_closed(Transport& transport) noexcept {
+  EntryGuard guard(*this);
+  if (&transport == transport_.get()) {
+    transport_.reset();  // closed without an error reaching us (close() of the session)
+  } else {
+    for (auto it = retired_.begin(); it != retired_.end(); ++it) {
+      if (it->get() == &transport) {
+        retired_.erase(it);  // its operations are all complete: safe to destroy now
+        break;
+      }
+    }
+  }
+  if (ended_) {
+    maybe_report_closed();
+    return;
+  }
+  // A dialer that lost its transport redials once the old socket is gone.
+  if (transport_ == nullptr && session_.dialer() && !redial_timer_.armed() && !connector_.in_progress()) {
+    schedule_redial();
+  }
+}
+
+void Connection::lose_transport(MuxError reason, engine::IoError io_error) noexcept {
+  if (ended_) return;
+  io_error_ = io_error;
+  if (!resumable()) {
+    end(session_.failed() ? session_.failure() : reason);
+    return;
+  }
+  // Resume: the session keeps its streams; this TCP connection is done.
+  resume_stats_.transports_lost++;
+  session_.on_transport_lost();
+  loop_.timer_cancel(keepalive_);
+  retire_transport();
+  if (!resume_deadline_.armed()) loop_.timer_start(resume_deadline_, options_.resume_timeout_ns);
+  if (acceptor_ != nullptr) {
+    // Detached: what it holds for the dialer's return counts against the acceptor's cap
+    // (limits::detached_held_bytes_max), which may end the oldest detached session.
+    session_.trim();
+    acceptor_->on_detached(*this);
+  }
+  // The dialer redials when the retired socket has closed (on_transport_closed), so that no
+  // operation of the old connection is left in flight; the acceptor waits for adopt().
+}
+
+void Connection::end(MuxError reason) noexcept {
+  if (!ended_) {
+    ended_ = true;
+    if (close_reason_ == MuxError::none) close_reason_ = reason;
+  }
+  loop_.timer_cancel(keepalive_);
+  loop_.timer_cancel(resume_deadline_);
+  loop_.timer_cancel(redial_timer_);
+  loop_.timer_cancel(ack_timer_);
+  connector_.cancel();  // its on_connect closes the fd it may still bring
+  if (acceptor_ != nullptr) {
+    acceptor_->forget(*this);
+    acceptor_ = nullptr;
+  }
+  session_.fail(reason);  // finishes every stream
+  retire_transport();
+  maybe_report_closed();
+}
+
+void Connection::retire_transport() noexcept {
+  if (transport_ == nullptr) return;
+  sending_link_.clear();
+  send_started_ns_ = 0;
+  Transport& transport = *transport_;
+  retired_.push_back(std::move(transport_));
+  transport.socket.close();  // on_transport_closed removes it from retired_
+}
+
+void Connection::install_transport(int fd) noexcept {
+  RM_ASSERT(transport_ == nullptr);
+  transport_ = std::make_unique<Transport>(*this, fd);
+  last_received_ns_ = loop_.now_ns();
+  transport_started_ns_ = last_received_ns_;
+  ping_sent_ns_ = 0;
+  transport_->socket.start();
+  loop_.timer_start(keepalive_, options_.keepalive_interval_ns);
+}
+
+void Connection::schedule_redial() noexcept {
+  // The first attempt after a loss goes at once; then exponential backoff with jitter.
+  loop_.timer_start(redial_timer_, redial_backoff_.next_delay_ns());
+}
+
+void Connection::on_redial_timer(engine::Timer& timer) noexcept {
+  auto& self = *static_cast<Connection*>(timer.context());
+  EntryGuard guard(self);
+  if (self.ended_ || self.transport_ != nullptr || self.connector_.in_progress()) return;
+  self.resume_stats_.redials++;
+  self.connector_.connect(self.options_.peer, self.options_.connect_timeout_ms);
+}
+
+void Connection::on_connect(Result<int, engine::IoError> result) noexcept {
+  EntryGuard guard(*this);
+  if (ended_) {
+    if (result) ::close(result.value());
+    maybe_report_closed();
+    return;
+  }
+  if (!result) {
+    schedule_redial();  // refused, timed out, ...: try again until the resume deadline
+    return;
+  }
+  install_transport(result.value());
+  session_.start_resume();
+  flush();
+}
+
+replay::HelloAnswer Connection::adopt(int fd, const wire::Hello& hello) noexcept {
+  EntryGuard guard(*this);
+  RM_ASSERT(!session_.dialer());
+  // A HELLO of an older or the same generation comes from a superseded attempt: ignore it
+  // before touching the current transport.
+  if (ended_ || hello.generation <= session_.generation()) {
+    replay::HelloAnswer ignored;
+    ignored.verdict = replay::HelloVerdict::ignore;
+    ignored.error = replay::ReplayError::superseded_generation;
+    if (ended_) {
+      ignored = replay::answer_hello(hello, nullptr);  // unknown by now: refused as such
+    }
+    return ignored;
+  }
+  // The dialer is on a new connection: whatever we still hold of the old one is stale
+  // (often we have not even seen it break yet).
+  if (transport_ != nullptr) lose_transport(MuxError::connection_lost, engine::IoError::none);
+  if (ended_) return replay::answer_hello(hello, nullptr);
+  replay::HelloAnswer answer = session_.answer_resume(hello);
+  if (answer.verdict != replay::HelloVerdict::accept_resume) {
+    if (session_.failed()) end(session_.failure());  // refused for good: the session is lost
+    return answer;
+  }
+  install_transport(fd);
+  on_established();
+  flush();
+  return answer;
+}
+
+void Connection::on_established() noexcept {
+  const uint64_t now = loop_.now_ns();
+  loop_.timer_cancel(resume_deadline_);
+  redial_backoff_.reset();
+  if (session_.generation() > 1) {
+    resume_stats_.last_resume_ns = now;
+    resume_stats_.last_resume_duration_ns = now - transport_started_ns_;
+    observer_.on_connection_resumed(*this, resume_stats_.last_resume_duration_ns);
+  }
+}
+
+void Connection::on_resume_deadline(engine::Timer& timer) noexcept {
+  auto& self = *static_cast<Connection*>(timer.context());
+  EntryGuard guard(self);
+  if (self.connected() || self.ended_) return;
+  self.end(MuxError::session_lost);
+}
+
+void Connection::maybe_report_closed() noexcept {
+  if (!closed() || connector_.in_progress() || closed_reported_ || close_pending_) return;
+  if (depth_ > 0) {
+    // Inside an entry point: the observer hears of it when that returns (it may destroy
+    // the connection, which must not happen under a running member function).
+    close_pending_ = true;
+    return;
+  }
+  closed_reported_ = true;
+  observer_.on_connection_closed(*this, close_reason_, io_error_);  // last: may destroy this
+}
+
+void Connection::on_keepalive(engine::Timer& timer) noexcept {
+  auto& self = *static_cast<Connection*>(timer.context());
+  EntryGuard guard(self);
+  if (self.transport_ == nullptr || self.ended_) return;
+  const uint64_t now = self.loop_.now_ns();
+  const uint64_t silent_ns = now - self.last_received_ns_;
+  // A silent peer, or a send that makes no progress (the peer stopped reading, or the path
+  // is a black hole): the transport is dead. The session resumes if it can.
+  const bool send_stuck = self.send_started_ns_ != 0 && now - self.send_started_ns_ >= self.options_.dead_peer_timeout_ns;
+  if (silent_ns >= self.options_.dead_peer_timeout_ns || send_stuck) {
+    self.lose_transport(MuxError::connection_lost, engine::IoError::timed_out);
+    return;
+  }
+  // Slowloris: a frame whose bytes trickle in keeps the peer from being silent, but not
+  // from this bound.
+  const uint64_t frame_started = self.session_.frame_started_ns();
+  if (frame_started != 0 && now - frame_started >= self.options_.frame_complete_timeout_ns) {
+    std::string why = "a frame was not completed within " +
+                      std::to_string(self.options_.frame_complete_timeout_ns / 1'000'000) +
+                      " ms (limits::frame_complete_timeout_ns)";
+    self.send_final_error(MuxError::limit_exceeded, why);
+    self.session_.fail(MuxError::limit_exceeded, std::move(why));
+    self.lose_transport(MuxError::limit_exceeded, engine::IoError::none);
+    return;
+  }
+  // Quiet since the last tick (nothing sent, nothing held): give back the capacity the
+  // session kept for bulk traffic, so that an idle connection costs its state only.
+  if (self.batches_sent_ == self.batches_at_last_keepalive_ && self.session_.held().bytes_held() == 0 &&
+      !self.session_.has_output()) {
+    self.session_.trim();
+  }
+  self.batches_at_last_keepalive_ = self.batches_sent_;
+  if (silent_ns >= self.options_.keepalive_interval_ns && self.ping_sent_ns_ == 0 &&
+      self.session_.handshake_complete()) {
+    self.ping_sent_ns_ = now;
+    self.session_.ping(now);
+    self.flush();
+  }
+  self.loop_.timer_start(self.keepalive_, self.options_.keepalive_interval_ns / 2);
+}
+
+}  // namespace ringmux::mux

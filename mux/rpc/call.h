@@ -1,0 +1,34 @@
+// The RPC layer's client side: unary calls over a Connection.
+//
+// A call is a stream: OPEN carrying the request (what the window cannot carry follows as
+// DATA), one response, END. The connection owns the call's observer; the callback runs
+// once on the loop thread.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+
+#include "mux/link/connection.h"
+
+namespace ringmux::mux {
+
+// Outcome of a unary call: the response bytes (valid during the callback) or an error
+// with the peer's message when it sent one.
+struct CallResult {
+  MuxError error = MuxError::none;
+  std::span<const std::byte> response;
+  std::string message;
+};
+using CallCallback = std::function<void(const CallResult& result)>;
+
+// Sends `request` to `handler_id` over `connection` (loop thread); `done` runs once with
+// the response or the error (cancelled, deadline_exceeded at `deadline_ns` even if the
+// peer is silent, refused, unknown_handler, handler_error with the peer's message, or the
+// connection's error). Returns the call's stream id, usable with Connection::cancel()
+// (0 when the call failed at once; `done` has run then).
+StreamId call(Connection& connection, uint32_t handler_id, std::span<const std::byte> request, uint64_t deadline_ns,
+              CallCallback done) noexcept;
+
+}  // namespace ringmux::mux

@@ -1,0 +1,597 @@
+// Sessions that survive broken connections: resume through the chaos proxy (resets, cuts,
+// slicing, corruption, a black hole), a peer that restarted, and the refusals.
+#include <doctest/doctest.h>
+
+#define XXH_STATIC_LINKING_ONLY  // XXH3_state_t on the stack
+#include <xxhash.h>
+
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "engine/socket.h"
+#include "mux/link/acceptor.h"
+#include "mux/link/connection.h"
+#include "mux/workers/threaded.h"
+#include "tests/mux/support.h"
+#include "tests/support.h"
+#include "tools/chaos/proxy.h"
+
+using namespace ringmux;
+using namespace ringmux::mux;
+using engine::Loop;
+using namespace ringmux::mux::loopback;
+
+namespace {
+
+constexpr uint32_t hash_sink = 2;
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool sanitized = true;
+#else
+constexpr bool sanitized = false;
+#endif
+
+// The deterministic content of stream `stream` at `offset` (a multiple of 8), 8 bytes.
+uint64_t content_word(uint64_t seed, uint64_t stream, uint64_t offset) {
+  uint64_t x = seed ^ (stream * 0x9e3779b97f4a7c15ull) ^ (offset * 0xbf58476d1ce4e5b9ull);
+  x ^= x >> 31;
+  x *= 0x94d049bb133111ebull;
+  x ^= x >> 29;
+  return x;
+}
+
+// Server side of hash_sink: hashes every byte; when the client ends, answers with the
+// byte count and the hash (16 bytes) and ends too.
+class HashSink final : public StreamObserver {
+ public:
+  explicit HashSink(const StreamStart& start) : connection_(*start.connection), id_(start.id) {
+    XXH3_64bits_reset(&hash_);
+  }
+  void on_stream_data(std::span<const std::byte> bytes, bool end_stream) noexcept override {
+    XXH3_64bits_update(&hash_, bytes.data(), bytes.size());
+    count_ += bytes.size();
+    connection_.consume(id_, bytes.size());
+    if (end_stream) {
+      uint64_t answer[2] = {count_, XXH3_64bits_digest(&hash_)};
+      std::memcpy(reply_, answer, sizeof(reply_));
+      pump();
+    }
+  }
+  void on_stream_writable() noexcept override { pump(); }
+  void on_stream_finished(MuxError) noexcept override {}
+
+ private:
+  void pump() {
+    auto taken = connection_.write(id_, std::span<const std::byte>(reply_).subspan(sent_), true);
+    if (taken) sent_ += taken.value();
+  }
+  Connection& connection_;
+  StreamId id_;
+  XXH3_state_t hash_;
+  uint64_t count_ = 0;
+  std::byte reply_[16] = {};
+  std::size_t sent_ = 0;
+};
+
+// A resumable server with the echo and hash_sink handlers.
+struct HashServer : Server {
+  explicit HashServer(Loop& loop_ref, const ConnectionOptions& options_ref, uint16_t port = 0)
+      : Server(loop_ref, options_ref, port) {
+    registry.add_stream(hash_sink, [](const StreamStart& start) { return new HashSink(start); });
+  }
+};
+
+// A client stream that writes `total` bytes of content_word() and checks the server's
+// count and hash at the end.
+class Upload final : public StreamObserver {
+ public:
+  Upload(Connection& connection, uint64_t seed, uint64_t stream, uint64_t total)
+      : connection_(connection), seed_(seed), stream_(stream), total_(total) {
+    XXH3_64bits_reset(&hash_);
+    chunk_.resize(64 * 1024);
+  }
+  void start() {
+    auto id = connection_.open(hash_sink, 0, {}, false, *this);
+    REQUIRE(id.ok());
+    id_ = id.value();
+    pump();
+  }
+  void on_stream_data(std::span<const std::byte> bytes, bool) noexcept override {
+    reply_.insert(reply_.end(), bytes.begin(), bytes.end());
+    connection_.consume(id_, bytes.size());
+  }
+  void on_stream_writable() noexcept override { pump(); }
+  void on_stream_finished(MuxError why) noexcept override {
+    finished = true;
+    error = why;
+  }
+  // The server saw every byte once and in order.
+  bool verified() const {
+    if (reply_.size() != 16) return false;
+    uint64_t answer[2];
+    std::memcpy(answer, reply_.data(), sizeof(answer));
+    return answer[0] == total_ && answer[1] == sent_hash_;
+  }
+
+  bool finished = false;
+  MuxError error = MuxError::none;
+  uint64_t sent = 0;
+
+ private:
+  void pump() {
+    while (sent < total_) {
+      if (chunk_used_ == chunk_fill_) refill();
+      const auto rest = std::span<const std::byte>(chunk_).subspan(chunk_used_, chunk_fill_ - chunk_used_);
+      auto taken = connection_.write(id_, rest, sent + rest.size() == total_);
+      if (!taken || taken.value() == 0) return;  // on_stream_writable continues
+      chunk_used_ += taken.value();
+      sent += taken.value();
+    }
+    if (sent == total_) sent_hash_ = XXH3_64bits_digest(&hash_);
+  }
+  void refill() {
+    const uint64_t bytes = std::min<uint64_t>(chunk_.size(), total_ - sent);
+    for (uint64_t i = 0; i < bytes; i += 8) {
+      const uint64_t word = content_word(seed_, stream_, sent + i);
+      std::memcpy(chunk_.data() + i, &word, std::min<uint64_t>(8, bytes - i));
+    }
+    XXH3_64bits_update(&hash_, chunk_.data(), bytes);
+    chunk_fill_ = bytes;
+    chunk_used_ = 0;
+  }
+  Connection& connection_;
+  StreamId id_ = 0;
+  uint64_t seed_;
+  uint64_t stream_;
+  uint64_t total_;
+  XXH3_state_t hash_;
+  uint64_t sent_hash_ = 0;
+  std::vector<std::byte> chunk_;
+  std::size_t chunk_fill_ = 0;
+  std::size_t chunk_used_ = 0;
+  std::vector<std::byte> reply_;
+};
+
+// Unary echo calls with checked responses, `depth` in flight, `total` in all.
+struct Calls {
+  Calls(Connection& connection_ref, uint64_t seed_ref, int total_ref, int depth_ref)
+      : connection(connection_ref), seed(seed_ref), total(total_ref), depth(depth_ref) {}
+  static std::vector<std::byte> request_of(uint64_t seed, int index) {
+    std::vector<std::byte> request(1 + content_word(seed, 1000, index * 8) % 2048);
+    for (std::size_t i = 0; i < request.size(); i++) request[i] = std::byte((index + i * 7) & 0xff);
+    return request;
+  }
+  void pump() {
+    while (issued < total && issued - done < depth) {
+      const int index = issued++;
+      const auto request = request_of(seed, index);
+      call(connection, echo_unary, request, 0, [this, index](const CallResult& result) {
+        done++;
+        if (result.error != MuxError::none) {
+          errors++;
+          last_error = result.error;
+        } else {
+          const auto expected = request_of(seed, index);
+          if (!std::equal(result.response.begin(), result.response.end(), expected.begin(), expected.end())) {
+            mismatches++;
+          }
+        }
+        pump();
+      });
+    }
+  }
+  Connection& connection;
+  uint64_t seed;
+  int total;
+  int depth;
+  int issued = 0;
+  int done = 0;
+  int errors = 0;
+  int mismatches = 0;
+  MuxError last_error = MuxError::none;
+};
+
+chaos::ProxyOptions proxy_to(uint16_t upstream_port, uint64_t seed) {
+  chaos::ProxyOptions options;
+  options.upstream.port = upstream_port;
+  options.seed = seed;
+  return options;
+}
+
+}  // namespace
+
+// Proves the central promise of replay: through a proxy that resets every connection
+// every 50 ms, forwards in random slices of 1-512 bytes and flips bits with probability
+// 1e-6 per byte, 8 concurrent streams deliver every byte exactly once and in order (the
+// server's count and hash equal the client's), 10,000 unary calls all complete with their
+// own response, no stream or call sees an error, and neither side's held batches ever
+// exceed their bound. 1 GiB in all in the release build; a sanitizer build moves 64 MiB
+// (it runs ~10x slower; the paths are the same).
+TEST_CASE("resume: 8 streams and 10,000 calls through resets, slicing and corruption, nothing lost") {
+  const uint64_t seed = test::test_seed("resume through chaos");
+  const uint64_t total_bytes = sanitized ? (64ull << 20) : (1ull << 30);
+  const int streams = 8;
+  const int calls = 10'000;
+  auto loop = test::make_test_loop();
+  if (!loop) return;
+  ConnectionOptions options;
+  HashServer server(*loop, options);
+  chaos::ProxyOptions proxy_options = proxy_to(server.port(), seed);
+  proxy_options.faults.reset_every_ns = 50 * ms_ns;
+  for (chaos::LaneFaults* lane : {&proxy_options.faults.up, &proxy_options.faults.down}) {
+    lane->slice_bytes_min = 1;
+    lane->slice_bytes_max = 512;
+    lane->corrupt_probability = 1e-6;
+  }
+  std::string error;
+  auto proxy = chaos::Proxy::start(proxy_options, error);
+  REQUIRE_MESSAGE(proxy != nullptr, error);
+  {
+    Client client(*loop, proxy->port(), options);
+    Connection& connection = *client.connection;
+    std::vector<std::unique_ptr<Upload>> uploads;
+    for (int i = 0; i < streams; i++) {
+      uploads.push_back(std::make_unique<Upload>(connection, seed, i, total_bytes / streams));
+      uploads.back()->start();
+    }
+    Calls unary(connection, seed, calls, 16);
+    unary.pump();
+    const uint64_t started = Loop::clock_ns();
+    const bool done = loop->run_until(
+        [&] {
+          if (client.closed) return true;
+          for (auto& upload : uploads) {
+            if (!upload->finished) return false;
+          }
+          return unary.done == calls;
+        },
+        (sanitized ? 600 : 300) * second_ns);
+    const double seconds = static_cast<double>(Loop::clock_ns() - started) / 1e9;
+    const ResumeStats client_stats = connection.resume_stats();
+    const chaos::ProxyStats faults = proxy->stats();
+    MESSAGE("moved " << total_bytes << " bytes and " << unary.done << " calls in " << seconds << " s; resets "
+                     << faults.resets << ", bits flipped " << faults.up.bits_flipped + faults.down.bits_flipped
+                     << ", client: transports lost " << client_stats.transports_lost << ", resumes "
+                     << client_stats.resumes << ", bytes replayed " << client_stats.bytes_replayed
+                     << ", redials " << client_stats.redials << ", held peak " << client_stats.held_bytes_peak);
+    REQUIRE(done);
+    CHECK_FALSE(client.closed);
+    for (auto& upload : uploads) {
+      CHECK(upload->finished);
+      CHECK(upload->error == MuxError::none);
+      CHECK(upload->verified());
+    }
+    CHECK(unary.done == calls);
+    CHECK_MESSAGE(unary.errors == 0, "last call error: " << describe(unary.last_error));
+    CHECK(unary.mismatches == 0);
+    // The faults happened, and the session rode them out.
+    CHECK(faults.resets > 0);
+    CHECK(client_stats.resumes > 0);
+    CHECK(client_stats.resumes <= client_stats.transports_lost);
+    CHECK(client_stats.held_bytes_peak <= limits::replay_bytes_max);
+    REQUIRE(server.connections.size() == 1);  // one session, however many TCP connections
+    const ResumeStats server_stats = server.connections[0]->resume_stats();
+    CHECK(server_stats.resumes > 0);
+    CHECK(server_stats.held_bytes_peak <= limits::replay_bytes_max);
+    CHECK(server.acceptor.stats().resumes == server_stats.resumes);
+  }
+  proxy->stop();
+  server.shut_down();
+}
+
+namespace {
+
+// A raw TCP client for hand-written handshakes.
+int raw_connect(uint16_t port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  const engine::Address address = engine::Address::loopback_v4(port);
+  REQUIRE(::connect(fd, address.sockaddr_ptr(), address.length) == 0);
+  timeval timeout{2, 0};  // bounded reads
+  (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  return fd;
+}
+
+// Reads until the peer closes (or 2 s pass); returns what arrived, or -1 on timeout.
+long read_to_close(int fd, Loop& loop) {
+  long total = 0;
+  const uint64_t deadline = Loop::clock_ns() + 2 * second_ns;
+  while (Loop::clock_ns() < deadline) {
+    loop.run_once(false);  // the acceptor lives on this thread's loop
+    char buffer[256];
+    const ssize_t got = ::recv(fd, buffer, sizeof(buffer), MSG_DONTWAIT);
+    if (got == 0) return total;
+    if (got > 0) total += got;
+    if (got < 0 && errno != EAGAIN) return total;
+  }
+  return -1;
+}
+
+}  // namespace
+
+// Proves a peer that restarted (its session table is empty) ends the old session: the
+// dialer's RESUME is refused with resume_unknown_session, every stream and call fails
+// with session_lost well within the resume timeout, and a new session then works.
+TEST_CASE("resume: a restarted peer refuses the resume; everything fails with session_lost, a new session works") {
+  auto loop = test::make_test_loop();
+  if (!loop) return;
+  ConnectionOptions options;
+  options.resume_timeout_ns = 5 * second_ns;
+  auto first = std::make_unique<HashServer>(*loop, options);
+  const uint16_t port = first->port();
+  std::vector<std::shared_ptr<Responder>> held;
+  first->registry.add_unary(3, [&](std::span<const std::byte>, std::shared_ptr<Responder> responder) {
+    held.push_back(std::move(responder));  // never answers: the call is in flight at the restart
+  });
+  Client client(*loop, port, options);
+  Upload upload(*client.connection, 1, 0, 1ull << 40);  // never finishes by itself
+  upload.start();
+  MuxError call_error = MuxError::none;
+  bool call_done = false;
+  call(*client.connection, 3, bytes_of("pending"), 0, [&](const CallResult& result) {
+    call_done = true;
+    call_error = result.error;
+  });
+  REQUIRE(loop->run_until([&] { return held.size() == 1 && upload.sent > (8u << 20); }, 5 * second_ns));
+
+  // The restart: the old server goes away with its sessions; a new one listens on the port.
+  held.clear();
+  first->shut_down();
+  first.reset();
+  const uint64_t restarted = Loop::clock_ns();
+  HashServer second(*loop, options, port);
+  REQUIRE(loop->run_until([&] { return client.closed; }, 5 * second_ns));
+  const double seconds = static_cast<double>(Loop::clock_ns() - restarted) / 1e9;
+  MESSAGE("session lost " << seconds << " s after the restart");
+  CHECK(client.close_error == MuxError::session_lost);
+  CHECK(call_done);
+  CHECK(call_error == MuxError::session_lost);
+  CHECK(upload.finished);
+  CHECK(upload.error == MuxError::session_lost);
+  CHECK(second.acceptor.stats().refused >= 1);
+  CHECK(seconds < 1.0);  // refused at once, not timed out
+
+  // A new session to the restarted peer starts cleanly.
+  Client fresh(*loop, port, options);
+  bool answered = false;
+  call(*fresh.connection, echo_unary, bytes_of("again"), 0, [&](const CallResult& result) {
+    answered = result.error == MuxError::none && result.response.size() == 5;
+  });
+  CHECK(loop->run_until([&] { return answered; }, 5 * second_ns));
+  fresh.connection->close();
+  loop->run_until([&] { return fresh.closed; }, 5 * second_ns);
+  second.shut_down();
+}
+
+// Proves a black hole (the path drops everything, the sockets stay open) is detected by
+// the keepalive within the dead-peer timeout, and that the session resumes once the path
+// works again: the stream's bytes arrive once and in order.
+TEST_CASE("resume: a black hole is detected by the keepalive, then the session resumes") {
+  const uint64_t seed = test::test_seed("resume black hole");
+  auto loop = test::make_test_loop();
+  if (!loop) return;
+  ConnectionOptions options;
+  options.keepalive_interval_ns = 50 * ms_ns;
+  options.dead_peer_timeout_ns = 200 * ms_ns;
+  HashServer server(*loop, options);
+  std::string error;
+  auto proxy = chaos::Proxy::start(proxy_to(server.port(), seed), error);
+  REQUIRE_MESSAGE(proxy != nullptr, error);
+  {
+    Client client(*loop, proxy->port(), options);
+    Upload upload(*client.connection, seed, 0, 32ull << 20);
+    upload.start();
+    REQUIRE(loop->run_until([&] { return upload.sent > (4u << 20); }, 10 * second_ns));
+    proxy->set_blackhole(chaos::Direction::both, true);
+    const uint64_t holed = Loop::clock_ns();
+    REQUIRE(loop->run_until([&] { return client.connection->resume_stats().transports_lost > 0; }, 5 * second_ns));
+    const uint64_t detected_ns = Loop::clock_ns() - holed;
+    MESSAGE("black hole detected after " << detected_ns / 1000 << " us");
+    // Silence for dead_peer_timeout, seen by a keepalive tick (every half interval).
+    CHECK(detected_ns <= options.dead_peer_timeout_ns + options.keepalive_interval_ns + 100 * ms_ns);
+    proxy->set_blackhole(chaos::Direction::both, false);
+    REQUIRE(loop->run_until([&] { return upload.finished || client.closed; }, 30 * second_ns));
+    CHECK(upload.error == MuxError::none);
+    CHECK(upload.verified());
+    CHECK(client.connection->resume_stats().resumes >= 1);
+    CHECK_FALSE(client.closed);
+  }
+  proxy->stop();
+  server.shut_down();
+}
+
+// Proves the resume timeout: with the peer unreachable (connections refused), the session
+// is lost after resume_timeout_ns, not before, and its calls fail with session_lost.
+TEST_CASE("resume: an unreachable peer loses the session at the resume timeout") {
+  auto loop = test::make_test_loop();
+  if (!loop) return;
+  ConnectionOptions options;
+  options.resume_timeout_ns = 300 * ms_ns;
+  HashServer server(*loop, options);
+  std::string error;
+  auto proxy = chaos::Proxy::start(proxy_to(server.port(), 1), error);
+  REQUIRE_MESSAGE(proxy != nullptr, error);
+  Client client(*loop, proxy->port(), options);
+  bool first_done = false;
+  call(*client.connection, echo_unary, bytes_of("one"), 0, [&](const CallResult& r) {
+    first_done = r.error == MuxError::none;
+  });
+  REQUIRE(loop->run_until([&] { return first_done; }, 5 * second_ns));
+  proxy->stop();  // every connection through it closes, and new ones are refused
+  const uint64_t cut = Loop::clock_ns();
+  MuxError second_error = MuxError::none;
+  call(*client.connection, echo_unary, bytes_of("two"), 0, [&](const CallResult& r) { second_error = r.error; });
+  REQUIRE(loop->run_until([&] { return client.closed; }, 5 * second_ns));
+  const uint64_t lost_ns = Loop::clock_ns() - cut;
+  MESSAGE("session lost " << lost_ns / 1000 << " us after the path went away; redials "
+                          << client.connection->resume_stats().redials);
+  CHECK(client.close_error == MuxError::session_lost);
+  CHECK(second_error == MuxError::session_lost);
+  CHECK(lost_ns >= options.resume_timeout_ns - 20 * ms_ns);  // the deadline starts at the loss
+  CHECK(lost_ns < options.resume_timeout_ns + 500 * ms_ns);
+  CHECK(client.connection->resume_stats().redials >= 2);  // backoff, not one attempt
+  server.shut_down();
+}
+
+// Proves a late HELLO of a superseded generation is ignored by the acceptor: its socket is
+// closed without an answer and the live session goes on untouched.
+TEST_CASE("resume: a HELLO of a superseded generation is closed unanswered; the session goes on") {
+  auto loop = test::make_test_loop();
+  if (!loop) return;
+  ConnectionOptions options;
+  HashServer server(*loop, options);
+  Client client(*loop, server.port(), options);
+  REQUIRE(loop->run_until([&] { return client.connection->connected(); }, 5 * second_ns));
+  wire::Hello stale;
+  stale.session_id = client.connection->session().session_id();
+  stale.generation = 1;  // the live connection's own generation: not newer
+  stale.hello_flags = wire::hello_flag_resume;
+  std::vector<std::byte> frame(wire::frame_bytes(wire::hello_payload_bytes));
+  wire::encode_hello(frame, stale);
+  const int fd = raw_connect(server.port());
+  REQUIRE(::send(fd, frame.data(), frame.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(frame.size()));
+  CHECK(read_to_close(fd, *loop) == 0);  // closed, nothing said
+  ::close(fd);
+  CHECK(server.acceptor.stats().ignored == 1);
+  bool answered = false;
+  call(*client.connection, echo_unary, bytes_of("still here"), 0, [&](const CallResult& r) {
+    answered = r.error == MuxError::none;
+  });
+  CHECK(loop->run_until([&] { return answered; }, 5 * second_ns));
+  CHECK(client.connection->resume_stats().transports_lost == 0);
+  client.connection->close();
+  loop->run_until([&] { return client.closed; }, 5 * second_ns);
+  server.shut_down();
+}
+
+// Proves the cross-thread paths under resume (run under ThreadSanitizer): 4 threads make
+// blocking calls through RemoteCaller while the proxy resets the connection every 20 ms
+// and the test thread resets it too; the loop thread alone runs the session and its
+// resumes, and every call gets its own answer.
+TEST_CASE("threaded: calls from 4 threads ride through resumes") {
+  const uint64_t seed = test::test_seed("threaded resume");
+  std::atomic<bool> ready{false};
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> resumes{0};
+  Connection* connection = nullptr;      // published by `ready`
+  std::unique_ptr<chaos::Proxy> proxy;   // published by `ready`
+  bool have_loop = true;
+  std::thread loop_thread([&] {
+    // A loop is driven by the thread that made it (SINGLE_ISSUER): everything here.
+    auto loop = test::make_test_loop();
+    if (!loop) {
+      have_loop = false;
+      ready.store(true);
+      return;
+    }
+    ConnectionOptions options;
+    HashServer server(*loop, options);
+    chaos::ProxyOptions proxy_options = proxy_to(server.port(), seed);
+    proxy_options.faults.reset_every_ns = 20 * ms_ns;
+    std::string error;
+    proxy = chaos::Proxy::start(proxy_options, error);
+    REQUIRE_MESSAGE(proxy != nullptr, error);
+    {
+      Client client(*loop, proxy->port(), options);
+      connection = client.connection.get();
+      ready.store(true);
+      const uint64_t deadline = Loop::clock_ns() + 120 * second_ns;
+      while (!stop.load() && Loop::clock_ns() < deadline) loop->run_once(true, 1 * ms_ns);
+      resumes.store(client.connection->resume_stats().resumes);
+    }
+    proxy->stop();
+    server.shut_down();
+  });
+  while (!ready.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  if (have_loop) {
+    RemoteCaller caller(*connection);
+    std::atomic<int> wrong{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; t++) {
+      threads.emplace_back([&, t] {
+        for (int i = 0; i < 1000; i++) {
+          const int tag = t * 100000 + i;
+          std::byte request[sizeof(tag)];
+          std::memcpy(request, &tag, sizeof(tag));
+          CallOutcome outcome = caller.call(echo_unary, request, Loop::clock_ns() + 30 * second_ns);
+          int echoed = -1;
+          if (outcome.error == MuxError::none && outcome.response.size() == sizeof(tag)) {
+            std::memcpy(&echoed, outcome.response.data(), sizeof(echoed));
+          }
+          if (echoed != tag) wrong.fetch_add(1);
+        }
+      });
+    }
+    for (int i = 0; i < 5; i++) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(7));
+      proxy->reset_all();  // from this thread, while the workers call
+    }
+    for (auto& thread : threads) thread.join();
+    stop.store(true);
+    loop_thread.join();
+    CHECK(wrong.load() == 0);
+    CHECK(resumes.load() > 0);
+    MESSAGE("4,000 calls from 4 threads across " << resumes.load() << " resumes");
+  } else {
+    loop_thread.join();
+  }
+}
+
+// Proves that closing a resumable session ends the peer's at once: the peer does not take
+// the closed socket for a broken connection and wait out its resume timeout.
+TEST_CASE("resume: closing a session ends the peer's session at once") {
+  auto loop = test::make_test_loop();
+  if (!loop) return;
+  ConnectionOptions options;  // resume timeout: the 10 s default
+  HashServer server(*loop, options);
+  Client client(*loop, server.port(), options);
+  REQUIRE(loop->run_until([&] { return client.connection->connected() && server.connections.size() == 1; },
+                          5 * second_ns));
+  const uint64_t closed_at = Loop::clock_ns();
+  client.connection->close();
+  REQUIRE(loop->run_until([&] { return server.closed == 1; }, 5 * second_ns));
+  const uint64_t took_ns = Loop::clock_ns() - closed_at;
+  MESSAGE("the server's session ended " << took_ns / 1000 << " us after the client closed its own");
+  CHECK(took_ns < second_ns);
+  CHECK(server.last_error == MuxError::peer_error);
+  CHECK(server.acceptor.sessions() == 0);
+  server.shut_down();
+}
+
+// Proves the ACK timer: a few bytes to a receiver that sends nothing back are still
+// acknowledged within limits::ack_interval_ns, so the sender releases its held batches
+// instead of keeping them until some later send carries the ACK.
+TEST_CASE("resume: a trickle is acknowledged by the ACK timer") {
+  auto loop = test::make_test_loop();
+  if (!loop) return;
+  ConnectionOptions options;
+  HashServer server(*loop, options);
+  Client client(*loop, server.port(), options);
+  Upload upload(*client.connection, 3, 0, 1ull << 30);  // opened, then only a trickle
+  auto id = client.connection->open(hash_sink, 0, bytes_of("a few bytes"), false, upload);
+  REQUIRE(id.ok());
+  const Session& session = client.connection->session();
+  REQUIRE(loop->run_until([&] { return session.send_position() > 0 && session.held().bytes_unsent() == 0; },
+                          5 * second_ns));
+  const uint64_t sent_at = Loop::clock_ns();
+  REQUIRE(loop->run_until([&] { return session.held().acked() == session.send_position(); }, 5 * second_ns));
+  const uint64_t took_ns = Loop::clock_ns() - sent_at;
+  MESSAGE("acknowledged after " << took_ns / 1000 << " us (ack_interval_ns " << limits::ack_interval_ns / 1000
+                                << " us)");
+  CHECK(took_ns < limits::ack_interval_ns + 50 * ms_ns);
+  CHECK(session.held().batches() == 0);  // released
+  client.connection->close();
+  loop->run_until([&] { return client.closed; }, 5 * second_ns);
+  server.shut_down();
+}
