@@ -347,16 +347,17 @@ CallHandle Manager::call(const engine::Address& address, uint32_t handler_id, st
 void Manager::send(Peer& peer, uint64_t handle, uint32_t handler_id, std::span<const std::byte> request,
                    uint64_t deadline_ns, CallCallback done) noexcept {
   Connection* connection = peer.connection.get();
-  // The call's entry in sent_ goes when it completes (before `done` runs), which may be
-  // inside connection->call already: the entry is made first and completed after.
-  sent_.emplace(handle, Sent{connection, 0});
-  const StreamId id = mux::call(*connection, 
-      handler_id, request, deadline_ns, [this, handle, done = std::move(done)](const CallResult& result) {
-        sent_.erase(handle);
-        done(result);
-      });
-  auto it = sent_.find(handle);
-  if (it != sent_.end()) it->second.id = id;
+  // The call's entry in sent_ goes when it completes (its callback taken out first), which
+  // may be inside mux::call already: the entry is made first and completed after.
+  sent_.emplace(handle, Sent{connection, 0, std::move(done)});
+  const StreamId id = mux::call(*connection, handler_id, request, deadline_ns, [this, handle](const CallResult& result) {
+    Sent* sent = sent_.find(handle);
+    RM_ASSERT(sent != nullptr);
+    CallCallback finish = std::move(sent->done);
+    sent_.erase(handle);
+    finish(result);
+  });
+  if (Sent* sent = sent_.find(handle)) sent->id = id;
 }
 
 void Manager::cancel(CallHandle handle) noexcept {
@@ -372,8 +373,8 @@ void Manager::cancel(CallHandle handle) noexcept {
       return;
     }
   }
-  auto it = sent_.find(handle.value);
-  if (it != sent_.end() && it->second.id != 0) it->second.connection->cancel(it->second.id);  // `done`: cancelled
+  const Sent* sent = sent_.find(handle.value);
+  if (sent != nullptr && sent->id != 0) sent->connection->cancel(sent->id);  // `done`: cancelled
 }
 
 void Manager::arm_waiting_timer(Peer& peer) noexcept {

@@ -42,6 +42,7 @@
 #include "mux/link/connection.h"
 #include "mux/rpc/call.h"
 #include "mux/rpc/registry.h"
+#include "mux/session/stream_table.h"
 
 namespace ringmux::cluster {
 
@@ -178,7 +179,8 @@ class Manager final : public engine::ListenerHandler, public ConnectionObserver 
   };
   struct Sent {
     Connection* connection;
-    StreamId id;
+    StreamId id;      // 0 until mux::call returned
+    CallCallback done;
   };
 
   // True when `peer` belongs to this manager's loop (always, for a manager on its own).
@@ -208,7 +210,9 @@ class Manager final : public engine::ListenerHandler, public ConnectionObserver 
   std::vector<std::unique_ptr<Connection>> accepted_;
   // Sessions whose close has not been reported yet, kept until it is.
   std::vector<std::unique_ptr<Connection>> closing_;
-  std::unordered_map<uint64_t, Sent> sent_;  // by handle: calls in flight, for cancel()
+  // By handle: calls in flight (their callbacks, and what cancel() needs); no allocation
+  // per call once the table has grown.
+  mux::StreamTable<Sent, uint64_t> sent_;
   uint64_t next_handle_ = 1;
   ManagerStats stats_;
   bool closing_all_ = false;

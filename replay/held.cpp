@@ -10,15 +10,29 @@ uint64_t HeldBatches::push(ByteVector& control, ByteVector& data) noexcept {
   const uint64_t bytes = control.size() + data.size();
   RM_ASSERT(bytes > 0);
   RM_ASSERT(fits(bytes));
-  Batch batch;
-  if (!spare_.empty()) {
-    batch = std::move(spare_.back());
-    spare_.pop_back();
+  if (!batches_.empty() && bytes <= coalesce_bytes_max) {
+    // Copy: a small batch joins the newest one when its buffer has room (no reallocation,
+    // so the spans of a send in flight stay valid). Small messages then fill a few
+    // buffers instead of a batch each between two ACKs, and cost no allocation.
+    ByteVector& last = batches_[batches_.size() - 1].data;
+    if (last.capacity() - last.size() >= bytes) {
+      last.insert(last.end(), control.begin(), control.end());
+      last.insert(last.end(), data.begin(), data.end());
+      control.clear();
+      data.clear();
+      tail_ += bytes;
+      bytes_held_peak_ = std::max(bytes_held_peak_, bytes_held());
+      RM_DEBUG_ASSERT(invariant());
+      return tail_ - bytes;
+    }
   }
+  // The slot's batch may hold the buffers of one released earlier: the caller gets them.
+  Batch& batch = batches_.push_back_slot();
+  spare_bytes_ -= batch.control.capacity() + batch.data.capacity();
+  RM_ASSERT(batch.control.empty() && batch.data.empty());
   batch.start = tail_;
   batch.control.swap(control);  // the caller gets the spare's (empty) buffers back
   batch.data.swap(data);
-  batches_.push_back(std::move(batch));
   tail_ += bytes;
   bytes_held_peak_ = std::max(bytes_held_peak_, bytes_held());
   RM_DEBUG_ASSERT(invariant());
@@ -32,13 +46,18 @@ Result<uint64_t, ReplayError> HeldBatches::ack(uint64_t position) noexcept {
   acked_ = position;
   cursor_ = std::max(cursor_, acked_);  // the peer has them: no need to send them again
   while (!batches_.empty() && batches_.front().end() <= acked_) {
+    // Its buffers stay in its slot for a later push while the spares' capacity allows.
     Batch& front = batches_.front();
-    if (spare_.size() < spare_batches_max) {
-      front.control.clear();  // capacity kept for the next push
+    const std::size_t capacity = front.control.capacity() + front.data.capacity();
+    if (spare_bytes_ + capacity <= spare_bytes_max) {
+      front.control.clear();
       front.data.clear();
-      spare_.push_back(std::move(front));
+      spare_bytes_ += capacity;
+    } else {
+      ByteVector().swap(front.control);
+      ByteVector().swap(front.data);
     }
-    batches_.pop_front();
+    batches_.drop_front();
   }
   RM_DEBUG_ASSERT(invariant());
   return released;
@@ -55,8 +74,9 @@ Result<void, ReplayError> HeldBatches::rewind(uint64_t position) noexcept {
 const HeldBatches::Batch* HeldBatches::batch_at(uint64_t position) const noexcept {
   // Few batches are held (the bound over the batch size): the newest are searched first,
   // since the cursor is almost always in the last one.
-  for (auto it = batches_.rbegin(); it != batches_.rend(); ++it) {
-    if (it->start <= position && position < it->end()) return &*it;
+  for (std::size_t i = batches_.size(); i-- > 0;) {
+    const Batch& batch = batches_[i];
+    if (batch.start <= position && position < batch.end()) return &batch;
   }
   return nullptr;
 }
@@ -83,7 +103,8 @@ bool HeldBatches::invariant() const noexcept {
   if (batches_.empty()) return acked_ == tail_;
   if (!(batches_.front().start <= acked_ && acked_ < batches_.front().end())) return false;
   uint64_t expect = batches_.front().start;
-  for (const Batch& batch : batches_) {
+  for (std::size_t i = 0; i < batches_.size(); i++) {
+    const Batch& batch = batches_[i];
     if (batch.start != expect || batch.size() == 0) return false;
     expect = batch.end();
   }

@@ -4,7 +4,8 @@
 // The writer builds each batch in two buffers (control frames, then data frames: the mux
 // session's double buffer), and every byte of both lies in the position space. push()
 // moves the pair in without a copy (the vectors are swapped, and recycled ones with their
-// capacity handed back), and the connection sends straight from the held batches with
+// capacity handed back; a small batch is copied into the newest one's spare room instead),
+// and the connection sends straight from the held batches with
 // take_unsent(). A peer's ACK releases the batches it covers; after a resume, rewind()
 // points the send cursor at the peer's receive position and the same take_unsent() replays
 // from there. So the held batches are the send buffer and the replay ring in one: the bytes
@@ -21,12 +22,12 @@
 #pragma once
 
 #include <cstdint>
-#include <deque>
 #include <span>
 #include <vector>
 
 #include "base/limits.h"
 #include "base/memory.h"
+#include "base/ring_queue.h"
 #include "base/result.h"
 #include "replay/errors.h"
 
@@ -82,8 +83,12 @@ class HeldBatches {
   // Frees the recycled batches kept for their capacity (an idle or detached session keeps
   // only what it holds for replay).
   void release_spares() noexcept {
-    spare_.clear();
-    spare_.shrink_to_fit();
+    batches_.for_each_vacant([](Batch& spare) {
+      ByteVector().swap(spare.control);
+      ByteVector().swap(spare.data);
+    });
+    spare_bytes_ = 0;
+    batches_.release();
   }
 
   // ---- state ----
@@ -113,12 +118,17 @@ class HeldBatches {
     uint64_t size() const noexcept { return control.size() + data.size(); }
     uint64_t end() const noexcept { return start + size(); }
   };
-  // Recycled batches kept for their capacity (each up to a send batch, ~0.5 MiB); more are
-  // freed. 8 covers a bulk stream's steady state (2-6 batches held between ACKs) and bounds
-  // what an idle session that once ran bulk keeps to ~4.5 MiB. W3 (2026-11-29, 4 runs each,
-  // interleaved): 8 spares 2.77-4.02 GiB/s, 64 spares 2.35-3.96: no difference beyond noise.
-  static constexpr std::size_t spare_batches_max = 8;
-
+  // Recycled batches are kept for their capacity while it adds up to at most this; more
+  // are freed. The budget was 8 batches (up to a send batch, ~0.5 MiB, each): a bulk
+  // stream's steady state holds 2-6 batches between ACKs, and what an idle session that once
+  // ran bulk keeps stays ~4 MiB (trim() frees it all). Counting bytes instead of batches also
+  // keeps the many small batches of small messages in flight between two ACKs (an ACK comes
+  // every 1 MiB or 5 ms): then a message costs no allocation once warm. W3 (2026-11-29,
+  // 4 runs each, interleaved): 8 spares 2.77-4.02 GiB/s, 64 spares 2.35-3.96: no difference.
+  static constexpr std::size_t spare_bytes_max = 4u << 20;
+  // A batch up to this size is copied into the newest batch when that one's buffer has room
+  // (push()): one copy of a few frames, instead of a batch (and a buffer) each.
+  static constexpr std::size_t coalesce_bytes_max = 2048;
   const Batch* batch_at(uint64_t position) const noexcept;
 
   uint64_t bytes_max_;
@@ -126,8 +136,9 @@ class HeldBatches {
   uint64_t cursor_ = 0;
   uint64_t tail_ = 0;
   uint64_t bytes_held_peak_ = 0;
-  std::deque<Batch> batches_;
-  std::vector<Batch> spare_;
+  // The held batches; the vacant slots keep released batches' buffers as spares.
+  RingQueue<Batch> batches_;
+  std::size_t spare_bytes_ = 0;  // capacity of the spare buffers in vacant slots
 };
 
 }  // namespace ringmux::replay

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "base/assert.h"
+#include "base/pool.h"
 #include "mux/rpc/order_gate.h"
 
 namespace ringmux::mux {
@@ -12,7 +13,7 @@ namespace ringmux::mux {
 namespace {
 
 // Client side of a unary call: gathers the response (bounded) and runs the callback.
-class UnaryCall final : public StreamObserver {
+class UnaryCall final : public StreamObserver, public Pooled<UnaryCall> {
  public:
   // The call's deadline is its stream's (Connection arms it).
   UnaryCall(Connection& connection, CallCallback done) : connection_(connection), done_(std::move(done)) {}

@@ -6,10 +6,10 @@
 #pragma once
 
 #include <cstdint>
-#include <functional>
 #include <span>
 #include <string>
 
+#include "base/inline_function.h"
 #include "mux/link/connection.h"
 
 namespace ringmux::mux {
@@ -21,7 +21,8 @@ struct CallResult {
   std::span<const std::byte> response;
   std::string message;
 };
-using CallCallback = std::function<void(const CallResult& result)>;
+// Runs once per call: no allocation (the capture lives inside; at most 64 bytes).
+using CallCallback = InlineFunction<void(const CallResult& result), 64>;
 
 // Sends `request` to `handler_id` over `connection` (loop thread); `done` runs once with
 // the response or the error (cancelled, deadline_exceeded at `deadline_ns` even if the

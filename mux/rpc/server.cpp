@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "base/assert.h"
+#include "base/pool.h"
 #include "mux/rpc/order_gate.h"
 #include "mux/rpc/registry.h"
 
@@ -162,13 +163,13 @@ class OrderedStart final : public OrderGate::Waiter {
 };
 
 // The stream of one unary call on the server: gathers the request and starts the handler.
-class UnaryServerStream final : public StreamObserver {
+class UnaryServerStream final : public StreamObserver, public Pooled<UnaryServerStream> {
  public:
   // The stream's deadline is the connection's (Connection::on_stream_opened arms it).
   UnaryServerStream(const StreamStart& start, const Registry::UnaryHandler& handler, UnaryLimits limits,
                     bool ordered = false)
       : connection_(*start.connection), id_(start.id), handler_(handler), limits_(limits), ordered_(ordered),
-        responder_(std::make_shared<UnaryResponder>(*start.connection, start.id)), charge_(*start.connection) {}
+        responder_(std::allocate_shared<UnaryResponder>(PoolAllocator<UnaryResponder>(), *start.connection, start.id)), charge_(*start.connection) {}
 
   void on_stream_data(std::span<const std::byte> bytes, bool end_stream) noexcept override {
     // The bytes are consumed into the request (bounded below), so their credit returns.

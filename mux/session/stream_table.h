@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <memory>
 #include <new>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -24,10 +25,12 @@
 
 namespace ringmux::mux {
 
-template <typename T>
+// Keys are stream ids (32 bits) by default; any unsigned integer of up to 64 bits works.
+template <typename T, typename Key = uint32_t>
 class StreamTable {
  public:
-  using Id = uint32_t;
+  using Id = Key;
+  static_assert(std::is_unsigned_v<Key> && sizeof(Key) <= sizeof(uint64_t));
 
   explicit StreamTable(uint64_t hash_secret = 0) noexcept : secret_(hash_secret | 1) {}
   ~StreamTable() { clear(); }

@@ -68,15 +68,21 @@ TEST_CASE("held batches: push, send, ack release whole batches, recycle capacity
   CHECK(held.batches() == 1);
   CHECK(held.bytes_held() == 500);
   CHECK(held.invariant());
-  // The released batch's buffers come back with the next push.
-  make_batch(1600, 10, 10, control, data);
-  ByteVector c2 = std::move(control), d2 = std::move(data);
-  control = {};
-  data = {};
-  held.push(c2, d2);
-  CHECK(c2.capacity() >= 100);  // the first batch's control vector, recycled
-  CHECK(d2.capacity() >= 1000);
-  CHECK(held.ack(1620).value() == 520);
+  // The released batch's buffers come back when its slot of the ring is used again (within
+  // the ring's 4 slots; batches too large to join the newest one).
+  bool recycled = false;
+  uint64_t position = 1600;
+  for (int i = 0; i < 4 && !recycled; i++) {
+    make_batch(position, 10, 3000, control, data);
+    ByteVector c2 = std::move(control), d2 = std::move(data);
+    control = {};
+    data = {};
+    CHECK(held.push(c2, d2) == position);
+    position += 3010;
+    recycled = c2.capacity() >= 100 && d2.capacity() >= 1000;  // the first batch's vectors
+  }
+  CHECK(recycled);
+  CHECK(held.ack(position).value() == position - 1100);
   CHECK(held.batches() == 0);
   CHECK(held.bytes_held() == 0);
   CHECK(held.invariant());
@@ -157,4 +163,41 @@ TEST_CASE("held batches: the bound back-pressures, a random exchange loses and r
   }
   CHECK(refused > 0);  // the bound was reached
   CHECK(held.bytes_held_peak() <= 64 * 1024);
+}
+
+// Proves small batches join the newest batch while its buffer has room (one batch, not
+// one per push), that the joined bytes are sent and replayed in position order, and that
+// the spans of a send in flight stay valid while later ones join.
+TEST_CASE("held batches: small batches join the newest one") {
+  HeldBatches held(1 << 20);
+  ByteVector control, data;
+  make_batch(0, 0, 64, control, data);
+  data.reserve(4096);
+  CHECK(held.push(control, data) == 0);
+  const HeldSpans in_flight = held.take_unsent();  // a send of the first 64 bytes
+  const std::byte* first_byte = in_flight.first.data();
+  uint64_t position = 64;
+  for (int i = 0; i < 20; i++) {
+    make_batch(position, 8, 56, control, data);
+    CHECK(held.push(control, data) == position);
+    CHECK(control.empty());
+    CHECK(data.empty());
+    position += 64;
+  }
+  CHECK(held.batches() == 1);
+  CHECK(held.tail() == position);
+  CHECK(in_flight.first.data() == first_byte);  // not moved by the joins
+  std::vector<uint64_t> sent;
+  collect(in_flight, 0, sent);
+  const HeldSpans rest = held.take_unsent();
+  CHECK(rest.size() == position - 64);
+  collect(rest, 64, sent);
+  CHECK(sent.size() == position);
+  // A resume replays from the middle of the joined batch.
+  REQUIRE(held.rewind(100).ok());
+  const HeldSpans replay = held.take_unsent();
+  CHECK(replay.size() == position - 100);
+  sent.clear();
+  collect(replay, 100, sent);
+  CHECK(held.invariant());
 }
