@@ -102,27 +102,21 @@ void Node::add_peer(const engine::Address& peer) { add_peer(peer, peer); }
 void Node::add_peer(const engine::Address& peer, const engine::Address& via) {
   const uint32_t index = loop_of(peer);
   Manager* manager = managers_[index].get();
-  if (engine_.loop(index).on_loop_thread()) return manager->add_peer(peer, via);
-  engine_.post(index, [manager, peer, via] { manager->add_peer(peer, via); });
+  engine_.loop(index).run_or_post([manager, peer, via] { manager->add_peer(peer, via); });
 }
 
 void Node::remove_peer(const engine::Address& peer) {
   const uint32_t index = loop_of(peer);
   Manager* manager = managers_[index].get();
-  if (engine_.loop(index).on_loop_thread()) return manager->remove_peer(peer);
-  engine_.post(index, [manager, peer] { manager->remove_peer(peer); });
+  engine_.loop(index).run_or_post([manager, peer] { manager->remove_peer(peer); });
 }
 
 void Node::call(const engine::Address& peer, uint32_t handler_id, std::vector<std::byte> request, uint64_t deadline_ns,
                 CallCallback done) {
   const uint32_t index = loop_of(peer);
   Manager* manager = managers_[index].get();
-  if (engine_.loop(index).on_loop_thread()) {
-    manager->call(peer, handler_id, request, deadline_ns, std::move(done));
-    return;
-  }
-  engine_.post(index, [manager, peer, handler_id, request = std::move(request), deadline_ns,
-                       done = std::move(done)]() mutable {
+  engine_.loop(index).run_or_post([manager, peer, handler_id, request = std::move(request), deadline_ns,
+                                   done = std::move(done)]() mutable {
     manager->call(peer, handler_id, request, deadline_ns, std::move(done));
   });
 }

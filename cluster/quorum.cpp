@@ -112,11 +112,7 @@ struct QuorumState : std::enable_shared_from_this<QuorumState> {
     for (const Issued& call : outstanding) {
       Manager* manager = call.manager;
       const CallHandle handle = call.handle;
-      if (manager->loop().on_loop_thread()) {
-        manager->cancel(handle);
-      } else {
-        manager->loop().post_fn([manager, handle] { manager->cancel(handle); });
-      }
+      manager->loop().run_or_post([manager, handle] { manager->cancel(handle); });
     }
     done(result);  // `result` changes no more: complete
   }

@@ -152,7 +152,7 @@ void Acceptor::route(int fd, const wire::Hello& hello) noexcept {
       return;
     }
     stats_.sessions_new++;
-    connection->acceptor_ = this;
+    connection->register_in(*this);
     sessions_.emplace(hello.session_id, connection);
     connection->start(hello);  // may end the session at once (and leave the table)
     return;

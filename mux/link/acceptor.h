@@ -62,7 +62,7 @@ struct AcceptorOptions {
   uint64_t detached_held_bytes_max = limits::detached_held_bytes_max;
 };
 
-class Acceptor {
+class Acceptor final : public SessionRegistry {
  public:
   // Makes the (not yet started) Connection of a new session on `fd`, with
   // ConnectionOptions::resume set, or returns nullptr to refuse the session (the acceptor
@@ -94,7 +94,6 @@ class Acceptor {
   const AcceptorStats& stats() const noexcept { return stats_; }
 
  private:
-  friend class Connection;
   // One socket whose HELLO is being read.
   struct Pending {
     Acceptor* owner = nullptr;
@@ -122,10 +121,10 @@ class Acceptor {
   // closes the socket.
   static void refuse(int fd, const wire::HelloAck& ack) noexcept;
   // A connection's session ended: it leaves the table.
-  void forget(Connection& connection) noexcept;
+  void forget(Connection& connection) noexcept override;
   // A connection's transport broke (it waits for a resume): over the cap on detached held
   // bytes, the sessions detached longest ago end with session_lost.
-  void on_detached(Connection& connection) noexcept;
+  void on_detached(Connection& connection) noexcept override;
 
   engine::Loop& loop_;
   Factory factory_;

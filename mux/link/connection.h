@@ -115,7 +115,17 @@ class ConnectionObserver {
   ~ConnectionObserver() = default;
 };
 
-class Acceptor;
+// The table an accepting side's session is registered in (mux::Acceptor): told when the
+// session loses its transport (it waits for its dialer's resume, detached) and when it ends
+// for good.
+class SessionRegistry {
+ public:
+  virtual void on_detached(Connection& connection) noexcept = 0;
+  virtual void forget(Connection& connection) noexcept = 0;
+
+ protected:
+  ~SessionRegistry() = default;
+};
 
 class Connection final : public SessionHandler, private engine::ConnectHandler {
  public:
@@ -138,6 +148,11 @@ class Connection final : public SessionHandler, private engine::ConnectHandler {
   // A transport is up and its handshake is complete (false while resuming).
   bool connected() const noexcept { return transport_ != nullptr && session_.handshake_complete(); }
   ResumeStats resume_stats() const noexcept;
+  // Accepting side: the session is now in `registry` (once, before start).
+  void register_in(SessionRegistry& registry) noexcept {
+    RM_ASSERT(registry_ == nullptr && !session_.dialer());
+    registry_ = &registry;
+  }
 
   // Accepting side, resume: a new TCP connection `fd` brought `hello` for this session
   // (mux::Acceptor routes it here). On accept_resume the connection takes the fd over and
@@ -204,7 +219,6 @@ class Connection final : public SessionHandler, private engine::ConnectHandler {
   void on_pong(uint64_t opaque) noexcept override;
 
  private:
-  friend class Acceptor;
   Result<StreamId, MuxError> open_stream(uint32_t handler_id, uint64_t deadline_ns, std::span<const std::byte> payload,
                                          bool end_stream, StreamObserver& observer, bool owned) noexcept;
   // One TCP connection under the session. The socket's callbacks name their transport, so
@@ -312,7 +326,7 @@ class Connection final : public SessionHandler, private engine::ConnectHandler {
   engine::Timer redial_timer_;
   engine::Timer ack_timer_;
   engine::Connector connector_;
-  Acceptor* acceptor_ = nullptr;  // the table this accepting side is registered in
+  SessionRegistry* registry_ = nullptr;  // the table this accepting side is registered in
   ResumeStats resume_stats_;  // what the connection counts (the session counts the rest)
   uint64_t transport_started_ns_ = 0;  // when the current transport's TCP connection was up
   uint64_t send_started_ns_ = 0;       // when the send in flight was submitted

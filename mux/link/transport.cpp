@@ -161,11 +161,11 @@ void Connection::lose_transport(MuxError reason, engine::IoError io_error) noexc
   loop_.timer_cancel(keepalive_);
   retire_transport();
   if (!resume_deadline_.armed()) loop_.timer_start(resume_deadline_, options_.resume_timeout_ns);
-  if (acceptor_ != nullptr) {
+  if (registry_ != nullptr) {
     // Detached: what it holds for the dialer's return counts against the acceptor's cap
     // (limits::detached_held_bytes_max), which may end the oldest detached session.
     session_.trim();
-    acceptor_->on_detached(*this);
+    registry_->on_detached(*this);
   }
   // The dialer redials when the retired socket has closed (on_transport_closed), so that no
   // operation of the old connection is left in flight; the acceptor waits for adopt().
@@ -181,9 +181,9 @@ void Connection::end(MuxError reason) noexcept {
   loop_.timer_cancel(redial_timer_);
   loop_.timer_cancel(ack_timer_);
   connector_.cancel();  // its on_connect closes the fd it may still bring
-  if (acceptor_ != nullptr) {
-    acceptor_->forget(*this);
-    acceptor_ = nullptr;
+  if (registry_ != nullptr) {
+    registry_->forget(*this);
+    registry_ = nullptr;
   }
   session_.fail(reason);  // finishes every stream
   retire_transport();
@@ -241,16 +241,12 @@ void Connection::on_connect(Result<int, engine::IoError> result) noexcept {
 replay::HelloAnswer Connection::adopt(int fd, const wire::Hello& hello) noexcept {
   EntryGuard guard(*this);
   RM_ASSERT(!session_.dialer());
-  // A HELLO of an older or the same generation comes from a superseded attempt: ignore it
-  // before touching the current transport.
-  if (ended_ || hello.generation <= session_.generation()) {
-    replay::HelloAnswer ignored;
-    ignored.verdict = replay::HelloVerdict::ignore;
-    ignored.error = replay::ReplayError::superseded_generation;
-    if (ended_) {
-      ignored = replay::answer_hello(hello, nullptr);  // unknown by now: refused as such
-    }
-    return ignored;
+  if (ended_) return replay::answer_hello(hello, nullptr);  // unknown by now: refused as such
+  // A HELLO of an older or the same generation comes from a superseded attempt: ignored
+  // before the current transport is touched.
+  if (const replay::HelloAnswer verdict = session_.judge_resume(hello);
+      verdict.verdict == replay::HelloVerdict::ignore) {
+    return verdict;
   }
   // The dialer is on a new connection: whatever we still hold of the old one is stale
   // (often we have not even seen it break yet).

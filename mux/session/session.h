@@ -233,6 +233,8 @@ class Session {
   // from the dialer's position. refuse with a session-scoped error: the session fails with
   // session_lost (the caller sends answer.ack and closes). ignore: a superseded generation.
   replay::HelloAnswer answer_resume(const wire::Hello& hello) noexcept;
+  // The verdict answer_resume would give, with no effect (replay/ decides it).
+  replay::HelloAnswer judge_resume(const wire::Hello& hello) const noexcept;
   // Acceptor, the first HELLO was read ahead by mux/link/acceptor.h: starts the new session as if
   // it had arrived through receive(). Error: the handshake's (the session is failed).
   Result<void, MuxError> accept_hello(const wire::Hello& hello) noexcept;

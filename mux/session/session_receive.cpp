@@ -211,10 +211,14 @@ void Session::start_resume() noexcept {
   output_open_ = false;
 }
 
-replay::HelloAnswer Session::answer_resume(const wire::Hello& hello) noexcept {
+replay::HelloAnswer Session::judge_resume(const wire::Hello& hello) const noexcept {
   RM_ASSERT(!dialer_ && options_.resumable);
   const replay::KnownSession known{generation_, held_.held(), receive_position_};
-  replay::HelloAnswer answer = replay::answer_hello(hello, failed() ? nullptr : &known);
+  return replay::answer_hello(hello, failed() ? nullptr : &known);
+}
+
+replay::HelloAnswer Session::answer_resume(const wire::Hello& hello) noexcept {
+  replay::HelloAnswer answer = judge_resume(hello);
   if (answer.verdict == replay::HelloVerdict::refuse && scope_of(answer.error) == Scope::session) {
     fail(MuxError::session_lost);
   }
