@@ -4,6 +4,8 @@
 #include <xxhash.h>
 
 #include <algorithm>
+#include <array>
+#include <cstring>
 #include <string_view>
 
 #include "base/assert.h"
@@ -140,10 +142,17 @@ Manager::~Manager() {
 }
 
 uint64_t Manager::pair_key(const engine::Address& a, const engine::Address& b) noexcept {
-  const std::string x = a.to_string();
-  const std::string y = b.to_string();
-  const std::string pair = x < y ? x + "|" + y : y + "|" + x;
-  const uint64_t key = XXH3_64bits(pair.data(), pair.size());
+  // The hash of "x|y", x and y the two addresses' texts in order: on the stack, since a
+  // node's calls compute it per call (Node::loop_of).
+  std::array<char, engine::Address::text_bytes_max> x_text, y_text;
+  std::string_view x(x_text.data(), a.format(x_text));
+  std::string_view y(y_text.data(), b.format(y_text));
+  if (y < x) std::swap(x, y);
+  std::array<char, 2 * engine::Address::text_bytes_max + 1> pair;
+  std::memcpy(pair.data(), x.data(), x.size());
+  pair[x.size()] = '|';
+  std::memcpy(pair.data() + x.size() + 1, y.data(), y.size());
+  const uint64_t key = XXH3_64bits(pair.data(), x.size() + 1 + y.size());
   return key != 0 ? key : 1;  // 0 means "no key" in a HELLO
 }
 
@@ -213,9 +222,8 @@ bool Manager::closed() const noexcept {
 }
 
 Manager::Peer* Manager::find(const engine::Address& address) noexcept {
-  const std::string name = address.to_string();
   for (auto& peer : peers_) {
-    if (peer->name == name) return peer.get();
+    if (peer->address == address) return peer.get();
   }
   return nullptr;
 }

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <charconv>
 #include <cstdio>
@@ -76,27 +77,49 @@ Address Address::loopback_v4(uint16_t port) {
   return address;
 }
 
+bool Address::operator==(const Address& other) const noexcept {
+  if (storage.ss_family != other.storage.ss_family) return false;
+  if (storage.ss_family == AF_INET) {
+    const auto& a = reinterpret_cast<const sockaddr_in&>(storage);
+    const auto& b = reinterpret_cast<const sockaddr_in&>(other.storage);
+    return a.sin_port == b.sin_port && a.sin_addr.s_addr == b.sin_addr.s_addr;
+  }
+  if (storage.ss_family == AF_INET6) {
+    const auto& a = reinterpret_cast<const sockaddr_in6&>(storage);
+    const auto& b = reinterpret_cast<const sockaddr_in6&>(other.storage);
+    return a.sin6_port == b.sin6_port && a.sin6_scope_id == b.sin6_scope_id &&
+           std::memcmp(&a.sin6_addr, &b.sin6_addr, sizeof(a.sin6_addr)) == 0;
+  }
+  return length == other.length && std::memcmp(&storage, &other.storage, length) == 0;
+}
+
 uint16_t Address::port() const noexcept {
   if (storage.ss_family == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in*>(&storage)->sin_port);
   if (storage.ss_family == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6*>(&storage)->sin6_port);
   return 0;
 }
 
-std::string Address::to_string() const {
+std::size_t Address::format(std::span<char, text_bytes_max> out) const noexcept {
   char host[INET6_ADDRSTRLEN] = {};
-  char text[INET6_ADDRSTRLEN + 16] = {};
+  int written = 0;
   // snprintf rather than string concatenation: GCC 12 at -O3 reports a false -Wrestrict
   // on the latter.
   if (storage.ss_family == AF_INET) {
     inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&storage)->sin_addr, host, sizeof(host));
-    std::snprintf(text, sizeof(text), "%s:%u", host, static_cast<unsigned>(port()));
+    written = std::snprintf(out.data(), out.size(), "%s:%u", host, static_cast<unsigned>(port()));
   } else if (storage.ss_family == AF_INET6) {
     inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&storage)->sin6_addr, host, sizeof(host));
-    std::snprintf(text, sizeof(text), "[%s]:%u", host, static_cast<unsigned>(port()));
+    written = std::snprintf(out.data(), out.size(), "[%s]:%u", host, static_cast<unsigned>(port()));
   } else {
-    return "(no address)";
+    written = std::snprintf(out.data(), out.size(), "(no address)");
   }
-  return text;
+  RM_ASSERT(written > 0 && static_cast<std::size_t>(written) < out.size());
+  return static_cast<std::size_t>(written);
+}
+
+std::string Address::to_string() const {
+  std::array<char, text_bytes_max> text;
+  return std::string(text.data(), format(text));
 }
 
 bool set_default_socket_options(int fd) noexcept {

@@ -44,6 +44,11 @@ struct Address {
   static Address loopback_v4(uint16_t port);
   uint16_t port() const noexcept;
   std::string to_string() const;
+  // The same text into `out`, with no allocation; returns its length (no terminator counted).
+  static constexpr std::size_t text_bytes_max = 64;  // "[" v6 (45) "]:" port (5), and a NUL
+  std::size_t format(std::span<char, text_bytes_max> out) const noexcept;
+  // Same family, address and port (no string built: the cluster layer compares per call).
+  bool operator==(const Address& other) const noexcept;
   const sockaddr* sockaddr_ptr() const noexcept { return reinterpret_cast<const sockaddr*>(&storage); }
 };
 

@@ -15,6 +15,7 @@
 #include <span>
 #include <vector>
 
+#include "cluster/manager.h"
 #include "mux/link/connection.h"
 #include "mux/rpc/call.h"
 #include "mux/rpc/registry.h"
@@ -214,6 +215,57 @@ TEST_CASE("allocations: 10,000 unary calls after warm-up allocate nothing") {
   CHECK(pump.failed == 0);
   CHECK(counted_allocations == 0);
   server.shut_down();
+}
+
+// Proves a call through the cluster layer (Manager::call: the peer's lookup, the call in
+// flight kept for cancel(), no string built) costs no heap allocation once warm: 10,000
+// calls of 64 bytes, 64 in flight, between two managers on one loop.
+TEST_CASE("allocations: 10,000 cluster calls after warm-up allocate nothing") {
+  auto loop = test::make_test_loop();
+  if (!loop) return;
+  cluster::Manager a(*loop, engine::Address::loopback_v4(0));
+  cluster::Manager b(*loop, engine::Address::loopback_v4(0));
+  b.registry().add_unary(echo_unary, [](std::span<const std::byte> request, std::shared_ptr<Responder> responder) {
+    responder->reply(request);
+  });
+  REQUIRE(a.start().ok());
+  REQUIRE(b.start().ok());
+  a.add_peer(b.self());
+  b.add_peer(a.self());
+  REQUIRE(loop->run_until([&] { return a.session(b.self()) != nullptr && b.session(a.self()) != nullptr; },
+                          5 * second_ns));
+  struct Pump {
+    cluster::Manager& manager;
+    engine::Address peer;
+    std::vector<std::byte> request = std::vector<std::byte>(message_bytes, std::byte{0x11});
+    uint64_t issued = 0, completed = 0, failed = 0, total = 0;
+    void run(Loop& loop, uint64_t calls, uint32_t in_flight) {
+      total += calls;
+      while (issued < total && issued - completed < in_flight) issue();
+      REQUIRE(loop.run_until([&] { return completed == total; }, 30 * second_ns));
+    }
+    void issue() {
+      issued++;
+      manager.call(peer, echo_unary, request, 0, [this](const CallResult& result) {
+        completed++;
+        if (result.error != MuxError::none || result.response.size() != message_bytes) failed++;
+        if (issued < total) issue();
+      });
+    }
+  } pump{a, b.self()};
+  pump.run(*loop, 10'000, 64);
+  uint64_t counted_allocations = 0;
+  {
+    AllocationCount count;
+    pump.run(*loop, 10'000, 64);
+    counted_allocations = count.value();
+  }
+  MESSAGE("allocations during 10,000 cluster calls: " << counted_allocations);
+  CHECK(pump.failed == 0);
+  CHECK(counted_allocations == 0);
+  a.close();
+  b.close();
+  CHECK(loop->run_until([&] { return a.closed() && b.closed(); }, 5 * second_ns));
 }
 
 // Proves stream messages cost no heap allocation once warm, either way: 10,000 messages of
