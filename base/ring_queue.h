@@ -2,8 +2,8 @@
 // frees a node block as its ends cross block boundaries, it allocates only when it grows
 // past its high-water mark (doubling) and never as it moves: a queue whose length is steady
 // costs no allocation per push or pop. A vacated slot keeps its value until the slot is
-// reused: push_back_slot() hands it back, so values that own buffers can be recycled in
-// place (replay/held.h keeps its spare batch buffers so). Single-threaded.
+// reused (pop_front() leaves it moved-from; push_back_slot() hands the slot back as it is).
+// Single-threaded.
 #pragma once
 
 #include <cstddef>
@@ -58,11 +58,8 @@ class RingQueue {
     drop_front();
     return value;
   }
-  // Calls fn(value) for every vacant slot (to free what they keep).
-  template <typename F>
-  void for_each_vacant(F&& fn) {
-    for (std::size_t i = size_; i < slots_.size(); i++) fn(slots_[(head_ + i) & (slots_.size() - 1)]);
-  }
+  // Slots allocated (a power of two, or 0).
+  std::size_t capacity() const noexcept { return slots_.size(); }
   // Frees the array when empty.
   void release() noexcept {
     if (size_ != 0) return;

@@ -275,6 +275,7 @@ void Manager::remove_peer(const engine::Address& address) noexcept {
 }
 
 void Manager::dial(Peer& peer) noexcept {
+  RM_ASSERT(peer.we_dial);  // of each pair exactly one side dials (dials())
   if (peer.removed || peer.connector.in_progress() || peer.connection) return;
   peer.health.state = PeerState::connecting;
   peer.connector.connect(peer.via, options_.connection.connect_timeout_ms);
@@ -290,6 +291,7 @@ void Manager::Peer::on_connect(Result<int, engine::IoError> fd) noexcept {
     manager.loop_.timer_start(reconnect_timer, manager.reconnect_delay(*this));
     return;
   }
+  RM_ASSERT(connection == nullptr && we_dial);  // one session per pair, dialed by one side
   ConnectionOptions options = manager.options_.connection;
   options.resume = true;
   options.peer = via;  // the resume redials where this connection went
@@ -323,6 +325,7 @@ void Manager::on_reconnect_timer(engine::Timer& timer) noexcept {
 }
 
 void Manager::on_session_up(Peer& peer) noexcept {
+  RM_ASSERT(peer.connection != nullptr && peer.identified && !peer.removed);
   peer.health.state = PeerState::connected;
   std::deque<Waiting> waiting = std::move(peer.waiting);
   loop_.timer_cancel(peer.waiting_timer);
@@ -355,6 +358,7 @@ CallHandle Manager::call(const engine::Address& address, uint32_t handler_id, st
 void Manager::send(Peer& peer, uint64_t handle, uint32_t handler_id, std::span<const std::byte> request,
                    uint64_t deadline_ns, CallCallback done) noexcept {
   Connection* connection = peer.connection.get();
+  RM_ASSERT(connection != nullptr && peer.identified && handle != 0 && sent_.find(handle) == nullptr);
   // The call's entry in sent_ goes when it completes (its callback taken out first), which
   // may be inside mux::call already: the entry is made first and completed after.
   sent_.emplace(handle, Sent{connection, 0, std::move(done)});

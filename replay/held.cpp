@@ -26,10 +26,19 @@ uint64_t HeldBatches::push(ByteVector& control, ByteVector& data) noexcept {
       return tail_ - bytes;
     }
   }
-  // The slot's batch may hold the buffers of one released earlier: the caller gets them.
   Batch& batch = batches_.push_back_slot();
-  spare_bytes_ -= batch.control.capacity() + batch.data.capacity();
-  RM_ASSERT(batch.control.empty() && batch.data.empty());
+  RM_ASSERT(batch.control.capacity() == 0 && batch.data.capacity() == 0);  // slots keep nothing
+  // The spare list can hold every batch the ring holds: it never grows on its own (no
+  // allocation per ack), only with the ring (a new high-water mark of batches in flight).
+  if (spare_.capacity() < batches_.capacity()) spare_.reserve(batches_.capacity());
+  if (!spare_.empty()) {
+    // The most recently released first: the buffers in rotation stay few, and warm.
+    Batch& spare = spare_.back();
+    spare_bytes_ -= spare.control.capacity() + spare.data.capacity();
+    batch.control.swap(spare.control);
+    batch.data.swap(spare.data);
+    spare_.pop_back();
+  }
   batch.start = tail_;
   batch.control.swap(control);  // the caller gets the spare's (empty) buffers back
   batch.data.swap(data);
@@ -46,18 +55,14 @@ Result<uint64_t, ReplayError> HeldBatches::ack(uint64_t position) noexcept {
   acked_ = position;
   cursor_ = std::max(cursor_, acked_);  // the peer has them: no need to send them again
   while (!batches_.empty() && batches_.front().end() <= acked_) {
-    // Its buffers stay in its slot for a later push while the spares' capacity allows.
-    Batch& front = batches_.front();
+    Batch front = batches_.pop_front();
     const std::size_t capacity = front.control.capacity() + front.data.capacity();
-    if (spare_bytes_ + capacity <= spare_bytes_max) {
-      front.control.clear();
-      front.data.clear();
-      spare_bytes_ += capacity;
-    } else {
-      ByteVector().swap(front.control);
-      ByteVector().swap(front.data);
-    }
-    batches_.drop_front();
+    if (spare_bytes_ + capacity > spare_bytes_max) continue;  // freed here
+    front.control.clear();  // capacity kept for the next push
+    front.data.clear();
+    spare_bytes_ += capacity;
+    RM_ASSERT(spare_.size() < spare_.capacity());  // reserved with the ring: no allocation
+    spare_.push_back(std::move(front));
   }
   RM_DEBUG_ASSERT(invariant());
   return released;

@@ -83,10 +83,8 @@ class HeldBatches {
   // Frees the recycled batches kept for their capacity (an idle or detached session keeps
   // only what it holds for replay).
   void release_spares() noexcept {
-    batches_.for_each_vacant([](Batch& spare) {
-      ByteVector().swap(spare.control);
-      ByteVector().swap(spare.data);
-    });
+    spare_.clear();
+    spare_.shrink_to_fit();
     spare_bytes_ = 0;
     batches_.release();
   }
@@ -136,9 +134,9 @@ class HeldBatches {
   uint64_t cursor_ = 0;
   uint64_t tail_ = 0;
   uint64_t bytes_held_peak_ = 0;
-  // The held batches; the vacant slots keep released batches' buffers as spares.
   RingQueue<Batch> batches_;
-  std::size_t spare_bytes_ = 0;  // capacity of the spare buffers in vacant slots
+  std::vector<Batch> spare_;     // released batches kept for their buffers (most recent last)
+  std::size_t spare_bytes_ = 0;  // their buffers' capacity
 };
 
 }  // namespace ringmux::replay

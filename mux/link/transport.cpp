@@ -63,6 +63,7 @@ void Connection::flush() noexcept {
 
 void Connection::on_transport_recv(Transport& transport, std::span<const std::byte> bytes) noexcept {
   if (&transport != transport_.get()) return;  // a replaced connection's late bytes
+  RM_ASSERT(!ended_);  // an ended session has no current transport
   EntryGuard guard(*this);
   last_received_ns_ = loop_.now_ns();
   const bool was_established = session_.handshake_complete();
@@ -108,6 +109,8 @@ void Connection::on_ack_timer(engine::Timer& timer) noexcept {
 
 void Connection::on_transport_sent(Transport& transport) noexcept {
   if (&transport != transport_.get()) return;
+  RM_ASSERT(!ended_);
+  RM_ASSERT(send_started_ns_ != 0);  // a send of flush() was in flight
   EntryGuard guard(*this);
   sending_link_.clear();  // capacity kept: the next swap reuses it
   send_started_ns_ = 0;
@@ -122,6 +125,7 @@ void Connection::on_transport_sent(Transport& transport) noexcept {
 
 void Connection::on_transport_error(Transport& transport, engine::IoError error) noexcept {
   if (&transport != transport_.get()) return;  // a superseded connection's errors are ignored
+  RM_ASSERT(!ended_);
   EntryGuard guard(*this);
   lose_transport(MuxError::connection_lost, error);  // io_error_ says how
 }
@@ -156,10 +160,12 @@ void Connection::lose_transport(MuxError reason, engine::IoError io_error) noexc
     return;
   }
   // Resume: the session keeps its streams; this TCP connection is done.
+  RM_ASSERT(!session_.failed() && options_.resume);
   resume_stats_.transports_lost++;
   session_.on_transport_lost();
   loop_.timer_cancel(keepalive_);
   retire_transport();
+  RM_ASSERT(transport_ == nullptr && !connected());
   if (!resume_deadline_.armed()) loop_.timer_start(resume_deadline_, options_.resume_timeout_ns);
   if (registry_ != nullptr) {
     // Detached: what it holds for the dialer's return counts against the acceptor's cap
@@ -187,6 +193,8 @@ void Connection::end(MuxError reason) noexcept {
   }
   session_.fail(reason);  // finishes every stream
   retire_transport();
+  RM_ASSERT(ended_ && transport_ == nullptr && registry_ == nullptr);
+  RM_ASSERT(session_.failed() && session_.streams_open() == 0);
   maybe_report_closed();
 }
 
@@ -196,11 +204,13 @@ void Connection::retire_transport() noexcept {
   send_started_ns_ = 0;
   Transport& transport = *transport_;
   retired_.push_back(std::move(transport_));
+  RM_ASSERT(transport_ == nullptr);
   transport.socket.close();  // on_transport_closed removes it from retired_
 }
 
 void Connection::install_transport(int fd) noexcept {
-  RM_ASSERT(transport_ == nullptr);
+  // Only a resume brings a new transport (the first came with the constructor).
+  RM_ASSERT(transport_ == nullptr && !ended_ && options_.resume && fd >= 0);
   transport_ = std::make_unique<Transport>(*this, fd);
   last_received_ns_ = loop_.now_ns();
   transport_started_ns_ = last_received_ns_;
@@ -217,6 +227,7 @@ void Connection::schedule_redial() noexcept {
 void Connection::on_redial_timer(engine::Timer& timer) noexcept {
   auto& self = *static_cast<Connection*>(timer.context());
   EntryGuard guard(self);
+  RM_ASSERT(self.session_.dialer());  // only the dialing side redials
   if (self.ended_ || self.transport_ != nullptr || self.connector_.in_progress()) return;
   self.resume_stats_.redials++;
   self.connector_.connect(self.options_.peer, self.options_.connect_timeout_ms);
@@ -233,6 +244,7 @@ void Connection::on_connect(Result<int, engine::IoError> result) noexcept {
     schedule_redial();  // refused, timed out, ...: try again until the resume deadline
     return;
   }
+  RM_ASSERT(session_.dialer() && transport_ == nullptr);  // one redial at a time, none while connected
   install_transport(result.value());
   session_.start_resume();
   flush();
@@ -259,11 +271,13 @@ replay::HelloAnswer Connection::adopt(int fd, const wire::Hello& hello) noexcept
   }
   install_transport(fd);
   on_established();
+  RM_ASSERT(connected());  // the HELLO_ACK is queued: position-space output may go
   flush();
   return answer;
 }
 
 void Connection::on_established() noexcept {
+  RM_ASSERT(transport_ != nullptr && session_.handshake_complete() && !ended_);
   const uint64_t now = loop_.now_ns();
   loop_.timer_cancel(resume_deadline_);
   redial_backoff_.reset();

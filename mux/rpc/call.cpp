@@ -59,10 +59,18 @@ class UnaryCall final : public StreamObserver, public Pooled<UnaryCall> {
   std::string message_;
 };
 
+// The stream's binding names `observer`: the connection owns it now.
+[[maybe_unused]] bool session_binding_is(Connection& connection, StreamId id, const StreamObserver* observer) noexcept {
+  const StreamBinding* binding = connection.session().binding(id);
+  return binding != nullptr && binding->observer == observer && binding->owned;
+}
+
 }  // namespace
 
 StreamId call(Connection& connection, uint32_t handler_id, std::span<const std::byte> request, uint64_t deadline_ns,
               CallCallback done) noexcept {
+  RM_DEBUG_ASSERT(connection.loop().on_loop_thread());
+  RM_ASSERT(done);
   auto call = std::make_unique<UnaryCall>(connection, std::move(done));
   // A call waits for credit rather than fail for want of it: what the OPEN cannot carry
   // now follows as DATA.
@@ -72,6 +80,8 @@ StreamId call(Connection& connection, uint32_t handler_id, std::span<const std::
     return 0;
   }
   const StreamId id = opened.value();
+  RM_ASSERT(id != 0);
+  RM_DEBUG_ASSERT(session_binding_is(connection, id, call.get()));
   call.release()->set_id(id);  // the connection owns it now
   // A nested call of the ordered handler holding the order (made inside its invocation):
   // while it is outstanding, an ordered request coming back is a self-deadlock.

@@ -61,8 +61,10 @@ void OrderGate::drain() noexcept {
     holder_ = next_token_++;
     RM_ASSERT(nested_calls_.empty());
     in_handler_ = true;
-    waiter->start(*this, holder_);
+    const uint64_t token = holder_;
+    waiter->start(*this, token);
     in_handler_ = false;
+    RM_ASSERT(holder_ == 0 || holder_ == token);  // released (by its reply), or still held by it
   }
   if (connection_.ended()) waiting_.clear();
   draining_ = false;

@@ -76,6 +76,7 @@ class UnaryResponder final : public Responder {
 
   void writable() noexcept {
     if (rest_.empty() || cancelled_) return;
+    RM_ASSERT(done_ && order_token_ == 0);  // a rest exists only after reply(), which released the order
     auto taken = connection_->write(id_, rest_, true);
     if (!taken) return;
     rest_ = rest_.subspan(taken.value());
@@ -89,6 +90,7 @@ class UnaryResponder final : public Responder {
     done_ = true;
     drop_rest();
     release();
+    RM_ASSERT(rest_.empty() && keep_alive_ == nullptr && copy_.empty() && order_token_ == 0);
   }
 
  private:
@@ -96,6 +98,7 @@ class UnaryResponder final : public Responder {
     if (done_ || cancelled_) return;
     done_ = true;
     release();
+    RM_ASSERT(order_token_ == 0 && rest_.empty());
     auto taken = connection_->write(id_, response, true);
     if (!taken || taken.value() == response.size()) return;  // all sent, or the stream ended meanwhile
     // The rest of a response larger than the window waits for credit: held by reference
@@ -175,6 +178,7 @@ class UnaryServerStream final : public StreamObserver, public Pooled<UnaryServer
     // The bytes are consumed into the request (bounded below), so their credit returns.
     connection_.consume(id_, bytes.size());
     if (refused_) return;
+    RM_ASSERT(request_.size() <= limits_.request_bytes_max);
     if (request_.size() + bytes.size() > limits_.request_bytes_max) {
       return refuse("unary request over " + std::to_string(limits_.request_bytes_max) +
                     " bytes, this handler's limit (UnaryLimits::request_bytes_max)");

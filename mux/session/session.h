@@ -356,7 +356,7 @@ class Session {
   void notify_writable() noexcept;
   void append_data(StreamId id, std::span<const std::byte> payload, bool end_stream) noexcept;
   std::span<std::byte> grow(ByteVector& buffer, std::size_t bytes) noexcept;
-  static constexpr std::size_t batch_buffer_bytes_min = 4096;
+  static constexpr std::size_t batch_buffer_bytes_min = 16384;
 
   SessionHandler& handler_;
   SessionOptions options_;
