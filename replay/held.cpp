@@ -61,7 +61,9 @@ Result<uint64_t, ReplayError> HeldBatches::ack(uint64_t position) noexcept {
     front.control.clear();  // capacity kept for the next push
     front.data.clear();
     spare_bytes_ += capacity;
-    RM_ASSERT(spare_.size() < spare_.capacity());  // reserved with the ring: no allocation
+    // Reserved with the ring, so no allocation here, except after release_spares() gave
+    // the list back (an idle session's trim) while batches were still held.
+    if (spare_.size() == spare_.capacity()) spare_.reserve(std::max(batches_.capacity(), spare_.size() + 1));
     spare_.push_back(std::move(front));
   }
   RM_DEBUG_ASSERT(invariant());

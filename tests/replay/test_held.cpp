@@ -201,3 +201,25 @@ TEST_CASE("held batches: small batches join the newest one") {
   collect(replay, 100, sent);
   CHECK(held.invariant());
 }
+
+// Proves release_spares() (an idle session's trim) while batches are still held leaves the
+// held batches intact and a later ack and push work (the spare list is rebuilt).
+TEST_CASE("held batches: spares released while batches are held") {
+  HeldBatches held(1 << 20);
+  ByteVector control, data;
+  uint64_t position = 0;
+  for (int i = 0; i < 6; i++) {
+    make_batch(position, 0, 3000, control, data);
+    CHECK(held.push(control, data) == position);
+    position += 3000;
+    (void)held.take_unsent();
+  }
+  CHECK(held.ack(3000).value() == 3000);  // one spare
+  held.release_spares();
+  CHECK(held.batches() == 5);
+  CHECK(held.ack(position).value() == position - 3000);  // five released into a list given back
+  CHECK(held.batches() == 0);
+  make_batch(position, 0, 3000, control, data);
+  CHECK(held.push(control, data) == position);
+  CHECK(held.invariant());
+}
