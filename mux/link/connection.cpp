@@ -312,7 +312,7 @@ void Connection::consume(StreamId id, std::size_t bytes) noexcept {
   // Inside the receive path the credit leaves with the batch flushed after the read;
   // called on its own (a worker's release reaching the loop) it must go out now, or a
   // sender waiting for it would wait forever.
-  if (depth_ == 1) flush();
+  flush();
 }
 
 void Connection::goaway(wire::StatusCode code) noexcept {

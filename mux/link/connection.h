@@ -255,14 +255,18 @@ class Connection final : public SessionHandler, private engine::ConnectHandler {
   void send_final_error(MuxError reason, std::string_view message) noexcept;
   // The session failed for what the peer did: tells it (the failure and its message).
   void tell_peer_why() noexcept;
-  // Marks an entry point (a public call, a socket or timer callback): writable events,
-  // the deletion of owned observers that finished, and on_connection_closed are all
-  // delivered when the outermost one returns (reap() is its last action).
+  // Marks an entry point (a public call, a socket or timer callback): what was written
+  // goes out in one send, and writable events, the deletion of owned observers that
+  // finished, and on_connection_closed are delivered, when the outermost one returns
+  // (flush(), then reap()).
   class EntryGuard {
    public:
     explicit EntryGuard(Connection& connection) noexcept : connection_(connection) { connection_.depth_++; }
     ~EntryGuard() {
-      if (--connection_.depth_ == 0) connection_.reap();
+      if (--connection_.depth_ == 0) {
+        connection_.flush();  // what the entry point and everything it called wrote
+        connection_.reap();
+      }
     }
 
    private:

@@ -44,6 +44,10 @@ void Connection::tell_peer_why() noexcept {
 // ---- I/O ----
 
 void Connection::flush() noexcept {
+  // Nested in another entry point (a write from a callback of the receive path, say): the
+  // outermost one sends it all in one batch when it returns (EntryGuard), instead of this
+  // write going out alone and the rest of what the entry point writes in a second send.
+  if (depth_ > 1) return;
   if (flushing_ || transport_ == nullptr || transport_->socket.send_in_flight() || !session_.has_output() ||
       transport_->socket.state() != engine::Socket::State::open) {
     return;
