@@ -1,40 +1,47 @@
 #!/usr/bin/env bash
-# Instructions per unary call, counted by callgrind (repeatable; load does not change them):
-# ringmux-loadgen with its embedded server (client and server in one process), 64 calls in
-# flight, run for N1 and then N2 calls; (Ir(N2) - Ir(N1)) / (N2 - N1) is the cost of one
-# call, both sides, without start-up. For 64 B, 4 KiB and 1 MiB requests (responses of
-# the same size), on the ringmux engine and on the tcp engine (a raw pipelined baseline:
-# length-prefixed messages, no multiplexing). OTHER_LOADGEN (optional): another build's
-# ringmux-loadgen, measured the same way on the ringmux engine (before/after).
-# usage: perf/percall.sh [BUILD_DIR] [OTHER_LOADGEN]
+# What one unary call costs, client and server together (ringmux-loadgen with its embedded
+# server, 64 calls in flight), on the ringmux engine and on the tcp engine (the raw
+# pipelined baseline: length-prefixed messages, no multiplexing), for 64 B, 4 KiB and
+# 1 MiB requests (responses of the same size):
+#   syscalls per call  strace -f -c over a run of CALLS calls (exact counts; strace slows
+#                      the run, which changes batching a little)
+#   CPU per call       user + system CPU time of a run without strace, over its calls
+# (callgrind would count instructions, but valgrind 3.19 does not run io_uring loops: the
+# loadgen hangs or its connect fails under it.)
+# usage: perf/percall.sh [BUILD_DIR]
 source "$(dirname "$0")/common.sh"
 perf_setup percall "${1:-build}"
-other=${2:-}
-command -v valgrind >/dev/null || { echo "percall: valgrind is not installed" >&2; exit 2; }
+command -v strace >/dev/null || { echo "percall: strace is not installed" >&2; exit 2; }
 
-instructions() {  # instructions LOADGEN ENGINE BS CALLS: total Ir of one run
-  local file="$out/cg.$$.$RANDOM"
-  valgrind --tool=callgrind --callgrind-out-file="$file" "$1" --ioengine="$2" --name=percall --rw=unary \
-    --bs="$3" --iodepth=64 --size=$(($3 * $4)) --output-format=json >/dev/null 2>"$file.log" ||
-    { echo "percall: $1 failed, see $file.log" >&2; exit 1; }
-  sed -n 's/^summary: *\([0-9]*\).*/\1/p' "$file"
-  rm -f "$file"
+run() {  # run ENGINE BS CALLS [PREFIX...]: the loadgen's JSON goes to $out/last.json
+  local engine=$1 bs=$2 calls=$3
+  shift 3
+  "$@" "$tools/ringmux-loadgen" --ioengine="$engine" --name=percall --rw=unary --bs="$bs" --iodepth=64 \
+    --size=$((bs * calls)) --cpus_allowed=0 --output-format=json >"$out/last.json"
 }
 
-per_call() {  # per_call LOADGEN ENGINE BS N1 N2
-  local a b
-  a=$(instructions "$1" "$2" "$3" "$4")
-  b=$(instructions "$1" "$2" "$3" "$5")
-  echo $(((b - a) / ($5 - $4)))
-}
-
-echo "| request = response | ringmux (Ir/call) | tcp (Ir/call) | ringmux / tcp |${other:+ other build (Ir/call) |}"
-echo "|---|---|---|---|${other:+---|}"
-for spec in "64 2000 6000" "4096 2000 6000" "1048576 20 60"; do
-  read -r bs n1 n2 <<<"$spec"
-  r=$(per_call "$tools/ringmux-loadgen" ringmux "$bs" "$n1" "$n2")
-  t=$(per_call "$tools/ringmux-loadgen" tcp "$bs" "$n1" "$n2")
-  line="| $bs B | $r | $t | $(python3 -c "print(f'{$r / $t:.2f}')") |"
-  if [ -n "$other" ]; then line+=" $(per_call "$other" ringmux "$bs" "$n1" "$n2") |"; fi
-  echo "$line"
+echo "| request = response | engine | calls | syscalls / call | io_uring_enter / call | CPU µs / call |"
+echo "|---|---|---|---|---|---|"
+for spec in "64 200000" "4096 100000" "1048576 1000"; do
+  read -r bs calls <<<"$spec"
+  for engine in ringmux tcp; do
+    run "$engine" "$bs" "$calls" strace -f -c -o "$out/strace.txt"
+    syscalls=$(awk '$NF == "total" {print $(NF-2)}' "$out/strace.txt")
+    enters=$(awk '$NF == "io_uring_enter" {print $4}' "$out/strace.txt")
+    # CPU of the children (the loadgen) from bash's times, before and after.
+    before=$( { times; } | awk 'NR == 2 {print $1 " " $2}')
+    run "$engine" "$bs" "$calls"
+    after=$( { times; } | awk 'NR == 2 {print $1 " " $2}')
+    cpu_us=$(python3 - "$before" "$after" "$calls" <<'PY'
+import re, sys
+def seconds(text):
+    total = 0.0
+    for minutes, secs in re.findall(r"(\d+)m([\d.]+)s", text):
+        total += int(minutes) * 60 + float(secs)
+    return total
+print(f"{(seconds(sys.argv[2]) - seconds(sys.argv[1])) * 1e6 / int(sys.argv[3]):.2f}")
+PY
+)
+    echo "| $bs B | $engine | $calls | $(python3 -c "print(f'{$syscalls / $calls:.3f}')") | $(python3 -c "print(f'{${enters:-0} / $calls:.3f}')") | $cpu_us |"
+  done
 done
