@@ -261,7 +261,10 @@ class Connection final : public SessionHandler, private engine::ConnectHandler {
   // (flush(), then reap()).
   class EntryGuard {
    public:
-    explicit EntryGuard(Connection& connection) noexcept : connection_(connection) { connection_.depth_++; }
+    explicit EntryGuard(Connection& connection) noexcept : connection_(connection) {
+      RM_DEBUG_ASSERT(connection_.loop_.on_loop_thread());  // a connection is its loop's alone
+      connection_.depth_++;
+    }
     ~EntryGuard() {
       if (--connection_.depth_ == 0) {
         connection_.flush();  // what the entry point and everything it called wrote
