@@ -38,6 +38,7 @@ uint64_t HeldBatches::push(ByteVector& control, ByteVector& data) noexcept {
     batch.control.swap(spare.control);
     batch.data.swap(spare.data);
     spare_.pop_back();
+    spare_low_water_ = std::min(spare_low_water_, spare_.size());
   }
   batch.start = tail_;
   batch.control.swap(control);  // the caller gets the spare's (empty) buffers back
@@ -68,6 +69,16 @@ Result<uint64_t, ReplayError> HeldBatches::ack(uint64_t position) noexcept {
   }
   RM_DEBUG_ASSERT(invariant());
   return released;
+}
+
+void HeldBatches::decay_spares() noexcept {
+  // The oldest spares are at the front (the list is used from the back).
+  const std::size_t unused = std::min(spare_low_water_, spare_.size());
+  for (std::size_t i = 0; i < unused; i++) {
+    spare_bytes_ -= spare_[i].control.capacity() + spare_[i].data.capacity();
+  }
+  spare_.erase(spare_.begin(), spare_.begin() + static_cast<std::ptrdiff_t>(unused));
+  spare_low_water_ = spare_.size();
 }
 
 Result<void, ReplayError> HeldBatches::rewind(uint64_t position) noexcept {

@@ -86,8 +86,15 @@ class HeldBatches {
     spare_.clear();
     spare_.shrink_to_fit();
     spare_bytes_ = 0;
+    spare_low_water_ = 0;
     batches_.release();
   }
+
+  // Frees the spares that were not taken since the last call (the bottom of the spare list
+  // stayed at least that deep all along): a busy session keeps what its traffic reuses
+  // and no more, instead of holding its spare budget once a burst has filled it. Called
+  // periodically (a connection's keepalive tick).
+  void decay_spares() noexcept;
 
   // ---- state ----
 
@@ -137,6 +144,7 @@ class HeldBatches {
   RingQueue<Batch> batches_;
   std::vector<Batch> spare_;     // released batches kept for their buffers (most recent last)
   std::size_t spare_bytes_ = 0;  // their buffers' capacity
+  std::size_t spare_low_water_ = 0;  // fewest spares since the last decay_spares()
 };
 
 }  // namespace ringmux::replay

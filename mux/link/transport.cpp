@@ -341,6 +341,8 @@ void Connection::on_keepalive(engine::Timer& timer) noexcept {
   if (self.batches_sent_ == self.batches_at_last_keepalive_ && self.session_.held().bytes_held() == 0 &&
       !self.session_.has_output()) {
     self.session_.trim();
+  } else {
+    self.session_.decay();  // busy: only what went unused since the last tick
   }
   self.batches_at_last_keepalive_ = self.batches_sent_;
   if (silent_ns >= self.options_.keepalive_interval_ns && self.ping_sent_ns_ == 0 &&

@@ -296,6 +296,9 @@ class Session {
   // Frees buffer capacity an idle session keeps (recycled batches, empty batch buffers):
   // called when the connection has been quiet for a keepalive interval, and on detach.
   void trim() noexcept;
+  // Frees the batch buffers kept for reuse that went unused since the last call (a busy
+  // session's periodic trim; replay::HeldBatches::decay_spares).
+  void decay() noexcept { held_.decay_spares(); }
 
  private:
   struct Stream {

@@ -223,3 +223,44 @@ TEST_CASE("held batches: spares released while batches are held") {
   CHECK(held.push(control, data) == position);
   CHECK(held.invariant());
 }
+
+// Proves decay_spares() frees exactly the spares that stayed unused since its last call:
+// of six spares, two taken and returned between two calls, four are freed; a list emptied
+// in between loses none; one untouched for a whole period loses all.
+TEST_CASE("held batches: spares unused for a period are freed") {
+  HeldBatches held(1 << 20);
+  ByteVector control, data;
+  uint64_t position = 0;
+  auto push = [&] {
+    make_batch(position, 0, 3000, control, data);  // too large to join the newest batch
+    REQUIRE(held.push(control, data) == position);
+    position += 3000;
+    (void)held.take_unsent();
+  };
+  for (int i = 0; i < 6; i++) push();
+  REQUIRE(held.ack(position).ok());  // six spares
+  held.decay_spares();               // the first call only marks the period's start
+  push();
+  push();  // two spares taken
+  REQUIRE(held.ack(position).ok());  // and given back: six again, the bottom four unused
+  held.decay_spares();
+  // Two remain: the next two pushes get recycled buffers, the third a fresh (empty) one.
+  for (int i = 0; i < 3; i++) {
+    make_batch(position, 0, 3000, control, data);
+    ByteVector c = std::move(control), d = std::move(data);
+    control = {};
+    data = {};
+    REQUIRE(held.push(c, d) == position);
+    position += 3000;
+    (void)held.take_unsent();
+    CHECK((d.capacity() >= 3000) == (i < 2));
+  }
+  REQUIRE(held.ack(position).ok());
+  held.decay_spares();  // three spares, but the list was empty meanwhile: none is freed
+  held.decay_spares();  // none taken since: all three are
+  make_batch(position, 0, 3000, control, data);
+  ByteVector c = std::move(control), d = std::move(data);
+  REQUIRE(held.push(c, d) == position);
+  CHECK(d.capacity() == 0);  // no spare left
+  CHECK(held.invariant());
+}
