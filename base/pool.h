@@ -31,9 +31,11 @@ struct FreeList {
   struct Node {
     Node* next;
   };
+  // False once this thread's list was destroyed (thread exit): a plain thread_local bool,
+  // trivially destructible, so reading it after the list's destructor ran is defined.
+  static inline thread_local bool alive = true;
   Node* head = nullptr;
   std::size_t count = 0;
-  bool alive = true;  // false once this thread's list was destroyed (thread exit)
   ~FreeList() {
     alive = false;
     while (head != nullptr) {
@@ -67,8 +69,12 @@ void* pool_allocate() {
 
 template <std::size_t Bytes>
 void pool_free(void* block) noexcept {
+  if (!pool_detail::FreeList<Bytes>::alive) {
+    ::operator delete(block);
+    return;
+  }
   auto& list = pool_detail::free_list<Bytes>();
-  if (!list.alive || list.count >= pool_detail::pool_blocks_max) {
+  if (list.count >= pool_detail::pool_blocks_max) {
     ::operator delete(block);
     return;
   }
