@@ -43,6 +43,7 @@ SessionOptions session_options_for(const SessionOptions& options, bool dialer) n
   std::array<std::byte, sizeof(uint64_t)> secret;
   fill_random(secret);
   std::memcpy(&session_options.table_secret, secret.data(), secret.size());
+  session_options.writable_deferred = true;  // delivered by reap(), after the entry point
   return session_options;
 }
 
@@ -393,6 +394,9 @@ void Connection::reap() noexcept {
       const StreamBinding* binding = session_.binding(id);
       if (binding != nullptr && binding->observer != nullptr) binding->observer->on_stream_writable();
     }
+    // The session woke only as many writers as could fill the batch: if they left room,
+    // the next ones in turn are woken (into writable_pending_, for the next round).
+    session_.writers_ran();
   }
   // The observers' writes flushed themselves; what send_open_rest queued goes now (this
   // runs after the entry point's own flush).

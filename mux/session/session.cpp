@@ -80,7 +80,9 @@ void Session::apply_peer_windows(uint32_t stream_bytes, uint32_t connection_byte
   peer_stream_window_ = stream_bytes;
   if (stream_extra > 0) {
     streams_.for_each([&](StreamId id, Stream& stream) {
-      if (is_local(id)) (void)stream.send_credit.add(stream_extra);
+      if (!is_local(id)) return;
+      (void)stream.send_credit.add(stream_extra);
+      credit_arrived(stream);
     });
   }
   (void)connection_send_.add(connection_bytes - limits::connection_window_bytes_min);
@@ -131,7 +133,7 @@ Result<Session::Opened, MuxError> Session::open_some(uint32_t handler_id, uint64
   const StreamId id = next_local_id_;
   next_local_id_ += 2;
   Stream& stream =
-      streams_.emplace(id, peer_stream_window_, options_.stream_window_bytes, options_.stream_window_bytes_max);
+      streams_.emplace(id, id, peer_stream_window_, options_.stream_window_bytes, options_.stream_window_bytes_max);
   shared_seen_ |= streams_.size() > 1;
   (void)stream.machine.send_open(end_now);
   stream.open_batch = batch_number_;
@@ -149,11 +151,7 @@ Result<Session::Opened, MuxError> Session::open_some(uint32_t handler_id, uint64
                     end_now ? wire::flag_end_stream : 0, handler_id, deadline_budget_ns, payload);
   stats_.frames_sent++;
   stats_.streams_opened_local++;
-  if (cut_short) {
-    // Cut short by credit: on_stream_writable() follows when more can go.
-    stream.wants_writable = true;
-    writable_waiters_.push_back(id);
-  }
+  if (cut_short) wait_writable(stream);  // on_stream_writable() follows when more can go
   return Opened{id, take};
 }
 
@@ -187,37 +185,39 @@ Result<std::size_t, MuxError> Session::write(StreamId id, std::span<const std::b
   }
   const std::size_t batch_room =
       data_.size() < limits::send_batch_bytes_target ? limits::send_batch_bytes_target - data_.size() : 0;
+  // Writing now fulfils the stream's promise (writable_deferred): the room it was woken
+  // for is what it takes, or free for others. (A promise of 2^32 rounds ago that matches
+  // by wrap-around costs at most a turn's miscount until the next round.)
+  const uint32_t promised = stream->promise_round == promise_round_ ? stream->promised : 0;
+  stream->promised = 0;
+  promised_bytes_ -= std::min<uint64_t>(promised, promised_bytes_);
   // A stream's turn in a batch is bounded while other streams write too (round robin: a
-  // small frame of theirs waits behind at most one turn of each); a stream that writes
-  // alone may fill the batch: one send per batch target (W3, and W5's bulk stream beside
-  // a call that waits for its answer). Other streams' head-of-line delay in the kernel's
-  // queues is bounded by the shared window cap (consume()).
+  // small frame of theirs waits behind at most one turn of each; woken writers that have
+  // not written yet count); a stream that writes alone may fill the batch: one send per
+  // batch target (W3, and W5's bulk stream beside a call that waits for its answer). Other
+  // streams' head-of-line delay in the kernel's queues is bounded by the shared window cap
+  // (consume()).
   const bool others_writing = batch_writers_ > (stream->batch_bytes > 0 ? 1u : 0u) ||
-                              writable_waiters_.size() > (stream->wants_writable ? 1u : 0u);
-  const std::size_t turn_max = others_writing ? limits::stream_batch_bytes_max : limits::send_batch_bytes_target;
+                              writable_.size() > (WritableQueue::queued(*stream) ? 1u : 0u) || promised_bytes_ > 0;
+  const std::size_t turn_max = others_writing ? turn_bytes() : limits::send_batch_bytes_target;
   const std::size_t turn_room = std::min(batch_room, turn_max - std::min<std::size_t>(stream->batch_bytes, turn_max));
   const std::size_t take = std::min({bytes.size(), static_cast<std::size_t>(stream->send_credit.available()),
                                      static_cast<std::size_t>(connection_send_.available()), turn_room, batch_room});
   const bool end_now = end_stream && take == bytes.size();
   if (take == 0 && !end_now) {
-    if (!stream->wants_writable) {
-      stream->wants_writable = true;
-      writable_waiters_.push_back(id);
-    }
+    // Woken for a turn that others' writes used up first (a deferred writer's promise is
+    // an estimate): it keeps its place at the front instead of waiting a whole round.
+    wait_writable(*stream, promised > 0);
     return std::size_t{0};
   }
   if (take > 0 && stream->batch_bytes == 0) batch_writers_++;
   append_data(id, bytes.first(take), end_now);
-  if (take > 0) stream->served_batch = batch_number_;
   stream->send_credit.consume(take);
   connection_send_.consume(take);
   stream->batch_bytes += static_cast<uint32_t>(take);
   auto sent = stream->machine.send_data(end_now);
   RM_ASSERT(sent.ok());
-  if (take < bytes.size() && !stream->wants_writable) {
-    stream->wants_writable = true;
-    writable_waiters_.push_back(id);
-  }
+  if (take < bytes.size()) wait_writable(*stream);
   finish_if_done(id, *stream);
   return take;
 }
@@ -324,6 +324,7 @@ void Session::fail(MuxError error, std::string message) noexcept {
     Stream* stream = find(id);
     if (stream == nullptr) continue;  // the handlers of a failed session cannot end streams; checked anyway
     StreamBinding binding = std::move(stream->binding);
+    forget_writable(*stream);
     streams_.erase(id);
     handler_.on_stream_finished(id, binding, error, {});
   }
@@ -332,7 +333,7 @@ void Session::fail(MuxError error, std::string message) noexcept {
   data_.clear();
   link_.clear();
   link_ack_offset_ = no_ack_offset;
-  writable_waiters_.clear();
+  RM_ASSERT(writable_.empty());
 }
 
 // ---- bytes out -------------------------------------------------------------------------
@@ -380,39 +381,60 @@ void Session::take_output(ByteVector& link, replay::HeldSpans& held) noexcept {
 }
 
 void Session::notify_writable() noexcept {
-  // Not re-entered from a handler's callback: the scratch list is in use, and waiters
-  // left in writable_waiters_ are handled by the next call.
-  if (notifying_ || writable_waiters_.empty() || failed()) return;
+  // Not re-entered from a handler's callback: the outer call goes on serving the queue.
+  if (notifying_ || writable_.empty() || failed()) return;
   notifying_ = true;
-  const bool batch_has_room = data_.size() < limits::send_batch_bytes_target;
-  // The scratch list keeps its capacity across batches: no allocation per batch.
-  std::vector<StreamId>& waiters = writable_scratch_;
-  waiters.clear();
-  waiters.swap(writable_waiters_);
-  // Round robin: the streams served longest ago go first, so that the ones that just
-  // filled a batch queue behind those that got nothing (W4 fairness).
-  std::stable_sort(waiters.begin(), waiters.end(), [this](StreamId a, StreamId b) {
-    const Stream* sa = find(a);
-    const Stream* sb = find(b);
-    const uint64_t served_a = sa != nullptr ? sa->served_batch : 0;
-    const uint64_t served_b = sb != nullptr ? sb->served_batch : 0;
-    return served_a < served_b;
-  });
-  for (std::size_t i = 0; i < waiters.size(); i++) {
-    const StreamId id = waiters[i];
-    Stream* stream = find(id);
-    if (stream == nullptr || !stream->wants_writable) continue;
-    const bool stream_has_room =
-        stream->batch_number != batch_number_ || stream->batch_bytes < limits::stream_batch_bytes_max;
-    if (!batch_has_room || !stream_has_room || stream->send_credit.available() == 0 ||
-        connection_send_.available() == 0) {
-      writable_waiters_.push_back(id);  // still blocked: a later CREDIT or batch wakes it
+  // Each waiting stream is looked at most once per call (a stream cut short again goes to
+  // the back, behind those that waited): the steps are bounded by the streams served, plus
+  // the few that already had their turn in this batch (at most a batch over the turn).
+  for (std::size_t steps = writable_.size(); steps > 0 && !writable_.empty(); steps--) {
+    const std::size_t batch_room =
+        data_.size() < limits::send_batch_bytes_target ? limits::send_batch_bytes_target - data_.size() : 0;
+    const uint64_t room = std::min<uint64_t>(batch_room, connection_send_.available());
+    // Full, or the writers woken already will fill it (writable_deferred).
+    if (room <= promised_bytes_) break;
+    stats_.writable_steps++;
+    Stream& stream = writable_.pop_front();
+    RM_ASSERT(stream.wants_writable);
+    if (stream.send_credit.available() == 0) continue;  // waits for its CREDIT (credit_arrived)
+    const uint32_t turn_used = stream.batch_number == batch_number_ ? stream.batch_bytes : 0;
+    const uint32_t turn = turn_bytes();
+    if (turn_used >= turn) {
+      writable_.push_back(stream);  // had its turn in this batch: the next one serves it
       continue;
     }
-    stream->wants_writable = false;
-    handler_.on_stream_writable(id);  // may write, and may add itself back as a waiter
+    stream.wants_writable = false;
+    if (options_.writable_deferred) {
+      stream.promised = static_cast<uint32_t>(
+          std::min<uint64_t>(stream.send_credit.available(), turn - turn_used));
+      stream.promise_round = promise_round_;
+      promised_bytes_ += stream.promised;
+    }
+    handler_.on_stream_writable(stream.id);  // may write, and may queue itself again
   }
   notifying_ = false;
+}
+
+void Session::wait_writable(Stream& stream, bool turn_missed) noexcept {
+  if (stream.wants_writable) return;
+  stream.wants_writable = true;
+  // Without credit of its own the stream cannot use a turn: its CREDIT queues it.
+  if (stream.send_credit.available() == 0) return;
+  if (turn_missed) {
+    writable_.push_front(stream);
+  } else {
+    writable_.push_back(stream);
+  }
+}
+
+void Session::credit_arrived(Stream& stream) noexcept {
+  if (stream.wants_writable && !WritableQueue::queued(stream) && stream.send_credit.available() > 0) {
+    writable_.push_back(stream);
+  }
+}
+
+void Session::forget_writable(Stream& stream) noexcept {
+  if (WritableQueue::queued(stream)) writable_.remove(stream);
 }
 
 }  // namespace ringmux::mux

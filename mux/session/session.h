@@ -7,7 +7,9 @@
 //
 // Writer: frames are appended to the batch being built; control frames (CREDIT, RESET,
 // STOP, GOAWAY, small OPENs) ahead of data; data is accepted per stream up to its credit,
-// the connection's credit, stream_batch_bytes_max per batch (round-robin between streams)
+// the connection's credit, one turn per batch while others write (round robin over an
+// intrusive queue of waiting writers: O(1) per turn at any number of streams; a turn is
+// stream_batch_bytes_max while few wait, down to stream_turn_bytes_min while many do)
 // and the batch target, cut into chunks of data_chunk_bytes. When no send is in flight the
 // glue takes the output: the batch moves into the held batches (replay/held.h: the send
 // queue and the replay store at once) and goes out in one gather send behind the link
@@ -42,6 +44,7 @@
 // Threads: one (the connection's loop).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -49,6 +52,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "base/intrusive_queue.h"
 #include "base/limits.h"
 #include "base/memory.h"
 #include "base/result.h"
@@ -91,6 +95,12 @@ struct SessionOptions {
   uint32_t stream_window_bytes_shared_max = limits::stream_window_bytes_shared_max;  // others open
   uint32_t connection_window_bytes = limits::connection_window_bytes_initial;
   uint32_t control_frames_queued_max = limits::control_frames_queued_max;  // queued unsent
+  // The handler delivers on_stream_writable() later, not inside the call (the link does,
+  // when its entry point returns): the session then wakes only as many writers as their
+  // credit can fill the batch with, and the handler calls writers_ran() once the woken
+  // writers have written. Off: the handler writes inside the call, and the session wakes
+  // writers until the batch is full.
+  bool writable_deferred = false;
   FloodLimits flood;  // cheap-to-send, costly-to-handle frames (mux/session/flood.h)
 };
 
@@ -148,6 +158,7 @@ struct SessionStats {
   uint64_t batches = 0;
   uint64_t resumes = 0;         // handshakes that resumed the session on a new connection
   uint64_t bytes_replayed = 0;  // held bytes sent again after those resumes
+  uint64_t writable_steps = 0;  // streams the writable queue looked at (the scheduler's work)
 };
 
 class Session {
@@ -180,8 +191,9 @@ class Session {
   Result<Opened, MuxError> open_some(uint32_t handler_id, uint64_t deadline_budget_ns, std::span<const std::byte> payload,
                                      bool end_stream) noexcept;
   // Writes up to bytes.size() of payload; returns how many were taken (copied into the
-  // batch). A stream's share of one batch is stream_batch_bytes_max while other streams
-  // write too (round robin), else the whole batch target. Fewer than asked: on_stream_writable() follows when more can go. `end_stream`
+  // batch). A stream's share of one batch is its turn (turn_bytes()) while other streams
+  // write too (round robin), else the whole batch target. Fewer than asked:
+  // on_stream_writable() follows when more can go. `end_stream`
   // applies only if every byte was taken. Errors: stream_closed, stream_stopped, the reset
   // reason (cancelled, ...), of the stream.
   Result<std::size_t, MuxError> write(StreamId id, std::span<const std::byte> bytes, bool end_stream) noexcept;
@@ -281,6 +293,9 @@ class Session {
   // Bytes received on `id` and not yet consumed (0 for an unknown stream).
   uint64_t stream_buffered(StreamId id) const noexcept;
   uint64_t connection_buffered() const noexcept { return connection_recv_.buffered(); }
+  // Bytes of stream state the session holds (its stream table: every open stream's
+  // record, the index, the free list), whatever the streams have buffered.
+  std::size_t stream_state_bytes() const noexcept { return streams_.bytes_held(); }
 
   // Fails the session from outside (transport error, a limit the glue enforces): every
   // stream is reset with `error`; `message` becomes failure_message().
@@ -293,6 +308,13 @@ class Session {
   // Whether our side of `id` has neither ended nor reset it (whatever a STOP from the peer
   // says of its writes); false for unknown streams.
   bool local_open(StreamId id) const noexcept;
+  // With SessionOptions::writable_deferred: the writers woken so far have written (or had
+  // their chance); more are woken if the batch still has room.
+  void writers_ran() noexcept {
+    promise_round_++;  // every promise made so far is void
+    promised_bytes_ = 0;
+    notify_writable();
+  }
   // Frees buffer capacity an idle session keeps (recycled batches, empty batch buffers):
   // called when the connection has been quiet for a keepalive interval, and on detach.
   void trim() noexcept;
@@ -308,12 +330,20 @@ class Session {
     uint32_t batch_bytes = 0;  // payload this stream put into the batch of batch_number
     uint64_t batch_number = 0;
     uint64_t open_batch = 0;  // batch holding our OPEN, while unsent: see control_for()
-    uint64_t served_batch = 0;  // last batch this stream put data into (round robin)
+    StreamId id;
+    // The stream's writer waits for on_stream_writable(): in writable_ when it has credit
+    // of its own (its turn comes round), else until a CREDIT for it arrives.
     bool wants_writable = false;
+    QueueLinks<Stream> writable_links;
+    // writable_deferred: what the stream may write since it was woken in promise round
+    // promise_round (0 once it has written).
+    uint32_t promised = 0;
+    uint32_t promise_round = 0;
     StreamBinding binding;
-    Stream(uint64_t send_bytes, uint32_t window_bytes, uint32_t window_bytes_max)
-        : send_credit(send_bytes), recv_window(window_bytes, window_bytes_max) {}
+    Stream(StreamId stream_id, uint64_t send_bytes, uint32_t window_bytes, uint32_t window_bytes_max)
+        : send_credit(send_bytes), recv_window(window_bytes, window_bytes_max), id(stream_id) {}
   };
+  using WritableQueue = IntrusiveQueue<Stream, &Stream::writable_links>;
 
   bool is_local(StreamId id) const noexcept { return (id & 1u) == (dialer_ ? 1u : 0u); }
   Stream* find(StreamId id) noexcept { return streams_.find(id); }
@@ -355,8 +385,23 @@ class Session {
   ByteVector& control_for(const Stream& stream) noexcept {
     return stream.open_batch == batch_number_ ? data_ : control_;
   }
-  // Tells waiting writers that can now make progress (credit, batch room) to go on.
+  // A stream's turn while others write: the batch shared by the writers waiting, from
+  // limits::stream_batch_bytes_max (a few) down to limits::stream_turn_bytes_min (many).
+  uint32_t turn_bytes() const noexcept {
+    const std::size_t share = limits::send_batch_bytes_target / (writable_.size() + 1);
+    return static_cast<uint32_t>(
+        std::clamp<std::size_t>(share, limits::stream_turn_bytes_min, limits::stream_batch_bytes_max));
+  }
+  // Tells waiting writers that can now make progress (credit, batch room) to go on, in
+  // turn, until the batch or the connection's credit is full.
   void notify_writable() noexcept;
+  // The stream's writer waits for on_stream_writable() (no-op when it already does): at
+  // the back of the queue, or at the front when it was woken for a turn it did not get.
+  void wait_writable(Stream& stream, bool turn_missed = false) noexcept;
+  // A stream that waited for credit of its own has some: it queues for its turn.
+  void credit_arrived(Stream& stream) noexcept;
+  // Takes the stream out of the writable queue (it finishes).
+  void forget_writable(Stream& stream) noexcept;
   void append_data(StreamId id, std::span<const std::byte> payload, bool end_stream) noexcept;
   std::span<std::byte> grow(ByteVector& buffer, std::size_t bytes) noexcept;
   static constexpr std::size_t batch_buffer_bytes_min = 16384;
@@ -375,8 +420,15 @@ class Session {
   uint32_t control_frames_ = 0;  // in control_ (0 again once the batch is taken)
   uint32_t link_frames_ = 0;     // PONGs and PINGs in link_ (0 again once link_ is taken)
   ByteVector data_;  // queued data frames of the current batch
-  std::vector<StreamId> writable_waiters_;
-  std::vector<StreamId> writable_scratch_;  // notify_writable's working copy (capacity kept)
+  // Writers waiting for their turn (round robin, one turn_bytes() per batch each):
+  // served from the front, a stream cut short goes to
+  // the back. Streams waiting for credit of their own are not in it: their CREDIT puts
+  // them back. Choosing and re-queueing a stream costs the same at 10 or 100,000 streams.
+  WritableQueue writable_;
+  // writable_deferred: what the writers woken since writers_ran() may still write (their
+  // credit, up to a turn) and have not written yet, counted against the batch's room.
+  uint64_t promised_bytes_ = 0;
+  uint32_t promise_round_ = 1;
   bool notifying_ = false;
   uint64_t batch_number_ = 1;
   uint32_t batch_writers_ = 0;  // streams with data in the current batch

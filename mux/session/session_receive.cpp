@@ -332,6 +332,7 @@ Result<void, MuxError> Session::handle(const Frame& frame, uint64_t now_ns) noex
       if (!stream->send_credit.add(increment.value())) {
         return violation(MuxError::flow_control, "CREDIT beyond 2^31-1 bytes on stream " + std::to_string(id));
       }
+      credit_arrived(*stream);
       notify_writable();
       return {};
     }
@@ -461,7 +462,7 @@ Result<void, MuxError> Session::handle_open(const Frame& frame) noexcept {
     return {};
   }
   Stream& stream =
-      streams_.emplace(id, peer_stream_window_, options_.stream_window_bytes, options_.stream_window_bytes_max);
+      streams_.emplace(id, id, peer_stream_window_, options_.stream_window_bytes, options_.stream_window_bytes_max);
   shared_seen_ |= streams_.size() > 1;
   auto accounted = account_received(&stream, open->payload.size());
   if (!accounted) return accounted;
@@ -533,6 +534,7 @@ void Session::finish(StreamId id, Stream& stream, MuxError error, std::string_vi
     peer_streams_open_--;
   }
   StreamBinding binding = std::move(stream.binding);
+  forget_writable(stream);
   streams_.erase(id);  // `stream` is gone
   handler_.on_stream_finished(id, binding, error, message);
 }
