@@ -145,6 +145,24 @@ else:
     else:
         print(f"ok: 16 streams, shares {shares['stream_share_min'] * 100:.2f}-{shares['stream_share_max'] * 100:.2f} %")
 
+# Stream churn: each stream writes one verified message and ends, a new one takes its place.
+churn = run(["--output-format=json", "--runtime=300ms", "--rw=write", "--bs=4k", "--streams=16",
+             "--stream_messages=1", "--verify=1"])
+if churn.returncode != 0:
+    failures.append(f"stream churn: exit {churn.returncode}: {churn.stderr.strip()}")
+else:
+    job = json.loads(churn.stdout)["jobs"][0]
+    check_job("stream churn", job)
+    # One message per stream: more messages than stream slots means streams were replaced.
+    if job["write"]["iops"] * 0.3 <= 16 or job["ringmux"]["verified_messages"] <= 16:
+        failures.append(f"stream churn: {job['write']['iops']:.0f} streams/s, "
+                        f"{job['ringmux']['verified_messages']} verified: streams were not replaced")
+    else:
+        print(f"ok: stream churn, {job['write']['iops']:.0f} streams/s, verified")
+bad = run(["--runtime=100ms", "--rw=unary", "--stream_messages=1"])
+if bad.returncode != 2 or "stream_messages applies to rw=write" not in bad.stderr:
+    failures.append(f"stream_messages with rw=unary: exit {bad.returncode}: {bad.stderr.strip()}")
+
 # A separate ringmux-serve for each engine, every mode that engine runs (verified).
 for engine, modes in [("ringmux", ["unary", "write", "read", "bidi"]), ("tcp", ["unary", "write", "read", "bidi"])]:
     server = subprocess.Popen([serve, "--listen=127.0.0.1:0", f"--ioengine={engine}", "--duration=30s"],

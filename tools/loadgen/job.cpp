@@ -7,6 +7,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "base/limits.h"
 #include "tools/loadgen/verify.h"
 
 namespace ringmux::loadgen {
@@ -218,7 +219,9 @@ std::optional<ParseError> apply_option(Invocation& invocation, Job& job, std::st
   } else if (key == "iodepth") {
     return count_in(1, 65536, job.iodepth);
   } else if (key == "streams") {
-    return count_in(1, 65536, job.streams);
+    return count_in(1, limits::streams_concurrent_max_supported, job.streams);
+  } else if (key == "stream_messages") {
+    return count_in(0, UINT32_MAX, job.stream_messages);
   } else if (key == "numjobs") {
     return count_in(1, 1024, job.numjobs);
   } else if (key == "runtime") {
@@ -314,6 +317,9 @@ std::optional<ParseError> validate(const Job& job) {
     }
   } else if (!job.peers.empty()) {
     return ParseError{"job '" + job.name + "': peers apply to rw=quorum only"};
+  }
+  if (job.stream_messages != 0 && (job.rw != RwMode::write || job.ioengine != IoEngine::ringmux)) {
+    return ParseError{"job '" + job.name + "': stream_messages applies to rw=write on ioengine=ringmux only"};
   }
   // Every message carries what the server needs (unary: the preamble) and, verified, its
   // stamp: sizes below that cannot be sent as asked.
@@ -452,6 +458,20 @@ Parsed<Invocation> parse_command_line(const std::vector<std::string>& args) {
   return result;
 }
 
+uint32_t streams_limit_for(uint64_t streams) {
+  return static_cast<uint32_t>(std::clamp<uint64_t>(streams, limits::streams_concurrent_max,
+                                                    limits::streams_concurrent_max_supported));
+}
+
+uint64_t ringmux_streams(const Invocation& invocation) {
+  uint64_t streams = 0;
+  for (const Job& job : invocation.jobs) {
+    const bool stream_job = job.rw == RwMode::write || job.rw == RwMode::read || job.rw == RwMode::bidi;
+    if (job.ioengine == IoEngine::ringmux && stream_job) streams += uint64_t{job.numjobs} * job.streams;
+  }
+  return streams;
+}
+
 std::string help_text() {
   // The port default below is protocol.h's default_port.
   static_assert(default_port == 7300);
@@ -466,7 +486,12 @@ job options (default):
   --bssplit=LIST        size mix of what the client sends, e.g.           (none)
                         4k/50:64k/50 (percents add up to 100; rw=read: bs)
   --iodepth=N           unary calls in flight per job                     (1)
-  --streams=N           concurrent streams per job                        (1)
+  --streams=N           concurrent streams per job, up to 1048576;        (1)
+                        over 16384 a ringmux-serve must allow them
+                        (--max_streams)
+  --stream_messages=N   rw=write: messages per stream; the stream then    (0)
+                        ends and a new one takes its place (stream churn;
+                        0: one stream for the whole run)
   --numjobs=N           clones of the job                                 (1)
   --runtime=DURATION    measured time; seconds or us/ms/s/m/h             (none)
   --ramp_time=DURATION  unmeasured warm-up                                (0)

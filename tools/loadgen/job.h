@@ -40,6 +40,7 @@ struct Job {
   std::vector<BsSplitEntry> bssplit;  // a mix of sizes; percents add up to 100
   uint32_t iodepth = 1;               // unary calls in flight per job
   uint32_t streams = 1;               // concurrent streams per job
+  uint64_t stream_messages = 0;       // rw=write: messages per stream before a new one (0: one stream)
   uint32_t numjobs = 1;               // clones of this job
   uint64_t runtime_ns = 0;            // 0: until size is reached (one of the two is needed)
   uint64_t ramp_time_ns = 0;          // unmeasured warm-up
@@ -104,5 +105,11 @@ Parsed<Invocation> parse_job_file(std::string_view text, std::string_view file_n
 
 // Every option with its default, for --help.
 std::string help_text();
+
+// The stream limit a connection needs for `streams` open at once (ours, and the embedded
+// server's): the library's default, or more when the jobs' streams need it.
+uint32_t streams_limit_for(uint64_t streams);
+// Every stream of the invocation's ringmux stream jobs (clones included) open at once.
+uint64_t ringmux_streams(const Invocation& invocation);
 
 }  // namespace ringmux::loadgen

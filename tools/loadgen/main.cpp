@@ -82,7 +82,9 @@ int main(int argc, char** argv) {
   RunTarget tcp_target = ringmux_target;
   if (!invocation.host) {
     std::string error;
-    ringmux_server = LoadServer::start_ringmux("127.0.0.1:0", {1}, error);
+    ServeOptions serve;
+    serve.connection.session.streams_concurrent_max = streams_limit_for(ringmux_streams(invocation));
+    ringmux_server = LoadServer::start_ringmux("127.0.0.1:0", {1}, error, serve);
     if (!ringmux_server) {
       std::fprintf(stderr, "ringmux-loadgen: embedded server: %s\n", error.c_str());
       return 1;

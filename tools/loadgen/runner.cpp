@@ -321,14 +321,25 @@ class QuorumRunner final : public Runner {
 // One stream of a write / read / bidi job.
 class StreamRunner final : public Runner, public mux::StreamObserver {
  public:
+  // `filler`: the bytes of every unverified message (shared by the job's streams: 100,000
+  // streams need not hold a message each); a verified stream stamps a message of its own.
   StreamRunner(mux::Connection& connection, const Job& job, JobResult& result, uint64_t size_share, std::size_t index,
-               uint64_t stream_key, Progress* progress)
+               uint64_t stream_key, std::span<const std::byte> filler, Progress* progress)
       : connection_(connection), job_(job), result_(result), window_(job), size_share_(size_share), sizes_(job, stream_key),
-        stream_key_(stream_key), progress_(progress), message_(sizes_.max(), std::byte{0x6b}), index_(index),
-        verifier_(stream_key, message_bytes_max) {}
+        stream_key_(stream_key), progress_(progress), stamped_(job.verify ? sizes_.max() : 0, std::byte{0x6b}),
+        message_(job.verify ? std::span<const std::byte>(stamped_) : filler), index_(index),
+        verifier_(stream_key, message_bytes_max) {
+    RM_ASSERT(message_.size() >= sizes_.max());
+  }
 
   void start() override {
     window_ = Window(job_);
+    open_stream();
+  }
+  bool done() const override { return finished_; }
+
+ private:
+  void open_stream() {
     const uint32_t handler = job_.rw == RwMode::write ? handler_sink
                              : job_.rw == RwMode::read ? handler_source
                                                        : handler_echo_stream;
@@ -351,8 +362,8 @@ class StreamRunner final : public Runner, public mux::StreamObserver {
       pump();
     }
   }
-  bool done() const override { return finished_; }
 
+ public:
   void on_stream_data(std::span<const std::byte> bytes, bool) noexcept override {
     connection_.consume(id_, bytes.size());
     const uint64_t now = Loop::clock_ns();
@@ -406,7 +417,15 @@ class StreamRunner final : public Runner, public mux::StreamObserver {
       }
     }
     const bool expected = error == mux::MuxError::none || (job_.rw == RwMode::read && error == mux::MuxError::cancelled);
-    if (!expected) fail(error);
+    if (!expected) return fail(error);
+    // Stream churn: a stream that wrote its messages is replaced while the run goes on.
+    if (job_.stream_messages != 0 && !out_of_work(Loop::clock_ns())) {
+      finished_ = false;
+      ended_ = false;
+      stream_messages_ = 0;
+      sequence_ = 0;
+      open_stream();
+    }
   }
 
  private:
@@ -418,20 +437,24 @@ class StreamRunner final : public Runner, public mux::StreamObserver {
     }
     finished_ = true;
   }
+  bool out_of_work(uint64_t now) const {
+    return window_.over(now) || (job_.size_bytes != 0 && written_total_ >= size_share_);
+  }
   void pump() {
     while (!ended_) {
       const uint64_t now = Loop::clock_ns();
       if (message_bytes_ == 0) {  // between messages: start the next one (once, even if back-pressured)
-        if (window_.over(now) || (job_.size_bytes != 0 && written_total_ >= size_share_)) {
+        if (out_of_work(now) || (job_.stream_messages != 0 && stream_messages_ == job_.stream_messages)) {
           ended_ = true;
           (void)connection_.end(id_);
           return;
         }
         message_started_ = now;
         message_bytes_ = sizes_.next();
-        if (job_.verify) stamp_message(std::span(message_).first(message_bytes_), stream_key_, sequence_++);
+        stream_messages_++;
+        if (job_.verify) stamp_message(std::span(stamped_).first(message_bytes_), stream_key_, sequence_++);
       }
-      auto taken = connection_.write(id_, std::span<const std::byte>(message_).first(message_bytes_).subspan(offset_), false);
+      auto taken = connection_.write(id_, message_.first(message_bytes_).subspan(offset_), false);
       if (!taken) {
         fail(taken.error());
         return;
@@ -472,8 +495,10 @@ class StreamRunner final : public Runner, public mux::StreamObserver {
   SizePicker sizes_;
   uint64_t stream_key_;
   Progress* progress_;
-  std::vector<std::byte> message_;  // the message being written: its first message_bytes_
+  std::vector<std::byte> stamped_;  // verify: the message being written, stamped
+  std::span<const std::byte> message_;  // the message being written: its first message_bytes_
   uint32_t message_bytes_ = 0;  // 0: between messages
+  uint64_t stream_messages_ = 0;  // started on this stream (stream_messages: a new stream after so many)
   uint64_t sequence_ = 0;
   mux::StreamId id_ = 0;
   std::size_t offset_ = 0;
@@ -547,6 +572,10 @@ void run_ringmux(const std::vector<const Job*>& jobs, std::vector<JobResult*>& r
   if (!address) return fail_all("bad target address " + target.host);
   Loop& loop = *created.value();
   Dialer dialer(loop, address.value());
+  // Every stream of the jobs may be open at once on the shared connection.
+  uint64_t streams = 0;
+  for (const Job* job : jobs) streams += job->rw == RwMode::unary || job->rw == RwMode::quorum ? 0 : job->streams;
+  dialer.options.session.streams_concurrent_max = streams_limit_for(streams);
   // Quorum jobs call the cluster of their --peers through a client manager (it dials each).
   std::unique_ptr<cluster::Manager> cluster;
   std::vector<std::string> peers;
@@ -595,6 +624,10 @@ void run_ringmux(const std::vector<const Job*>& jobs, std::vector<JobResult*>& r
     return;
   }
   std::vector<std::unique_ptr<Runner>> runners;
+  // What every unverified stream writes (read-only, shared by the streams of every job).
+  uint32_t message_bytes = 0;
+  for (const Job* job : jobs) message_bytes = std::max(message_bytes, SizePicker(*job, 0).max());
+  const std::vector<std::byte> stream_filler(message_bytes, std::byte{0x6b});
   // The shared connection, when some job uses it, is the first; own connections follow.
   std::vector<std::size_t> connection_of(jobs.size(), 0);
   std::size_t own = shared ? 1 : 0;
@@ -612,9 +645,10 @@ void run_ringmux(const std::vector<const Job*>& jobs, std::vector<JobResult*>& r
           std::make_unique<UnaryRunner>(connection, job, *results[j], verify_stream_key(job_indices[j], 0), progress));
     } else {
       results[j]->stream_bytes.assign(job.streams, 0);
+      const std::span<const std::byte> filler(stream_filler.data(), SizePicker(job, 0).max());
       for (uint32_t s = 0; s < job.streams; s++) {
         runners.push_back(std::make_unique<StreamRunner>(connection, job, *results[j], job.size_bytes / job.streams, s,
-                                                         verify_stream_key(job_indices[j], s), progress));
+                                                         verify_stream_key(job_indices[j], s), filler, progress));
       }
     }
   }

@@ -59,7 +59,9 @@ void print_help() {
       "                           the peer sessions (1 to %u)\n"
       "limits of each ringmux connection:\n"
       "  --max_streams=N          streams a client may have open;   (%u)\n"
-      "                           more are refused (retryable)\n"
+      "                           more are refused (retryable);\n"
+      "                           up to %u (each open stream\n"
+      "                           holds ~200 bytes of state)\n"
       "  --keepalive=DURATION     ping after this much silence;     (%llu ms)\n"
       "                           the peer is dead after 3x\n"
       "  --resume_timeout=DURATION how long a broken session waits  (%llu s)\n"
@@ -73,6 +75,7 @@ void print_help() {
       "The file descriptor limit is raised to the hard limit at start.\n"
       "  -h, --help               this text\n",
       static_cast<unsigned>(default_port), loops_max, ringmux::limits::streams_concurrent_max,
+      ringmux::limits::streams_concurrent_max_supported,
       static_cast<unsigned long long>(ringmux::limits::keepalive_interval_ns_default / 1'000'000),
       static_cast<unsigned long long>(ringmux::limits::resume_timeout_ns_default / 1'000'000'000),
       max_message_bytes_default / 1024, message_bytes_max >> 20);
@@ -137,7 +140,10 @@ int main(int argc, char** argv) {
     } else if (key == "--max_message") {
       if (!size_option(key, value, message_bytes_max, serve.message_bytes_allowed)) return 2;
     } else if (key == "--max_streams") {
-      if (!size_option(key, value, ringmux::limits::streams_concurrent_max, options.session.streams_concurrent_max)) return 2;
+      if (!size_option(key, value, ringmux::limits::streams_concurrent_max_supported,
+                       options.session.streams_concurrent_max)) {
+        return 2;
+      }
     } else if (key == "--keepalive") {
       auto ns = parse_duration_ns(value);
       if (!ns || *ns < 1'000'000) {
