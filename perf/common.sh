@@ -2,7 +2,7 @@
 # and the background processes a script starts (stopped with SIGINT on exit).
 #   perf_setup NAME BUILD_DIR   builds BUILD_DIR (configured as release when new) and sets
 #                               $build, $tools and $out (perf/out/NAME, emptied)
-#   perf_setup_more BUILD_DIR   builds another build dir (a baseline) the same way
+#   perf_setup_more BUILD_DIR   builds the tools of another build dir (a baseline)
 #   background CMD...           runs CMD in the background; cleanup stops it
 #   free_ports N                N ports the kernel hands out now (closed again: a small race)
 #   port_of LOGFILE PATTERN     the port a background tool (started on port 0) names in
@@ -18,10 +18,10 @@ perf_setup() {
   tools="$build/tools"
   rm -rf "$out" && mkdir -p "$out"
 }
-# perf_setup_more BUILD_DIR: builds a second build dir (a baseline build) the same way.
+# perf_setup_more BUILD_DIR: builds the tools of a second build dir (a baseline build).
 perf_setup_more() {
   [ -f "$1/build.ninja" ] || meson setup "$1" --buildtype=release >/dev/null
-  ninja -C "$1" >/dev/null
+  ninja -C "$1" tools/ringmux-serve tools/ringmux-loadgen >/dev/null
 }
 
 pids=()
