@@ -126,7 +126,7 @@ inline constexpr uint64_t window_bytes_limit = (uint64_t{1} << 31) - 1;
 // with RESET(refused_stream), which the caller may retry. The default, 16384, covers the
 // "thousands of concurrent streams" of a storage node (10,000 calls in flight are tested)
 // and bounds what any peer can make us hold in stream state to 16384 x ~200 bytes = 3.2 MiB
-// per connection (a node with a thousand connections: 3.2 GiB at worst; 202.5 bytes per
+// per connection (a node with a thousand connections: 3.2 GiB at worst; 210.5 bytes per
 // open idle stream measured at 100,000, tests/mux/session/test_scheduler.cpp). A connection
 // that needs more raises SessionOptions::streams_concurrent_max up to the supported maximum:
 // the cost per message does not grow with the streams open (the writable queue is served

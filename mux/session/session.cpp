@@ -199,15 +199,17 @@ Result<std::size_t, MuxError> Session::write(StreamId id, std::span<const std::b
   // (consume()).
   const bool others_writing = batch_writers_ > (stream->batch_bytes > 0 ? 1u : 0u) ||
                               writable_.size() > (WritableQueue::queued(*stream) ? 1u : 0u) || promised_bytes_ > 0;
-  const std::size_t turn_max = others_writing ? turn_bytes() : limits::send_batch_bytes_target;
-  const std::size_t turn_room = std::min(batch_room, turn_max - std::min<std::size_t>(stream->batch_bytes, turn_max));
+  // The turn the queue gave it, else (writing unasked) one turn per batch.
+  std::size_t turn_room = batch_room;
+  if (others_writing) {
+    turn_room = stream->turn_left > 0 ? stream->turn_left
+                                      : turn_bytes() - std::min<std::size_t>(stream->batch_bytes, turn_bytes());
+  }
   const std::size_t take = std::min({bytes.size(), static_cast<std::size_t>(stream->send_credit.available()),
                                      static_cast<std::size_t>(connection_send_.available()), turn_room, batch_room});
   const bool end_now = end_stream && take == bytes.size();
   if (take == 0 && !end_now) {
-    // Woken for a turn that others' writes used up first (a deferred writer's promise is
-    // an estimate): it keeps its place at the front instead of waiting a whole round.
-    wait_writable(*stream, promised > 0);
+    cut_short(*stream, others_writing);
     return std::size_t{0};
   }
   if (take > 0 && stream->batch_bytes == 0) batch_writers_++;
@@ -215,9 +217,10 @@ Result<std::size_t, MuxError> Session::write(StreamId id, std::span<const std::b
   stream->send_credit.consume(take);
   connection_send_.consume(take);
   stream->batch_bytes += static_cast<uint32_t>(take);
+  stream->turn_left = others_writing ? stream->turn_left - static_cast<uint32_t>(std::min<std::size_t>(take, stream->turn_left)) : 0;
   auto sent = stream->machine.send_data(end_now);
   RM_ASSERT(sent.ok());
-  if (take < bytes.size()) wait_writable(*stream);
+  if (take < bytes.size()) cut_short(*stream, others_writing);
   finish_if_done(id, *stream);
   return take;
 }
@@ -396,17 +399,22 @@ void Session::notify_writable() noexcept {
     stats_.writable_steps++;
     Stream& stream = writable_.pop_front();
     RM_ASSERT(stream.wants_writable);
-    if (stream.send_credit.available() == 0) continue;  // waits for its CREDIT (credit_arrived)
-    const uint32_t turn_used = stream.batch_number == batch_number_ ? stream.batch_bytes : 0;
-    const uint32_t turn = turn_bytes();
-    if (turn_used >= turn) {
-      writable_.push_back(stream);  // had its turn in this batch: the next one serves it
+    if (stream.send_credit.available() == 0) {  // waits for its CREDIT (credit_arrived)
+      stream.turn_left = 0;
       continue;
+    }
+    if (stream.turn_left == 0) {
+      // A new turn, unless it wrote a whole one unasked in this batch already.
+      const uint32_t turn_used = stream.batch_number == batch_number_ ? stream.batch_bytes : 0;
+      if (turn_used >= turn_bytes()) {
+        writable_.push_back(stream);  // the next batch serves it
+        continue;
+      }
+      stream.turn_left = turn_bytes();
     }
     stream.wants_writable = false;
     if (options_.writable_deferred) {
-      stream.promised = static_cast<uint32_t>(
-          std::min<uint64_t>(stream.send_credit.available(), turn - turn_used));
+      stream.promised = static_cast<uint32_t>(std::min<uint64_t>(stream.send_credit.available(), stream.turn_left));
       stream.promise_round = promise_round_;
       promised_bytes_ += stream.promised;
     }
@@ -425,6 +433,18 @@ void Session::wait_writable(Stream& stream, bool turn_missed) noexcept {
   } else {
     writable_.push_back(stream);
   }
+}
+
+void Session::cut_short(Stream& stream, bool others_writing) noexcept {
+  if (stream.send_credit.available() == 0) {
+    stream.turn_left = 0;  // waits off the queue for its CREDIT, then queues at the back
+    wait_writable(stream);
+    return;
+  }
+  // Cut by the batch's end or the connection's credit in the middle of a turn the queue
+  // gave it: the rest of the turn comes first (a stream cut at the batch's end every
+  // round fell behind the others). A whole turn taken, or a write unasked: the back.
+  wait_writable(stream, others_writing && stream.turn_left > 0);
 }
 
 void Session::credit_arrived(Stream& stream) noexcept {

@@ -335,6 +335,9 @@ class Session {
     // of its own (its turn comes round), else until a CREDIT for it arrives.
     bool wants_writable = false;
     QueueLinks<Stream> writable_links;
+    // What is left of the turn the queue gave it (deficit round robin: a turn cut short by
+    // the batch's end or the connection's credit goes on at the front); 0: no turn.
+    uint32_t turn_left = 0;
     // writable_deferred: what the stream may write since it was woken in promise round
     // promise_round (0 once it has written).
     uint32_t promised = 0;
@@ -398,6 +401,8 @@ class Session {
   // The stream's writer waits for on_stream_writable() (no-op when it already does): at
   // the back of the queue, or at the front when it was woken for a turn it did not get.
   void wait_writable(Stream& stream, bool turn_missed = false) noexcept;
+  // A write took less than asked: why decides where the stream waits.
+  void cut_short(Stream& stream, bool others_writing) noexcept;
   // A stream that waited for credit of its own has some: it queues for its turn.
   void credit_arrived(Stream& stream) noexcept;
   // Takes the stream out of the writable queue (it finishes).
