@@ -22,8 +22,9 @@
 //
 // Threads: everything here runs on the connection's loop thread; callbacks never block.
 // Lifetime: a Connection must stay alive until on_connection_closed has been delivered;
-// destroyed earlier (once closed()), it reports the streams whose end was still due
-// first, so that every observer hears on_stream_finished exactly once.
+// destroyed earlier (once closed(), and not from inside one of its callbacks other than
+// on_connection_closed), it reports the streams whose end was still due first, so that
+// every observer hears on_stream_finished exactly once.
 #pragma once
 
 #include <cstdint>
