@@ -27,6 +27,12 @@ inline constexpr uint32_t loop_cqes_per_iteration_max = 4096;
 // Expired timers run per iteration.
 inline constexpr uint32_t loop_timers_per_iteration_max = 1024;
 
+// Rounds of deferred work (engine::Loop::defer) run before the loop waits: work that
+// defers more work (a completion whose callback makes a call that fails) runs again in
+// the next round. Past the budget the rest runs in the next iteration, which then does
+// not wait, so a callback that keeps deferring cannot hold the loop in one iteration.
+inline constexpr uint32_t loop_deferred_rounds_max = 8;
+
 // Busy-poll budget of a loop before it sleeps in io_uring_enter. Waking an idle core costs
 // tens of microseconds on virtual machines (measured here: a 64 B echo round trip takes
 // ~55 us when both sides sleep, ~10 us when they poll; perf/RESULTS.md). 20 us covers a

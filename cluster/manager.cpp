@@ -194,19 +194,12 @@ void Manager::close() noexcept {
     peer->connector.cancel();
     loop_.timer_cancel(peer->reconnect_timer);
     if (peer->connection && !peer->connection->closed()) peer->connection->close(MuxError::cancelled);
-    // Waiting calls fail now: no session will come.
-    std::deque<Waiting> waiting = std::move(peer->waiting);
-    for (auto& w : waiting) {
-      CallResult result;
-      result.error = MuxError::cancelled;
-      w.done(result);
-    }
+    // Waiting calls fail: no session will come.
+    fail_waiting(*peer, MuxError::cancelled);
   }
-  // A close may report at once, and the report erases its connection from accepted_: walk a
-  // snapshot (each report erases only its own connection, so the others stay valid).
-  std::vector<Connection*> accepted;
-  for (auto& connection : accepted_) accepted.push_back(connection.get());
-  for (Connection* connection : accepted) {
+  // A connection reports its close on a later turn (which erases it from accepted_), never
+  // inside close(): the list stays as it is during this walk.
+  for (auto& connection : accepted_) {
     if (!connection->closed()) connection->close(MuxError::cancelled);
   }
   acceptor_.close();
@@ -265,13 +258,25 @@ void Manager::remove_peer(const engine::Address& address) noexcept {
   peer->connector.cancel();
   loop_.timer_cancel(peer->reconnect_timer);
   loop_.timer_cancel(peer->waiting_timer);
-  std::deque<Waiting> waiting = std::move(peer->waiting);
-  for (auto& w : waiting) {
-    CallResult result;
-    result.error = MuxError::cancelled;
-    w.done(result);
-  }
+  fail_waiting(*peer, MuxError::cancelled);
   if (peer->connection && !peer->connection->closed()) peer->connection->close(MuxError::cancelled);
+}
+
+void Manager::fail_waiting(Peer& peer, MuxError error) noexcept {
+  std::deque<Waiting> waiting = std::move(peer.waiting);
+  peer.waiting.clear();
+  for (auto& w : waiting) complete_later(std::move(w.done), error, {});
+}
+
+void Manager::complete_later(CallCallback done, MuxError error, std::string message) noexcept {
+  // The task owns the callback and the result: it runs on a later turn even when this
+  // manager is gone by then. A control path (one allocation per failed call).
+  loop_.post_fn([done = std::move(done), error, message = std::move(message)]() mutable {
+    CallResult result;
+    result.error = error;
+    result.message = std::move(message);
+    done(result);
+  });
 }
 
 void Manager::dial(Peer& peer) noexcept {
@@ -336,10 +341,7 @@ CallHandle Manager::call(const engine::Address& address, uint32_t handler_id, st
                          uint64_t deadline_ns, CallCallback done) noexcept {
   Peer* peer = find(address);
   if (peer == nullptr || peer->removed) {
-    CallResult result;
-    result.error = MuxError::unknown_handler;
-    result.message = "unknown peer " + address.to_string();
-    done(result);
+    complete_later(std::move(done), MuxError::unknown_handler, "unknown peer " + address.to_string());
     return {};
   }
   const uint64_t handle = next_handle_++;
@@ -359,9 +361,9 @@ void Manager::send(Peer& peer, uint64_t handle, uint32_t handler_id, std::span<c
                    uint64_t deadline_ns, CallCallback done) noexcept {
   Connection* connection = peer.connection.get();
   RM_ASSERT(connection != nullptr && peer.identified && handle != 0 && sent_.find(handle) == nullptr);
-  // The call's entry in sent_ goes when it completes (its callback taken out first), which
-  // may be inside mux::call already: the entry is made first and completed after.
-  sent_.emplace(handle, Sent{connection, 0, std::move(done)});
+  // The call's entry in sent_ goes when it completes (its callback taken out first), never
+  // inside mux::call: a call that fails at once completes on a later turn (id 0 then:
+  // nothing to cancel).
   const StreamId id = mux::call(*connection, handler_id, request, deadline_ns, [this, handle](const CallResult& result) {
     Sent* sent = sent_.find(handle);
     RM_ASSERT(sent != nullptr);
@@ -369,7 +371,7 @@ void Manager::send(Peer& peer, uint64_t handle, uint32_t handler_id, std::span<c
     sent_.erase(handle);
     finish(result);
   });
-  if (Sent* sent = sent_.find(handle)) sent->id = id;
+  sent_.emplace(handle, Sent{connection, id, std::move(done)});
 }
 
 void Manager::cancel(CallHandle handle) noexcept {
@@ -379,14 +381,14 @@ void Manager::cancel(CallHandle handle) noexcept {
       if (it->handle != handle.value) continue;
       CallCallback done = std::move(it->done);
       peer->waiting.erase(it);
-      CallResult result;
-      result.error = MuxError::cancelled;
-      done(result);
+      complete_later(std::move(done), MuxError::cancelled, {});
       return;
     }
   }
+  // `done` hears cancelled on the connection's next turn (or its own outcome, when it
+  // completed already and waits for that turn: a cancel changes nothing then).
   const Sent* sent = sent_.find(handle.value);
-  if (sent != nullptr && sent->id != 0) sent->connection->cancel(sent->id);  // `done`: cancelled
+  if (sent != nullptr && sent->id != 0) sent->connection->cancel(sent->id);
 }
 
 void Manager::arm_waiting_timer(Peer& peer) noexcept {

@@ -15,7 +15,10 @@
 // Calls: call() to a peer whose session is not up (connecting, resuming, not yet
 // identified) waits, up to its deadline, for it to come up: queued here, or in the
 // session while it resumes. Then it fails with deadline_exceeded and a message naming the
-// peer. A call is cancellable (cancel()) in both states; the peer sees a RESET.
+// peer. A call is cancellable (cancel()) in both states; the peer sees a RESET. A call's
+// callback never runs inside the call on the manager that started, cancelled or ended it
+// (call, cancel, remove_peer, close): it runs on a later turn of the loop, and runs even
+// when the manager has been destroyed meanwhile.
 //
 // Health per peer: state (connecting, connected, resuming, lost), last RTT, resumes.
 //
@@ -137,14 +140,15 @@ class Manager final : public engine::ListenerHandler, public ConnectionObserver 
   // The loop (of `loops`) that owns the pair or route key `key`.
   static uint32_t loop_of_key(uint64_t key, uint32_t loops) noexcept;
 
-  // A unary call to `peer` (added before); `done` runs once on the loop thread. Waits for
-  // the session up to `deadline_ns` (monotonic clock; 0: no deadline, then it waits while
-  // the peer is known). Errors: those of Connection::call, deadline_exceeded (with a
-  // message naming the peer when the session never came up), unknown_handler for a peer
-  // that was never added.
+  // A unary call to `peer` (added before); `done` runs once on the loop thread, after this
+  // returns. Waits for the session up to `deadline_ns` (monotonic clock; 0: no deadline,
+  // then it waits while the peer is known). Errors: those of mux::call, deadline_exceeded
+  // (with a message naming the peer when the session never came up), unknown_handler for a
+  // peer that was never added (or was removed), cancelled.
   CallHandle call(const engine::Address& peer, uint32_t handler_id, std::span<const std::byte> request,
                   uint64_t deadline_ns, CallCallback done) noexcept;
-  // Cancels a call: RESET(cancelled) to the peer if it was sent, `done` with cancelled.
+  // Cancels a call: RESET(cancelled) to the peer if it was sent, `done` with cancelled on
+  // a later turn (unless it completed before).
   void cancel(CallHandle handle) noexcept;
 
   PeerHealth health(const engine::Address& peer) const noexcept;
@@ -194,6 +198,10 @@ class Manager final : public engine::ListenerHandler, public ConnectionObserver 
   void send(Peer& peer, uint64_t handle, uint32_t handler_id, std::span<const std::byte> request,
             uint64_t deadline_ns, CallCallback done) noexcept;
   void arm_waiting_timer(Peer& peer) noexcept;
+  // Fails every call waiting for `peer`'s session with `error` (complete_later).
+  void fail_waiting(Peer& peer, MuxError error) noexcept;
+  // Runs `done` with `error` on a later turn of the loop (a task that owns it).
+  void complete_later(CallCallback done, MuxError error, std::string message) noexcept;
   // The wait before dialing `peer` again (counts the attempt).
   uint64_t reconnect_delay(Peer& peer) noexcept;
   static void on_waiting_timer(engine::Timer& timer) noexcept;

@@ -97,8 +97,15 @@ struct QuorumState : std::enable_shared_from_this<QuorumState> {
     if (on_progress && call.error == MuxError::none) on_progress(result);
   }
 
-  // Completes under `lock`, then (unlocked: a cancellation runs its call's callback, which
-  // takes the lock) cancels what is still outstanding and reports.
+  // An empty configuration: no peer can answer.
+  void refuse_empty() {
+    std::unique_lock lock(mutex);
+    finish(lock, MuxError::refused);
+  }
+
+  // Completes under `lock`, then (unlocked: the cancellations, made on other loops too,
+  // run their calls' callbacks, which take the lock) cancels what is still outstanding and
+  // reports.
   void finish(std::unique_lock<std::mutex>& lock, MuxError error) {
     complete = true;
     result.error = error;
@@ -136,10 +143,7 @@ void quorum_on_manager(Manager& manager, const Configuration& configuration, uin
                        RequestOf&& request_of, QuorumFunction quorum_function, uint64_t deadline_ns,
                        QuorumCallback done, QuorumCallback on_progress) {
   auto state = make_state(configuration.size(), std::move(quorum_function), std::move(done), std::move(on_progress));
-  if (configuration.empty()) {
-    std::unique_lock lock(state->mutex);
-    return state->finish(lock, MuxError::refused);
-  }
+  if (configuration.empty()) return manager.loop().post_fn([state] { state->refuse_empty(); });
   for (std::size_t i = 0; i < configuration.size(); i++) {
     state->issue(manager, i, configuration[i], handler_id, request_of(i), deadline_ns);
   }
@@ -150,10 +154,7 @@ void quorum_on_node(Node& node, const Configuration& configuration, uint32_t han
                     std::vector<std::vector<std::byte>> requests, QuorumFunction quorum_function,
                     uint64_t deadline_ns, QuorumCallback done, QuorumCallback on_progress) {
   auto state = make_state(configuration.size(), std::move(quorum_function), std::move(done), std::move(on_progress));
-  if (configuration.empty()) {
-    std::unique_lock lock(state->mutex);
-    return state->finish(lock, MuxError::refused);
-  }
+  if (configuration.empty()) return node.engine().post(0, [state] { state->refuse_empty(); });
   state->configuration = configuration;
   state->requests = std::move(requests);
   // One task per loop that owns peers of the configuration; the caller's own loop (when it

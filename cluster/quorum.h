@@ -16,9 +16,10 @@
 // Threads. Over a Manager: its loop; `done` and `on_progress` run there. Over a Node
 // (cluster/node.h): any thread; each peer's call goes to the loop that owns the peer, and
 // `done` and `on_progress` run on the loop thread whose reply decided (never two at once;
-// every on_progress before done; an empty configuration fails at once, on the calling
-// thread, with refused). They must not block: they run on a loop, and
-// on_progress holds the call's lock (it must not start another quorum call's wait on it).
+// every on_progress before done). Never inside quorum_call(): an empty configuration
+// fails with refused on a later turn of the loop (over a Node, loop 0's), as a peer call
+// that fails at once does. They must not block: they run on a loop, and on_progress holds
+// the call's lock (it must not start another quorum call's wait on it).
 #pragma once
 
 #include <cstddef>

@@ -79,22 +79,33 @@ Result<std::unique_ptr<Loop>, IoError> Loop::create(const LoopOptions& options) 
   return loop;
 }
 
+Loop::Loop() noexcept {
+  // Empty circular lists: each sentinel is its own neighbour.
+  for (Deferred* sentinel : {&deferred_, &deferred_round_}) sentinel->next_ = sentinel->prev_ = sentinel;
+}
+
 Loop::~Loop() {
-  if (!ring_ready_) return;
-  // Cancel our own eventfd read and wait for it: the kernel would otherwise write into
-  // event_value_ after this object is gone. Every other operation belongs to an owner
-  // that must have torn itself down first.
-  stop_requested_ = true;
-  if (wakeup_.submitted) {
-    io_uring_sqe* sqe = sqe_unowned();
-    io_uring_prep_cancel(sqe, &wakeup_, 0);
-    for (int i = 0; i < 1000 && wakeup_.submitted; i++) run_once(true, 10'000'000);
+  // Deferred work belongs to owners that took it back before the loop goes.
+  RM_ASSERT(!deferred_pending() && deferred_round_.next_ == &deferred_round_);
+  if (ring_ready_) {
+    // Cancel our own eventfd read and wait for it: the kernel would otherwise write into
+    // event_value_ after this object is gone. Every other operation belongs to an owner
+    // that must have torn itself down first.
+    stop_requested_ = true;
+    if (wakeup_.submitted) {
+      io_uring_sqe* sqe = sqe_unowned();
+      io_uring_prep_cancel(sqe, &wakeup_, 0);
+      for (int i = 0; i < 1000 && wakeup_.submitted; i++) run_once(true, 10'000'000);
+    }
+    RM_ASSERT(!wakeup_.submitted);
+    RM_ASSERT(ops_in_flight_ == 0);
+    buffers_.reset();
+    io_uring_queue_exit(&ring_);
+    if (event_fd_ >= 0) close(event_fd_);
   }
-  RM_ASSERT(!wakeup_.submitted);
-  RM_ASSERT(ops_in_flight_ == 0);
-  buffers_.reset();
-  io_uring_queue_exit(&ring_);
-  if (event_fd_ >= 0) close(event_fd_);
+  RM_ASSERT(!deferred_pending());
+  // The sentinels are not queued work (Deferred's destructor checks that).
+  for (Deferred* sentinel : {&deferred_, &deferred_round_}) sentinel->next_ = sentinel->prev_ = nullptr;
 }
 
 io_uring_sqe* Loop::sqe() noexcept {
@@ -194,6 +205,45 @@ void Loop::run_posted_tasks() noexcept {
   }
 }
 
+void Loop::defer(Deferred& deferred) noexcept {
+  RM_DEBUG_ASSERT(on_loop_thread());
+  RM_ASSERT(deferred.run_ != nullptr);
+  if (deferred.queued()) return;
+  // At the tail of the queue (deferred_.prev_ is its last node).
+  deferred.prev_ = deferred_.prev_;
+  deferred.next_ = &deferred_;
+  deferred_.prev_->next_ = &deferred;
+  deferred_.prev_ = &deferred;
+}
+
+void Loop::cancel_deferred(Deferred& deferred) noexcept {
+  if (!deferred.queued()) return;
+  // In the queue or in the round being run: unlinked the same way from either.
+  deferred.prev_->next_ = deferred.next_;
+  deferred.next_->prev_ = deferred.prev_;
+  deferred.next_ = deferred.prev_ = nullptr;
+}
+
+void Loop::run_deferred() noexcept {
+  for (uint32_t round = 0; round < limits::loop_deferred_rounds_max && deferred_pending(); round++) {
+    // The queue becomes this round; what its work defers queues for the next round.
+    RM_ASSERT(deferred_round_.next_ == &deferred_round_);
+    deferred_round_.next_ = deferred_.next_;
+    deferred_round_.prev_ = deferred_.prev_;
+    deferred_round_.next_->prev_ = &deferred_round_;
+    deferred_round_.prev_->next_ = &deferred_round_;
+    deferred_.next_ = deferred_.prev_ = &deferred_;
+    // One node at a time off the front: work may cancel other nodes of this round (an
+    // owner destroyed by a callback), which leaves the list whole.
+    while (deferred_round_.next_ != &deferred_round_) {
+      Deferred& deferred = *deferred_round_.next_;
+      cancel_deferred(deferred);
+      stats_.deferred_run++;
+      deferred.run_(deferred);  // may destroy the node's owner
+    }
+  }
+}
+
 uint32_t Loop::dispatch_completions() noexcept {
   uint32_t count = 0;
   bool overflowed = false;
@@ -228,12 +278,15 @@ uint32_t Loop::dispatch_completions() noexcept {
 uint32_t Loop::run_once(bool wait, uint64_t timeout_ns) noexcept {
   stats_.iterations++;
   now_ns_ = clock_ns();
+  // Work deferred outside an iteration (by the loop's owner between two of them), or left
+  // over by the last iteration's budget.
+  run_deferred();
   const uint64_t next_timer_ns = timers_.next_deadline_ns();
   if (next_timer_ns != UINT64_MAX) {
     const uint64_t until_timer_ns = next_timer_ns > now_ns_ ? next_timer_ns - now_ns_ : 0;
     if (until_timer_ns < timeout_ns) timeout_ns = until_timer_ns;
   }
-  if (timeout_ns == 0) wait = false;
+  if (timeout_ns == 0 || deferred_pending()) wait = false;
 
   if (wait && spin_ns_ > 0 && spin_for_completions(spin_ns_ < timeout_ns ? spin_ns_ : timeout_ns)) wait = false;
 
@@ -258,6 +311,8 @@ uint32_t Loop::run_once(bool wait, uint64_t timeout_ns) noexcept {
 
   const uint32_t dispatched = dispatch_completions();
   timers_.fire_expired(now_ns_, limits::loop_timers_per_iteration_max);
+  // What this iteration's callbacks deferred: before the loop waits again.
+  run_deferred();
   if (stop_from_other_thread_.load(std::memory_order_relaxed)) stop_requested_ = true;
   return dispatched;
 }

@@ -4,7 +4,9 @@
 // with a fallback), its registered ring fd, one provided-buffer ring for receives, its
 // timers and its queue of posted tasks. Each iteration makes exactly one
 // submit-and-wait call, whose timeout is the earliest timer, then dispatches completions
-// through the completion's address (the SQE's user_data).
+// through the completion's address (the SQE's user_data), fires timers, and last runs the
+// work its callbacks deferred (defer(): a completion reported on the next turn, a
+// connection's one send of what the iteration wrote).
 //
 // Threading: a loop is created on, and thereafter used only by, the thread that runs it
 // (SINGLE_ISSUER requires the creating thread to be the submitter). The exceptions are
@@ -60,6 +62,7 @@ struct LoopStats {
   uint64_t tasks_run = 0;
   uint64_t wakeups = 0;  // eventfd completions (posts from other threads)
   uint64_t spin_polls = 0;  // non-blocking enters made while busy-polling
+  uint64_t deferred_run = 0;  // deferred work run (Loop::defer)
 };
 
 // Work posted to a loop from any thread. Intrusive: the poster owns the memory until
@@ -67,6 +70,36 @@ struct LoopStats {
 struct Task {
   Task* next = nullptr;
   void (*run)(Task* task) noexcept = nullptr;
+};
+
+// Work of the loop thread for the loop's next turn (Loop::defer): a completion that must
+// not run inside the call that started it, or the one send of a connection's output.
+// Intrusive and owned by its owner, which takes it back (Loop::cancel_deferred) before it
+// goes away; `run` may destroy the owner (the loop no longer touches the node then).
+// Invariant: `queued()` exactly when the node is on its loop's list.
+class Deferred {
+ public:
+  using Run = void (*)(Deferred& deferred) noexcept;
+  Deferred() = default;
+  Deferred(Run run, void* context) noexcept : run_(run), context_(context) {}
+  Deferred(const Deferred&) = delete;
+  Deferred& operator=(const Deferred&) = delete;
+  ~Deferred() { RM_ASSERT(!queued()); }
+
+  void set_run(Run run, void* context) noexcept {
+    RM_ASSERT(!queued());
+    run_ = run;
+    context_ = context;
+  }
+  void* context() const noexcept { return context_; }
+  bool queued() const noexcept { return next_ != nullptr; }
+
+ private:
+  friend class Loop;
+  Deferred* next_ = nullptr;  // a circular list through the loop's sentinel while queued
+  Deferred* prev_ = nullptr;
+  Run run_ = nullptr;
+  void* context_ = nullptr;
 };
 
 class Loop {
@@ -110,6 +143,16 @@ class Loop {
   void request_stop() noexcept { stop_requested_ = true; }
   bool stop_requested() const noexcept { return stop_requested_; }
 
+  // Runs `deferred` on the loop thread once the code running now has returned to the loop:
+  // after this iteration's completions and timers, before the loop waits again (queued
+  // outside an iteration: when the next one starts). Never inside the call that queues it,
+  // and the loop does not sleep while work is queued. Queued nodes run in queue order; a
+  // node already queued stays where it is. No allocation.
+  void defer(Deferred& deferred) noexcept;
+  // Takes `deferred` off the queue (its owner is going away); a no-op when not queued.
+  void cancel_deferred(Deferred& deferred) noexcept;
+  bool deferred_pending() const noexcept { return deferred_.next_ != &deferred_; }
+
   // Timers, on the loop's monotonic clock.
   // A delay past the end of the clock (a peer's deadline budget of 2^64-1) saturates.
   void timer_start(Timer& timer, uint64_t delay_ns) { timers_.arm(timer, add_saturating(now_ns_, delay_ns)); }
@@ -132,9 +175,11 @@ class Loop {
 
   // ---- any thread ----
 
-  // Queues `task` to run on the loop thread and wakes the loop. Lock-free.
+  // Queues `task` to run on the loop thread and wakes the loop. Lock-free. From the loop
+  // thread too: the task then runs on a later turn, never inside the posting call.
   void post(Task* task) noexcept;
-  // Posts a callable (allocates one small node per call; for control paths, not per message).
+  // Posts a callable (allocates one small node per call; for control paths, not per
+  // message). The task owns the callable: it may run after whoever posted it is gone.
   template <typename F>
   void post_fn(F&& fn) {
     struct FnTask : Task {
@@ -188,10 +233,12 @@ class Loop {
   void request_stop_from_any_thread() noexcept;
 
  private:
-  Loop() = default;
+  Loop() noexcept;
   static void on_wakeup_complete(Completion& completion, int32_t result, uint32_t flags) noexcept;
   void arm_wakeup() noexcept;
   void run_posted_tasks() noexcept;
+  // Runs the deferred work, in rounds (limits::loop_deferred_rounds_max).
+  void run_deferred() noexcept;
   uint32_t dispatch_completions() noexcept;
   bool spin_for_completions(uint64_t budget_ns) noexcept;
 
@@ -206,6 +253,10 @@ class Loop {
   uint64_t now_ns_ = 0;
   uint32_t ops_in_flight_ = 0;
   bool stop_requested_ = false;
+  // Deferred work: the queue, and the round being run (sentinels of circular lists, so a
+  // node is taken off either with no search).
+  Deferred deferred_;
+  Deferred deferred_round_;
 
   // Cross-thread wake-up: a Treiber stack of tasks (taken whole, so no ABA) and an
   // eventfd whose read stays armed. wake_pending_ is true from the first post after a

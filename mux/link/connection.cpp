@@ -43,7 +43,7 @@ SessionOptions session_options_for(const SessionOptions& options, bool dialer) n
   std::array<std::byte, sizeof(uint64_t)> secret;
   fill_random(secret);
   std::memcpy(&session_options.table_secret, secret.data(), secret.size());
-  session_options.writable_deferred = true;  // delivered by reap(), after the entry point
+  session_options.writable_deferred = true;  // delivered on the connection's turn
   return session_options;
 }
 
@@ -77,23 +77,26 @@ Connection::Connection(Loop& loop, int fd, bool dialer, const StreamService* ser
 
 Connection::~Connection() {
   RM_ASSERT(closed());
-  RM_ASSERT(depth_ == 0);
-  reap();
+  // Destroyed before its turn came: the streams whose end is due hear it now, so that each
+  // observer hears it exactly once. Their callbacks find the session ended (a call made
+  // from one fails, and is reported in the next round). Not on_connection_closed: the
+  // owner destroying the connection knows.
+  for (uint32_t round = 0; round < limits::loop_deferred_rounds_max && !finished_.empty(); round++) report_finished();
+  RM_ASSERT(finished_.empty());  // a callback that keeps calling a connection being destroyed
+  loop_.cancel_deferred(turn_);
 }
 
 void Connection::start() noexcept {
-  EntryGuard guard(*this);
   last_received_ns_ = loop_.now_ns();
   transport_started_ns_ = last_received_ns_;
   transport_->socket.start();
   loop_.timer_start(keepalive_, options_.keepalive_interval_ns);
-  // The dialer's HELLO goes out at once (with whatever was queued behind it), so that the
-  // acceptor, whose frames wait for it, never waits for our first stream or keepalive.
-  flush();
+  // The dialer's HELLO goes out on this turn (with whatever was queued behind it), so that
+  // the acceptor, whose frames wait for it, never waits for our first stream or keepalive.
+  want_turn();
 }
 
 void Connection::start(const wire::Hello& hello) noexcept {
-  EntryGuard guard(*this);
   if (!session_.accept_hello(hello)) {
     end(session_.failure());
     return;
@@ -102,7 +105,6 @@ void Connection::start(const wire::Hello& hello) noexcept {
 }
 
 void Connection::close(MuxError reason) noexcept {
-  EntryGuard guard(*this);
   // A resumable peer would otherwise take the closed socket for a broken connection and
   // wait for a resume until its timeout: an ERROR on stream 0 ends its session at once.
   // If it does not go out, the peer's resume is refused instead.
@@ -160,7 +162,6 @@ void Connection::on_stream_timer(engine::Timer& timer) noexcept {
   auto& stream_timer = *static_cast<StreamTimer*>(timer.context());
   Connection& self = *stream_timer.connection;
   const StreamId id = stream_timer.id;
-  EntryGuard guard(self);
   StreamBinding* binding = self.session_.binding(id);
   RM_ASSERT(binding != nullptr);  // a finished stream's timer is released with it
   RM_ASSERT(binding->timer != 0 && self.stream_timers_[binding->timer - 1].get() == &stream_timer);
@@ -206,13 +207,18 @@ Result<StreamId, MuxError> Connection::open(uint32_t handler_id, uint64_t deadli
 Result<StreamId, MuxError> Connection::open_owned(uint32_t handler_id, uint64_t deadline_ns,
                                                   std::span<const std::byte> payload, bool end_stream,
                                                   StreamObserver& observer) noexcept {
-  return open_stream(handler_id, deadline_ns, payload, end_stream, observer, true);
+  auto opened = open_stream(handler_id, deadline_ns, payload, end_stream, observer, true);
+  if (!opened) {
+    // Ours all the same: it hears the error on the next turn, like any end of its stream.
+    finished_.push_back(Finished{&observer, opened.error(), true});
+    want_turn();
+  }
+  return opened;
 }
 
 Result<StreamId, MuxError> Connection::open_stream(uint32_t handler_id, uint64_t deadline_ns,
                                                    std::span<const std::byte> payload, bool end_stream,
                                                    StreamObserver& observer, bool owned) noexcept {
-  EntryGuard guard(*this);
   uint64_t budget_ns = 0;
   if (deadline_ns != 0) {
     const uint64_t now = Loop::clock_ns();
@@ -228,7 +234,7 @@ Result<StreamId, MuxError> Connection::open_stream(uint32_t handler_id, uint64_t
   binding.deadline_ns = deadline_ns;
   arm_stream_timer(id, binding);
   keep_open_rest(binding, payload.subspan(opened->taken), end_stream);
-  flush();
+  want_turn();
   return id;
 }
 
@@ -265,61 +271,51 @@ bool Connection::send_open_rest(StreamId id) noexcept {
 }
 
 Result<std::size_t, MuxError> Connection::write(StreamId id, std::span<const std::byte> bytes, bool end_stream) noexcept {
-  EntryGuard guard(*this);
+  want_turn();
   // The open's payload goes first; until it has, nothing else is taken (the writer hears
   // on_stream_writable once it has). An END alone (no bytes) is queued behind it.
   if (!send_open_rest(id)) {
     StreamBinding& rest = *session_.binding(id);
     if (rest.open_rest_end) return Err{MuxError::stream_closed};  // ended already
     if (bytes.empty() && end_stream) rest.open_rest_end = true;
-    flush();
     return std::size_t{0};
   }
-  auto taken = session_.write(id, bytes, end_stream);
-  flush();
-  return taken;
+  return session_.write(id, bytes, end_stream);
 }
 
 Result<void, MuxError> Connection::end(StreamId id) noexcept {
-  EntryGuard guard(*this);
+  want_turn();
   if (!send_open_rest(id)) {
     // The END follows the open's payload still waiting for credit.
     StreamBinding& rest = *session_.binding(id);
     if (rest.open_rest_end) return Err{MuxError::stream_closed};  // ended already
     rest.open_rest_end = true;
-    flush();
     return {};
   }
-  auto ended = session_.end(id);
-  flush();
-  return ended;
+  return session_.end(id);
 }
 
 void Connection::reset(StreamId id, MuxError reason, std::string_view message) noexcept {
-  EntryGuard guard(*this);
   session_.reset(id, reason, message);
-  flush();
+  want_turn();
 }
 
 void Connection::stop(StreamId id) noexcept {
-  EntryGuard guard(*this);
   session_.stop(id);
-  flush();
+  want_turn();
 }
 
 void Connection::consume(StreamId id, std::size_t bytes) noexcept {
-  EntryGuard guard(*this);
   session_.consume(id, bytes, loop_.now_ns());
-  // Inside the receive path the credit leaves with the batch flushed after the read;
-  // called on its own (a worker's release reaching the loop) it must go out now, or a
+  // The credit leaves on this turn: with the batch the receive path sends, or called on
+  // its own (a worker's release reaching the loop) in a send of its own, without which a
   // sender waiting for it would wait forever.
-  flush();
+  want_turn();
 }
 
 void Connection::goaway(wire::StatusCode code) noexcept {
-  EntryGuard guard(*this);
   session_.goaway(code);
-  flush();
+  want_turn();
 }
 
 // ---- session events ----
@@ -369,52 +365,68 @@ void Connection::on_stream_finished(StreamId, StreamBinding& binding, MuxError e
   }
   StreamObserver* observer = binding.observer;
   if (observer == nullptr) return;  // refused before any observer heard of it
+  // The peer's text is valid only now (a span of the received frame). It comes only with
+  // what the peer sent, so only on the receive path, never inside a call on us.
   if (!message.empty()) observer->on_stream_message(message);
-  observer->on_stream_finished(error);
-  if (binding.owned) {
-    RM_ASSERT(depth_ > 0);  // every path here starts at an entry point
-    finished_.emplace_back(observer);
+  // The end itself is reported on the turn: this may be inside the write, reset or close
+  // that ended the stream, maybe made by this very observer.
+  finished_.push_back(Finished{observer, error, binding.owned});
+  want_turn();
+}
+
+void Connection::on_turn(engine::Deferred& turn) noexcept {
+  Connection& self = *static_cast<Connection*>(turn.context());
+  RM_ASSERT(&turn == &self.turn_);
+  self.report_finished();
+  self.report_writable();
+  self.flush();
+  self.arm_ack_timer();  // an ACK the send did not carry (none went, or one in flight held it)
+  // The close comes last, once every stream's end has been heard: ends reported just now
+  // may have ended more streams (a callback that closed the connection), which queued
+  // this turn again.
+  if (self.close_due_ && self.finished_.empty()) {
+    self.close_due_ = false;
+    self.closed_reported_ = true;
+    self.observer_.on_connection_closed(self, self.close_reason_, self.io_error_);  // last: may destroy self
   }
 }
 
-void Connection::reap() noexcept {
-  if (reaping_) return;  // observers called below enter and leave entry points again
-  reaping_ = true;
-  // Writers woken meanwhile go on now. Their writes may wake others: a few rounds, each
-  // bounded; what remains waits for the next entry point (a send completion is coming).
-  bool rests_sent = false;
-  for (int round = 0; round < 16 && !writable_pending_.empty(); round++) {
-    std::vector<StreamId>& ids = writable_scratch_;  // capacity kept: no allocation per round
-    ids.clear();
-    ids.swap(writable_pending_);
-    for (const StreamId id : ids) {
-      // The open's payload first; the observer after it.
-      rests_sent |= open_rests_ > 0;
-      if (!send_open_rest(id)) continue;
-      const StreamBinding* binding = session_.binding(id);
-      if (binding != nullptr && binding->observer != nullptr) binding->observer->on_stream_writable();
-    }
-    // The session woke only as many writers as could fill the batch: if they left room,
-    // the next ones in turn are woken (into writable_pending_, for the next round).
-    session_.writers_ran();
+void Connection::report_finished() noexcept {
+  // The streams that ended since the last turn, in order. What ends during these callbacks
+  // (a call they make that fails, a stream they reset) is reported on the next round.
+  std::vector<Finished>& round = finished_round_;  // capacity kept: no allocation per turn
+  RM_ASSERT(round.empty());
+  round.swap(finished_);
+  for (const Finished& finished : round) {
+    finished.observer->on_stream_finished(finished.error);
+    if (finished.owned) delete finished.observer;
   }
-  // The observers' writes flushed themselves; what send_open_rest queued goes now (this
-  // runs after the entry point's own flush).
-  if (rests_sent) flush();
-  reaping_ = false;
-  finished_.clear();
-  if (close_pending_) {
-    close_pending_ = false;
-    closed_reported_ = true;
-    observer_.on_connection_closed(*this, close_reason_, io_error_);  // last: may destroy this
+  round.clear();
+}
+
+void Connection::report_writable() noexcept {
+  // One pass: writers woken while it runs (by a send this turn starts) are on the next turn.
+  std::vector<StreamId>& ids = writable_scratch_;  // capacity kept: no allocation per turn
+  RM_ASSERT(ids.empty());
+  ids.swap(writable_pending_);
+  for (const StreamId id : ids) {
+    // The open's payload first; the observer after it.
+    if (!send_open_rest(id)) continue;
+    const StreamBinding* binding = session_.binding(id);
+    if (binding != nullptr && binding->observer != nullptr) binding->observer->on_stream_writable();
   }
+  ids.clear();
+  // The session woke only as many writers as their credit could fill the batch with: if
+  // they left room, the next ones in turn are woken now (delivered on the next round).
+  session_.writers_ran();
 }
 
 void Connection::on_stream_writable(StreamId id) noexcept {
-  // Delivered when the outermost entry point returns (reap), never inside a write the
-  // observer is making: a writer re-entered from its own write() would see its state
-  // change under it.
+  // Delivered on the turn, never inside a write the observer is making (a take of the
+  // session's output wakes writers): a writer re-entered from its own write() would see
+  // its state change under it.
   writable_pending_.push_back(id);
+  want_turn();
 }
 
 void Connection::on_stream_stopped(StreamId id, StreamBinding& binding) noexcept {

@@ -11,8 +11,20 @@
 // connection closes after dead_peer_timeout of silence. The reader (on_recv / on_error)
 // alone decides transport health.
 //
+// Turns: the connection does its deferred work once per turn of the loop (engine::Loop::
+// defer: after the loop's callbacks of an iteration, before it waits). Then it reports the
+// streams that ended (on_stream_finished) and wakes the writers that may go on
+// (on_stream_writable), sends what every entry point of the turn wrote in one send, and
+// last reports its own close. So no callback of the connection runs inside a call made on
+// it (write, end, reset, cancel, close, ... never call back), an error of a call started
+// here has one shape (the call's observer hears it on the next turn), and a turn's output
+// leaves in one send, however many calls and received frames produced it.
+//
 // Threads: everything here runs on the connection's loop thread; callbacks never block.
-// Lifetime: a Connection must stay alive until on_connection_closed has been delivered.
+// Lifetime: a Connection must stay alive until on_connection_closed has been delivered;
+// destroyed earlier (once closed(), and not from inside one of its callbacks other than
+// on_connection_closed), it reports the streams whose end was still due first, so that
+// every observer hears on_stream_finished exactly once.
 #pragma once
 
 #include <cstdint>
@@ -44,7 +56,8 @@ struct StreamStart {
 
 // What serves the streams a peer opens (the RPC layer's Registry). Called on the loop
 // thread for every OPEN: returns the new stream's observer, owned by the connection from
-// then on (deleted once on_stream_finished has returned), or nullptr to refuse the stream
+// then on (deleted once on_stream_finished has returned, on the turn after the stream
+// ended), or nullptr to refuse the stream
 // (unknown_handler). It must outlive the connections it serves.
 class StreamService {
  public:
@@ -104,7 +117,9 @@ class ConnectionObserver {
  public:
   // The connection is gone: `error` says why (connection_lost for transport failures,
   // whose IoError is in `io_error`: closed, reset, timed_out for a silent peer; a
-  // protocol error; or the reason given to close()). Every stream has been finished first.
+  // protocol error; or the reason given to close()). Every stream's on_stream_finished
+  // has been delivered first. Delivered on a turn of the loop, never inside close(); the
+  // observer may destroy the connection here.
   virtual void on_connection_closed(Connection& connection, MuxError error, engine::IoError io_error) noexcept = 0;
   // The session resumed on a new TCP connection, `duration_ns` after that connection was up
   // (ResumeStats::last_resume_duration_ns). Streams and calls never see a resume; this is
@@ -140,7 +155,8 @@ class Connection final : public SessionHandler, private engine::ConnectHandler {
   void start() noexcept;
   // The accepting side's start when mux::Acceptor has read the dialer's HELLO already.
   void start(const wire::Hello& hello) noexcept;
-  // Closes the session: every stream finishes with `reason`; no resume.
+  // Closes the session: every stream finishes with `reason` (their observers hear it on
+  // the next turn); no resume.
   void close(MuxError reason = MuxError::cancelled) noexcept;
   // The session is over and every socket it used is closed (on_connection_closed is due
   // or delivered).
@@ -161,6 +177,10 @@ class Connection final : public SessionHandler, private engine::ConnectHandler {
   replay::HelloAnswer adopt(int fd, const wire::Hello& hello) noexcept;
 
   // ---- streams (client side) ----
+  // None of these calls back: a stream that a write, end or reset ends hears
+  // on_stream_finished on the loop's next turn, and a writer woken by a send hears
+  // on_stream_writable then too.
+  //
   // Opens a stream; `observer` receives its events (owned by the caller, who must keep it
   // alive until on_stream_finished). `payload` must fit the initial stream window; when
   // other streams hold the connection's credit, the OPEN carries what fits and the rest
@@ -176,13 +196,16 @@ class Connection final : public SessionHandler, private engine::ConnectHandler {
   void stop(StreamId id) noexcept;
   void consume(StreamId id, std::size_t bytes) noexcept;
 
-  // For the layers above (the RPC layer's calls): open() with two differences. On success
-  // the connection owns `observer` (deleted once on_stream_finished has returned); on
-  // failure it stays the caller's. And a payload larger than the initial stream window is
-  // taken: what the OPEN cannot carry follows as DATA ahead of anything written later.
+  // For the layers above (the RPC layer's calls): open() with two differences. The
+  // connection owns `observer` from this call on (deleted once on_stream_finished has
+  // returned), and on failure too: then the observer hears the error as
+  // on_stream_finished on the next turn, as it would any later one, and the error is
+  // returned as well. And a payload larger than the initial stream window is taken: what
+  // the OPEN cannot carry follows as DATA ahead of anything written later.
   Result<StreamId, MuxError> open_owned(uint32_t handler_id, uint64_t deadline_ns, std::span<const std::byte> payload,
                                         bool end_stream, StreamObserver& observer) noexcept;
-  // Cancels a call or stream: RESET(cancelled) to the peer, cancelled to local waiters.
+  // Cancels a call or stream: RESET(cancelled) to the peer, cancelled to local waiters
+  // (on the next turn; a stream that has ended already is left as it is).
   void cancel(StreamId id) noexcept { reset(id, MuxError::cancelled); }
   // Graceful drain: tells the peer the last stream we serve; later OPENs are refused
   // (retryable) while streams already open run to completion.
@@ -255,27 +278,13 @@ class Connection final : public SessionHandler, private engine::ConnectHandler {
   void send_final_error(MuxError reason, std::string_view message) noexcept;
   // The session failed for what the peer did: tells it (the failure and its message).
   void tell_peer_why() noexcept;
-  // Marks an entry point (a public call, a socket or timer callback): what was written
-  // goes out in one send, and writable events, the deletion of owned observers that
-  // finished, and on_connection_closed are delivered, when the outermost one returns
-  // (flush(), then reap()).
-  class EntryGuard {
-   public:
-    explicit EntryGuard(Connection& connection) noexcept : connection_(connection) {
-      RM_DEBUG_ASSERT(connection_.loop_.on_loop_thread());  // a connection is its loop's alone
-      connection_.depth_++;
-    }
-    ~EntryGuard() {
-      if (--connection_.depth_ == 0) {
-        connection_.flush();  // what the entry point and everything it called wrote
-        connection_.reap();
-      }
-    }
-
-   private:
-    Connection& connection_;
-  };
-  void reap() noexcept;
+  // Asks for the connection's turn (on_turn), where what was written goes out.
+  void want_turn() noexcept { loop_.defer(turn_); }
+  static void on_turn(engine::Deferred& turn) noexcept;
+  // The parts of a turn: the ended streams' on_stream_finished, the woken writers'
+  // on_stream_writable, and the one send of what was written.
+  void report_finished() noexcept;
+  void report_writable() noexcept;
   void flush() noexcept;
   static void on_keepalive(engine::Timer& timer) noexcept;
   static void on_resume_deadline(engine::Timer& timer) noexcept;
@@ -345,16 +354,21 @@ class Connection final : public SessionHandler, private engine::ConnectHandler {
   MuxError close_reason_ = MuxError::none;
   engine::IoError io_error_ = engine::IoError::none;
   bool closed_reported_ = false;
-  bool flushing_ = false;
-  bool close_pending_ = false;  // on_connection_closed is due at the end of the entry point
-  bool reaping_ = false;
-  uint32_t depth_ = 0;
+  bool close_due_ = false;  // on_connection_closed is due on the turn
   uint64_t rpc_bytes_buffered_ = 0;  // declared before the requests that are charged to it
   bool final_error_due_ = false;     // the peer is told why once the send in flight is done
   uint64_t batches_at_last_keepalive_ = 0;  // an unchanged count: the connection was idle
-  std::vector<StreamId> writable_pending_;  // on_stream_writable, delivered by reap()
-  std::vector<StreamId> writable_scratch_;  // reap()'s working copy (capacity kept)
-  std::vector<std::unique_ptr<StreamObserver>> finished_;  // owned observers awaiting reap()
+  // A stream that ended, whose observer hears it on the turn.
+  struct Finished {
+    StreamObserver* observer;
+    MuxError error;
+    bool owned;  // the connection deletes the observer once it has heard
+  };
+  engine::Deferred turn_{&Connection::on_turn, this};
+  std::vector<Finished> finished_;          // ended streams, in the order they ended
+  std::vector<Finished> finished_round_;    // report_finished()'s working copy (capacity kept)
+  std::vector<StreamId> writable_pending_;  // on_stream_writable, delivered on the turn
+  std::vector<StreamId> writable_scratch_;  // report_writable()'s working copy (capacity kept)
   std::unique_ptr<ConnectionExtension> extension_;  // last: it may use the connection as it goes
 };
 

@@ -44,21 +44,17 @@ void Connection::tell_peer_why() noexcept {
 // ---- I/O ----
 
 void Connection::flush() noexcept {
-  // Nested in another entry point (a write from a callback of the receive path, say): the
-  // outermost one sends it all in one batch when it returns (EntryGuard), instead of this
-  // write going out alone and the rest of what the entry point writes in a second send.
-  if (depth_ > 1) return;
-  if (flushing_ || transport_ == nullptr || transport_->socket.send_in_flight() || !session_.has_output() ||
+  // Once per turn (on_turn): what every entry point of the turn wrote goes out in one send,
+  // not the first write alone and the rest in a second send.
+  if (transport_ == nullptr || transport_->socket.send_in_flight() || !session_.has_output() ||
       transport_->socket.state() != engine::Socket::State::open) {
     return;
   }
   RM_ASSERT(sending_link_.empty());
-  // take_output wakes writers, whose writes call flush() again: they must only fill the
-  // session's new batch, not start a send of their own.
-  flushing_ = true;
+  // take_output wakes writers cut short by the batch: they write on the next turn
+  // (on_stream_writable queues them), into the session's new batch.
   replay::HeldSpans held;
   session_.take_output(sending_link_, held);
-  flushing_ = false;
   if (sending_link_.empty() && held.empty()) return;
   batches_sent_++;
   send_started_ns_ = loop_.now_ns();
@@ -68,7 +64,6 @@ void Connection::flush() noexcept {
 void Connection::on_transport_recv(Transport& transport, std::span<const std::byte> bytes) noexcept {
   if (&transport != transport_.get()) return;  // a replaced connection's late bytes
   RM_ASSERT(!ended_);  // an ended session has no current transport
-  EntryGuard guard(*this);
   last_received_ns_ = loop_.now_ns();
   const bool was_established = session_.handshake_complete();
   auto received = session_.receive(bytes, last_received_ns_);
@@ -90,8 +85,7 @@ void Connection::on_transport_recv(Transport& transport, std::span<const std::by
     return;
   }
   if (!was_established && session_.handshake_complete()) on_established();
-  flush();
-  arm_ack_timer();
+  want_turn();  // the answers (credit, PONG, ACK, the handlers' replies) go in one send
 }
 
 void Connection::arm_ack_timer() noexcept {
@@ -104,18 +98,15 @@ void Connection::arm_ack_timer() noexcept {
 
 void Connection::on_ack_timer(engine::Timer& timer) noexcept {
   auto& self = *static_cast<Connection*>(timer.context());
-  EntryGuard guard(self);
   if (self.ended_) return;
   self.session_.on_ack_timer(self.loop_.now_ns());
-  self.flush();
-  self.arm_ack_timer();  // still pending when a send in flight holds the ACK back
+  self.want_turn();  // sends it, and arms the timer again when a send in flight holds it back
 }
 
 void Connection::on_transport_sent(Transport& transport) noexcept {
   if (&transport != transport_.get()) return;
   RM_ASSERT(!ended_);
   RM_ASSERT(send_started_ns_ != 0);  // a send of flush() was in flight
-  EntryGuard guard(*this);
   sending_link_.clear();  // capacity kept: the next swap reuses it
   send_started_ns_ = 0;
   if (final_error_due_) {
@@ -124,18 +115,16 @@ void Connection::on_transport_sent(Transport& transport) noexcept {
     lose_transport(session_.failure(), engine::IoError::none);
     return;
   }
-  flush();
+  want_turn();  // what was written meanwhile
 }
 
 void Connection::on_transport_error(Transport& transport, engine::IoError error) noexcept {
   if (&transport != transport_.get()) return;  // a superseded connection's errors are ignored
   RM_ASSERT(!ended_);
-  EntryGuard guard(*this);
   lose_transport(MuxError::connection_lost, error);  // io_error_ says how
 }
 
 void Connection::on_transport_closed(Transport& transport) noexcept {
-  EntryGuard guard(*this);
   if (&transport == transport_.get()) {
     transport_.reset();  // closed without an error reaching us (close() of the session)
   } else {
@@ -230,7 +219,6 @@ void Connection::schedule_redial() noexcept {
 
 void Connection::on_redial_timer(engine::Timer& timer) noexcept {
   auto& self = *static_cast<Connection*>(timer.context());
-  EntryGuard guard(self);
   RM_ASSERT(self.session_.dialer());  // only the dialing side redials
   if (self.ended_ || self.transport_ != nullptr || self.connector_.in_progress()) return;
   self.resume_stats_.redials++;
@@ -238,7 +226,6 @@ void Connection::on_redial_timer(engine::Timer& timer) noexcept {
 }
 
 void Connection::on_connect(Result<int, engine::IoError> result) noexcept {
-  EntryGuard guard(*this);
   if (ended_) {
     if (result) ::close(result.value());
     maybe_report_closed();
@@ -251,11 +238,10 @@ void Connection::on_connect(Result<int, engine::IoError> result) noexcept {
   RM_ASSERT(session_.dialer() && transport_ == nullptr);  // one redial at a time, none while connected
   install_transport(result.value());
   session_.start_resume();
-  flush();
+  want_turn();  // the HELLO that resumes
 }
 
 replay::HelloAnswer Connection::adopt(int fd, const wire::Hello& hello) noexcept {
-  EntryGuard guard(*this);
   RM_ASSERT(!session_.dialer());
   if (ended_) return replay::answer_hello(hello, nullptr);  // unknown by now: refused as such
   // A HELLO of an older or the same generation comes from a superseded attempt: ignored
@@ -276,7 +262,7 @@ replay::HelloAnswer Connection::adopt(int fd, const wire::Hello& hello) noexcept
   install_transport(fd);
   on_established();
   RM_ASSERT(connected());  // the HELLO_ACK is queued: position-space output may go
-  flush();
+  want_turn();
   return answer;
 }
 
@@ -294,26 +280,20 @@ void Connection::on_established() noexcept {
 
 void Connection::on_resume_deadline(engine::Timer& timer) noexcept {
   auto& self = *static_cast<Connection*>(timer.context());
-  EntryGuard guard(self);
   if (self.connected() || self.ended_) return;
   self.end(MuxError::session_lost);
 }
 
 void Connection::maybe_report_closed() noexcept {
-  if (!closed() || connector_.in_progress() || closed_reported_ || close_pending_) return;
-  if (depth_ > 0) {
-    // Inside an entry point: the observer hears of it when that returns (it may destroy
-    // the connection, which must not happen under a running member function).
-    close_pending_ = true;
-    return;
-  }
-  closed_reported_ = true;
-  observer_.on_connection_closed(*this, close_reason_, io_error_);  // last: may destroy this
+  if (!closed() || connector_.in_progress() || closed_reported_ || close_due_) return;
+  // On the turn, after the streams' ends: the observer may destroy the connection, which
+  // must not happen under a running member function (close() itself, say).
+  close_due_ = true;
+  want_turn();
 }
 
 void Connection::on_keepalive(engine::Timer& timer) noexcept {
   auto& self = *static_cast<Connection*>(timer.context());
-  EntryGuard guard(self);
   if (self.transport_ == nullptr || self.ended_) return;
   const uint64_t now = self.loop_.now_ns();
   const uint64_t silent_ns = now - self.last_received_ns_;
@@ -349,7 +329,7 @@ void Connection::on_keepalive(engine::Timer& timer) noexcept {
       self.session_.handshake_complete()) {
     self.ping_sent_ns_ = now;
     self.session_.ping(now);
-    self.flush();
+    self.want_turn();
   }
   self.loop_.timer_start(self.keepalive_, self.options_.keepalive_interval_ns / 2);
 }

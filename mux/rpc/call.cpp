@@ -12,7 +12,9 @@ namespace ringmux::mux {
 
 namespace {
 
-// Client side of a unary call: gathers the response (bounded) and runs the callback.
+// Client side of a unary call: gathers the response (bounded) and runs the callback,
+// once: when the response has arrived whole with the request all sent (from the receive
+// buffer, no copy), else when the stream ends.
 class UnaryCall final : public StreamObserver, public Pooled<UnaryCall> {
  public:
   // The call's deadline is its stream's (Connection arms it).
@@ -20,6 +22,7 @@ class UnaryCall final : public StreamObserver, public Pooled<UnaryCall> {
 
   void set_id(StreamId id) noexcept { id_ = id; }
   void on_stream_data(std::span<const std::byte> bytes, bool end_stream) noexcept override {
+    RM_ASSERT(!completed_);  // completed by the last of the stream's data
     connection_.consume(id_, bytes.size());
     if (response_.size() + bytes.size() > connection_.options().call_response_bytes_max) {
       // A peer answering with more than we gather: the call fails, the stream is reset.
@@ -27,15 +30,25 @@ class UnaryCall final : public StreamObserver, public Pooled<UnaryCall> {
                                "unary response over " + std::to_string(connection_.options().call_response_bytes_max) +
                                    " bytes (ConnectionOptions::call_response_bytes_max)");
     }
-    if (end_stream && response_.empty()) {
-      whole_ = bytes;  // the whole response in one frame: handed on with no copy
-      return;
-    }
-    // Copy: a response split over several frames is gathered.
+    // Our END has gone with the request's last byte: the peer's END closes the stream
+    // cleanly in this receive, and the call is complete now, while `bytes` (the receive
+    // buffer) is valid. The stream's end, reported on the next turn, adds nothing.
+    const bool complete_now = end_stream && !connection_.session().local_open(id_);
+    if (complete_now && response_.empty()) return complete(MuxError::none, bytes);  // one frame: no copy
+    // Copy: a response split over several frames is gathered, as is one that arrived
+    // before our request had all gone (it is handed on when the stream ends).
     response_.insert(response_.end(), bytes.begin(), bytes.end());
+    if (complete_now) complete(MuxError::none, response_);
   }
   void on_stream_message(std::string_view message) noexcept override { message_ = std::string(message); }
   void on_stream_finished(MuxError error) noexcept override {
+    if (completed_) return;
+    complete(error, error == MuxError::none ? std::span<const std::byte>(response_) : std::span<const std::byte>());
+  }
+
+ private:
+  void complete(MuxError error, std::span<const std::byte> response) noexcept {
+    completed_ = true;
     // No longer a nested call of an ordered handler holding the order, before anyone
     // hears of it (the callback may make the next call).
     if (id_ != 0) {
@@ -44,18 +57,15 @@ class UnaryCall final : public StreamObserver, public Pooled<UnaryCall> {
     CallResult result;
     result.error = error;
     result.message = std::move(message_);
-    if (error == MuxError::none) {
-      result.response = whole_.empty() ? std::span<const std::byte>(response_) : whole_;
-    }
+    result.response = response;
     done_(result);
   }
 
- private:
   Connection& connection_;
   CallCallback done_;
   StreamId id_ = 0;
+  bool completed_ = false;
   std::vector<std::byte> response_;
-  std::span<const std::byte> whole_;  // valid: finished follows in the same receive call
   std::string message_;
 };
 
@@ -71,18 +81,17 @@ StreamId call(Connection& connection, uint32_t handler_id, std::span<const std::
               CallCallback done) noexcept {
   RM_DEBUG_ASSERT(connection.loop().on_loop_thread());
   RM_ASSERT(done);
-  auto call = std::make_unique<UnaryCall>(connection, std::move(done));
+  // The connection owns the call from open_owned on, failed or not: a failure reaches
+  // `done` on the next turn, never inside this call.
+  auto* unary = new UnaryCall(connection, std::move(done));
   // A call waits for credit rather than fail for want of it: what the OPEN cannot carry
   // now follows as DATA.
-  auto opened = connection.open_owned(handler_id, deadline_ns, request, true, *call);
-  if (!opened) {
-    call->on_stream_finished(opened.error());
-    return 0;
-  }
+  auto opened = connection.open_owned(handler_id, deadline_ns, request, true, *unary);
+  if (!opened) return 0;
   const StreamId id = opened.value();
   RM_ASSERT(id != 0);
-  RM_DEBUG_ASSERT(session_binding_is(connection, id, call.get()));
-  call.release()->set_id(id);  // the connection owns it now
+  RM_DEBUG_ASSERT(session_binding_is(connection, id, unary));
+  unary->set_id(id);
   // A nested call of the ordered handler holding the order (made inside its invocation):
   // while it is outstanding, an ordered request coming back is a self-deadlock.
   if (OrderGate* gate = OrderGate::find(connection)) gate->call_started(id);

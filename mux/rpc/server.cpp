@@ -188,7 +188,7 @@ class UnaryServerStream final : public StreamObserver, public Pooled<UnaryServer
     if (ordered_) {
       request_.insert(request_.end(), bytes.begin(), bytes.end());
       if (!end_stream) return;
-      // May run it now, and delete this stream.
+      // May run it now (its reply ends this stream, whose end is reported on the next turn).
       OrderGate::of(connection_)
           .enter(std::make_shared<OrderedStart>(std::move(charge_), std::move(request_), responder_, handler_));
       return;
@@ -200,8 +200,8 @@ class UnaryServerStream final : public StreamObserver, public Pooled<UnaryServer
     // Copy: a request split over several frames is gathered before the handler runs.
     request_.insert(request_.end(), bytes.begin(), bytes.end());
     if (end_stream) {
-      // The handler may reply at once, which can finish and delete this stream: the
-      // request (and its charge) must not live in it then.
+      // The request (and its charge) are done with when the handler returns (one that
+      // replies later copies what it keeps), not when this stream goes on a later turn.
       RpcCharge charge(std::move(charge_));
       const std::vector<std::byte> request = std::move(request_);
       handler_(request, responder_);
@@ -216,7 +216,7 @@ class UnaryServerStream final : public StreamObserver, public Pooled<UnaryServer
     refused_ = true;
     std::vector<std::byte>().swap(request_);
     charge_.release();
-    responder_->fail(wire::StatusCode::resource_exhausted, message);  // may delete this stream
+    responder_->fail(wire::StatusCode::resource_exhausted, message);  // ends this stream (reported next turn)
   }
 
   Connection& connection_;

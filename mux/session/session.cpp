@@ -238,7 +238,9 @@ Result<void, MuxError> Session::end(StreamId id) noexcept {
 
 void Session::reset(StreamId id, MuxError reason, std::string_view message) noexcept {
   Stream* stream = find(id);
-  if (stream == nullptr || failed()) return;
+  // A stream that is done but still in the table (both sides ended it, and its last event
+  // is being delivered: a handler resetting it from there) closes cleanly right after.
+  if (stream == nullptr || failed() || stream->machine.done()) return;
   if (message.size() > limits::frame_text_bytes_max) message = message.substr(0, limits::frame_text_bytes_max);
   const std::size_t frame_bytes = wire::frame_bytes(message.empty() ? 4 : 4 + message.size());
   if (stream->machine.send_reset(reason) && queue_control(frame_bytes)) {

@@ -144,9 +144,9 @@ Result<void, MuxError> WorkerStream::write(std::span<const std::byte> bytes, boo
       // Give up: reset the stream on the loop, which completes the write with our error.
       connection_.loop().post_fn([this] {
         if (write_active_) {
-          write_error_ = MuxError::deadline_exceeded;
+          // The reset reports the stream's end on a later turn: the write completes now.
           connection_.reset(id_, MuxError::deadline_exceeded);
-          if (write_active_) complete_write(MuxError::deadline_exceeded);
+          complete_write(MuxError::deadline_exceeded);
         }
       });
       write_done_.wait(0, std::memory_order_acquire);
@@ -162,7 +162,7 @@ void WorkerStream::continue_write() noexcept {
   if (!write_active_) return;
   while (write_taken_ < write_bytes_.size() || (write_end_ && write_taken_ == write_bytes_.size())) {
     auto taken = connection_.write(id_, write_bytes_.subspan(write_taken_), write_end_);
-    if (!write_active_) return;  // the write failed the stream, which completed us
+    RM_ASSERT(write_active_);  // a write never calls back: a stream it ends is reported later
     if (!taken) {
       complete_write(taken.error());
       return;

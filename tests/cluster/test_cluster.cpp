@@ -357,7 +357,9 @@ TEST_CASE("cluster: a removed peer stays out until it is added again") {
     CHECK(manager.session(other) == nullptr);
     MuxError error = MuxError::none;
     manager.call(other, whoami_handler, {}, 0, [&](const CallResult& r) { error = r.error; });
-    CHECK(error == MuxError::unknown_handler);  // not a peer now: refused at once
+    // Not a peer now: refused at once (heard on the next turn).
+    CHECK(loop->run_until([&] { return error != MuxError::none; }, second_ns));
+    CHECK(error == MuxError::unknown_handler);
     manager.add_peer(other);
     REQUIRE(loop->run_until([&] { return manager.session(other) != nullptr; }, 5 * second_ns));
     bool answered = false;
@@ -409,4 +411,72 @@ TEST_CASE("cluster: close ends the resuming sessions of clients of the cluster t
   for (auto& client : clients) client->close();
   CHECK(loop->run_until([&] { return all_clients([](Manager& c) { return c.closed(); }); }, 5 * second_ns));
   close_all(*loop, nodes);
+}
+
+// Proves a manager's callbacks never run inside the call on it that decided them (call
+// to an unknown peer, cancel of a waiting call, remove_peer, close, a quorum call over no
+// peers), that each runs exactly once, and that they run although the manager is
+// destroyed before the loop turns (each completion owns its callback).
+TEST_CASE("cluster: a manager's callbacks run on a later turn, once, even after it is gone") {
+  auto loop = ringmux::test::make_test_loop();
+  if (!loop) return;
+  const engine::Address self = engine::Address::loopback_v4(0);
+  // Peers this manager does not dial (the peer would): their calls wait, and no dial is
+  // left in flight when the manager closes.
+  std::vector<engine::Address> waiting_peers;
+  for (uint16_t port = 1; waiting_peers.size() < 2; port++) {
+    if (!Manager::dials(self, engine::Address::loopback_v4(port))) waiting_peers.push_back(engine::Address::loopback_v4(port));
+  }
+  auto manager = std::make_unique<Manager>(*loop, self);
+  for (const auto& peer : waiting_peers) manager->add_peer(peer);
+
+  struct Outcome {
+    int calls = 0;
+    bool after_return = false;
+    std::optional<MuxError> error;
+  };
+  bool returned = false;
+  auto record = [&returned](Outcome& outcome) {
+    return [&outcome, &returned](const CallResult& r) {
+      outcome.calls++;
+      outcome.after_return = returned;
+      outcome.error = r.error;
+    };
+  };
+  Outcome unknown, cancelled, removed, closed, after_close, quorum;
+  manager->call(engine::Address::loopback_v4(9), whoami_handler, {}, 0, record(unknown));
+  const CallHandle handle = manager->call(waiting_peers[0], whoami_handler, {}, 0, record(cancelled));
+  manager->cancel(handle);
+  manager->cancel(handle);  // twice: still one callback
+  manager->call(waiting_peers[1], whoami_handler, {}, 0, record(removed));
+  manager->remove_peer(waiting_peers[1]);
+  manager->call(waiting_peers[0], whoami_handler, {}, 0, record(closed));
+  quorum_call(*manager, Configuration{}, whoami_handler, std::span<const std::byte>(), quorum::majority(), 0,
+              [&](const QuorumResult& r) {
+                quorum.calls++;
+                quorum.after_return = returned;
+                quorum.error = r.error;
+              });
+  manager->close();
+  manager->call(waiting_peers[0], whoami_handler, {}, 0, record(after_close));
+  returned = true;
+  const std::vector<Outcome*> all{&unknown, &cancelled, &removed, &closed, &after_close, &quorum};
+  for (const Outcome* outcome : all) CHECK(outcome->calls == 0);  // none inside its call
+  REQUIRE(manager->closed());
+  manager.reset();  // before the loop turns
+
+  CHECK(loop->run_until(
+      [&] { return std::all_of(all.begin(), all.end(), [](const Outcome* o) { return o->calls > 0; }); },
+      second_ns));
+  loop->run_until([] { return false; }, 20 * ms_ns);
+  for (const Outcome* outcome : all) {
+    CHECK(outcome->calls == 1);
+    CHECK(outcome->after_return);
+  }
+  CHECK(unknown.error == MuxError::unknown_handler);
+  CHECK(cancelled.error == MuxError::cancelled);
+  CHECK(removed.error == MuxError::cancelled);
+  CHECK(closed.error == MuxError::cancelled);
+  CHECK(after_close.error == MuxError::unknown_handler);  // every peer is removed by close()
+  CHECK(quorum.error == MuxError::refused);
 }

@@ -126,6 +126,107 @@ TEST_CASE("loop: timers fire in deadline order, cancel, and re-arm") {
   CHECK(!t4.armed());
 }
 
+// Proves deferred work runs once, in queue order, after the callback that queued it has
+// returned and before the loop waits; that work queued between iterations runs when the
+// next one starts; that work left over by the rounds' budget keeps the loop from sleeping
+// (a 10 s wait returns at once);
+// that a node queued twice runs once, a cancelled one never, and one that queues itself
+// again runs again in a later round; and that a node may destroy its own owner.
+TEST_CASE("loop: deferred work runs after the queuing callback, before the loop waits") {
+  auto loop = test::make_test_loop();
+  if (!loop) return;
+  struct Probe {
+    Deferred node;
+    std::vector<int>* order = nullptr;
+    Loop* loop = nullptr;
+    int id = 0;
+    int again = 0;  // times it queues itself again from its own run
+  };
+  std::vector<int> order;
+  auto run = [](Deferred& node) noexcept {
+    auto& probe = *static_cast<Probe*>(node.context());
+    probe.order->push_back(probe.id);
+    if (probe.again-- > 0) probe.loop->defer(probe.node);
+  };
+  Probe a, b, c;
+  for (auto [probe, id] : {std::pair{&a, 1}, std::pair{&b, 2}, std::pair{&c, 3}}) {
+    probe->node.set_run(run, probe);
+    probe->order = &order;
+    probe->loop = loop.get();
+    probe->id = id;
+  }
+  b.again = 1;
+
+  // Queued from a timer callback: nothing runs inside it, all of it before the next wait.
+  bool ran_inside = false;
+  struct Arm {
+    Loop* loop;
+    Probe *a, *b, *c;
+    std::vector<int>* order;
+    bool* ran_inside;
+  } arm{loop.get(), &a, &b, &c, &order, &ran_inside};
+  Timer timer(
+      [](Timer& t) noexcept {
+        auto& state = *static_cast<Arm*>(t.context());
+        state.loop->defer(state.b->node);
+        state.loop->defer(state.a->node);
+        state.loop->defer(state.b->node);  // queued already: stays where it is
+        state.loop->defer(state.c->node);
+        state.loop->cancel_deferred(state.c->node);
+        *state.ran_inside = !state.order->empty();
+      },
+      &arm);
+  loop->timer_start(timer, 0);
+  loop->run_once(true, 1'000'000'000);
+  CHECK_FALSE(ran_inside);
+  CHECK(order == std::vector<int>{2, 1, 2});  // b again in the second round; c cancelled
+  CHECK_FALSE(loop->deferred_pending());
+
+  // Queued by the loop's owner between iterations: runs when the next one starts.
+  order.clear();
+  loop->defer(a.node);
+  CHECK(order.empty());
+  loop->run_once(true, 1'000'000);
+  CHECK(order == std::vector<int>{1});
+
+  // Work that keeps deferring more than the rounds of one iteration allow: the rest runs
+  // in the next iteration, which does not sleep for its 10 s timeout while work is queued.
+  // One run per round here (the node queues itself again for the next round).
+  constexpr std::size_t rounds = limits::loop_deferred_rounds_max;
+  order.clear();
+  c.again = 3 * static_cast<int>(rounds);
+  loop->defer(c.node);
+  loop->run_once(false);
+  CHECK(order.size() == 2 * rounds);  // the rounds when the iteration starts and when it ends
+  CHECK(loop->deferred_pending());
+  const uint64_t start = Loop::clock_ns();
+  loop->run_once(true, 10'000'000'000);  // rounds, no wait (work left), the last run
+  CHECK(Loop::clock_ns() - start < 1'000'000'000);
+  CHECK(order.size() == 3 * rounds + 1);  // every run, the first included
+  CHECK_FALSE(loop->deferred_pending());
+
+  // A node whose run destroys its owner: the loop touches it no more.
+  struct Owned {
+    Deferred node;
+    bool* ran;
+  };
+  bool owned_ran = false;
+  auto* owned = new Owned{};
+  owned->ran = &owned_ran;
+  owned->node.set_run(
+      [](Deferred& node) noexcept {
+        auto* self = static_cast<Owned*>(node.context());
+        *self->ran = true;
+        delete self;
+      },
+      owned);
+  loop->defer(owned->node);
+  loop->defer(a.node);
+  loop->run_once(false);
+  CHECK(owned_ran);
+  CHECK_FALSE(loop->deferred_pending());
+}
+
 // Proves posting is safe from many threads at once: every task runs exactly once, on the
 // loop thread, and tasks of one poster run in the order it posted them.
 TEST_CASE("loop: tasks posted from 4 threads all run on the loop thread, in order per thread") {

@@ -11,6 +11,7 @@
 #include <xxhash.h>
 
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <random>
@@ -154,6 +155,7 @@ struct Fixture final : engine::ListenerHandler, engine::ConnectHandler, Connecti
     if (&connection == client.get()) {
       client_close_error = error;
       client_io_error = io_error;
+      if (on_client_closed) on_client_closed();
     }
   }
 
@@ -173,6 +175,7 @@ struct Fixture final : engine::ListenerHandler, engine::ConnectHandler, Connecti
   bool listener_closed = false;
   std::optional<MuxError> client_close_error;
   engine::IoError client_io_error = engine::IoError::none;
+  std::function<void()> on_client_closed;  // a test's probe of the client's close
 };
 
 // A client stream that writes `total` bytes in random-sized messages and hashes what
@@ -371,6 +374,7 @@ TEST_CASE("connection: cancel reaches the server handler") {
   REQUIRE(id != 0);
   REQUIRE(loop->run_until([&] { return !f.held.empty(); }, 5 * second_ns));
   f.client->cancel(id);
+  CHECK(loop->run_until([&] { return outcome.has_value(); }, 5 * second_ns));
   CHECK(outcome == MuxError::cancelled);
   CHECK(loop->run_until([&] { return f.server_cancellations == 1; }, 5 * second_ns));
   CHECK(f.held.back()->cancelled());
@@ -394,6 +398,7 @@ TEST_CASE("connection: deadline exceeded on both sides") {
   // A deadline already in the past is refused before anything is sent.
   std::optional<MuxError> late;
   CHECK(call(*f.client, echo_unary, {}, Loop::clock_ns() - 1, [&](const CallResult& r) { late = r.error; }) == 0);
+  CHECK(loop->run_until([&] { return late.has_value(); }, 5 * second_ns));
   CHECK(late == MuxError::deadline_exceeded);
 }
 
@@ -672,6 +677,7 @@ TEST_CASE("connection: goaway drains, and stale stream ids are errors") {
   loop->run_until([] { return false; }, 20'000'000);
   std::optional<MuxError> late;
   call(*f.client, echo_unary, {}, 0, [&](const CallResult& r) { late = r.error; });
+  CHECK(loop->run_until([&] { return late.has_value(); }, 5 * second_ns));
   CHECK(late == MuxError::refused);
   f.held[0]->reply(std::as_bytes(std::span(std::string_view("done"))));
   CHECK(loop->run_until([&] { return in_flight.has_value(); }, 5 * second_ns));
@@ -728,4 +734,186 @@ TEST_CASE("connection: the handshake carries a random session id; positions agre
   CHECK(client.send_position() > 0);
   CHECK(client.peer_acked_position() <= client.send_position());
   CHECK(server.peer_acked_position() <= server.send_position());
+}
+
+// ---- callbacks never run inside the call that started them ----
+
+namespace {
+
+// A client stream's observer that counts its ends and notes whether the call that ended
+// the stream had returned first (`returned`, set by the test right after that call).
+struct Ends final : StreamObserver {
+  const bool* returned = nullptr;
+  int finished = 0;
+  bool after_return = false;
+  bool peer_ended = false;
+  std::optional<MuxError> error;
+  void on_stream_data(std::span<const std::byte>, bool end_stream) noexcept override { peer_ended |= end_stream; }
+  void on_stream_finished(MuxError e) noexcept override {
+    finished++;
+    after_return = returned != nullptr && *returned;
+    error = e;
+  }
+};
+
+// Server side: ends its half of the stream on the first data, leaving ours open.
+constexpr uint32_t ends_at_once = 43;
+struct EndsAtOnce final : StreamObserver {
+  explicit EndsAtOnce(const StreamStart& start) : connection(*start.connection), id(start.id) {}
+  void on_stream_data(std::span<const std::byte> bytes, bool) noexcept override {
+    connection.consume(id, bytes.size());
+    if (!ended) (void)connection.write(id, {}, true);
+    ended = true;
+  }
+  void on_stream_finished(MuxError) noexcept override {}
+  Connection& connection;
+  StreamId id;
+  bool ended = false;
+};
+
+}  // namespace
+
+// Proves a call that fails at once (its deadline has passed) does not run its callback
+// inside call(): the callback runs on the loop's next turn, after the caller went on, and
+// exactly once.
+TEST_CASE("connection: a call that fails at once reports on the next turn, once") {
+  auto loop = test::make_test_loop();
+  if (!loop) return;
+  Fixture f(*loop);
+  bool returned = false;
+  int calls = 0;
+  bool after_return = false;
+  std::optional<MuxError> error;
+  const StreamId id = call(*f.client, echo_unary, {}, Loop::clock_ns() - 1, [&](const CallResult& r) {
+    calls++;
+    after_return = returned;
+    error = r.error;
+  });
+  returned = true;
+  CHECK(id == 0);
+  CHECK(calls == 0);  // not inside call()
+  loop->run_once(false);
+  CHECK(calls == 1);
+  CHECK(after_return);
+  CHECK(error == MuxError::deadline_exceeded);
+  loop->run_until([] { return false; }, 20'000'000);
+  CHECK(calls == 1);
+}
+
+// Proves cancel() of a call and reset() of a stream do not call back: the call's callback
+// and the stream's on_stream_finished run on the next turn, once each (the peer's handler
+// hears the cancellation too).
+TEST_CASE("connection: cancel() and reset() report on the next turn, once") {
+  auto loop = test::make_test_loop();
+  if (!loop) return;
+  bool returned = false;
+  Ends stream;  // outlives the fixture
+  stream.returned = &returned;
+  Fixture f(*loop);
+  int calls = 0;
+  bool after_return = false;
+  std::optional<MuxError> error;
+  const StreamId id = call(*f.client, never_replies, {}, 0, [&](const CallResult& r) {
+    calls++;
+    after_return = returned;
+    error = r.error;
+  });
+  REQUIRE(id != 0);
+  auto stream_id = f.client->open(echo_stream, 0, {}, false, stream);
+  REQUIRE(stream_id.ok());
+  REQUIRE(loop->run_until([&] { return !f.held.empty(); }, 5 * second_ns));
+
+  f.client->cancel(id);
+  f.client->reset(stream_id.value(), MuxError::cancelled);
+  f.client->cancel(id);  // a second cancel of the same call changes nothing
+  returned = true;
+  CHECK(calls == 0);  // not inside cancel() or reset()
+  CHECK(stream.finished == 0);
+  loop->run_once(false);
+  CHECK(calls == 1);
+  CHECK(after_return);
+  CHECK(error == MuxError::cancelled);
+  CHECK(stream.finished == 1);
+  CHECK(stream.after_return);
+  CHECK(stream.error == MuxError::cancelled);
+  CHECK(loop->run_until([&] { return f.server_cancellations == 1; }, 5 * second_ns));
+  CHECK(calls == 1);
+  CHECK(stream.finished == 1);
+}
+
+// Proves a write or an end that completes a stream (the peer had ended its side) does not
+// call back: on_stream_finished (none: a clean end) runs on the next turn, once.
+TEST_CASE("connection: a write or end that completes a stream reports on the next turn") {
+  auto loop = test::make_test_loop();
+  if (!loop) return;
+  bool returned = false;
+  Ends by_write, by_end;
+  by_write.returned = by_end.returned = &returned;
+  Fixture f(*loop);
+  f.registry.add_stream(ends_at_once, [](const StreamStart& start) { return new EndsAtOnce(start); });
+  const Bytes one(1, std::byte{1});
+  auto a = f.client->open(ends_at_once, 0, one, false, by_write);
+  auto b = f.client->open(ends_at_once, 0, one, false, by_end);
+  REQUIRE(a.ok());
+  REQUIRE(b.ok());
+  // The peer's END arrives: each stream waits for ours.
+  REQUIRE(loop->run_until([&] { return by_write.peer_ended && by_end.peer_ended; }, 5 * second_ns));
+  REQUIRE(f.client->session().streams_open() == 2);
+  REQUIRE(f.client->write(a.value(), one, true).value() == 1);
+  REQUIRE(f.client->end(b.value()).ok());
+  returned = true;
+  CHECK(f.client->session().streams_open() == 0);  // both ended inside the calls...
+  CHECK(by_write.finished == 0);                   // ...and neither observer heard it there
+  CHECK(by_end.finished == 0);
+  loop->run_once(false);
+  for (Ends* ends : {&by_write, &by_end}) {
+    CHECK(ends->finished == 1);
+    CHECK(ends->after_return);
+    CHECK(ends->error == MuxError::none);
+  }
+}
+
+// Proves close() calls nothing back: a cancelled call, a call in flight and two streams
+// each hear their end once, on the next turn, and on_connection_closed comes after all of
+// them (a user who cancels, then closes, hears each callback once).
+TEST_CASE("connection: close() reports every end on a later turn, then the close") {
+  auto loop = test::make_test_loop();
+  if (!loop) return;
+  bool returned = false;
+  Ends s1, s2;
+  s1.returned = s2.returned = &returned;
+  Fixture f(*loop);
+  int cancelled_calls = 0, open_calls = 0;
+  std::optional<MuxError> cancelled_error, open_error;
+  const StreamId cancelled = call(*f.client, never_replies, {}, 0, [&](const CallResult& r) {
+    cancelled_calls++;
+    cancelled_error = r.error;
+  });
+  call(*f.client, never_replies, {}, 0, [&](const CallResult& r) {
+    open_calls++;
+    open_error = r.error;
+  });
+  REQUIRE(f.client->open(echo_stream, 0, {}, false, s1).ok());
+  REQUIRE(f.client->open(echo_stream, 0, {}, false, s2).ok());
+  REQUIRE(loop->run_until([&] { return f.held.size() == 2; }, 5 * second_ns));
+  int ends_heard_at_close = -1;
+  f.on_client_closed = [&] { ends_heard_at_close = cancelled_calls + open_calls + s1.finished + s2.finished; };
+
+  f.client->cancel(cancelled);
+  f.client->close(MuxError::connection_lost);
+  returned = true;
+  CHECK(cancelled_calls + open_calls + s1.finished + s2.finished == 0);  // not inside cancel() or close()
+  CHECK_FALSE(f.client_close_error.has_value());
+  REQUIRE(loop->run_until([&] { return f.client_close_error.has_value(); }, 5 * second_ns));
+  CHECK(ends_heard_at_close == 4);  // every end before the close
+  CHECK(cancelled_calls == 1);
+  CHECK(cancelled_error == MuxError::cancelled);
+  CHECK(open_calls == 1);
+  CHECK(open_error == MuxError::connection_lost);
+  for (Ends* ends : {&s1, &s2}) {
+    CHECK(ends->finished == 1);
+    CHECK(ends->after_return);
+    CHECK(ends->error == MuxError::connection_lost);
+  }
+  CHECK(f.client_close_error == MuxError::connection_lost);
 }

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <string_view>
@@ -441,6 +442,64 @@ TEST_CASE("resume: an unreachable peer loses the session at the resume timeout")
   CHECK(lost_ns >= options.resume_timeout_ns - 20 * ms_ns);  // the deadline starts at the loss
   CHECK(lost_ns < options.resume_timeout_ns + 500 * ms_ns);
   CHECK(client.connection->resume_stats().redials >= 2);  // backoff, not one attempt
+  server.shut_down();
+}
+
+// Proves the connection's callbacks never run inside a call on it, even when the session
+// ends at once, and that each runs once although the connection is destroyed before the
+// loop turns: with the peer unreachable the session waits for a resume with no transport
+// (the next redial 10 s away); two calls are queued in it, one is cancelled, the session
+// closed (closed() at once: no socket to wait for) and a third call fails on it. None of
+// the three callbacks runs inside those calls; the destructor delivers each once.
+TEST_CASE("resume: a session closed without a transport and destroyed before the loop turns reports each call once") {
+  auto loop = test::make_test_loop();
+  if (!loop) return;
+  ConnectionOptions options;
+  options.redial_backoff_ns_min = 10 * second_ns;
+  options.redial_backoff_ns_max = 10 * second_ns;
+  HashServer server(*loop, options);
+  std::string error;
+  auto proxy = chaos::Proxy::start(proxy_to(server.port(), 1), error);
+  REQUIRE_MESSAGE(proxy != nullptr, error);
+  Client client(*loop, proxy->port(), options);
+  REQUIRE(loop->run_until([&] { return client.connection->connected(); }, 5 * second_ns));
+  proxy->stop();  // the connection breaks; the redial at once is refused, the next waits 10 s
+  REQUIRE(loop->run_until([&] { return client.connection->resume_stats().redials >= 1; }, 5 * second_ns));
+  loop->run_until([] { return false; }, 50 * ms_ns);  // the refused connect completes
+  REQUIRE_FALSE(client.connection->connected());
+
+  struct Outcome {
+    int calls = 0;
+    std::optional<MuxError> error;
+  };
+  Outcome cancelled, pending, late;
+  auto record = [](Outcome& outcome) {
+    return [&outcome](const CallResult& r) {
+      outcome.calls++;
+      outcome.error = r.error;
+    };
+  };
+  Connection& connection = *client.connection;
+  const StreamId a = call(connection, echo_unary, bytes_of("a"), 0, record(cancelled));
+  const StreamId b = call(connection, echo_unary, bytes_of("b"), 0, record(pending));
+  REQUIRE(a != 0);  // queued in the session while it resumes
+  REQUIRE(b != 0);
+  connection.cancel(a);
+  connection.close();
+  CHECK(call(connection, echo_unary, bytes_of("c"), 0, record(late)) == 0);
+  CHECK(cancelled.calls + pending.calls + late.calls == 0);  // none inside the calls
+  REQUIRE(connection.closed());
+
+  client.connection.reset();  // before the loop turns
+  client.closed = true;       // it never reports its close: destroyed first
+  CHECK(cancelled.calls == 1);
+  CHECK(cancelled.error == MuxError::cancelled);
+  CHECK(pending.calls == 1);
+  CHECK(pending.error == MuxError::cancelled);
+  CHECK(late.calls == 1);
+  CHECK(late.error == MuxError::stream_closed);
+  loop->run_until([] { return false; }, 20 * ms_ns);
+  CHECK(cancelled.calls + pending.calls + late.calls == 3);
   server.shut_down();
 }
 
