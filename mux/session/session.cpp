@@ -183,8 +183,7 @@ Result<std::size_t, MuxError> Session::write(StreamId id, std::span<const std::b
     stream->batch_number = batch_number_;
     stream->batch_bytes = 0;
   }
-  const std::size_t batch_room =
-      data_.size() < limits::send_batch_bytes_target ? limits::send_batch_bytes_target - data_.size() : 0;
+  const std::size_t batch_room = this->batch_room();
   // Writing now fulfils the stream's promise (writable_deferred): the room it was woken
   // for is what it takes, or free for others. (A promise of 2^32 rounds ago that matches
   // by wrap-around costs at most a turn's miscount until the next round.)
@@ -217,7 +216,8 @@ Result<std::size_t, MuxError> Session::write(StreamId id, std::span<const std::b
   stream->send_credit.consume(take);
   connection_send_.consume(take);
   stream->batch_bytes += static_cast<uint32_t>(take);
-  stream->turn_left = others_writing ? stream->turn_left - static_cast<uint32_t>(std::min<std::size_t>(take, stream->turn_left)) : 0;
+  // The queue's turn is used up by what it took (alone, the stream has no turn).
+  stream->turn_left = others_writing ? stream->turn_left - std::min(static_cast<uint32_t>(take), stream->turn_left) : 0;
   auto sent = stream->machine.send_data(end_now);
   RM_ASSERT(sent.ok());
   if (take < bytes.size()) cut_short(*stream, others_writing);
@@ -393,9 +393,7 @@ void Session::notify_writable() noexcept {
   // the back, behind those that waited): the steps are bounded by the streams served, plus
   // the few that already had their turn in this batch (at most a batch over the turn).
   for (std::size_t steps = writable_.size(); steps > 0 && !writable_.empty(); steps--) {
-    const std::size_t batch_room =
-        data_.size() < limits::send_batch_bytes_target ? limits::send_batch_bytes_target - data_.size() : 0;
-    const uint64_t room = std::min<uint64_t>(batch_room, connection_send_.available());
+    const uint64_t room = std::min<uint64_t>(batch_room(), connection_send_.available());
     // Full, or the writers woken already will fill it (writable_deferred).
     if (room <= promised_bytes_) break;
     stats_.writable_steps++;

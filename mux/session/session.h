@@ -388,6 +388,10 @@ class Session {
   ByteVector& control_for(const Stream& stream) noexcept {
     return stream.open_batch == batch_number_ ? data_ : control_;
   }
+  // Bytes the batch being built can still take before its target.
+  std::size_t batch_room() const noexcept {
+    return data_.size() < limits::send_batch_bytes_target ? limits::send_batch_bytes_target - data_.size() : 0;
+  }
   // A stream's turn while others write: the batch shared by the writers waiting, from
   // limits::stream_batch_bytes_max (a few) down to limits::stream_turn_bytes_min (many).
   uint32_t turn_bytes() const noexcept {
