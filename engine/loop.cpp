@@ -79,6 +79,23 @@ Result<std::unique_ptr<Loop>, IoError> Loop::create(const LoopOptions& options) 
   return loop;
 }
 
+std::unique_ptr<Loop> Loop::create_simulated(uint64_t start_ns) {
+  std::unique_ptr<Loop> loop(new Loop());
+  loop->simulated_ = true;
+  loop->now_ns_ = start_ns;
+  return loop;
+}
+
+void Loop::advance_to(uint64_t now_ns) noexcept {
+  RM_ASSERT(simulated_ && now_ns >= now_ns_);
+  stats_.iterations++;
+  now_ns_ = now_ns;
+  run_deferred();
+  // Every timer due: a simulation has no budget to spread over iterations.
+  while (timers_.fire_expired(now_ns_, limits::loop_timers_per_iteration_max) != 0) run_deferred();
+  run_deferred();
+}
+
 Loop::Loop() noexcept {
   // Empty circular lists: each sentinel is its own neighbour.
   for (Deferred* sentinel : {&deferred_, &deferred_round_}) sentinel->next_ = sentinel->prev_ = sentinel;
@@ -109,6 +126,7 @@ Loop::~Loop() {
 }
 
 io_uring_sqe* Loop::sqe() noexcept {
+  RM_ASSERT(ring_ready_);
   io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
   if (sqe == nullptr) {
     // The SQ is full: submit what is there (no wait) and take a fresh entry.
@@ -165,7 +183,7 @@ void Loop::on_wakeup_complete(Completion& completion, int32_t result, uint32_t) 
 }
 
 void Loop::post(Task* task) noexcept {
-  RM_ASSERT(task != nullptr && task->run != nullptr);
+  RM_ASSERT(task != nullptr && task->run != nullptr && !simulated_);
   Task* head = posted_.load(std::memory_order_relaxed);
   do {
     task->next = head;
@@ -276,6 +294,7 @@ uint32_t Loop::dispatch_completions() noexcept {
 }
 
 uint32_t Loop::run_once(bool wait, uint64_t timeout_ns) noexcept {
+  RM_ASSERT(ring_ready_);  // a simulated loop moves by advance_to()
   stats_.iterations++;
   now_ns_ = clock_ns();
   // Work deferred outside an iteration (by the loop's owner between two of them), or left

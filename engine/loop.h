@@ -107,6 +107,11 @@ class Loop {
   // Sets up the ring on the calling thread, which becomes the loop's thread. Errors:
   // not_supported (no io_uring or no provided-buffer rings), no_memory, permission_denied.
   static Result<std::unique_ptr<Loop>, IoError> create(const LoopOptions& options = {});
+  // A loop with no ring, on a clock that only advance_to() moves: timers and deferred work
+  // run as they would, I/O does not exist (sqe(), run() and post() assert). For
+  // deterministic simulations of the layers above (the link's resume simulation), where
+  // simulated sockets stand in for engine sockets.
+  static std::unique_ptr<Loop> create_simulated(uint64_t start_ns = 0);
   ~Loop();
   Loop(const Loop&) = delete;
   Loop& operator=(const Loop&) = delete;
@@ -140,6 +145,12 @@ class Loop {
     }
     return true;
   }
+  // Simulated loop: moves the clock to `now_ns` (never back), fires the timers due by then,
+  // earliest first, and runs the deferred work, as an iteration would.
+  void advance_to(uint64_t now_ns) noexcept;
+  // The earliest timer's deadline, or UINT64_MAX when none is armed.
+  uint64_t next_timer_ns() const noexcept { return timers_.next_deadline_ns(); }
+  bool simulated() const noexcept { return simulated_; }
   void request_stop() noexcept { stop_requested_ = true; }
   bool stop_requested() const noexcept { return stop_requested_; }
 
@@ -244,6 +255,7 @@ class Loop {
 
   io_uring ring_{};
   bool ring_ready_ = false;
+  bool simulated_ = false;
   uint32_t setup_flags_ = 0;
   uint64_t spin_ns_ = 0;
   std::thread::id thread_ = std::this_thread::get_id();  // the creating (and running) thread

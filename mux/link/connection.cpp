@@ -40,17 +40,19 @@ SessionOptions session_options_for(const SessionOptions& options, bool dialer) n
   SessionOptions session_options = options;
   session_options.dialer = dialer;
   if (dialer && session_options.session_id == wire::SessionId{}) fill_random(session_options.session_id);
-  std::array<std::byte, sizeof(uint64_t)> secret;
-  fill_random(secret);
-  std::memcpy(&session_options.table_secret, secret.data(), secret.size());
+  if (session_options.table_secret == 0) {  // a caller's own (a deterministic simulation) is kept
+    std::array<std::byte, sizeof(uint64_t)> secret;
+    fill_random(secret);
+    std::memcpy(&session_options.table_secret, secret.data(), secret.size());
+  }
   session_options.writable_deferred = true;  // delivered on the connection's turn
   return session_options;
 }
 
 }  // namespace
 
-Connection::Connection(Loop& loop, int fd, bool dialer, const StreamService* service, ConnectionObserver& observer,
-                       const ConnectionOptions& options)
+Connection::Connection(Loop& loop, std::unique_ptr<Transport> transport, bool dialer, const StreamService* service,
+                       ConnectionObserver& observer, const ConnectionOptions& options)
     : loop_(loop),
       service_(service),
       observer_(observer),
@@ -60,20 +62,29 @@ Connection::Connection(Loop& loop, int fd, bool dialer, const StreamService* ser
         session_options.resumable = options.resume;
         return session_options;
       }()),
-      transport_(std::make_unique<Transport>(*this, fd)),
+      transport_(std::make_unique<Attached>(*this, std::move(transport))),
       keepalive_(&Connection::on_keepalive, this),
       resume_deadline_(&Connection::on_resume_deadline, this),
       redial_timer_(&Connection::on_redial_timer, this),
       ack_timer_(&Connection::on_ack_timer, this),
-      connector_(loop, *this),
       // Jitter only spreads redials apart: the session id's bits are random enough for that.
       redial_backoff_(options.redial_backoff_ns_min, options.redial_backoff_ns_max, [this] {
         uint64_t seed = 0;
         std::memcpy(&seed, session_.session_id().data(), sizeof(seed));
         return seed;
       }(), true) {
-  RM_ASSERT(!options.resume || !dialer || options.peer.length != 0);  // a resuming dialer redials somewhere
+  RM_ASSERT(transport_->transport != nullptr);
+  if (dialer && options.resume) {
+    // A resuming dialer redials somewhere: through the caller's dialer, or TCP to `peer`.
+    RM_ASSERT(options.dialer != nullptr || options.peer.length != 0);
+    if (options.dialer == nullptr) own_dialer_ = make_tcp_dialer(loop, options.peer, options.connect_timeout_ms);
+    dialer_ = options.dialer != nullptr ? options.dialer : own_dialer_.get();
+  }
 }
+
+Connection::Connection(Loop& loop, int fd, bool dialer, const StreamService* service, ConnectionObserver& observer,
+                       const ConnectionOptions& options)
+    : Connection(loop, make_socket_transport(loop, fd), dialer, service, observer, options) {}
 
 Connection::~Connection() {
   RM_ASSERT(closed());
@@ -89,7 +100,7 @@ Connection::~Connection() {
 void Connection::start() noexcept {
   last_received_ns_ = loop_.now_ns();
   transport_started_ns_ = last_received_ns_;
-  transport_->socket.start();
+  transport_->transport->start(*transport_);
   loop_.timer_start(keepalive_, options_.keepalive_interval_ns);
   // The dialer's HELLO goes out on this turn (with whatever was queued behind it), so that
   // the acceptor, whose frames wait for it, never waits for our first stream or keepalive.

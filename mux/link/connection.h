@@ -1,8 +1,10 @@
-// Connection: the link. It binds a Session to engine Sockets on one loop and replaces
-// the socket under it when it breaks (resume); the RPC layer (mux/rpc/) builds on it.
+// Connection: the link. It binds a Session to transports (mux/link/transport.h: TCP
+// sockets of the engine, or a caller's own) on one loop and replaces the transport under it
+// when it breaks (resume); the RPC layer (mux/rpc/) builds on it.
 //
-// This is the only place where protocol and I/O meet. Receive: the socket's bytes go
-// straight from the provided buffer into Session::receive (no copy for whole frames).
+// This is the only place where protocol and I/O meet. Receive: the transport's bytes go
+// straight into Session::receive (a socket's from the provided buffer: no copy for whole
+// frames).
 // Send: the session's batch is swapped out (double buffer) when no send is in flight and
 // goes out in one gather send (control frames, then data); what is written meanwhile
 // gathers in the other buffer. Handshake: the dialer's session gets a random 128-bit id
@@ -38,6 +40,7 @@
 #include "engine/socket.h"
 #include "engine/timer.h"
 #include "mux/link/backoff.h"
+#include "mux/link/transport.h"
 #include "mux/session/session.h"
 
 namespace ringmux::mux {
@@ -83,7 +86,11 @@ struct ConnectionOptions {
   // waits for the dialer's RESUME, routed to it by mux::Acceptor. Past resume_timeout_ns
   // without a connection the session is lost (every stream fails with session_lost).
   bool resume = false;
-  engine::Address peer;  // the dialing side's redial address (required with resume)
+  engine::Address peer;  // the dialing side's redial address (with resume, unless `dialer`)
+  // The dialing side's way to a new transport for a resume, instead of a TCP connect to
+  // `peer` (a handshake of its own, another route; a simulated network). Not owned: it
+  // must outlive the connection and serve it alone.
+  Dialer* dialer = nullptr;
   uint64_t resume_timeout_ns = limits::resume_timeout_ns_default;
   uint64_t redial_backoff_ns_min = limits::redial_backoff_ns_min;
   uint64_t redial_backoff_ns_max = limits::redial_backoff_ns_max;
@@ -142,10 +149,13 @@ class SessionRegistry {
   ~SessionRegistry() = default;
 };
 
-class Connection final : public SessionHandler, private engine::ConnectHandler {
+class Connection final : public SessionHandler, private DialHandler {
  public:
-  // Adopts the connected `fd` on `loop`. `service` (may be null: every stream the peer
-  // opens is refused) and `observer` must outlive the connection.
+  // Runs the session over `transport` (not started yet) on `loop`. `service` (may be null:
+  // every stream the peer opens is refused) and `observer` must outlive the connection.
+  Connection(engine::Loop& loop, std::unique_ptr<Transport> transport, bool dialer, const StreamService* service,
+             ConnectionObserver& observer, const ConnectionOptions& options = {});
+  // The same over the connected TCP socket `fd` (make_socket_transport).
   Connection(engine::Loop& loop, int fd, bool dialer, const StreamService* service, ConnectionObserver& observer,
              const ConnectionOptions& options = {});
   ~Connection();
@@ -170,10 +180,12 @@ class Connection final : public SessionHandler, private engine::ConnectHandler {
     registry_ = &registry;
   }
 
-  // Accepting side, resume: a new TCP connection `fd` brought `hello` for this session
-  // (mux::Acceptor routes it here). On accept_resume the connection takes the fd over and
-  // replays; on refuse / ignore the fd stays the caller's, which sends answer.ack (refuse)
-  // and closes it.
+  // Accepting side, resume: a new transport brought `hello` for this session (mux::Acceptor
+  // routes it here). On accept_resume the connection takes `transport` over (it is moved
+  // from) and replays; on refuse / ignore it stays the caller's, which sends answer.ack
+  // (refuse) and closes it.
+  replay::HelloAnswer adopt(std::unique_ptr<Transport>& transport, const wire::Hello& hello) noexcept;
+  // The same for a new TCP connection `fd` (on refuse / ignore the fd stays the caller's).
   replay::HelloAnswer adopt(int fd, const wire::Hello& hello) noexcept;
 
   // ---- streams (client side) ----
@@ -244,21 +256,24 @@ class Connection final : public SessionHandler, private engine::ConnectHandler {
  private:
   Result<StreamId, MuxError> open_stream(uint32_t handler_id, uint64_t deadline_ns, std::span<const std::byte> payload,
                                          bool end_stream, StreamObserver& observer, bool owned) noexcept;
-  // One TCP connection under the session. The socket's callbacks name their transport, so
-  // those of a transport that was replaced (retired, closing) are told apart and ignored.
-  class Transport final : public engine::SocketHandler {
+  // One transport under the session. Its callbacks name it, so those of a transport that
+  // was replaced (retired, closing) are told apart and ignored.
+  class Attached final : public TransportHandler {
    public:
-    Transport(Connection& connection, int fd) noexcept : connection_(connection), socket(connection.loop_, fd, *this) {}
-    void on_recv(std::span<const std::byte> bytes) noexcept override { connection_.on_transport_recv(*this, bytes); }
-    void on_send_complete() noexcept override { connection_.on_transport_sent(*this); }
-    void on_error(engine::IoError error) noexcept override { connection_.on_transport_error(*this, error); }
-    void on_closed() noexcept override { connection_.on_transport_closed(*this); }
+    Attached(Connection& connection, std::unique_ptr<Transport> attached) noexcept
+        : connection_(connection), transport(std::move(attached)) {}
+    void on_transport_recv(std::span<const std::byte> bytes) noexcept override {
+      connection_.on_transport_recv(*this, bytes);
+    }
+    void on_transport_sent() noexcept override { connection_.on_transport_sent(*this); }
+    void on_transport_error(engine::IoError error) noexcept override { connection_.on_transport_error(*this, error); }
+    void on_transport_closed() noexcept override { connection_.on_transport_closed(*this); }
 
    private:
     Connection& connection_;
 
    public:
-    engine::Socket socket;
+    std::unique_ptr<Transport> transport;
   };
 
   // The one timer of a stream that has a deadline or was stopped by the peer: fires at the
@@ -293,13 +308,18 @@ class Connection final : public SessionHandler, private engine::ConnectHandler {
   // Arms the ACK timer when the session has received bytes that no send carried an ACK for.
   void arm_ack_timer() noexcept;
 
-  void on_transport_recv(Transport& transport, std::span<const std::byte> bytes) noexcept;
-  void on_transport_sent(Transport& transport) noexcept;
-  void on_transport_error(Transport& transport, engine::IoError error) noexcept;
-  void on_transport_closed(Transport& transport) noexcept;
-  // ConnectHandler: a redial finished.
-  void on_connect(Result<int, engine::IoError> result) noexcept override;
+  void on_transport_recv(Attached& attached, std::span<const std::byte> bytes) noexcept;
+  void on_transport_sent(Attached& attached) noexcept;
+  void on_transport_error(Attached& attached, engine::IoError error) noexcept;
+  void on_transport_closed(Attached& attached) noexcept;
+  // DialHandler: a redial finished.
+  void on_dialed(Result<std::unique_ptr<Transport>, engine::IoError> result) noexcept override;
+  // The current transport is usable and has no send in flight.
+  bool can_send() const noexcept {
+    return transport_ != nullptr && transport_->transport->usable() && !transport_->transport->send_in_flight();
+  }
 
+  bool dialing() const noexcept { return dialer_ != nullptr && dialer_->in_progress(); }
   bool resumable() const noexcept { return options_.resume && !session_.failed() && !ended_; }
   // The transport failed (`reason`, `io_error` for transport errors): resume when the
   // session can, else end the session with it.
@@ -309,8 +329,12 @@ class Connection final : public SessionHandler, private engine::ConnectHandler {
   void end(MuxError reason) noexcept;
   // Closes the current transport (if any) and keeps it until its socket has closed.
   void retire_transport() noexcept;
-  // Makes `fd` the current transport and starts it.
-  void install_transport(int fd) noexcept;
+  // adopt()'s two halves: the verdict on the HELLO (with what it does to the session), and
+  // on accept_resume the new transport's installation.
+  replay::HelloAnswer judge_adoption(const wire::Hello& hello) noexcept;
+  void finish_adoption(std::unique_ptr<Transport> transport) noexcept;
+  // Makes `transport` the current one and starts it.
+  void install_transport(std::unique_ptr<Transport> transport) noexcept;
   // The part of an open's payload (a stream's or a call's request) that the connection's
   // credit could not carry then: it goes ahead of anything written later on that stream.
   void keep_open_rest(StreamBinding& binding, std::span<const std::byte> rest, bool end_stream);
@@ -328,8 +352,8 @@ class Connection final : public SessionHandler, private engine::ConnectHandler {
   ConnectionObserver& observer_;
   ConnectionOptions options_;
   Session session_;
-  std::unique_ptr<Transport> transport_;               // the current TCP connection, if any
-  std::vector<std::unique_ptr<Transport>> retired_;    // replaced ones, until their sockets close
+  std::unique_ptr<Attached> transport_;               // the current transport, if any
+  std::vector<std::unique_ptr<Attached>> retired_;    // replaced ones, until they have closed
   // The streams live in the session's table (StreamBinding holds our part of each).
   uint32_t open_rests_ = 0;  // streams whose open_rest is not empty
   std::vector<std::unique_ptr<StreamTimer>> stream_timers_;  // the pool
@@ -341,7 +365,8 @@ class Connection final : public SessionHandler, private engine::ConnectHandler {
   engine::Timer resume_deadline_;
   engine::Timer redial_timer_;
   engine::Timer ack_timer_;
-  engine::Connector connector_;
+  std::unique_ptr<Dialer> own_dialer_;  // the TCP dialer, when the options name no other
+  Dialer* dialer_ = nullptr;            // the dialing side's, with resume
   SessionRegistry* registry_ = nullptr;  // the table this accepting side is registered in
   ResumeStats resume_stats_;  // what the connection counts (the session counts the rest)
   uint64_t transport_started_ns_ = 0;  // when the current transport's TCP connection was up

@@ -16,24 +16,13 @@ namespace ringmux::mux {
 using engine::Loop;
 
 void Connection::send_final_error(MuxError reason, std::string_view message) noexcept {
-  if (transport_ == nullptr || transport_->socket.send_in_flight() ||
-      transport_->socket.state() != engine::Socket::State::open) {
-    return;
-  }
+  if (!can_send()) return;
   if (message.size() > limits::frame_text_bytes_max) message = message.substr(0, limits::frame_text_bytes_max);
-  // Written straight to the socket (no send in flight: a fresh frame boundary), since the
+  // The transport's last words (no send in flight: a fresh frame boundary), since the
   // session's own output ends with it.
   std::array<std::byte, wire::frame_bytes(4 + limits::frame_text_bytes_max)> frame{};  // status, then the text
   const std::size_t bytes = wire::encode_error(frame, 0, status_of(reason), message);
-  const int fd = transport_->socket.fd();
-  (void)::send(fd, frame.data(), bytes, MSG_DONTWAIT | MSG_NOSIGNAL);
-  // The FIN follows the ERROR, and what the peer sent that we will never read is dropped
-  // now: a socket closed with unread input resets the connection, and the reset discards
-  // our unsent ERROR with it. Bounded: a peer still sending gets its reset after all.
-  (void)::shutdown(fd, SHUT_WR);
-  std::array<std::byte, 64 * 1024> sink;
-  for (int i = 0; i < 16 && ::recv(fd, sink.data(), sink.size(), MSG_DONTWAIT | MSG_TRUNC) > 0; i++) {
-  }
+  transport_->transport->send_last(std::span<const std::byte>(frame.data(), bytes));
 }
 
 void Connection::tell_peer_why() noexcept {
@@ -46,10 +35,7 @@ void Connection::tell_peer_why() noexcept {
 void Connection::flush() noexcept {
   // Once per turn (on_turn): what every entry point of the turn wrote goes out in one send,
   // not the first write alone and the rest in a second send.
-  if (transport_ == nullptr || transport_->socket.send_in_flight() || !session_.has_output() ||
-      transport_->socket.state() != engine::Socket::State::open) {
-    return;
-  }
+  if (!can_send() || !session_.has_output()) return;
   RM_ASSERT(sending_link_.empty());
   // take_output wakes writers cut short by the batch: they write on the next turn
   // (on_stream_writable queues them), into the session's new batch.
@@ -58,11 +44,11 @@ void Connection::flush() noexcept {
   if (sending_link_.empty() && held.empty()) return;
   batches_sent_++;
   send_started_ns_ = loop_.now_ns();
-  transport_->socket.send(sending_link_, held.first, held.second);
+  transport_->transport->send(sending_link_, held.first, held.second);
 }
 
-void Connection::on_transport_recv(Transport& transport, std::span<const std::byte> bytes) noexcept {
-  if (&transport != transport_.get()) return;  // a replaced connection's late bytes
+void Connection::on_transport_recv(Attached& attached, std::span<const std::byte> bytes) noexcept {
+  if (&attached != transport_.get()) return;  // a replaced connection's late bytes
   RM_ASSERT(!ended_);  // an ended session has no current transport
   last_received_ns_ = loop_.now_ns();
   const bool was_established = session_.handshake_complete();
@@ -73,7 +59,7 @@ void Connection::on_transport_recv(Transport& transport, std::span<const std::by
     // session that fails for what the peer did tells it why first.
     if (session_.failed() && scope_of(session_.failure()) == Scope::connection &&
         session_.failure() != MuxError::peer_error) {
-      if (transport_->socket.send_in_flight()) {
+      if (transport_->transport->send_in_flight()) {
         // The ERROR must not cut into the frames in flight: it goes when that send
         // completes (or the keepalive gives up on a send that makes no progress).
         final_error_due_ = true;
@@ -103,8 +89,8 @@ void Connection::on_ack_timer(engine::Timer& timer) noexcept {
   self.want_turn();  // sends it, and arms the timer again when a send in flight holds it back
 }
 
-void Connection::on_transport_sent(Transport& transport) noexcept {
-  if (&transport != transport_.get()) return;
+void Connection::on_transport_sent(Attached& attached) noexcept {
+  if (&attached != transport_.get()) return;
   RM_ASSERT(!ended_);
   RM_ASSERT(send_started_ns_ != 0);  // a send of flush() was in flight
   sending_link_.clear();  // capacity kept: the next swap reuses it
@@ -118,18 +104,18 @@ void Connection::on_transport_sent(Transport& transport) noexcept {
   want_turn();  // what was written meanwhile
 }
 
-void Connection::on_transport_error(Transport& transport, engine::IoError error) noexcept {
-  if (&transport != transport_.get()) return;  // a superseded connection's errors are ignored
+void Connection::on_transport_error(Attached& attached, engine::IoError error) noexcept {
+  if (&attached != transport_.get()) return;  // a superseded connection's errors are ignored
   RM_ASSERT(!ended_);
   lose_transport(MuxError::connection_lost, error);  // io_error_ says how
 }
 
-void Connection::on_transport_closed(Transport& transport) noexcept {
-  if (&transport == transport_.get()) {
+void Connection::on_transport_closed(Attached& attached) noexcept {
+  if (&attached == transport_.get()) {
     transport_.reset();  // closed without an error reaching us (close() of the session)
   } else {
     for (auto it = retired_.begin(); it != retired_.end(); ++it) {
-      if (it->get() == &transport) {
+      if (it->get() == &attached) {
         retired_.erase(it);  // its operations are all complete: safe to destroy now
         break;
       }
@@ -140,7 +126,7 @@ void Connection::on_transport_closed(Transport& transport) noexcept {
     return;
   }
   // A dialer that lost its transport redials once the old socket is gone.
-  if (transport_ == nullptr && session_.dialer() && !redial_timer_.armed() && !connector_.in_progress()) {
+  if (transport_ == nullptr && session_.dialer() && !redial_timer_.armed() && !dialing()) {
     schedule_redial();
   }
 }
@@ -179,7 +165,7 @@ void Connection::end(MuxError reason) noexcept {
   loop_.timer_cancel(resume_deadline_);
   loop_.timer_cancel(redial_timer_);
   loop_.timer_cancel(ack_timer_);
-  connector_.cancel();  // its on_connect closes the fd it may still bring
+  if (dialing()) dialer_->cancel();  // its on_dialed closes what it may still bring
   if (registry_ != nullptr) {
     registry_->forget(*this);
     registry_ = nullptr;
@@ -195,20 +181,20 @@ void Connection::retire_transport() noexcept {
   if (transport_ == nullptr) return;
   sending_link_.clear();
   send_started_ns_ = 0;
-  Transport& transport = *transport_;
+  Attached& attached = *transport_;
   retired_.push_back(std::move(transport_));
   RM_ASSERT(transport_ == nullptr);
-  transport.socket.close();  // on_transport_closed removes it from retired_
+  attached.transport->close();  // on_transport_closed removes it from retired_
 }
 
-void Connection::install_transport(int fd) noexcept {
+void Connection::install_transport(std::unique_ptr<Transport> transport) noexcept {
   // Only a resume brings a new transport (the first came with the constructor).
-  RM_ASSERT(transport_ == nullptr && !ended_ && options_.resume && fd >= 0);
-  transport_ = std::make_unique<Transport>(*this, fd);
+  RM_ASSERT(transport_ == nullptr && !ended_ && options_.resume && transport != nullptr);
+  transport_ = std::make_unique<Attached>(*this, std::move(transport));
   last_received_ns_ = loop_.now_ns();
   transport_started_ns_ = last_received_ns_;
   ping_sent_ns_ = 0;
-  transport_->socket.start();
+  transport_->transport->start(*transport_);
   loop_.timer_start(keepalive_, options_.keepalive_interval_ns);
 }
 
@@ -220,14 +206,15 @@ void Connection::schedule_redial() noexcept {
 void Connection::on_redial_timer(engine::Timer& timer) noexcept {
   auto& self = *static_cast<Connection*>(timer.context());
   RM_ASSERT(self.session_.dialer());  // only the dialing side redials
-  if (self.ended_ || self.transport_ != nullptr || self.connector_.in_progress()) return;
+  if (self.ended_ || self.transport_ != nullptr || self.dialing()) return;
   self.resume_stats_.redials++;
-  self.connector_.connect(self.options_.peer, self.options_.connect_timeout_ms);
+  self.dialer_->dial(self);
 }
 
-void Connection::on_connect(Result<int, engine::IoError> result) noexcept {
+void Connection::on_dialed(Result<std::unique_ptr<Transport>, engine::IoError> result) noexcept {
   if (ended_) {
-    if (result) ::close(result.value());
+    // A transport that arrived anyway is dropped unstarted (nothing of it is in flight).
+    if (result) std::move(result).value().reset();
     maybe_report_closed();
     return;
   }
@@ -236,12 +223,26 @@ void Connection::on_connect(Result<int, engine::IoError> result) noexcept {
     return;
   }
   RM_ASSERT(session_.dialer() && transport_ == nullptr);  // one redial at a time, none while connected
-  install_transport(result.value());
+  install_transport(std::move(result).value());
   session_.start_resume();
   want_turn();  // the HELLO that resumes
 }
 
 replay::HelloAnswer Connection::adopt(int fd, const wire::Hello& hello) noexcept {
+  const replay::HelloAnswer answer = judge_adoption(hello);
+  // Otherwise the fd stays the caller's.
+  if (answer.verdict == replay::HelloVerdict::accept_resume) finish_adoption(make_socket_transport(loop_, fd));
+  return answer;
+}
+
+replay::HelloAnswer Connection::adopt(std::unique_ptr<Transport>& transport, const wire::Hello& hello) noexcept {
+  RM_ASSERT(transport != nullptr);
+  const replay::HelloAnswer answer = judge_adoption(hello);
+  if (answer.verdict == replay::HelloVerdict::accept_resume) finish_adoption(std::move(transport));
+  return answer;
+}
+
+replay::HelloAnswer Connection::judge_adoption(const wire::Hello& hello) noexcept {
   RM_ASSERT(!session_.dialer());
   if (ended_) return replay::answer_hello(hello, nullptr);  // unknown by now: refused as such
   // A HELLO of an older or the same generation comes from a superseded attempt: ignored
@@ -255,15 +256,17 @@ replay::HelloAnswer Connection::adopt(int fd, const wire::Hello& hello) noexcept
   if (transport_ != nullptr) lose_transport(MuxError::connection_lost, engine::IoError::none);
   if (ended_) return replay::answer_hello(hello, nullptr);
   replay::HelloAnswer answer = session_.answer_resume(hello);
-  if (answer.verdict != replay::HelloVerdict::accept_resume) {
-    if (session_.failed()) end(session_.failure());  // refused for good: the session is lost
-    return answer;
+  if (answer.verdict != replay::HelloVerdict::accept_resume && session_.failed()) {
+    end(session_.failure());  // refused for good: the session is lost
   }
-  install_transport(fd);
+  return answer;
+}
+
+void Connection::finish_adoption(std::unique_ptr<Transport> transport) noexcept {
+  install_transport(std::move(transport));
   on_established();
   RM_ASSERT(connected());  // the HELLO_ACK is queued: position-space output may go
   want_turn();
-  return answer;
 }
 
 void Connection::on_established() noexcept {
@@ -285,7 +288,7 @@ void Connection::on_resume_deadline(engine::Timer& timer) noexcept {
 }
 
 void Connection::maybe_report_closed() noexcept {
-  if (!closed() || connector_.in_progress() || closed_reported_ || close_due_) return;
+  if (!closed() || dialing() || closed_reported_ || close_due_) return;
   // On the turn, after the streams' ends: the observer may destroy the connection, which
   // must not happen under a running member function (close() itself, say).
   close_due_ = true;

@@ -1,0 +1,97 @@
+// What carries a session's bytes under the link, and what makes a new one.
+//
+// Transport: one byte stream under a session (a TCP connection today; a TLS stream over
+// one, or a simulated pipe in the resume simulation). The link (mux::Connection) replaces
+// it when it breaks. The contract is engine::Socket's: received bytes are lent for the
+// duration of the callback, at most one send is in flight and it completes whole, an error
+// is reported once and then the transport only waits for close(), and close() ends with
+// on_transport_closed once nothing of it is in flight (possibly inside close()).
+//
+// Dialer: how the dialing side gets a new transport for a resume (TCP connect to the peer
+// by default; a user-supplied one may add a handshake, a proxy, another route). One attempt
+// at a time, each ending in exactly one on_dialed.
+//
+// Threads: both live on the connection's loop and are used on its thread only.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "base/result.h"
+#include "engine/errors.h"
+#include "engine/socket.h"
+
+namespace ringmux::engine {
+class Loop;
+}
+
+namespace ringmux::mux {
+
+class TransportHandler {
+ public:
+  // Bytes received, valid only during the call.
+  virtual void on_transport_recv(std::span<const std::byte> bytes) noexcept = 0;
+  // The last send() has been handed whole to the transport below.
+  virtual void on_transport_sent() noexcept = 0;
+  // The transport is unusable (closed by the peer, reset, failed): once; close() follows.
+  virtual void on_transport_error(engine::IoError error) noexcept = 0;
+  // close() has finished: nothing is in flight, no callback follows.
+  virtual void on_transport_closed() noexcept = 0;
+
+ protected:
+  ~TransportHandler() = default;
+};
+
+class Transport {
+ public:
+  virtual ~Transport() = default;  // only once closed (or never started)
+
+  // Starts receiving into `handler`, which receives every callback from now on. Once.
+  virtual void start(TransportHandler& handler) noexcept = 0;
+  // Sends the parts in order, as one write (any may be empty, not all); they stay valid
+  // and unchanged until on_transport_sent or on_transport_error. One send at a time.
+  virtual void send(std::span<const std::byte> first, std::span<const std::byte> second,
+                    std::span<const std::byte> third) noexcept = 0;
+  virtual bool send_in_flight() const noexcept = 0;
+  // Started, no error reported, not closing.
+  virtual bool usable() const noexcept = 0;
+  // The session's last words (an ERROR frame) when no send is in flight: written at once
+  // if the transport can take them (best effort, never blocks), then the transport is
+  // closed for writing and what the peer sent that will never be read is dropped, so that
+  // the peer reads our bytes rather than a reset.
+  virtual void send_last(std::span<const std::byte> bytes) noexcept = 0;
+  // Starts teardown; on_transport_closed follows. Idempotent.
+  virtual void close() noexcept = 0;
+};
+
+// A connected TCP socket as a transport (engine::Socket: multishot receive from the loop's
+// provided buffers, gather sends).
+std::unique_ptr<Transport> make_socket_transport(engine::Loop& loop, int fd);
+
+class DialHandler {
+ public:
+  // The attempt is over: a transport (not started; the handler owns it) or why not
+  // (refused, timed_out, unreachable, canceled, ...).
+  virtual void on_dialed(Result<std::unique_ptr<Transport>, engine::IoError> result) noexcept = 0;
+
+ protected:
+  ~DialHandler() = default;
+};
+
+class Dialer {
+ public:
+  virtual ~Dialer() = default;  // only with no attempt in progress
+  // Starts an attempt; exactly one on_dialed follows (inside this call when the attempt
+  // cannot even start, e.g. out of file descriptors).
+  virtual void dial(DialHandler& handler) noexcept = 0;
+  virtual bool in_progress() const noexcept = 0;
+  // Ends a running attempt early: its on_dialed follows (canceled, or a transport that
+  // arrived meanwhile, which the handler then closes).
+  virtual void cancel() noexcept = 0;
+};
+
+// TCP connect to `peer` within `timeout_ms` (engine::Connector), as a socket transport.
+std::unique_ptr<Dialer> make_tcp_dialer(engine::Loop& loop, const engine::Address& peer, uint32_t timeout_ms);
+
+}  // namespace ringmux::mux
