@@ -110,6 +110,7 @@ struct ConnectionOptions {
 // What a resumable connection did (all zero without resume). Loop thread only.
 struct ResumeStats {
   uint64_t transports_lost = 0;   // TCP connections that broke under the session
+  uint64_t transports_timed_out = 0;  // of those, found dead by the keepalive (silent peer, stuck send)
   uint64_t resumes = 0;           // handshakes that resumed the session
   uint64_t bytes_replayed = 0;    // held bytes sent again after resumes
   uint64_t redials = 0;           // connect attempts after the first connection (dialer)

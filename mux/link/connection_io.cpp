@@ -304,6 +304,7 @@ void Connection::on_keepalive(engine::Timer& timer) noexcept {
   // is a black hole): the transport is dead. The session resumes if it can.
   const bool send_stuck = self.send_started_ns_ != 0 && now - self.send_started_ns_ >= self.options_.dead_peer_timeout_ns;
   if (silent_ns >= self.options_.dead_peer_timeout_ns || send_stuck) {
+    if (self.resumable()) self.resume_stats_.transports_timed_out++;
     self.lose_transport(MuxError::connection_lost, engine::IoError::timed_out);
     return;
   }

@@ -1,6 +1,8 @@
-// The resume simulation's parts (tests/mux/session/test_resume_sim.cpp says what it proves):
-// the run's plan, the simulated network, the applications (App), the link model (Link) and
-// the simulation (Sim). Defined in sim_app.cpp, sim_link.cpp and sim.cpp.
+// The resume simulation's parts (tests/mux/link/test_resume_sim.cpp says what it proves):
+// the run's plan, the simulated network with its transports and dialer (SimTransport,
+// SimDialer), the applications (App) and the simulation (Sim), which runs the real
+// mux::Connection on both sides over a simulated engine::Loop. Defined in sim_app.cpp,
+// sim_net.cpp and sim.cpp.
 #pragma once
 
 #define XXH_STATIC_LINKING_ONLY  // XXH3_state_t held by value
@@ -25,6 +27,9 @@
 
 #include "base/assert.h"
 #include "base/limits.h"
+#include "engine/loop.h"
+#include "mux/link/connection.h"
+#include "mux/link/transport.h"
 #include "mux/session/session.h"
 #include "replay/handshake.h"
 #include "tests/support.h"
@@ -219,16 +224,12 @@ struct Coverage {
 
 // ---- the simulated network ----------------------------------------------------------------
 
-enum class TimerKind : uint8_t { keepalive, resume_deadline, redial, ack };
-constexpr std::size_t timer_kinds = 4;
-
 enum class EventKind : uint8_t {
   deliver,        // a pipe hands its reader the next slice (`side`: the writer)
   send_complete,  // `side`'s send on `tcp` is done
   socket_error,   // `side`'s socket on `tcp` fails (a reset, or a local error)
   socket_closed,  // `side`'s close of `tcp` completed
   connect_done,   // the dialer's connect attempt finished
-  timer,          // a link timer (`what`), unless cancelled since (`token`)
   hello_timeout,  // the acceptor's wait for `tcp`'s HELLO is over
   app_tick,       // `side`'s application takes a turn
   fault,          // `tcp` breaks
@@ -240,9 +241,7 @@ struct Event {
   uint64_t order = 0;  // ties in time go in scheduling order: the run is a function of the seed
   EventKind kind = EventKind::app_tick;
   int side = dialer;
-  TimerKind what = TimerKind::keepalive;
   uint32_t tcp = 0;
-  uint64_t token = 0;
   bool operator>(const Event& other) const { return at_ns != other.at_ns ? at_ns > other.at_ns : order > other.order; }
 };
 
@@ -256,6 +255,8 @@ struct Pipe {
   bool armed = false;             // a deliver event is scheduled
 };
 
+class SimTransport;
+
 struct Tcp {
   uint32_t attempt = 0;         // the dialer's connect that made it (1: the first)
   Pipe pipe[2];                 // pipe[s]: what side s writes
@@ -266,22 +267,66 @@ struct Tcp {
   // The acceptor's end before its HELLO was routed (mux::Acceptor's pending read).
   bool routed = false;
   Bytes hello;
+  SimTransport* end[2] = {nullptr, nullptr};  // each side's transport on it, while it exists
 };
 
-constexpr uint32_t no_tcp = UINT32_MAX;  // a link without a transport
-
-struct Timer {
-  uint64_t token = 0;  // an event with an older token was cancelled
-  bool armed = false;
-};
+constexpr uint32_t no_tcp = UINT32_MAX;  // no connection
 
 class Sim;
-class Link;
+
+// One end of a simulated TCP connection as a mux::Transport: what engine::Socket does, on
+// the simulated network (sends complete after a latency, errors once, close completes later).
+class SimTransport final : public Transport {
+ public:
+  SimTransport(Sim& sim, uint32_t tcp, int side);
+  ~SimTransport() override;
+
+  void start(TransportHandler& handler) noexcept override;
+  void send(std::span<const std::byte> first, std::span<const std::byte> second,
+            std::span<const std::byte> third) noexcept override;
+  bool send_in_flight() const noexcept override { return sending_; }
+  bool usable() const noexcept override { return handler_ != nullptr && !failed_ && !closing_; }
+  void send_last(std::span<const std::byte> bytes) noexcept override;
+  void close() noexcept override;
+
+  // The network's events for this end.
+  void on_send_complete();
+  void on_error(engine::IoError error);
+  void on_closed();
+  void on_bytes(std::span<const std::byte> bytes);
+  uint32_t tcp() const { return tcp_; }
+  bool live() const { return handler_ != nullptr && !failed_ && !closing_; }
+
+ private:
+  Sim& sim_;
+  uint32_t tcp_;
+  int side_;
+  TransportHandler* handler_ = nullptr;
+  bool sending_ = false;
+  bool failed_ = false;
+  bool closing_ = false;
+  bool closed_ = false;
+};
+
+// The dialer's redials: a connect after twice the latency, refused while the fault budget
+// lasts now and then.
+class SimDialer final : public Dialer {
+ public:
+  explicit SimDialer(Sim& sim) : sim_(sim) {}
+  void dial(DialHandler& handler) noexcept override;
+  bool in_progress() const noexcept override { return handler_ != nullptr; }
+  void cancel() noexcept override {}  // the attempt completes on its own, soon
+  void on_connect_done();
+
+ private:
+  Sim& sim_;
+  DialHandler* handler_ = nullptr;
+};
 
 // ---- the applications ---------------------------------------------------------------------
 
 // One side's streams: opens its own, answers the peer's, checks every byte it receives.
-class App {
+class App final : public StreamService, public ConnectionObserver {
  public:
   // One side's view of one stream of the plan.
   struct Half {
@@ -299,134 +344,61 @@ class App {
   };
 
   App(Sim& sim, int side);
-  void attach(Link& link) { link_ = &link; }
+  void attach(Connection& connection) { connection_ = &connection; }
   void tick();
   // After an entry point: streams whose turn came inside it (a request ended, a stream
-  // opened) write now, never inside the session's callback.
+  // opened) write now.
   void pump_due();
   bool done() const;
+  bool connection_closed() const { return connection_closed_; }
+  // The run is over and the teardown closes the connection: what ends now is expected.
+  void closing() { connection_closing_ = true; }
   const Half& half(std::size_t k) const { return halves_[k]; }
   std::string describe() const;
 
-  // Session events, through the link.
-  void on_opened(StreamId id, uint32_t handler_id, std::span<const std::byte> payload, bool end_stream);
-  void on_data(StreamId id, std::span<const std::byte> payload, bool end_stream);
-  void on_reset(StreamId id, MuxError error, std::string_view message);
-  void on_closed(StreamId id);
-  void on_writable(StreamId id);
+  // StreamService: the peer opens a stream of the plan.
+  StreamObserver* open_stream(const StreamStart& start) const noexcept override;
+  // ConnectionObserver
+  void on_connection_closed(Connection&, MuxError error, engine::IoError io_error) noexcept override;
+
+  // A stream's events (its observer forwards them).
+  void on_data(std::size_t k, std::span<const std::byte> payload, bool end_stream);
+  void on_message(std::size_t k, std::string_view message);
+  void on_finished(std::size_t k, MuxError error);
+  void on_writable(std::size_t k);
 
  private:
+  StreamObserver* opened_by_peer(const StreamStart& start);
   void open(std::size_t k);
   void pump(std::size_t k);
   void receive(std::size_t k, std::span<const std::byte> payload, bool end_stream);
-  std::size_t index_of(StreamId id, const char* event);
 
   Sim& sim_;
   int side_;
-  Link* link_ = nullptr;
+  Connection* connection_ = nullptr;
+  bool connection_closed_ = false;
+  bool connection_closing_ = false;
   std::vector<Half> halves_;
-  std::unordered_map<StreamId, std::size_t> index_;
+  std::vector<std::string> messages_;  // the peer's text on a stream it ended with an error
   std::vector<std::size_t> due_;
   std::vector<std::size_t> due_scratch_;
   Bytes scratch_;
   Bytes expected_;
 };
 
-// ---- the link: mux::Connection's calls on the Session, over simulated sockets ----------------
-
-class Link final : public SessionHandler {
- public:
-  Link(Sim& sim, App& app, int side, SessionOptions options);
-  Session& session() { return session_; }
-  bool ended() const { return ended_; }
-  bool connected() const { return transport_ != no_tcp && session_.handshake_complete(); }
-  uint32_t transport() const { return transport_; }
-
-  // Entry points (sockets, timers), as in mux::Connection.
-  void start(uint32_t tcp);                            // the dialer's first connection
-  void start(uint32_t tcp, const wire::Hello& hello);  // the acceptor's, its HELLO read
-  replay::HelloAnswer adopt(uint32_t tcp, const wire::Hello& hello);
-  void on_recv(uint32_t tcp, std::span<const std::byte> bytes);
-  void on_send_complete(uint32_t tcp);
-  void on_socket_error(uint32_t tcp, const char* why);
-  void on_socket_closed(uint32_t tcp);
-  void on_connect(std::optional<uint32_t> tcp);
-  void on_timer(TimerKind kind, uint64_t token);
-  // The end of an entry point (Connection::reap): writers woken inside it go on.
-  void reap();
-
-  // The application's calls (Connection::open, write, end, consume).
-  Result<Session::Opened, MuxError> open(uint32_t handler_id, std::span<const std::byte> payload, bool end_stream);
-  Result<std::size_t, MuxError> write(StreamId id, std::span<const std::byte> bytes, bool end_stream);
-  Result<void, MuxError> end(StreamId id);
-  void consume(StreamId id, std::size_t bytes);
-  void flush();
-
-  // SessionHandler
-  void on_stream_opened(StreamId id, StreamBinding&, uint32_t handler_id, uint64_t,
-                        std::span<const std::byte> payload, bool end_stream) noexcept override {
-    app_.on_opened(id, handler_id, payload, end_stream);
-  }
-  void on_stream_data(StreamId id, StreamBinding&, std::span<const std::byte> payload,
-                      bool end_stream) noexcept override {
-    app_.on_data(id, payload, end_stream);
-  }
-  void on_stream_finished(StreamId id, StreamBinding&, MuxError error, std::string_view message) noexcept override {
-    if (error == MuxError::none) {
-      app_.on_closed(id);
-    } else {
-      app_.on_reset(id, error, message);
-    }
-  }
-  // Delivered by reap(), never inside the write that woke it (as Connection does).
-  void on_stream_writable(StreamId id) noexcept override { writable_pending_.push_back(id); }
-  void on_stream_stopped(StreamId id, StreamBinding&) noexcept override;
-  void on_goaway(uint32_t, wire::StatusCode) noexcept override;
-  void on_pong(uint64_t opaque) noexcept override;
-
- private:
-  void lose_transport(const char* why);
-  void end_session(MuxError reason, const std::string& why);
-  void retire_transport();
-  void install_transport(uint32_t tcp);
-  void schedule_redial();
-  void on_established();
-  void arm_ack_timer();
-  void on_keepalive();
-  void timer_start(TimerKind kind, uint64_t delay_ns);
-  void timer_cancel(TimerKind kind);
-  bool armed(TimerKind kind) const { return timers_[static_cast<std::size_t>(kind)].armed; }
-
-  Sim& sim_;
-  App& app_;
-  int side_;
-  Session session_;
-  uint32_t transport_ = no_tcp;
-  bool send_in_flight_ = false;
-  bool flushing_ = false;
-  bool connecting_ = false;
-  bool ended_ = false;
-  ByteVector sending_link_;
-  uint64_t last_received_ns_ = 0;
-  uint64_t send_started_ns_ = 0;
-  uint64_t ping_sent_ns_ = 0;
-  uint64_t batches_sent_ = 0;
-  uint64_t batches_at_last_keepalive_ = 0;
-  uint32_t redial_attempts_ = 0;
-  Timer timers_[timer_kinds];
-  std::vector<StreamId> writable_pending_;
-  std::vector<StreamId> writable_scratch_;
-};
-
 // ---- the simulation: clock, events, connections, the acceptor's HELLO reads ---------------
 
-class Sim {
+class Sim final : public SessionRegistry {
  public:
   Sim(uint64_t seed, bool tracing, Coverage& coverage_sum);
+  ~Sim();
   // Runs to the end; returns what failed ("" when every check held).
   std::string run();
 
-  uint64_t now() const { return now_ns_; }
+  // The loop's clock, and the time since the run began (what the plan's times mean).
+  uint64_t now() const { return loop_->now_ns(); }
+  uint64_t elapsed() const { return loop_->now_ns() - start_ns; }
+  engine::Loop& loop() { return *loop_; }
   Random& random() { return random_; }
   const Plan& plan() const { return plan_; }
   Coverage& coverage() { return coverage_; }
@@ -434,21 +406,33 @@ class Sim {
   void fail(const std::string& why);
   void trace(const char* format, ...) __attribute__((format(printf, 2, 3)));
 
-  void schedule(EventKind kind, int side, uint64_t delay_ns, uint32_t tcp = 0, TimerKind what = TimerKind::keepalive,
-                uint64_t token = 0);
-  // The links' sockets.
-  void send(uint32_t tcp, int side, std::span<const std::byte> link, const replay::HeldSpans& held);
+  void schedule(EventKind kind, int side, uint64_t delay_ns, uint32_t tcp = 0);
+  Tcp& tcp(uint32_t id) { return tcps_[id]; }
+  // The transports' operations on the network.
+  void send(uint32_t tcp, int side, std::span<const std::byte> bytes);
+  void shutdown(uint32_t tcp, int side);  // the FIN after what was sent; reading goes on
   void close(uint32_t tcp, int side);
   void connect();
+  uint32_t connect_result();  // the connect_done event: a new connection, or no_tcp (refused)
+  // The side's transport of the moment (started, not closed).
+  uint32_t current(int side) const;
   uint64_t latency() { return plan_.latency_ns + random_.below(plan_.latency_ns + 1); }
 
+  // SessionRegistry: the acceptor's table, as mux::Acceptor keeps it.
+  void on_detached(Connection& connection) noexcept override;
+  void forget(Connection& connection) noexcept override;
+
+  // The simulated clock starts here, not at 0 (the link takes a time of 0 for "none").
+  static constexpr uint64_t start_ns = 1 * s_ns;
+
  private:
+  ConnectionOptions options_for(int side);
   void dispatch(const Event& event);
   void after_entry();
   void deliver(uint32_t id, int writer);
   void arm_delivery(uint32_t id, int writer, uint64_t delay_ns);
   void on_bytes(uint32_t id, int reader, std::span<const std::byte> bytes);
-  void on_socket_error(uint32_t id, int side, const char* why);
+  void on_socket_error(uint32_t id, int side, engine::IoError error);
   void route(uint32_t id, const wire::Hello& hello);
   void break_tcp(uint32_t id);
   uint32_t new_tcp(uint32_t attempt);
@@ -456,22 +440,28 @@ class Sim {
   std::size_t slice(std::size_t available);
   void check_invariants();
   void verify_streams();
+  // Closes both connections and runs the network until they have closed (bounded).
+  void teardown();
+  bool step();  // runs the next event or timer; false when there is none
   std::string describe_state();
 
   Random random_;
   Plan plan_;
   bool trace_;
   Coverage& coverage_;
-  uint64_t now_ns_ = 0;
+  std::unique_ptr<engine::Loop> loop_;
   uint64_t order_ = 0;
   uint32_t faults_left_;
   uint32_t attempts_ = 0;
   std::string failure_;
+  bool tearing_down_ = false;
   wire::SessionId session_id_{};
+  uint64_t table_secrets_[2] = {};
   std::priority_queue<Event, std::vector<Event>, std::greater<Event>> events_;
   std::deque<Tcp> tcps_;  // a deque: references stay valid as connections are added
   std::unique_ptr<App> apps_[2];
-  std::unique_ptr<Link> links_[2];
+  SimDialer dialer_{*this};  // declared before the connections, which use it
+  std::unique_ptr<Connection> connections_[2];
   Bytes delivery_;  // the slice being delivered (the pipe may grow meanwhile)
 };
 

@@ -1,11 +1,33 @@
 // The resume simulation's applications (sim.h).
-#include "tests/mux/session/sim/sim.h"
+#include "tests/mux/link/sim/sim.h"
 
 namespace ringmux::mux::sim {
 
 // ---- App -----------------------------------------------------------------------------------
 
-App::App(Sim& sim, int side) : sim_(sim), side_(side), halves_(sim.plan().streams.size()) {
+namespace {
+
+// A stream's observer: forwards its events to the application with the stream's index in
+// the plan. Owned by the connection (open_owned, or a stream the peer opened).
+class Observer final : public StreamObserver {
+ public:
+  Observer(App& app, std::size_t k) : app_(app), k_(k) {}
+  void on_stream_message(std::string_view message) noexcept override { app_.on_message(k_, message); }
+  void on_stream_data(std::span<const std::byte> bytes, bool end_stream) noexcept override {
+    app_.on_data(k_, bytes, end_stream);
+  }
+  void on_stream_writable() noexcept override { app_.on_writable(k_); }
+  void on_stream_finished(MuxError error) noexcept override { app_.on_finished(k_, error); }
+
+ private:
+  App& app_;
+  std::size_t k_;
+};
+
+}  // namespace
+
+App::App(Sim& sim, int side)
+    : sim_(sim), side_(side), halves_(sim.plan().streams.size()), messages_(sim.plan().streams.size()) {
   for (Half& h : halves_) {
     XXH3_64bits_reset(&h.sent_hash);
     XXH3_64bits_reset(&h.received_hash);
@@ -13,20 +35,20 @@ App::App(Sim& sim, int side) : sim_(sim), side_(side), halves_(sim.plan().stream
 }
 
 void App::tick() {
-  if (link_ != nullptr && !link_->ended()) {
+  if (connection_ != nullptr && !connection_->ended()) {
     const auto& streams = sim_.plan().streams;
     for (std::size_t k = 0; k < streams.size(); k++) {
-      if (streams[k].opener == side_ && !halves_[k].known && sim_.now() >= streams[k].open_ns) open(k);
+      if (streams[k].opener == side_ && !halves_[k].known && sim_.elapsed() >= streams[k].open_ns) open(k);
     }
     for (Half& h : halves_) {
       // Deferred consumption: the peer's credit comes back late (flow control under resume).
+      // A finished stream's bytes too: the connection's credit comes back only so.
       if (h.unconsumed > 0 && sim_.random().one_in(2)) {
-        link_->consume(h.id, h.unconsumed);
+        connection_->consume(h.id, h.unconsumed);
         h.unconsumed = 0;
       }
     }
     for (std::size_t k = 0; k < streams.size(); k++) pump(k);
-    link_->flush();
   }
   if (!done()) sim_.schedule(EventKind::app_tick, side_, sim_.random().between(100 * us_ns, 3 * ms_ns));
 }
@@ -38,7 +60,7 @@ void App::pump_due() {
 }
 
 bool App::done() const {
-  if (link_ == nullptr) return false;
+  if (connection_ == nullptr) return false;
   return std::all_of(halves_.begin(), halves_.end(), [](const Half& h) { return h.closed && h.unconsumed == 0; });
 }
 
@@ -48,26 +70,23 @@ void App::open(std::size_t k) {
   scratch_.resize(s.initial);
   fill_content(s.key[side_], 0, scratch_);
   const bool end_stream = s.end_with_open && s.initial == s.bytes[side_];
-  auto opened = link_->open(static_cast<uint32_t>(k + 1), scratch_, end_stream);
+  // The whole payload is taken: what the OPEN cannot carry follows as DATA, ahead of later
+  // writes (which take nothing until it has gone, then on_stream_writable comes).
+  auto opened = connection_->open_owned(static_cast<uint32_t>(k + 1), 0, scratch_, end_stream, *new Observer(*this, k));
   if (!opened) return sim_.fail("stream " + std::to_string(k) + ": open failed: " + mux::describe(opened.error()));
-  h.id = opened->id;
+  h.id = opened.value();
   h.known = true;
-  index_[h.id] = k;
-  XXH3_64bits_update(&h.sent_hash, scratch_.data(), opened->taken);
-  h.sent = opened->taken;
-  if (opened->taken < s.initial) {
-    h.blocked = true;  // the session wakes it when credit lets the rest go
-  } else if (end_stream) {
-    h.end_sent = true;
-  }
-  sim_.trace("%s opens stream %zu as %u with %zu of %llu bytes", side_name(side_), k, h.id, opened->taken,
-             static_cast<unsigned long long>(s.bytes[side_]));
+  XXH3_64bits_update(&h.sent_hash, scratch_.data(), scratch_.size());
+  h.sent = s.initial;
+  h.end_sent = end_stream;
+  sim_.trace("%s opens stream %zu as %u with %llu of %llu bytes", side_name(side_), k, h.id,
+             static_cast<unsigned long long>(s.initial), static_cast<unsigned long long>(s.bytes[side_]));
 }
 
 void App::pump(std::size_t k) {
   const StreamPlan& s = sim_.plan().streams[k];
   Half& h = halves_[k];
-  if (!h.known || h.end_sent || h.blocked || link_->ended()) return;
+  if (!h.known || h.end_sent || h.blocked || h.closed || connection_->ended()) return;
   if (s.unary && side_ != s.opener && !h.remote_ended) return;  // the response follows the request
   const uint64_t total = s.bytes[side_];
   uint64_t budget = sim_.random().between(1, 64 * kib);
@@ -76,7 +95,7 @@ void App::pump(std::size_t k) {
     scratch_.resize(n);
     fill_content(s.key[side_], h.sent, scratch_);
     const bool end_stream = h.sent + n == total && sim_.random().one_in(2);
-    auto taken = link_->write(h.id, scratch_, end_stream);
+    auto taken = connection_->write(h.id, scratch_, end_stream);
     if (!taken) return sim_.fail("stream " + std::to_string(k) + ": write failed: " + mux::describe(taken.error()));
     XXH3_64bits_update(&h.sent_hash, scratch_.data(), taken.value());
     h.sent += taken.value();
@@ -91,35 +110,32 @@ void App::pump(std::size_t k) {
     }
   }
   if (h.sent == total) {
-    auto ended = link_->end(h.id);
+    auto ended = connection_->end(h.id);
     if (!ended) return sim_.fail("stream " + std::to_string(k) + ": end failed: " + mux::describe(ended.error()));
     h.end_sent = true;
   }
 }
 
-std::size_t App::index_of(StreamId id, const char* event) {
-  auto it = index_.find(id);
-  if (it != index_.end()) return it->second;
-  sim_.fail(std::string(side_name(side_)) + ": " + event + " on stream id " + std::to_string(id) + ", not open");
-  return SIZE_MAX;
+StreamObserver* App::open_stream(const StreamStart& start) const noexcept {
+  // The service interface is const (a registry serves many connections); this one keeps
+  // the state of its side of the plan.
+  return const_cast<App*>(this)->opened_by_peer(start);
 }
 
-void App::on_opened(StreamId id, uint32_t handler_id, std::span<const std::byte> payload, bool end_stream) {
-  const std::size_t k = handler_id - 1;
-  if (k >= halves_.size() || sim_.plan().streams[k].opener == side_ || halves_[k].known) {
-    return sim_.fail(std::string(side_name(side_)) + ": unexpected OPEN " + std::to_string(id) + " for handler " +
-                     std::to_string(handler_id));
+StreamObserver* App::opened_by_peer(const StreamStart& start) {
+  const std::size_t k = start.handler_id - 1;
+  if (start.handler_id == 0 || k >= halves_.size() || sim_.plan().streams[k].opener == side_ || halves_[k].known) {
+    sim_.fail(std::string(side_name(side_)) + ": unexpected OPEN " + std::to_string(start.id) + " for handler " +
+              std::to_string(start.handler_id));
+    return nullptr;
   }
-  halves_[k].id = id;
+  halves_[k].id = start.id;
   halves_[k].known = true;
-  index_[id] = k;
-  receive(k, payload, end_stream);
-  due_.push_back(k);
+  due_.push_back(k);  // the payload comes as on_stream_data right after
+  return new Observer(*this, k);
 }
 
-void App::on_data(StreamId id, std::span<const std::byte> payload, bool end_stream) {
-  const std::size_t k = index_of(id, "data");
-  if (k == SIZE_MAX) return;
+void App::on_data(std::size_t k, std::span<const std::byte> payload, bool end_stream) {
   receive(k, payload, end_stream);
   if (end_stream) due_.push_back(k);
 }
@@ -153,36 +169,44 @@ void App::receive(std::size_t k, std::span<const std::byte> payload, bool end_st
   }
   if (payload.empty()) return;
   if (sim_.random().one_in(2)) {
-    link_->consume(h.id, payload.size());  // at once, inside the callback (as observers do)
+    connection_->consume(h.id, payload.size());  // at once, inside the callback (as observers do)
   } else {
     h.unconsumed += payload.size();  // at a later tick
   }
 }
 
-void App::on_reset(StreamId id, MuxError error, std::string_view message) {
-  auto it = index_.find(id);
-  sim_.fail(std::string(side_name(side_)) + ": stream " +
-            (it == index_.end() ? "id " + std::to_string(id) : std::to_string(it->second)) +
-            " reset: " + mux::describe(error) + " " + std::string(message));
-}
+void App::on_message(std::size_t k, std::string_view message) { messages_[k] = std::string(message); }
 
-void App::on_closed(StreamId id) {
-  // May come inside our own write or end (the one that completed the stream): what was
-  // sent is checked at the end of the run, against what the peer received.
-  const std::size_t k = index_of(id, "close");
-  if (k == SIZE_MAX) return;
-  if (!halves_[k].remote_ended) {
+void App::on_finished(std::size_t k, MuxError error) {
+  Half& h = halves_[k];
+  if (error != MuxError::none) {
+    // After the run, the teardown's close ends what is left (cancelled): not a failure.
+    if (!sim_.failed() && !connection_closing_) {
+      sim_.fail(std::string(side_name(side_)) + ": stream " + std::to_string(k) + " reset: " + mux::describe(error) +
+                " " + messages_[k]);
+    }
+    h.closed = true;
+    return;
+  }
+  // Reported on the turn after the stream ended: what was sent is checked at the end of
+  // the run, against what the peer received.
+  if (!h.remote_ended) {
     return sim_.fail(std::string(side_name(side_)) + ": stream " + std::to_string(k) + " closed before the peer's END");
   }
-  halves_[k].closed = true;
-  index_.erase(id);
+  h.closed = true;
 }
 
-void App::on_writable(StreamId id) {
-  auto it = index_.find(id);
-  if (it == index_.end()) return;  // closed meanwhile
-  halves_[it->second].blocked = false;
-  pump(it->second);
+void App::on_writable(std::size_t k) {
+  halves_[k].blocked = false;
+  pump(k);
+}
+
+void App::on_connection_closed(Connection&, MuxError error, engine::IoError io_error) noexcept {
+  connection_closed_ = true;
+  if (!connection_closing_ && !sim_.failed()) {
+    sim_.fail(std::string(side_name(side_)) + ": connection closed: " + mux::describe(error) + " (" +
+              engine::describe(io_error) + ")");
+  }
 }
 
 std::string App::describe() const {
