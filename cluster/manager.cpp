@@ -262,10 +262,26 @@ void Manager::remove_peer(const engine::Address& address) noexcept {
   if (peer->connection && !peer->connection->closed()) peer->connection->close(MuxError::cancelled);
 }
 
-void Manager::fail_waiting(Peer& peer, MuxError error) noexcept {
+void Manager::fail_waiting(Peer& peer, MuxError error, const std::string& message) noexcept {
   std::deque<Waiting> waiting = std::move(peer.waiting);
   peer.waiting.clear();
-  for (auto& w : waiting) complete_later(std::move(w.done), error, {});
+  loop_.timer_cancel(peer.waiting_timer);
+  for (auto& w : waiting) fail_waiting_one(w, error, message);
+}
+
+void Manager::fail_waiting_one(Waiting& waiting, MuxError error, std::string message) noexcept {
+  if (waiting.observer != nullptr) {
+    StreamOpenResult result;
+    result.error = error;
+    result.message = std::move(message);
+    complete_later(std::move(waiting.opened), std::move(result));
+    return;
+  }
+  complete_later(std::move(waiting.done), error, std::move(message));
+}
+
+void Manager::complete_later(StreamOpened opened, StreamOpenResult result) noexcept {
+  loop_.post_fn([opened = std::move(opened), result = std::move(result)] { opened(result); });
 }
 
 void Manager::complete_later(CallCallback done, MuxError error, std::string message) noexcept {
@@ -312,7 +328,18 @@ void Manager::Peer::on_connect(Result<int, engine::IoError> fd) noexcept {
   const std::string self_name = manager.options_.client_only ? std::string() : manager.self_.to_string();
   Connection* session = connection.get();
   mux::call(*connection, manager_identify_handler, bytes_of(self_name), 0, [this, session](const CallResult& result) {
-    if (connection.get() != session || result.error != MuxError::none) return;  // the close reports it
+    if (connection.get() != session) return;
+    if (result.error == MuxError::unknown_handler || result.error == MuxError::refused) {
+      // The peer does not serve the cluster (a plain server) or will not take this session
+      // (another loop owns the pair): what waits for the session hears it now, not at its
+      // deadline. The session goes; the next one comes after the backoff.
+      manager.fail_waiting(*this, result.error,
+                           "peer " + name + " refused the cluster's identify call: " + mux::describe(result.error) +
+                               (result.error == MuxError::unknown_handler ? " (not a cluster member?)" : ""));
+      connection->close(MuxError::cancelled);
+      return;
+    }
+    if (result.error != MuxError::none) return;  // the session's close reports it
     identified = true;
     reconnect_backoff.reset();
     manager.on_session_up(*this);
@@ -334,7 +361,51 @@ void Manager::on_session_up(Peer& peer) noexcept {
   peer.health.state = PeerState::connected;
   std::deque<Waiting> waiting = std::move(peer.waiting);
   loop_.timer_cancel(peer.waiting_timer);
-  for (auto& w : waiting) send(peer, w.handle, w.handler_id, w.request, w.deadline_ns, std::move(w.done));
+  for (auto& w : waiting) {
+    if (w.observer != nullptr) {
+      open_on(peer, w.handler_id, w.deadline_ns, w.request, w.end_stream, *w.observer, std::move(w.opened));
+    } else {
+      send(peer, w.handle, w.handler_id, w.request, w.deadline_ns, std::move(w.done));
+    }
+  }
+}
+
+void Manager::open_stream(const engine::Address& address, uint32_t handler_id, uint64_t deadline_ns,
+                          std::span<const std::byte> payload, bool end_stream, StreamObserver& observer,
+                          StreamOpened opened) {
+  Peer* peer = find(address);
+  if (peer == nullptr || peer->removed) {
+    StreamOpenResult result;
+    result.error = MuxError::unknown_handler;
+    result.message = "unknown peer " + address.to_string();
+    complete_later(std::move(opened), std::move(result));
+    return;
+  }
+  if (peer->connection && peer->identified) {
+    open_on(*peer, handler_id, deadline_ns, payload, end_stream, observer, std::move(opened));
+    return;
+  }
+  Waiting waiting{next_handle_++, handler_id, std::vector<std::byte>(payload.begin(), payload.end()), deadline_ns, {}};
+  waiting.observer = &observer;
+  waiting.opened = std::move(opened);
+  waiting.end_stream = end_stream;
+  peer->waiting.push_back(std::move(waiting));
+  arm_waiting_timer(*peer);
+}
+
+void Manager::open_on(Peer& peer, uint32_t handler_id, uint64_t deadline_ns, std::span<const std::byte> payload,
+                      bool end_stream, StreamObserver& observer, StreamOpened opened) noexcept {
+  Connection* connection = peer.connection.get();
+  RM_ASSERT(connection != nullptr && peer.identified);
+  auto id = connection->open(handler_id, deadline_ns, payload, end_stream, observer);
+  StreamOpenResult result;
+  if (id) {
+    result.stream = PeerStream{connection, id.value()};
+  } else {
+    result.error = id.error();
+    result.message = "opening a stream to peer " + peer.name + ": " + mux::describe(id.error());
+  }
+  complete_later(std::move(opened), std::move(result));
 }
 
 CallHandle Manager::call(const engine::Address& address, uint32_t handler_id, std::span<const std::byte> request,
@@ -378,7 +449,7 @@ void Manager::cancel(CallHandle handle) noexcept {
   if (handle.value == 0) return;
   for (auto& peer : peers_) {
     for (auto it = peer->waiting.begin(); it != peer->waiting.end(); ++it) {
-      if (it->handle != handle.value) continue;
+      if (it->handle != handle.value || it->observer != nullptr) continue;
       CallCallback done = std::move(it->done);
       peer->waiting.erase(it);
       complete_later(std::move(done), MuxError::cancelled, {});
@@ -416,9 +487,17 @@ void Manager::on_waiting_timer(engine::Timer& timer) noexcept {
   }
   peer.manager.arm_waiting_timer(peer);
   for (auto& w : expired) {
+    std::string message = "no session with peer " + peer.name + " before the deadline";
+    if (w.observer != nullptr) {
+      StreamOpenResult result;
+      result.error = MuxError::deadline_exceeded;
+      result.message = std::move(message);
+      w.opened(result);
+      continue;
+    }
     CallResult result;
     result.error = MuxError::deadline_exceeded;
-    result.message = "no session with peer " + peer.name + " before the deadline";
+    result.message = std::move(message);
     w.done(result);
   }
 }

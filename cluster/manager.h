@@ -12,10 +12,11 @@
 // (ManagerOptions::client_only) dials every peer and names no address: members serve its
 // calls on that session and never call it.
 //
-// Calls: call() to a peer whose session is not up (connecting, resuming, not yet
-// identified) waits, up to its deadline, for it to come up: queued here, or in the
-// session while it resumes. Then it fails with deadline_exceeded and a message naming the
-// peer. A call is cancellable (cancel()) in both states; the peer sees a RESET. A call's
+// Calls and streams: call() or open_stream() to a peer whose session is not up
+// (connecting, resuming, not yet identified) waits, up to its deadline, for it to come up:
+// queued here, or in the session while it resumes. Then it fails with deadline_exceeded
+// and a message naming the peer; a session whose identify call the peer does not serve (a
+// plain server, not a member) fails it at once with that call's error (unknown_handler). A call is cancellable (cancel()) in both states; the peer sees a RESET. A call's
 // callback never runs inside the call on the manager that started, cancelled or ended it
 // (call, cancel, remove_peer, close): it runs on a later turn of the loop, and runs even
 // when the manager has been destroyed meanwhile.
@@ -103,6 +104,20 @@ struct ManagerStats {
   uint64_t resumes = 0;               // resumes of those sessions
 };
 
+// A stream opened to a peer: write on it through `connection` (Connection::write, end,
+// consume...) with `id`, on the loop that owns the peer.
+struct PeerStream {
+  Connection* connection = nullptr;
+  StreamId id = 0;
+};
+// Why a stream could not be opened (with the peer's name or the cause), or the stream.
+struct StreamOpenResult {
+  MuxError error = MuxError::none;
+  std::string message;
+  PeerStream stream;
+};
+using StreamOpened = std::function<void(const StreamOpenResult& result)>;
+
 // A call in flight or waiting, for cancel().
 struct CallHandle {
   uint64_t value = 0;  // 0: none (the call completed at once)
@@ -151,6 +166,18 @@ class Manager final : public engine::ListenerHandler, public ConnectionObserver 
   // a later turn (unless it completed before).
   void cancel(CallHandle handle) noexcept;
 
+  // A stream to `peer` (added before), opened once its session is up: waits as call()
+  // does, up to `deadline_ns` (also the stream's deadline at the peer). `payload` (copied
+  // while it waits) goes with the OPEN, as Connection::open takes it. `observer` receives
+  // the stream's events once it is open; the caller keeps it alive until its
+  // on_stream_finished (it hears nothing when the open fails). `opened` runs once on the
+  // loop thread, after this returns: with the stream, or why not (deadline_exceeded naming
+  // the peer, unknown_handler for an unknown peer or one that is no cluster member,
+  // cancelled by remove_peer or close, or Connection::open's errors).
+  void open_stream(const engine::Address& peer, uint32_t handler_id, uint64_t deadline_ns,
+                   std::span<const std::byte> payload, bool end_stream, StreamObserver& observer,
+                   StreamOpened opened);
+
   PeerHealth health(const engine::Address& peer) const noexcept;
   const ManagerStats& stats() const noexcept { return stats_; }
   // The session with `peer` when it is up, else nullptr.
@@ -174,12 +201,16 @@ class Manager final : public engine::ListenerHandler, public ConnectionObserver 
 
  private:
   struct Peer;
+  // A call or a stream open waiting for the session.
   struct Waiting {
     uint64_t handle;
     uint32_t handler_id;
     std::vector<std::byte> request;
     uint64_t deadline_ns;
-    CallCallback done;
+    CallCallback done;                    // a call's
+    StreamObserver* observer = nullptr;   // a stream's (then `opened` and `end_stream`)
+    StreamOpened opened;
+    bool end_stream = false;
   };
   struct Sent {
     Connection* connection;
@@ -198,10 +229,16 @@ class Manager final : public engine::ListenerHandler, public ConnectionObserver 
   void send(Peer& peer, uint64_t handle, uint32_t handler_id, std::span<const std::byte> request,
             uint64_t deadline_ns, CallCallback done) noexcept;
   void arm_waiting_timer(Peer& peer) noexcept;
-  // Fails every call waiting for `peer`'s session with `error` (complete_later).
-  void fail_waiting(Peer& peer, MuxError error) noexcept;
+  // Fails every call and stream open waiting for `peer`'s session with `error`
+  // (complete_later).
+  void fail_waiting(Peer& peer, MuxError error, const std::string& message = {}) noexcept;
+  void fail_waiting_one(Waiting& waiting, MuxError error, std::string message) noexcept;
   // Runs `done` with `error` on a later turn of the loop (a task that owns it).
   void complete_later(CallCallback done, MuxError error, std::string message) noexcept;
+  void complete_later(StreamOpened opened, StreamOpenResult result) noexcept;
+  // Opens a waiting (or new) stream on `peer`'s session; `opened` hears on a later turn.
+  void open_on(Peer& peer, uint32_t handler_id, uint64_t deadline_ns, std::span<const std::byte> payload,
+               bool end_stream, StreamObserver& observer, StreamOpened opened) noexcept;
   // The wait before dialing `peer` again (counts the attempt).
   uint64_t reconnect_delay(Peer& peer) noexcept;
   static void on_waiting_timer(engine::Timer& timer) noexcept;

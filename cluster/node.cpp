@@ -121,6 +121,17 @@ void Node::call(const engine::Address& peer, uint32_t handler_id, std::vector<st
   });
 }
 
+void Node::open_stream(const engine::Address& peer, uint32_t handler_id, uint64_t deadline_ns,
+                       std::vector<std::byte> payload, bool end_stream, StreamObserver& observer,
+                       StreamOpened opened) {
+  const uint32_t index = loop_of(peer);
+  Manager* manager = managers_[index].get();
+  engine_.loop(index).run_or_post([manager, peer, handler_id, deadline_ns, payload = std::move(payload), end_stream,
+                                   &observer, opened = std::move(opened)]() mutable {
+    manager->open_stream(peer, handler_id, deadline_ns, payload, end_stream, observer, std::move(opened));
+  });
+}
+
 PeerHealth Node::health(const engine::Address& peer) {
   const uint32_t index = loop_of(peer);
   PeerHealth health;

@@ -77,6 +77,14 @@ class Node {
   void call(const engine::Address& peer, uint32_t handler_id, std::vector<std::byte> request, uint64_t deadline_ns,
             CallCallback done);
 
+  // A stream to `peer` from any thread (Manager::open_stream on the peer's loop: same
+  // waiting and errors). `observer`'s events and `opened` run on that loop's thread; write
+  // on the stream there (Loop::run_or_post to reach it).
+  void open_stream(const engine::Address& peer, uint32_t handler_id, uint64_t deadline_ns,
+                   std::vector<std::byte> payload, bool end_stream, StreamObserver& observer, StreamOpened opened);
+  // The loop that owns `peer`'s session (its streams' writes go there).
+  engine::Loop& loop_of_peer(const engine::Address& peer) noexcept { return engine_.loop(loop_of(peer)); }
+
   // Not on a loop thread: ask the owning loop and wait for its answer.
   PeerHealth health(const engine::Address& peer);
   // Sums over the loops' managers.
