@@ -35,6 +35,7 @@
 #include "tools/blocking_io.h"
 #include "tools/echo_server.h"
 #include "tools/latency.h"
+#include "tools/version.h"
 
 namespace {
 
@@ -54,24 +55,58 @@ struct Options {
   bool json = false;
 };
 
+// The --help text, laid out like the man page (docs/man/ringmux-echo.1, which
+// tests/check_man.py holds to it): every option with its default, and the exit status.
 void print_help() {
   std::printf(
-      "usage: ringmux-echo [options]\n"
-      "Echo over 127.0.0.1: ringmux engine vs blocking sockets (tcp) and, when the engine\n"
-      "busy-polls, vs blocking sockets that busy-poll as long (tcp-spin); interleaved A B C A B C.\n\n"
-      "  --workload=NAME     pingpong | pipeline | both          (default both)\n"
-      "  --size=BYTES        request and response size            (default 64)\n"
-      "  --depth=N           requests in flight for pipeline      (default 64)\n"
-      "  --seconds=S         measured window per run              (default 2)\n"
-      "  --warmup=S          unmeasured warm-up per run           (default 0.5)\n"
-      "  --runs=N            A/B pairs per workload               (default 3)\n"
-      "  --client-cpu=N      core of the client side, -1 = none   (default 0)\n"
-      "  --server-cpu=N      core of the server side, -1 = none   (default 1)\n"
-      "  --spin-us=US        ringmux loops busy-poll this long before sleeping, 0 = never\n"
-      "                      (default: the engine's, base/limits.h loop_spin_ns_default = %g)\n"
-      "  --json              print JSON instead of a table\n"
-      "  -h, --help          this text\n",
-      static_cast<double>(ringmux::limits::loop_spin_ns_default) / 1e3);
+      "NAME\n"
+      "    ringmux-echo - the engine echo demo and benchmark\n"
+      "\n"
+      "SYNOPSIS\n"
+      "    ringmux-echo [--workload=pingpong|pipeline|both] [--size=BYTES] [--depth=N]\n"
+      "                 [--seconds=S] [--warmup=S] [--runs=N] [--client-cpu=N]\n"
+      "                 [--server-cpu=N] [--spin-us=US] [--json]\n"
+      "    ringmux-echo --help | --version\n"
+      "\n"
+      "DESCRIPTION\n"
+      "    Echo over 127.0.0.1 with the ringmux engine (one io_uring loop per side) against\n"
+      "    blocking sockets (tcp) and, when the engine busy-polls, blocking sockets that\n"
+      "    busy-poll as long (tcp-spin); interleaved A B C A B C. Prints requests per second\n"
+      "    and latency percentiles side by side: pingpong is one request in flight on one\n"
+      "    connection, pipeline --depth of them.\n"
+      "\n"
+      "OPTIONS\n"
+      "    --workload=NAME\n"
+      "        pingpong, pipeline or both. Default: both.\n"
+      "    --size=BYTES\n"
+      "        Request and response size, 1 to 1048576. Default: 64.\n"
+      "    --depth=N\n"
+      "        Requests in flight for pipeline, 1 to 4096. Default: 64.\n"
+      "    --seconds=S\n"
+      "        Measured window per run. Default: 2.\n"
+      "    --warmup=S\n"
+      "        Unmeasured warm-up per run. Default: 0.5.\n"
+      "    --runs=N\n"
+      "        A/B pairs per workload. Default: 3.\n"
+      "    --client-cpu=N\n"
+      "        Core of the client side, -1 for none. Default: 0.\n"
+      "    --server-cpu=N\n"
+      "        Core of the server side, -1 for none. Default: 1.\n"
+      "    --spin-us=US\n"
+      "        The ringmux loops busy-poll this long before sleeping, 0 for never (the\n"
+      "        engine's loop_spin_ns_default in base/limits.h). Default: %g.\n"
+      "    --json\n"
+      "        Print JSON instead of a table. Default: off.\n"
+      "%s"
+      "\n"
+      "EXIT STATUS\n"
+      "    0   every run completed\n"
+      "    1   a run failed (the message says which and why)\n"
+      "    2   a bad option (the message names the option and what it accepts)\n"
+      "\n"
+      "SEE ALSO\n"
+      "    ringmux-loadgen(1), ringmux-serve(1)\n",
+      static_cast<double>(ringmux::limits::loop_spin_ns_default) / 1e3, tools::help_version_options);
 }
 
 double parse_number(const std::string& option, const std::string& value, double min, double max) {
@@ -92,6 +127,10 @@ Options parse_options(int argc, char** argv) {
     const std::string arg = argv[i];
     if (arg == "-h" || arg == "--help") {
       print_help();
+      std::exit(0);
+    }
+    if (arg == "--version") {
+      std::fputs(tools::version_text("ringmux-echo").c_str(), stdout);
       std::exit(0);
     }
     if (arg == "--json") {

@@ -6,28 +6,23 @@
 #include <cmath>
 
 #include "tools/loadgen/job.h"
+#include "tools/options.h"
+#include "tools/version.h"
 
 namespace ringmux::chaos {
 
 namespace {
 
-// The text of an option that needs a value, for "needs a value" errors.
-struct ValueOption {
-  std::string_view key;
-  std::string_view syntax;
-};
+using tools::option_error;
 
-constexpr ValueOption value_options[] = {
+// Every option but --help and --version takes a value.
+constexpr tools::ValueOption value_options[] = {
     {"--listen", "ADDRESS:PORT"},   {"--upstream", "ADDRESS:PORT"}, {"--direction", "both|up|down"},
     {"--reset-every", "DURATION"},  {"--cut-every", "DURATION"},    {"--cut-after-bytes", "SIZE"},
     {"--latency", "DURATION"},      {"--jitter", "DURATION"},       {"--bandwidth", "RATE"},
     {"--slice", "MIN-MAX"},         {"--blackhole-after", "DURATION"}, {"--corrupt", "PROBABILITY"},
     {"--seed", "N"},                {"--duration", "DURATION"},     {"--stats", "none|text|json"},
 };
-
-std::string option_error(std::string_view key, std::string_view value, std::string_view expected) {
-  return "option '" + std::string(key) + "': '" + std::string(value) + "' is not " + std::string(expected);
-}
 
 // The lanes a per-direction fault applies to under `direction`.
 template <typename Apply>
@@ -103,17 +98,16 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
       line.help = true;
       continue;
     }
+    if (arg == "--version") {
+      line.version = true;
+      continue;
+    }
     if (arg.rfind("--", 0) != 0) return fail("unexpected argument '" + arg + "' (see --help)");
     const auto eq = arg.find('=');
     const std::string key = arg.substr(0, eq);
     const std::string value = eq == std::string::npos ? std::string() : arg.substr(eq + 1);
-    const ValueOption* known = nullptr;
-    for (const ValueOption& option : value_options) {
-      if (option.key == key) known = &option;
-    }
-    if (known == nullptr) return fail("unknown option '" + key + "' (see --help)");
-    if (eq == std::string::npos) {
-      return fail("option '" + key + "' needs a value (" + key + "=" + std::string(known->syntax) + ")");
+    if (std::string error = tools::option_shape_error(value_options, key, eq != std::string::npos); !error.empty()) {
+      return fail(std::move(error));
     }
     auto duration = [&](uint64_t& field, bool zero_allowed) -> bool {
       const auto ns = loadgen::parse_duration_ns(value);
@@ -194,7 +188,7 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
       return fail("option '" + key + "' is listed but not handled");
     }
   }
-  if (!line.help) {
+  if (!line.help && !line.version) {
     if (!have_listen) return fail("option '--listen' is required (e.g. --listen=127.0.0.1:7400)");
     if (!have_upstream) return fail("option '--upstream' is required (e.g. --upstream=127.0.0.1:7300)");
     if (auto error = check_faults(line.proxy.faults)) return fail(*error);
@@ -205,52 +199,86 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
 
 std::string help_text() {
   static_assert(slice_bytes_max == 262144, "the help text below states the slice limit");
-  return R"(usage: ringmux-chaos --listen=ADDRESS:PORT --upstream=ADDRESS:PORT [faults...]
-A TCP proxy that injects faults. Each accepted connection gets its own connection to
-the upstream; the two form a pair. "up" is client to upstream, "down" upstream to
-client. Deadlines count from the moment a pair is accepted.
-                                                                        (default)
-  --listen=ADDRESS:PORT       where to accept; IPv4, port 0 picks one  (required)
-  --upstream=ADDRESS:PORT     where to forward each connection         (required)
+  static_assert(latency_ns_max == 10'000'000'000 && jitter_ns_max == 10'000'000'000, "and the delays' limits");
+  static_assert(bandwidth_bytes_per_s_max == 64ull << 30, "and the bandwidth's");
+  static_assert(pairs_max == 256, "and the pairs'");
+  return R"(NAME
+    ringmux-chaos - a TCP proxy that injects faults
 
-pair faults (act on whole pairs; --direction does not apply):
-  --reset-every=DURATION      abort each pair with RST on both sides
-                              (SO_LINGER 0) this long after accept          (off)
-  --cut-every=DURATION        close each pair in order (FIN on both sides)
-                              this long after accept                        (off)
+SYNOPSIS
+    ringmux-chaos --listen=ADDRESS:PORT --upstream=ADDRESS:PORT [FAULT...]
+                  [--seed=N] [--duration=DURATION] [--stats=none|text|json]
+    ringmux-chaos --help | --version
 
-direction faults (act on the direction set by the last --direction before them):
-  --direction=D               both | up | down                             (both)
-  --cut-after-bytes=N         close the pair in order once N bytes were
-                              forwarded in the direction; those N arrive    (off)
-  --latency=DURATION          hold each chunk this long before forwarding     (0)
-  --jitter=DURATION           add a uniform 0..DURATION to each chunk's
-                              delay; order within a direction is kept         (0)
-  --bandwidth=RATE            bytes/s per pair, k/m/g = 1024-based, "/s"
-                              optional; token bucket with 10 ms bursts (unlimited)
-  --slice=MIN-MAX             each send carries MIN..MAX bytes (random),
-                              MAX <= 262144; fewer when fewer are ready     (off)
-  --blackhole-after=DURATION  from then on read and discard: the sender's
-                              writes keep succeeding, nothing arrives (not
-                              even a FIN), the sockets stay open; 0 = from
-                              the start                                     (off)
-  --corrupt=PROBABILITY       flip one random bit of a forwarded byte with
-                              this probability per byte, e.g. 1e-6            (0)
-A direction fault given again for a direction replaces its earlier value.
-Durations: 50us, 100ms, 2s, 1m; a bare number is seconds.
+DESCRIPTION
+    Each accepted connection gets its own connection to the upstream; the two form a
+    pair. "up" is client to upstream, "down" upstream to client. Deadlines count from
+    the moment a pair is accepted. At most 256 pairs are open at once; later clients
+    wait in the listen backlog. Prints the seed to stderr at start, and on stderr what
+    stops it from serving (an upstream that refuses, accept failing, the pair limit),
+    at most once a second. Durations: 50us, 100ms, 2s, 1m (a bare number is seconds).
 
-run:
-  --seed=N                    seed of every random choice, printed to stderr
-                              at start                          (from the clock)
-  --duration=DURATION         exit after this long        (until SIGINT/SIGTERM)
-  --stats=FORMAT              none | text | json, to stdout on exit: pairs
-                              accepted, bytes per direction, resets, cuts,
-                              bits flipped, bytes delayed and discarded    (none)
-  -h, --help                  this text
+OPTIONS
+    --listen=ADDRESS:PORT
+        Where to accept; IPv4, port 0 picks one. Required.
+    --upstream=ADDRESS:PORT
+        Where to forward each connection; IPv4. Required.
 
-example (one line):
-  ringmux-chaos --listen=127.0.0.1:7400 --upstream=127.0.0.1:7300 --slice=1-512
-      --direction=down --latency=5ms --jitter=2ms --corrupt=1e-6 --stats=json
+  Pair faults (whole pairs; --direction does not apply):
+    --reset-every=DURATION
+        Abort each pair with RST on both sides (SO_LINGER 0) this long after accept.
+        Default: off.
+    --cut-every=DURATION
+        Close each pair in order (FIN on both sides) this long after accept.
+        Default: off.
+
+  Direction faults (the direction set by the last --direction before them; a fault
+  given again for a direction replaces its earlier value):
+    --direction=D
+        both, up or down. Default: both.
+    --cut-after-bytes=N
+        Close the pair in order once N bytes were forwarded in the direction; those N
+        arrive. Default: off.
+    --latency=DURATION
+        Hold each chunk this long before forwarding; at most 10s. Default: 0.
+    --jitter=DURATION
+        Add a uniform 0..DURATION to each chunk's delay, at most 10s; order within a
+        direction is kept. Default: 0.
+    --bandwidth=RATE
+        Bytes/s per pair, k/m/g = 1024-based, "/s" optional, at most 64g; a token
+        bucket with 10 ms bursts. Default: unlimited.
+    --slice=MIN-MAX
+        Each send carries MIN..MAX bytes (random), MAX at most 262144; fewer when fewer
+        are ready. Default: off.
+    --blackhole-after=DURATION
+        From then on read and discard: the sender's writes keep succeeding, nothing
+        arrives (not even a FIN), the sockets stay open; 0 = from the start.
+        Default: off.
+    --corrupt=PROBABILITY
+        Flip one random bit of a forwarded byte with this probability per byte, e.g.
+        1e-6. Default: 0.
+
+  Run:
+    --seed=N
+        Seed of every random choice, printed to stderr at start. Default: from the
+        clock.
+    --duration=DURATION
+        Exit after this long. Default: none (until SIGINT or SIGTERM).
+    --stats=FORMAT
+        none, text or json, to stdout on exit: pairs accepted, bytes per direction,
+        resets, cuts, bits flipped, bytes delayed and discarded. Default: none.
+)" + std::string(tools::help_version_options) + R"(
+EXIT STATUS
+    0   stopped by SIGINT, SIGTERM or the end of --duration
+    1   the proxy could not start (the message names the cause and the errno)
+    2   a bad option (the message names the option and what it accepts)
+
+EXAMPLE
+    ringmux-chaos --listen=127.0.0.1:7400 --upstream=127.0.0.1:7300 --slice=1-512 \
+        --direction=down --latency=5ms --jitter=2ms --corrupt=1e-6 --stats=json
+
+SEE ALSO
+    ringmux-serve(1), ringmux-loadgen(1)
 )";
 }
 

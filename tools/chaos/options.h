@@ -27,6 +27,7 @@ struct CommandLine {
   uint64_t duration_ns = 0;      // 0: until SIGINT or SIGTERM
   StatsFormat stats = StatsFormat::none;
   bool help = false;
+  bool version = false;  // --version: print tools/version.h's text and exit
 };
 
 struct ParsedCommandLine {
@@ -48,10 +49,11 @@ std::optional<double> parse_probability(std::string_view text);
 std::optional<uint64_t> parse_rate(std::string_view text);
 
 // The arguments after the program name. --listen and --upstream are required unless
-// --help is given. The fault set is checked with check_faults.
+// --help or --version is given. The fault set is checked with check_faults.
 ParsedCommandLine parse_command_line(const std::vector<std::string>& args);
 
-// Every option with its default.
+// The --help text, laid out like the man page (docs/man/ringmux-chaos.1, which
+// tests/check_man.py holds to it): every option with its default, and the exit status.
 std::string help_text();
 
 }  // namespace ringmux::chaos

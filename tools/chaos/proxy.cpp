@@ -16,21 +16,16 @@
 #include <cstddef>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <mutex>
 #include <optional>
 #include <vector>
 
 #include "tools/chaos/lane.h"
+#include "tools/errno_text.h"
 
 namespace ringmux::chaos {
 
 namespace {
-
-// Live pairs at most. Each holds two lanes of lane_bytes, so this bounds the proxy's
-// memory (128 MiB); past it the listener is not polled and clients wait in the backlog.
-constexpr uint32_t pairs_max = 256;
-static_assert(uint64_t{pairs_max} * 2 * lane_bytes <= (128ull << 20));
 
 // Work per loop iteration, so that one busy pair cannot starve the others or delay a
 // stop(): accepts per iteration, and send attempts per lane per iteration (with 1-byte
@@ -205,6 +200,9 @@ class Proxy::Loop {
     stats.cuts = cuts_.load(std::memory_order_relaxed);
     stats.aborts = aborts_.load(std::memory_order_relaxed);
     stats.closes = closes_.load(std::memory_order_relaxed);
+    stats.accept_failures = accept_failures_.load(std::memory_order_relaxed);
+    stats.accept_errno_last = accept_errno_last_.load(std::memory_order_relaxed);
+    stats.connect_errno_last = connect_errno_last_.load(std::memory_order_relaxed);
     stats.up = snapshot(up_stats_);
     stats.down = snapshot(down_stats_);
     return stats;
@@ -277,6 +275,9 @@ class Proxy::Loop {
   std::atomic<uint64_t> cuts_{0};
   std::atomic<uint64_t> aborts_{0};
   std::atomic<uint64_t> closes_{0};
+  std::atomic<uint64_t> accept_failures_{0};
+  std::atomic<int> accept_errno_last_{0};
+  std::atomic<int> connect_errno_last_{0};
   LiveDirectionStats up_stats_;
   LiveDirectionStats down_stats_;
 };
@@ -405,6 +406,8 @@ void Proxy::Loop::accept_pairs(uint64_t now) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) return;
       if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO) continue;
       // EMFILE, ENFILE, ENOBUFS, ENOMEM: the backlog stays readable; pause instead of spinning.
+      accept_errno_last_.store(errno, std::memory_order_relaxed);
+      add(accept_failures_, 1);
       accept_paused_until_ns_ = now + accept_pause_ns;
       return;
     }
@@ -412,6 +415,7 @@ void Proxy::Loop::accept_pairs(uint64_t now) {
     set_no_delay(client);
     const int upstream = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (upstream < 0) {
+      connect_errno_last_.store(errno, std::memory_order_relaxed);
       reset_fd(client);
       add(connect_failures_, 1);
       continue;
@@ -419,6 +423,7 @@ void Proxy::Loop::accept_pairs(uint64_t now) {
     set_no_delay(upstream);
     const int connected = ::connect(upstream, reinterpret_cast<const sockaddr*>(&upstream_), sizeof(upstream_));
     if (connected < 0 && errno != EINPROGRESS) {
+      connect_errno_last_.store(errno, std::memory_order_relaxed);
       (void)::close(upstream);
       reset_fd(client);
       add(connect_failures_, 1);
@@ -443,6 +448,7 @@ void Proxy::Loop::finish_connect(std::unique_ptr<Pair>& slot) {
   }
   // The client learns that the upstream is unreachable the way a direct connection
   // would tell it: with a reset.
+  connect_errno_last_.store(error, std::memory_order_relaxed);
   add(connect_failures_, 1);
   end_with_reset(slot);
 }
@@ -780,7 +786,7 @@ std::unique_ptr<Proxy> Proxy::start(const ProxyOptions& options, std::string& er
   }
   const int listen_fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (listen_fd < 0) {
-    error = std::string("socket: ") + std::strerror(errno);
+    error = std::string("socket: ") + tools::errno_text(errno);
     return nullptr;
   }
   const int one = 1;
@@ -790,13 +796,13 @@ std::unique_ptr<Proxy> Proxy::start(const ProxyOptions& options, std::string& er
   if (::bind(listen_fd, reinterpret_cast<const sockaddr*>(&bound), sizeof(bound)) < 0 ||
       ::listen(listen_fd, listen_backlog) < 0 ||
       ::getsockname(listen_fd, reinterpret_cast<sockaddr*>(&bound), &length) < 0) {
-    error = "listen on " + options.listen.host + ":" + std::to_string(options.listen.port) + ": " + std::strerror(errno);
+    error = "listen on " + options.listen.host + ":" + std::to_string(options.listen.port) + ": " + tools::errno_text(errno);
     (void)::close(listen_fd);
     return nullptr;
   }
   const int event_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (event_fd < 0) {
-    error = std::string("eventfd: ") + std::strerror(errno);
+    error = std::string("eventfd: ") + tools::errno_text(errno);
     (void)::close(listen_fd);
     return nullptr;
   }

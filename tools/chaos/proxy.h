@@ -21,6 +21,11 @@
 
 namespace ringmux::chaos {
 
+// Live pairs at most. Each holds two lanes of lane_bytes, so this bounds the proxy's
+// memory (128 MiB); past it the listener is not polled and clients wait in the backlog.
+inline constexpr uint32_t pairs_max = 256;
+static_assert(uint64_t{pairs_max} * 2 * lane_bytes <= (128ull << 20));
+
 struct Endpoint {
   std::string host = "127.0.0.1";  // IPv4, dotted
   uint16_t port = 0;
@@ -55,6 +60,12 @@ struct ProxyStats {
   uint64_t cuts = 0;              // pairs closed by a fault (cut-every, cut-after-bytes, cut_all)
   uint64_t aborts = 0;            // pairs ended by an error on one side, passed on as RST
   uint64_t closes = 0;            // pairs that ended on their own (both sides closed)
+  // What stopped the proxy from serving, for its error messages: accept(2) failures that
+  // pause accepting (out of descriptors or memory), and the errno of each kind's latest
+  // failure (0: none yet; connect's counts in connect_failures).
+  uint64_t accept_failures = 0;
+  int accept_errno_last = 0;
+  int connect_errno_last = 0;
   DirectionStats up;
   DirectionStats down;
 };

@@ -14,6 +14,7 @@
 #include "tools/loadgen/runner.h"
 #include "tools/loadgen/server.h"
 #include "tools/loadgen/status.h"
+#include "tools/version.h"
 
 using namespace ringmux::loadgen;
 
@@ -47,6 +48,10 @@ uint64_t connections_needed(const Invocation& invocation) {
 
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
+  if (std::find(args.begin(), args.end(), "--version") != args.end()) {
+    std::fputs(ringmux::tools::version_text("ringmux-loadgen").c_str(), stdout);
+    return 0;
+  }
   auto parsed = parse_command_line(args);
   if (!parsed.ok()) {
     std::fprintf(stderr, "ringmux-loadgen: %s\n", parsed.error.message.c_str());

@@ -14,10 +14,13 @@
 #include <thread>
 #include <vector>
 
+#include "tools/cpus.h"
 #include "tools/fd_limit.h"
 #include "tools/loadgen/job.h"
 #include "tools/loadgen/protocol.h"
 #include "tools/loadgen/server.h"
+#include "tools/options.h"
+#include "tools/version.h"
 
 using namespace ringmux::loadgen;
 
@@ -41,55 +44,98 @@ constexpr uint64_t fd_report_interval_ns = 1'000'000'000;
 volatile std::sig_atomic_t stop_signal = 0;
 void on_signal(int signal) { stop_signal = signal; }
 
+// The --help text, laid out like the man page (docs/man/ringmux-serve.1, which
+// tests/check_man.py holds to it): every option with its default, and the exit status.
 void print_help() {
   std::printf(
-      "usage: ringmux-serve [options]\n"
-      "Serves every ringmux-loadgen mode: unary echo, sink, source and echo streams.\n"
-      "Prints its statistics on SIGINT, SIGTERM and at the end of --duration.\n\n"
-      "  --listen=ADDRESS:PORT    where to listen                  (127.0.0.1:%u)\n"
-      "  --cpus=LIST              cores for the server's loops, in  (none: not pinned)\n"
-      "                           order (a plain server runs one)\n"
-      "  --ioengine=NAME          ringmux | tcp                     (ringmux)\n"
-      "  --duration=DURATION      exit after this long              (run until a signal)\n"
-      "  --peers=ADDRESS:PORT,... join a cluster: one session with  (none: a plain server)\n"
-      "                           each peer, the same handlers on\n"
-      "                           all; clients such as loadgen\n"
-      "                           --rw=quorum dial every member\n"
-      "  --loops=N                with --peers: event loops sharing (1)\n"
-      "                           the peer sessions (1 to %u)\n"
-      "limits of each ringmux connection:\n"
-      "  --max_streams=N          streams a client may have open;   (%u)\n"
-      "                           more are refused (retryable);\n"
-      "                           up to %u (each open stream\n"
-      "                           holds ~200 bytes of state)\n"
-      "  --keepalive=DURATION     ping after this much silence;     (%llu ms)\n"
-      "                           the peer is dead after 3x\n"
-      "  --resume_timeout=DURATION how long a broken session waits  (%llu s)\n"
-      "                           for its client to come back\n"
-      "  --max_message=SIZE       largest message a client may ask  (%u KiB)\n"
-      "                           for: a unary response, a source\n"
-      "                           stream's messages, a verified\n"
-      "                           sink's (at most %u MiB); a larger\n"
-      "                           ask fails that stream with\n"
-      "                           resource_exhausted (tcp: closed)\n"
-      "The file descriptor limit is raised to the hard limit at start.\n"
-      "  -h, --help               this text\n",
-      static_cast<unsigned>(default_port), loops_max, ringmux::limits::streams_concurrent_max,
-      ringmux::limits::streams_concurrent_max_supported,
+      "NAME\n"
+      "    ringmux-serve - the server side of every ringmux-loadgen mode\n"
+      "\n"
+      "SYNOPSIS\n"
+      "    ringmux-serve [--listen=ADDRESS:PORT] [--cpus=LIST] [--ioengine=ringmux|tcp]\n"
+      "                  [--duration=DURATION] [--peers=ADDRESS:PORT,... [--loops=N]]\n"
+      "                  [--max_streams=N] [--keepalive=DURATION] [--resume_timeout=DURATION]\n"
+      "                  [--max_message=SIZE]\n"
+      "    ringmux-serve --help | --version\n"
+      "\n"
+      "DESCRIPTION\n"
+      "    Serves unary echo, sink, source and echo streams to ringmux-loadgen, with the\n"
+      "    ringmux engine or the raw blocking-socket baseline (tcp). Prints its statistics on\n"
+      "    SIGINT, SIGTERM and at the end of --duration. Raises its file descriptor limit to\n"
+      "    the hard limit at start, and says so when that holds fewer than %llu connections.\n"
+      "    Durations: 50us, 100ms, 2s, 1m (a bare number is seconds); sizes: k/m/g, 1024-based.\n"
+      "\n"
+      "OPTIONS\n"
+      "    --listen=ADDRESS:PORT\n"
+      "        Where to listen (IPv4). Default: 127.0.0.1:%u.\n"
+      "    --cpus=LIST\n"
+      "        Cores for the server's loops, in order, e.g. 1 or 0,2-3 (a plain server runs\n"
+      "        one loop); each must be one this process may run on. Default: none (not pinned).\n"
+      "    --ioengine=NAME\n"
+      "        ringmux or tcp. Default: ringmux.\n"
+      "    --duration=DURATION\n"
+      "        Exit after this long. Default: none (run until SIGINT or SIGTERM).\n"
+      "    --peers=ADDRESS:PORT,...\n"
+      "        Join a cluster: one session with each peer, the same handlers on all; clients\n"
+      "        such as ringmux-loadgen --rw=quorum dial every member. Needs --ioengine=ringmux.\n"
+      "        Default: none (a plain server).\n"
+      "    --loops=N\n"
+      "        With --peers: event loops sharing the peer sessions, 1 to %u. Default: 1.\n"
+      "\n"
+      "    Limits of each ringmux connection:\n"
+      "    --max_streams=N\n"
+      "        Streams a client may have open, up to %u (each open stream holds about 200\n"
+      "        bytes); more are refused, retryably. Default: %u.\n"
+      "    --keepalive=DURATION\n"
+      "        Ping after this much silence; the peer is dead after three times as long. At\n"
+      "        least 1ms. Default: %llums.\n"
+      "    --resume_timeout=DURATION\n"
+      "        How long a broken session waits for its client to come back. At least 1ms.\n"
+      "        Default: %llus.\n"
+      "    --max_message=SIZE\n"
+      "        Largest message a client may ask for: a unary response, a source stream's\n"
+      "        messages, a verified sink's; at most %u MiB. A larger ask fails that stream\n"
+      "        with resource_exhausted (tcp: the connection is closed). Default: %u KiB.\n"
+      "\n"
+      "%s"
+      "\n"
+      "EXIT STATUS\n"
+      "    0   stopped by SIGINT, SIGTERM or the end of --duration\n"
+      "    1   the server could not start (the message names the cause)\n"
+      "    2   a bad option (the message names the option and what it accepts)\n"
+      "\n"
+      "SEE ALSO\n"
+      "    ringmux-loadgen(1), ringmux-chaos(1)\n",
+      static_cast<unsigned long long>(connections_expected), static_cast<unsigned>(default_port), loops_max,
+      ringmux::limits::streams_concurrent_max_supported, ringmux::limits::streams_concurrent_max,
       static_cast<unsigned long long>(ringmux::limits::keepalive_interval_ns_default / 1'000'000),
       static_cast<unsigned long long>(ringmux::limits::resume_timeout_ns_default / 1'000'000'000),
-      max_message_bytes_default / 1024, message_bytes_max >> 20);
+      message_bytes_max >> 20, max_message_bytes_default / 1024, ringmux::tools::help_version_options);
 }
 
-// Parses a positive size option into `out` (at most `max`); prints the error and returns false.
-bool size_option(const std::string& key, const std::string& value, uint64_t max, uint32_t& out) {
-  auto bytes = parse_size(value);
-  if (!bytes || *bytes == 0 || *bytes > max) {
-    std::fprintf(stderr, "ringmux-serve: option '%s': '%s' is not a size between 1 and %llu\n", key.c_str(),
-                 value.c_str(), static_cast<unsigned long long>(max));
+// Every option takes a value (--key=VALUE); the syntax is what "needs a value" shows.
+constexpr ringmux::tools::ValueOption value_options[] = {
+    {"--listen", "ADDRESS:PORT"},    {"--cpus", "LIST"},          {"--ioengine", "ringmux|tcp"},
+    {"--duration", "DURATION"},      {"--peers", "ADDRESS:PORT,..."}, {"--loops", "N"},
+    {"--max_streams", "N"},          {"--keepalive", "DURATION"}, {"--resume_timeout", "DURATION"},
+    {"--max_message", "SIZE"},
+};
+
+// Prints a command-line error; returns the exit status for one.
+int usage_error(const std::string& message) {
+  std::fprintf(stderr, "ringmux-serve: %s\n", message.c_str());
+  return 2;
+}
+
+// Parses a count or size option into `out` (1 to `max`; k/m/g suffixes allowed); prints
+// the error, naming the limit, and returns false.
+bool count_option(const std::string& key, const std::string& value, uint64_t max, uint32_t& out) {
+  auto number = parse_size(value);
+  if (!number || *number == 0 || *number > max) {
+    usage_error(ringmux::tools::option_error(key, value, "a number from 1 to " + std::to_string(max)));
     return false;
   }
-  out = static_cast<uint32_t>(*bytes);
+  out = static_cast<uint32_t>(*number);
   return true;
 }
 
@@ -111,69 +157,72 @@ int main(int argc, char** argv) {
     if (arg == "-h" || arg == "--help") {
       print_help();
       return 0;
-    } else if (key == "--listen" && !value.empty()) {
+    }
+    if (arg == "--version") {
+      std::fputs(ringmux::tools::version_text("ringmux-serve").c_str(), stdout);
+      return 0;
+    }
+    if (arg.rfind("--", 0) != 0) return usage_error("unexpected argument '" + arg + "' (see --help)");
+    if (auto error = ringmux::tools::option_shape_error(value_options, key, eq != std::string::npos);
+        !error.empty()) {
+      return usage_error(error);
+    }
+    if (key == "--listen") {
+      if (value.empty()) return usage_error(ringmux::tools::option_error(key, value, "an IPv4 ADDRESS:PORT"));
       listen = value;
-    } else if (key == "--ioengine" && (value == "ringmux" || value == "tcp")) {
+    } else if (key == "--ioengine") {
+      if (value != "ringmux" && value != "tcp") {
+        return usage_error(ringmux::tools::option_error(key, value, "one of ringmux, tcp"));
+      }
       engine = value;
     } else if (key == "--cpus") {
       auto cpus_parsed = parse_cpu_list(value);
-      if (!cpus_parsed) {
-        std::fprintf(stderr, "ringmux-serve: option '--cpus': '%s' is not a CPU list (e.g. 1 or 0,2-3)\n", value.c_str());
-        return 2;
+      if (!cpus_parsed) return usage_error(ringmux::tools::option_error(key, value, "a CPU list (e.g. 1 or 0,2-3)"));
+      if (auto error = ringmux::tools::cpus_not_allowed(*cpus_parsed); !error.empty()) {
+        return usage_error("option '--cpus': " + error);
       }
       cpus = *cpus_parsed;
     } else if (key == "--duration") {
       auto ns = parse_duration_ns(value);
-      if (!ns || *ns == 0) {
-        std::fprintf(stderr, "ringmux-serve: option '--duration': '%s' is not a duration\n", value.c_str());
-        return 2;
-      }
+      if (!ns || *ns == 0) return usage_error(ringmux::tools::option_error(key, value, "a positive duration"));
       duration_ns = *ns;
-    } else if (key == "--peers" && !value.empty()) {
+    } else if (key == "--peers") {
+      if (value.empty()) return usage_error(ringmux::tools::option_error(key, value, "a list of ADDRESS:PORT"));
       for (std::size_t start = 0; start <= value.size();) {
         const std::size_t comma = std::min(value.find(',', start), value.size());
         serve.peers.push_back(value.substr(start, comma - start));
         start = comma + 1;
       }
     } else if (key == "--loops") {
-      if (!size_option(key, value, loops_max, serve.loops)) return 2;
+      if (!count_option(key, value, loops_max, serve.loops)) return 2;
     } else if (key == "--max_message") {
-      if (!size_option(key, value, message_bytes_max, serve.message_bytes_allowed)) return 2;
+      if (!count_option(key, value, message_bytes_max, serve.message_bytes_allowed)) return 2;
     } else if (key == "--max_streams") {
-      if (!size_option(key, value, ringmux::limits::streams_concurrent_max_supported,
-                       options.session.streams_concurrent_max)) {
+      if (!count_option(key, value, ringmux::limits::streams_concurrent_max_supported,
+                        options.session.streams_concurrent_max)) {
         return 2;
       }
-    } else if (key == "--keepalive") {
+    } else if (key == "--keepalive" || key == "--resume_timeout") {
       auto ns = parse_duration_ns(value);
       if (!ns || *ns < 1'000'000) {
-        std::fprintf(stderr, "ringmux-serve: option '--keepalive': '%s' is not a duration of at least 1ms\n", value.c_str());
-        return 2;
+        return usage_error(ringmux::tools::option_error(key, value, "a duration of at least 1ms"));
       }
-      options.keepalive_interval_ns = *ns;
-      options.dead_peer_timeout_ns = 3 * *ns;
-    } else if (key == "--resume_timeout") {
-      auto ns = parse_duration_ns(value);
-      if (!ns || *ns < 1'000'000) {
-        std::fprintf(stderr, "ringmux-serve: option '--resume_timeout': '%s' is not a duration of at least 1ms\n",
-                     value.c_str());
-        return 2;
+      if (key == "--keepalive") {
+        options.keepalive_interval_ns = *ns;
+        options.dead_peer_timeout_ns = 3 * *ns;
+      } else {
+        options.resume_timeout_ns = *ns;
       }
-      options.resume_timeout_ns = *ns;
     } else {
-      std::fprintf(stderr, "ringmux-serve: bad argument '%s' (see --help)\n", arg.c_str());
-      return 2;
+      // value_options lists an option this chain does not handle: a programmer error.
+      return usage_error("option '" + key + "' is listed but not handled");
     }
   }
   std::string error;
   const std::vector<std::string>& peers = serve.peers;
-  if (!peers.empty() && engine != "ringmux") {
-    std::fprintf(stderr, "ringmux-serve: --peers needs --ioengine=ringmux\n");
-    return 2;
-  }
+  if (!peers.empty() && engine != "ringmux") return usage_error("--peers needs --ioengine=ringmux");
   if (serve.loops > 1 && peers.empty()) {
-    std::fprintf(stderr, "ringmux-serve: --loops needs --peers (a plain server runs one loop)\n");
-    return 2;
+    return usage_error("--loops needs --peers (a plain server runs one loop)");
   }
   const ringmux::tools::FdLimit fds = ringmux::tools::raise_fd_limit();
   auto server = engine == "ringmux" ? LoadServer::start_ringmux(listen, cpus, error, serve)
