@@ -1,4 +1,4 @@
-#include "base/assert.h"
+#include "ringmux/base/assert.h"
 
 #include <cstdio>
 #include <cstdlib>

@@ -1,4 +1,4 @@
-#include "base/errors.h"
+#include "ringmux/base/errors.h"
 
 namespace ringmux {
 

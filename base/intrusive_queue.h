@@ -7,7 +7,7 @@
 
 #include <cstddef>
 
-#include "base/assert.h"
+#include "ringmux/base/assert.h"
 
 namespace ringmux {
 

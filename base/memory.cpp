@@ -1,8 +1,8 @@
-#include "base/memory.h"
+#include "ringmux/base/memory.h"
 
 #include <cstdlib>
 
-#include "base/assert.h"
+#include "ringmux/base/assert.h"
 #include "ringmux_config.h"
 
 #if RINGMUX_HAVE_MIMALLOC

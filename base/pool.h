@@ -14,7 +14,7 @@
 #include <cstddef>
 #include <new>
 
-#include "base/assert.h"
+#include "ringmux/base/assert.h"
 
 namespace ringmux {
 

@@ -9,7 +9,7 @@
 #include <cstdint>
 #include <utility>
 
-#include "base/assert.h"
+#include "ringmux/base/assert.h"
 
 namespace ringmux {
 

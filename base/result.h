@@ -12,7 +12,7 @@
 #include <type_traits>
 #include <utility>
 
-#include "base/assert.h"
+#include "ringmux/base/assert.h"
 
 namespace ringmux {
 

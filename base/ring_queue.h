@@ -10,7 +10,7 @@
 #include <utility>
 #include <vector>
 
-#include "base/assert.h"
+#include "ringmux/base/assert.h"
 
 namespace ringmux {
 

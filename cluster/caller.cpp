@@ -1,9 +1,9 @@
-#include "cluster/caller.h"
+#include "ringmux/cluster/caller.h"
 
 #include <memory>
 
-#include "base/assert.h"
-#include "base/rendezvous.h"
+#include "ringmux/base/assert.h"
+#include "ringmux/base/rendezvous.h"
 
 namespace ringmux::cluster {
 

@@ -7,9 +7,9 @@
 #include <cstdint>
 #include <span>
 
-#include "cluster/node.h"
-#include "cluster/quorum.h"
-#include "mux/workers/threaded.h"
+#include "ringmux/cluster/node.h"
+#include "ringmux/cluster/quorum.h"
+#include "ringmux/mux/workers/threaded.h"
 
 namespace ringmux::cluster {
 

@@ -1,4 +1,4 @@
-#include "cluster/manager.h"
+#include "ringmux/cluster/manager.h"
 
 #define XXH_INLINE_ALL
 #include <xxhash.h>
@@ -8,7 +8,7 @@
 #include <cstring>
 #include <string_view>
 
-#include "base/assert.h"
+#include "ringmux/base/assert.h"
 
 namespace ringmux::cluster {
 

@@ -39,14 +39,14 @@
 #include <unordered_map>
 #include <vector>
 
-#include "engine/loop.h"
-#include "engine/socket.h"
-#include "engine/timer.h"
-#include "mux/link/acceptor.h"
-#include "mux/link/connection.h"
-#include "mux/rpc/call.h"
-#include "mux/rpc/registry.h"
-#include "mux/session/stream_table.h"
+#include "ringmux/engine/loop.h"
+#include "ringmux/engine/socket.h"
+#include "ringmux/engine/timer.h"
+#include "ringmux/mux/link/acceptor.h"
+#include "ringmux/mux/link/connection.h"
+#include "ringmux/mux/rpc/call.h"
+#include "ringmux/mux/rpc/registry.h"
+#include "ringmux/mux/session/stream_table.h"
 
 namespace ringmux::cluster {
 

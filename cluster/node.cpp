@@ -1,4 +1,4 @@
-#include "cluster/node.h"
+#include "ringmux/cluster/node.h"
 
 #define XXH_INLINE_ALL
 #include <xxhash.h>
@@ -6,7 +6,7 @@
 #include <chrono>
 #include <thread>
 
-#include "base/assert.h"
+#include "ringmux/base/assert.h"
 
 namespace ringmux::cluster {
 

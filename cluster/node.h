@@ -34,8 +34,8 @@
 #include <span>
 #include <vector>
 
-#include "engine/engine.h"
-#include "cluster/manager.h"
+#include "ringmux/engine/engine.h"
+#include "ringmux/cluster/manager.h"
 
 namespace ringmux::cluster {
 

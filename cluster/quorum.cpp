@@ -1,4 +1,4 @@
-#include "cluster/quorum.h"
+#include "ringmux/cluster/quorum.h"
 
 #include <memory>
 #include <mutex>

@@ -29,9 +29,9 @@
 #include <string>
 #include <vector>
 
-#include "engine/socket.h"
-#include "cluster/manager.h"
-#include "cluster/node.h"
+#include "ringmux/engine/socket.h"
+#include "ringmux/cluster/manager.h"
+#include "ringmux/cluster/node.h"
 
 namespace ringmux::cluster {
 

@@ -1,9 +1,9 @@
-#include "engine/buffer_ring.h"
+#include "ringmux/engine/buffer_ring.h"
 
 #include <sys/mman.h>
 
-#include "base/assert.h"
-#include "base/memory.h"
+#include "ringmux/base/assert.h"
+#include "ringmux/base/memory.h"
 
 namespace ringmux::engine {
 

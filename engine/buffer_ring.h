@@ -16,8 +16,8 @@
 #include <memory>
 #include <span>
 
-#include "engine/errors.h"
-#include "base/result.h"
+#include "ringmux/engine/errors.h"
+#include "ringmux/base/result.h"
 
 namespace ringmux::engine {
 

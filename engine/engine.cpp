@@ -1,4 +1,4 @@
-#include "engine/engine.h"
+#include "ringmux/engine/engine.h"
 
 #include <pthread.h>
 #include <sched.h>
@@ -6,7 +6,7 @@
 #include <atomic>
 #include <cerrno>
 
-#include "base/assert.h"
+#include "ringmux/base/assert.h"
 
 namespace ringmux::engine {
 

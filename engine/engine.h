@@ -11,9 +11,9 @@
 #include <thread>
 #include <vector>
 
-#include "engine/errors.h"
-#include "engine/loop.h"
-#include "base/result.h"
+#include "ringmux/engine/errors.h"
+#include "ringmux/engine/loop.h"
+#include "ringmux/base/result.h"
 
 namespace ringmux::engine {
 

@@ -1,8 +1,8 @@
-#include "engine/errors.h"
+#include "ringmux/engine/errors.h"
 
 #include <cerrno>
 
-#include "base/assert.h"
+#include "ringmux/base/assert.h"
 
 namespace ringmux::engine {
 

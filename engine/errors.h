@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <system_error>
 
-#include "base/errors.h"
+#include "ringmux/base/errors.h"
 
 namespace ringmux {
 namespace engine {

@@ -1,4 +1,4 @@
-#include "engine/loop.h"
+#include "ringmux/engine/loop.h"
 
 #include <sys/eventfd.h>
 #include <time.h>
@@ -6,7 +6,7 @@
 
 #include <cerrno>
 
-#include "base/assert.h"
+#include "ringmux/base/assert.h"
 
 namespace ringmux::engine {
 

@@ -22,14 +22,14 @@
 #include <thread>
 #include <utility>
 
-#include "base/assert.h"
-#include "base/limits.h"
-#include "base/rendezvous.h"
-#include "base/result.h"
-#include "engine/buffer_ring.h"
-#include "engine/completion.h"
-#include "engine/errors.h"
-#include "engine/timer.h"
+#include "ringmux/base/assert.h"
+#include "ringmux/base/limits.h"
+#include "ringmux/base/rendezvous.h"
+#include "ringmux/base/result.h"
+#include "ringmux/engine/buffer_ring.h"
+#include "ringmux/engine/completion.h"
+#include "ringmux/engine/errors.h"
+#include "ringmux/engine/timer.h"
 
 namespace ringmux::engine {
 

@@ -1,4 +1,4 @@
-#include "engine/socket.h"
+#include "ringmux/engine/socket.h"
 
 #include <arpa/inet.h>
 #include <netinet/tcp.h>
@@ -11,8 +11,8 @@
 #include <cstdio>
 #include <cstring>
 
-#include "base/assert.h"
-#include "engine/loop.h"
+#include "ringmux/base/assert.h"
+#include "ringmux/engine/loop.h"
 
 namespace ringmux::engine {
 

@@ -24,11 +24,11 @@
 #include <string>
 #include <string_view>
 
-#include "engine/completion.h"
-#include "engine/errors.h"
-#include "base/limits.h"
-#include "base/result.h"
-#include "engine/timer.h"
+#include "ringmux/engine/completion.h"
+#include "ringmux/engine/errors.h"
+#include "ringmux/base/limits.h"
+#include "ringmux/base/result.h"
+#include "ringmux/engine/timer.h"
 
 namespace ringmux::engine {
 

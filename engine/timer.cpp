@@ -1,6 +1,6 @@
-#include "engine/timer.h"
+#include "ringmux/engine/timer.h"
 
-#include "base/assert.h"
+#include "ringmux/base/assert.h"
 
 namespace ringmux::engine {
 

@@ -13,8 +13,8 @@
 #include <thread>
 #include <vector>
 
-#include "mux/session/session.h"
-#include "mux/workers/slot_ring.h"
+#include "ringmux/mux/session/session.h"
+#include "ringmux/mux/workers/slot_ring.h"
 
 using namespace ringmux;
 using namespace ringmux::mux;

@@ -9,8 +9,8 @@
 
 #include <vector>
 
-#include "wire/checksum.h"
-#include "wire/codec.h"
+#include "ringmux/wire/checksum.h"
+#include "ringmux/wire/codec.h"
 
 using namespace ringmux::wire;
 

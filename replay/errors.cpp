@@ -1,4 +1,4 @@
-#include "replay/errors.h"
+#include "ringmux/replay/errors.h"
 
 namespace ringmux::replay {
 

@@ -1,9 +1,9 @@
-#include "replay/handshake.h"
+#include "ringmux/replay/handshake.h"
 
 #include <algorithm>
 
-#include "base/assert.h"
-#include "base/limits.h"
+#include "ringmux/base/assert.h"
+#include "ringmux/base/limits.h"
 
 namespace ringmux::replay {
 

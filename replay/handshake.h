@@ -32,10 +32,10 @@
 
 #include <cstdint>
 
-#include "base/result.h"
-#include "replay/errors.h"
-#include "replay/held.h"
-#include "wire/frame.h"
+#include "ringmux/base/result.h"
+#include "ringmux/replay/errors.h"
+#include "ringmux/replay/held.h"
+#include "ringmux/wire/frame.h"
 
 namespace ringmux::replay {
 

@@ -1,8 +1,8 @@
-#include "replay/held.h"
+#include "ringmux/replay/held.h"
 
 #include <algorithm>
 
-#include "base/assert.h"
+#include "ringmux/base/assert.h"
 
 namespace ringmux::replay {
 

@@ -25,11 +25,11 @@
 #include <span>
 #include <vector>
 
-#include "base/limits.h"
-#include "base/memory.h"
-#include "base/ring_queue.h"
-#include "base/result.h"
-#include "replay/errors.h"
+#include "ringmux/base/limits.h"
+#include "ringmux/base/memory.h"
+#include "ringmux/base/ring_queue.h"
+#include "ringmux/base/result.h"
+#include "ringmux/replay/errors.h"
 
 namespace ringmux::replay {
 

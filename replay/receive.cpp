@@ -1,6 +1,6 @@
-#include "replay/receive.h"
+#include "ringmux/replay/receive.h"
 
-#include "base/assert.h"
+#include "ringmux/base/assert.h"
 
 namespace ringmux::replay {
 

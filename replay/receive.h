@@ -18,7 +18,7 @@
 
 #include <cstdint>
 
-#include "base/limits.h"
+#include "ringmux/base/limits.h"
 
 namespace ringmux::replay {
 

@@ -14,7 +14,7 @@
 #include <memory>
 #include <random>
 
-#include "engine/loop.h"
+#include "ringmux/engine/loop.h"
 
 namespace ringmux::test {
 

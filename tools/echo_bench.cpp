@@ -29,9 +29,9 @@
 #include <thread>
 #include <vector>
 
-#include "engine/engine.h"
-#include "engine/loop.h"
-#include "engine/socket.h"
+#include "ringmux/engine/engine.h"
+#include "ringmux/engine/loop.h"
+#include "ringmux/engine/socket.h"
 #include "tools/blocking_io.h"
 #include "tools/echo_server.h"
 #include "tools/latency.h"

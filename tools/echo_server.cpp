@@ -3,7 +3,7 @@
 #include <cstdio>
 #include <cstring>
 
-#include "base/assert.h"
+#include "ringmux/base/assert.h"
 
 namespace ringmux::tools {
 

@@ -12,8 +12,8 @@
 #include <unordered_map>
 #include <vector>
 
-#include "engine/loop.h"
-#include "engine/socket.h"
+#include "ringmux/engine/loop.h"
+#include "ringmux/engine/socket.h"
 
 namespace ringmux::tools {
 

@@ -1,4 +1,4 @@
-#include "wire/checksum.h"
+#include "ringmux/wire/checksum.h"
 
 #include <xxhash.h>
 

@@ -1,10 +1,10 @@
-#include "wire/codec.h"
+#include "ringmux/wire/codec.h"
 
 #include <algorithm>
 #include <cstring>
 
-#include "base/assert.h"
-#include "wire/checksum.h"
+#include "ringmux/base/assert.h"
+#include "ringmux/wire/checksum.h"
 
 namespace ringmux::wire {
 

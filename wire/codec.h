@@ -14,10 +14,10 @@
 #include <string_view>
 #include <vector>
 
-#include "base/limits.h"
-#include "base/result.h"
-#include "wire/errors.h"
-#include "wire/frame.h"
+#include "ringmux/base/limits.h"
+#include "ringmux/base/result.h"
+#include "ringmux/wire/errors.h"
+#include "ringmux/wire/frame.h"
 
 namespace ringmux::wire {
 

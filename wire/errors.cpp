@@ -1,4 +1,4 @@
-#include "wire/errors.h"
+#include "ringmux/wire/errors.h"
 
 namespace ringmux::wire {
 

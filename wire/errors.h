@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <system_error>
 
-#include "base/errors.h"
+#include "ringmux/base/errors.h"
 
 namespace ringmux::wire {
 

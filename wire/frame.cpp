@@ -1,4 +1,4 @@
-#include "wire/frame.h"
+#include "ringmux/wire/frame.h"
 
 namespace ringmux::wire {
 

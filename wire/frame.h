@@ -11,7 +11,7 @@
 #include <span>
 #include <string_view>
 
-#include "base/limits.h"
+#include "ringmux/base/limits.h"
 
 namespace ringmux::wire {
 

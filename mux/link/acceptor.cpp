@@ -1,4 +1,4 @@
-#include "mux/link/acceptor.h"
+#include "ringmux/mux/link/acceptor.h"
 
 #include <sys/socket.h>
 #include <unistd.h>
@@ -6,8 +6,8 @@
 #include <algorithm>
 #include <cstring>
 
-#include "base/assert.h"
-#include "replay/handshake.h"
+#include "ringmux/base/assert.h"
+#include "ringmux/replay/handshake.h"
 
 namespace ringmux::mux {
 

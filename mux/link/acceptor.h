@@ -35,12 +35,12 @@
 #include <unordered_map>
 #include <vector>
 
-#include "engine/completion.h"
-#include "base/limits.h"
-#include "engine/loop.h"
-#include "engine/timer.h"
-#include "mux/link/connection.h"
-#include "wire/codec.h"
+#include "ringmux/engine/completion.h"
+#include "ringmux/base/limits.h"
+#include "ringmux/engine/loop.h"
+#include "ringmux/engine/timer.h"
+#include "ringmux/mux/link/connection.h"
+#include "ringmux/wire/codec.h"
 
 namespace ringmux::mux {
 

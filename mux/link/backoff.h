@@ -11,7 +11,7 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "base/assert.h"
+#include "ringmux/base/assert.h"
 
 namespace ringmux::mux {
 

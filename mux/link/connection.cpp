@@ -1,4 +1,4 @@
-#include "mux/link/connection.h"
+#include "ringmux/mux/link/connection.h"
 
 #include <sys/random.h>
 #include <sys/socket.h>
@@ -10,8 +10,8 @@
 #include <string_view>
 #include <utility>
 
-#include "base/assert.h"
-#include "mux/link/acceptor.h"
+#include "ringmux/base/assert.h"
+#include "ringmux/mux/link/acceptor.h"
 
 namespace ringmux::mux {
 

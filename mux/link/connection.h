@@ -35,13 +35,13 @@
 #include <string>
 #include <vector>
 
-#include "base/limits.h"
-#include "engine/loop.h"
-#include "engine/socket.h"
-#include "engine/timer.h"
-#include "mux/link/backoff.h"
-#include "mux/link/transport.h"
-#include "mux/session/session.h"
+#include "ringmux/base/limits.h"
+#include "ringmux/engine/loop.h"
+#include "ringmux/engine/socket.h"
+#include "ringmux/engine/timer.h"
+#include "ringmux/mux/link/backoff.h"
+#include "ringmux/mux/link/transport.h"
+#include "ringmux/mux/session/session.h"
 
 namespace ringmux::mux {
 

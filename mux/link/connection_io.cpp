@@ -7,9 +7,9 @@
 #include <array>
 #include <string_view>
 
-#include "base/assert.h"
-#include "mux/link/acceptor.h"
-#include "mux/link/connection.h"
+#include "ringmux/base/assert.h"
+#include "ringmux/mux/link/acceptor.h"
+#include "ringmux/mux/link/connection.h"
 
 namespace ringmux::mux {
 

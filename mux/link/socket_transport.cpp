@@ -4,9 +4,9 @@
 
 #include <array>
 
-#include "base/assert.h"
-#include "engine/loop.h"
-#include "mux/link/transport.h"
+#include "ringmux/base/assert.h"
+#include "ringmux/engine/loop.h"
+#include "ringmux/mux/link/transport.h"
 
 namespace ringmux::mux {
 

@@ -18,9 +18,9 @@
 #include <memory>
 #include <span>
 
-#include "base/result.h"
-#include "engine/errors.h"
-#include "engine/socket.h"
+#include "ringmux/base/result.h"
+#include "ringmux/engine/errors.h"
+#include "ringmux/engine/socket.h"
 
 namespace ringmux::engine {
 class Loop;

@@ -1,12 +1,12 @@
-#include "mux/rpc/call.h"
+#include "ringmux/mux/rpc/call.h"
 
 #include <string>
 #include <utility>
 #include <vector>
 
-#include "base/assert.h"
-#include "base/pool.h"
-#include "mux/rpc/order_gate.h"
+#include "ringmux/base/assert.h"
+#include "ringmux/base/pool.h"
+#include "ringmux/mux/rpc/order_gate.h"
 
 namespace ringmux::mux {
 

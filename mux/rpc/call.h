@@ -10,8 +10,8 @@
 #include <span>
 #include <string>
 
-#include "base/inline_function.h"
-#include "mux/link/connection.h"
+#include "ringmux/base/inline_function.h"
+#include "ringmux/mux/link/connection.h"
 
 namespace ringmux::mux {
 

@@ -1,9 +1,9 @@
-#include "mux/rpc/order_gate.h"
+#include "ringmux/mux/rpc/order_gate.h"
 
 #include <algorithm>
 #include <utility>
 
-#include "base/assert.h"
+#include "ringmux/base/assert.h"
 
 namespace ringmux::mux {
 

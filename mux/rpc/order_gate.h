@@ -14,7 +14,7 @@
 #include <memory>
 #include <vector>
 
-#include "mux/link/connection.h"
+#include "ringmux/mux/link/connection.h"
 
 namespace ringmux::mux {
 

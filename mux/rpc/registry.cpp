@@ -1,4 +1,4 @@
-#include "mux/rpc/registry.h"
+#include "ringmux/mux/rpc/registry.h"
 
 #include <endian.h>
 
@@ -6,7 +6,7 @@
 #include <string>
 #include <utility>
 
-#include "base/assert.h"
+#include "ringmux/base/assert.h"
 
 namespace ringmux::mux {
 

@@ -14,8 +14,8 @@
 #include <unordered_map>
 #include <vector>
 
-#include "base/limits.h"
-#include "mux/link/connection.h"
+#include "ringmux/base/limits.h"
+#include "ringmux/mux/link/connection.h"
 
 namespace ringmux::mux {
 

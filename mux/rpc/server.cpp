@@ -6,10 +6,10 @@
 #include <utility>
 #include <vector>
 
-#include "base/assert.h"
-#include "base/pool.h"
-#include "mux/rpc/order_gate.h"
-#include "mux/rpc/registry.h"
+#include "ringmux/base/assert.h"
+#include "ringmux/base/pool.h"
+#include "ringmux/mux/rpc/order_gate.h"
+#include "ringmux/mux/rpc/registry.h"
 
 namespace ringmux::mux {
 

@@ -1,4 +1,4 @@
-#include "mux/session/errors.h"
+#include "ringmux/mux/session/errors.h"
 
 namespace ringmux::mux {
 

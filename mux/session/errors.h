@@ -9,8 +9,8 @@
 #include <cstdint>
 #include <system_error>
 
-#include "base/errors.h"
-#include "wire/frame.h"
+#include "ringmux/base/errors.h"
+#include "ringmux/wire/frame.h"
 
 namespace ringmux::mux {
 

@@ -1,6 +1,6 @@
-#include "mux/session/flood.h"
+#include "ringmux/mux/session/flood.h"
 
-#include "base/assert.h"
+#include "ringmux/base/assert.h"
 
 namespace ringmux::mux {
 

@@ -14,7 +14,7 @@
 #include <string>
 #include <string_view>
 
-#include "base/limits.h"
+#include "ringmux/base/limits.h"
 
 namespace ringmux::mux {
 

@@ -12,9 +12,9 @@
 
 #include <cstdint>
 
-#include "base/assert.h"
-#include "base/limits.h"
-#include "base/result.h"
+#include "ringmux/base/assert.h"
+#include "ringmux/base/limits.h"
+#include "ringmux/base/result.h"
 
 namespace ringmux::mux {
 

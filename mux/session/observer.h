@@ -7,7 +7,7 @@
 #include <span>
 #include <string_view>
 
-#include "mux/session/errors.h"
+#include "ringmux/mux/session/errors.h"
 
 namespace ringmux::mux {
 

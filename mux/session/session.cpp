@@ -1,9 +1,9 @@
-#include "mux/session/session.h"
+#include "ringmux/mux/session/session.h"
 
 #include <algorithm>
 #include <cstring>
 
-#include "base/assert.h"
+#include "ringmux/base/assert.h"
 
 namespace ringmux::mux {
 

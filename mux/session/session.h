@@ -52,20 +52,20 @@
 #include <unordered_map>
 #include <vector>
 
-#include "base/intrusive_queue.h"
-#include "base/limits.h"
-#include "base/memory.h"
-#include "base/result.h"
-#include "mux/session/errors.h"
-#include "mux/session/flood.h"
-#include "mux/session/flow.h"
-#include "mux/session/observer.h"
-#include "mux/session/stream_state.h"
-#include "mux/session/stream_table.h"
-#include "replay/handshake.h"
-#include "replay/held.h"
-#include "replay/receive.h"
-#include "wire/codec.h"
+#include "ringmux/base/intrusive_queue.h"
+#include "ringmux/base/limits.h"
+#include "ringmux/base/memory.h"
+#include "ringmux/base/result.h"
+#include "ringmux/mux/session/errors.h"
+#include "ringmux/mux/session/flood.h"
+#include "ringmux/mux/session/flow.h"
+#include "ringmux/mux/session/observer.h"
+#include "ringmux/mux/session/stream_state.h"
+#include "ringmux/mux/session/stream_table.h"
+#include "ringmux/replay/handshake.h"
+#include "ringmux/replay/held.h"
+#include "ringmux/replay/receive.h"
+#include "ringmux/wire/codec.h"
 
 namespace ringmux::mux {
 

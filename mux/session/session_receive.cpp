@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
-#include "base/assert.h"
-#include "mux/session/session.h"
+#include "ringmux/base/assert.h"
+#include "ringmux/mux/session/session.h"
 
 namespace ringmux::mux {
 

@@ -1,4 +1,4 @@
-#include "mux/session/stream_state.h"
+#include "ringmux/mux/session/stream_state.h"
 
 namespace ringmux::mux {
 

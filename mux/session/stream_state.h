@@ -17,9 +17,9 @@
 
 #include <cstdint>
 
-#include "base/result.h"
-#include "mux/session/errors.h"
-#include "wire/frame.h"
+#include "ringmux/base/result.h"
+#include "ringmux/mux/session/errors.h"
+#include "ringmux/wire/frame.h"
 
 namespace ringmux::mux {
 

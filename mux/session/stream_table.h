@@ -21,7 +21,7 @@
 #include <utility>
 #include <vector>
 
-#include "base/assert.h"
+#include "ringmux/base/assert.h"
 
 namespace ringmux::mux {
 

@@ -22,7 +22,7 @@
 #include <memory>
 #include <new>
 
-#include "base/assert.h"
+#include "ringmux/base/assert.h"
 
 namespace ringmux::mux {
 

@@ -1,10 +1,10 @@
-#include "mux/workers/threaded.h"
+#include "ringmux/mux/workers/threaded.h"
 
 #include <chrono>
 #include <memory>
 #include <thread>
 
-#include "base/assert.h"
+#include "ringmux/base/assert.h"
 
 namespace ringmux::mux {
 

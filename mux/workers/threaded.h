@@ -21,10 +21,10 @@
 #include <string>
 #include <vector>
 
-#include "base/result.h"
-#include "mux/link/connection.h"
-#include "mux/rpc/call.h"
-#include "mux/workers/slot_ring.h"
+#include "ringmux/base/result.h"
+#include "ringmux/mux/link/connection.h"
+#include "ringmux/mux/rpc/call.h"
+#include "ringmux/mux/workers/slot_ring.h"
 
 namespace ringmux::mux {
 

@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "cluster/manager.h"
-#include "cluster/quorum.h"
+#include "ringmux/cluster/manager.h"
+#include "ringmux/cluster/quorum.h"
 #include "tests/mux/support.h"
 #include "tests/support.h"
 #include "tools/chaos/proxy.h"

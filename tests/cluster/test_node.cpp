@@ -22,12 +22,12 @@
 #include <thread>
 #include <vector>
 
-#include "engine/engine.h"
-#include "cluster/node.h"
-#include "cluster/quorum.h"
-#include "cluster/caller.h"
-#include "mux/workers/threaded.h"
-#include "wire/codec.h"
+#include "ringmux/engine/engine.h"
+#include "ringmux/cluster/node.h"
+#include "ringmux/cluster/quorum.h"
+#include "ringmux/cluster/caller.h"
+#include "ringmux/mux/workers/threaded.h"
+#include "ringmux/wire/codec.h"
 #include "tests/mux/support.h"
 #include "tests/support.h"
 

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "cluster/manager.h"
+#include "ringmux/cluster/manager.h"
 #include "tests/mux/support.h"
 #include "tests/support.h"
 

@@ -10,9 +10,9 @@
 #include <system_error>
 #include <vector>
 
-#include "engine/errors.h"
-#include "base/result.h"
-#include "engine/timer.h"
+#include "ringmux/engine/errors.h"
+#include "ringmux/base/result.h"
+#include "ringmux/engine/timer.h"
 #include "tests/support.h"
 
 using namespace ringmux;

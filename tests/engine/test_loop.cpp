@@ -1,6 +1,6 @@
 // Loop: ring set-up and its fallbacks, completion dispatch, CQ overflow, timers, and
 // cross-thread posting.
-#include "engine/loop.h"
+#include "ringmux/engine/loop.h"
 
 #include <doctest/doctest.h>
 
@@ -8,7 +8,7 @@
 #include <thread>
 #include <vector>
 
-#include "engine/engine.h"
+#include "ringmux/engine/engine.h"
 #include "tests/support.h"
 
 using namespace ringmux;

@@ -1,6 +1,6 @@
 // Sockets over 127.0.0.1: multishot accept and receive, single-flight send with short
 // sends resumed, -ENOBUFS recovery, errors, connect timeouts, and orderly teardown.
-#include "engine/socket.h"
+#include "ringmux/engine/socket.h"
 
 #include <doctest/doctest.h>
 #include <fcntl.h>
@@ -16,7 +16,7 @@
 #include <random>
 #include <vector>
 
-#include "engine/loop.h"
+#include "ringmux/engine/loop.h"
 #include "tests/support.h"
 #include "tools/echo_server.h"
 

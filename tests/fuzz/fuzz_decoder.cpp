@@ -10,9 +10,9 @@
 #include <cstring>
 #include <vector>
 
-#include "base/assert.h"
-#include "wire/checksum.h"
-#include "wire/codec.h"
+#include "ringmux/base/assert.h"
+#include "ringmux/wire/checksum.h"
+#include "ringmux/wire/codec.h"
 
 using namespace ringmux;
 using namespace ringmux::wire;

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "wire/codec.h"
+#include "ringmux/wire/codec.h"
 
 using namespace ringmux::wire;
 

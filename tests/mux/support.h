@@ -10,12 +10,12 @@
 #include <string_view>
 #include <vector>
 
-#include "engine/loop.h"
-#include "engine/socket.h"
-#include "mux/link/acceptor.h"
-#include "mux/link/connection.h"
-#include "mux/rpc/call.h"
-#include "mux/rpc/registry.h"
+#include "ringmux/engine/loop.h"
+#include "ringmux/engine/socket.h"
+#include "ringmux/mux/link/acceptor.h"
+#include "ringmux/mux/link/connection.h"
+#include "ringmux/mux/rpc/call.h"
+#include "ringmux/mux/rpc/registry.h"
 
 namespace ringmux::mux::loopback {
 

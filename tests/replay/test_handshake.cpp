@@ -1,13 +1,13 @@
 // The resume handshake: new sessions and resumes accepted on both sides (through the real
 // wire encoding), every refused-resume case with its status code and error, superseded
 // generations ignored, and handshake violations caught.
-#include "replay/handshake.h"
+#include "ringmux/replay/handshake.h"
 
 #include <doctest/doctest.h>
 
 #include <vector>
 
-#include "wire/codec.h"
+#include "ringmux/wire/codec.h"
 
 using namespace ringmux;
 using namespace ringmux::replay;

@@ -5,7 +5,7 @@
 #include <random>
 #include <vector>
 
-#include "replay/held.h"
+#include "ringmux/replay/held.h"
 #include "tests/support.h"
 
 using namespace ringmux;

@@ -1,6 +1,6 @@
 // The receiver's side of replay: the ACK policy fires on its byte and time thresholds or
 // rides along with a send.
-#include "replay/receive.h"
+#include "ringmux/replay/receive.h"
 
 #include <doctest/doctest.h>
 

@@ -1,6 +1,6 @@
 // The wire format: round trips of every kind, the decoder across every split point, and
 // every malformed case named in wire/SPEC.md.
-#include "wire/codec.h"
+#include "ringmux/wire/codec.h"
 
 #include <doctest/doctest.h>
 
@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "tests/support.h"
-#include "wire/checksum.h"
+#include "ringmux/wire/checksum.h"
 
 using namespace ringmux;
 using namespace ringmux::wire;

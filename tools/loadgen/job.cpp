@@ -7,7 +7,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "base/limits.h"
+#include "ringmux/base/limits.h"
 #include "tools/loadgen/verify.h"
 
 namespace ringmux::loadgen {

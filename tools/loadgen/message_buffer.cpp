@@ -2,8 +2,8 @@
 
 #include <algorithm>
 
-#include "base/assert.h"
-#include "base/limits.h"
+#include "ringmux/base/assert.h"
+#include "ringmux/base/limits.h"
 #include "tools/loadgen/verify.h"
 
 namespace ringmux::loadgen {

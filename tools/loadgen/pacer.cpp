@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "base/assert.h"
+#include "ringmux/base/assert.h"
 
 namespace ringmux::loadgen {
 

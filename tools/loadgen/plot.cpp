@@ -9,7 +9,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "base/assert.h"
+#include "ringmux/base/assert.h"
 
 namespace ringmux::loadgen {
 

@@ -15,13 +15,13 @@
 #include <mutex>
 #include <thread>
 
-#include "engine/engine.h"
-#include "engine/loop.h"
-#include "engine/socket.h"
-#include "mux/link/connection.h"
-#include "mux/rpc/call.h"
-#include "cluster/manager.h"
-#include "cluster/quorum.h"
+#include "ringmux/engine/engine.h"
+#include "ringmux/engine/loop.h"
+#include "ringmux/engine/socket.h"
+#include "ringmux/mux/link/connection.h"
+#include "ringmux/mux/rpc/call.h"
+#include "ringmux/cluster/manager.h"
+#include "ringmux/cluster/quorum.h"
 #include "tools/blocking_io.h"
 #include "tools/loadgen/pacer.h"
 #include "tools/loadgen/protocol.h"

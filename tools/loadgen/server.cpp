@@ -13,7 +13,7 @@
 #include <optional>
 #include <string>
 
-#include "base/assert.h"
+#include "ringmux/base/assert.h"
 #include "tools/blocking_io.h"
 #include "tools/loadgen/message_buffer.h"
 #include "tools/loadgen/protocol.h"

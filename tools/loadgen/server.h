@@ -15,12 +15,12 @@
 #include <thread>
 #include <vector>
 
-#include "engine/engine.h"
-#include "engine/socket.h"
-#include "mux/link/acceptor.h"
-#include "mux/link/connection.h"
-#include "mux/rpc/registry.h"
-#include "cluster/node.h"
+#include "ringmux/engine/engine.h"
+#include "ringmux/engine/socket.h"
+#include "ringmux/mux/link/acceptor.h"
+#include "ringmux/mux/link/connection.h"
+#include "ringmux/mux/rpc/registry.h"
+#include "ringmux/cluster/node.h"
 #include "tools/loadgen/protocol.h"
 
 namespace ringmux::loadgen {

@@ -12,9 +12,9 @@
 #include <string>
 #include <vector>
 
-#include "engine/loop.h"
-#include "mux/link/acceptor.h"
-#include "mux/link/connection.h"
+#include "ringmux/engine/loop.h"
+#include "ringmux/mux/link/acceptor.h"
+#include "ringmux/mux/link/connection.h"
 #include "tests/mux/support.h"
 #include "tests/support.h"
 

@@ -1,9 +1,9 @@
 // Connections over 127.0.0.1, both ends on one loop: unary calls, bidirectional streams,
 // cancellation, deadlines, handler errors, STOP against the half-close stall, keepalive,
 // and a stalled consumer that must not hold up other streams.
-#include "mux/link/connection.h"
-#include "mux/rpc/call.h"
-#include "mux/rpc/registry.h"
+#include "ringmux/mux/link/connection.h"
+#include "ringmux/mux/rpc/call.h"
+#include "ringmux/mux/rpc/registry.h"
 
 #include <doctest/doctest.h>
 
@@ -17,7 +17,7 @@
 #include <random>
 #include <vector>
 
-#include "engine/socket.h"
+#include "ringmux/engine/socket.h"
 #include "tests/support.h"
 #include "tools/echo_server.h"
 

@@ -20,10 +20,10 @@
 #include <thread>
 #include <vector>
 
-#include "engine/socket.h"
-#include "mux/link/acceptor.h"
-#include "mux/link/connection.h"
-#include "mux/workers/threaded.h"
+#include "ringmux/engine/socket.h"
+#include "ringmux/mux/link/acceptor.h"
+#include "ringmux/mux/link/connection.h"
+#include "ringmux/mux/workers/threaded.h"
 #include "tests/mux/support.h"
 #include "tests/support.h"
 #include "tools/chaos/proxy.h"

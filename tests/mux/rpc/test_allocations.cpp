@@ -18,10 +18,10 @@
 #include <span>
 #include <vector>
 
-#include "cluster/manager.h"
-#include "mux/link/connection.h"
-#include "mux/rpc/call.h"
-#include "mux/rpc/registry.h"
+#include "ringmux/cluster/manager.h"
+#include "ringmux/mux/link/connection.h"
+#include "ringmux/mux/rpc/call.h"
+#include "ringmux/mux/rpc/registry.h"
 #include "tests/mux/support.h"
 #include "tests/support.h"
 

@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
-#include "mux/link/connection.h"
-#include "mux/rpc/order_gate.h"
+#include "ringmux/mux/link/connection.h"
+#include "ringmux/mux/rpc/order_gate.h"
 #include "tests/mux/support.h"
 #include "tests/support.h"
 

@@ -12,8 +12,8 @@
 #include <string_view>
 #include <vector>
 
-#include "mux/session/session.h"
-#include "wire/codec.h"
+#include "ringmux/mux/session/session.h"
+#include "ringmux/wire/codec.h"
 
 namespace ringmux::mux::testing {
 

@@ -1,6 +1,6 @@
 // Flow control: credit accounting on both sides, violations, credit return after half a
 // window, window growth bounded by its maximum, and credit for discarded data.
-#include "mux/session/flow.h"
+#include "ringmux/mux/session/flow.h"
 
 #include <doctest/doctest.h>
 

@@ -8,10 +8,10 @@
 #include <string>
 #include <vector>
 
-#include "mux/session/flood.h"
-#include "mux/session/session.h"
+#include "ringmux/mux/session/flood.h"
+#include "ringmux/mux/session/session.h"
 #include "tests/mux/session/session_pair.h"
-#include "wire/codec.h"
+#include "ringmux/wire/codec.h"
 
 using namespace ringmux;
 using namespace ringmux::mux;

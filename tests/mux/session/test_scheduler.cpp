@@ -9,7 +9,7 @@
 #include <cstdio>
 #include <vector>
 
-#include "mux/session/session.h"
+#include "ringmux/mux/session/session.h"
 #include "tests/mux/session/session_pair.h"
 
 using namespace ringmux;

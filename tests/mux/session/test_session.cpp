@@ -1,7 +1,7 @@
 // Session: two sans-I/O sessions wired back to back in memory. Scripts every stream
 // transition end to end, flow control and its violations, STOP, refusal, GOAWAY, floods,
 // and the writer's batching, asserting the scope and code of every error.
-#include "mux/session/session.h"
+#include "ringmux/mux/session/session.h"
 
 #include <doctest/doctest.h>
 
@@ -14,7 +14,7 @@
 
 #include "tests/mux/session/session_pair.h"
 #include "tests/support.h"
-#include "wire/codec.h"
+#include "ringmux/wire/codec.h"
 
 using namespace ringmux;
 using namespace ringmux::mux;

@@ -1,6 +1,6 @@
 // StreamMachine: every transition of DESIGN.md scripted frame by frame, and every frame a
 // state does not allow, with the scope of the resulting error.
-#include "mux/session/stream_state.h"
+#include "ringmux/mux/session/stream_state.h"
 
 #include <doctest/doctest.h>
 

@@ -1,6 +1,6 @@
 // The session's stream table (mux/session/stream_table.h): a reference model under random
 // operations, stable addresses, ids chosen to collide, memory given back.
-#include "mux/session/stream_table.h"
+#include "ringmux/mux/session/stream_table.h"
 
 #include <doctest/doctest.h>
 

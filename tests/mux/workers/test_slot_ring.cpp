@@ -1,7 +1,7 @@
 // SlotRing: full and empty as return values, claim/commit/abort and acquire/release in
 // place, positions that keep counting past the capacity, and one producer thread
 // against one consumer thread (run under ThreadSanitizer by .ci/run).
-#include "mux/workers/slot_ring.h"
+#include "ringmux/mux/workers/slot_ring.h"
 
 #include <doctest/doctest.h>
 

@@ -1,7 +1,7 @@
 // Application threads against a connection that lives on an engine loop: blocking and
 // asynchronous unary calls from several threads, and a stream read by a worker thread
 // through its slot ring with credit flowing back. Run under ThreadSanitizer by .ci/run.
-#include "mux/workers/threaded.h"
+#include "ringmux/mux/workers/threaded.h"
 
 #include <doctest/doctest.h>
 
@@ -15,9 +15,9 @@
 #include <thread>
 #include <vector>
 
-#include "engine/engine.h"
-#include "engine/socket.h"
-#include "mux/rpc/registry.h"
+#include "ringmux/engine/engine.h"
+#include "ringmux/engine/socket.h"
+#include "ringmux/mux/rpc/registry.h"
 #include "tests/support.h"
 
 using namespace ringmux;

@@ -2,5 +2,5 @@
 // it (and the engine) must be rejected.
 #pragma once
 
-#include "engine/loop.h"
-#include "mux/link/connection.h"
+#include "ringmux/engine/loop.h"
+#include "ringmux/mux/link/connection.h"

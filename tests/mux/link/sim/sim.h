@@ -25,15 +25,15 @@
 #include <unordered_map>
 #include <vector>
 
-#include "base/assert.h"
-#include "base/limits.h"
-#include "engine/loop.h"
-#include "mux/link/connection.h"
-#include "mux/link/transport.h"
-#include "mux/session/session.h"
-#include "replay/handshake.h"
+#include "ringmux/base/assert.h"
+#include "ringmux/base/limits.h"
+#include "ringmux/engine/loop.h"
+#include "ringmux/mux/link/connection.h"
+#include "ringmux/mux/link/transport.h"
+#include "ringmux/mux/session/session.h"
+#include "ringmux/replay/handshake.h"
 #include "tests/support.h"
-#include "wire/codec.h"
+#include "ringmux/wire/codec.h"
 
 namespace ringmux::mux::sim {
 
