@@ -97,8 +97,8 @@ std::string plot_latency_svg(std::vector<JobResult>& results, std::string_view t
   for (JobResult& r : results) {
     if (r.latency.count() == 0) continue;
     nines_seen = std::max(nines_seen, std::log10(static_cast<double>(r.latency.count())));
-    const double low = std::log10(latency_us(r.latency.min_ns()));
-    const double high = std::log10(latency_us(r.latency.max_ns()));
+    const double low = std::log10(latency_us(r.latency.min()));
+    const double high = std::log10(latency_us(r.latency.max()));
     log_us_min = any_samples ? std::min(log_us_min, low) : low;
     log_us_max = any_samples ? std::max(log_us_max, high) : high;
     any_samples = true;
@@ -168,12 +168,12 @@ std::string plot_latency_svg(std::vector<JobResult>& results, std::string_view t
                              ? 100.0
                              : 100.0 * (1.0 - std::pow(10.0, -nines));
         if (!points.empty()) points += ' ';
-        points += number(x_of(nines)) + "," + number(y_of(latency_us(r.latency.percentile_ns(p))));
+        points += number(x_of(nines)) + "," + number(y_of(latency_us(r.latency.percentile(p))));
       }
       out += "  <polyline fill=\"none\" stroke=\"" + std::string(colour) + "\" stroke-width=\"2\" points=\"" + points +
              "\"><title>" + xml_escape(r.name) + "</title></polyline>\n";
       if (nines_end == 0) {  // one sample: a dot, since a line of one point is invisible
-        out += "  <circle cx=\"" + number(x_of(0)) + "\" cy=\"" + number(y_of(latency_us(r.latency.min_ns()))) +
+        out += "  <circle cx=\"" + number(x_of(0)) + "\" cy=\"" + number(y_of(latency_us(r.latency.min()))) +
                "\" r=\"3\" fill=\"" + colour + "\"/>\n";
       }
     }

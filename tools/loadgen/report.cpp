@@ -113,17 +113,17 @@ std::string json_direction(JobResult& r, const Job& job, bool read) {
       char key[32];
       std::snprintf(key, sizeof(key), "%.6f", p);
       if (!percentiles.empty()) percentiles += ", ";
-      percentiles += "\"" + std::string(key) + "\": " + std::to_string(r.latency.percentile_ns(p));
+      percentiles += "\"" + std::string(key) + "\": " + std::to_string(r.latency.percentile(p));
     }
   }
   const bool l = d.has_latency;
   return "      \"" + std::string(read ? "read" : "write") + "\": {\"io_bytes\": " + std::to_string(d.bytes) +
          ", \"bw_bytes\": " + std::to_string(d.bw_bytes) + ", \"iops\": " + format("%.3f", d.iops) +
          ", \"runtime\": " + std::to_string(d.runtime_ms) +
-         ", \"clat_ns\": {\"min\": " + std::to_string(l ? r.latency.min_ns() : 0) +
-         ", \"max\": " + std::to_string(l ? r.latency.max_ns() : 0) +
-         ", \"mean\": " + format("%.3f", l ? r.latency.mean_ns() : 0) +
-         ", \"stddev\": " + format("%.3f", l ? r.latency.stdev_ns() : 0) +
+         ", \"clat_ns\": {\"min\": " + std::to_string(l ? r.latency.min() : 0) +
+         ", \"max\": " + std::to_string(l ? r.latency.max() : 0) +
+         ", \"mean\": " + format("%.3f", l ? r.latency.mean() : 0) +
+         ", \"stddev\": " + format("%.3f", l ? r.latency.stddev() : 0) +
          ", \"N\": " + std::to_string(l ? r.latency.count() : 0) + ", \"percentile\": {" + percentiles + "}}}";
 }
 
@@ -132,13 +132,13 @@ std::string terse_direction(JobResult& r, const Job& job, bool read) {
   const bool l = d.has_latency;
   std::string out = std::to_string(d.bytes / 1024) + ";" + std::to_string(d.bw_bytes / 1024) + ";" +
                     format("%.0f", d.iops) + ";" + std::to_string(d.runtime_ms) + ";" +
-                    format("%.3f;%.3f;%.3f;%.3f", l ? static_cast<double>(r.latency.min_ns()) / 1e3 : 0,
-                           l ? static_cast<double>(r.latency.max_ns()) / 1e3 : 0, l ? r.latency.mean_ns() / 1e3 : 0,
-                           l ? r.latency.stdev_ns() / 1e3 : 0);
+                    format("%.3f;%.3f;%.3f;%.3f", l ? static_cast<double>(r.latency.min()) / 1e3 : 0,
+                           l ? static_cast<double>(r.latency.max()) / 1e3 : 0, l ? r.latency.mean() / 1e3 : 0,
+                           l ? r.latency.stddev() / 1e3 : 0);
   for (std::size_t slot = 0; slot < terse_percentile_slots; slot++) {
     if (l && slot < job.percentile_list.size()) {
       const double p = job.percentile_list[slot];
-      out += format(";%f%%=%.3f", p, static_cast<double>(r.latency.percentile_ns(p)) / 1e3);
+      out += format(";%f%%=%.3f", p, static_cast<double>(r.latency.percentile(p)) / 1e3);
     } else {
       out += ";0%=0";
     }
@@ -162,11 +162,11 @@ std::string report_normal(std::vector<JobResult>& results, const Invocation& inv
                   static_cast<double>(r.ops) / seconds, static_cast<double>(r.bytes_written) / seconds / (1 << 20),
                   static_cast<double>(r.bytes_read) / seconds / (1 << 20));
     if (r.latency.count() > 0) {
-      out += format("  lat (usec): min=%.1f, max=%.1f, avg=%.1f, stdev=%.1f\n", static_cast<double>(r.latency.min_ns()) / 1e3,
-                    static_cast<double>(r.latency.max_ns()) / 1e3, r.latency.mean_ns() / 1e3, r.latency.stdev_ns() / 1e3);
+      out += format("  lat (usec): min=%.1f, max=%.1f, avg=%.1f, stdev=%.1f\n", static_cast<double>(r.latency.min()) / 1e3,
+                    static_cast<double>(r.latency.max()) / 1e3, r.latency.mean() / 1e3, r.latency.stddev() / 1e3);
       out += "  lat percentiles (usec):";
       for (const double p : job.percentile_list) {
-        out += format(" %.2fth=%.1f", p, static_cast<double>(r.latency.percentile_ns(p)) / 1e3);
+        out += format(" %.2fth=%.1f", p, static_cast<double>(r.latency.percentile(p)) / 1e3);
       }
       out += "\n";
     }
@@ -189,9 +189,9 @@ std::string report_normal(std::vector<JobResult>& results, const Invocation& inv
     }
     if (r.resumes > 0) {
       out += "  resume: " + std::to_string(r.resumes) + " resumes, " + std::to_string(r.bytes_replayed) +
-             " bytes replayed, time p50=" + format("%.1f", r.resume_latency.percentile_ns(50) / 1e3) +
-             "us p99=" + format("%.1f", r.resume_latency.percentile_ns(99) / 1e3) +
-             "us max=" + format("%.1f", r.resume_latency.max_ns() / 1e3) + "us\n";
+             " bytes replayed, time p50=" + format("%.1f", r.resume_latency.percentile(50) / 1e3) +
+             "us p99=" + format("%.1f", r.resume_latency.percentile(99) / 1e3) +
+             "us max=" + format("%.1f", r.resume_latency.max() / 1e3) + "us\n";
     }
     out += "  errors=" + std::to_string(r.errors) + (r.error_message.empty() ? "" : " (" + r.error_message + ")") + "\n";
   }
@@ -219,9 +219,9 @@ std::string report_json(std::vector<JobResult>& results, const Invocation& invoc
            ", \"resumes\": " + std::to_string(r.resumes) + ", \"bytes_replayed\": " + std::to_string(r.bytes_replayed) +
            ", \"rate_dropped\": " + std::to_string(r.rate_dropped) +
            ", \"resume_ns\": {\"count\": " + std::to_string(r.resume_latency.count()) +
-           ", \"p50\": " + std::to_string(r.resume_latency.percentile_ns(50)) +
-           ", \"p99\": " + std::to_string(r.resume_latency.percentile_ns(99)) +
-           ", \"max\": " + std::to_string(r.resume_latency.max_ns()) + "}}\n    }" +
+           ", \"p50\": " + std::to_string(r.resume_latency.percentile(50)) +
+           ", \"p99\": " + std::to_string(r.resume_latency.percentile(99)) +
+           ", \"max\": " + std::to_string(r.resume_latency.max()) + "}}\n    }" +
            (i + 1 < results.size() ? "," : "") + "\n";
   }
   out += "  ]\n}\n";

@@ -43,7 +43,6 @@
 //   72  bytes_replayed            ringmux: bytes sent again by those resumes
 // A direction without latency samples prints 0 for the clat fields and "0%=0" slots.
 //
-// The functions sort each result's latency samples (hence the non-const results).
 #pragma once
 
 #include <cstddef>

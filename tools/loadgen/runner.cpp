@@ -110,11 +110,6 @@ std::size_t write_preamble(std::span<std::byte> out, uint32_t size, const Job& j
   return open_verify_bytes;
 }
 
-void reserve_samples(JobResult& result, const Job& job) {
-  const double seconds = job.runtime_ns == 0 ? 10.0 : static_cast<double>(job.runtime_ns) / 1e9;
-  result.latency.reserve(static_cast<std::size_t>(std::min(seconds * 2e6, 5e7)));
-}
-
 // ---- ringmux engine ----------------------------------------------------------------------
 
 class Runner {
@@ -217,7 +212,7 @@ class UnaryRunner final : public Runner {
         result_.ops++;
         result_.bytes_written += size;
         result_.bytes_read += r.response.size();
-        result_.latency.add(now - since_ns);
+        result_.latency.record(now - since_ns);
       }
       if (stopping_) return;
       if (pacer_) {
@@ -298,7 +293,7 @@ class QuorumRunner final : public Runner {
                          result_.ops++;
                          result_.bytes_written += size * configuration_.size();
                          for (const auto& reply : r.replies) result_.bytes_read += reply.response.size();
-                         result_.latency.add(end - now);
+                         result_.latency.record(end - now);
                        }
                        if (!stopping_) issue();
                      });
@@ -382,7 +377,7 @@ class StreamRunner final : public Runner, public mux::StreamObserver {
     if (job_.rw == RwMode::bidi) {
       // Round trip of each message: its bytes came back.
       while (!sent_at_.empty() && received_total_ >= sent_at_.front().first) {
-        if (window_.measuring(now)) result_.latency.add(now - sent_at_.front().second);
+        if (window_.measuring(now)) result_.latency.record(now - sent_at_.front().second);
         sent_at_.pop_front();
       }
     } else {
@@ -476,7 +471,7 @@ class StreamRunner final : public Runner, public mux::StreamObserver {
           sent_at_.emplace_back(written_total_, message_started_);
         } else if (window_.measuring(completed)) {
           result_.ops++;
-          result_.latency.add(completed - message_started_);
+          result_.latency.record(completed - message_started_);
         }
         if (job_.rw == RwMode::bidi && window_.measuring(completed)) result_.ops++;
       }
@@ -515,9 +510,6 @@ class StreamRunner final : public Runner, public mux::StreamObserver {
   bool finished_ = false;
 };
 
-// Resume samples kept per connection (a resume every 10 ms for a minute fits).
-constexpr std::size_t resume_samples_max = 8192;
-
 // Dials the load server. Every connection is resumable: a broken TCP connection (ringmux-chaos
 // between) is replaced and its session resumes, invisible to the jobs but for the counts.
 struct Dialer final : engine::ConnectHandler, mux::ConnectionObserver {
@@ -533,20 +525,19 @@ struct Dialer final : engine::ConnectHandler, mux::ConnectionObserver {
     }
     connections.push_back(std::make_unique<mux::Connection>(loop, fd.value(), true, nullptr, *this, options));
     resume_latency.emplace_back();
-    resume_latency.back().reserve(resume_samples_max);
     connections.back()->start();
   }
   void on_connection_closed(mux::Connection&, mux::MuxError, engine::IoError) noexcept override { closed++; }
   void on_connection_resumed(mux::Connection& connection, uint64_t duration_ns) noexcept override {
     for (std::size_t i = 0; i < connections.size(); i++) {
-      if (connections[i].get() == &connection) resume_latency[i].add(duration_ns);
+      if (connections[i].get() == &connection) resume_latency[i].record(duration_ns);
     }
   }
   Loop& loop;
   engine::Connector connector;
   mux::ConnectionOptions options;
   std::vector<std::unique_ptr<mux::Connection>> connections;
-  std::vector<tools::LatencySamples> resume_latency;  // per connection
+  std::vector<Histogram> resume_latency;  // per connection, ns
   std::size_t closed = 0;
   bool failed = false;
   std::string error;
@@ -633,7 +624,6 @@ void run_ringmux(const std::vector<const Job*>& jobs, std::vector<JobResult*>& r
   std::size_t own = shared ? 1 : 0;
   for (std::size_t j = 0; j < jobs.size(); j++) {
     const Job& job = *jobs[j];
-    reserve_samples(*results[j], job);
     if (job.rw == RwMode::quorum) {
       runners.push_back(std::make_unique<QuorumRunner>(*cluster, job, *results[j], progress));
       continue;
@@ -671,7 +661,6 @@ void run_ringmux(const std::vector<const Job*>& jobs, std::vector<JobResult*>& r
     const mux::ResumeStats resumed = dialer.connections[c]->resume_stats();
     results[j]->resumes = resumed.resumes;
     results[j]->bytes_replayed = resumed.bytes_replayed;
-    results[j]->resume_latency.reserve(resume_samples_max);
     results[j]->resume_latency.merge(dialer.resume_latency[c]);
   }
   for (auto& c : dialer.connections) c->close();
@@ -720,7 +709,6 @@ void tcp_unary(const Job& job, JobResult& result, const RunTarget& target, uint6
     result.error_message = error;
     return;
   }
-  reserve_samples(result, job);
   Window window(job);
   SizePicker sizes(job, stream_key);
   StreamVerifier verifier(stream_key, message_bytes_max);
@@ -768,7 +756,7 @@ void tcp_unary(const Job& job, JobResult& result, const RunTarget& target, uint6
         result.ops++;
         result.bytes_written += call.bytes;
         result.bytes_read += call.bytes;
-        result.latency.add(now - call.at_ns);
+        result.latency.record(now - call.at_ns);
       }
       completed++;
     }
@@ -802,7 +790,6 @@ void tcp_unary_paced(const Job& job, JobResult& result, const RunTarget& target,
     result.error_message = error;
     return;
   }
-  reserve_samples(result, job);
   Window window(job);
   struct Issued {
     uint64_t due_ns;
@@ -882,7 +869,7 @@ void tcp_unary_paced(const Job& job, JobResult& result, const RunTarget& target,
         result.ops++;
         result.bytes_written += call.bytes;
         result.bytes_read += call.bytes;
-        result.latency.add(now - call.due_ns);
+        result.latency.record(now - call.due_ns);
       }
     }
     slot_freed.notify_one();
@@ -939,7 +926,7 @@ void tcp_write_stream(const Job& job, JobResult& result, const RunTarget& target
     if (window.measuring(now)) {
       result.ops++;
       result.bytes_written += size;
-      result.latency.add(now - started);
+      result.latency.record(now - started);
     }
   }
   result.client_sent_bytes += written;
@@ -1059,7 +1046,7 @@ void tcp_bidi_stream(const Job& job, JobResult& result, const RunTarget& target,
     while (!sent_at.empty() && received >= sent_at.front().first) {
       if (window.measuring(now)) {
         result.ops++;
-        result.latency.add(now - sent_at.front().second);
+        result.latency.record(now - sent_at.front().second);
       }
       sent_at.pop_front();
     }
@@ -1136,7 +1123,6 @@ std::vector<JobResult> run_jobs(const Invocation& invocation, const RunTarget& t
     } else {
       // Streams: one connection (and thread) per stream, each counting into its part.
       auto parts = std::make_unique<Parts>(Parts{i, std::vector<JobResult>(job.streams)});
-      for (auto& part : parts->parts) reserve_samples(part, job);
       for (uint32_t s = 0; s < job.streams; s++) {
         JobResult* part = &parts->parts[s];
         threads.emplace_back([&job, part, &target, i, s, progress] {

@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "tools/latency.h"
+#include "base/histogram.h"
 #include "tools/loadgen/job.h"
 
 namespace ringmux::loadgen {
@@ -28,7 +28,7 @@ struct JobResult {
   uint64_t bytes_read = 0;      // payload received in the window
   uint64_t errors = 0;
   double window_seconds = 0;
-  tools::LatencySamples latency;  // unary: call latency; streams: message write latency
+  Histogram latency;  // ns; unary: call latency; streams: message write latency
   uint64_t server_confirmed_bytes = 0;  // sink streams: the server's count at the end
   uint64_t client_sent_bytes = 0;       // what the client wrote in total, to compare
   // Stream jobs on ringmux: payload each stream moved in the window (written, or read for
@@ -43,7 +43,7 @@ struct JobResult {
   // TCP connection being up to the handshake done. Jobs sharing a connection report the
   // same figures.
   uint64_t resumes = 0, bytes_replayed = 0;
-  tools::LatencySamples resume_latency;
+  Histogram resume_latency;  // ns
   // Open loop (rate_iops): calls that fell due and never started, because the backlog of
   // late calls was full (pacer_backlog_max) or the run ended first. 0 in closed loop.
   uint64_t rate_dropped = 0;
