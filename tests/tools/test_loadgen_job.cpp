@@ -84,7 +84,7 @@ TEST_CASE("loadgen job: every option on the command line") {
   CHECK(job.own_connection);
   CHECK(inv.host == "127.0.0.1");
   CHECK(inv.port == 9000);
-  CHECK(inv.output_format == OutputFormat::json);
+  CHECK(inv.output_formats == static_cast<OutputFormats>(OutputFormat::json));
   CHECK(inv.plot_path == "out.svg");
   const Invocation unary = parse_ok({"--rw=unary", "--rate_iops=1000", "--runtime=1"});
   CHECK(unary.jobs[0].rate_iops == 1000u);
@@ -119,7 +119,7 @@ TEST_CASE("loadgen job: command-line errors name the option") {
   CHECK(parse_error({"--bs=4k"}) == "command line: job 'job1': set runtime or size (or both)");
   CHECK(parse_error({"--runtime=1", "--rw=write", "--rate_iops=5"}).find("rate_iops applies to rw=unary") !=
         std::string::npos);
-  CHECK(parse_error({"/nonexistent/job.fio"}) == "job file /nonexistent/job.fio: cannot be read");
+  CHECK(parse_error({"/nonexistent/job.fio"}) == "job file /nonexistent/job.fio: cannot be read (No such file or directory)");
   // Sizes that cannot carry what the message must: the unary preamble, a verify stamp.
   CHECK(parse_error({"--runtime=1", "--bs=7"}) ==
         "command line: job 'job1': bs 7 is below 8 bytes, the least a unary request carries");

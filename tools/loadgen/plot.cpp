@@ -88,13 +88,13 @@ double latency_us(uint64_t ns) { return static_cast<double>(std::max<uint64_t>(n
 
 }  // namespace
 
-std::string plot_latency_svg(std::vector<JobResult>& results, std::string_view title) {
+std::string plot_latency_svg(const std::vector<JobResult>& results, std::string_view title) {
   // The axes' ranges: as many nines as the largest job resolves, and whole decades around
   // every latency seen.
   double nines_seen = 0;
   double log_us_min = 0, log_us_max = 3;  // 1 us .. 1 ms when no job has samples
   bool any_samples = false;
-  for (JobResult& r : results) {
+  for (const JobResult& r : results) {
     if (r.latency.count() == 0) continue;
     nines_seen = std::max(nines_seen, std::log10(static_cast<double>(r.latency.count())));
     const double low = std::log10(latency_us(r.latency.min()));
@@ -154,7 +154,7 @@ std::string plot_latency_svg(std::vector<JobResult>& results, std::string_view t
   // One curve per job, and its legend row.
   out += "  <text x=\"" + number(legend_left) + "\" y=\"" + number(plot_top + 4) + "\" font-weight=\"bold\">jobs</text>\n";
   for (std::size_t i = 0; i < results.size(); i++) {
-    JobResult& r = results[i];
+    const JobResult& r = results[i];
     const char* colour = palette[i % palette_count];
     const uint64_t count = r.latency.count();
     if (count > 0) {
