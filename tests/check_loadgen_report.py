@@ -45,7 +45,7 @@ def schema(latency):
         "fio version": str, "ringmux_version": int, "timestamp": int, "timestamp_ms": int, "time": str,
         "global options": ("optional", ("map", r".+", str)),
         "jobs": ("array", {
-            "jobname": str, "groupid": int, "job_runtime": int, "job options": ("map", r".+", str),
+            "jobname": str, "groupid": int, "job_start": int, "job_runtime": int, "job options": ("map", r".+", str),
             "write": direction(latency),
             "read": direction(latency),
             "trim": direction(latency),

@@ -300,7 +300,7 @@ std::string report_json(const std::vector<JobResult>& results, const Invocation&
     const Job& job = job_of(invocation, r);
     const auto& group = groups[r.group];
     out += "    {\n      \"jobname\": " + json_string(r.name) + ", \"groupid\": " + std::to_string(r.group) +
-           ", \"job_runtime\": " + std::to_string(static_cast<uint64_t>(r.window_seconds() * 1e3 + 0.5)) +
+           ", \"job_start\": " + std::to_string(r.window_from_epoch_ms) + ", \"job_runtime\": " + std::to_string(static_cast<uint64_t>(r.window_seconds() * 1e3 + 0.5)) +
            ",\n      \"job options\": " + json_options(job.options_given) + ",\n";
     out += json_direction(r, job, "read", Direction::read, plus, group[static_cast<std::size_t>(Direction::read)]) + ",\n";
     out += json_direction(r, job, "write", Direction::write, plus, group[static_cast<std::size_t>(Direction::write)]) + ",\n";

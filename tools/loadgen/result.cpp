@@ -1,8 +1,10 @@
 #include "tools/loadgen/result.h"
 
+#include <chrono>
 #include <cmath>
 
 #include "base/assert.h"
+#include "engine/loop.h"
 #include "tools/loadgen/logs.h"
 
 namespace ringmux::loadgen {
@@ -67,6 +69,9 @@ RateStats rate_stats(const RateSeries& series, Direction direction, bool bytes, 
 
 void JobResult::begin(const Window& window, uint64_t log_window_ns) {
   window_from_ns = window.from_ns;
+  const auto wall = std::chrono::system_clock::now().time_since_epoch();
+  const int64_t ahead_ns = static_cast<int64_t>(window.from_ns) - static_cast<int64_t>(engine::Loop::clock_ns());
+  window_from_epoch_ms = (std::chrono::duration_cast<std::chrono::nanoseconds>(wall).count() + ahead_ns) / 1'000'000;
   rates = RateSeries(window.from_ns, rate_window_ns);
   if (log_window_ns != 0) log_rates = RateSeries(window.from_ns, log_window_ns);
 }
@@ -106,6 +111,7 @@ void JobResult::merge(const JobResult& other, bool counts_connection) {
   bytes_read += other.bytes_read;
   errors += other.errors;
   if (other.ran()) {
+    if (!ran() || other.window_from_ns < window_from_ns) window_from_epoch_ms = other.window_from_epoch_ms;
     window_from_ns = ran() ? std::min(window_from_ns, other.window_from_ns) : other.window_from_ns;
     window_until_ns = std::max(window_until_ns, other.window_until_ns);
   }

@@ -118,6 +118,7 @@ struct JobResult {
   // operation, its runtime or a stop. Both 0 for a job that never started.
   uint64_t window_from_ns = 0;
   uint64_t window_until_ns = 0;
+  int64_t window_from_epoch_ms = 0;  // window_from_ns on the wall clock (fio's job_start)
   Histogram latency;  // ns; unary: call latency; streams: message write latency
   RateSeries rates;      // rate_window_ns windows: bw_* / iops_* figures, bw / iops logs
   RateSeries log_rates;  // log_avg_msec windows, when the job logs with them
