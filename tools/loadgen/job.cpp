@@ -407,8 +407,8 @@ std::optional<ParseError> validate(const Job& job) {
   } else if (!job.peers.empty()) {
     return ParseError{"job '" + job.name + "': peers apply to rw=quorum only"};
   }
-  if (job.stream_messages != 0 && (job.rw != RwMode::write || job.ioengine != IoEngine::ringmux)) {
-    return ParseError{"job '" + job.name + "': stream_messages applies to rw=write on ioengine=ringmux only"};
+  if (job.stream_messages != 0 && job.rw != RwMode::write) {
+    return ParseError{"job '" + job.name + "': stream_messages applies to rw=write only"};
   }
   // Every message carries what the server needs (unary: the preamble) and, verified, its
   // stamp: sizes below that cannot be sent as asked.
@@ -665,7 +665,8 @@ job options (default):
                         (--max_streams)
   --stream_messages=N   rw=write: messages per stream; the stream then    (0)
                         ends and a new one takes its place (stream churn;
-                        0: one stream for the whole run)
+                        0: one stream for the whole run; ioengine=tcp: a
+                        new connection)
   --numjobs=N           clones of the job                                 (1)
   --runtime=DURATION    measured time; seconds or us/ms/s/m/h/d           (none)
   --ramp_time=DURATION  unmeasured warm-up                                (0)

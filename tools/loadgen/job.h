@@ -66,7 +66,7 @@ struct Job {
   std::vector<BsSplitEntry> bssplit;  // a mix of sizes; percents add up to 100
   uint32_t iodepth = 1;               // unary calls in flight per job
   uint32_t streams = 1;               // concurrent streams per job
-  uint64_t stream_messages = 0;       // rw=write: messages per stream before a new one (0: one stream)
+  uint64_t stream_messages = 0;       // rw=write: messages per stream before a new one (0: one stream; tcp: connection)
   uint32_t numjobs = 1;               // clones of this job
   uint64_t runtime_ns = 0;            // 0: until size is reached (one of the two is needed)
   bool time_based = false;            // run for runtime even when size is reached

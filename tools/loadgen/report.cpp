@@ -11,6 +11,7 @@
 #include <ctime>
 
 #include "base/assert.h"
+#include "tools/loadgen/protocol.h"
 
 // tools/meson.build passes the project version.
 #ifndef RINGMUX_LOADGEN_VERSION
@@ -59,6 +60,13 @@ double share(const JobResult& r, bool smallest) {
   const uint64_t pick = smallest ? *std::min_element(r.stream_bytes.begin(), r.stream_bytes.end())
                                  : *std::max_element(r.stream_bytes.begin(), r.stream_bytes.end());
   return static_cast<double>(pick) / static_cast<double>(total);
+}
+
+// The first error's text, and the limit that ended the job when it was the error count.
+std::string error_text(const JobResult& r) {
+  if (r.errors < job_errors_max) return r.error_message;
+  return r.error_message + " (the job stopped at " + std::to_string(job_errors_max) +
+         " failed operations: job_errors_max, tools/loadgen/protocol.h)";
 }
 
 // A JSON string literal: quotes, backslashes and control characters escaped.
@@ -276,7 +284,7 @@ std::string report_normal(const std::vector<JobResult>& results, const Invocatio
              "us p99=" + format("%.1f", static_cast<double>(r.resume_latency.percentile(99)) / 1e3) +
              "us max=" + format("%.1f", static_cast<double>(r.resume_latency.max()) / 1e3) + "us\n";
     }
-    out += "  errors=" + std::to_string(r.errors) + (r.error_message.empty() ? "" : " (" + r.error_message + ")") + "\n";
+    out += "  errors=" + std::to_string(r.errors) + (r.error_message.empty() ? "" : " (" + error_text(r) + ")") + "\n";
   }
   return out;
 }
@@ -308,7 +316,7 @@ std::string report_json(const std::vector<JobResult>& results, const Invocation&
     out += json_direction(JobResult{}, job, "trim", Direction::read, plus, 0) + ",\n";
     out += "      \"ringmux\": {\"engine\": \"" + std::string(engine_name(r.engine)) + "\", \"rw\": \"" +
            rw_name(r.rw) + "\", \"errors\": " + std::to_string(r.errors) + ", \"error\": " +
-           json_string(r.error_message) + ", \"server_confirmed_bytes\": " + std::to_string(r.server_confirmed_bytes) +
+           json_string(error_text(r)) + ", \"server_confirmed_bytes\": " + std::to_string(r.server_confirmed_bytes) +
            ", \"client_sent_bytes\": " + std::to_string(r.client_sent_bytes) +
            ", \"stream_share_min\": " + format("%.6f", share(r, true)) +
            ", \"stream_share_max\": " + format("%.6f", share(r, false)) +

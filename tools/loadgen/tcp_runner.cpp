@@ -301,41 +301,60 @@ void tcp_unary_paced(TcpTask& task, int fd) {
 
 // Client-to-server stream: bs-byte messages (or a bssplit mix) timed from their first byte
 // to send() taking their last; the server answers its count when we shut down our side.
-void tcp_write_stream(TcpTask& task, int fd) {
+// With stream_messages, the stream ends after that many and a new connection takes its
+// place (the baseline's stream churn), sequences starting again at 0 as on ringmux.
+void tcp_write_stream(TcpTask& task, int& fd) {
   const Job& job = task.job;
   SizePicker sizes(job, task.stream_key);
   std::vector<std::byte> message(sizes.max(), std::byte{0x6b});
   uint64_t written = 0;
-  uint64_t sequence = 0;
   for (;;) {
-    const uint64_t started = Loop::clock_ns();
-    if (task.window.over(started) || task.size_done(written)) break;
-    const uint32_t size = sizes.next();
-    if (job.verify) stamp_message(std::span(message).first(size), task.stream_key, sequence++);
-    if (!tools::send_all(fd, message.data(), size)) {
-      task.fail_io("send", -1);
-      break;
+    uint64_t sequence = 0;
+    bool failed = false;
+    for (;;) {
+      const uint64_t started = Loop::clock_ns();
+      if (task.window.over(started) || task.size_done(written)) break;
+      if (job.stream_messages != 0 && sequence == job.stream_messages) break;
+      const uint32_t size = sizes.next();
+      if (job.verify) stamp_message(std::span(message).first(size), task.stream_key, sequence);
+      sequence++;
+      if (!tools::send_all(fd, message.data(), size)) {
+        task.fail_io("send", -1);
+        failed = true;
+        break;
+      }
+      written += size;
+      task.result.client_sent_bytes += size;
+      if (task.progress != nullptr) task.progress->add(1, size);
+      const uint64_t now = Loop::clock_ns();
+      if (task.window.measuring(now)) {
+        task.result.count_bytes(now, Direction::write, size);
+        task.result.count_op(now, now - started, size);
+      }
+      task.publisher.tick(task.result, task.window, now);
     }
-    written += size;
-    if (task.progress != nullptr) task.progress->add(1, size);
+    ::shutdown(fd, SHUT_WR);
+    std::byte answer[sink_answer_verify_bytes];
+    const std::size_t answer_bytes = job.verify ? sink_answer_verify_bytes : sink_answer_bytes;
+    if (tools::recv_exact(fd, answer, answer_bytes)) {
+      read_sink_answer(std::span<const std::byte>(answer, answer_bytes), task.result);
+      if (task.result.verify_mismatches + task.result.verify_gaps + task.result.verify_duplicates != 0) {
+        task.fail("verify: the server saw damaged, missing or repeated messages");
+        failed = true;
+      }
+    } else {
+      task.fail(std::string("no count from the server: ") + (errno != 0 ? std::strerror(errno) : "connection closed"));
+      failed = true;
+    }
     const uint64_t now = Loop::clock_ns();
-    if (task.window.measuring(now)) {
-      task.result.count_bytes(now, Direction::write, size);
-      task.result.count_op(now, now - started, size);
+    if (failed || job.stream_messages == 0 || task.window.over(now) || task.size_done(written)) return;
+    ::close(fd);  // churn: the next stream on a new connection
+    std::string error;
+    fd = tcp_connect(task.target, tcp_mode_sink, job, task.stream_key, error);
+    if (fd < 0) {
+      task.fail(error);
+      return;
     }
-    task.publisher.tick(task.result, task.window, now);
-  }
-  task.result.client_sent_bytes += written;
-  ::shutdown(fd, SHUT_WR);
-  std::byte answer[sink_answer_verify_bytes];
-  const std::size_t answer_bytes = job.verify ? sink_answer_verify_bytes : sink_answer_bytes;
-  if (tools::recv_exact(fd, answer, answer_bytes)) {
-    read_sink_answer(std::span<const std::byte>(answer, answer_bytes), task.result);
-    if (task.result.verify_mismatches + task.result.verify_gaps + task.result.verify_duplicates != 0) {
-      task.fail("verify: the server saw damaged, missing or repeated messages");
-    }
-  } else {
-    task.fail(std::string("no count from the server: ") + (errno != 0 ? std::strerror(errno) : "connection closed"));
   }
 }
 
@@ -457,7 +476,7 @@ void run_task(TcpTask task) {
                         : job.rw == RwMode::read  ? tcp_mode_source
                                                   : tcp_mode_echo;
   std::string error;
-  const int fd = tcp_connect(task.target, mode, job, task.stream_key, error);
+  int fd = tcp_connect(task.target, mode, job, task.stream_key, error);
   if (fd < 0) {
     task.fail(error);
   } else {
@@ -469,12 +488,12 @@ void run_task(TcpTask task) {
           tcp_unary(task, fd);
         }
         break;
-      case RwMode::write: tcp_write_stream(task, fd); break;
+      case RwMode::write: tcp_write_stream(task, fd); break;  // may replace fd (stream churn)
       case RwMode::read: tcp_read_stream(task, fd); break;
       case RwMode::bidi: tcp_bidi_stream(task, fd); break;
       case RwMode::quorum: RM_ASSERT(false && "rw=quorum runs on ioengine=ringmux only (validated)"); break;
     }
-    ::close(fd);
+    if (fd >= 0) ::close(fd);
   }
   task.result.close(task.window, Loop::clock_ns());
 }
