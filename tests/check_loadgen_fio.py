@@ -303,8 +303,9 @@ try:
                 problems.append(f"first's options {first['job options']} (the include's iodepth=2 missing?)")
             if first["job_runtime"] != 400 or second["job_runtime"] != 400:
                 problems.append(f"runtime=${{LOADGEN_TEST_RUNTIME}}: {first['job_runtime']} / {second['job_runtime']} ms")
-            # stonewall: the second group starts once the first has ended.
-            if second["job_start"] < first["job_start"] + first["job_runtime"]:
+            # stonewall: the second group starts once the first has ended (1 ms: both times
+            # are whole milliseconds).
+            if second["job_start"] < first["job_start"] + first["job_runtime"] - 1:
                 problems.append(f"second started at {second['job_start']}, before first ended "
                                 f"({first['job_start']} + {first['job_runtime']})")
         check(not problems, "job files: command line's jobs, then each file's in order; stonewall starts group 1 "

@@ -549,14 +549,9 @@ void run_ringmux(const std::vector<CloneRun>& clones, const RunTarget& target, P
     loop.run_until([&] { return dialer.closed == dialer.connections.size(); }, 5'000'000'000ull);
     return;
   }
-  // Each clone's window, from now: its runners start together below.
-  std::vector<Window> windows;
-  windows.reserve(clones.size());
-  const uint64_t start_ns = Loop::clock_ns();
-  for (const CloneRun& clone : clones) {
-    windows.emplace_back(*clone.job, start_ns, &control.stop_ns);
-    clone.result->begin(windows.back(), clone.log_window_ns);
-  }
+  // Each clone's window; set once its runners are built (100,000 streams, or a 64 MiB
+  // message to fill, take a while), just before they start together.
+  std::vector<Window> windows(clones.size());
   std::vector<std::unique_ptr<Runner>> runners;
   std::vector<std::size_t> clone_of_runner;
   // What every unverified stream writes (read-only, shared by the streams of every job).
@@ -589,6 +584,11 @@ void run_ringmux(const std::vector<CloneRun>& clones, const RunTarget& target, P
         clone_of_runner.push_back(j);
       }
     }
+  }
+  const uint64_t start_ns = Loop::clock_ns();
+  for (std::size_t j = 0; j < clones.size(); j++) {
+    windows[j] = Window(*clones[j].job, start_ns, &control.stop_ns);
+    clones[j].result->begin(windows[j], clones[j].log_window_ns);
   }
   for (auto& runner : runners) runner->start();
   // Housekeeping on the loop: copies for the status reports, and a stop passed on to the

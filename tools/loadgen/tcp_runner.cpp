@@ -10,6 +10,8 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <functional>
+#include <latch>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -467,8 +469,9 @@ void tcp_bidi_stream(TcpTask& task, int fd) {
   finish_verify(task, verifier, send_errno == 0 && received == written, "echoed bytes");
 }
 
-// Connects, runs one task on its connection, closes it, and closes the task's window.
-void run_task(TcpTask task) {
+// Connects, waits for every connection of the run (`connected`) and the windows (`go`),
+// runs one task on its connection, closes it, and closes the task's window.
+void run_task(TcpTask task, std::latch& connected, std::latch& go) {
   const Job& job = task.job;
   if (!job.cpus_allowed.empty()) (void)engine::pin_current_thread(job.cpus_allowed.front());
   const uint32_t mode = job.rw == RwMode::unary ? TcpRequests(job, 0).mode()
@@ -477,6 +480,8 @@ void run_task(TcpTask task) {
                                                   : tcp_mode_echo;
   std::string error;
   int fd = tcp_connect(task.target, mode, job, task.stream_key, error);
+  connected.count_down();
+  go.wait();
   if (fd < 0) {
     task.fail(error);
   } else {
@@ -501,35 +506,42 @@ void run_task(TcpTask task) {
 }  // namespace
 
 void run_tcp_clones(const std::vector<CloneRun>& clones, const RunTarget& target, Progress* progress, RunControl& control) {
-  // One window per clone, from now; the parts of a clone (its streams) count into results
-  // of their own, merged when every thread is done.
-  std::vector<Window> windows;
-  windows.reserve(clones.size());
+  // The parts of a clone (its streams) count into results of their own, merged when every
+  // thread is done. The windows start once every connection is up (or failed), as a
+  // ringmux stream's starts once the runners are built.
+  std::vector<Window> windows(clones.size());
   std::vector<std::vector<JobResult>> parts(clones.size());
-  std::vector<std::thread> threads;
-  const uint64_t start_ns = Loop::clock_ns();
+  std::size_t threads_count = 0;
   for (std::size_t c = 0; c < clones.size(); c++) {
-    const Job& job = *clones[c].job;
-    JobResult& result = *clones[c].result;
-    windows.emplace_back(job, start_ns, &control.stop_ns);
-    result.begin(windows.back(), clones[c].log_window_ns);
-    const uint32_t connections = job.rw == RwMode::unary ? 1 : job.streams;
-    parts[c].assign(connections, JobResult());
+    const JobResult& result = *clones[c].result;
+    parts[c].assign(clones[c].job->rw == RwMode::unary ? 1 : clones[c].job->streams, JobResult());
     for (JobResult& part : parts[c]) {
       part.rw = result.rw;
       part.engine = result.engine;
       part.latency_log = result.latency_log;
-      part.begin(windows.back(), clones[c].log_window_ns);
     }
+    threads_count += parts[c].size();
   }
+  std::latch connected(static_cast<std::ptrdiff_t>(threads_count)), go(1);
+  std::vector<std::thread> threads;
   for (std::size_t c = 0; c < clones.size(); c++) {
     const Job& job = *clones[c].job;
     for (uint32_t s = 0; s < parts[c].size(); s++) {
-      threads.emplace_back(run_task, TcpTask{job, windows[c], parts[c][s], target,
-                                             verify_stream_key(clones[c].index, s), job.size_bytes / job.streams, progress,
-                                             Publisher(control.live, clones[c].index, s, parts[c].size())});
+      threads.emplace_back(run_task,
+                           TcpTask{job, windows[c], parts[c][s], target, verify_stream_key(clones[c].index, s),
+                                   job.size_bytes / job.streams, progress,
+                                   Publisher(control.live, clones[c].index, s, parts[c].size())},
+                           std::ref(connected), std::ref(go));
     }
   }
+  connected.wait();
+  const uint64_t start_ns = Loop::clock_ns();
+  for (std::size_t c = 0; c < clones.size(); c++) {
+    windows[c] = Window(*clones[c].job, start_ns, &control.stop_ns);
+    clones[c].result->begin(windows[c], clones[c].log_window_ns);
+    for (JobResult& part : parts[c]) part.begin(windows[c], clones[c].log_window_ns);
+  }
+  go.count_down();
   for (auto& thread : threads) thread.join();
   for (std::size_t c = 0; c < clones.size(); c++) {
     JobResult& result = *clones[c].result;
