@@ -322,16 +322,19 @@ try:
     check(result.returncode == 2 and f"cpus_allowed={refused_cpu}" in result.stderr and f"CPU {refused_cpu}" in result.stderr,
           f"cpus_allowed={refused_cpu} refused: {result.stderr.strip()}",
           f"cpus_allowed={refused_cpu}: exit {result.returncode}, {result.stderr!r}")
-    for extra in [[], ["--bssplit=64/50:1k/50"]]:
-        report = job_json(["--ioengine=tcp", "--rw=unary", "--bs=64", "--resp_bs=8k", "--verify=1", "--iodepth=4",
-                           "--size=64k", "--runtime=60"] + extra, f"tcp resp_bs {extra}")
+    # Responses of another size than their requests, as on ringmux: resp_bs, or bs under a
+    # bssplit mix of requests.
+    for extra, response in [(["--bs=64", "--resp_bs=8k"], 8192), (["--bssplit=64/50:1k/50", "--resp_bs=8k"], 8192),
+                            (["--bssplit=64/50:1k/50"], 4096)]:
+        report = job_json(["--ioengine=tcp", "--rw=unary", "--verify=1", "--iodepth=4", "--size=64k",
+                           "--runtime=60"] + extra, f"tcp responses {extra}")
         if report:
             job = report["jobs"][0]
             ops = job["write"]["total_ios"]
-            check(job["ringmux"]["errors"] == 0 and ops > 0 and job["read"]["io_bytes"] == ops * 8192 and
+            check(job["ringmux"]["errors"] == 0 and ops > 0 and job["read"]["io_bytes"] == ops * response and
                   job["ringmux"]["verified_messages"] >= ops,
-                  f"tcp unary, requests {' '.join(extra) or 'of 64 B'}, 8 KiB responses: {ops} calls verified",
-                  f"tcp resp_bs {extra}: {job['ringmux']}, read {job['read']['io_bytes']} bytes for {ops} calls")
+                  f"tcp unary {' '.join(extra)}: {ops} calls of {response}-byte responses, verified",
+                  f"tcp {extra}: {job['ringmux']}, read {job['read']['io_bytes']} bytes for {ops} calls")
 finally:
     shutil.rmtree(scratch, ignore_errors=True)
 

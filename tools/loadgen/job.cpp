@@ -723,9 +723,10 @@ and 4kib = 4000; with --kb_base=1000, 4k = 4000 and 4kib = 4096.
 
 A status line with the ETA is drawn on stderr when it is a terminal. SIGINT or SIGTERM
 ends the jobs and prints the report of what ran (a second one quits at once). The tcp
-engine runs every rw mode with one blocking connection per stream (rate_iops: a
-sender thread on schedule beside the reader; resp_bs other than bs: each request
-carries an 8-byte header naming both sizes). Every ringmux-engine connection is
+engine runs every rw mode but quorum with one blocking connection per stream
+(rate_iops: a sender thread on schedule beside the reader; responses of another size
+than their requests, with resp_bs or bssplit: each request carries an 8-byte header
+naming both sizes). Every ringmux-engine connection is
 resumable: when its TCP connection breaks (e.g. ringmux-chaos --reset-every) the
 session resumes on a new one and the report counts the resumes, the bytes replayed
 and the resume times.

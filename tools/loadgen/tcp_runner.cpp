@@ -84,18 +84,17 @@ int tcp_connect(const RunTarget& target, uint32_t mode, const Job& job, uint64_t
   return fd;
 }
 
-// Unary requests on the baseline. Echoed (the response is the request's bytes) when the
-// job's response size is the request's; otherwise each request starts with the call header
-// (protocol.h: u32 request bytes, u32 response bytes). Verified, the request (after the
-// header) is a stamped message; the responses form a stream of stamped messages.
+// Unary requests on the baseline. Echoed (the response is the request's bytes) when every
+// response is the size of its request, as on ringmux (resp_bs, by default bs); otherwise
+// (resp_bs other than bs, or a bssplit mix of requests) each request starts with the call
+// header (protocol.h: u32 request bytes, u32 response bytes). Verified, the request (after
+// the header) is a stamped message; the responses form a stream of stamped messages.
 class TcpRequests {
  public:
   TcpRequests(const Job& job, uint64_t stream_key) noexcept : job_(job), sizes_(job, stream_key), stream_key_(stream_key) {}
 
-  // Echoed unless resp_bs asks for responses of another size than the requests'.
-  static bool calls(const Job& job) noexcept {
-    return job.resp_bs.has_value() && (*job.resp_bs != job.bs || !job.bssplit.empty());
-  }
+  // Echoed unless a response's size is not its request's.
+  static bool calls(const Job& job) noexcept { return job.response_bytes() != job.bs || !job.bssplit.empty(); }
   uint32_t mode() const noexcept { return calls(job_) ? tcp_mode_call : tcp_mode_echo; }
   uint32_t largest() const noexcept { return sizes_.max(); }
 
