@@ -141,7 +141,8 @@ void LiveResults::publish(std::size_t clone, std::size_t part, std::size_t parts
   auto& slot = slots_[clone];
   if (slot.size() != parts) slot.assign(parts, std::nullopt);
   slot[part] = result;
-  slot[part]->window_until_ns = std::max(slot[part]->window_until_ns, until_ns);
+  // A runner that is done closed its window (a size-bound one before now); else it ends now.
+  if (slot[part]->window_until_ns == 0) slot[part]->window_until_ns = until_ns;
   slot[part]->latency_log = nullptr;
 }
 

@@ -180,8 +180,8 @@ struct JobResult {
 class LiveResults {
  public:
   explicit LiveResults(std::size_t clones) : slots_(clones) {}
-  // The copy of part `part` of `parts` of clone `clone`, its window ending at `until_ns`
-  // (now, for a job still running).
+  // The copy of part `part` of `parts` of clone `clone`; a result whose window is still
+  // open (window_until_ns 0) gets `until_ns` (now, within the window) as its end.
   void publish(std::size_t clone, std::size_t part, std::size_t parts, const JobResult& result, uint64_t until_ns);
   // Every clone published so far, its parts merged, in clone order.
   std::vector<JobResult> collect();
