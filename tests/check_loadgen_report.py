@@ -23,27 +23,46 @@ SOURCE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #   ("array", N)   a list of N                 ("enum", a, b, ...) one of these strings
 #   ("map", R, N)  an object whose keys match the regex R and whose values are N
 PERCENTILE_KEY = r"^\d{1,3}\.\d{6}$"
-DIRECTION = {
-    "io_bytes": int, "bw_bytes": int, "iops": float, "runtime": int,
-    "clat_ns": {"min": int, "max": int, "mean": float, "stddev": float, "N": int,
-                "percentile": ("map", PERCENTILE_KEY, int)},
-}
-SCHEMA = {
-    "ringmux_version": int,
-    "jobs": ("array", {
-        "jobname": str,
-        "write": DIRECTION,
-        "read": DIRECTION,
-        "ringmux": {
-            "engine": ("enum", "ringmux", "tcp"), "rw": ("enum", "unary", "write", "read", "bidi", "quorum"),
-            "errors": int, "error": str, "server_confirmed_bytes": int, "client_sent_bytes": int,
-            "stream_share_min": float, "stream_share_max": float,
-            "verify_errors": int, "verify_gaps": int, "verify_duplicates": int, "verified_messages": int,
-            "resumes": int, "bytes_replayed": int, "rate_dropped": int,
-            "resume_ns": {"count": int, "p50": int, "p99": int, "max": int},
-        },
-    }),
-}
+LATENCY = {"min": int, "max": int, "mean": float, "stddev": float, "N": int,
+           "percentile": ("map", PERCENTILE_KEY, int)}
+# json+ adds the histogram's bins, with samples only: bucket value (ns) -> count.
+LATENCY_PLUS = dict(LATENCY, bins=("optional", ("map", r"^\d+$", int)))
+
+
+def direction(latency):
+    return {
+        "io_bytes": int, "io_kbytes": int, "bw_bytes": int, "bw": int, "iops": float, "runtime": int,
+        "total_ios": int, "short_ios": int, "drop_ios": int,
+        "slat_ns": {"min": int, "max": int, "mean": float, "stddev": float, "N": int},
+        "clat_ns": latency, "lat_ns": latency,
+        "bw_min": int, "bw_max": int, "bw_agg": float, "bw_mean": float, "bw_dev": float, "bw_samples": int,
+        "iops_min": int, "iops_max": int, "iops_mean": float, "iops_stddev": float, "iops_samples": int,
+    }
+
+
+def schema(latency):
+    return {
+        "fio version": str, "ringmux_version": int, "timestamp": int, "timestamp_ms": int, "time": str,
+        "global options": ("optional", ("map", r".+", str)),
+        "jobs": ("array", {
+            "jobname": str, "groupid": int, "job_start": int, "job_runtime": int, "job options": ("map", r".+", str),
+            "write": direction(latency),
+            "read": direction(latency),
+            "trim": direction(latency),
+            "ringmux": {
+                "engine": ("enum", "ringmux", "tcp"), "rw": ("enum", "unary", "write", "read", "bidi", "quorum"),
+                "errors": int, "error": str, "server_confirmed_bytes": int, "client_sent_bytes": int,
+                "stream_share_min": float, "stream_share_max": float,
+                "verify_errors": int, "verify_gaps": int, "verify_duplicates": int, "verified_messages": int,
+                "resumes": int, "bytes_replayed": int, "rate_dropped": int,
+                "resume_ns": {"count": int, "p50": int, "p99": int, "max": int},
+            },
+        }),
+    }
+
+
+SCHEMA = schema(LATENCY)
+SCHEMA_PLUS = schema(LATENCY_PLUS)
 
 
 def validate(node, value, where, errors):
@@ -62,11 +81,14 @@ def validate(node, value, where, errors):
             errors.append(f"{where}: not an object")
             return
         for key in node.keys() - value.keys():
-            errors.append(f"{where}.{key}: documented but missing")
+            if not (isinstance(node[key], tuple) and node[key][0] == "optional"):
+                errors.append(f"{where}.{key}: documented but missing")
         for key in value.keys() - node.keys():
             errors.append(f"{where}.{key}: printed but not documented")
         for key in node.keys() & value.keys():
             validate(node[key], value[key], f"{where}.{key}", errors)
+    elif node[0] == "optional":
+        validate(node[1], value, where, errors)
     elif node[0] == "array":
         if type(value) is not list:
             errors.append(f"{where}: not an array")
@@ -94,7 +116,7 @@ def schema_fields(node, into):
         for key, child in node.items():
             into.add(key)
             schema_fields(child, into)
-    elif isinstance(node, tuple) and node[0] == "array":
+    elif isinstance(node, tuple) and node[0] in ("array", "optional"):
         schema_fields(node[1], into)
     return into
 
@@ -144,7 +166,7 @@ def check(loadgen):
         return subprocess.run([loadgen] + args, capture_output=True, text=True, timeout=JOBS_RUNTIME_MS / 1000 + 60)
 
     # The schema here and the tables of JSON.md name the same fields.
-    documented, checked = documented_fields(), schema_fields(SCHEMA, set())
+    documented, checked = documented_fields(), schema_fields(SCHEMA_PLUS, set())
     if documented != checked:
         failures.append(f"JSON.md and the test's schema differ: only in JSON.md {sorted(documented - checked)}, "
                         f"only in the schema {sorted(checked - documented)}")
@@ -152,15 +174,29 @@ def check(loadgen):
         print(f"ok: JSON.md documents the {len(checked)} fields of the schema")
 
     with tempfile.TemporaryDirectory(prefix="loadgen-report-") as scratch:
-        # (a) JSON against the schema, with --plot in the same run.
+        # (a) json+ against the schema, with --plot in the same run; json too.
         svg_path = os.path.join(scratch, "x.svg")
-        result = run(["--output-format=json", f"--plot={svg_path}"] + JOBS)
+        result = run(["--output-format=json+", f"--plot={svg_path}"] + JOBS)
         if result.returncode != 0:
             failures.append(f"json+plot run: exit {result.returncode}: {result.stderr.strip()}")
             return failures
         report = json.loads(result.stdout)
         errors = []
-        validate(SCHEMA, report, "$", errors)
+        validate(SCHEMA_PLUS, report, "$", errors)
+        # json+: bins exactly where there are samples, adding up to N.
+        for job in report["jobs"] if not errors else []:
+            for name in ["read", "write", "trim"]:
+                for latency in ["clat_ns", "lat_ns"]:
+                    clat = job[name][latency]
+                    if ("bins" in clat) != (clat["N"] > 0) or sum(clat.get("bins", {}).values()) != clat["N"]:
+                        errors.append(f"{job['jobname']}.{name}.{latency}: N {clat['N']}, bins {clat.get('bins')}")
+        # Plain json: the same document without bins.
+        plain = run(["--output-format=json", f"--runtime={JOBS_RUNTIME_MS}ms", "--name=calls", "--rw=unary", "--bs=64",
+                     "--size=4k"])
+        if plain.returncode != 0:
+            errors.append(f"json run: exit {plain.returncode}: {plain.stderr.strip()}")
+        else:
+            validate(SCHEMA, json.loads(plain.stdout), "$(json)", errors)
         failures += [f"json schema: {e}" for e in errors]
         names = [job["jobname"] for job in report["jobs"]]
         if names != ["calls", "bulk", "down"]:
@@ -177,9 +213,10 @@ def check(loadgen):
                 elif not (clat["N"] > 0 and clat["min"] <= clat["percentile"]["50.000000"] <= clat["max"]
                           and clat["min"] <= clat["mean"] <= clat["max"]):
                     failures.append(f"json {job['jobname']}: inconsistent clat_ns {clat}")
-                if job[direction]["runtime"] != JOBS_RUNTIME_MS:
-                    failures.append(f"json {job['jobname']}: runtime {job[direction]['runtime']} ms for "
-                                    f"--runtime={JOBS_RUNTIME_MS}ms")
+                # Each job ends by size, long before the runtime: rates are over the time it took.
+                if not 0 < job[direction]["runtime"] < JOBS_RUNTIME_MS or job["job_runtime"] != job[direction]["runtime"]:
+                    failures.append(f"json {job['jobname']}: runtime {job[direction]['runtime']} ms, job_runtime "
+                                    f"{job['job_runtime']} ms for a job bound by size (runtime {JOBS_RUNTIME_MS} ms)")
             for job, direction in [(calls, "read"), (bulk, "read"), (down, "write")]:
                 clat = job[direction]["clat_ns"]
                 if clat["N"] != 0 or clat["percentile"] or job[direction]["iops"] != 0:

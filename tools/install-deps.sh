@@ -7,6 +7,7 @@ packages=(
   liburing-dev libxxhash-dev libmimalloc-dev        # the library's dependencies
   doctest-dev libbenchmark-dev                       # tests and micro-benchmarks
   clang libclang-rt-14-dev                           # libFuzzer and sanitizer runtimes
+  fio                                                # its json+ readers check the loadgen's output
 )
 missing=()
 for package in "${packages[@]}"; do

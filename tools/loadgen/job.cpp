@@ -2,8 +2,11 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <charconv>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -66,6 +69,34 @@ ParseError option_error(std::string_view key, std::string_view value, std::strin
 
 }  // namespace
 
+namespace {
+
+// bytes = number * scale, whole and in range.
+std::optional<uint64_t> scaled_bytes(double number, double scale) {
+  const double bytes = number * scale;
+  if (bytes > 9.0e18 || bytes != std::floor(bytes)) return std::nullopt;
+  return static_cast<uint64_t>(bytes);
+}
+
+}  // namespace
+
+std::optional<uint64_t> parse_fio_size(std::string_view text, uint32_t kb_base) {
+  if (kb_base != 1000 && kb_base != 1024) return std::nullopt;  // the only two fio knows
+  const auto [digits, unit] = split_unit(text);
+  const auto number = parse_number(digits);
+  if (!number || *number < 0) return std::nullopt;
+  static constexpr std::string_view prefixes = "kmgtp";
+  if (unit.empty() || unit == "b") return scaled_bytes(*number, 1);
+  const std::size_t power = prefixes.find(unit[0]) + 1;  // 0: not a prefix
+  if (power == 0) return std::nullopt;
+  const std::string_view rest = std::string_view(unit).substr(1);
+  // "kib" and its kin take the other base (fio's inversion); "k", "kb", "ki", "kib" only.
+  const bool other_base = rest == "ib";
+  if (!other_base && !rest.empty() && rest != "b" && rest != "i") return std::nullopt;
+  const double base = other_base ? (kb_base == 1024 ? 1000.0 : 1024.0) : static_cast<double>(kb_base);
+  return scaled_bytes(*number, std::pow(base, static_cast<double>(power)));
+}
+
 std::optional<uint64_t> parse_size(std::string_view text) {
   const auto [digits, unit] = split_unit(text);
   const auto number = parse_number(digits);
@@ -84,9 +115,7 @@ std::optional<uint64_t> parse_size(std::string_view text) {
   } else {
     return std::nullopt;
   }
-  const double bytes = *number * scale;
-  if (bytes > 9.0e18 || bytes != std::floor(bytes)) return std::nullopt;
-  return static_cast<uint64_t>(bytes);
+  return scaled_bytes(*number, scale);
 }
 
 std::optional<uint64_t> parse_duration_ns(std::string_view text) {
@@ -104,6 +133,8 @@ std::optional<uint64_t> parse_duration_ns(std::string_view text) {
     scale = 60e9;
   } else if (unit == "h") {
     scale = 3600e9;
+  } else if (unit == "d") {
+    scale = 86400e9;
   } else {
     return std::nullopt;
   }
@@ -147,7 +178,7 @@ std::optional<std::vector<double>> parse_percentiles(std::string_view text) {
   return list;
 }
 
-std::optional<std::vector<BsSplitEntry>> parse_bssplit(std::string_view text) {
+std::optional<std::vector<BsSplitEntry>> parse_bssplit(std::string_view text, uint32_t kb_base) {
   std::vector<BsSplitEntry> split;
   std::stringstream stream{std::string(text)};
   std::string part;
@@ -155,7 +186,7 @@ std::optional<std::vector<BsSplitEntry>> parse_bssplit(std::string_view text) {
   while (std::getline(stream, part, ':')) {
     const auto slash = part.find('/');
     if (slash == std::string::npos) return std::nullopt;
-    auto bytes = parse_size(std::string_view(part).substr(0, slash));
+    auto bytes = parse_fio_size(std::string_view(part).substr(0, slash), kb_base);
     auto percent = parse_count(std::string_view(part).substr(slash + 1), 1, 100);
     if (!bytes || *bytes == 0 || *bytes > message_bytes_max || !percent) return std::nullopt;
     split.push_back({static_cast<uint32_t>(*bytes), static_cast<uint32_t>(*percent)});
@@ -165,11 +196,22 @@ std::optional<std::vector<BsSplitEntry>> parse_bssplit(std::string_view text) {
   return split;
 }
 
-std::optional<ParseError> apply_option(Invocation& invocation, Job& job, std::string_view raw_key, std::string_view value) {
+namespace {
+
+// Options of the invocation, not of a job.
+bool global_only(std::string_view key) {
+  for (std::string_view name : {"host", "port", "output-format", "output_format", "output", "status-interval",
+                                "status_interval", "plot"}) {
+    if (key == name) return true;
+  }
+  return false;
+}
+
+std::optional<ParseError> apply_one(Invocation& invocation, Job& job, std::string_view raw_key, std::string_view value) {
   const std::string key = lower(trim(raw_key));
   value = trim(value);
   auto size_in = [&](uint64_t min, uint64_t max, auto& field) -> std::optional<ParseError> {
-    auto bytes = parse_size(value);
+    auto bytes = parse_fio_size(value, job.kb_base);
     if (!bytes || *bytes < min || *bytes > max) {
       return option_error(key, value, "a size between " + std::to_string(min) + " and " + std::to_string(max) + " bytes");
     }
@@ -213,7 +255,7 @@ std::optional<ParseError> apply_option(Invocation& invocation, Job& job, std::st
     if (auto error = size_in(0, message_bytes_max, bytes)) return error;
     job.resp_bs = bytes;
   } else if (key == "bssplit") {
-    auto split = parse_bssplit(value);
+    auto split = parse_bssplit(value, job.kb_base);
     if (!split) return option_error(key, value, "a size/percent list adding up to 100 (e.g. 4k/50:64k/50)");
     job.bssplit = *split;
   } else if (key == "iodepth") {
@@ -226,6 +268,8 @@ std::optional<ParseError> apply_option(Invocation& invocation, Job& job, std::st
     return count_in(1, 1024, job.numjobs);
   } else if (key == "runtime") {
     return duration(job.runtime_ns);
+  } else if (key == "time_based") {
+    return flag(job.time_based);
   } else if (key == "ramp_time") {
     return duration(job.ramp_time_ns);
   } else if (key == "size") {
@@ -251,6 +295,19 @@ std::optional<ParseError> apply_option(Invocation& invocation, Job& job, std::st
     return flag(job.group_reporting);
   } else if (key == "own_connection") {
     return flag(job.own_connection);
+  } else if (key == "stonewall" || key == "wait_for_previous") {
+    return flag(job.stonewall);
+  } else if (key == "kb_base") {
+    uint32_t base = 0;
+    if (count_in(1000, 1024, base) || (base != 1000 && base != 1024)) return option_error(key, value, "1000 or 1024");
+    job.kb_base = base;
+  } else if (key == "write_lat_log" || key == "write_bw_log" || key == "write_iops_log") {
+    auto& prefix = key == "write_lat_log" ? job.lat_log_prefix : key == "write_bw_log" ? job.bw_log_prefix : job.iops_log_prefix;
+    prefix = std::string(value);
+  } else if (key == "log_avg_msec") {
+    uint64_t ms = 0;
+    if (auto error = count_in(0, log_avg_ms_max, ms)) return error;
+    job.log_avg_ns = ms * 1'000'000;
   } else if (key == "peers") {
     std::vector<std::string> peers;
     for (std::size_t start = 0; start <= value.size();) {
@@ -283,11 +340,26 @@ std::optional<ParseError> apply_option(Invocation& invocation, Job& job, std::st
     if (auto error = count_in(1, 65535, port)) return error;
     invocation.port = port;
   } else if (key == "output-format" || key == "output_format") {
-    const std::string format = lower(value);
-    if (format == "normal") invocation.output_format = OutputFormat::normal;
-    else if (format == "json") invocation.output_format = OutputFormat::json;
-    else if (format == "terse") invocation.output_format = OutputFormat::terse;
-    else return option_error(key, value, "one of normal, json, terse");
+    OutputFormats formats = 0;
+    std::stringstream list{lower(value)};
+    std::string format;
+    while (std::getline(list, format, ',')) {
+      if (format == "normal") formats |= static_cast<OutputFormats>(OutputFormat::normal);
+      else if (format == "json") formats |= static_cast<OutputFormats>(OutputFormat::json);
+      else if (format == "json+") formats |= static_cast<OutputFormats>(OutputFormat::json_plus);
+      else if (format == "terse") formats |= static_cast<OutputFormats>(OutputFormat::terse);
+      else return option_error(key, value, "a comma-separated list of normal, json, json+, terse");
+    }
+    if (formats == 0) return option_error(key, value, "a comma-separated list of normal, json, json+, terse");
+    invocation.output_formats = formats;
+  } else if (key == "output") {
+    if (value.empty()) return option_error(key, value, "a file name");
+    invocation.output_path = std::string(value);
+  } else if (key == "status-interval" || key == "status_interval") {
+    if (auto error = duration(invocation.status_interval_ns)) return error;
+    if (invocation.status_interval_ns != 0 && invocation.status_interval_ns < status_interval_ns_min) {
+      return option_error(key, value, "a duration of at least 100ms (or 0: none)");
+    }
   } else if (key == "plot") {
     if (value.empty()) return option_error(key, value, "a file name");
     invocation.plot_path = std::string(value);
@@ -297,12 +369,29 @@ std::optional<ParseError> apply_option(Invocation& invocation, Job& job, std::st
   return std::nullopt;
 }
 
+}  // namespace
+
+std::optional<ParseError> apply_option(Invocation& invocation, Job& job, std::string_view key, std::string_view value) {
+  if (auto error = apply_one(invocation, job, key, value)) return error;
+  // What was given, as given, for the JSON's "job options" and "global options".
+  auto& given = &job == &invocation.global || global_only(lower(trim(key))) ? invocation.global_options : job.options_given;
+  given.emplace_back(std::string(trim(key)), std::string(trim(value)));
+  return std::nullopt;
+}
+
 namespace {
 
 // Checks a finished job; errors name the job.
 std::optional<ParseError> validate(const Job& job) {
   if (job.runtime_ns == 0 && job.size_bytes == 0) {
     return ParseError{"job '" + job.name + "': set runtime or size (or both)"};
+  }
+  if (job.time_based && job.runtime_ns == 0) {
+    return ParseError{"job '" + job.name + "': time_based needs runtime (it runs for runtime whatever size says)"};
+  }
+  if (job.log_avg_ns != 0 && job.runtime_ns / job.log_avg_ns > rate_windows_max) {
+    return ParseError{"job '" + job.name + "': runtime / log_avg_msec is over " + std::to_string(rate_windows_max) +
+                      " windows; take a longer log_avg_msec"};
   }
   if (job.rate_iops != 0 && job.rw != RwMode::unary) {
     return ParseError{"job '" + job.name + "': rate_iops applies to rw=unary only"};
@@ -318,8 +407,8 @@ std::optional<ParseError> validate(const Job& job) {
   } else if (!job.peers.empty()) {
     return ParseError{"job '" + job.name + "': peers apply to rw=quorum only"};
   }
-  if (job.stream_messages != 0 && (job.rw != RwMode::write || job.ioengine != IoEngine::ringmux)) {
-    return ParseError{"job '" + job.name + "': stream_messages applies to rw=write on ioengine=ringmux only"};
+  if (job.stream_messages != 0 && job.rw != RwMode::write) {
+    return ParseError{"job '" + job.name + "': stream_messages applies to rw=write only"};
   }
   // Every message carries what the server needs (unary: the preamble) and, verified, its
   // stamp: sizes below that cannot be sent as asked.
@@ -334,6 +423,10 @@ std::optional<ParseError> validate(const Job& job) {
                       (job.rw == RwMode::unary ? "unary request" : calls ? "quorum request" : "message") +
                       (job.verify ? " with verify" : "") +
                       " carries"};
+  }
+  if (job.ioengine == IoEngine::tcp && job.rw == RwMode::unary && job.resp_bs == 0u) {
+    return ParseError{"job '" + job.name + "': ioengine=tcp cannot carry resp_bs=0: on a raw byte stream an empty "
+                      "response cannot be told from none (resp_bs of 1 or more, or ioengine=ringmux)"};
   }
   if (job.verify && job.rw == RwMode::unary && job.response_bytes() < verify_stamp_bytes) {
     return ParseError{"job '" + job.name + "': resp_bs below " + std::to_string(verify_stamp_bytes) +
@@ -353,49 +446,117 @@ std::optional<ParseError> finish(Invocation& invocation) {
   return std::nullopt;
 }
 
-}  // namespace
+bool read_whole_file(const std::string& path, std::string& text) {
+  std::ifstream file(path);
+  if (!file) return false;
+  std::stringstream contents;
+  contents << file.rdbuf();
+  text = contents.str();
+  return !file.bad();
+}
 
-Parsed<Invocation> parse_job_file(std::string_view text, std::string_view file_name, Invocation base) {
-  Parsed<Invocation> result;
-  Invocation invocation = std::move(base);
-  Job* current = &invocation.global;
-  bool in_global = true;
+// Replaces every ${NAME} of `line` by the environment's NAME; an error names a variable
+// that is not set, or a "${" left open.
+std::optional<std::string> expand_environment(std::string_view line, GetEnv get_env, std::string& error) {
+  std::string out;
+  for (std::size_t at = 0; at < line.size();) {
+    const std::size_t open = line.find("${", at);
+    if (open == std::string_view::npos) {
+      out += line.substr(at);
+      break;
+    }
+    const std::size_t close = line.find('}', open + 2);
+    if (close == std::string_view::npos) {
+      error = "'${' without its '}'";
+      return std::nullopt;
+    }
+    const std::string name(line.substr(open + 2, close - open - 2));
+    const char* found = name.empty() ? nullptr : get_env(name.c_str());
+    if (found == nullptr) {
+      error = "${" + name + "} is not set in the environment";
+      return std::nullopt;
+    }
+    out += line.substr(at, open - at);
+    out += found;
+    at = close + 1;
+  }
+  return out;
+}
+
+// The folder part of a path, "" for a bare file name.
+std::string folder_of(std::string_view path) {
+  const std::size_t slash = path.rfind('/');
+  return slash == std::string_view::npos ? std::string() : std::string(path.substr(0, slash + 1));
+}
+
+// Parses the lines of one job file into `invocation`, following `include`s. `current` is
+// the index of the job that options go to (-1: the global job); `file_jobs_from` is the
+// first job of the outermost file (a [global] after one of them is refused).
+std::optional<ParseError> parse_lines(std::string_view text, std::string_view file_name, Invocation& invocation,
+                                      long& current, std::size_t file_jobs_from, int depth, ReadFile read_file,
+                                      GetEnv get_env) {
   std::size_t line_number = 0;
-  std::size_t start = 0;
   auto error_at = [&](const std::string& message) {
-    result.error = ParseError{"job file " + std::string(file_name) + " line " + std::to_string(line_number) + ": " + message};
-    return result;
+    return ParseError{"job file " + std::string(file_name) + " line " + std::to_string(line_number) + ": " + message};
   };
-  while (start <= text.size()) {
+  for (std::size_t start = 0; start <= text.size();) {
     const std::size_t end = std::min(text.find('\n', start), text.size());
-    std::string_view line = trim(text.substr(start, end - start));
+    std::string_view raw = trim(text.substr(start, end - start));
     start = end + 1;
     line_number++;
-    if (line.empty() || line.front() == ';' || line.front() == '#') {
-      if (end == text.size()) break;
-      continue;
-    }
-    if (line.front() == '[') {
+    if (raw.empty() || raw.front() == ';' || raw.front() == '#') continue;
+    std::string expansion_error;
+    const auto expanded = expand_environment(raw, get_env, expansion_error);
+    if (!expanded) return error_at(expansion_error);
+    const std::string_view line = trim(*expanded);
+    if (line.rfind("include", 0) == 0 && line.size() > 7 && std::isspace(static_cast<unsigned char>(line[7]))) {
+      const std::string name(trim(line.substr(7)));
+      const std::string path = name.front() == '/' ? name : folder_of(file_name) + name;
+      if (depth + 1 >= include_depth_max) {
+        return error_at("include " + name + ": more than " + std::to_string(include_depth_max) + " files deep");
+      }
+      std::string included;
+      if (!read_file(path, included)) return error_at("include " + path + ": cannot be read");
+      if (auto error = parse_lines(included, path, invocation, current, file_jobs_from, depth + 1, read_file, get_env)) {
+        return error;
+      }
+    } else if (line.front() == '[') {
       if (line.back() != ']' || line.size() < 3) return error_at("malformed section header '" + std::string(line) + "'");
       const std::string section(trim(line.substr(1, line.size() - 2)));
       if (section == "global") {
-        if (!invocation.jobs.empty()) return error_at("[global] must come before the jobs");
-        current = &invocation.global;
-        in_global = true;
+        if (invocation.jobs.size() > file_jobs_from) return error_at("[global] must come before the jobs");
+        current = -1;
       } else {
         invocation.jobs.push_back(invocation.global);
         invocation.jobs.back().name = section;
-        current = &invocation.jobs.back();
-        in_global = false;
+        invocation.jobs.back().options_given.emplace_back("name", section);
+        current = static_cast<long>(invocation.jobs.size()) - 1;
       }
     } else {
       const auto eq = line.find('=');
       const std::string_view key = trim(line.substr(0, eq));
       const std::string_view value = eq == std::string_view::npos ? std::string_view() : line.substr(eq + 1);
-      if (key == "name" && !in_global) return error_at("use a [section] header to name a job");
-      if (auto error = apply_option(invocation, *current, key, value)) return error_at(error->message);
+      if (key == "name" && current >= 0) return error_at("use a [section] header to name a job");
+      Job& job = current < 0 ? invocation.global : invocation.jobs[static_cast<std::size_t>(current)];
+      if (auto error = apply_option(invocation, job, key, value)) return error_at(error->message);
     }
-    if (end == text.size()) break;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+Parsed<Invocation> parse_job_file(std::string_view text, std::string_view file_name, Invocation base,
+                                  ReadFile read_file, GetEnv get_env) {
+  Parsed<Invocation> result;
+  Invocation invocation = std::move(base);
+  long current = -1;
+  const std::size_t file_jobs_from = invocation.jobs.size();
+  if (auto error = parse_lines(text, file_name, invocation, current, file_jobs_from, 0,
+                               read_file != nullptr ? read_file : &read_whole_file,
+                               get_env != nullptr ? get_env : [](const char* name) -> const char* { return std::getenv(name); })) {
+    result.error = *error;
+    return result;
   }
   if (auto error = finish(invocation)) {
     result.error = ParseError{"job file " + std::string(file_name) + ": " + error->message};
@@ -435,27 +596,37 @@ Parsed<Invocation> parse_command_line(const std::vector<std::string>& args) {
     result.value = std::move(invocation);
     return result;
   }
+  // fio's order: the command line's jobs, then each file's; every file starts from the
+  // command line's globals (a file's [global] holds for that file only).
+  const Job command_line_global = invocation.global;
   for (const std::string& path : job_files) {
-    std::ifstream file(path);
-    if (!file) {
-      result.error = ParseError{"job file " + path + ": cannot be read"};
+    std::string text;
+    if (!read_whole_file(path, text)) {
+      result.error = ParseError{"job file " + path + ": cannot be read (" + std::strerror(errno) + ")"};
       return result;
     }
-    std::stringstream text;
-    text << file.rdbuf();
-    std::vector<Job> command_line_jobs = std::move(invocation.jobs);
-    invocation.jobs.clear();
-    auto parsed = parse_job_file(text.str(), path, std::move(invocation));
+    invocation.global = command_line_global;
+    auto parsed = parse_job_file(text, path, std::move(invocation));
     if (!parsed.ok()) return parsed;
     invocation = std::move(*parsed.value);
-    invocation.jobs.insert(invocation.jobs.end(), command_line_jobs.begin(), command_line_jobs.end());
   }
+  invocation.global = command_line_global;
   if (auto error = finish(invocation)) {
     result.error = ParseError{"command line: " + error->message};
     return result;
   }
   result.value = std::move(invocation);
   return result;
+}
+
+std::vector<uint32_t> job_groups(const Invocation& invocation) {
+  std::vector<uint32_t> groups;
+  uint32_t group = 0;
+  for (std::size_t i = 0; i < invocation.jobs.size(); i++) {
+    if (i > 0 && invocation.jobs[i].stonewall) group++;
+    groups.push_back(group);
+  }
+  return groups;
 }
 
 uint32_t streams_limit_for(uint64_t streams) {
@@ -477,12 +648,15 @@ std::string help_text() {
   static_assert(default_port == 7300);
   return R"(usage: ringmux-loadgen [options] [jobfile...]
 fio-style load for ringmux. Options before the first --name apply to every job;
---name=NAME starts a job. Job files use [global] and [name] sections of key=value.
+--name=NAME starts a job. Job files use [global] and [name] sections of key=value,
+';' or '#' comments, "include FILE" lines (relative to the including file) and
+${NAME} for the environment variable NAME (an unset one is an error). Jobs run and
+are reported in order: the command line's, then each job file's as given.
 
 job options (default):
   --rw=MODE             unary | write | read | bidi | quorum              (unary)
-  --bs=SIZE             request / message size, k/m/g = 1024-based        (4k)
-  --resp_bs=SIZE        unary response size                               (bs)
+  --bs=SIZE             request / message size (see SIZES)                (4k)
+  --resp_bs=SIZE        unary response size (ioengine=tcp: at least 1)    (bs)
   --bssplit=LIST        size mix of what the client sends, e.g.           (none)
                         4k/50:64k/50 (percents add up to 100; rw=read: bs)
   --iodepth=N           unary calls in flight per job                     (1)
@@ -491,12 +665,15 @@ job options (default):
                         (--max_streams)
   --stream_messages=N   rw=write: messages per stream; the stream then    (0)
                         ends and a new one takes its place (stream churn;
-                        0: one stream for the whole run)
+                        0: one stream for the whole run; ioengine=tcp: a
+                        new connection)
   --numjobs=N           clones of the job                                 (1)
-  --runtime=DURATION    measured time; seconds or us/ms/s/m/h             (none)
+  --runtime=DURATION    measured time; seconds or us/ms/s/m/h/d           (none)
   --ramp_time=DURATION  unmeasured warm-up                                (0)
-  --size=SIZE           stop after this many bytes                        (none)
-                        (runtime or size is required)
+  --size=SIZE           stop after this many bytes (shared by the         (none)
+                        streams); runtime or size is required; with size
+                        alone, rates are over the time the job took
+  --time_based          run for runtime even when size is reached         (off)
   --rate_iops=N         open loop at N calls/s (rw=unary); at
                         most iodepth in flight, latency from the due time (closed loop)
                         up to 16384 late calls wait; later ones and those
@@ -504,11 +681,23 @@ job options (default):
   --verify=BOOL         stamp and hash every message end to end; counts   (0)
                         mismatches, gaps and duplicates (bs >= 32)
   --percentile_list=L   e.g. 50:99:99.9      (1:5:10:20:...:99.9:99.95:99.99)
-  --cpus_allowed=LIST   e.g. 0,2-3; the client loop runs on the first     (0 with the
-                        embedded server, else any)
+  --cpus_allowed=LIST   e.g. 0,2-3; the client loop runs on the first;    (0 with the
+                        a CPU this process may not run on is refused       embedded server,
+                                                                           else any)
   --ioengine=NAME       ringmux | tcp (raw blocking-socket baseline)      (ringmux)
   --group_reporting     one report for all clones                         (off)
   --own_connection      a connection of its own, not the shared one       (off)
+  --stonewall           wait for every job before this one to end; starts (off)
+                        a new group (groupid in the reports)
+  --kb_base=N           1024 or 1000: what k/m/g/t/p mean in the sizes    (1024)
+                        given after it (see SIZES)
+  --write_lat_log[=P]   latency log files P_lat.N.log, P_clat.N.log (ns)  (none;
+  --write_bw_log[=P]    bandwidth log P_bw.N.log (KiB/s)                   P: the job's
+  --write_iops_log[=P]  IOPS log P_iops.N.log (operations/s)               name)
+                        N: the job clone's number from 1; fio's format
+                        "time_ms, value, direction, bs, 0" (tools/loadgen/JSON.md)
+  --log_avg_msec=N      0: a latency line per operation, bandwidth and    (0)
+                        IOPS per 500 ms; N: each an average per N ms
   --peers=LIST          rw=quorum: members of a ringmux-serve --peers     (none)
                         cluster, ADDRESS:PORT separated by commas; each
                         call goes to all, the job dials every one
@@ -518,17 +707,31 @@ job options (default):
 global options:
   --host=ADDRESS        a ringmux-serve to load            (embedded server on loopback)
   --port=N              its port                                          (7300)
-  --output-format=F     normal | json (tools/loadgen/JSON.md) | terse     (normal)
+  --output-format=F,... normal | json | json+ | terse, several separated  (normal)
+                        by commas (printed terse, json, normal); json
+                        and json+ are fio's document (tools/loadgen/JSON.md),
+                        json+ with the latency histograms' bins
+  --output=FILE         the reports go to FILE instead of stdout          (stdout)
+  --status-interval=T   a full report every T (at least 100ms) while the  (none)
+                        jobs run, in the output formats, to the output
   --plot=FILE.svg       latency-percentile plot, one curve per job        (none)
   -h, --help            this text
 
-A status line with the ETA is drawn on stderr when it is a terminal. The tcp engine
-runs every rw mode with one blocking connection per stream (rate_iops: a sender
-thread on schedule beside the reader). Every ringmux-engine connection is resumable:
-when its TCP connection breaks (e.g. ringmux-chaos --reset-every) the session resumes
-on a new one and the report counts the resumes, the bytes replayed and the resume times.
-Exit status: 0 when no operation failed and verify found nothing, 1 otherwise, 2 for
-bad options.
+SIZES (fio's rules): k, m, g, t, p (also kb, ki, mb, ...) multiply by kb_base per
+step; kib, mib, gib, tib, pib by the other base. So by default 4k = 4ki = 4kb = 4096
+and 4kib = 4000; with --kb_base=1000, 4k = 4000 and 4kib = 4096.
+
+A status line with the ETA is drawn on stderr when it is a terminal. SIGINT or SIGTERM
+ends the jobs and prints the report of what ran (a second one quits at once). The tcp
+engine runs every rw mode but quorum with one blocking connection per stream
+(rate_iops: a sender thread on schedule beside the reader; responses of another size
+than their requests, with resp_bs or bssplit: each request carries an 8-byte header
+naming both sizes). Every ringmux-engine connection is
+resumable: when its TCP connection breaks (e.g. ringmux-chaos --reset-every) the
+session resumes on a new one and the report counts the resumes, the bytes replayed
+and the resume times.
+Exit status: 0 when no operation failed and verify found nothing, 1 otherwise (or a
+report or log file could not be written), 2 for bad options.
 )";
 }
 

@@ -88,17 +88,17 @@ double latency_us(uint64_t ns) { return static_cast<double>(std::max<uint64_t>(n
 
 }  // namespace
 
-std::string plot_latency_svg(std::vector<JobResult>& results, std::string_view title) {
+std::string plot_latency_svg(const std::vector<JobResult>& results, std::string_view title) {
   // The axes' ranges: as many nines as the largest job resolves, and whole decades around
   // every latency seen.
   double nines_seen = 0;
   double log_us_min = 0, log_us_max = 3;  // 1 us .. 1 ms when no job has samples
   bool any_samples = false;
-  for (JobResult& r : results) {
+  for (const JobResult& r : results) {
     if (r.latency.count() == 0) continue;
     nines_seen = std::max(nines_seen, std::log10(static_cast<double>(r.latency.count())));
-    const double low = std::log10(latency_us(r.latency.min_ns()));
-    const double high = std::log10(latency_us(r.latency.max_ns()));
+    const double low = std::log10(latency_us(r.latency.min()));
+    const double high = std::log10(latency_us(r.latency.max()));
     log_us_min = any_samples ? std::min(log_us_min, low) : low;
     log_us_max = any_samples ? std::max(log_us_max, high) : high;
     any_samples = true;
@@ -154,7 +154,7 @@ std::string plot_latency_svg(std::vector<JobResult>& results, std::string_view t
   // One curve per job, and its legend row.
   out += "  <text x=\"" + number(legend_left) + "\" y=\"" + number(plot_top + 4) + "\" font-weight=\"bold\">jobs</text>\n";
   for (std::size_t i = 0; i < results.size(); i++) {
-    JobResult& r = results[i];
+    const JobResult& r = results[i];
     const char* colour = palette[i % palette_count];
     const uint64_t count = r.latency.count();
     if (count > 0) {
@@ -168,12 +168,12 @@ std::string plot_latency_svg(std::vector<JobResult>& results, std::string_view t
                              ? 100.0
                              : 100.0 * (1.0 - std::pow(10.0, -nines));
         if (!points.empty()) points += ' ';
-        points += number(x_of(nines)) + "," + number(y_of(latency_us(r.latency.percentile_ns(p))));
+        points += number(x_of(nines)) + "," + number(y_of(latency_us(r.latency.percentile(p))));
       }
       out += "  <polyline fill=\"none\" stroke=\"" + std::string(colour) + "\" stroke-width=\"2\" points=\"" + points +
              "\"><title>" + xml_escape(r.name) + "</title></polyline>\n";
       if (nines_end == 0) {  // one sample: a dot, since a line of one point is invisible
-        out += "  <circle cx=\"" + number(x_of(0)) + "\" cy=\"" + number(y_of(latency_us(r.latency.min_ns()))) +
+        out += "  <circle cx=\"" + number(x_of(0)) + "\" cy=\"" + number(y_of(latency_us(r.latency.min()))) +
                "\" r=\"3\" fill=\"" + colour + "\"/>\n";
       }
     }

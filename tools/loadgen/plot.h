@@ -16,7 +16,7 @@
 #include <utility>
 #include <vector>
 
-#include "tools/loadgen/runner.h"
+#include "tools/loadgen/result.h"
 
 namespace ringmux::loadgen {
 
@@ -27,7 +27,7 @@ constexpr int plot_nines_max = 7;
 constexpr int plot_points_per_curve = 400;
 
 // The SVG document. Sorts each result's latency samples (hence the non-const results).
-std::string plot_latency_svg(std::vector<JobResult>& results, std::string_view title);
+std::string plot_latency_svg(const std::vector<JobResult>& results, std::string_view title);
 
 // The plot's output file, opened before the run so that a path that cannot be written
 // fails at once rather than after the run. If write() is never called (the run ended

@@ -13,9 +13,16 @@
 // tcp engine (the raw baseline, no framing): the client's first 24 bytes are a hello —
 // u32 mode (1 echo: every byte comes back; 2 sink: bytes are counted and the count is
 // sent back, as above, when the client shuts down its side; 3 source: the server writes
-// messages of the given size until the client closes), u32 flags, u64 stream key, u32
-// message size (as in an OPEN), u32 reserved — then raw bytes. A message size above the
-// server's bound closes the connection (the baseline has no error frames).
+// messages of the given size until the client closes; 4 call: unary calls whose response
+// size is not the request's, see below), u32 flags, u64 stream key, u32 message size (as in
+// an OPEN), u32 reserved — then raw bytes. A message size above the server's bound closes
+// the connection (the baseline has no error frames).
+// tcp call mode: each request starts with a header, u32 request bytes (header included),
+// u32 response bytes; the server reads the request and writes that many response bytes.
+// Verified, the request after the header is a stamped message, which the server checks
+// (a damaged one closes the connection), and the response is stamped with the request's
+// stream key and sequence. A response must be at least one byte: on a raw stream an empty
+// one could not be told from none.
 //
 // flag_verify (tools/loadgen/verify.h): the client's messages are stamped; a sink checks
 // them, a source stamps its own, an echo returns them as they came; a unary server checks
@@ -35,6 +42,8 @@ inline constexpr uint32_t handler_echo_stream = 4;
 inline constexpr uint32_t tcp_mode_echo = 1;
 inline constexpr uint32_t tcp_mode_sink = 2;
 inline constexpr uint32_t tcp_mode_source = 3;
+inline constexpr uint32_t tcp_mode_call = 4;
+inline constexpr uint32_t tcp_call_header_bytes = 8;
 inline constexpr uint32_t tcp_hello_bytes = 24;
 
 inline constexpr uint32_t flag_verify = 1;
@@ -42,6 +51,9 @@ inline constexpr uint32_t flag_verify = 1;
 // Unary request / stream OPEN preamble: u32 size, u32 flags (+ u64 stream key on a
 // verified stream's OPEN).
 inline constexpr uint32_t preamble_bytes = 8;
+// A unary request's smallest size, the same on both engines (the ringmux preamble, or the
+// tcp call header).
+static_assert(tcp_call_header_bytes == preamble_bytes, "one smallest unary request for both engines");
 inline constexpr uint32_t open_verify_bytes = preamble_bytes + 8;
 
 // What a sink answers: its byte count, then with flag_verify four verify counters.

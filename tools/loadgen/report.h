@@ -1,12 +1,16 @@
-// Reports of ringmux-loadgen, built from the results after every job has ended (main
-// thread). Three formats, as fio has them:
+// Reports of ringmux-loadgen, built from results (final, or the copies of a status
+// report) on the thread that prints them. The formats fio has:
 //
 // normal: text for people.
 //
-// json: shaped like fio's (jobs[].jobname, per direction io_bytes / bw_bytes / iops /
-// runtime / clat_ns{min,max,mean,stddev,N,percentile{"50.000000": ...}}) plus a "ringmux"
-// section per job. tools/loadgen/JSON.md documents every field; tests/check_loadgen.py
-// checks the output against that schema, so change the three together.
+// json: fio's document (fio version, global options, jobs[] with jobname, groupid, job
+// options, and per direction read / write / trim: io_bytes, bw_bytes, bw, iops, runtime,
+// total_ios, slat_ns / clat_ns / lat_ns {min, max, mean, stddev, N, percentile}, bw_* and
+// iops_* figures) plus a "ringmux" section per job. json+: the same with each latency's
+// histogram bins (fio's "bins": the bucket's value in ns -> its count), which fio's
+// fio_jsonplus_clat2csv reads. tools/loadgen/JSON.md documents every field;
+// tests/check_loadgen_report.py checks the output against that schema, so change the
+// three together.
 //
 // terse: one line per job, fields separated by ';', in this order (1-based; fio's terse
 // idea, with ringmux's own version number and fields). Units: KiB = 1024 bytes, times in
@@ -43,7 +47,6 @@
 //   72  bytes_replayed            ringmux: bytes sent again by those resumes
 // A direction without latency samples prints 0 for the clat fields and "0%=0" slots.
 //
-// The functions sort each result's latency samples (hence the non-const results).
 #pragma once
 
 #include <cstddef>
@@ -51,7 +54,7 @@
 #include <vector>
 
 #include "tools/loadgen/job.h"
-#include "tools/loadgen/runner.h"
+#include "tools/loadgen/result.h"
 
 namespace ringmux::loadgen {
 
@@ -65,10 +68,18 @@ constexpr std::size_t terse_ringmux_fields = 10;
 constexpr std::size_t terse_field_count = terse_header_fields + 2 * terse_direction_fields + terse_ringmux_fields;
 static_assert(terse_direction_fields == 28 && terse_field_count == 72, "update the field list above");
 
-std::string report_normal(std::vector<JobResult>& results, const Invocation& invocation);
-std::string report_json(std::vector<JobResult>& results, const Invocation& invocation);
+std::string report_normal(const std::vector<JobResult>& results, const Invocation& invocation);
+// `plus`: json+ (with the histograms' bins).
+std::string report_json(const std::vector<JobResult>& results, const Invocation& invocation, bool plus);
 // One line per result, terse_field_count fields each, '\n'-terminated.
-std::string report_terse(std::vector<JobResult>& results, const Invocation& invocation);
+std::string report_terse(const std::vector<JobResult>& results, const Invocation& invocation);
+// Every format of invocation.output_formats, in fio's order: terse, json (or json+), normal.
+std::string report_all(const std::vector<JobResult>& results, const Invocation& invocation);
+
+// fio's largest histogram bin (its FIO_IO_U_PLAT_NR-th bucket's value, ~17.1 s): json+
+// bins above it are written under it, as fio's own histogram saturates there; fio's
+// fio_jsonplus_clat2csv does not end on a larger key.
+inline constexpr uint64_t fio_bin_ns_max = 17'112'760'320;
 
 // The project version compiled in ("0.1.0"), as terse field 2 prints it.
 const char* ringmux_version_text();

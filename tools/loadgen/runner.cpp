@@ -23,8 +23,10 @@
 #include "ringmux/cluster/manager.h"
 #include "ringmux/cluster/quorum.h"
 #include "tools/blocking_io.h"
+#include "tools/loadgen/job_messages.h"
 #include "tools/loadgen/pacer.h"
 #include "tools/loadgen/protocol.h"
+#include "tools/loadgen/tcp_runner.h"
 #include "tools/loadgen/verify.h"
 
 namespace ringmux::loadgen {
@@ -32,20 +34,6 @@ namespace ringmux::loadgen {
 using engine::Loop;
 
 namespace {
-
-// The measured window of one job: [from, until); `until` is 0 when only size bounds it.
-struct Window {
-  uint64_t start_ns = 0;
-  uint64_t from_ns = 0;
-  uint64_t until_ns = 0;
-  explicit Window(const Job& job) {
-    start_ns = Loop::clock_ns();
-    from_ns = start_ns + job.ramp_time_ns;
-    until_ns = job.runtime_ns == 0 ? UINT64_MAX : from_ns + job.runtime_ns;
-  }
-  bool measuring(uint64_t now) const { return now >= from_ns && now < until_ns; }
-  bool over(uint64_t now) const { return now >= until_ns; }
-};
 
 // Arms `timer` to fire at `at_ns` on the monotonic clock. Loop::timer_start counts its
 // delay from the loop's cached time (the start of its current iteration), which lags the
@@ -57,71 +45,19 @@ void timer_at(Loop& loop, engine::Timer& timer, uint64_t at_ns) {
   loop.timer_start(timer, at_ns > loop.now_ns() ? at_ns - loop.now_ns() : 0);
 }
 
-// Message sizes of a job: bs, or drawn from bssplit by a generator of its own per stream
-// or call source (seeded, so a run is repeatable and the mix holds on every stream).
-class SizePicker {
- public:
-  SizePicker(const Job& job, uint64_t seed) noexcept : job_(job), state_(seed | 1) {}
-  uint32_t next() noexcept {
-    if (job_.bssplit.empty()) return job_.bs;
-    state_ ^= state_ >> 12;
-    state_ ^= state_ << 25;
-    state_ ^= state_ >> 27;
-    uint64_t roll = (state_ * 0x2545f4914f6cdd1dull >> 32) % 100;
-    for (const BsSplitEntry& entry : job_.bssplit) {
-      if (roll < entry.percent) return entry.bytes;
-      roll -= entry.percent;
-    }
-    return job_.bssplit.back().bytes;
-  }
-  uint32_t max() const noexcept {
-    uint32_t largest = job_.bs;
-    for (const BsSplitEntry& entry : job_.bssplit) largest = std::max(largest, entry.bytes);
-    return largest;
-  }
-
- private:
-  const Job& job_;
-  uint64_t state_;
-};
-
-void add_verify(JobResult& result, const VerifyCounts& counts) {
-  result.verified_messages += counts.messages;
-  result.verify_mismatches += counts.mismatches;
-  result.verify_gaps += counts.gaps;
-  result.verify_duplicates += counts.duplicates;
-}
-
-// A sink's answer (protocol.h): its byte count and, verified, its verifier's counts.
-void read_sink_answer(std::span<const std::byte> answer, JobResult& result) {
-  uint64_t fields[5] = {};
-  std::memcpy(fields, answer.data(), std::min(answer.size(), sizeof(fields)));
-  result.server_confirmed_bytes += fields[0];
-  if (answer.size() >= sink_answer_verify_bytes) add_verify(result, {fields[1], fields[2], fields[3], fields[4]});
-}
-
-// The preamble of a unary request or a stream's OPEN (protocol.h).
-std::size_t write_preamble(std::span<std::byte> out, uint32_t size, const Job& job, uint64_t stream_key) {
-  const uint32_t flags = job.verify ? flag_verify : 0;
-  std::memcpy(out.data(), &size, 4);
-  std::memcpy(out.data() + 4, &flags, 4);
-  if (!job.verify) return preamble_bytes;
-  std::memcpy(out.data() + preamble_bytes, &stream_key, 8);
-  return open_verify_bytes;
-}
-
-void reserve_samples(JobResult& result, const Job& job) {
-  const double seconds = job.runtime_ns == 0 ? 10.0 : static_cast<double>(job.runtime_ns) / 1e9;
-  result.latency.reserve(static_cast<std::size_t>(std::min(seconds * 2e6, 5e7)));
-}
-
 // ---- ringmux engine ----------------------------------------------------------------------
+
+// A read stream bound only by size is cancelled after this long whatever has arrived (a
+// source that stops sending must not hold the run forever).
+constexpr uint64_t size_read_deadline_ns = 10'000'000'000;
 
 class Runner {
  public:
   virtual ~Runner() = default;
   virtual void start() = 0;
   virtual bool done() const = 0;
+  // A stop was asked: end as soon as possible (what waits on a timer looks now).
+  virtual void interrupt(uint64_t) {}
 };
 
 // Unary calls. Closed loop: iodepth calls in flight, each completion issues the next.
@@ -130,15 +66,15 @@ class Runner {
 // the schedule ends with the window.
 class UnaryRunner final : public Runner {
  public:
-  UnaryRunner(mux::Connection& connection, const Job& job, JobResult& result, uint64_t stream_key, Progress* progress)
-      : connection_(connection), job_(job), result_(result), window_(job), sizes_(job, stream_key), stream_key_(stream_key),
+  UnaryRunner(mux::Connection& connection, const Job& job, JobResult& result, const Window& window, uint64_t stream_key,
+              Progress* progress)
+      : connection_(connection), job_(job), result_(result), window_(window), sizes_(job, stream_key), stream_key_(stream_key),
         progress_(progress), request_(sizes_.max(), std::byte{0x6b}), tick_(&UnaryRunner::on_tick, this) {
     write_preamble(request_, job.response_bytes(), job, stream_key);
   }
   ~UnaryRunner() override { connection_.loop().timer_cancel(tick_); }
 
   void start() override {
-    window_ = Window(job_);  // the job starts now, however long building it took
     if (job_.rate_iops != 0) {
       pacer_.emplace(job_.rate_iops, window_.start_ns, window_.until_ns);
       pace(Loop::clock_ns());
@@ -147,10 +83,13 @@ class UnaryRunner final : public Runner {
     for (uint32_t i = 0; i < job_.iodepth; i++) issue(Loop::clock_ns());
   }
   bool done() const override { return stopping_ && in_flight_ == 0; }
+  void interrupt(uint64_t now) override {
+    if (pacer_ && !stopping_) pace(now);  // else the calls in flight see the stop
+  }
 
  private:
   bool should_stop(uint64_t now) const {
-    return window_.over(now) || (job_.size_bytes != 0 && sent_bytes_ >= job_.size_bytes) || result_.errors >= job_errors_max;
+    return window_.over(now) || size_reached(job_, sent_bytes_) || result_.errors >= job_errors_max;
   }
   void stop(uint64_t now) {
     if (stopping_) return;
@@ -176,7 +115,7 @@ class UnaryRunner final : public Runner {
       issue(*due);
       if (stopping_) return;
     }
-    const uint64_t wake = in_flight_ < job_.iodepth ? pacer_->wake_ns() : window_.until_ns;
+    const uint64_t wake = in_flight_ < job_.iodepth ? pacer_->wake_ns() : window_.end_ns();
     if (wake == UINT64_MAX) {
       connection_.loop().timer_cancel(tick_);  // size-bound, every slot busy: a completion paces
     } else {
@@ -206,18 +145,15 @@ class UnaryRunner final : public Runner {
       const uint64_t now = Loop::clock_ns();
       if (progress_ != nullptr) progress_->add(1, size + r.response.size());
       if (r.error != mux::MuxError::none) {
-        result_.errors++;
         if (progress_ != nullptr) progress_->errors.fetch_add(1, std::memory_order_relaxed);
         if (job_.verify && r.message.rfind("verify:", 0) == 0) result_.verify_mismatches++;
-        if (result_.error_message.empty()) result_.error_message = mux::describe(r.error) + (r.message.empty() ? "" : ": " + r.message);
+        result_.add_error(mux::describe(r.error) + (r.message.empty() ? "" : ": " + r.message));
       } else if (job_.verify && !check_response(r.response, sequence)) {
-        result_.errors++;
-        if (result_.error_message.empty()) result_.error_message = "verify: response damaged, missing or repeated";
-      } else if (window_.measuring(now) || window_.until_ns == UINT64_MAX) {
-        result_.ops++;
-        result_.bytes_written += size;
-        result_.bytes_read += r.response.size();
-        result_.latency.add(now - since_ns);
+        result_.add_error("verify: response damaged, missing or repeated");
+      } else if (window_.measuring(now)) {
+        result_.count_bytes(now, Direction::write, size);
+        result_.count_bytes(now, Direction::read, r.response.size());
+        result_.count_op(now, now - since_ns, size);
       }
       if (stopping_) return;
       if (pacer_) {
@@ -238,7 +174,7 @@ class UnaryRunner final : public Runner {
   mux::Connection& connection_;
   const Job& job_;
   JobResult& result_;
-  Window window_;
+  const Window& window_;
   SizePicker sizes_;
   uint64_t stream_key_;
   Progress* progress_;
@@ -256,8 +192,8 @@ class UnaryRunner final : public Runner {
 // peer; latency from issue to the quorum's decision; a quorum that fails is an error.
 class QuorumRunner final : public Runner {
  public:
-  QuorumRunner(cluster::Manager& manager, const Job& job, JobResult& result, Progress* progress)
-      : manager_(manager), job_(job), result_(result), window_(job), sizes_(job, 0), progress_(progress),
+  QuorumRunner(cluster::Manager& manager, const Job& job, JobResult& result, const Window& window, Progress* progress)
+      : manager_(manager), job_(job), result_(result), window_(window), sizes_(job, 0), progress_(progress),
         request_(sizes_.max(), std::byte{0x6b}) {
     write_preamble(request_, job.response_bytes(), job, 0);
     for (const std::string& peer : job.peers) configuration_.push_back(engine::Address::parse(peer).value());
@@ -267,7 +203,6 @@ class QuorumRunner final : public Runner {
     else quorum_ = cluster::quorum::threshold(std::stoul(job.quorum));
   }
   void start() override {
-    window_ = Window(job_);
     for (uint32_t i = 0; i < job_.iodepth; i++) issue();
   }
   bool done() const override { return stopping_ && in_flight_ == 0; }
@@ -275,8 +210,7 @@ class QuorumRunner final : public Runner {
  private:
   void issue() {
     const uint64_t now = Loop::clock_ns();
-    if (window_.over(now) || (job_.size_bytes != 0 && sent_bytes_ >= job_.size_bytes) ||
-        result_.errors >= job_errors_max) {
+    if (window_.over(now) || size_reached(job_, sent_bytes_) || result_.errors >= job_errors_max) {
       stopping_ = true;
       return;
     }
@@ -289,16 +223,12 @@ class QuorumRunner final : public Runner {
                        const uint64_t end = Loop::clock_ns();
                        if (progress_ != nullptr) progress_->add(1, size);
                        if (r.error != mux::MuxError::none) {
-                         result_.errors++;
                          if (progress_ != nullptr) progress_->errors.fetch_add(1, std::memory_order_relaxed);
-                         if (result_.error_message.empty()) {
-                           result_.error_message = std::string("quorum ") + job_.quorum + " failed: " + mux::describe(r.error);
-                         }
-                       } else if (window_.measuring(end) || window_.until_ns == UINT64_MAX) {
-                         result_.ops++;
-                         result_.bytes_written += size * configuration_.size();
-                         for (const auto& reply : r.replies) result_.bytes_read += reply.response.size();
-                         result_.latency.add(end - now);
+                         result_.add_error(std::string("quorum ") + job_.quorum + " failed: " + mux::describe(r.error));
+                       } else if (window_.measuring(end)) {
+                         result_.count_bytes(end, Direction::write, uint64_t{size} * configuration_.size());
+                         for (const auto& reply : r.replies) result_.count_bytes(end, Direction::read, reply.response.size());
+                         result_.count_op(end, end - now, size);
                        }
                        if (!stopping_) issue();
                      });
@@ -307,7 +237,7 @@ class QuorumRunner final : public Runner {
   cluster::Manager& manager_;
   const Job& job_;
   JobResult& result_;
-  Window window_;
+  const Window& window_;
   SizePicker sizes_;
   Progress* progress_;
   std::vector<std::byte> request_;
@@ -323,20 +253,23 @@ class StreamRunner final : public Runner, public mux::StreamObserver {
  public:
   // `filler`: the bytes of every unverified message (shared by the job's streams: 100,000
   // streams need not hold a message each); a verified stream stamps a message of its own.
-  StreamRunner(mux::Connection& connection, const Job& job, JobResult& result, uint64_t size_share, std::size_t index,
-               uint64_t stream_key, std::span<const std::byte> filler, Progress* progress)
-      : connection_(connection), job_(job), result_(result), window_(job), size_share_(size_share), sizes_(job, stream_key),
+  StreamRunner(mux::Connection& connection, const Job& job, JobResult& result, const Window& window, uint64_t size_share,
+               std::size_t index, uint64_t stream_key, std::span<const std::byte> filler, Progress* progress)
+      : connection_(connection), job_(job), result_(result), window_(window), size_share_(size_share), sizes_(job, stream_key),
         stream_key_(stream_key), progress_(progress), stamped_(job.verify ? sizes_.max() : 0, std::byte{0x6b}),
         message_(job.verify ? std::span<const std::byte>(stamped_) : filler), index_(index),
         verifier_(stream_key, message_bytes_max) {
     RM_ASSERT(message_.size() >= sizes_.max());
   }
 
-  void start() override {
-    window_ = Window(job_);
-    open_stream();
-  }
+  void start() override { open_stream(); }
   bool done() const override { return finished_; }
+  void interrupt(uint64_t) override {
+    if (job_.rw == RwMode::read && !finished_) {  // a read stream waits for its deadline
+      connection_.loop().timer_cancel(read_timer_);
+      connection_.cancel(id_);
+    }
+  }
 
  private:
   void open_stream() {
@@ -357,7 +290,7 @@ class StreamRunner final : public Runner, public mux::StreamObserver {
     if (job_.rw == RwMode::read) {
       read_timer_.set_callback(&StreamRunner::on_read_deadline, this);
       timer_at(connection_.loop(), read_timer_,
-               window_.until_ns == UINT64_MAX ? Loop::clock_ns() + 10'000'000'000ull : window_.until_ns);
+               window_.until_ns == UINT64_MAX ? Loop::clock_ns() + size_read_deadline_ns : window_.until_ns);
     } else {
       pump();
     }
@@ -376,13 +309,13 @@ class StreamRunner final : public Runner, public mux::StreamObserver {
     if (job_.verify) verifier_.feed(bytes);
     if (progress_ != nullptr && job_.rw == RwMode::read) progress_->add(0, bytes.size());
     if (window_.measuring(now)) {
-      result_.bytes_read += bytes.size();
+      result_.count_bytes(now, Direction::read, bytes.size());
       if (job_.rw == RwMode::read) result_.stream_bytes[index_] += bytes.size();
     }
     if (job_.rw == RwMode::bidi) {
       // Round trip of each message: its bytes came back.
-      while (!sent_at_.empty() && received_total_ >= sent_at_.front().first) {
-        if (window_.measuring(now)) result_.latency.add(now - sent_at_.front().second);
+      while (!sent_at_.empty() && received_total_ >= sent_at_.front().end_offset) {
+        if (window_.measuring(now)) result_.count_op(now, now - sent_at_.front().started_ns, sent_at_.front().bytes);
         sent_at_.pop_front();
       }
     } else {
@@ -391,10 +324,10 @@ class StreamRunner final : public Runner, public mux::StreamObserver {
         // is any part of a message (small ones when credit comes back in pieces), and
         // dividing each one by bs would lose every message split across deliveries.
         const uint64_t bs = std::max<uint32_t>(job_.bs, 1);
-        result_.ops += (measured_bytes_ + bytes.size()) / bs - measured_bytes_ / bs;
+        result_.count_ops(now, (measured_bytes_ + bytes.size()) / bs - measured_bytes_ / bs);
         measured_bytes_ += bytes.size();
       }
-      if (job_.size_bytes != 0 && received_total_ >= size_share_) {
+      if (!job_.time_based && job_.size_bytes != 0 && received_total_ >= size_share_) {
         connection_.loop().timer_cancel(read_timer_);
         connection_.cancel(id_);
       }
@@ -411,10 +344,7 @@ class StreamRunner final : public Runner, public mux::StreamObserver {
       // cleanly must have returned every message whole.
       if (job_.rw == RwMode::bidi && error == mux::MuxError::none) verifier_.finish();
       add_verify(result_, verifier_.counts());
-      if (verifier_.counts().errors() != 0) {
-        result_.errors++;
-        if (result_.error_message.empty()) result_.error_message = "verify: stream bytes damaged, missing or repeated";
-      }
+      if (verifier_.counts().errors() != 0) result_.add_error("verify: stream bytes damaged, missing or repeated");
     }
     const bool expected = error == mux::MuxError::none || (job_.rw == RwMode::read && error == mux::MuxError::cancelled);
     if (!expected) return fail(error);
@@ -430,15 +360,12 @@ class StreamRunner final : public Runner, public mux::StreamObserver {
 
  private:
   void fail(mux::MuxError error) {
-    result_.errors++;
     if (progress_ != nullptr) progress_->errors.fetch_add(1, std::memory_order_relaxed);
-    if (result_.error_message.empty()) {
-      result_.error_message = mux::describe(error) + (peer_message_.empty() ? "" : ": " + peer_message_);
-    }
+    result_.add_error(mux::describe(error) + (peer_message_.empty() ? "" : ": " + peer_message_));
     finished_ = true;
   }
   bool out_of_work(uint64_t now) const {
-    return window_.over(now) || (job_.size_bytes != 0 && written_total_ >= size_share_);
+    return window_.over(now) || (!job_.time_based && job_.size_bytes != 0 && written_total_ >= size_share_);
   }
   void pump() {
     while (!ended_) {
@@ -463,22 +390,21 @@ class StreamRunner final : public Runner, public mux::StreamObserver {
       written_total_ += taken.value();
       result_.client_sent_bytes += taken.value();
       if (window_.measuring(now)) {
-        result_.bytes_written += taken.value();
+        result_.count_bytes(now, Direction::write, taken.value());
         result_.stream_bytes[index_] += taken.value();
       }
       offset_ += taken.value();
       if (offset_ == message_bytes_) {
+        const std::size_t offset_end = offset_;  // the message's size
         offset_ = 0;
         if (progress_ != nullptr) progress_->add(1, message_bytes_);
         message_bytes_ = 0;
         const uint64_t completed = Loop::clock_ns();
         if (job_.rw == RwMode::bidi) {
-          sent_at_.emplace_back(written_total_, message_started_);
+          sent_at_.push_back({written_total_, message_started_, static_cast<uint32_t>(offset_end)});
         } else if (window_.measuring(completed)) {
-          result_.ops++;
-          result_.latency.add(completed - message_started_);
+          result_.count_op(completed, completed - message_started_, static_cast<uint32_t>(offset_end));
         }
-        if (job_.rw == RwMode::bidi && window_.measuring(completed)) result_.ops++;
       }
     }
   }
@@ -490,7 +416,7 @@ class StreamRunner final : public Runner, public mux::StreamObserver {
   mux::Connection& connection_;
   const Job& job_;
   JobResult& result_;
-  Window window_;
+  const Window& window_;
   uint64_t size_share_;
   SizePicker sizes_;
   uint64_t stream_key_;
@@ -506,7 +432,12 @@ class StreamRunner final : public Runner, public mux::StreamObserver {
   uint64_t written_total_ = 0;
   uint64_t received_total_ = 0;
   uint64_t measured_bytes_ = 0;  // read: bytes received in the window
-  std::deque<std::pair<uint64_t, uint64_t>> sent_at_;  // bidi: (end offset, start time)
+  struct Sent {
+    uint64_t end_offset;  // the stream's bytes written when the message was whole
+    uint64_t started_ns;
+    uint32_t bytes;
+  };
+  std::deque<Sent> sent_at_;  // bidi: messages waiting for their echo
   std::size_t index_;  // into result_.stream_bytes
   StreamVerifier verifier_;  // read and bidi: what comes back
   engine::Timer read_timer_;
@@ -514,9 +445,6 @@ class StreamRunner final : public Runner, public mux::StreamObserver {
   bool ended_ = false;
   bool finished_ = false;
 };
-
-// Resume samples kept per connection (a resume every 10 ms for a minute fits).
-constexpr std::size_t resume_samples_max = 8192;
 
 // Dials the load server. Every connection is resumable: a broken TCP connection (ringmux-chaos
 // between) is replaced and its session resumes, invisible to the jobs but for the counts.
@@ -533,40 +461,35 @@ struct Dialer final : engine::ConnectHandler, mux::ConnectionObserver {
     }
     connections.push_back(std::make_unique<mux::Connection>(loop, fd.value(), true, nullptr, *this, options));
     resume_latency.emplace_back();
-    resume_latency.back().reserve(resume_samples_max);
     connections.back()->start();
   }
   void on_connection_closed(mux::Connection&, mux::MuxError, engine::IoError) noexcept override { closed++; }
   void on_connection_resumed(mux::Connection& connection, uint64_t duration_ns) noexcept override {
     for (std::size_t i = 0; i < connections.size(); i++) {
-      if (connections[i].get() == &connection) resume_latency[i].add(duration_ns);
+      if (connections[i].get() == &connection) resume_latency[i].record(duration_ns);
     }
   }
   Loop& loop;
   engine::Connector connector;
   mux::ConnectionOptions options;
   std::vector<std::unique_ptr<mux::Connection>> connections;
-  std::vector<tools::LatencySamples> resume_latency;  // per connection
+  std::vector<Histogram> resume_latency;  // per connection, ns
   std::size_t closed = 0;
   bool failed = false;
   std::string error;
 };
 
-void run_ringmux(const std::vector<const Job*>& jobs, std::vector<JobResult*>& results, const RunTarget& target,
-                 const std::vector<std::size_t>& job_indices, Progress* progress) {
-  for (const Job* job : jobs) {
-    if (!job->cpus_allowed.empty()) {
-      (void)engine::pin_current_thread(job->cpus_allowed.front());
+void run_ringmux(const std::vector<CloneRun>& clones, const RunTarget& target, Progress* progress, RunControl& control) {
+  for (const CloneRun& clone : clones) {
+    if (!clone.job->cpus_allowed.empty()) {
+      (void)engine::pin_current_thread(clone.job->cpus_allowed.front());
       break;
     }
   }
   auto created = Loop::create();
   auto address = engine::Address::parse(target.host + ":" + std::to_string(target.port));
   auto fail_all = [&](const std::string& message) {
-    for (JobResult* r : results) {
-      r->errors++;
-      r->error_message = message;
-    }
+    for (const CloneRun& clone : clones) clone.result->add_error(message);
   };
   if (!created) return fail_all(std::string("loop: ") + engine::describe(created.error()));
   if (!address) return fail_all("bad target address " + target.host);
@@ -574,13 +497,15 @@ void run_ringmux(const std::vector<const Job*>& jobs, std::vector<JobResult*>& r
   Dialer dialer(loop, address.value());
   // Every stream of the jobs may be open at once on the shared connection.
   uint64_t streams = 0;
-  for (const Job* job : jobs) streams += job->rw == RwMode::unary || job->rw == RwMode::quorum ? 0 : job->streams;
+  for (const CloneRun& clone : clones) {
+    streams += clone.job->rw == RwMode::unary || clone.job->rw == RwMode::quorum ? 0 : clone.job->streams;
+  }
   dialer.options.session.streams_concurrent_max = streams_limit_for(streams);
   // Quorum jobs call the cluster of their --peers through a client manager (it dials each).
   std::unique_ptr<cluster::Manager> cluster;
   std::vector<std::string> peers;
-  for (const Job* job : jobs) {
-    for (const std::string& peer : job->peers) {
+  for (const CloneRun& clone : clones) {
+    for (const std::string& peer : clone.job->peers) {
       if (std::find(peers.begin(), peers.end(), peer) == peers.end()) peers.push_back(peer);
     }
   }
@@ -606,73 +531,127 @@ void run_ringmux(const std::vector<const Job*>& jobs, std::vector<JobResult*>& r
   // One shared connection, plus one per job that wants its own (none for quorum jobs alone).
   std::size_t wanted = 0;
   bool shared = false;
-  for (const Job* job : jobs) {
-    if (job->rw == RwMode::quorum) continue;
-    wanted += job->own_connection ? 1 : 0;
-    shared |= !job->own_connection;
+  for (const CloneRun& clone : clones) {
+    if (clone.job->rw == RwMode::quorum) continue;
+    wanted += clone.job->own_connection ? 1 : 0;
+    shared |= !clone.job->own_connection;
   }
   wanted += shared ? 1 : 0;
-  for (std::size_t i = 0; i < wanted && !dialer.failed; i++) {
+  for (std::size_t i = 0; i < wanted && !dialer.failed && !control.stopped(); i++) {
     const std::size_t before = dialer.connections.size();
     dialer.connector.connect(address.value(), 5000);
     loop.run_until([&] { return dialer.failed || dialer.connections.size() > before; }, 10'000'000'000ull);
   }
   if (dialer.failed || dialer.connections.size() != wanted) {
-    fail_all("connect to " + target.host + ":" + std::to_string(target.port) + ": " + dialer.error);
+    fail_all("connect to " + target.host + ":" + std::to_string(target.port) + ": " +
+             (dialer.failed ? dialer.error : control.stopped() ? "stopped" : "timed out"));
     for (auto& c : dialer.connections) c->close();
     loop.run_until([&] { return dialer.closed == dialer.connections.size(); }, 5'000'000'000ull);
     return;
   }
+  // Each clone's window; set once its runners are built (100,000 streams, or a 64 MiB
+  // message to fill, take a while), just before they start together.
+  std::vector<Window> windows(clones.size());
   std::vector<std::unique_ptr<Runner>> runners;
+  std::vector<std::size_t> clone_of_runner;
   // What every unverified stream writes (read-only, shared by the streams of every job).
   uint32_t message_bytes = 0;
-  for (const Job* job : jobs) message_bytes = std::max(message_bytes, SizePicker(*job, 0).max());
+  for (const CloneRun& clone : clones) message_bytes = std::max(message_bytes, SizePicker(*clone.job, 0).max());
   const std::vector<std::byte> stream_filler(message_bytes, std::byte{0x6b});
   // The shared connection, when some job uses it, is the first; own connections follow.
-  std::vector<std::size_t> connection_of(jobs.size(), 0);
+  std::vector<std::size_t> connection_of(clones.size(), 0);
   std::size_t own = shared ? 1 : 0;
-  for (std::size_t j = 0; j < jobs.size(); j++) {
-    const Job& job = *jobs[j];
-    reserve_samples(*results[j], job);
+  for (std::size_t j = 0; j < clones.size(); j++) {
+    const Job& job = *clones[j].job;
+    JobResult& result = *clones[j].result;
     if (job.rw == RwMode::quorum) {
-      runners.push_back(std::make_unique<QuorumRunner>(*cluster, job, *results[j], progress));
+      runners.push_back(std::make_unique<QuorumRunner>(*cluster, job, result, windows[j], progress));
+      clone_of_runner.push_back(j);
       continue;
     }
     if (job.own_connection) connection_of[j] = own++;
     mux::Connection& connection = *dialer.connections[connection_of[j]];
     if (job.rw == RwMode::unary) {
-      runners.push_back(
-          std::make_unique<UnaryRunner>(connection, job, *results[j], verify_stream_key(job_indices[j], 0), progress));
+      runners.push_back(std::make_unique<UnaryRunner>(connection, job, result, windows[j],
+                                                      verify_stream_key(clones[j].index, 0), progress));
+      clone_of_runner.push_back(j);
     } else {
-      results[j]->stream_bytes.assign(job.streams, 0);
+      result.stream_bytes.assign(job.streams, 0);
       const std::span<const std::byte> filler(stream_filler.data(), SizePicker(job, 0).max());
       for (uint32_t s = 0; s < job.streams; s++) {
-        runners.push_back(std::make_unique<StreamRunner>(connection, job, *results[j], job.size_bytes / job.streams, s,
-                                                         verify_stream_key(job_indices[j], s), filler, progress));
+        runners.push_back(std::make_unique<StreamRunner>(connection, job, result, windows[j], job.size_bytes / job.streams,
+                                                         s, verify_stream_key(clones[j].index, s), filler, progress));
+        clone_of_runner.push_back(j);
       }
     }
   }
+  const uint64_t start_ns = Loop::clock_ns();
+  for (std::size_t j = 0; j < clones.size(); j++) {
+    windows[j] = Window(*clones[j].job, start_ns, &control.stop_ns);
+    clones[j].result->begin(windows[j], clones[j].log_window_ns);
+  }
   for (auto& runner : runners) runner->start();
+  // Housekeeping on the loop: copies for the status reports, and a stop passed on to the
+  // runners that wait on timers.
+  struct Housekeeping {
+    const std::vector<CloneRun>& clones;
+    const std::vector<Window>& windows;
+    std::vector<std::unique_ptr<Runner>>& runners;
+    RunControl& control;
+    Loop& loop;
+    engine::Timer timer;
+    uint64_t next_publish_ns = 0;
+    bool interrupted = false;
+    static void on_timer(engine::Timer& timer) noexcept {
+      auto& self = *static_cast<Housekeeping*>(timer.context());
+      const uint64_t now = Loop::clock_ns();
+      if (self.control.stopped() && !self.interrupted) {
+        self.interrupted = true;
+        for (auto& runner : self.runners) runner->interrupt(now);
+      }
+      if (self.control.live != nullptr && now >= self.next_publish_ns) {
+        for (std::size_t j = 0; j < self.clones.size(); j++) {
+          self.control.live->publish(self.clones[j].index, 0, 1, *self.clones[j].result, self.windows[j].closed_at(now));
+        }
+        self.next_publish_ns = now + live_publish_ns;
+      }
+      self.loop.timer_start(self.timer, stop_poll_ns);
+    }
+  } housekeeping{clones, windows, runners, control, loop};
+  housekeeping.timer.set_callback(&Housekeeping::on_timer, &housekeeping);
+  loop.timer_start(housekeeping.timer, stop_poll_ns);
   uint64_t budget_ns = 0;
-  for (const Job* job : jobs) budget_ns = std::max(budget_ns, job->ramp_time_ns + job->runtime_ns);
+  for (const CloneRun& clone : clones) budget_ns = std::max(budget_ns, clone.job->ramp_time_ns + clone.job->runtime_ns);
   budget_ns += 60'000'000'000ull;  // size-bound jobs and the drain at the end
+  // A clone's window closes when its last runner is done (within a loop turn of it).
+  std::vector<std::size_t> running(clones.size(), 0);
+  for (const std::size_t j : clone_of_runner) running[j]++;
+  std::vector<bool> counted(runners.size(), false);
   const bool finished = loop.run_until(
       [&] {
-        for (auto& runner : runners) {
-          if (!runner->done()) return false;
+        bool all = true;
+        for (std::size_t r = 0; r < runners.size(); r++) {
+          if (!runners[r]->done()) {
+            all = false;
+          } else if (!counted[r]) {
+            counted[r] = true;
+            const std::size_t j = clone_of_runner[r];
+            if (--running[j] == 0) clones[j].result->close(windows[j], Loop::clock_ns());
+          }
         }
-        return true;
+        return all;
       },
       budget_ns);
+  loop.timer_cancel(housekeeping.timer);
   if (!finished) fail_all("jobs did not finish within runtime + 60 s");
-  for (std::size_t j = 0; j < jobs.size(); j++) {
-    if (jobs[j]->rw == RwMode::quorum) continue;
+  for (std::size_t j = 0; j < clones.size(); j++) {
+    if (running[j] != 0) clones[j].result->close(windows[j], Loop::clock_ns());
+    if (clones[j].job->rw == RwMode::quorum) continue;
     const std::size_t c = connection_of[j];
     const mux::ResumeStats resumed = dialer.connections[c]->resume_stats();
-    results[j]->resumes = resumed.resumes;
-    results[j]->bytes_replayed = resumed.bytes_replayed;
-    results[j]->resume_latency.reserve(resume_samples_max);
-    results[j]->resume_latency.merge(dialer.resume_latency[c]);
+    clones[j].result->resumes = resumed.resumes;
+    clones[j].result->bytes_replayed = resumed.bytes_replayed;
+    clones[j].result->resume_latency.merge(dialer.resume_latency[c]);
   }
   for (auto& c : dialer.connections) c->close();
   if (cluster) cluster->close();
@@ -681,503 +660,16 @@ void run_ringmux(const std::vector<const Job*>& jobs, std::vector<JobResult*>& r
   runners.clear();
 }
 
-// ---- tcp engine (the raw baseline) -------------------------------------------------------
-
-int tcp_connect(const RunTarget& target, uint32_t mode, const Job& job, uint64_t stream_key, std::string& error) {
-  auto address = engine::Address::parse(target.host + ":" + std::to_string(target.port));
-  if (!address) {
-    error = "bad target address";
-    return -1;
-  }
-  const int fd = ::socket(address->storage.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  const int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  if (fd < 0 || ::connect(fd, address->sockaddr_ptr(), address->length) != 0) {
-    error = std::string("connect: ") + std::strerror(errno);
-    if (fd >= 0) ::close(fd);
-    return -1;
-  }
-  std::byte hello[tcp_hello_bytes] = {};
-  write_preamble(hello, mode, job, stream_key);  // mode, flags, stream key
-  // The message size, as in a stream's OPEN: a source's messages, a sink's largest.
-  const uint32_t message_bytes = mode == tcp_mode_sink ? SizePicker(job, 0).max() : job.bs;
-  std::memcpy(hello + open_verify_bytes, &message_bytes, sizeof(message_bytes));
-  if (!tools::send_all(fd, hello, sizeof(hello))) {
-    error = "hello failed";
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-// Pipelined echo: iodepth requests in flight on one connection; each response is the
-// request's own bytes. Verified, the echoed byte stream is checked like a read stream.
-void tcp_unary(const Job& job, JobResult& result, const RunTarget& target, uint64_t stream_key, Progress* progress) {
-  std::string error;
-  const int fd = tcp_connect(target, tcp_mode_echo, job, stream_key, error);
-  if (fd < 0) {
-    result.errors++;
-    result.error_message = error;
-    return;
-  }
-  reserve_samples(result, job);
-  Window window(job);
-  SizePicker sizes(job, stream_key);
-  StreamVerifier verifier(stream_key, message_bytes_max);
-  std::vector<std::byte> out;  // requests of one send, built in place (capacity kept)
-  std::vector<std::byte> buffer(256 * 1024);
-  struct Issued {
-    uint64_t at_ns;
-    uint32_t bytes;
-  };
-  std::deque<Issued> issued;
-  uint64_t sequence = 0;
-  uint64_t sent_bytes = 0;
-  auto send_requests = [&](uint32_t count, uint64_t now) {
-    out.clear();
-    for (uint32_t i = 0; i < count; i++) {
-      const uint32_t size = sizes.next();
-      const std::size_t at = out.size();
-      out.resize(at + size, std::byte{0x6b});
-      if (job.verify) stamp_message(std::span(out).subspan(at, size), stream_key, sequence++);
-      issued.push_back({now, size});
-      sent_bytes += size;
-    }
-    return tools::send_all(fd, out.data(), out.size());
-  };
-  bool ok = send_requests(job.iodepth, Loop::clock_ns());
-  uint64_t partial = 0;
-  bool stopping = false;
-  while (ok && !issued.empty()) {
-    const ssize_t n = ::recv(fd, buffer.data(), buffer.size(), 0);
-    if (n <= 0) {
-      if (n < 0 && errno == EINTR) continue;
-      ok = false;
-      break;
-    }
-    const uint64_t now = Loop::clock_ns();
-    if (job.verify) verifier.feed(std::span<const std::byte>(buffer.data(), static_cast<std::size_t>(n)));
-    partial += static_cast<uint64_t>(n);
-    uint32_t completed = 0;
-    while (!issued.empty() && partial >= issued.front().bytes) {
-      const Issued call = issued.front();
-      issued.pop_front();
-      partial -= call.bytes;
-      if (progress != nullptr) progress->add(1, 2ull * call.bytes);
-      if (window.measuring(now) || window.until_ns == UINT64_MAX) {
-        result.ops++;
-        result.bytes_written += call.bytes;
-        result.bytes_read += call.bytes;
-        result.latency.add(now - call.at_ns);
-      }
-      completed++;
-    }
-    stopping = stopping || window.over(now) || (job.size_bytes != 0 && sent_bytes >= job.size_bytes);
-    if (completed > 0 && !stopping) ok = send_requests(completed, now);  // pipelined
-  }
-  if (!ok) {
-    result.errors++;
-    result.error_message = "connection failed";
-  }
-  if (job.verify) {
-    verifier.finish();
-    add_verify(result, verifier.counts());
-    if (verifier.counts().errors() != 0) {
-      result.errors++;
-      if (result.error_message.empty()) result.error_message = "verify: echoed bytes damaged, missing or repeated";
-    }
-  }
-  ::close(fd);
-}
-
-// Open loop on the baseline: a sender thread issues requests on the Pacer's schedule (at
-// most iodepth in flight; a late request goes as soon as a slot frees; the schedule ends
-// with the window) and this thread reads the echoes in order; latency counts from each
-// request's due time, as on ringmux.
-void tcp_unary_paced(const Job& job, JobResult& result, const RunTarget& target, uint64_t stream_key, Progress* progress) {
-  std::string error;
-  const int fd = tcp_connect(target, tcp_mode_echo, job, stream_key, error);
-  if (fd < 0) {
-    result.errors++;
-    result.error_message = error;
-    return;
-  }
-  reserve_samples(result, job);
-  Window window(job);
-  struct Issued {
-    uint64_t due_ns;
-    uint32_t bytes;
-  };
-  std::mutex mutex;
-  std::condition_variable slot_freed;
-  std::deque<Issued> issued;
-  bool reader_done = false;  // the echoes ended: no slot frees any more
-  bool send_failed = false;
-  uint64_t dropped = 0;
-  std::thread sender([&] {
-    if (!job.cpus_allowed.empty()) (void)engine::pin_current_thread(job.cpus_allowed.front());
-    SizePicker sizes(job, stream_key);
-    std::vector<std::byte> request(sizes.max(), std::byte{0x6b});
-    Pacer pacer(job.rate_iops, window.start_ns, window.until_ns);
-    uint64_t sent_bytes = 0;
-    for (uint64_t sequence = 0;;) {
-      uint64_t now = Loop::clock_ns();
-      if (window.over(now) || (job.size_bytes != 0 && sent_bytes >= job.size_bytes)) break;
-      {
-        // A free slot first, waiting for an echo no later than the window's end (a job
-        // bound by size only looks again every wait_slice_ns).
-        constexpr uint64_t wait_slice_ns = 100'000'000;
-        std::unique_lock<std::mutex> lock(mutex);
-        while (issued.size() >= job.iodepth && !reader_done && !window.over(now)) {
-          slot_freed.wait_for(lock, std::chrono::nanoseconds(std::min(window.until_ns - now, wait_slice_ns)));
-          now = Loop::clock_ns();
-        }
-        if (issued.size() >= job.iodepth) break;  // the window ended, or the connection did
-      }
-      const auto due = pacer.take(now);
-      if (!due) {
-        if (pacer.over(now)) break;
-        // Sleep to the next due time, the last 50 us spinning (a timer slack would add latency).
-        const uint64_t wake = pacer.wake_ns();
-        for (now = Loop::clock_ns(); now < wake; now = Loop::clock_ns()) {
-          if (wake - now > 50'000) std::this_thread::sleep_for(std::chrono::nanoseconds(wake - now - 50'000));
-        }
-        continue;
-      }
-      const uint32_t size = sizes.next();
-      if (job.verify) stamp_message(std::span(request).first(size), stream_key, sequence++);
-      {
-        std::lock_guard<std::mutex> lock(mutex);
-        issued.push_back({*due, size});
-      }
-      if (!tools::send_all(fd, request.data(), size)) {
-        std::lock_guard<std::mutex> lock(mutex);
-        send_failed = true;
-        break;
-      }
-      sent_bytes += size;
-    }
-    pacer.stop(Loop::clock_ns());
-    std::lock_guard<std::mutex> lock(mutex);
-    dropped = pacer.dropped();
-    ::shutdown(fd, SHUT_WR);  // the server's echo ends with ours
-  });
-  StreamVerifier verifier(stream_key, message_bytes_max);
-  std::vector<std::byte> buffer(256 * 1024);
-  uint64_t partial = 0;
-  for (;;) {
-    const ssize_t n = ::recv(fd, buffer.data(), buffer.size(), 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    const uint64_t now = Loop::clock_ns();
-    if (job.verify) verifier.feed(std::span<const std::byte>(buffer.data(), static_cast<std::size_t>(n)));
-    partial += static_cast<uint64_t>(n);
-    std::lock_guard<std::mutex> lock(mutex);
-    while (!issued.empty() && partial >= issued.front().bytes) {
-      const Issued call = issued.front();
-      issued.pop_front();
-      partial -= call.bytes;
-      if (progress != nullptr) progress->add(1, 2ull * call.bytes);
-      if (window.measuring(now) || window.until_ns == UINT64_MAX) {
-        result.ops++;
-        result.bytes_written += call.bytes;
-        result.bytes_read += call.bytes;
-        result.latency.add(now - call.due_ns);
-      }
-    }
-    slot_freed.notify_one();
-  }
-  {
-    std::lock_guard<std::mutex> lock(mutex);
-    reader_done = true;
-  }
-  slot_freed.notify_one();
-  sender.join();
-  result.rate_dropped = dropped;
-  if (send_failed || !issued.empty()) {
-    result.errors++;
-    result.error_message = "connection failed";
-  }
-  if (job.verify) {
-    verifier.finish();
-    add_verify(result, verifier.counts());
-    if (verifier.counts().errors() != 0) {
-      result.errors++;
-      if (result.error_message.empty()) result.error_message = "verify: echoed bytes damaged, missing or repeated";
-    }
-  }
-  ::close(fd);
-}
-
-void tcp_write_stream(const Job& job, JobResult& result, const RunTarget& target, uint64_t size_share,
-                      uint64_t stream_key, Progress* progress) {
-  std::string error;
-  const int fd = tcp_connect(target, tcp_mode_sink, job, stream_key, error);
-  if (fd < 0) {
-    result.errors++;
-    result.error_message = error;
-    return;
-  }
-  Window window(job);
-  SizePicker sizes(job, stream_key);
-  std::vector<std::byte> message(sizes.max(), std::byte{0x6b});
-  uint64_t written = 0;
-  uint64_t sequence = 0;
-  for (;;) {
-    const uint64_t started = Loop::clock_ns();
-    if (window.over(started) || (job.size_bytes != 0 && written >= size_share)) break;
-    const uint32_t size = sizes.next();
-    if (job.verify) stamp_message(std::span(message).first(size), stream_key, sequence++);
-    if (!tools::send_all(fd, message.data(), size)) {
-      result.errors++;
-      result.error_message = "send failed";
-      break;
-    }
-    written += size;
-    if (progress != nullptr) progress->add(1, size);
-    const uint64_t now = Loop::clock_ns();
-    if (window.measuring(now)) {
-      result.ops++;
-      result.bytes_written += size;
-      result.latency.add(now - started);
-    }
-  }
-  result.client_sent_bytes += written;
-  ::shutdown(fd, SHUT_WR);
-  std::byte answer[sink_answer_verify_bytes];
-  const std::size_t answer_bytes = job.verify ? sink_answer_verify_bytes : sink_answer_bytes;
-  if (tools::recv_exact(fd, answer, answer_bytes)) {
-    read_sink_answer(std::span<const std::byte>(answer, answer_bytes), result);
-    if (result.verify_mismatches + result.verify_gaps + result.verify_duplicates != 0) {
-      result.errors++;
-      if (result.error_message.empty()) result.error_message = "verify: the server saw damaged, missing or repeated messages";
-    }
-  } else {
-    result.errors++;
-    if (result.error_message.empty()) result.error_message = "no count from the server";
-  }
-  ::close(fd);
-}
-
-// Server-to-client stream: the server writes bs-byte messages; the client reads for the
-// window (or size), then closes. Verified, the bytes are checked as they arrive.
-void tcp_read_stream(const Job& job, JobResult& result, const RunTarget& target, uint64_t size_share,
-                     uint64_t stream_key, Progress* progress) {
-  std::string error;
-  const int fd = tcp_connect(target, tcp_mode_source, job, stream_key, error);
-  if (fd < 0) {
-    result.errors++;
-    result.error_message = error;
-    return;
-  }
-  Window window(job);
-  StreamVerifier verifier(stream_key, message_bytes_max);
-  std::vector<std::byte> buffer(256 * 1024);
-  uint64_t received = 0;
-  for (;;) {
-    const uint64_t now = Loop::clock_ns();
-    if (window.over(now) || (job.size_bytes != 0 && received >= size_share)) break;
-    const ssize_t n = ::recv(fd, buffer.data(), buffer.size(), 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      result.errors++;
-      result.error_message = "the server closed the stream";
-      break;
-    }
-    const auto bytes = static_cast<uint64_t>(n);
-    received += bytes;
-    if (job.verify) verifier.feed(std::span<const std::byte>(buffer.data(), bytes));
-    if (progress != nullptr) progress->add(0, bytes);
-    if (window.measuring(Loop::clock_ns())) {
-      result.bytes_read += bytes;
-      result.ops = result.bytes_read / std::max<uint32_t>(job.bs, 1);
-    }
-  }
-  if (job.verify) {
-    add_verify(result, verifier.counts());  // a message cut by our close is no gap
-    if (verifier.counts().errors() != 0) {
-      result.errors++;
-      if (result.error_message.empty()) result.error_message = "verify: stream bytes damaged, missing or repeated";
-    }
-  }
-  ::close(fd);
-}
-
-// Both directions: a writer thread sends messages, this thread reads the echo and times
-// each message's round trip (issue of its first byte to arrival of its last).
-void tcp_bidi_stream(const Job& job, JobResult& result, const RunTarget& target, uint64_t size_share,
-                     uint64_t stream_key, Progress* progress) {
-  std::string error;
-  const int fd = tcp_connect(target, tcp_mode_echo, job, stream_key, error);
-  if (fd < 0) {
-    result.errors++;
-    result.error_message = error;
-    return;
-  }
-  Window window(job);
-  std::mutex mutex;
-  std::deque<std::pair<uint64_t, uint64_t>> sent_at;  // (end offset, start time) of each message
-  bool send_failed = false;
-  uint64_t written = 0;
-  uint64_t written_in_window = 0;
-  std::thread writer([&] {
-    if (!job.cpus_allowed.empty()) (void)engine::pin_current_thread(job.cpus_allowed.front());
-    SizePicker sizes(job, stream_key);
-    std::vector<std::byte> message(sizes.max(), std::byte{0x6b});
-    for (uint64_t sequence = 0;; sequence++) {
-      const uint64_t started = Loop::clock_ns();
-      if (window.over(started) || (job.size_bytes != 0 && written >= size_share)) break;
-      const uint32_t size = sizes.next();
-      if (job.verify) stamp_message(std::span(message).first(size), stream_key, sequence);
-      if (!tools::send_all(fd, message.data(), size)) {
-        std::lock_guard<std::mutex> lock(mutex);
-        send_failed = true;
-        break;
-      }
-      const uint64_t now = Loop::clock_ns();
-      std::lock_guard<std::mutex> lock(mutex);
-      written += size;
-      if (window.measuring(now)) written_in_window += size;
-      sent_at.emplace_back(written, started);
-    }
-    ::shutdown(fd, SHUT_WR);  // the echo ends when ours does
-  });
-  StreamVerifier verifier(stream_key, message_bytes_max);
-  std::vector<std::byte> buffer(256 * 1024);
-  uint64_t received = 0;
-  for (;;) {
-    const ssize_t n = ::recv(fd, buffer.data(), buffer.size(), 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;  // the echo of our shutdown, or a failure (counted below)
-    const auto bytes = static_cast<uint64_t>(n);
-    const uint64_t now = Loop::clock_ns();
-    received += bytes;
-    if (job.verify) verifier.feed(std::span<const std::byte>(buffer.data(), bytes));
-    if (progress != nullptr) progress->add(0, bytes);
-    if (window.measuring(now)) result.bytes_read += bytes;
-    std::lock_guard<std::mutex> lock(mutex);
-    while (!sent_at.empty() && received >= sent_at.front().first) {
-      if (window.measuring(now)) {
-        result.ops++;
-        result.latency.add(now - sent_at.front().second);
-      }
-      sent_at.pop_front();
-    }
-  }
-  writer.join();
-  result.client_sent_bytes += written;
-  result.bytes_written += written_in_window;
-  if (send_failed || received != written) {
-    result.errors++;
-    if (result.error_message.empty()) result.error_message = "echo incomplete: connection failed";
-  }
-  if (job.verify) {
-    verifier.finish();
-    add_verify(result, verifier.counts());
-    if (verifier.counts().errors() != 0) {
-      result.errors++;
-      if (result.error_message.empty()) result.error_message = "verify: echoed bytes damaged, missing or repeated";
-    }
-  }
-  ::close(fd);
-}
-
 }  // namespace
 
-std::vector<JobResult> run_jobs(const Invocation& invocation, const RunTarget& target, Progress* progress) {
-  // Expand numjobs into clones, each with its own result.
-  std::vector<Job> clones;
-  for (const Job& job : invocation.jobs) {
-    for (uint32_t i = 0; i < job.numjobs; i++) {
-      clones.push_back(job);
-      if (job.numjobs > 1) clones.back().name = job.name + "." + std::to_string(i);
-    }
-  }
-  std::vector<JobResult> results(clones.size());
-  std::vector<const Job*> ringmux_jobs;
-  std::vector<JobResult*> ringmux_results;
-  std::vector<std::size_t> ringmux_indices;
-  std::vector<std::thread> threads;
-  // tcp stream jobs: one connection (and thread) per stream, each counting into its own
-  // part of the job's result; summed once every thread is done.
-  auto job_rw_is_read = [](RwMode rw) { return rw == RwMode::read; };
-  struct Parts {
-    std::size_t result_index;
-    std::vector<JobResult> parts;
-  };
-  std::vector<std::unique_ptr<Parts>> stream_parts;
-  for (std::size_t i = 0; i < clones.size(); i++) {
-    const Job& job = clones[i];
-    JobResult& result = results[i];
-    result.name = job.name;
-    result.rw = job.rw;
-    result.engine = job.ioengine;
-    result.window_seconds = job.runtime_ns != 0 ? static_cast<double>(job.runtime_ns) / 1e9 : 0;
-    if (job.ioengine == IoEngine::ringmux) {
-      ringmux_jobs.push_back(&job);
-      ringmux_results.push_back(&result);
-      ringmux_indices.push_back(i);
-      continue;
-    }
-    if (job.rw == RwMode::unary) {
-      if (job.response_bytes() != job.bs || (job.resp_bs && !job.bssplit.empty())) {
-        result.errors++;
-        result.error_message = "ioengine=tcp echoes: resp_bs must equal bs";
-        continue;
-      }
-      threads.emplace_back([&job, &result, &target, i, progress] {
-        if (!job.cpus_allowed.empty()) (void)engine::pin_current_thread(job.cpus_allowed.front());
-        if (job.rate_iops != 0) {
-          tcp_unary_paced(job, result, target, verify_stream_key(i, 0), progress);
-        } else {
-          tcp_unary(job, result, target, verify_stream_key(i, 0), progress);
-        }
-      });
-    } else {
-      // Streams: one connection (and thread) per stream, each counting into its part.
-      auto parts = std::make_unique<Parts>(Parts{i, std::vector<JobResult>(job.streams)});
-      for (auto& part : parts->parts) reserve_samples(part, job);
-      for (uint32_t s = 0; s < job.streams; s++) {
-        JobResult* part = &parts->parts[s];
-        threads.emplace_back([&job, part, &target, i, s, progress] {
-          if (!job.cpus_allowed.empty()) (void)engine::pin_current_thread(job.cpus_allowed.front());
-          const uint64_t share = job.size_bytes / job.streams;
-          const uint64_t key = verify_stream_key(i, s);
-          switch (job.rw) {
-            case RwMode::write: tcp_write_stream(job, *part, target, share, key, progress); break;
-            case RwMode::read: tcp_read_stream(job, *part, target, share, key, progress); break;
-            case RwMode::bidi: tcp_bidi_stream(job, *part, target, share, key, progress); break;
-            case RwMode::unary: break;   // handled above
-            case RwMode::quorum: break;  // ringmux only (validated)
-          }
-        });
-      }
-      stream_parts.push_back(std::move(parts));
-    }
-  }
-  if (!ringmux_jobs.empty()) {
-    threads.emplace_back([&] { run_ringmux(ringmux_jobs, ringmux_results, target, ringmux_indices, progress); });
-  }
-  for (auto& thread : threads) thread.join();
-  for (auto& parts : stream_parts) {
-    JobResult& result = results[parts->result_index];
-    for (auto& part : parts->parts) {
-      result.ops += part.ops;
-      result.bytes_written += part.bytes_written;
-      result.bytes_read += part.bytes_read;
-      result.stream_bytes.push_back(job_rw_is_read(result.rw) ? part.bytes_read : part.bytes_written);
-      result.errors += part.errors;
-      result.server_confirmed_bytes += part.server_confirmed_bytes;
-      result.client_sent_bytes += part.client_sent_bytes;
-      result.verified_messages += part.verified_messages;
-      result.verify_mismatches += part.verify_mismatches;
-      result.verify_gaps += part.verify_gaps;
-      result.verify_duplicates += part.verify_duplicates;
-      if (result.error_message.empty()) result.error_message = part.error_message;
-      result.latency.merge(part.latency);
-    }
-  }
-  return results;
+void run_clones(const std::vector<CloneRun>& clones, const RunTarget& target, Progress* progress, RunControl& control) {
+  if (clones.empty()) return;
+  const bool tcp = clones.front().job->ioengine == IoEngine::tcp;
+  for (const CloneRun& clone : clones) RM_ASSERT((clone.job->ioengine == IoEngine::tcp) == tcp);
+  if (tcp) return run_tcp_clones(clones, target, progress, control);
+  // The loop runs on a thread of its own, pinned to the jobs' CPU.
+  std::thread loop_thread([&] { run_ringmux(clones, target, progress, control); });
+  loop_thread.join();
 }
 
 }  // namespace ringmux::loadgen

@@ -1,12 +1,12 @@
-// Runs loadgen jobs and collects what they measured.
+// Runs loadgen job clones and collects what they measured.
 //
-// ringmux engine: every job of an invocation runs on one client loop (pinned to the
-// job's first allowed CPU) over one shared connection, unless a job asks for its own.
-// tcp engine: each job clone runs on a thread of its own with blocking sockets, the raw
-// baseline: no framing, no multiplexing (iodepth N pipelines N requests on one
-// connection; each stream is a connection of its own, read streams included; a bidi
-// stream has a writer thread beside its reader).
-// Called from the main thread; returns when every job is done.
+// ringmux engine: every clone of one run_clones() call runs on one client loop (pinned to
+// the first allowed CPU of the first job that names one) over one shared connection,
+// unless a job asks for its own (runner.cpp).
+// tcp engine: each job clone runs on threads of its own with blocking sockets, the raw
+// baseline: no framing, no multiplexing (tcp_runner.cpp).
+// Called from the main thread; returns when every clone is done. A stop (RunControl) ends
+// every clone within a few milliseconds (stop_poll_ns) with what it measured so far.
 #pragma once
 
 #include <atomic>
@@ -14,40 +14,10 @@
 #include <string>
 #include <vector>
 
-#include "tools/latency.h"
 #include "tools/loadgen/job.h"
+#include "tools/loadgen/result.h"
 
 namespace ringmux::loadgen {
-
-struct JobResult {
-  std::string name;
-  RwMode rw = RwMode::unary;
-  IoEngine engine = IoEngine::ringmux;
-  uint64_t ops = 0;             // calls (unary) or messages (streams) in the window
-  uint64_t bytes_written = 0;   // payload sent in the window
-  uint64_t bytes_read = 0;      // payload received in the window
-  uint64_t errors = 0;
-  double window_seconds = 0;
-  tools::LatencySamples latency;  // unary: call latency; streams: message write latency
-  uint64_t server_confirmed_bytes = 0;  // sink streams: the server's count at the end
-  uint64_t client_sent_bytes = 0;       // what the client wrote in total, to compare
-  // Stream jobs on ringmux: payload each stream moved in the window (written, or read for
-  // rw=read), for the fairness of W4 (share = one stream's bytes / all streams' bytes).
-  std::vector<uint64_t> stream_bytes;
-  std::string error_message;
-  // verify=1: messages whose payload failed its check, sequence numbers skipped, seen
-  // twice, and messages checked in all. All 0 without verify.
-  uint64_t verify_mismatches = 0, verify_gaps = 0, verify_duplicates = 0, verified_messages = 0;
-  // ringmux engine: the job's connection resumed its session this often after its TCP
-  // connection broke, sending this many held bytes again; each resume's time from the new
-  // TCP connection being up to the handshake done. Jobs sharing a connection report the
-  // same figures.
-  uint64_t resumes = 0, bytes_replayed = 0;
-  tools::LatencySamples resume_latency;
-  // Open loop (rate_iops): calls that fell due and never started, because the backlog of
-  // late calls was full (pacer_backlog_max) or the run ended first. 0 in closed loop.
-  uint64_t rate_dropped = 0;
-};
 
 struct RunTarget {
   std::string host;  // "127.0.0.1"
@@ -66,8 +36,33 @@ struct Progress {
   }
 };
 
-// Runs every job of `invocation` against `target` and returns one result per job clone.
-// `progress` (may be null) receives live totals.
-std::vector<JobResult> run_jobs(const Invocation& invocation, const RunTarget& target, Progress* progress = nullptr);
+// What the main thread tells running clones: written by the signal thread, read by the
+// runners' threads.
+struct RunControl {
+  // Nothing is measured from this time on and every clone ends (UINT64_MAX: no stop).
+  std::atomic<uint64_t> stop_ns{UINT64_MAX};
+  LiveResults* live = nullptr;  // --status-interval: clones publish copies here
+
+  // The first request wins; later ones change nothing.
+  void request_stop(uint64_t now) noexcept {
+    uint64_t none = UINT64_MAX;
+    stop_ns.compare_exchange_strong(none, now, std::memory_order_relaxed);
+  }
+  bool stopped() const noexcept { return stop_ns.load(std::memory_order_relaxed) != UINT64_MAX; }
+};
+
+// How soon a clone waiting on a timer or a blocking wait notices a stop.
+inline constexpr uint64_t stop_poll_ns = 50'000'000;
+
+// One job clone to run.
+struct CloneRun {
+  const Job* job = nullptr;  // the clone's job (its name ends in .N for numjobs > 1)
+  JobResult* result = nullptr;  // name, indices, engine and latency_log set by the caller
+  std::size_t index = 0;        // over every clone of the invocation: verify keys, live slot
+  uint64_t log_window_ns = 0;   // log_avg_msec windows to count (0: none)
+};
+
+// Runs `clones` (all of one engine) against `target`. `progress` may be null.
+void run_clones(const std::vector<CloneRun>& clones, const RunTarget& target, Progress* progress, RunControl& control);
 
 }  // namespace ringmux::loadgen

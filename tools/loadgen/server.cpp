@@ -406,6 +406,38 @@ namespace {
 // again (each try fails at once until a connection closes; 10 ms costs nothing).
 constexpr uint64_t accept_retry_ns = 10'000'000;
 
+// The baseline's calls whose response size is not the request's (protocol.h, tcp call
+// mode): header, request, response, in order, until the client shuts its side. A request
+// or response above `message_bytes_allowed`, a malformed header or a damaged verified
+// request closes the connection.
+void serve_tcp_calls(int fd, ServerStats& stats, uint32_t message_bytes_allowed, bool verify) {
+  std::vector<std::byte> request, response;
+  for (;;) {
+    std::byte header[tcp_call_header_bytes];
+    if (!tools::recv_exact(fd, header, sizeof(header))) return;
+    const uint32_t request_bytes = load_u32(header);
+    const uint32_t response_bytes = load_u32(std::span<const std::byte>(header).subspan(4));
+    if (request_bytes < tcp_call_header_bytes || request_bytes > message_bytes_allowed || response_bytes == 0 ||
+        response_bytes > message_bytes_allowed) {
+      return;
+    }
+    request.resize(request_bytes - tcp_call_header_bytes);
+    if (!tools::recv_exact(fd, request.data(), request.size())) return;
+    stats.calls.fetch_add(1, std::memory_order_relaxed);
+    stats.bytes_received.fetch_add(request_bytes, std::memory_order_relaxed);
+    response.resize(response_bytes, std::byte{0x5a});
+    if (verify) {
+      if (!message_intact(request) || response_bytes < verify_stamp_bytes) {
+        stats.verify_errors.fetch_add(1, std::memory_order_relaxed);
+        return;
+      }
+      stamp_message(response, message_stream_key(request), message_sequence(request));
+    }
+    if (!tools::send_all(fd, response.data(), response.size())) return;
+    stats.bytes_sent.fetch_add(response_bytes, std::memory_order_relaxed);
+  }
+}
+
 // Serves one baseline connection; the caller closes `fd`. A hello asking for messages
 // above `message_bytes_allowed` (a source's, a verified sink's) is answered by the close.
 void serve_tcp_connection(int fd, ServerStats& stats, uint32_t message_bytes_allowed) {
@@ -426,6 +458,7 @@ void serve_tcp_connection(int fd, ServerStats& stats, uint32_t message_bytes_all
       stats.bytes_sent.fetch_add(message.size(), std::memory_order_relaxed);
     }
   }
+  if (mode == tcp_mode_call) return serve_tcp_calls(fd, stats, message_bytes_allowed, preamble.verify());
   std::optional<StreamVerifier> verifier;
   if (mode == tcp_mode_sink && preamble.verify()) verifier.emplace(preamble.stream_key, message_bytes_allowed);
   std::vector<std::byte> buffer(256 * 1024);
