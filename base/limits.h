@@ -307,6 +307,22 @@ inline constexpr uint64_t hello_timeout_ns = 5'000'000'000;
 // Largest HELLO payload mux::Acceptor reads (SPEC §4.1 allows later versions to extend it).
 inline constexpr uint32_t hello_payload_bytes_max = 1024;
 
+// ---- mux/workers: streams served by application threads -------------------------------
+
+// Slots of a worker stream's ring (mux/workers/worker_stream.h): deliveries a worker may
+// have waiting before more wait on the loop side. The window bounds the bytes either way;
+// the slots bound what the worker can take without the loop's help: 64 slots hold a whole
+// 2 MiB window of 32 KiB deliveries, and their buffers keep their capacity (the slots of a
+// 64 KiB-message stream hold ~4 MiB once warm).
+inline constexpr uint32_t worker_stream_slots_default = 64;
+
+// How long a worker stream's reader or writer looks for its event before it sleeps on the
+// futex. A sleep plus the loop's wake-up syscall costs ~5 us of both threads' CPU here and
+// tens of microseconds of latency when a core has to be woken (the loop's own spin,
+// loop_spin_ns_default, has the measurement); a bulk stream's next delivery is often
+// closer than that. 0 turns it off for workers that share a core with their loop.
+inline constexpr uint64_t worker_spin_ns_default = 20'000;
+
 // ---- compile-time relations ----------------------------------------------------------
 
 static_assert((recv_buffer_count & (recv_buffer_count - 1)) == 0, "buffer ring size must be a power of two");
@@ -342,5 +358,7 @@ static_assert(detached_held_bytes_max >= 4 * replay_bytes_max, "several detached
 static_assert(unary_request_bytes_max <= connection_rpc_bytes_max, "one maximal request fits a connection");
 static_assert(redial_backoff_ns_min <= redial_backoff_ns_max, "backoff grows from its minimum");
 static_assert(redial_backoff_ns_max < resume_timeout_ns_default, "a resuming dialer gets several attempts");
+static_assert(worker_stream_slots_default >= 2 && (worker_stream_slots_default & (worker_stream_slots_default - 1)) == 0,
+              "a slot ring's size is a power of two");
 
 }  // namespace ringmux::limits
