@@ -36,14 +36,16 @@ class WorkerStream::Observer final : public StreamObserver {
 };
 
 WorkerStream::WorkerStream(Private, Connection& connection, const WorkerStreamOptions& options)
-    : loop_(connection.loop()), options_(options), ring_(options.slots), connection_(&connection) {
+    : loop_(connection.loop()), options_(options), ring_(options.slots), connection_(&connection),
+      wake_reader_(&WorkerStream::on_wake_reader, this) {
   task_.run = &WorkerStream::on_task;
   task_.owner = this;
 }
 
 WorkerStream::~WorkerStream() {
-  // A queued task keeps the stream alive, and so does the connection until the end.
+  // A queued task or wake keeps the stream alive, and so does the connection until the end.
   RM_ASSERT(pending_.load(std::memory_order_acquire) == 0);
+  RM_ASSERT(!wake_reader_.queued());
   RM_ASSERT(connection_ == nullptr);
 }
 
@@ -130,7 +132,22 @@ void WorkerStream::commit_message() noexcept {
   if (!queued_.empty()) return;  // next_message() queued it; refill() moves it in later
   ring_.commit();
   deliveries_.store(deliveries_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-  reader_wake_.wake();
+  wake_reader_soon();
+}
+
+void WorkerStream::wake_reader_soon() noexcept {
+  // Once per turn of the loop, after all of the turn's deliveries: a reader woken by the
+  // first would take it alone and sleep again before the next (one futex wake and one
+  // reader wake-up per delivery; a bulk stream gets several per turn).
+  if (wake_reader_.queued()) return;
+  wake_reader_keep_ = shared_from_this();
+  loop_.defer(wake_reader_);
+}
+
+void WorkerStream::on_wake_reader(engine::Deferred& deferred) noexcept {
+  WorkerStream& self = *static_cast<WorkerStream*>(deferred.context());
+  std::shared_ptr<WorkerStream> keep = std::move(self.wake_reader_keep_);  // may be the last reference
+  self.reader_wake_.wake();
 }
 
 void WorkerStream::on_data(std::span<const std::byte> bytes, bool end_stream) noexcept {
@@ -172,7 +189,7 @@ void WorkerStream::refill() noexcept {
   }
   if (moved == 0) return;
   deliveries_.store(deliveries_.load(std::memory_order_relaxed) + moved, std::memory_order_relaxed);
-  reader_wake_.wake();
+  wake_reader_soon();
 }
 
 // ---- the loop: writes ------------------------------------------------------------------------

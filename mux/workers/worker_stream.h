@@ -4,8 +4,8 @@
 // Inbound: the loop pushes each delivery of the stream into the stream's SPSC slot ring
 // (the loop claims and commits; the reader acquires a slot, reads it in place and
 // releases it). A reader with nothing to read sleeps on a futex (engine::WakeWord) until
-// the loop commits, or until its deadline; the loop makes that syscall only when the
-// reader is asleep. A release adds the slot's bytes to an atomic count and the loop turns
+// the loop commits, or until its deadline; the loop wakes it once per turn, after the
+// turn's deliveries, and makes that syscall only when the reader is asleep. A release adds the slot's bytes to an atomic count and the loop turns
 // the count into flow-control credit (Connection::consume) through the stream's task.
 //
 // The stream's task: one intrusive engine::Task per stream, posted to the loop's lock-free
@@ -154,6 +154,9 @@ class WorkerStream final : public std::enable_shared_from_this<WorkerStream> {
   Message& next_message() noexcept;
   void commit_message() noexcept;
   void refill() noexcept;  // moves queued messages into the ring while there is room
+  // Wakes the reader at the end of the loop's turn (engine::Loop::defer), once.
+  void wake_reader_soon() noexcept;
+  static void on_wake_reader(engine::Deferred& deferred) noexcept;
   void start_write() noexcept;
   void continue_write() noexcept;
   void complete_write(MuxError error) noexcept;
@@ -198,6 +201,8 @@ class WorkerStream final : public std::enable_shared_from_this<WorkerStream> {
   RingQueue<Message> queued_;  // deliveries waiting for a free slot, oldest first
   bool finished_ = false;
   MuxError finished_error_ = MuxError::none;
+  engine::Deferred wake_reader_;
+  std::shared_ptr<WorkerStream> wake_reader_keep_;  // alive while the wake is queued
   std::size_t write_taken_ = 0;
   bool write_active_ = false;
   uint64_t active_sequence_ = 0;  // write_sequence_ of the write in progress
