@@ -317,11 +317,13 @@ inline constexpr uint32_t hello_payload_bytes_max = 1024;
 inline constexpr uint32_t worker_stream_slots_default = 64;
 
 // How long a worker stream's reader or writer looks for its event before it sleeps on the
-// futex. A sleep plus the loop's wake-up syscall costs ~5 us of both threads' CPU here and
-// tens of microseconds of latency when a core has to be woken (the loop's own spin,
-// loop_spin_ns_default, has the measurement); a bulk stream's next delivery is often
-// closer than that. 0 turns it off for workers that share a core with their loop.
-inline constexpr uint64_t worker_spin_ns_default = 20'000;
+// futex (WorkerStreamOptions::spin_ns). 0: sleep at once. Workers usually outnumber the
+// cores and share them with the loops, and a spinning worker takes the CPU its loop needs
+// to produce what it waits for: W3 read by a worker on this 2-core machine (perf/worker_w3,
+// perf/RESULTS.md) ran at 0.61x of W3 read on the loop with 20 us of spin and at 0.86x
+// with none (the worker then used 4 % of a core, woken ~0.15 times per delivery). A worker
+// with a core of its own may trade CPU for latency with a spin like the loop's.
+inline constexpr uint64_t worker_spin_ns_default = 0;
 
 // ---- compile-time relations ----------------------------------------------------------
 
