@@ -13,7 +13,7 @@
 // and the loop's eventfd wake-ups, and the server loop's iterations per second.
 //
 //   build/perf/worker_w3 [--runs=5] [--seconds=3] [--warmup_ms=500] [--bs=65536]
-//       [--client_cpu=0] [--server_cpu=1] [--worker_cpu=-1] [--spin_ns=20000]
+//       [--client_cpu=0] [--server_cpu=1] [--worker_cpu=-1] [--spin_ns=0]
 //       [--slots=64] [--touch] [--window=BYTES] [--loop_spin_ns=20000] [--modes=loop,worker]
 //
 // The client's loop is pinned to CPU 0 and the server's to CPU 1 (WORKLOADS.md); the
