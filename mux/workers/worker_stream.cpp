@@ -267,6 +267,7 @@ bool WorkerStream::wait_for(engine::WakeWord& word, uint64_t deadline_ns, Ready&
 
 const WorkerStream::Message* WorkerStream::acquire(uint64_t deadline_ns) noexcept {
   RM_ASSERT(!loop_.on_loop_thread());  // the loop would wait for itself
+  if (ended_.finished) return &ended_;  // the end, released already: nothing comes after it
   const Message* message = ring_.acquire();
   if (message == nullptr) {
     const bool passed = deadline_ns != 0 && engine::Loop::clock_ns() >= deadline_ns;
@@ -280,8 +281,14 @@ const WorkerStream::Message* WorkerStream::acquire(uint64_t deadline_ns) noexcep
 }
 
 void WorkerStream::release() noexcept {
+  if (ended_.finished) return;  // the end handed out again: not a slot
   RM_ASSERT(acquired_);
   acquired_ = false;
+  if (const Message* message = ring_.acquire(); message->finished) {
+    // The last message: kept, so that a reader asking again learns the end at once.
+    ended_.finished = true;
+    ended_.error = message->error;
+  }
   ring_.release();
   released_bytes_.fetch_add(acquired_bytes_, std::memory_order_relaxed);
   acquired_bytes_ = 0;

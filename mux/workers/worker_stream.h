@@ -102,7 +102,8 @@ class WorkerStream final : public std::enable_shared_from_this<WorkerStream> {
 
   // The oldest message, sleeping until one arrives or until `deadline_ns` (monotonic, as
   // engine::Loop::clock_ns; 0 = none; a passed deadline only looks). nullptr at the
-  // deadline. Acquiring again before release() returns the same message.
+  // deadline. Acquiring again before release() returns the same message; after the
+  // finished message was released, every acquire returns it again at once.
   const Message* acquire(uint64_t deadline_ns) noexcept;
   // Hands the acquired message back; its bytes become credit for the peer.
   void release() noexcept;
@@ -195,6 +196,7 @@ class WorkerStream final : public std::enable_shared_from_this<WorkerStream> {
   // ---- the reader's ----
   std::size_t acquired_bytes_ = 0;
   bool acquired_ = false;
+  Message ended_;  // the finished message, once released (ended_.finished)
 
   // ---- the loop's ----
   Connection* connection_;  // null once the stream has finished: never touched after

@@ -310,10 +310,16 @@ TEST_CASE("worker stream: a worker writes a stream with blocking writes") {
     stream->release();
   }
   CHECK(count == static_cast<uint64_t>(blocks) << 20);
-  // After the end, writes fail with stream_closed instead of blocking.
+  // After the end, writes fail with stream_closed instead of blocking, and a read returns
+  // the end again at once (no deadline: it would block forever otherwise).
   auto late = stream->write(block, false, Loop::clock_ns() + 10 * second_ns);
   REQUIRE(!late.ok());
   CHECK(late.error() == MuxError::stream_closed);
+  const WorkerStream::Message* again = stream->acquire(0);
+  REQUIRE(again != nullptr);
+  CHECK(again->finished);
+  CHECK(again->error == MuxError::none);
+  stream->release();
 }
 
 // Proves a blocking write against a peer that stopped reading fails at its deadline
