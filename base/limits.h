@@ -307,6 +307,24 @@ inline constexpr uint64_t hello_timeout_ns = 5'000'000'000;
 // Largest HELLO payload mux::Acceptor reads (SPEC §4.1 allows later versions to extend it).
 inline constexpr uint32_t hello_payload_bytes_max = 1024;
 
+// ---- mux/workers: streams served by application threads -------------------------------
+
+// Slots of a worker stream's ring (mux/workers/worker_stream.h): deliveries a worker may
+// have waiting before more wait on the loop side. The window bounds the bytes either way;
+// the slots bound what the worker can take without the loop's help: 64 slots hold a whole
+// 2 MiB window of 32 KiB deliveries, and their buffers keep their capacity (the slots of a
+// 64 KiB-message stream hold ~4 MiB once warm).
+inline constexpr uint32_t worker_stream_slots_default = 64;
+
+// How long a worker stream's reader or writer looks for its event before it sleeps on the
+// futex (WorkerStreamOptions::spin_ns). 0: sleep at once. Workers usually outnumber the
+// cores and share them with the loops, and a spinning worker takes the CPU its loop needs
+// to produce what it waits for: W3 read by a worker on this 2-core machine (perf/worker_w3,
+// perf/RESULTS.md) ran at 0.61x of W3 read on the loop with 20 us of spin and at 0.86x
+// with none (the worker then used 4 % of a core, woken ~0.15 times per delivery). A worker
+// with a core of its own may trade CPU for latency with a spin like the loop's.
+inline constexpr uint64_t worker_spin_ns_default = 0;
+
 // ---- compile-time relations ----------------------------------------------------------
 
 static_assert((recv_buffer_count & (recv_buffer_count - 1)) == 0, "buffer ring size must be a power of two");
@@ -342,5 +360,7 @@ static_assert(detached_held_bytes_max >= 4 * replay_bytes_max, "several detached
 static_assert(unary_request_bytes_max <= connection_rpc_bytes_max, "one maximal request fits a connection");
 static_assert(redial_backoff_ns_min <= redial_backoff_ns_max, "backoff grows from its minimum");
 static_assert(redial_backoff_ns_max < resume_timeout_ns_default, "a resuming dialer gets several attempts");
+static_assert(worker_stream_slots_default >= 2 && (worker_stream_slots_default & (worker_stream_slots_default - 1)) == 0,
+              "a slot ring's size is a power of two");
 
 }  // namespace ringmux::limits

@@ -188,6 +188,10 @@ void Loop::post(Task* task) noexcept {
   do {
     task->next = head;
   } while (!posted_.compare_exchange_weak(head, task, std::memory_order_seq_cst, std::memory_order_relaxed));
+  // An awake loop takes the stack before it sleeps again (run_once): only a loop that may
+  // be asleep needs the eventfd. Both sides are seq_cst: either this load sees the loop's
+  // announcement, or the loop's look at the stack after announcing sees this task.
+  if (!sleeping_.load(std::memory_order_seq_cst)) return;
   if (!wake_pending_.exchange(true, std::memory_order_seq_cst)) {
     const uint64_t one = 1;
     // A full eventfd counter (EAGAIN) already means "wake up"; nothing else can fail here.
@@ -308,6 +312,11 @@ uint32_t Loop::run_once(bool wait, uint64_t timeout_ns) noexcept {
   if (timeout_ns == 0 || deferred_pending()) wait = false;
 
   if (wait && spin_ns_ > 0 && spin_for_completions(spin_ns_ < timeout_ns ? spin_ns_ : timeout_ns)) wait = false;
+  if (wait) {
+    // From here posts must wake the loop (post()); a task posted before this is run now.
+    sleeping_.store(true, std::memory_order_seq_cst);
+    if (posted_.load(std::memory_order_seq_cst) != nullptr) wait = false;
+  }
 
   stats_.enters++;
   if (wait) {
@@ -326,10 +335,17 @@ uint32_t Loop::run_once(bool wait, uint64_t timeout_ns) noexcept {
     const int rc = io_uring_submit_and_get_events(&ring_);
     RM_ASSERT(rc >= 0 || rc == -EINTR || rc == -EBUSY || rc == -EAGAIN);
   }
+  sleeping_.store(false, std::memory_order_relaxed);
   now_ns_ = clock_ns();
 
   const uint32_t dispatched = dispatch_completions();
   timers_.fire_expired(now_ns_, limits::loop_timers_per_iteration_max);
+  // Tasks posted while the loop was awake (they wrote no eventfd): every iteration, before
+  // the deferred work, so what they write leaves in this iteration's send.
+  if (posted_.load(std::memory_order_acquire) != nullptr) {
+    stats_.posted_drains++;
+    run_posted_tasks();
+  }
   // What this iteration's callbacks deferred: before the loop waits again.
   run_deferred();
   if (stop_from_other_thread_.load(std::memory_order_relaxed)) stop_requested_ = true;
@@ -343,7 +359,7 @@ bool Loop::spin_for_completions(uint64_t budget_ns) noexcept {
     // Submits what is queued and runs pending task work without waiting.
     const int rc = io_uring_submit_and_get_events(&ring_);
     RM_ASSERT(rc >= 0 || rc == -EINTR || rc == -EBUSY || rc == -EAGAIN);
-    if (io_uring_cq_ready(&ring_) > 0) return true;
+    if (io_uring_cq_ready(&ring_) > 0 || posted_.load(std::memory_order_relaxed) != nullptr) return true;
   } while (clock_ns() < until_ns);
   return false;
 }

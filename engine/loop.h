@@ -4,14 +4,16 @@
 // with a fallback), its registered ring fd, one provided-buffer ring for receives, its
 // timers and its queue of posted tasks. Each iteration makes exactly one
 // submit-and-wait call, whose timeout is the earliest timer, then dispatches completions
-// through the completion's address (the SQE's user_data), fires timers, and last runs the
-// work its callbacks deferred (defer(): a completion reported on the next turn, a
-// connection's one send of what the iteration wrote).
+// through the completion's address (the SQE's user_data), fires timers, runs the tasks
+// other threads posted meanwhile, and last runs the work its callbacks deferred (defer():
+// a completion reported on the next turn, a connection's one send of what the iteration
+// wrote).
 //
 // Threading: a loop is created on, and thereafter used only by, the thread that runs it
 // (SINGLE_ISSUER requires the creating thread to be the submitter). The exceptions are
 // post() and request_stop_from_any_thread(), which any thread may call: they push onto a
-// lock-free stack and wake the loop through an eventfd read kept armed in the ring.
+// lock-free stack that the loop takes every iteration, and wake a loop that may be asleep
+// through an eventfd read kept armed in the ring (a busy loop costs a poster no syscall).
 #pragma once
 
 #include <liburing.h>
@@ -60,7 +62,8 @@ struct LoopStats {
   uint64_t cq_overflows = 0;  // iterations that found the CQ overflowed and drained it
   uint64_t recv_no_buffers = 0;  // multishot receives ended by -ENOBUFS and re-armed
   uint64_t tasks_run = 0;
-  uint64_t wakeups = 0;  // eventfd completions (posts from other threads)
+  uint64_t wakeups = 0;  // eventfd completions (posts to a sleeping loop)
+  uint64_t posted_drains = 0;  // iterations that ran tasks posted while the loop was awake
   uint64_t spin_polls = 0;  // non-blocking enters made while busy-polling
   uint64_t deferred_run = 0;  // deferred work run (Loop::defer)
 };
@@ -186,8 +189,9 @@ class Loop {
 
   // ---- any thread ----
 
-  // Queues `task` to run on the loop thread and wakes the loop. Lock-free. From the loop
-  // thread too: the task then runs on a later turn, never inside the posting call.
+  // Queues `task` to run on the loop thread and wakes the loop. Lock-free; a syscall (one
+  // eventfd write per burst) only when the loop may be asleep. From the loop thread too:
+  // the task then runs at the end of the iteration or later, never inside the posting call.
   void post(Task* task) noexcept;
   // Posts a callable (allocates one small node per call; for control paths, not per
   // message). The task owns the callable: it may run after whoever posted it is gone.
@@ -242,6 +246,9 @@ class Loop {
     });
   }
   void request_stop_from_any_thread() noexcept;
+  // Whether the loop is in (or just before) a blocking wait, where posts write its eventfd.
+  // A snapshot, for tests and statistics.
+  bool sleeping() const noexcept { return sleeping_.load(std::memory_order_relaxed); }
 
  private:
   Loop() noexcept;
@@ -271,9 +278,12 @@ class Loop {
   Deferred deferred_round_;
 
   // Cross-thread wake-up: a Treiber stack of tasks (taken whole, so no ABA) and an
-  // eventfd whose read stays armed. wake_pending_ is true from the first post after a
-  // drain until the eventfd completion is handled, so a burst of posts costs one write.
+  // eventfd whose read stays armed. sleeping_ is true from just before the loop's look at
+  // the stack that precedes a blocking wait until the wait returns: posts write the eventfd
+  // only then. wake_pending_ is true from the first such write until the eventfd completion
+  // is handled, so a burst of posts to a sleeping loop costs one write.
   alignas(64) std::atomic<Task*> posted_{nullptr};
+  std::atomic<bool> sleeping_{false};
   std::atomic<bool> wake_pending_{false};
   std::atomic<bool> stop_from_other_thread_{false};
   alignas(64) int event_fd_ = -1;

@@ -1,0 +1,549 @@
+// worker_w3: W3 of shared/WORKLOADS.md (one bulk stream, the client writes 64 KiB messages
+// back to back, the server counts and discards them) with the server's stream read in two
+// ways, interleaved in one run (loop, worker, loop, worker, ...):
+//   loop    the stream's observer counts on the server's loop (what ringmux-serve does);
+//   worker  WorkerStream::serve hands the stream to a worker thread, which acquires each
+//           delivery from the stream's slot ring, counts it and releases it (credit goes
+//           back through the stream's task), and answers the count with a blocking write.
+// Payload GiB/s as received by the server in the measured window; at the end the client
+// ends the stream and the server answers its count, which must equal what was written.
+// Also per mode: the CPU of the server loop, the worker and the client loop, the share of
+// the window the server loop and the worker waited for a CPU while runnable (schedstat),
+// and per delivery the worker's futex sleeps, the loop's futex wakes, the stream's tasks
+// and the loop's eventfd wake-ups, and the server loop's iterations per second.
+//
+//   build/perf/worker_w3 [--runs=5] [--seconds=3] [--warmup_ms=500] [--bs=65536]
+//       [--client_cpu=0] [--server_cpu=1] [--worker_cpu=-1] [--spin_ns=0]
+//       [--slots=64] [--touch] [--window=BYTES] [--loop_spin_ns=20000] [--modes=loop,worker]
+//
+// The client's loop is pinned to CPU 0 and the server's to CPU 1 (WORKLOADS.md); the
+// worker thread is not pinned unless --worker_cpu says so (on a 2-core machine it shares a
+// core with one loop whatever it does). --touch makes both readers hash every byte (XXH3)
+// instead of only counting. Not a test: perf/RESULTS.md records what it printed.
+#include <pthread.h>
+#include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <future>
+#include <memory>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include "ringmux/engine/engine.h"
+#include "ringmux/engine/socket.h"
+#include "ringmux/mux/rpc/registry.h"
+#include "ringmux/mux/workers/worker_stream.h"
+
+using namespace ringmux;
+using namespace ringmux::mux;
+using engine::Loop;
+
+namespace {
+
+constexpr uint32_t handler_loop_sink = 1;
+constexpr uint32_t handler_worker_sink = 2;
+// How long the end of a run (the client's END, the server's answer) may take.
+constexpr uint64_t finish_timeout_ns = 30'000'000'000;
+constexpr uint64_t connect_timeout_ns = 5'000'000'000;
+
+struct Options {
+  int runs = 5;
+  double seconds = 3;
+  uint64_t warmup_ms = 500;
+  uint32_t bs = 64 * 1024;
+  int client_cpu = 0;
+  int server_cpu = 1;
+  int worker_cpu = -1;
+  WorkerStreamOptions worker;
+  bool touch = false;
+  uint32_t window_bytes = 0;  // 0: the default (grows from the initial window)
+  uint64_t loop_spin_ns = limits::loop_spin_ns_default;
+  std::vector<std::string> modes = {"loop", "worker"};
+};
+
+Options parse(int argc, char** argv) {
+  Options options;
+  for (int i = 1; i < argc; i++) {
+    const std::string arg = argv[i];
+    const std::size_t equals = arg.find('=');
+    const std::string name = arg.substr(0, equals);
+    const char* value = equals == std::string::npos ? "" : argv[i] + equals + 1;
+    if (name == "--runs") options.runs = std::atoi(value);
+    else if (name == "--seconds") options.seconds = std::atof(value);
+    else if (name == "--warmup_ms") options.warmup_ms = std::strtoull(value, nullptr, 10);
+    else if (name == "--bs") options.bs = static_cast<uint32_t>(std::strtoul(value, nullptr, 10));
+    else if (name == "--client_cpu") options.client_cpu = std::atoi(value);
+    else if (name == "--server_cpu") options.server_cpu = std::atoi(value);
+    else if (name == "--worker_cpu") options.worker_cpu = std::atoi(value);
+    else if (name == "--spin_ns") options.worker.spin_ns = std::strtoull(value, nullptr, 10);
+    else if (name == "--slots") options.worker.slots = static_cast<uint32_t>(std::strtoul(value, nullptr, 10));
+    else if (name == "--touch") options.touch = true;
+    else if (name == "--loop_spin_ns") options.loop_spin_ns = std::strtoull(value, nullptr, 10);
+    else if (name == "--window") options.window_bytes = static_cast<uint32_t>(std::strtoul(value, nullptr, 10));
+    else if (name == "--modes") {
+      options.modes.clear();
+      const std::string list = value;
+      for (std::size_t at = 0; at <= list.size();) {
+        const std::size_t comma = std::min(list.find(',', at), list.size());
+        options.modes.push_back(list.substr(at, comma - at));
+        at = comma + 1;
+      }
+    } else {
+      std::fprintf(stderr,
+                   "usage: worker_w3 [--runs=5] [--seconds=3] [--warmup_ms=500] [--bs=65536] [--client_cpu=0]\n"
+                   "  [--server_cpu=1] [--worker_cpu=-1] [--spin_ns=%llu] [--slots=%u] [--touch] [--window=BYTES]\n"
+                   "  [--loop_spin_ns=%llu] [--modes=loop,worker]\n",
+                   static_cast<unsigned long long>(limits::worker_spin_ns_default), limits::worker_stream_slots_default,
+                   static_cast<unsigned long long>(limits::loop_spin_ns_default));
+      std::exit(arg == "-h" || arg == "--help" ? 0 : 2);
+    }
+  }
+  return options;
+}
+
+// Nanoseconds thread `tid` has waited on a run queue (runnable, not running), from
+// /proc/self/task/TID/schedstat; 0 where the kernel does not keep it.
+uint64_t runq_wait_ns_of(pid_t tid) {
+  char path[64];
+  std::snprintf(path, sizeof(path), "/proc/self/task/%d/schedstat", static_cast<int>(tid));
+  FILE* file = std::fopen(path, "r");
+  if (file == nullptr) return 0;
+  unsigned long long run_ns = 0, wait_ns = 0;
+  const int got = std::fscanf(file, "%llu %llu", &run_ns, &wait_ns);
+  std::fclose(file);
+  return got == 2 ? wait_ns : 0;
+}
+
+uint64_t cpu_ns_of(pthread_t thread) {
+  clockid_t clock{};
+  if (pthread_getcpuclockid(thread, &clock) != 0) return 0;
+  timespec ts{};
+  clock_gettime(clock, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+// What the readers count, sampled by the main thread.
+struct Counters {
+  std::atomic<uint64_t> bytes{0};
+  std::atomic<uint64_t> hash{0};  // --touch: keeps the hashing from being optimised away
+};
+
+// Counts (and with --touch hashes) what it reads.
+void take(Counters& counters, std::span<const std::byte> bytes, bool touch) {
+  if (touch) counters.hash.fetch_xor(XXH3_64bits(bytes.data(), bytes.size()), std::memory_order_relaxed);
+  counters.bytes.fetch_add(bytes.size(), std::memory_order_relaxed);
+}
+
+// The server's stream read on its loop: counts, answers the count at the client's END.
+class LoopSink final : public StreamObserver {
+ public:
+  LoopSink(const StreamStart& start, Counters& counters, bool touch)
+      : connection_(*start.connection), id_(start.id), counters_(counters), touch_(touch) {}
+  void on_stream_data(std::span<const std::byte> bytes, bool end_stream) noexcept override {
+    connection_.consume(id_, bytes.size());
+    take(counters_, bytes, touch_);
+    count_ += bytes.size();
+    if (end_stream) {
+      std::memcpy(answer_, &count_, sizeof(count_));
+      (void)connection_.write(id_, answer_, true);  // 8 bytes always fit a fresh window
+    }
+  }
+  void on_stream_finished(MuxError) noexcept override {}
+
+ private:
+  Connection& connection_;
+  StreamId id_;
+  Counters& counters_;
+  bool touch_;
+  uint64_t count_ = 0;
+  std::byte answer_[sizeof(uint64_t)] = {};
+};
+
+// The client's stream: writes bs-byte messages back to back until told to stop, then
+// finishes the message under way and ends; reads the server's count.
+class Writer final : public StreamObserver {
+ public:
+  Writer(Connection& connection, std::span<const std::byte> message) : connection_(connection), message_(message) {}
+  bool open(uint32_t handler) {
+    auto id = connection_.open(handler, 0, {}, false, *this);
+    if (!id) return false;
+    id_ = id.value();
+    pump();
+    return true;
+  }
+  void stop() {
+    stopping_ = true;
+    pump();
+  }
+  void on_stream_data(std::span<const std::byte> bytes, bool) noexcept override {
+    connection_.consume(id_, bytes.size());
+    if (bytes.size() == sizeof(answer)) std::memcpy(&answer, bytes.data(), sizeof(answer));
+  }
+  void on_stream_writable() noexcept override { pump(); }
+  void on_stream_finished(MuxError error) noexcept override {
+    result = error;
+    finished.store(true, std::memory_order_release);
+  }
+
+  uint64_t written = 0;
+  uint64_t answer = 0;
+  MuxError result = MuxError::none;
+  std::atomic<bool> finished{false};
+
+ private:
+  void pump() {
+    if (ended_) return;
+    for (;;) {
+      if (offset_ == 0 && stopping_) {
+        ended_ = connection_.end(id_).ok();
+        return;
+      }
+      auto taken = connection_.write(id_, message_.subspan(offset_), false);
+      if (!taken || taken.value() == 0) return;
+      written += taken.value();
+      offset_ = (offset_ + taken.value()) % message_.size();
+    }
+  }
+
+  Connection& connection_;
+  std::span<const std::byte> message_;
+  StreamId id_ = 0;
+  std::size_t offset_ = 0;
+  bool stopping_ = false;
+  bool ended_ = false;
+};
+
+ConnectionOptions connection_options(const Options& options) {
+  ConnectionOptions connection;
+  if (options.window_bytes != 0) {
+    connection.session.stream_window_bytes = options.window_bytes;
+    connection.session.stream_window_bytes_max = options.window_bytes;
+  }
+  return connection;
+}
+
+// The server's side, on its loop: the listener, the handlers, the accepted connection.
+struct ServerSide final : engine::ListenerHandler, ConnectionObserver {
+  ServerSide(Loop& loop_ref, const Options& options) : loop(loop_ref), listener(loop_ref, *this), options_(options) {
+    registry.add_stream(handler_loop_sink, [this](const StreamStart& start) -> StreamObserver* {
+      return new LoopSink(start, counters, options_.touch);
+    });
+    registry.add_stream(handler_worker_sink, [this](const StreamStart& start) -> StreamObserver* {
+      WorkerStream::Served served = WorkerStream::serve(start, options_.worker);
+      served_->set_value(std::move(served.stream));
+      return served.observer;
+    });
+  }
+  void on_accept(int fd) noexcept override {
+    connection = std::make_unique<Connection>(loop, fd, false, &registry, *this, connection_options(options_));
+    connection->start();
+  }
+  void on_accept_error(engine::IoError) noexcept override {}
+  void on_listener_closed() noexcept override { listener_closed = true; }
+  void on_connection_closed(Connection&, MuxError, engine::IoError) noexcept override {}
+  bool closed() const { return listener_closed && (!connection || connection->closed()); }
+
+  Loop& loop;
+  engine::Listener listener;
+  Registry registry;
+  Options options_;
+  Counters counters;
+  std::promise<std::shared_ptr<WorkerStream>>* served_ = nullptr;  // set before each worker run
+  std::unique_ptr<Connection> connection;
+  bool listener_closed = false;
+};
+
+// The client's side, on its loop: one connection.
+struct ClientSide final : engine::ConnectHandler, ConnectionObserver {
+  ClientSide(Loop& loop_ref, const Options& options) : loop(loop_ref), connector(loop_ref, *this), options_(options) {}
+  void on_connect(Result<int, engine::IoError> fd) noexcept override {
+    if (!fd) return;
+    connection = std::make_unique<Connection>(loop, fd.value(), true, nullptr, *this, connection_options(options_));
+    connection->start();
+    connected.store(true, std::memory_order_release);
+  }
+  void on_connection_closed(Connection&, MuxError, engine::IoError) noexcept override {}
+
+  Loop& loop;
+  engine::Connector connector;
+  Options options_;
+  std::unique_ptr<Connection> connection;
+  std::atomic<bool> connected{false};
+};
+
+[[noreturn]] void die(const char* what) {
+  std::fprintf(stderr, "worker_w3: %s\n", what);
+  std::exit(1);
+}
+
+// Runs `fn` on loop `index` and returns its result.
+template <typename F>
+auto on_loop(engine::Engine& engine, uint32_t index, F&& fn) {
+  using T = decltype(fn());
+  std::promise<T> promise;
+  engine.post(index, [&] { promise.set_value(fn()); });
+  return promise.get_future().get();
+}
+
+struct Sample {
+  uint64_t at_ns;
+  uint64_t bytes;
+  uint64_t server_cpu_ns;
+  uint64_t client_cpu_ns;
+  uint64_t worker_cpu_ns;
+  uint64_t worker_wait_ns;  // waiting for a CPU while runnable
+  uint64_t server_wait_ns;
+  engine::LoopStats server_stats;
+  WorkerStreamStats stream;
+};
+
+struct Run {
+  std::string mode;
+  double gib_per_s = 0;
+  double server_cpu = 0;  // share of one core over the window
+  double client_cpu = 0;
+  double worker_cpu = 0;
+  double worker_wait = 0;  // share of the window the worker was runnable but not running
+  double server_wait = 0;
+  double deliveries_per_s = 0;
+  double reader_sleeps = 0;  // per delivery
+  double reader_wakes = 0;
+  double tasks = 0;
+  double eventfd_wakeups = 0;
+  double iterations_per_s = 0;  // the server loop's
+  bool ok = false;
+};
+
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  return values.empty() ? 0 : values[values.size() / 2];
+}
+
+Run measure(engine::Engine& engine, ServerSide& server, ClientSide& client, const Options& options, const std::string& mode,
+            std::span<const std::byte> message, pthread_t server_thread, pid_t server_tid, pthread_t client_thread) {
+  Run run;
+  run.mode = mode;
+  const bool worker = mode == "worker";
+  std::promise<std::shared_ptr<WorkerStream>> served;
+  std::shared_ptr<WorkerStream> stream;
+  std::thread reader;
+  std::atomic<bool> reader_failed{false};
+  on_loop(engine, 1, [&] {
+    server.counters.bytes.store(0);
+    server.served_ = &served;
+    return 0;
+  });
+  auto writer = on_loop(engine, 0, [&] {
+    auto w = std::make_unique<Writer>(*client.connection, message);
+    if (!w->open(worker ? handler_worker_sink : handler_loop_sink)) die("open failed");
+    return w;
+  });
+  pthread_t worker_thread{};
+  pid_t worker_tid = 0;
+  if (worker) {
+    stream = served.get_future().get();
+    std::promise<std::pair<pthread_t, pid_t>> started;
+    reader = std::thread([&] {
+      if (options.worker_cpu >= 0 && !engine::pin_current_thread(options.worker_cpu)) reader_failed.store(true);
+      started.set_value({pthread_self(), gettid()});
+      uint64_t count = 0;
+      for (;;) {
+        const WorkerStream::Message* delivery = stream->acquire(Loop::clock_ns() + finish_timeout_ns);
+        if (delivery == nullptr) {
+          reader_failed.store(true);
+          return;
+        }
+        take(server.counters, delivery->bytes, options.touch);
+        count += delivery->bytes.size();
+        const bool end = delivery->end_stream;
+        const bool finished = delivery->finished;
+        stream->release();
+        if (finished) return;
+        if (end) {
+          std::byte answer[sizeof(count)];
+          std::memcpy(answer, &count, sizeof(count));
+          if (!stream->write(answer, true, Loop::clock_ns() + finish_timeout_ns)) reader_failed.store(true);
+        }
+      }
+    });
+    std::tie(worker_thread, worker_tid) = started.get_future().get();
+  }
+  auto sample = [&] {
+    Sample s{};
+    s.server_stats = on_loop(engine, 1, [&] { return server.loop.stats(); });
+    s.at_ns = Loop::clock_ns();
+    s.bytes = server.counters.bytes.load();
+    s.server_cpu_ns = cpu_ns_of(server_thread);
+    s.client_cpu_ns = cpu_ns_of(client_thread);
+    s.worker_cpu_ns = worker ? cpu_ns_of(worker_thread) : 0;
+    s.worker_wait_ns = worker ? runq_wait_ns_of(worker_tid) : 0;
+    s.server_wait_ns = runq_wait_ns_of(server_tid);
+    if (stream) s.stream = stream->stats();
+    return s;
+  };
+  std::this_thread::sleep_for(std::chrono::milliseconds(options.warmup_ms));
+  const Sample start = sample();
+  std::this_thread::sleep_for(std::chrono::nanoseconds(static_cast<uint64_t>(options.seconds * 1e9)));
+  const Sample end = sample();
+  on_loop(engine, 0, [&] {
+    writer->stop();
+    return 0;
+  });
+  const uint64_t give_up_ns = Loop::clock_ns() + finish_timeout_ns;
+  while (!writer->finished.load(std::memory_order_acquire) && Loop::clock_ns() < give_up_ns) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  if (reader.joinable()) reader.join();
+  const bool finished = writer->finished.load(std::memory_order_acquire);
+  const auto [written, answer, result] =
+      on_loop(engine, 0, [&] { return std::tuple(writer->written, writer->answer, writer->result); });
+  on_loop(engine, 0, [&] {
+    if (writer->finished.load()) writer.reset();
+    return 0;
+  });
+  if (!finished || writer) {
+    std::fprintf(stderr, "%s: the stream did not finish\n", mode.c_str());
+    std::exit(1);
+  }
+  run.ok = result == MuxError::none && answer == written && !reader_failed.load();
+  if (!run.ok) {
+    std::fprintf(stderr, "%s: result %d, written %llu, server counted %llu, reader failed %d\n", mode.c_str(),
+                 static_cast<int>(result), static_cast<unsigned long long>(written),
+                 static_cast<unsigned long long>(answer), static_cast<int>(reader_failed.load()));
+  }
+  const double window_s = static_cast<double>(end.at_ns - start.at_ns) / 1e9;
+  run.gib_per_s = static_cast<double>(end.bytes - start.bytes) / window_s / (1024.0 * 1024 * 1024);
+  run.server_cpu = static_cast<double>(end.server_cpu_ns - start.server_cpu_ns) / 1e9 / window_s;
+  run.client_cpu = static_cast<double>(end.client_cpu_ns - start.client_cpu_ns) / 1e9 / window_s;
+  run.worker_cpu = static_cast<double>(end.worker_cpu_ns - start.worker_cpu_ns) / 1e9 / window_s;
+  run.worker_wait = static_cast<double>(end.worker_wait_ns - start.worker_wait_ns) / 1e9 / window_s;
+  run.server_wait = static_cast<double>(end.server_wait_ns - start.server_wait_ns) / 1e9 / window_s;
+  const double eventfd = static_cast<double>(end.server_stats.wakeups - start.server_stats.wakeups);
+  run.iterations_per_s = static_cast<double>(end.server_stats.iterations - start.server_stats.iterations) / window_s;
+  if (worker) {
+    const double deliveries = static_cast<double>(end.stream.deliveries - start.stream.deliveries);
+    run.deliveries_per_s = deliveries / window_s;
+    if (deliveries > 0) {
+      run.reader_sleeps = static_cast<double>(end.stream.reader_sleeps - start.stream.reader_sleeps) / deliveries;
+      run.reader_wakes = static_cast<double>(end.stream.reader_wakes - start.stream.reader_wakes) / deliveries;
+      run.tasks = static_cast<double>(end.stream.tasks_run - start.stream.tasks_run) / deliveries;
+      run.eventfd_wakeups = eventfd / deliveries;
+    }
+  }
+  return run;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Options options = parse(argc, argv);
+  engine::EngineOptions engine_options;
+  engine_options.loop_count = 2;
+  engine_options.cpus = {options.client_cpu, options.server_cpu};
+  engine_options.loop.spin_ns = options.loop_spin_ns;
+  auto started = engine::Engine::start(engine_options);
+  if (!started) {
+    std::fprintf(stderr, "engine: %s\n", engine::describe(started.error()));
+    return 1;
+  }
+  auto engine = std::move(started).value();
+  // Each side is built, used and destroyed on its own loop's thread.
+  auto server = on_loop(*engine, 1, [&] {
+    auto side = std::make_unique<ServerSide>(engine->loop(1), options);
+    if (!side->listener.listen(engine::Address::loopback_v4(0)).ok()) die("listen failed");
+    return side;
+  });
+  const engine::Address address = on_loop(*engine, 1, [&] { return server->listener.address(); });
+  auto client = on_loop(*engine, 0, [&] {
+    auto side = std::make_unique<ClientSide>(engine->loop(0), options);
+    side->connector.connect(address);
+    return side;
+  });
+  const uint64_t connect_until_ns = Loop::clock_ns() + connect_timeout_ns;
+  while (!client->connected.load(std::memory_order_acquire) && Loop::clock_ns() < connect_until_ns) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  if (!client->connected.load()) die("connect failed");
+  const pthread_t server_thread = on_loop(*engine, 1, [] { return pthread_self(); });
+  const pid_t server_tid = on_loop(*engine, 1, [] { return gettid(); });
+  const pthread_t client_thread = on_loop(*engine, 0, [] { return pthread_self(); });
+  std::vector<std::byte> message(options.bs, std::byte{0x6b});
+
+  std::printf("W3 read on the server's loop and by a worker thread (%s): bs=%u, %d runs of %.1f s (+%llu ms warm-up), "
+              "client CPU %d, server CPU %d, worker CPU %d, spin_ns=%llu, loop_spin_ns=%llu, slots=%u%s\n",
+              "interleaved", options.bs, options.runs, options.seconds,
+              static_cast<unsigned long long>(options.warmup_ms), options.client_cpu, options.server_cpu,
+              options.worker_cpu, static_cast<unsigned long long>(options.worker.spin_ns),
+              static_cast<unsigned long long>(options.loop_spin_ns), options.worker.slots,
+              options.touch ? ", readers hash every byte" : "");
+  std::printf("%-7s %4s %6s %10s %10s %10s %11s %11s %12s %12s %11s %11s %13s %11s\n", "mode", "run", "GiB/s",
+              "server CPU", "worker CPU", "client CPU", "server runq", "worker runq", "deliveries/s", "sleeps/deliv",
+              "wakes/deliv", "tasks/deliv", "eventfd/deliv", "loop iter/s");
+  std::vector<Run> runs;
+  bool all_ok = true;
+  for (int r = 1; r <= options.runs; r++) {
+    for (const std::string& mode : options.modes) {
+      Run run = measure(*engine, *server, *client, options, mode, message, server_thread, server_tid, client_thread);
+      all_ok = all_ok && run.ok;
+      std::printf("%-7s %4d %6.2f %9.0f%% %9.0f%% %9.0f%% %10.0f%% %10.0f%% %12.0f %12.3f %11.3f %11.3f %13.3f %11.0f%s\n",
+                  mode.c_str(), r, run.gib_per_s, run.server_cpu * 100, run.worker_cpu * 100, run.client_cpu * 100,
+                  run.server_wait * 100, run.worker_wait * 100, run.deliveries_per_s, run.reader_sleeps,
+                  run.reader_wakes, run.tasks, run.eventfd_wakeups, run.iterations_per_s, run.ok ? "" : "  COUNT MISMATCH");
+      std::fflush(stdout);
+      runs.push_back(std::move(run));
+    }
+  }
+  std::printf("\nmedians:\n");
+  double loop_median = 0;
+  for (const std::string& mode : options.modes) {
+    std::vector<double> rates, server_cpu, worker_cpu, client_cpu;
+    for (const Run& run : runs) {
+      if (run.mode != mode) continue;
+      rates.push_back(run.gib_per_s);
+      server_cpu.push_back(run.server_cpu);
+      worker_cpu.push_back(run.worker_cpu);
+      client_cpu.push_back(run.client_cpu);
+    }
+    const double rate = median(rates);
+    if (mode == "loop") loop_median = rate;
+    std::printf("%-7s %.2f GiB/s, server loop CPU %.0f%%, worker CPU %.0f%%, client loop CPU %.0f%%", mode.c_str(),
+                rate, median(server_cpu) * 100, median(worker_cpu) * 100, median(client_cpu) * 100);
+    if (mode != "loop" && loop_median > 0) std::printf(", %.2fx of loop", rate / loop_median);
+    std::printf("\n");
+  }
+
+  on_loop(*engine, 0, [&] {
+    client->connection->close();
+    return 0;
+  });
+  on_loop(*engine, 1, [&] {
+    server->listener.close();
+    return 0;
+  });
+  const uint64_t close_until_ns = Loop::clock_ns() + finish_timeout_ns;
+  while (Loop::clock_ns() < close_until_ns) {
+    const bool closed = on_loop(*engine, 0, [&] { return client->connection->closed(); }) &&
+                        on_loop(*engine, 1, [&] { return server->closed(); });
+    if (closed) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  on_loop(*engine, 0, [&] {
+    client.reset();
+    return 0;
+  });
+  on_loop(*engine, 1, [&] {
+    server.reset();
+    return 0;
+  });
+  engine->stop();
+  return all_ok ? 0 : 1;
+}
