@@ -232,6 +232,9 @@ class Connection final : public SessionHandler, private DialHandler {
   ConnectionExtension* extension() noexcept { return extension_.get(); }
   void set_extension(std::unique_ptr<ConnectionExtension> extension) noexcept { extension_ = std::move(extension); }
   engine::Loop& loop() noexcept { return loop_; }
+  // The connection's number, unique in the process (from 1, in order of construction): the
+  // connection id of its log events (base/log.h) and of its snapshot.
+  uint64_t id() const noexcept { return id_; }
   uint64_t batches_sent() const noexcept { return batches_sent_; }
   const ConnectionOptions& options() const noexcept { return options_; }
 
@@ -348,6 +351,11 @@ class Connection final : public SessionHandler, private DialHandler {
   void on_established() noexcept;
   void maybe_report_closed() noexcept;
 
+  static uint64_t next_id() noexcept;
+  // Logs why the session ended (once, when it does).
+  void log_end() const noexcept;
+
+  const uint64_t id_ = next_id();
   engine::Loop& loop_;
   const StreamService* service_;
   ConnectionObserver& observer_;
