@@ -241,6 +241,13 @@ class Loop {
       complete(true);
     });
   }
+  // The loop's counters from any thread: copied on the loop thread (run_sync), so the loop
+  // must be running (or this be its thread).
+  LoopStats stats_snapshot() {
+    LoopStats copy;
+    run_sync([&] { copy = stats_; });
+    return copy;
+  }
   void request_stop_from_any_thread() noexcept;
 
  private:

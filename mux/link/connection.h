@@ -40,6 +40,7 @@
 #include "ringmux/engine/socket.h"
 #include "ringmux/engine/timer.h"
 #include "ringmux/mux/link/backoff.h"
+#include "ringmux/mux/link/snapshot.h"
 #include "ringmux/mux/link/transport.h"
 #include "ringmux/mux/session/session.h"
 
@@ -175,6 +176,8 @@ class Connection final : public SessionHandler, private DialHandler {
   // A transport is up and its handshake is complete (false while resuming).
   bool connected() const noexcept { return transport_ != nullptr && session_.handshake_complete(); }
   ResumeStats resume_stats() const noexcept;
+  // Its statistics now (mux/link/snapshot.h; take_snapshot() from another thread).
+  ConnectionSnapshot snapshot() const noexcept;
   // Accepting side: the session is now in `registry` (once, before start).
   void register_in(SessionRegistry& registry) noexcept {
     RM_ASSERT(registry_ == nullptr && !session_.dialer());
@@ -385,6 +388,8 @@ class Connection final : public SessionHandler, private DialHandler {
   uint64_t last_received_ns_ = 0;
   uint64_t ping_sent_ns_ = 0;
   uint64_t batches_sent_ = 0;
+  uint64_t bytes_sent_ = 0;      // handed to the transport (link frames and held bytes)
+  uint64_t bytes_received_ = 0;  // from the transport
   MuxError close_reason_ = MuxError::none;
   engine::IoError io_error_ = engine::IoError::none;
   bool closed_reported_ = false;

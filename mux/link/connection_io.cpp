@@ -44,6 +44,7 @@ void Connection::flush() noexcept {
   session_.take_output(sending_link_, held);
   if (sending_link_.empty() && held.empty()) return;
   batches_sent_++;
+  bytes_sent_ += sending_link_.size() + held.size();
   send_started_ns_ = loop_.now_ns();
   transport_->transport->send(sending_link_, held.first, held.second);
 }
@@ -52,6 +53,7 @@ void Connection::on_transport_recv(Attached& attached, std::span<const std::byte
   if (&attached != transport_.get()) return;  // a replaced connection's late bytes
   RM_ASSERT(!ended_);  // an ended session has no current transport
   last_received_ns_ = loop_.now_ns();
+  bytes_received_ += bytes.size();
   const bool was_established = session_.handshake_complete();
   auto received = session_.receive(bytes, last_received_ns_);
   if (!received) {
