@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "ringmux/engine/socket.h"
+#include "ringmux/mux/link/acceptor.h"
 #include "ringmux/mux/link/connection.h"
 #include "tests/support.h"
 
@@ -208,4 +209,41 @@ TEST_CASE("log: a long message is cut to the limit, and removing the sink stops 
   CHECK(removed == &recorder.sink);
   RM_LOG(LogSeverity::error, LogSubsystem::rpc, 7, 9, EIO, "%s", "not delivered");
   CHECK(recorder.events.size() == 1);
+}
+
+// The acceptor's refusals reach the sink too: a socket that sends a few bytes that are no
+// HELLO and closes its side.
+TEST_CASE("log: the acceptor reports a connection without a valid HELLO") {
+  auto loop = test::make_test_loop();
+  if (!loop) return;
+  Recorder recorder;
+  struct Accepting final : engine::ListenerHandler {
+    explicit Accepting(Loop& loop) : acceptor(loop, [](int) -> Connection* { return nullptr; }) {}
+    void on_accept(int fd) noexcept override {
+      accepted++;
+      acceptor.accept(fd);
+    }
+    void on_accept_error(engine::IoError) noexcept override {}
+    void on_listener_closed() noexcept override { closed = true; }
+    Acceptor acceptor;
+    int accepted = 0;
+    bool closed = false;
+  } accepting(*loop);
+  engine::Listener listener(*loop, accepting);
+  REQUIRE(listener.listen(engine::Address::loopback_v4(0)).ok());
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  REQUIRE(::connect(fd, listener.address().sockaddr_ptr(), listener.address().length) == 0);
+  const std::string garbage(64, 'x');
+  REQUIRE(::write(fd, garbage.data(), garbage.size()) == static_cast<ssize_t>(garbage.size()));
+  ::shutdown(fd, SHUT_WR);  // and no more: the acceptor's read of a HELLO's bytes ends early
+  REQUIRE(loop->run_until([&] { return accepting.accepted == 1 && accepting.acceptor.idle(); }, 5 * second_ns));
+  CHECK(accepting.acceptor.stats().failed == 1);
+  const Recorded* event = recorder.find(LogSubsystem::link, "no valid HELLO");
+  REQUIRE(event != nullptr);
+  CHECK(event->severity == LogSeverity::info);
+  ::close(fd);
+  accepting.acceptor.close();
+  listener.close();
+  REQUIRE(loop->run_until([&] { return accepting.closed && accepting.acceptor.idle(); }, 5 * second_ns));
 }
