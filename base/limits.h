@@ -9,6 +9,12 @@
 
 namespace ringmux::limits {
 
+// ---- base: the log hook (base/log.h) -------------------------------------------------
+
+// Longest message handed to the log sink, formatted on the logging thread's stack. 512
+// bytes hold a reason, an address and a peer's error text (frame_text_bytes_max is cut).
+inline constexpr uint32_t log_message_bytes_max = 512;
+
 // ---- engine: the io_uring loop -------------------------------------------------------
 
 // Submission queue entries per loop. A loop iteration rarely prepares more than a few

@@ -529,13 +529,32 @@ void Manager::on_connection_resumed(Connection& connection, uint64_t) noexcept {
 
 PeerHealth Manager::health(const engine::Address& address) const noexcept {
   const Peer* peer = find(address);
-  if (peer == nullptr) return {};
-  PeerHealth health = peer->health;
-  if (peer->connection && peer->identified) {
-    health.state = peer->connection->connected() ? PeerState::connected : PeerState::resuming;
-    health.rtt_ns = peer->connection->session().rtt_ns();
+  return peer == nullptr ? PeerHealth{} : health_of(*peer);
+}
+
+PeerHealth Manager::health_of(const Peer& peer) noexcept {
+  PeerHealth health = peer.health;
+  if (peer.connection && peer.identified) {
+    health.state = peer.connection->connected() ? PeerState::connected : PeerState::resuming;
+    health.rtt_ns = peer.connection->session().rtt_ns();
   }
   return health;
+}
+
+std::vector<PeerSnapshot> Manager::snapshot() const {
+  std::vector<PeerSnapshot> peers;
+  peers.reserve(peers_.size());
+  for (const auto& peer : peers_) {
+    if (peer->removed) continue;
+    PeerSnapshot& entry = peers.emplace_back();
+    entry.name = peer->name;
+    entry.health = health_of(*peer);
+    if (peer->connection && peer->identified) {
+      entry.has_session = true;
+      entry.session = peer->connection->snapshot();
+    }
+  }
+  return peers;
 }
 
 Connection* Manager::session(const engine::Address& address) noexcept {

@@ -57,6 +57,7 @@ using mux::CallResult;
 using mux::Connection;
 using mux::ConnectionObserver;
 using mux::ConnectionOptions;
+using mux::ConnectionSnapshot;
 using mux::MuxError;
 using mux::Registry;
 using mux::Responder;
@@ -95,6 +96,14 @@ struct PeerHealth {
   uint64_t rtt_ns = 0;     // last keepalive round trip (0: none measured yet)
   uint64_t resumes = 0;    // of the current session
   uint64_t sessions = 0;   // sessions started with this peer
+};
+
+// One peer at one moment (Manager::snapshot).
+struct PeerSnapshot {
+  std::string name;  // the peer's address
+  PeerHealth health;
+  bool has_session = false;       // `session` holds the session's statistics
+  ConnectionSnapshot session;
 };
 
 // Totals of a manager, for statistics.
@@ -180,6 +189,9 @@ class Manager final : public engine::ListenerHandler, public ConnectionObserver 
 
   PeerHealth health(const engine::Address& peer) const noexcept;
   const ManagerStats& stats() const noexcept { return stats_; }
+  // Every peer's health and session statistics now (loop thread; from another thread
+  // through loop().run_sync, which copies them there).
+  std::vector<PeerSnapshot> snapshot() const;
   // The session with `peer` when it is up, else nullptr.
   Connection* session(const engine::Address& peer) noexcept;
   // Peers whose session is up (identified), resuming ones included.
@@ -201,6 +213,8 @@ class Manager final : public engine::ListenerHandler, public ConnectionObserver 
 
  private:
   struct Peer;
+  // A peer's health: its own record, with its session's state and RTT when it has one.
+  static PeerHealth health_of(const Peer& peer) noexcept;
   // A call or a stream open waiting for the session.
   struct Waiting {
     uint64_t handle;

@@ -1,8 +1,10 @@
 #include "ringmux/engine/errors.h"
 
 #include <cerrno>
+#include <cstring>
 
 #include "ringmux/base/assert.h"
+#include "ringmux/base/log.h"
 
 namespace ringmux::engine {
 
@@ -82,6 +84,14 @@ IoError io_error_from_errno(int err) noexcept {
       return IoError::permission_denied;
     default: return IoError::other;
   }
+}
+
+IoError io_error_from_errno_logged(int err, const char* operation, int fd) noexcept {
+  const IoError error = io_error_from_errno(err);
+  RM_LOG(error == IoError::other ? LogSeverity::error : LogSeverity::debug, LogSubsystem::engine, 0, 0, err,
+         "%s on fd %d failed: %s (%s)", operation, fd, strerrordesc_np(err) != nullptr ? strerrordesc_np(err) : "?",
+         describe(error));
+  return error;
 }
 
 }  // namespace ringmux::engine

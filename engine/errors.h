@@ -27,7 +27,7 @@ enum class IoError : uint8_t {
   no_memory,          // ENOMEM: the kernel could not allocate
   not_supported,      // the kernel lacks an io_uring feature the operation needs
   permission_denied,  // EACCES, EPERM
-  other,              // any errno not listed above; the raw value is logged where it happens
+  other,              // any errno not listed above; the raw value goes to the log hook (base/log.h)
 };
 
 const char* describe(IoError e) noexcept;
@@ -38,6 +38,11 @@ Scope scope_of(IoError e) noexcept;
 // Maps a positive errno value (a completion's -res) to IoError. The one switch of the
 // engine; callers never see EINTR or EAGAIN because the engine retries those itself.
 IoError io_error_from_errno(int err) noexcept;
+
+// io_error_from_errno for a failed `operation` on `fd` (-1: none), which also hands the raw
+// errno to the log hook (base/log.h), since the IoError may not keep it: at error severity
+// when it maps to `other`, at debug severity otherwise (a peer's reset is routine).
+IoError io_error_from_errno_logged(int err, const char* operation, int fd) noexcept;
 
 }  // namespace engine
 }  // namespace ringmux

@@ -245,6 +245,13 @@ class Loop {
       complete(true);
     });
   }
+  // The loop's counters from any thread: copied on the loop thread (run_sync), so the loop
+  // must be running (or this be its thread).
+  LoopStats stats_snapshot() {
+    LoopStats copy;
+    run_sync([&] { copy = stats_; });
+    return copy;
+  }
   void request_stop_from_any_thread() noexcept;
   // Whether the loop is in (or just before) a blocking wait, where posts write its eventfd.
   // A snapshot, for tests and statistics.

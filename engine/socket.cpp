@@ -143,13 +143,13 @@ Listener::~Listener() {
 Result<void, IoError> Listener::listen(const Address& address) {
   RM_ASSERT(state_ == State::idle);
   const int fd = ::socket(address.storage.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return Err{io_error_from_errno(errno)};
+  if (fd < 0) return Err{io_error_from_errno_logged(errno, "socket", -1)};
   const int one = 1;
   (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
   if (::bind(fd, address.sockaddr_ptr(), address.length) != 0 || ::listen(fd, limits::listen_backlog) != 0) {
     const int err = errno;
     ::close(fd);
-    return Err{io_error_from_errno(err)};
+    return Err{io_error_from_errno_logged(err, "bind/listen", fd)};
   }
   address_ = address;
   address_.length = sizeof(address_.storage);
@@ -183,7 +183,7 @@ void Listener::on_accept_complete(Completion& completion, int32_t result, uint32
     if (!more && self.state_ == State::listening) self.arm_accept();
   } else if (self.state_ == State::listening) {
     if (result != -EINTR && result != -EAGAIN && result != -ECANCELED) {
-      self.handler_.on_accept_error(io_error_from_errno(-result));
+      self.handler_.on_accept_error(io_error_from_errno_logged(-result, "accept", self.fd_));
     }
     if (!more && self.state_ == State::listening) {
       self.loop_.timer_start(self.rearm_timer_, accept_rearm_delay_ns);
@@ -235,7 +235,7 @@ void Connector::connect(const Address& address, uint32_t timeout_ms) noexcept {
   RM_ASSERT(!in_progress());
   const int fd = ::socket(address.storage.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) {
-    handler_.on_connect(Err{io_error_from_errno(errno)});
+    handler_.on_connect(Err{io_error_from_errno_logged(errno, "socket", -1)});
     return;
   }
   set_default_socket_options(fd);
@@ -287,7 +287,7 @@ void Connector::maybe_finish() noexcept {
   if (connect_result_ == -ECANCELED) {
     error = cancel_requested_ ? IoError::canceled : IoError::timed_out;
   } else {
-    error = io_error_from_errno(-connect_result_);
+    error = io_error_from_errno_logged(-connect_result_, "connect", fd);
   }
   handler_.on_connect(Err{error});
 }
@@ -355,7 +355,7 @@ void Socket::on_recv_complete(Completion& completion, int32_t result, uint32_t f
     // Cancelled by pause_recv(); a resume_recv() that came meanwhile re-arms here.
     if (!self.recv_paused_) self.arm_recv();
   } else if (result != -ECANCELED) {
-    self.fail(io_error_from_errno(-result));
+    self.fail(io_error_from_errno_logged(-result, "recv", self.fd_));
   }
   self.dispatching_ = false;
   self.maybe_finish_close();  // last: it may let the handler destroy the socket
@@ -445,7 +445,7 @@ void Socket::on_send_complete(Completion& completion, int32_t result, uint32_t) 
   } else {
     self.send_remaining_ = 0;
     if (result != -ECANCELED || self.state_ == State::open) {
-      self.fail(result == 0 ? IoError::closed : io_error_from_errno(-result));
+      self.fail(result == 0 ? IoError::closed : io_error_from_errno_logged(-result, "send", self.fd_));
     }
   }
   if (self.state_ != State::open) self.send_remaining_ = 0;

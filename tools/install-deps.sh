@@ -4,6 +4,7 @@ set -euo pipefail
 packages=(
   g++ meson ninja-build pkg-config cmake python3   # toolchain (cmake: finds mimalloc and doctest)
   groff-base                                       # renders the man pages in tests/check_man.py
+  prometheus                                       # promtool checks ringmux-serve --metrics (tests/check_metrics.py)
   liburing-dev libxxhash-dev libmimalloc-dev        # the library's dependencies
   doctest-dev libbenchmark-dev                       # tests and micro-benchmarks
   clang libclang-rt-14-dev                           # libFuzzer and sanitizer runtimes

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "ringmux/base/assert.h"
+#include "ringmux/base/log.h"
 #include "ringmux/replay/handshake.h"
 
 namespace ringmux::mux {
@@ -37,6 +38,9 @@ void Acceptor::accept(int fd) noexcept {
   if (pending_.size() >= options_.pending_hellos_max) {
     // A connect flood: the sockets already waiting keep their turn; this one goes at once.
     stats_.pending_refused++;
+    RM_LOG(LogSeverity::warning, LogSubsystem::link, 0, 0, 0,
+           "acceptor: %zu sockets already wait for their HELLO (pending_hellos_max): a new one is closed",
+           pending_.size());
     ::close(fd);
     return;
   }
@@ -125,6 +129,10 @@ void Acceptor::finish(Pending& pending, const wire::Hello* hello) noexcept {
       pending_.erase(it);
       if (hello == nullptr || closing_) {
         stats_.failed++;
+        if (!closing_) {
+          RM_LOG(LogSeverity::info, LogSubsystem::link, 0, 0, 0, "acceptor: no valid HELLO on a new connection (%s)",
+                 pending.timed_out ? "timed out" : "closed early or damaged");
+        }
         ::close(fd);
       } else if (router_ && router_(fd, copy)) {
         stats_.handed_over++;
@@ -143,6 +151,8 @@ void Acceptor::route(int fd, const wire::Hello& hello) noexcept {
     const replay::HelloAnswer answer = replay::answer_hello(hello, nullptr);
     if (answer.verdict != replay::HelloVerdict::accept_new) {
       stats_.refused++;
+      RM_LOG(LogSeverity::info, LogSubsystem::link, 0, 0, 0, "acceptor: refused a HELLO for an unknown session: %s",
+             wire::describe(answer.ack.status));
       return refuse(fd, answer.ack);
     }
     Connection* connection = factory_(fd);
@@ -157,6 +167,7 @@ void Acceptor::route(int fd, const wire::Hello& hello) noexcept {
     connection->start(hello);  // may end the session at once (and leave the table)
     return;
   }
+  const uint64_t connection_id = known->second->id();  // adopt() may end the session and erase it
   const replay::HelloAnswer answer = known->second->adopt(fd, hello);
   switch (answer.verdict) {
     case replay::HelloVerdict::accept_resume:
@@ -165,6 +176,8 @@ void Acceptor::route(int fd, const wire::Hello& hello) noexcept {
       return;
     case replay::HelloVerdict::refuse:
       stats_.refused++;
+      RM_LOG(LogSeverity::info, LogSubsystem::link, connection_id, 0, 0, "acceptor: refused a resume: %s",
+             wire::describe(answer.ack.status));
       return refuse(fd, answer.ack);
     case replay::HelloVerdict::ignore:
     case replay::HelloVerdict::accept_new:
@@ -208,6 +221,9 @@ void Acceptor::on_detached(Connection& connection) noexcept {
     RM_ASSERT(oldest != &connection);  // the newest is last; one session's held bytes are below the cap
     undetach(*oldest);
     stats_.detached_ended++;
+    RM_LOG(LogSeverity::warning, LogSubsystem::link, oldest->id(), 0, 0,
+           "acceptor: detached sessions hold over %llu bytes (detached_held_bytes_max): the oldest ends",
+           static_cast<unsigned long long>(options_.detached_held_bytes_max));
     oldest->close(MuxError::session_lost);  // leaves sessions_ through forget()
   }
 }

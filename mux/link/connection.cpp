@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 
 #include <array>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -11,6 +12,7 @@
 #include <utility>
 
 #include "ringmux/base/assert.h"
+#include "ringmux/base/log.h"
 #include "ringmux/mux/link/acceptor.h"
 
 namespace ringmux::mux {
@@ -50,6 +52,11 @@ SessionOptions session_options_for(const SessionOptions& options, bool dialer) n
 }
 
 }  // namespace
+
+uint64_t Connection::next_id() noexcept {
+  static std::atomic<uint64_t> last{0};
+  return last.fetch_add(1, std::memory_order_relaxed) + 1;
+}
 
 Connection::Connection(Loop& loop, std::unique_ptr<Transport> transport, bool dialer, const StreamService* service,
                        ConnectionObserver& observer, const ConnectionOptions& options)

@@ -40,6 +40,7 @@
 #include "ringmux/engine/socket.h"
 #include "ringmux/engine/timer.h"
 #include "ringmux/mux/link/backoff.h"
+#include "ringmux/mux/link/snapshot.h"
 #include "ringmux/mux/link/transport.h"
 #include "ringmux/mux/session/session.h"
 
@@ -175,6 +176,8 @@ class Connection final : public SessionHandler, private DialHandler {
   // A transport is up and its handshake is complete (false while resuming).
   bool connected() const noexcept { return transport_ != nullptr && session_.handshake_complete(); }
   ResumeStats resume_stats() const noexcept;
+  // Its statistics now (mux/link/snapshot.h; take_snapshot() from another thread).
+  ConnectionSnapshot snapshot() const noexcept;
   // Accepting side: the session is now in `registry` (once, before start).
   void register_in(SessionRegistry& registry) noexcept {
     RM_ASSERT(registry_ == nullptr && !session_.dialer());
@@ -232,6 +235,9 @@ class Connection final : public SessionHandler, private DialHandler {
   ConnectionExtension* extension() noexcept { return extension_.get(); }
   void set_extension(std::unique_ptr<ConnectionExtension> extension) noexcept { extension_ = std::move(extension); }
   engine::Loop& loop() noexcept { return loop_; }
+  // The connection's number, unique in the process (from 1, in order of construction): the
+  // connection id of its log events (base/log.h) and of its snapshot.
+  uint64_t id() const noexcept { return id_; }
   uint64_t batches_sent() const noexcept { return batches_sent_; }
   const ConnectionOptions& options() const noexcept { return options_; }
 
@@ -348,6 +354,11 @@ class Connection final : public SessionHandler, private DialHandler {
   void on_established() noexcept;
   void maybe_report_closed() noexcept;
 
+  static uint64_t next_id() noexcept;
+  // Logs why the session ended (once, when it does).
+  void log_end() const noexcept;
+
+  const uint64_t id_ = next_id();
   engine::Loop& loop_;
   const StreamService* service_;
   ConnectionObserver& observer_;
@@ -377,6 +388,8 @@ class Connection final : public SessionHandler, private DialHandler {
   uint64_t last_received_ns_ = 0;
   uint64_t ping_sent_ns_ = 0;
   uint64_t batches_sent_ = 0;
+  uint64_t bytes_sent_ = 0;      // handed to the transport (link frames and held bytes)
+  uint64_t bytes_received_ = 0;  // from the transport
   MuxError close_reason_ = MuxError::none;
   engine::IoError io_error_ = engine::IoError::none;
   bool closed_reported_ = false;

@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "ringmux/base/assert.h"
+#include "ringmux/base/log.h"
 #include "ringmux/mux/link/acceptor.h"
 #include "ringmux/mux/link/connection.h"
 
@@ -43,6 +44,7 @@ void Connection::flush() noexcept {
   session_.take_output(sending_link_, held);
   if (sending_link_.empty() && held.empty()) return;
   batches_sent_++;
+  bytes_sent_ += sending_link_.size() + held.size();
   send_started_ns_ = loop_.now_ns();
   transport_->transport->send(sending_link_, held.first, held.second);
 }
@@ -51,6 +53,7 @@ void Connection::on_transport_recv(Attached& attached, std::span<const std::byte
   if (&attached != transport_.get()) return;  // a replaced connection's late bytes
   RM_ASSERT(!ended_);  // an ended session has no current transport
   last_received_ns_ = loop_.now_ns();
+  bytes_received_ += bytes.size();
   const bool was_established = session_.handshake_complete();
   auto received = session_.receive(bytes, last_received_ns_);
   if (!received) {
@@ -141,6 +144,8 @@ void Connection::lose_transport(MuxError reason, engine::IoError io_error) noexc
   // Resume: the session keeps its streams; this TCP connection is done.
   RM_ASSERT(!session_.failed() && options_.resume);
   resume_stats_.transports_lost++;
+  RM_LOG(LogSeverity::warning, LogSubsystem::link, id_, 0, 0, "transport lost (%s, %s); the session waits for a resume",
+         describe(reason), engine::describe(io_error));
   session_.on_transport_lost();
   loop_.timer_cancel(keepalive_);
   retire_transport();
@@ -160,6 +165,7 @@ void Connection::end(MuxError reason) noexcept {
   if (!ended_) {
     ended_ = true;
     if (close_reason_ == MuxError::none) close_reason_ = reason;
+    log_end();
   }
   loop_.timer_cancel(keepalive_);
   loop_.timer_cancel(resume_deadline_);
@@ -175,6 +181,16 @@ void Connection::end(MuxError reason) noexcept {
   RM_ASSERT(ended_ && transport_ == nullptr && registry_ == nullptr);
   RM_ASSERT(session_.failed() && session_.streams_open() == 0);
   maybe_report_closed();
+}
+
+void Connection::log_end() const noexcept {
+  // A local close (cancelled) is routine; anything else is the session failing.
+  const bool routine = close_reason_ == MuxError::cancelled || close_reason_ == MuxError::none;
+  const std::string_view detail =
+      session_.failed() && !session_.failure_message().empty() ? session_.failure_message() : std::string_view{};
+  RM_LOG(routine ? LogSeverity::info : LogSeverity::warning, LogSubsystem::link, id_, 0, 0,
+         "session ended: %s%s%.*s (transport: %s)", describe(close_reason_), detail.empty() ? "" : ": ",
+         static_cast<int>(detail.size()), detail.data(), engine::describe(io_error_));
 }
 
 void Connection::retire_transport() noexcept {
@@ -277,6 +293,9 @@ void Connection::on_established() noexcept {
   if (session_.generation() > 1) {
     resume_stats_.last_resume_ns = now;
     resume_stats_.last_resume_duration_ns = now - transport_started_ns_;
+    RM_LOG(LogSeverity::info, LogSubsystem::link, id_, 0, 0, "session resumed (generation %llu) in %llu us",
+           static_cast<unsigned long long>(session_.generation()),
+           static_cast<unsigned long long>(resume_stats_.last_resume_duration_ns / 1000));
     observer_.on_connection_resumed(*this, resume_stats_.last_resume_duration_ns);
   }
 }

@@ -54,6 +54,7 @@ Err<MuxError> Session::damaged() noexcept {
 
 Result<void, MuxError> Session::admit(FloodKind kind, uint64_t now_ns, uint32_t count) noexcept {
   if (flood_.admit(kind, now_ns, count)) return {};
+  stats_.floods++;
   return violation(MuxError::flood, flood_message(kind, flood_.limits()[kind]));
 }
 
@@ -207,6 +208,10 @@ Result<std::size_t, MuxError> Session::write(StreamId id, std::span<const std::b
   const std::size_t take = std::min({bytes.size(), static_cast<std::size_t>(stream->send_credit.available()),
                                      static_cast<std::size_t>(connection_send_.available()), turn_room, batch_room});
   const bool end_now = end_stream && take == bytes.size();
+  if (take < bytes.size() &&
+      (take == stream->send_credit.available() || take == connection_send_.available())) {
+    stats_.flow_control_stalls++;
+  }
   if (take == 0 && !end_now) {
     cut_short(*stream, others_writing);
     return std::size_t{0};

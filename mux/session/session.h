@@ -159,6 +159,10 @@ struct SessionStats {
   uint64_t resumes = 0;         // handshakes that resumed the session on a new connection
   uint64_t bytes_replayed = 0;  // held bytes sent again after those resumes
   uint64_t writable_steps = 0;  // streams the writable queue looked at (the scheduler's work)
+  uint64_t floods = 0;          // flood limits the peer hit (each fails the session)
+  // Writes cut short by flow control: the stream's or the connection's credit was used up
+  // (not the writer's turn or a full batch). The writer waits for the peer's CREDIT.
+  uint64_t flow_control_stalls = 0;
 };
 
 class Session {

@@ -414,6 +414,7 @@ Result<void, MuxError> Session::queue_control(std::size_t frame_bytes, bool link
   // A peer that makes us queue answers faster than it lets us send them is cut off here.
   // What counts is what is queued unsent: both counts fall to 0 as their frames go out.
   if (control_frames_ + link_frames_ >= options_.control_frames_queued_max) {
+    stats_.floods++;
     return violation(MuxError::flood, "flood: over " + std::to_string(options_.control_frames_queued_max) +
                                           " control frames queued unsent (the peer does not read)");
   }

@@ -148,6 +148,15 @@ TEST_CASE("cluster: two managers added at once end with one session, used both w
     });
   }
   CHECK(loop->run_until([&] { return answered == 2; }, 5 * second_ns));
+  // The per-peer snapshot names the peer and carries its session's counters.
+  const std::vector<PeerSnapshot> peers = nodes[0]->manager->snapshot();
+  REQUIRE(peers.size() == 1);
+  CHECK(peers[0].name == b.to_string());
+  CHECK(peers[0].health.state == PeerState::connected);
+  REQUIRE(peers[0].has_session);
+  CHECK(peers[0].session.id == ab->id());
+  CHECK(peers[0].session.bytes_sent > 0);
+  CHECK(peers[0].session.streams_opened_local + peers[0].session.streams_opened_remote >= 2);
   close_all(*loop, nodes);
 }
 

@@ -1,11 +1,14 @@
 // ringmux-serve: the server side of every ringmux-loadgen mode.
 //   ringmux-serve --listen=127.0.0.1:7300 [--cpus=1] [--ioengine=ringmux|tcp] [--duration=30s]
 //                 [--max_streams=N] [--keepalive=DURATION] [--resume_timeout=DURATION] [--max_message=SIZE]
-//                 [--peers=ADDRESS,... [--loops=N]]
+//                 [--peers=ADDRESS,... [--loops=N]] [--metrics=ADDRESS:PORT] [--stats-interval=DURATION]
 // Stream and connection windows are the library's defaults: each side announces its own
 // in the handshake (wire/SPEC.md §4.1), so clients configured otherwise interoperate.
-// Prints its statistics on SIGINT / SIGTERM and on exit.
+// Prints its statistics on SIGINT / SIGTERM and on exit; serves them to Prometheus with
+// --metrics (tools/serve/metrics.h) and summarises them on stderr every --stats-interval.
 #include <algorithm>
+#include <array>
+#include <atomic>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -20,7 +23,9 @@
 #include "tools/loadgen/protocol.h"
 #include "tools/loadgen/server.h"
 #include "tools/options.h"
+#include "tools/serve/metrics.h"
 #include "tools/version.h"
+#include "ringmux/base/log.h"
 
 using namespace ringmux::loadgen;
 
@@ -41,6 +46,56 @@ constexpr uint64_t connections_expected = 10000;
 // How often running out of file descriptors is reported on stderr, at most.
 constexpr uint64_t fd_report_interval_ns = 1'000'000'000;
 
+// The shortest --stats-interval: a line per 100 ms is already more than anyone reads.
+constexpr uint64_t stats_interval_ns_min = 100'000'000;
+
+// How long the main thread sleeps between looks at the signal flag and the clocks.
+constexpr uint64_t main_tick_ns = 20'000'000;
+
+// The library's log events, counted by subsystem and severity (the log hook's sink): what
+// --metrics exports as ringmux_log_events_total. Any thread.
+constexpr std::size_t log_subsystems = 5;  // LogSubsystem's values
+constexpr std::size_t log_severities = 4;  // LogSeverity's values
+struct LogCounts {
+  std::array<std::atomic<uint64_t>, log_subsystems * log_severities> events{};
+  ringmux::LogSink sink{[](void* context, const ringmux::LogEvent& event) noexcept {
+                          auto& self = *static_cast<LogCounts*>(context);
+                          const std::size_t index = static_cast<std::size_t>(event.subsystem) * log_severities +
+                                                    static_cast<std::size_t>(event.severity);
+                          if (index < self.events.size()) self.events[index].fetch_add(1, std::memory_order_relaxed);
+                        },
+                        this};
+};
+
+// The Prometheus exposition of the server's statistics (any thread: atomics only).
+std::string render_metrics(const ServerStats& stats, const LogCounts& log, std::chrono::steady_clock::time_point started) {
+  ringmux::serve::Exposition out;
+  auto load = [](const std::atomic<uint64_t>& value) { return value.load(std::memory_order_relaxed); };
+  out.counter("ringmux_serve_connections_total", "TCP connections accepted.", load(stats.connections));
+  out.counter("ringmux_serve_sessions_total", "ringmux sessions started (a resume is not a new one).",
+              load(stats.sessions));
+  out.counter("ringmux_serve_resumes_total", "Sessions resumed on a new TCP connection.", load(stats.resumes));
+  out.counter("ringmux_serve_calls_total", "Unary calls and streams served.", load(stats.calls));
+  out.counter("ringmux_serve_received_bytes_total", "Payload bytes received from clients.", load(stats.bytes_received));
+  out.counter("ringmux_serve_sent_bytes_total", "Payload bytes sent to clients.", load(stats.bytes_sent));
+  out.counter("ringmux_serve_verify_errors_total", "Damaged, missing or repeated messages seen (verify=1).",
+              load(stats.verify_errors));
+  out.counter("ringmux_serve_accepts_failed_no_fds_total", "Accepts that failed for want of file descriptors.",
+              load(stats.accepts_failed_no_fds));
+  out.family("ringmux_log_events_total", "counter", "Events the library reported through its log hook.");
+  for (std::size_t subsystem = 0; subsystem < log_subsystems; subsystem++) {
+    for (std::size_t severity = 0; severity < log_severities; severity++) {
+      const std::string labels =
+          std::string("subsystem=\"") + ringmux::describe(static_cast<ringmux::LogSubsystem>(subsystem)) +
+          "\",severity=\"" + ringmux::describe(static_cast<ringmux::LogSeverity>(severity)) + "\"";
+      out.sample("ringmux_log_events_total", labels, load(log.events[subsystem * log_severities + severity]));
+    }
+  }
+  const std::chrono::duration<double> up = std::chrono::steady_clock::now() - started;
+  out.gauge("ringmux_serve_uptime_seconds", "Seconds since the server started.", up.count());
+  return out.text();
+}
+
 volatile std::sig_atomic_t stop_signal = 0;
 void on_signal(int signal) { stop_signal = signal; }
 
@@ -55,7 +110,7 @@ void print_help() {
       "    ringmux-serve [--listen=ADDRESS:PORT] [--cpus=LIST] [--ioengine=ringmux|tcp]\n"
       "                  [--duration=DURATION] [--peers=ADDRESS:PORT,... [--loops=N]]\n"
       "                  [--max_streams=N] [--keepalive=DURATION] [--resume_timeout=DURATION]\n"
-      "                  [--max_message=SIZE]\n"
+      "                  [--max_message=SIZE] [--metrics=ADDRESS:PORT] [--stats-interval=DURATION]\n"
       "    ringmux-serve --help | --version\n"
       "\n"
       "DESCRIPTION\n"
@@ -81,6 +136,13 @@ void print_help() {
       "        Default: none (a plain server).\n"
       "    --loops=N\n"
       "        With --peers: event loops sharing the peer sessions, 1 to %u. Default: 1.\n"
+      "    --metrics=ADDRESS:PORT\n"
+      "        Serve the statistics to Prometheus: GET /metrics on ADDRESS:PORT answers in the\n"
+      "        text exposition format (counters of connections, sessions, resumes, calls and\n"
+      "        bytes, and the library's log events by subsystem and severity). Default: none.\n"
+      "    --stats-interval=DURATION\n"
+      "        Print a one-line summary of the statistics to stderr this often, at least\n"
+      "        100ms. Default: none.\n"
       "\n"
       "    Limits of each ringmux connection:\n"
       "    --max_streams=N\n"
@@ -118,7 +180,7 @@ constexpr ringmux::tools::ValueOption value_options[] = {
     {"--listen", "ADDRESS:PORT"},    {"--cpus", "LIST"},          {"--ioengine", "ringmux|tcp"},
     {"--duration", "DURATION"},      {"--peers", "ADDRESS:PORT,..."}, {"--loops", "N"},
     {"--max_streams", "N"},          {"--keepalive", "DURATION"}, {"--resume_timeout", "DURATION"},
-    {"--max_message", "SIZE"},
+    {"--max_message", "SIZE"},       {"--metrics", "ADDRESS:PORT"}, {"--stats-interval", "DURATION"},
 };
 
 // Prints a command-line error; returns the exit status for one.
@@ -146,6 +208,8 @@ int main(int argc, char** argv) {
   std::string engine = "ringmux";
   std::vector<int> cpus;
   uint64_t duration_ns = 0;
+  std::string metrics_address;
+  uint64_t stats_interval_ns = 0;
   ServeOptions serve;
   serve.message_bytes_allowed = max_message_bytes_default;
   ringmux::mux::ConnectionOptions& options = serve.connection;
@@ -186,6 +250,15 @@ int main(int argc, char** argv) {
       auto ns = parse_duration_ns(value);
       if (!ns || *ns == 0) return usage_error(ringmux::tools::option_error(key, value, "a positive duration"));
       duration_ns = *ns;
+    } else if (key == "--metrics") {
+      if (value.empty()) return usage_error(ringmux::tools::option_error(key, value, "an IPv4 ADDRESS:PORT"));
+      metrics_address = value;
+    } else if (key == "--stats-interval") {
+      auto ns = parse_duration_ns(value);
+      if (!ns || *ns < stats_interval_ns_min) {
+        return usage_error(ringmux::tools::option_error(key, value, "a duration of at least 100ms"));
+      }
+      stats_interval_ns = *ns;
     } else if (key == "--peers") {
       if (value.empty()) return usage_error(ringmux::tools::option_error(key, value, "a list of ADDRESS:PORT"));
       for (std::size_t start = 0; start <= value.size();) {
@@ -224,6 +297,8 @@ int main(int argc, char** argv) {
   if (serve.loops > 1 && peers.empty()) {
     return usage_error("--loops needs --peers (a plain server runs one loop)");
   }
+  static LogCounts log_counts;  // static: the sink must outlive every loop that may log
+  ringmux::set_log_sink(&log_counts.sink);
   const ringmux::tools::FdLimit fds = ringmux::tools::raise_fd_limit();
   auto server = engine == "ringmux" ? LoadServer::start_ringmux(listen, cpus, error, serve)
                                     : LoadServer::start_tcp(listen, cpus.empty() ? -1 : cpus.front(), error,
@@ -242,6 +317,21 @@ int main(int argc, char** argv) {
                  static_cast<unsigned long long>(fds.connections()), shortfall.c_str());
   }
   const auto started = std::chrono::steady_clock::now();
+  const ServerStats& live = server->stats();
+  std::unique_ptr<ringmux::serve::MetricsServer> metrics;
+  if (!metrics_address.empty()) {
+    metrics = ringmux::serve::MetricsServer::start(
+        metrics_address, [&live, started] { return render_metrics(live, log_counts, started); }, error);
+    if (!metrics) {
+      std::fprintf(stderr, "ringmux-serve: %s\n", error.c_str());
+      server->stop();
+      return 1;
+    }
+    std::printf("ringmux-serve: metrics on port %u\n", static_cast<unsigned>(metrics->port()));
+    std::fflush(stdout);
+  }
+  auto stats_printed = started;
+  uint64_t calls_printed = 0;
   auto fd_reported = started - std::chrono::nanoseconds(fd_report_interval_ns);
   uint64_t fd_failures_reported = 0;
   while (stop_signal == 0) {
@@ -258,8 +348,24 @@ int main(int argc, char** argv) {
       fd_failures_reported = fd_failures;
       fd_reported = now;
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    if (stats_interval_ns != 0 && now - stats_printed >= std::chrono::nanoseconds(stats_interval_ns)) {
+      const uint64_t calls = live.calls.load(std::memory_order_relaxed);
+      const double seconds = std::chrono::duration<double>(now - stats_printed).count();
+      std::fprintf(stderr,
+                   "ringmux-serve: stats: connections=%llu sessions=%llu resumes=%llu calls=%llu (%.0f/s) "
+                   "bytes_received=%llu bytes_sent=%llu\n",
+                   static_cast<unsigned long long>(live.connections.load()),
+                   static_cast<unsigned long long>(live.sessions.load()),
+                   static_cast<unsigned long long>(live.resumes.load()), static_cast<unsigned long long>(calls),
+                   static_cast<double>(calls - calls_printed) / seconds,
+                   static_cast<unsigned long long>(live.bytes_received.load()),
+                   static_cast<unsigned long long>(live.bytes_sent.load()));
+      calls_printed = calls;
+      stats_printed = now;
+    }
+    std::this_thread::sleep_for(std::chrono::nanoseconds(main_tick_ns));
   }
+  if (metrics) metrics->stop();
   server->stop();
   const ServerStats& stats = server->stats();
   std::printf("ringmux-serve: %s; connections=%llu sessions=%llu resumes=%llu calls=%llu bytes_received=%llu "

@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""ringmux-serve --metrics serves Prometheus text exposition on GET /metrics, and
+--stats-interval prints a summary line periodically.
+
+- ringmux-serve starts with --metrics=127.0.0.1:0 (it prints the port it got) and
+  --stats-interval; a short ringmux-loadgen run of unary calls goes against it.
+- GET /metrics answers 200 with Content-Type text/plain; version=0.0.4; promtool check
+  metrics accepts the body (Debian's prometheus package; without promtool that part says
+  skipped); the calls and bytes counters moved by at least what the run did; every
+  counter ends in _total and has HELP and TYPE lines.
+- Another path answers 404, another method 405, a request head over the bound 431.
+- stderr holds at least one "stats:" line with the calls counted.
+usage: check_metrics.py BUILD_DIR"""
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+build = sys.argv[1]
+serve = f"{build}/tools/ringmux-serve"
+loadgen = f"{build}/tools/ringmux-loadgen"
+failures = []
+TIMEOUT_S = 30             # bounds a broken tool; every wait is for an event
+REQUEST_BYTES_MAX = 8192   # tools/serve/metrics.h: metrics_request_bytes_max
+
+
+def check(condition, what):
+    print(("ok: " if condition else "FAIL: ") + what)
+    if not condition:
+        failures.append(what)
+
+
+def read_port(process, label):
+    """The port ringmux-serve printed for `label` ('listening on port', 'metrics on port')."""
+    deadline = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        match = re.search(label + r" (\d+)", line)
+        if match:
+            return int(match.group(1))
+    raise SystemExit(f"ringmux-serve printed no '{label}' line")
+
+
+def get(port, path, method="GET"):
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
+            return response.status, response.headers.get("Content-Type"), response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers.get("Content-Type"), error.read().decode()
+
+
+def samples(text):
+    """Metric name with labels -> value."""
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    return values
+
+
+server = subprocess.Popen([serve, "--listen=127.0.0.1:0", "--metrics=127.0.0.1:0", "--stats-interval=200ms"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+try:
+    port = read_port(server, "listening on port")
+    metrics_port = read_port(server, "metrics on port")
+    status, content_type, before = get(metrics_port, "/metrics")
+    check(status == 200, f"GET /metrics answers 200 (got {status})")
+    check(content_type is not None and content_type.startswith("text/plain; version=0.0.4"),
+          f"the exposition's content type (got {content_type})")
+
+    run = subprocess.run([loadgen, "--host=127.0.0.1", f"--port={port}", "--rw=unary", "--bs=4k", "--iodepth=4",
+                          "--runtime=1"], capture_output=True, text=True, timeout=TIMEOUT_S)
+    check(run.returncode == 0, f"ringmux-loadgen ran (exit {run.returncode}: {run.stderr.strip()[-300:]})")
+
+    status, _, after = get(metrics_port, "/metrics")
+    check(status == 200, "GET /metrics after the run answers 200")
+    first, second = samples(before), samples(after)
+    calls = second.get("ringmux_serve_calls_total", 0) - first.get("ringmux_serve_calls_total", 0)
+    received = second.get("ringmux_serve_received_bytes_total", 0) - first.get("ringmux_serve_received_bytes_total", 0)
+    sent = second.get("ringmux_serve_sent_bytes_total", 0) - first.get("ringmux_serve_sent_bytes_total", 0)
+    check(calls > 0, f"calls counted: {calls:.0f}")
+    check(received >= 4096 * calls and sent >= 4096 * calls,
+          f"bytes counted: {received:.0f} received, {sent:.0f} sent for {calls:.0f} calls of 4 KiB")
+    check(second.get("ringmux_serve_connections_total", 0) >= 1, "the loadgen's connection is counted")
+    check(second.get("ringmux_serve_uptime_seconds", 0) > first.get("ringmux_serve_uptime_seconds", 0),
+          "the uptime gauge moved")
+    types = dict(re.findall(r"^# TYPE (\S+) (\S+)$", after, re.M))
+    helps = set(re.findall(r"^# HELP (\S+) ", after, re.M))
+    check(set(types) == helps, "every metric has HELP and TYPE lines")
+    check(all(name.endswith("_total") for name, kind in types.items() if kind == "counter"),
+          "every counter's name ends in _total")
+    check('ringmux_log_events_total{subsystem="link",severity="warning"}' in second,
+          "log events are labelled by subsystem and severity")
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        print("skipped: promtool is not installed (Debian package prometheus; tools/install-deps.sh)")
+    else:
+        lint = subprocess.run([promtool, "check", "metrics"], input=after, capture_output=True, text=True,
+                              timeout=TIMEOUT_S)
+        check(lint.returncode == 0, f"promtool check metrics accepts it ({(lint.stdout + lint.stderr).strip()})")
+
+    status, _, body = get(metrics_port, "/other")
+    check(status == 404, f"another path answers 404 (got {status})")
+    status, _, _ = get(metrics_port, "/metrics", method="POST")
+    check(status == 405, f"another method answers 405 (got {status})")
+    with socket.create_connection(("127.0.0.1", metrics_port), timeout=TIMEOUT_S) as raw:
+        raw.sendall(b"GET /metrics HTTP/1.1\r\nX-Padding: " + b"a" * (2 * REQUEST_BYTES_MAX))
+        answer = raw.recv(4096).decode(errors="replace")
+    check(answer.startswith("HTTP/1.1 431"), f"a request head over the bound answers 431 (got {answer[:40]!r})")
+    status, _, _ = get(metrics_port, "/metrics")
+    check(status == 200, "the responder still answers after those")
+finally:
+    server.terminate()
+    try:
+        _, stderr = server.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        _, stderr = server.communicate()
+
+lines = [line for line in stderr.splitlines() if "stats:" in line]
+check(len(lines) >= 1, f"--stats-interval printed {len(lines)} summary lines")
+check(any(re.search(r"calls=[1-9]", line) for line in lines), "a summary line counts the calls")
+check(server.returncode == 0, f"ringmux-serve exits 0 on SIGTERM (got {server.returncode})")
+
+# Bad values name the option.
+for args, expected in [(["--metrics=nohost"], "not an IPv4 ADDRESS:PORT"),
+                       (["--stats-interval=10ms"], "at least 100ms")]:
+    result = subprocess.run([serve, "--listen=127.0.0.1:0", "--duration=1s", *args], capture_output=True, text=True,
+                            timeout=TIMEOUT_S)
+    check(result.returncode != 0 and expected in result.stderr, f"{args[0]} is refused: {result.stderr.strip()}")
+
+if failures:
+    print(f"{len(failures)} failures")
+    sys.exit(1)
+print("all passed")

@@ -1,0 +1,168 @@
+#include "tools/serve/metrics.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+
+#include "tools/blocking_io.h"
+#include "tools/errno_text.h"
+
+namespace ringmux::serve {
+
+void Exposition::family(const char* name, const char* type, const char* help) {
+  text_ += "# HELP ";
+  text_ += name;
+  text_ += ' ';
+  text_ += help;
+  text_ += "\n# TYPE ";
+  text_ += name;
+  text_ += ' ';
+  text_ += type;
+  text_ += '\n';
+}
+
+void Exposition::sample(const char* name, const std::string& labels, uint64_t value) {
+  text_ += name;
+  if (!labels.empty()) text_ += "{" + labels + "}";
+  text_ += ' ' + std::to_string(value) + '\n';
+}
+
+void Exposition::counter(const char* name, const char* help, uint64_t value) {
+  family(name, "counter", help);
+  sample(name, {}, value);
+}
+
+void Exposition::gauge(const char* name, const char* help, double value) {
+  family(name, "gauge", help);
+  char number[64];
+  std::snprintf(number, sizeof(number), "%.6f", value);
+  text_ += name;
+  text_ += ' ';
+  text_ += number;
+  text_ += '\n';
+}
+
+MetricsReply reply_to(std::string_view request, const MetricsServer::Render& render) {
+  // The request line: METHOD SP TARGET SP HTTP/1.x
+  const std::size_t line_end = request.find("\r\n");
+  const std::string_view line = request.substr(0, line_end);
+  const std::size_t first_space = line.find(' ');
+  const std::size_t second_space = first_space == std::string_view::npos ? first_space : line.find(' ', first_space + 1);
+  if (line_end == std::string_view::npos || second_space == std::string_view::npos ||
+      line.substr(second_space + 1).rfind("HTTP/1.", 0) != 0) {
+    return {400, "bad request\n"};
+  }
+  const std::string_view method = line.substr(0, first_space);
+  std::string_view target = line.substr(first_space + 1, second_space - first_space - 1);
+  target = target.substr(0, target.find('?'));  // a scraper's query parameters change nothing
+  if (method != "GET" && method != "HEAD") return {405, "only GET is served\n"};
+  if (target != "/metrics") return {404, "not found: the metrics are at /metrics\n"};
+  return {200, render()};
+}
+
+std::unique_ptr<MetricsServer> MetricsServer::start(const std::string& address, Render render, std::string& error) {
+  const std::size_t colon = address.rfind(':');
+  sockaddr_in where{};
+  where.sin_family = AF_INET;
+  char* end = nullptr;
+  const unsigned long port = colon == std::string::npos ? 0 : std::strtoul(address.c_str() + colon + 1, &end, 10);
+  if (colon == std::string::npos || end == nullptr || *end != '\0' || port > 65535 ||
+      ::inet_pton(AF_INET, address.substr(0, colon).c_str(), &where.sin_addr) != 1) {
+    error = "--metrics: '" + address + "' is not an IPv4 ADDRESS:PORT";
+    return nullptr;
+  }
+  where.sin_port = htons(static_cast<uint16_t>(port));
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    error = "--metrics: socket: " + tools::errno_text(errno);
+    return nullptr;
+  }
+  const int one = 1;
+  (void)::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (::bind(fd, reinterpret_cast<const sockaddr*>(&where), sizeof(where)) != 0 || ::listen(fd, metrics_backlog) != 0) {
+    error = "--metrics: cannot listen on " + address + ": " + tools::errno_text(errno);
+    ::close(fd);
+    return nullptr;
+  }
+  socklen_t length = sizeof(where);
+  (void)::getsockname(fd, reinterpret_cast<sockaddr*>(&where), &length);
+  std::unique_ptr<MetricsServer> server(new MetricsServer());
+  server->listen_fd_ = fd;
+  server->port_ = ntohs(where.sin_port);
+  server->render_ = std::move(render);
+  server->thread_ = std::thread([raw = server.get()] { raw->run(); });
+  return server;
+}
+
+MetricsServer::~MetricsServer() { stop(); }
+
+void MetricsServer::stop() {
+  if (listen_fd_ < 0) return;
+  stopping_ = true;
+  if (thread_.joinable()) thread_.join();
+  ::close(listen_fd_);
+  listen_fd_ = -1;
+}
+
+void MetricsServer::run() {
+  while (!stopping_.load()) {
+    pollfd ready{listen_fd_, POLLIN, 0};
+    if (::poll(&ready, 1, metrics_poll_interval_ms) <= 0) continue;
+    const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) continue;  // the client gave up already, or out of descriptors: next time
+    answer(fd);
+    ::close(fd);
+  }
+}
+
+void MetricsServer::answer(int fd) {
+  const timeval timeout{metrics_receive_timeout_ms / 1000, (metrics_receive_timeout_ms % 1000) * 1000};
+  (void)::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  (void)::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
+  std::string request;
+  char buffer[1024];
+  MetricsReply reply;
+  while (true) {
+    const ssize_t n = ::recv(fd, buffer, sizeof(buffer), 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;  // closed or timed out before a whole request head: nothing to answer
+    request.append(buffer, static_cast<std::size_t>(n));
+    if (request.find("\r\n\r\n") != std::string::npos) {
+      reply = reply_to(request, render_);
+      break;
+    }
+    if (request.size() > metrics_request_bytes_max) {
+      reply = {431, "request head larger than " + std::to_string(metrics_request_bytes_max) + " bytes\n"};
+      break;
+    }
+  }
+  const char* reason = reply.status == 200   ? "OK"
+                       : reply.status == 404 ? "Not Found"
+                       : reply.status == 405 ? "Method Not Allowed"
+                       : reply.status == 431 ? "Request Header Fields Too Large"
+                                             : "Bad Request";
+  const bool head = request.rfind("HEAD ", 0) == 0;
+  std::string response = "HTTP/1.1 " + std::to_string(reply.status) + " " + reason + "\r\n";
+  response += reply.status == 200 ? "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
+                                  : "Content-Type: text/plain; charset=utf-8\r\n";
+  if (reply.status == 405) response += "Allow: GET, HEAD\r\n";
+  response += "Content-Length: " + std::to_string(reply.body.size()) + "\r\nConnection: close\r\n\r\n";
+  if (!head) response += reply.body;
+  if (!tools::send_all(fd, reinterpret_cast<const std::byte*>(response.data()), response.size())) return;
+  (void)::shutdown(fd, SHUT_WR);
+  for (std::size_t drained = 0; drained < metrics_drain_bytes_max;) {
+    const ssize_t n = ::recv(fd, buffer, sizeof(buffer), 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;  // the client closed (or the receive timeout ended the wait)
+    drained += static_cast<std::size_t>(n);
+  }
+}
+
+}  // namespace ringmux::serve
