@@ -52,10 +52,12 @@ def main():
             failures.append(f"{tool} --version: exit {run.returncode}, missing {missing}, "
                             f"{len(found)} of {len(FEATURES)} features:\n{text}{run.stderr}")
             continue
-        # Where the build links mimalloc, it serves the tool's malloc; else the C library does.
+        # Where the build links mimalloc, it serves the tool's malloc; else the C library does,
+        # or in a sanitizer build the sanitizer's runtime (libasan, libtsan), which replaces it.
         served = re.search(r"malloc is served from (\S+)", allocator.group(1))
         wants = "libmimalloc" if allocator.group(1).startswith("mimalloc") else "libc"
-        if not served or wants not in served.group(1):
+        sanitized = served is not None and re.search(r"lib[at]san\.so", served.group(1)) is not None
+        if not served or (wants not in served.group(1) and not (wants == "libc" and sanitized)):
             failures.append(f"{tool}: allocator line {allocator.group(1)!r}: malloc should come from {wants}")
         loaded = re.search(r"^liburing: \S+ at build time; loaded from (\S+)$", text, re.M)
         if not loaded or "liburing" not in loaded.group(1):

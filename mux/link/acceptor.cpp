@@ -126,12 +126,13 @@ void Acceptor::finish(Pending& pending, const wire::Hello* hello) noexcept {
     if (it->get() == &pending) {
       // The HELLO is copied out first: it points into the buffer about to be freed.
       const wire::Hello copy = hello != nullptr ? *hello : wire::Hello{};
+      const bool timed_out = pending.timed_out;  // `pending` goes with the erase
       pending_.erase(it);
       if (hello == nullptr || closing_) {
         stats_.failed++;
         if (!closing_) {
           RM_LOG(LogSeverity::info, LogSubsystem::link, 0, 0, 0, "acceptor: no valid HELLO on a new connection (%s)",
-                 pending.timed_out ? "timed out" : "closed early or damaged");
+                 timed_out ? "timed out" : "closed early or damaged");
         }
         ::close(fd);
       } else if (router_ && router_(fd, copy)) {
