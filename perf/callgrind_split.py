@@ -8,10 +8,10 @@
       inclusive cost of engine::Loop::spin_for_completions (from --inclusive=yes).
   callgrind_split.py table DIR
       reads DIR/runs.txt (one line per measurement: name tree side engine bs depth calls1
-      calls2, then for each run: calls done under callgrind, calls done under strace, system
-      calls) and DIR/<name>.<calls>.profile.json, and prints the markdown tables:
-      per call = (Ir of the longer run - Ir of the shorter) / (their difference in calls done),
-      split by layer; the same for the system calls.
+      calls2; calls done and system calls of the two strace runs; pairs; calls done in each
+      callgrind run) and DIR/<name>.<calls>.r<pair>.profile.json, and prints the markdown
+      tables: per call = (Ir of the longer run - Ir of the shorter) / (their difference in
+      calls done), split by layer, from the median pair; the same for the system calls.
 
 Layers are told by object and, inside the ringmux binaries (built without debug info, so
 callgrind knows no source files), by the demangled name: namespace, then for mux/ the class
@@ -183,7 +183,14 @@ def function_name(key):
     name = name.split(":", 1)[1] if ":" in name and not name.startswith("ringmux") else name
     name = re.sub(r"( \[clone [^\]]*\])+('\d+)?$|'\d+$", "", name)
     name = re.sub(r" const$", "", name)
-    return strip_arguments(name)
+    # Argument lists, inner ones too (a lambda inside a function), for a readable name.
+    name = name.replace("operator()", "operator\0").replace("(anonymous namespace)", "{anonymous}")
+    while True:
+        shorter = re.sub(r"\([^()]*\)", "", name)
+        if shorter == name:
+            break
+        name = shorter
+    return name.replace("operator\0", "operator()").replace("{anonymous}", "(anonymous namespace)")
 
 
 def strip_arguments(name):
@@ -205,30 +212,38 @@ def table(directory):
             fields = line.split()
             if fields:
                 runs.append(fields)
-    print("| tree | side | engine | request = response | in flight | Ir / call | spin | "
+    print("| tree | side | engine | request = response | in flight | Ir / call | pairs: Ir / call | spin | "
           + " | ".join(LAYERS) + " | syscalls / call |")
-    print("|---|---|---|---|---|---|---|" + "---|" * len(LAYERS) + "---|")
+    print("|---|---|---|---|---|---|---|---|" + "---|" * len(LAYERS) + "---|")
     tops = []
-    for label, tree, side, engine, bs, depth, calls1, calls2, done1, traced1, sys1, done2, traced2, sys2 in runs:
-        with open(os.path.join(directory, f"{label}.{calls1}.profile.json")) as f:
-            first = json.load(f)
-        with open(os.path.join(directory, f"{label}.{calls2}.profile.json")) as f:
-            second = json.load(f)
-        calls = int(done2) - int(done1)
-        per_layer = {layer: 0.0 for layer in LAYERS + ["harness"]}
-        per_function = {}
-        for key in set(first["functions"]) | set(second["functions"]):
-            delta = (second["functions"].get(key, 0) - first["functions"].get(key, 0)) / calls
-            per_layer[layer_of(key)] += delta
-            per_function[key] = delta
-        per_call = sum(v for layer, v in per_layer.items() if layer != "harness")
+    for fields in runs:
+        label, tree, side, engine, bs, depth, calls1, calls2, traced1, sys1, traced2, sys2, pairs = fields[:13]
+        done = fields[13:]
+        measured = []
+        for pair in range(int(pairs)):
+            with open(os.path.join(directory, f"{label}.{calls1}.r{pair + 1}.profile.json")) as f:
+                first = json.load(f)
+            with open(os.path.join(directory, f"{label}.{calls2}.r{pair + 1}.profile.json")) as f:
+                second = json.load(f)
+            calls = int(done[2 * pair + 1]) - int(done[2 * pair])
+            per_layer = {layer: 0.0 for layer in LAYERS + ["harness"]}
+            per_function = {}
+            for key in set(first["functions"]) | set(second["functions"]):
+                delta = (second["functions"].get(key, 0) - first["functions"].get(key, 0)) / calls
+                per_layer[layer_of(key)] += delta
+                per_function[key] = delta
+            per_call = sum(v for layer, v in per_layer.items() if layer != "harness")
+            measured.append((per_call, per_layer, per_function, first, second, calls))
+        # The median pair (by instructions per call) speaks for the row.
+        measured.sort(key=lambda item: item[0])
+        per_call, per_layer, per_function, first, second, calls = measured[len(measured) // 2]
         spin = (second["spin"] - first["spin"]) / calls
         syscalls = (float(sys2) - float(sys1)) / (int(traced2) - int(traced1))
         size = f"{int(bs) // 1048576} MiB" if int(bs) >= 1048576 else (f"{int(bs) // 1024} KiB" if int(bs) >= 1024 else f"{bs} B")
         cells = [f"{per_layer[layer]:,.0f}" for layer in LAYERS]
-        syscall_cell = f"{syscalls:.2f}"
-        print(f"| {tree} | {side} | {engine} | {size} | {depth} | {per_call:,.0f} | {spin:,.0f} | " + " | ".join(cells)
-              + f" | {syscall_cell} |")
+        each = " / ".join(f"{item[0]:,.0f}" for item in measured)
+        print(f"| {tree} | {side} | {engine} | {size} | {depth} | {per_call:,.0f} | {each} | {spin:,.0f} | "
+              + " | ".join(cells) + f" | {syscalls:.2f} |")
         top = sorted(per_function.items(), key=lambda item: -item[1])[:8]
         copies = {}
         for name in set(first["callers"]) | set(second["callers"]):
