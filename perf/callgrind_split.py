@@ -161,7 +161,7 @@ def ringmux_layer(name):
 def layer_of(key):
     obj, name = key.split("\t", 1)
     base = os.path.basename(obj)
-    if "valgrind_wait" in base:
+    if "valgrind_wait" in base or "valgrind_wait_poll" in name:
         return "harness"
     if base.startswith("libxxhash"):
         return "xxhash"
@@ -240,11 +240,12 @@ def table(directory):
         spin = (second["spin"] - first["spin"]) / calls
         syscalls = (float(sys2) - float(sys1)) / (int(traced2) - int(traced1))
         size = f"{int(bs) // 1048576} MiB" if int(bs) >= 1048576 else (f"{int(bs) // 1024} KiB" if int(bs) >= 1024 else f"{bs} B")
-        cells = [f"{per_layer[layer]:,.0f}" for layer in LAYERS]
+        cells = [f"{round(per_layer[layer]):,}" for layer in LAYERS]
         each = " / ".join(f"{item[0]:,.0f}" for item in measured)
         print(f"| {tree} | {side} | {engine} | {size} | {depth} | {per_call:,.0f} | {each} | {spin:,.0f} | "
               + " | ".join(cells) + f" | {syscalls:.2f} |")
-        top = sorted(per_function.items(), key=lambda item: -item[1])[:8]
+        top = sorted(((key, ir) for key, ir in per_function.items() if layer_of(key) != "harness"),
+                     key=lambda item: -item[1])[:8]
         copies = {}
         for name in set(first["callers"]) | set(second["callers"]):
             for caller in set(first["callers"].get(name, {})) | set(second["callers"].get(name, {})):

@@ -14,8 +14,8 @@
 // wait_sleep_ns" (nanosleep is a call valgrind knows blocks, so the other threads run);
 // then the real call with a zero timeout collects what is ready. Everything the loop asks
 // of the kernel stays the same; only the way it waits changes. The polling is done here,
-// with raw system calls, so its instructions land in this object and nowhere else: a
-// profile can leave them out by the object's name.
+// with raw system calls, so its instructions land in this object's valgrind_wait_poll and
+// nowhere else: a profile can leave them out by that name.
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <liburing.h>
@@ -50,14 +50,13 @@ static uint64_t now_ns(void) {
   return (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
 }
 
-int io_uring_submit_and_wait_timeout(struct io_uring* ring, struct io_uring_cqe** cqe_ptr, unsigned wait_nr,
-                                     struct __kernel_timespec* ts, sigset_t* sigmask) {
-  static submit_and_wait_timeout_fn real = NULL;
-  if (real == NULL) real = (submit_and_wait_timeout_fn)dlsym(RTLD_NEXT, "io_uring_submit_and_wait_timeout");
-  if (real == NULL) abort();
+// The polling, in a function of its own: callgrind_annotate adds up functions of the same
+// name from different objects, so the wrapper below (named as liburing's function) does
+// nothing but call this and liburing.
+__attribute__((noinline)) static void valgrind_wait_poll(struct io_uring* ring, unsigned wait_nr,
+                                                         const struct __kernel_timespec* ts) {
   const uint64_t deadline_ns =
       ts == NULL ? UINT64_MAX : now_ns() + (uint64_t)ts->tv_sec * 1000000000u + (uint64_t)ts->tv_nsec;
-  io_uring_submit(ring);
   const struct timespec pause = {0, wait_sleep_ns};
   while (io_uring_cq_ready(ring) < wait_nr && now_ns() < deadline_ns) {
     // Runs the ring's deferred task work and flushes overflowed completions, waiting for none.
@@ -65,6 +64,15 @@ int io_uring_submit_and_wait_timeout(struct io_uring* ring, struct io_uring_cqe*
     if (io_uring_cq_ready(ring) >= wait_nr) break;
     raw_syscall6(SYS_nanosleep, (long)&pause, 0, 0, 0, 0, 0);
   }
+}
+
+int io_uring_submit_and_wait_timeout(struct io_uring* ring, struct io_uring_cqe** cqe_ptr, unsigned wait_nr,
+                                     struct __kernel_timespec* ts, sigset_t* sigmask) {
+  static submit_and_wait_timeout_fn real = NULL;
+  if (real == NULL) real = (submit_and_wait_timeout_fn)dlsym(RTLD_NEXT, "io_uring_submit_and_wait_timeout");
+  if (real == NULL) abort();
+  io_uring_submit(ring);
+  valgrind_wait_poll(ring, wait_nr, ts);
   struct __kernel_timespec zero = {0, 0};
   return real(ring, cqe_ptr, wait_nr, &zero, sigmask);
 }
