@@ -47,6 +47,7 @@ if [ -n "${2:-}" ]; then
   trees+=("before $2")
 fi
 cc -O2 -Wall -Wextra -shared -fPIC perf/valgrind_wait.c -o "$out/valgrind_wait.so" -ldl
+cc -O2 -Wall -Wextra perf/callgrind_calibrate.c -o "$out/callgrind_calibrate" -lxxhash
 flock -u 9
 command -v valgrind >/dev/null || { echo "callgrind: valgrind is not installed" >&2; exit 2; }
 command -v strace >/dev/null || { echo "callgrind: strace is not installed" >&2; exit 2; }
@@ -159,3 +160,16 @@ for tree in "${trees[@]}"; do
   done
 done
 python3 perf/callgrind_split.py table "$out"
+
+# What a copy and a checksum of a block count for, by block size (rounds of 1 MiB).
+calibrate_blocks=(4096 32768 1048576)
+for block in "${calibrate_blocks[@]}"; do
+  for rounds in 10 30; do
+    flock 9
+    timeout -s KILL "$process_seconds_max" valgrind --tool=callgrind \
+      --callgrind-out-file="$out/calibrate.$block.$rounds.out" "$out/callgrind_calibrate" "$block" "$rounds" \
+      >/dev/null 2>"$out/calibrate.$block.$rounds.err" 9>&-
+    flock -u 9
+  done
+done
+python3 perf/callgrind_split.py calibrate "$out" 10 30 "${calibrate_blocks[@]}"

@@ -6,6 +6,9 @@
       per-thread output FILE, summed over the threads (the first one left out when
       SKIP_THREAD_1 is 1), written as {"functions": {key: Ir}, "spin": Ir} where spin is the
       inclusive cost of engine::Loop::spin_for_completions (from --inclusive=yes).
+  callgrind_split.py calibrate DIR ROUNDS1 ROUNDS2 CHUNK...
+      instructions per KiB of memcpy and XXH3_64bits for each block size, from
+      DIR/calibrate.<chunk>.<rounds>.out (perf/callgrind_calibrate.c under callgrind).
   callgrind_split.py table DIR
       reads DIR/runs.txt (one line per measurement: name tree side engine bs depth calls1
       calls2; calls done and system calls of the two strace runs; pairs; calls done in each
@@ -280,9 +283,31 @@ def table(directory):
             print(f"- {title}: {what} {total:,.0f} ({100 * total / per_call:.0f} %): {listed}")
 
 
+def calibrate(chunks, rounds1, rounds2, directory):
+    """Instructions per KiB of memcpy and XXH3_64bits by block size (callgrind_calibrate.c)."""
+    print()
+    print("What callgrind counts per KiB (perf/callgrind_calibrate.c, "
+          f"{rounds2} - {rounds1} rounds of 1 MiB):")
+    print()
+    print("| block | memcpy Ir / KiB | XXH3_64bits Ir / KiB |")
+    print("|---|---|---|")
+    for chunk in chunks:
+        counts = []
+        for rounds in (rounds1, rounds2):
+            _, functions = annotate(os.path.join(directory, f"calibrate.{chunk}.{rounds}.out"), inclusive=False)
+            memcpy = sum(ir for key, ir in functions.items() if re.search(r"mem(cpy|move)", key.split("\t")[1]))
+            xxh3 = sum(ir for key, ir in functions.items() if key.endswith(":XXH3_64bits"))
+            counts.append((memcpy, xxh3))
+        kib = (int(rounds2) - int(rounds1)) * 1024
+        size = f"{int(chunk) // 1048576} MiB" if int(chunk) >= 1048576 else f"{int(chunk) // 1024} KiB"
+        print(f"| {size} | {(counts[1][0] - counts[0][0]) / kib:,.0f} | {(counts[1][1] - counts[0][1]) / kib:,.0f} |")
+
+
 def main():
     if len(sys.argv) >= 4 and sys.argv[1] == "profile":
         profile(sys.argv[2], sys.argv[3] == "1", sys.argv[4:])
+    elif len(sys.argv) >= 6 and sys.argv[1] == "calibrate":
+        calibrate(sys.argv[5:], sys.argv[3], sys.argv[4], sys.argv[2])
     elif len(sys.argv) == 3 and sys.argv[1] == "table":
         table(sys.argv[2])
     else:
