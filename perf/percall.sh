@@ -6,8 +6,11 @@
 #   syscalls per call  strace -f -c over a run of CALLS calls (exact counts; strace slows
 #                      the run, which changes batching a little)
 #   CPU per call       user + system CPU time of a run without strace, over its calls
-# (callgrind would count instructions, but valgrind 3.19 does not run io_uring loops: the
-# loadgen hangs or its connect fails under it.)
+# Instructions per call, one side at a time, are perf/callgrind.sh's. valgrind 3.19 runs an
+# io_uring loop fine, as long as no other thread of its process must run while the loop
+# waits in io_uring_enter (valgrind does not let them): ringmux-loadgen's client against a
+# server outside valgrind runs; this script's embedded server, or ringmux-serve, hangs at
+# start unless perf/valgrind_wait.c is preloaded.
 # usage: perf/percall.sh [BUILD_DIR]
 source "$(dirname "$0")/common.sh"
 perf_setup percall "${1:-build}"
