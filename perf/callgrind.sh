@@ -16,12 +16,12 @@
 # but not ringmux-serve: a loop thread waiting in io_uring_enter keeps valgrind's other
 # threads out, so the server's main thread never gets to start it. The server is run with
 # perf/valgrind_wait.c preloaded (its waits become short sleeps); the polling that adds is
-# left out of the counts (it lands in its own object). The server's first thread (main,
+# left out of the counts (it lands in valgrind_wait_poll). The server's first thread (main,
 # which waits for a signal, waking every 20 ms) is left out of the server's counts, and the
 # serve's clock_nanosleep calls out of its system calls.
 # Every process runs under timeout -s KILL; each measurement holds /tmp/ringmux-build.lock
-# (callgrind runs are heavy), so do not run this script under that lock. About 30 minutes
-# with a before tree. Raw outputs in perf/out/callgrind/.
+# (callgrind runs are heavy), so do not run this script under that lock. About 10 minutes
+# with a before tree when nobody else holds the lock. Raw outputs in perf/out/callgrind/.
 # usage: perf/callgrind.sh BUILD [BEFORE_BUILD]
 source "$(dirname "$0")/common.sh"
 
