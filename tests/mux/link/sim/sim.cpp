@@ -191,7 +191,7 @@ void Sim::after_entry() {
 uint32_t Sim::current(int side) const {
   for (uint32_t id = static_cast<uint32_t>(tcps_.size()); id-- > 0;) {
     const SimTransport* end = tcps_[id].end[side];
-    if (end != nullptr && end->live()) return id;
+    if (end != nullptr && end->usable()) return id;
   }
   return no_tcp;
 }

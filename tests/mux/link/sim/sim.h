@@ -295,7 +295,6 @@ class SimTransport final : public Transport {
   void on_closed();
   void on_bytes(std::span<const std::byte> bytes);
   uint32_t tcp() const { return tcp_; }
-  bool live() const { return handler_ != nullptr && !failed_ && !closing_; }
 
  private:
   Sim& sim_;
