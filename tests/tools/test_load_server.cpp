@@ -1,6 +1,7 @@
-// The load server on several loops (tools/loadgen/server.h): where sessions land and where
-// a resume lands. The tests cross threads (the server's loops, the listening loop's
-// hand-over) and run under TSan too (tests/run.sh tsan: "per-core*", "cross-loop*").
+// The load server on several loops (tools/loadgen/server.h): where sessions land, where a
+// resume lands, and loadgen clones spread over client loops. The tests cross threads (the
+// server's loops, the listening loop's hand-over, the client loops of run_clones) and run
+// under TSan too (tests/run.sh tsan: "per-core*", "cross-loop*").
 // GCC 12 at -O3 reports a false -Wrestrict inside std::string concatenation (GCC bug
 // 105329), as in tools/loadgen/run.cpp.
 #pragma GCC diagnostic ignored "-Wrestrict"
@@ -186,6 +187,44 @@ TEST_CASE("cross-loop resume: a session living on loop 1 resumes there when loop
     CHECK(server->totals().connections >= 4);  // every one accepted by loop 0
   }
   proxy->stop();
+  server->stop();
+}
+
+// Proves that ringmux-loadgen's 4 clones with --cpus_allowed=0,1 --own_connection, run on
+// two client loops (one per CPU, each with its clones' connections), all complete their
+// calls, and that their connections land 2 and 2 on a server of 2 loops (the route keys
+// the clients number their connections with, across client loops).
+TEST_CASE("per-core spread: loadgen clones on cpus_allowed=0,1 with own connections fill both server loops") {
+  constexpr uint32_t loops = 2;
+  auto server = start_server(loops);
+  auto parsed = parse_command_line({"--name=spread", "--rw=unary", "--bs=64", "--size=64k", "--iodepth=4",
+                                    "--numjobs=4", "--own_connection", "--cpus_allowed=0,1"});
+  INFO(parsed.error.message);
+  REQUIRE(parsed.ok());
+  const Invocation& invocation = *parsed.value;
+  REQUIRE(invocation.jobs.size() == 1);
+  std::vector<Job> jobs(4, invocation.jobs[0]);
+  std::vector<JobResult> results(4);
+  std::vector<CloneRun> clones;
+  for (uint32_t k = 0; k < 4; k++) {
+    jobs[k].name += "." + std::to_string(k);
+    results[k].name = jobs[k].name;
+    clones.push_back({&jobs[k], &results[k], k, k, 0});
+  }
+  RunControl control;
+  run_clones(clones, RunTarget{"127.0.0.1", server->port()}, nullptr, control);
+  for (const JobResult& result : results) {
+    INFO(result.name << ": " << result.error_message);
+    CHECK(result.errors == 0);
+    CHECK(result.ops == 1024);  // 64 KiB of 64-byte calls
+  }
+  const std::vector<ServerCounts> per_loop = server->per_loop();
+  REQUIRE(per_loop.size() == loops);
+  for (uint32_t i = 0; i < loops; i++) {
+    INFO("loop " << i);
+    CHECK(per_loop[i].sessions == 2);
+    CHECK(per_loop[i].calls >= 2 * 1024);
+  }
   server->stop();
 }
 
