@@ -319,6 +319,7 @@ void add_counts(ServerCounts& total, const ServerCounts& part) {
   total.accepts_failed_no_fds += part.accepts_failed_no_fds;
   total.sessions_open += part.sessions_open;
   total.cpu_ns += part.cpu_ns;
+  total.loop_enters += part.loop_enters;
 }
 
 }  // namespace
@@ -401,6 +402,7 @@ std::unique_ptr<LoadServer> LoadServer::start_ringmux(const std::string& address
   std::unique_ptr<LoadServer> server(new LoadServer());
   engine::EngineOptions options;
   options.loop_count = std::max<uint32_t>(serve.loops, 1);
+  options.loop.spin_ns = serve.loop_spin_ns;
   options.cpus.assign(cpus.begin(), cpus.begin() + std::min<std::size_t>(cpus.size(), options.loop_count));
   for (uint32_t i = 0; i < options.loop_count; i++) server->loop_stats_.push_back(std::make_unique<ServerStats>());
   auto started = engine::Engine::start(options);
@@ -612,7 +614,10 @@ void LoadServer::stop() {
   if (stopped_) return;
   stopped_ = true;
   if (engine_) {
-    for (uint32_t i = 0; i < engine_->loop_count(); i++) loop_cpu_ns_stopped_.push_back(engine_->loop_cpu_ns(i));
+    for (uint32_t i = 0; i < engine_->loop_count(); i++) {
+      loop_cpu_ns_stopped_.push_back(engine_->loop_cpu_ns(i));
+      loop_enters_stopped_.push_back(engine_->loop(i).stats_snapshot().enters);
+    }
     if (node_) {
       // A cluster member: its node's totals are the server's connection figures.
       const cluster::ManagerStats totals = node_->stats();
@@ -677,8 +682,10 @@ std::vector<ServerCounts> LoadServer::per_loop() {
     loop.connections = loop.sessions + loop.resumes;  // the listening loop's accepts are all of them
     if (i < loop_cpu_ns_stopped_.size()) {
       loop.cpu_ns = loop_cpu_ns_stopped_[i];
+      loop.loop_enters = loop_enters_stopped_[i];
     } else if (engine_) {
       loop.cpu_ns = engine_->loop_cpu_ns(i);
+      loop.loop_enters = engine_->loop(i).stats_snapshot().enters;
     }
     out.push_back(loop);
   }

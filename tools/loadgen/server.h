@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "ringmux/base/limits.h"
 #include "ringmux/engine/engine.h"
 #include "ringmux/engine/socket.h"
 #include "ringmux/mux/link/acceptor.h"
@@ -46,6 +47,8 @@ struct ServerCounts {
   uint64_t accepts_failed_no_fds = 0;
   uint64_t sessions_open = 0;  // sessions alive now
   uint64_t cpu_ns = 0;         // per loop: its thread's CPU time (ringmux engine)
+  uint64_t loop_enters = 0;    // per loop: its io_uring_enter calls (engine::LoopStats::enters):
+                               // calls / loop_enters is how many calls share one
 };
 
 // One loop's counters (or the tcp engine's): written by its own thread, read by any
@@ -75,6 +78,9 @@ struct ServeOptions {
   // its loops (ringmux-serve --peers --loops), and serves the same handlers.
   std::vector<std::string> peers;
   uint32_t loops = 1;
+  // How long each loop busy-polls before it sleeps (engine::LoopOptions::spin_ns; 0: never,
+  // for loops that share their cores with other busy threads).
+  uint64_t loop_spin_ns = limits::loop_spin_ns_default;
   // The largest message a client may ask the server to build or reassemble (a unary
   // response, a source stream's messages, a verified sink's messages); larger asks are
   // refused (protocol.h). Each loop holds one message buffer of at most this. The
@@ -99,8 +105,9 @@ class LoadServer {
   // The counts summed over the loops (cluster mode: connections, sessions and resumes are
   // known once stopped). Any thread; not concurrently with stop().
   ServerCounts totals();
-  // Each loop's counts and CPU time, in loop order (empty for the tcp engine); after
-  // stop(), as they were when it stopped. Any thread; not concurrently with stop().
+  // Each loop's counts, CPU time and io_uring_enter calls, in loop order (empty for the
+  // tcp engine); after stop(), as they were when it stopped. Any thread but the loops'
+  // (it asks each loop for its enters and waits); not concurrently with stop().
   std::vector<ServerCounts> per_loop();
   // Closes the listener and every connection, and waits for them.
   void stop();
@@ -115,6 +122,7 @@ class LoadServer {
   std::unique_ptr<engine::Engine> engine_;
   std::vector<std::unique_ptr<ServerStats>> loop_stats_;  // one per loop, outlive the loops
   std::vector<uint64_t> loop_cpu_ns_stopped_;             // each loop's CPU time at stop()
+  std::vector<uint64_t> loop_enters_stopped_;             // and its io_uring_enter calls
   std::vector<std::unique_ptr<RingmuxSide>> sides_;       // plain server: one per loop
   std::unique_ptr<cluster::Node> node_;                   // cluster mode
   std::vector<std::unique_ptr<MessageBuffer>> messages_;  // cluster mode: one per loop

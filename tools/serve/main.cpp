@@ -1,7 +1,7 @@
 // ringmux-serve: the server side of every ringmux-loadgen mode.
 //   ringmux-serve --listen=127.0.0.1:7300 [--cpus=0-1 | --loops=N] [--ioengine=ringmux|tcp] [--duration=30s]
 //                 [--max_streams=N] [--keepalive=DURATION] [--resume_timeout=DURATION] [--max_message=SIZE]
-//                 [--peers=ADDRESS,...] [--metrics=ADDRESS:PORT] [--stats-interval=DURATION]
+//                 [--peers=ADDRESS,...] [--metrics=ADDRESS:PORT] [--spin=DURATION] [--stats-interval=DURATION]
 // Stream and connection windows are the library's defaults: each side announces its own
 // in the handshake (wire/SPEC.md §4.1), so clients configured otherwise interoperate.
 // Prints its statistics on SIGINT / SIGTERM and on exit; serves them to Prometheus with
@@ -50,6 +50,9 @@ constexpr uint64_t fd_report_interval_ns = 1'000'000'000;
 // The shortest --stats-interval: a line per 100 ms is already more than anyone reads.
 constexpr uint64_t stats_interval_ns_min = 100'000'000;
 
+// The longest --spin: past a millisecond a poll costs more than any wake-up it saves.
+constexpr uint64_t spin_ns_max = 1'000'000;
+
 // How long the main thread sleeps between looks at the signal flag and the clocks.
 constexpr uint64_t main_tick_ns = 20'000'000;
 
@@ -68,15 +71,18 @@ struct LogCounts {
                         this};
 };
 
-// One line per loop: its share of the sessions and calls, and the CPU its thread used.
+// One line per loop: its share of the sessions and calls, the CPU its thread used, and its
+// io_uring_enter calls (how many calls share one: what a loop's fixed costs are spread on).
 std::string loops_text(const std::vector<ServerCounts>& loops) {
   std::string out;
   for (std::size_t i = 0; i < loops.size(); i++) {
     char line[256];
-    std::snprintf(line, sizeof(line), "ringmux-serve: loop %zu: connections=%llu sessions_open=%llu calls=%llu cpu=%.3fs\n",
-                  i, static_cast<unsigned long long>(loops[i].connections),
+    std::snprintf(line, sizeof(line),
+                  "ringmux-serve: loop %zu: connections=%llu sessions_open=%llu calls=%llu cpu=%.3fs enters=%llu\n", i,
+                  static_cast<unsigned long long>(loops[i].connections),
                   static_cast<unsigned long long>(loops[i].sessions_open),
-                  static_cast<unsigned long long>(loops[i].calls), static_cast<double>(loops[i].cpu_ns) / 1e9);
+                  static_cast<unsigned long long>(loops[i].calls), static_cast<double>(loops[i].cpu_ns) / 1e9,
+                  static_cast<unsigned long long>(loops[i].loop_enters));
     out += line;
   }
   return out;
@@ -150,7 +156,8 @@ void print_help() {
       "    ringmux-serve [--listen=ADDRESS:PORT] [--cpus=LIST | --loops=N] [--ioengine=ringmux|tcp]\n"
       "                  [--duration=DURATION] [--peers=ADDRESS:PORT,...]\n"
       "                  [--max_streams=N] [--keepalive=DURATION] [--resume_timeout=DURATION]\n"
-      "                  [--max_message=SIZE] [--metrics=ADDRESS:PORT] [--stats-interval=DURATION]\n"
+      "                  [--max_message=SIZE] [--metrics=ADDRESS:PORT] [--spin=DURATION]\n"
+      "                  [--stats-interval=DURATION]\n"
       "    ringmux-serve --help | --version\n"
       "\n"
       "DESCRIPTION\n"
@@ -187,6 +194,10 @@ void print_help() {
       "        text exposition format (counters of connections, sessions, resumes, calls and\n"
       "        bytes; per loop its connections, open sessions, calls and CPU seconds; and the\n"
       "        library's log events by subsystem and severity). Default: none.\n"
+      "    --spin=DURATION\n"
+      "        How long each ringmux loop busy-polls for completions before it sleeps: a\n"
+      "        wake-up costs tens of microseconds, a poll up to this much CPU; 0 never polls\n"
+      "        (for loops that share their cores with other busy threads). Default: %lluus.\n"
       "    --stats-interval=DURATION\n"
       "        Print a one-line summary of the statistics to stderr this often, at least\n"
       "        100ms, and (ringmux) a line per loop: connections, open sessions, calls, CPU\n"
@@ -217,6 +228,7 @@ void print_help() {
       "SEE ALSO\n"
       "    ringmux-loadgen(1), ringmux-chaos(1)\n",
       static_cast<unsigned long long>(connections_expected), static_cast<unsigned>(default_port), loops_max,
+      static_cast<unsigned long long>(ringmux::limits::loop_spin_ns_default / 1000),
       ringmux::limits::streams_concurrent_max_supported, ringmux::limits::streams_concurrent_max,
       static_cast<unsigned long long>(ringmux::limits::keepalive_interval_ns_default / 1'000'000),
       static_cast<unsigned long long>(ringmux::limits::resume_timeout_ns_default / 1'000'000'000),
@@ -229,6 +241,7 @@ constexpr ringmux::tools::ValueOption value_options[] = {
     {"--duration", "DURATION"},      {"--peers", "ADDRESS:PORT,..."}, {"--loops", "N"},
     {"--max_streams", "N"},          {"--keepalive", "DURATION"}, {"--resume_timeout", "DURATION"},
     {"--max_message", "SIZE"},       {"--metrics", "ADDRESS:PORT"}, {"--stats-interval", "DURATION"},
+    {"--spin", "DURATION"},
 };
 
 // Prints a command-line error; returns the exit status for one.
@@ -308,6 +321,12 @@ int main(int argc, char** argv) {
         return usage_error(ringmux::tools::option_error(key, value, "a duration of at least 100ms"));
       }
       stats_interval_ns = *ns;
+    } else if (key == "--spin") {
+      auto ns = parse_duration_ns(value);
+      if (!ns || *ns > spin_ns_max) {
+        return usage_error(ringmux::tools::option_error(key, value, "a duration from 0 to 1ms"));
+      }
+      serve.loop_spin_ns = *ns;
     } else if (key == "--peers") {
       if (value.empty()) return usage_error(ringmux::tools::option_error(key, value, "a list of ADDRESS:PORT"));
       for (std::size_t start = 0; start <= value.size();) {
