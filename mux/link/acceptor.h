@@ -20,9 +20,9 @@
 // A connection that sends no valid HELLO within limits::hello_timeout_ns, or damaged
 // bytes, is closed.
 //
-// Threads: the acceptor and every Connection it routes to live on one loop. A node with
+// Threads: the acceptor and every Connection it routes to live on one loop. A server with
 // several loops has an acceptor per loop; the listening loop's router hands each socket,
-// with its HELLO, to the acceptor of the loop that owns the session (cluster/node.h).
+// with its HELLO, to the acceptor of the loop that owns the session (loop_placement.h).
 // Lifetime: the acceptor must outlive the sessions it routed to (a connection leaves the
 // table when its session ends; destroying the acceptor with one still in it is asserted);
 // close() it and let its pending reads finish (idle()) before destroying it.
@@ -69,7 +69,8 @@ class Acceptor final : public SessionRegistry {
   // then closes `fd`). The caller owns the Connection.
   using Factory = std::function<Connection*(int fd)>;
   // Sees every valid HELLO before it is routed here; returns true when it took the socket
-  // (mux::Node hands it to the loop that owns the session: Acceptor::take there).
+  // (hand_over_router, loop_placement.h, gives it to the loop that owns the session:
+  // Acceptor::take there).
   using Router = std::function<bool(int fd, const wire::Hello& hello)>;
 
   Acceptor(engine::Loop& loop, Factory factory, const AcceptorOptions& options = {}) noexcept;

@@ -681,9 +681,10 @@ job options (default):
   --verify=BOOL         stamp and hash every message end to end; counts   (0)
                         mismatches, gaps and duplicates (bs >= 32)
   --percentile_list=L   e.g. 50:99:99.9      (1:5:10:20:...:99.9:99.95:99.99)
-  --cpus_allowed=LIST   e.g. 0,2-3; the client loop runs on the first;    (0 with the
-                        a CPU this process may not run on is refused       embedded server,
-                                                                           else any)
+  --cpus_allowed=LIST   e.g. 0,2-3; ringmux: a client loop per CPU, clone (0 with the
+                        k on the (k mod count)-th (numjobs clones use      embedded server,
+                        them all); tcp: the first; a CPU this process      else any)
+                        may not run on is refused
   --ioengine=NAME       ringmux | tcp (raw blocking-socket baseline)      (ringmux)
   --group_reporting     one report for all clones                         (off)
   --own_connection      a connection of its own, not the shared one       (off)

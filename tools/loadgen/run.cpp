@@ -177,12 +177,18 @@ class Output {
 // group_reporting: the clones of such a job (name.0, name.1, ...) become one result.
 std::vector<JobResult> grouped(std::vector<JobResult> results, const Invocation& invocation) {
   std::vector<JobResult> out;
+  uint32_t clone = 0;  // of the job being merged
   for (JobResult& r : results) {
     const Job& job = invocation.jobs[r.job_index];
     if (job.group_reporting && job.numjobs > 1 && !out.empty() && out.back().job_index == r.job_index) {
-      out.back().merge(r, job.own_connection);  // clones sharing a connection share its counts
+      // Clones sharing a connection share its counts: clone k is the first on its loop's
+      // connection when k < the CPUs it is spread over (runner.h).
+      clone++;
+      const bool first_on_loop = clone < std::max<std::size_t>(job.cpus_allowed.size(), 1);
+      out.back().merge(r, job.own_connection || first_on_loop);
       continue;
     }
+    clone = 0;
     out.push_back(std::move(r));
     if (job.group_reporting && job.numjobs > 1) out.back().name = job.name;
   }
@@ -194,6 +200,7 @@ struct Planned {
   Job job;                    // its name ends in .N when the job has several clones
   JobResult result;
   std::unique_ptr<JobLogs> logs;
+  uint32_t clone = 0;         // which clone of its job
   bool attempted = false;     // its group was started
 };
 
@@ -258,6 +265,7 @@ int run_invocation(const Invocation& invocation) {
     for (uint32_t i = 0; i < job.numjobs; i++) {
       Planned& p = planned.emplace_back();
       p.job = job;
+      p.clone = i;
       if (job.numjobs > 1) p.job.name = job.name + "." + std::to_string(i);
       if (p.job.cpus_allowed.empty() && !invocation.host) p.job.cpus_allowed = {0};
       p.result.name = p.job.name;
@@ -357,7 +365,8 @@ int run_invocation(const Invocation& invocation) {
     std::vector<CloneRun> clones;
     for (const std::size_t c : set) {
       planned[c].attempted = true;
-      clones.push_back({&planned[c].job, &planned[c].result, c, planned[c].logs ? planned[c].logs->log_window_ns() : 0});
+      clones.push_back({&planned[c].job, &planned[c].result, c, planned[c].clone,
+                        planned[c].logs ? planned[c].logs->log_window_ns() : 0});
     }
     run_clones(clones, planned[set.front()].job.ioengine == IoEngine::tcp ? tcp_target : ringmux_target, &progress, control);
     if (live) {

@@ -34,6 +34,16 @@ void Exposition::sample(const char* name, const std::string& labels, uint64_t va
   text_ += ' ' + std::to_string(value) + '\n';
 }
 
+void Exposition::sample_real(const char* name, const std::string& labels, double value) {
+  char number[64];
+  std::snprintf(number, sizeof(number), "%.6f", value);
+  text_ += name;
+  if (!labels.empty()) text_ += "{" + labels + "}";
+  text_ += ' ';
+  text_ += number;
+  text_ += '\n';
+}
+
 void Exposition::counter(const char* name, const char* help, uint64_t value) {
   family(name, "counter", help);
   sample(name, {}, value);
@@ -41,12 +51,7 @@ void Exposition::counter(const char* name, const char* help, uint64_t value) {
 
 void Exposition::gauge(const char* name, const char* help, double value) {
   family(name, "gauge", help);
-  char number[64];
-  std::snprintf(number, sizeof(number), "%.6f", value);
-  text_ += name;
-  text_ += ' ';
-  text_ += number;
-  text_ += '\n';
+  sample_real(name, {}, value);
 }
 
 MetricsReply reply_to(std::string_view request, const MetricsServer::Render& render) {

@@ -46,6 +46,8 @@ class Exposition {
   // The header of a metric with labelled samples, then each sample ("subsystem=\"link\"").
   void family(const char* name, const char* type, const char* help);
   void sample(const char* name, const std::string& labels, uint64_t value);
+  // A sample of a real value (seconds, say), printed with 6 decimals as gauge() does.
+  void sample_real(const char* name, const std::string& labels, double value);
   const std::string& text() const noexcept { return text_; }
 
  private:
