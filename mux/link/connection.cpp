@@ -120,6 +120,8 @@ void Connection::start(const wire::Hello& hello) noexcept {
     return;
   }
   start();
+  // The acceptor read the HELLO through the transport's handshake (if it has one).
+  bind_session();
 }
 
 void Connection::close(MuxError reason) noexcept {

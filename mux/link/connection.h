@@ -338,7 +338,9 @@ class Connection final : public SessionHandler, private DialHandler {
   void retire_transport() noexcept;
   // adopt()'s two halves: the verdict on the HELLO (with what it does to the session), and
   // on accept_resume the new transport's installation.
-  replay::HelloAnswer judge_adoption(const wire::Hello& hello) noexcept;
+  // `transport`'s peer identity must be the session's (wire/SPEC.md §8.2; nullptr: a plain
+  // socket, which authenticates nobody).
+  replay::HelloAnswer judge_adoption(const wire::Hello& hello, const Transport* transport) noexcept;
   void finish_adoption(std::unique_ptr<Transport> transport) noexcept;
   // Makes `transport` the current one and starts it.
   void install_transport(std::unique_ptr<Transport> transport) noexcept;
@@ -352,6 +354,9 @@ class Connection final : public SessionHandler, private DialHandler {
   void schedule_redial() noexcept;
   // The handshake on the current transport completed: resume bookkeeping.
   void on_established() noexcept;
+  // The session's first transport is up: the resume key and the peer identity it binds
+  // the session to, when the transport has them (a TLS connection; wire/SPEC.md §8.2).
+  void bind_session() noexcept;
   void maybe_report_closed() noexcept;
 
   static uint64_t next_id() noexcept;
@@ -359,6 +364,7 @@ class Connection final : public SessionHandler, private DialHandler {
   void log_end() const noexcept;
 
   const uint64_t id_ = next_id();
+  std::string peer_identity_;  // of the session's first transport; its resumes must match
   engine::Loop& loop_;
   const StreamService* service_;
   ConnectionObserver& observer_;
