@@ -92,6 +92,10 @@ struct ConnectionOptions {
   // `peer` (a handshake of its own, another route; a simulated network). Not owned: it
   // must outlive the connection and serve it alone.
   Dialer* dialer = nullptr;
+  // The handshake stage every transport of this connection passes (mux/link/transport.h;
+  // TLS: mux/link/tls.h): the socket of the fd constructor and the TCP redials to `peer`.
+  // A caller's own transport or dialer brings its own. Shared: one stage serves many.
+  std::shared_ptr<Handshake> handshake;
   uint64_t resume_timeout_ns = limits::resume_timeout_ns_default;
   uint64_t redial_backoff_ns_min = limits::redial_backoff_ns_min;
   uint64_t redial_backoff_ns_max = limits::redial_backoff_ns_max;
@@ -166,7 +170,9 @@ class Connection final : public SessionHandler, private DialHandler {
 
   void start() noexcept;
   // The accepting side's start when mux::Acceptor has read the dialer's HELLO already.
-  void start(const wire::Hello& hello) noexcept;
+  // `pipelined`: bytes that arrived behind the HELLO (the acceptor read them through the
+  // transport's handshake), taken as if received now.
+  void start(const wire::Hello& hello, std::span<const std::byte> pipelined = {}) noexcept;
   // Closes the session: every stream finishes with `reason` (their observers hear it on
   // the next turn); no resume.
   void close(MuxError reason = MuxError::cancelled) noexcept;

@@ -22,9 +22,9 @@ class SocketTransport final : public Transport, private engine::SocketHandler {
   }
 
   void start(TransportHandler& handler) noexcept override {
-    RM_ASSERT(handler_ == nullptr);
+    const bool started = handler_ != nullptr;
     handler_ = &handler;
-    socket_.start();
+    if (!started) socket_.start();
   }
   void send(std::span<const std::byte> first, std::span<const std::byte> second,
             std::span<const std::byte> third) noexcept override {

@@ -69,8 +69,9 @@ class TlsTransport final : public Transport, private TransportHandler {
   }
 
   void start(TransportHandler& handler) noexcept override {
-    RM_ASSERT(handler_ == nullptr);
+    const bool started = handler_ != nullptr;
     handler_ = &handler;
+    if (started) return;  // taken over: the handshake ran (or runs) already
     state_ = State::handshaking;
     if (!make_ssl()) {
       // OpenSSL out of memory: reported like a failed handshake, from the timer, so that no

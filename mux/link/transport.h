@@ -49,7 +49,9 @@ class Transport {
  public:
   virtual ~Transport() = default;  // only once closed (or never started)
 
-  // Starts receiving into `handler`, which receives every callback from now on. Once.
+  // Starts receiving into `handler`, which receives every callback from now on. Once; or,
+  // on a transport another handler started (an acceptor that read the HELLO through the
+  // handshake), moves every later callback to `handler`.
   virtual void start(TransportHandler& handler) noexcept = 0;
   // Sends the parts in order, as one write (any may be empty, not all); they stay valid
   // and unchanged until on_transport_sent or on_transport_error. One send at a time.
