@@ -9,7 +9,8 @@
 #    on one loop) and tests/consumers/app, with nothing but
 #    `pkg-config --cflags --libs ringmux`, run; the application again with ringmux-mimalloc;
 #  - the same application with CMake: find_package(ringmux CONFIG) and ringmux::ringmux /
-#    ringmux::mimalloc, and the version file refusing the next minor version;
+#    ringmux::mimalloc, and the version file refusing the next minor version; the README's
+#    client example with ringmux::ringmux and -Werror;
 #  - the man pages, in section 1.
 # usage: check_install.sh BUILD_DIR SOURCE_DIR
 set -euo pipefail
@@ -82,7 +83,8 @@ fi
 # The application, with CMake.
 cmake_source=$stage/cmake_consumer
 mkdir -p "$cmake_source"
-cp "$source/tests/consumers/cmake/CMakeLists.txt" "$app/main.cpp" "$cmake_source/"
+cp "$source/tests/consumers/cmake/CMakeLists.txt" "$app/main.cpp" "$source/tests/install/client_example.cpp" \
+  "$cmake_source/"
 cp -r "$app/engine" "$cmake_source/"
 IFS=. read -r major minor _ <<<"$version"
 if ! cmake -S "$cmake_source" -B "$stage/cmake_build" -G Ninja -DCMAKE_PREFIX_PATH="$prefix" \
@@ -94,6 +96,8 @@ echo "install: tests/consumers/app with CMake, ringmux::ringmux then ringmux::mi
 cmake --build "$stage/cmake_build" >"$stage/cmake_build.log" 2>&1 || { cat "$stage/cmake_build.log"; exit 1; }
 LD_LIBRARY_PATH="$libdir" "$stage/cmake_build/consumer"
 LD_LIBRARY_PATH="$libdir" "$stage/cmake_build/consumer_mimalloc"
+echo "install: the README's client example with CMake (ringmux::ringmux, -Wall -Wextra -Werror):"
+LD_LIBRARY_PATH="$libdir" "$stage/cmake_build/client_example"
 
 # The man pages, where the tools are installed.
 if [ -e "$prefix/bin/ringmux-serve" ]; then
