@@ -205,6 +205,39 @@ TEST_CASE("client: a write to a stalled server fails at its deadline and resets 
   CHECK(h.side->sink_finished.load() != -1);
 }
 
+// Proves cancel() from a third thread ends a stream under a writer blocked on a stalled
+// server (its write fails with cancelled) and a reader blocked with no deadline (it reads
+// the end, cancelled), and the server's handler hears the reset.
+TEST_CASE("client: cancel from another thread wakes a blocked writer and a blocked reader") {
+  Harness h;
+  on_loop(*h.engine, [&] { h.side->sink_stalls = true; });
+  auto client = dial_harness(h);
+  auto opened = client->open_stream(counting_sink, 0);
+  REQUIRE(opened.ok());
+  ClientStream stream = std::move(opened).value();
+  const std::vector<std::byte> big(16u << 20, std::byte{2});
+  std::promise<MuxError> write_error;
+  std::promise<MuxError> read_error;
+  std::thread writer([&] {
+    auto written = stream.write(big, 0);  // no deadline: only the cancel ends it
+    write_error.set_value(written ? MuxError::none : written.error());
+  });
+  std::thread reader([&] {
+    auto read = stream.read(0);
+    read_error.set_value(read ? MuxError::none : read.error());
+  });
+  // The writer is blocked once the loop has taken what the window allows (its sleeps count).
+  for (int i = 0; i < 10000 && stream.stats().writer_sleeps == 0; i++) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  std::thread canceller([&] { stream.cancel(); });
+  canceller.join();
+  writer.join();
+  reader.join();
+  CHECK(write_error.get_future().get() == MuxError::cancelled);
+  CHECK(read_error.get_future().get() == MuxError::cancelled);
+  for (int i = 0; i < 10000 && h.side->sink_finished.load() < 0; i++) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  CHECK(h.side->sink_finished.load() == static_cast<int>(MuxError::cancelled));
+}
+
 // Proves close() while calls are in flight ends every one of them (blocking calls on four
 // threads, a future, a callback) and a blocked stream read, all with cancelled and none
 // left waiting; after it, calls fail at once and the client reports closed/cancelled.
