@@ -74,6 +74,27 @@ uint16_t closed_port() {
   return port;
 }
 
+// A client's stream to a counting sink that has stopped reading: its window stays shut.
+struct StalledSink {
+  Harness h;
+  const bool stalled = stall();
+  std::unique_ptr<Client> client = dial_harness(h);
+  ClientStream stream = open();
+  // More than any initial window: a write of it cannot finish while the sink does not read.
+  const std::vector<std::byte> big = std::vector<std::byte>(16u << 20, std::byte{1});
+
+ private:
+  bool stall() {
+    on_loop(*h.engine, [&] { h.side->sink_stalls = true; });
+    return true;
+  }
+  ClientStream open() {
+    auto opened = client->open_stream(counting_sink, 0);
+    REQUIRE(opened.ok());
+    return std::move(opened).value();
+  }
+};
+
 }  // namespace
 
 // Proves blocking calls from 8 application threads at once each get their own response
@@ -187,15 +208,10 @@ TEST_CASE("client: stream echo with blocking read and write, deadlines and the e
 // stays shut) fails at its deadline with deadline_exceeded and resets the stream: the
 // server's handler hears the reset, and the stream reads its end.
 TEST_CASE("client: a write to a stalled server fails at its deadline and resets the stream") {
-  Harness h;
-  on_loop(*h.engine, [&] { h.side->sink_stalls = true; });
-  auto client = dial_harness(h);
-  auto opened = client->open_stream(counting_sink, 0);
-  REQUIRE(opened.ok());
-  ClientStream stream = std::move(opened).value();
-  // More than any initial window: the write cannot finish while the sink does not read.
-  const std::vector<std::byte> big(16u << 20, std::byte{1});
-  auto written = stream.write(big, deadline_after(200 * ms_ns));
+  StalledSink fixture;
+  Harness& h = fixture.h;
+  ClientStream& stream = fixture.stream;
+  auto written = stream.write(fixture.big, deadline_after(200 * ms_ns));
   REQUIRE_FALSE(written.ok());
   CHECK(written.error() == MuxError::deadline_exceeded);
   auto read = stream.read(deadline_after(generous_ns));
@@ -209,17 +225,13 @@ TEST_CASE("client: a write to a stalled server fails at its deadline and resets 
 // server (its write fails with cancelled) and a reader blocked with no deadline (it reads
 // the end, cancelled), and the server's handler hears the reset.
 TEST_CASE("client: cancel from another thread wakes a blocked writer and a blocked reader") {
-  Harness h;
-  on_loop(*h.engine, [&] { h.side->sink_stalls = true; });
-  auto client = dial_harness(h);
-  auto opened = client->open_stream(counting_sink, 0);
-  REQUIRE(opened.ok());
-  ClientStream stream = std::move(opened).value();
-  const std::vector<std::byte> big(16u << 20, std::byte{2});
+  StalledSink fixture;
+  Harness& h = fixture.h;
+  ClientStream& stream = fixture.stream;
   std::promise<MuxError> write_error;
   std::promise<MuxError> read_error;
   std::thread writer([&] {
-    auto written = stream.write(big, 0);  // no deadline: only the cancel ends it
+    auto written = stream.write(fixture.big, 0);  // no deadline: only the cancel ends it
     write_error.set_value(written ? MuxError::none : written.error());
   });
   std::thread reader([&] {
