@@ -134,6 +134,11 @@ class ConnectionObserver {
   // has been delivered first. Delivered on a turn of the loop, never inside close(); the
   // observer may destroy the connection here.
   virtual void on_connection_closed(Connection& connection, MuxError error, engine::IoError io_error) noexcept = 0;
+  // The session's first handshake completed: it is up (what was opened before went out
+  // with it). Delivered on the loop thread from inside the connection's receive; the
+  // observer must not destroy the connection here. For a dialer that waits until it can
+  // tell its application the connection is usable (mux::Client::dial).
+  virtual void on_connection_established(Connection&) noexcept {}
   // The session resumed on a new TCP connection, `duration_ns` after that connection was up
   // (ResumeStats::last_resume_duration_ns). Streams and calls never see a resume; this is
   // for statistics.

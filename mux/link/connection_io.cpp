@@ -321,7 +321,9 @@ void Connection::on_established() noexcept {
   const uint64_t now = loop_.now_ns();
   loop_.timer_cancel(resume_deadline_);
   redial_backoff_.reset();
-  if (session_.generation() > 1) {
+  if (session_.generation() <= 1) {
+    observer_.on_connection_established(*this);
+  } else {
     resume_stats_.last_resume_ns = now;
     resume_stats_.last_resume_duration_ns = now - transport_started_ns_;
     RM_LOG(LogSeverity::info, LogSubsystem::link, id_, 0, 0, "session resumed (generation %llu) in %llu us",
