@@ -37,14 +37,15 @@ uint64_t load_u64(const std::byte* p) noexcept {
 
 // Writes a frame whose payload is `prefix` followed by `body` (either may be empty).
 std::size_t encode_parts(std::span<std::byte> out, FrameKind kind, uint8_t flags, uint32_t stream_id,
-                         std::span<const std::byte> prefix, std::span<const std::byte> body) noexcept {
+                         std::span<const std::byte> prefix, std::span<const std::byte> body,
+                         bool payload_checksum = true) noexcept {
   const std::size_t payload_bytes = prefix.size() + body.size();
   RM_ASSERT(payload_bytes <= limits::frame_payload_bytes_max);
   RM_ASSERT(out.size() >= frame_bytes(payload_bytes));
   std::byte* payload = out.data() + header_bytes;
   if (!prefix.empty()) std::memcpy(payload, prefix.data(), prefix.size());
   if (!body.empty()) std::memcpy(payload + prefix.size(), body.data(), body.size());
-  encode_header(out.first<header_bytes>(), kind, flags, stream_id, {payload, payload_bytes});
+  encode_header(out.first<header_bytes>(), kind, flags, stream_id, {payload, payload_bytes}, payload_checksum);
   return frame_bytes(payload_bytes);
 }
 
@@ -124,7 +125,7 @@ uint8_t allowed_flags(FrameKind kind) noexcept {
 // ---- encoding ------------------------------------------------------------------------
 
 void encode_header(std::span<std::byte, header_bytes> out, FrameKind kind, uint8_t flags, uint32_t stream_id,
-                   std::span<const std::byte> payload) noexcept {
+                   std::span<const std::byte> payload, bool payload_checksum) noexcept {
   RM_ASSERT(payload.size() <= limits::frame_payload_bytes_max);
   RM_ASSERT((flags & ~allowed_flags(kind)) == 0);
   std::byte* p = out.data();
@@ -134,13 +135,13 @@ void encode_header(std::span<std::byte, header_bytes> out, FrameKind kind, uint8
   store_u16(p + 6, 0);
   store_u32(p + 8, stream_id);
   store_u32(p + 12, 0);
-  store_u64(p + 16, checksum64(payload));
+  store_u64(p + 16, payload_checksum ? checksum64(payload) : 0);
   store_u32(p + 12, header_checksum(out));
 }
 
 std::size_t encode_frame(std::span<std::byte> out, FrameKind kind, uint8_t flags, uint32_t stream_id,
-                         std::span<const std::byte> payload) noexcept {
-  return encode_parts(out, kind, flags, stream_id, {}, payload);
+                         std::span<const std::byte> payload, bool payload_checksum) noexcept {
+  return encode_parts(out, kind, flags, stream_id, {}, payload, payload_checksum);
 }
 
 std::size_t encode_hello(std::span<std::byte> out, const Hello& hello) noexcept {
@@ -176,12 +177,13 @@ std::size_t encode_hello_ack(std::span<std::byte> out, const HelloAck& ack) noex
 }
 
 std::size_t encode_open(std::span<std::byte> out, uint32_t stream_id, uint8_t flags, uint32_t handler_id,
-                        uint64_t deadline_budget_ns, std::span<const std::byte> payload) noexcept {
+                        uint64_t deadline_budget_ns, std::span<const std::byte> payload,
+                        bool payload_checksum) noexcept {
   RM_ASSERT(stream_id != 0);
   std::byte b[open_prefix_bytes];
   store_u32(b + 0, handler_id);
   store_u64(b + 4, deadline_budget_ns);
-  return encode_parts(out, FrameKind::open, flags, stream_id, b, payload);
+  return encode_parts(out, FrameKind::open, flags, stream_id, b, payload, payload_checksum);
 }
 
 std::size_t encode_end(std::span<std::byte> out, uint32_t stream_id) noexcept {
@@ -449,7 +451,7 @@ Result<Decoder::Step, WireError> Decoder::finish_frame(std::span<const std::byte
     frames_skipped_++;
     return step;
   }
-  if (checksum64(payload) != header_.payload_checksum) return fail(WireError::bad_payload_checksum);
+  if (check_payloads_ && checksum64(payload) != header_.payload_checksum) return fail(WireError::bad_payload_checksum);
   step.has_frame = true;
   step.frame.header = header_;
   step.frame.payload = payload;

@@ -29,19 +29,22 @@ constexpr std::size_t frame_bytes(std::size_t payload_bytes) noexcept { return h
 // Writes the 24-byte header of a frame whose payload is `payload` into `out`. The payload
 // need not follow the header in memory: a writer can place the header in front of
 // payload bytes already in its buffer (or send the two with a gather write).
+// `payload_checksum` false: the payload checksum field is 0 (a session whose transport
+// authenticates every byte: feature_unchecked_payloads).
 void encode_header(std::span<std::byte, header_bytes> out, FrameKind kind, uint8_t flags, uint32_t stream_id,
-                   std::span<const std::byte> payload) noexcept;
+                   std::span<const std::byte> payload, bool payload_checksum = true) noexcept;
 
 // Writes header + payload into `out` (at least frame_bytes(payload.size()) bytes) and
 // returns the bytes written. This copies the payload: use encode_header to avoid it.
 std::size_t encode_frame(std::span<std::byte> out, FrameKind kind, uint8_t flags, uint32_t stream_id,
-                         std::span<const std::byte> payload) noexcept;
+                         std::span<const std::byte> payload, bool payload_checksum = true) noexcept;
 
 // Typed encoders: each writes a whole frame into `out` and returns its size.
 std::size_t encode_hello(std::span<std::byte> out, const Hello& hello) noexcept;
 std::size_t encode_hello_ack(std::span<std::byte> out, const HelloAck& ack) noexcept;
 std::size_t encode_open(std::span<std::byte> out, uint32_t stream_id, uint8_t flags, uint32_t handler_id,
-                        uint64_t deadline_budget_ns, std::span<const std::byte> payload) noexcept;
+                        uint64_t deadline_budget_ns, std::span<const std::byte> payload,
+                        bool payload_checksum = true) noexcept;
 std::size_t encode_end(std::span<std::byte> out, uint32_t stream_id) noexcept;
 std::size_t encode_reset(std::span<std::byte> out, uint32_t stream_id, StatusCode code) noexcept;
 std::size_t encode_stop(std::span<std::byte> out, uint32_t stream_id, StatusCode code) noexcept;
@@ -107,6 +110,10 @@ class Decoder {
   bool failed() const noexcept { return error_ != WireError::none; }
   WireError error() const noexcept { return error_; }
   uint64_t frames_skipped() const noexcept { return frames_skipped_; }
+  // Whether payload checksums are checked (the default); off once a session negotiated
+  // feature_unchecked_payloads (its transport authenticates every byte). Header checksums
+  // are always checked.
+  void set_payload_checksums(bool checked) noexcept { check_payloads_ = checked; }
   // Capacity of the reassembly buffer: never above payload_bytes_max.
   std::size_t buffer_capacity() const noexcept { return payload_.capacity(); }
   // Frees the reassembly buffer between frames (an idle connection keeps none); a no-op
@@ -126,6 +133,7 @@ class Decoder {
   uint32_t header_have_ = 0;
   bool in_payload_ = false;
   bool skipping_ = false;  // the current frame is an ignorable unknown kind
+  bool check_payloads_ = true;
   FrameHeader header_{};
   uint32_t payload_have_ = 0;
   std::vector<std::byte> payload_;

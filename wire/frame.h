@@ -90,6 +90,9 @@ struct Frame {
 // "RMUX" as the first four payload bytes of HELLO.
 inline constexpr uint32_t hello_magic = 0x58554d52;
 inline constexpr uint32_t hello_flag_resume = 0x1;  // HELLO resumes an existing session
+// HELLO / HELLO_ACK `features` (SPEC §4.1): the transport authenticates every byte (TLS), so
+// payload checksums are not checked and may be sent as 0 (SPEC §2.1).
+inline constexpr uint64_t feature_unchecked_payloads = 0x1;
 
 using SessionId = std::array<std::byte, 16>;
 

@@ -67,6 +67,7 @@ Connection::Connection(Loop& loop, std::unique_ptr<Transport> transport, bool di
       session_(*this, [&] {
         SessionOptions session_options = session_options_for(options.session, dialer);
         session_options.resumable = options.resume;
+        session_options.authenticated_transport = transport->authenticates_bytes();  // not moved yet
         return session_options;
       }()),
       transport_(std::make_unique<Attached>(*this, std::move(transport))),

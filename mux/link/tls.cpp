@@ -125,6 +125,7 @@ class TlsTransport final : public Transport, private TransportHandler {
                                       full.size(), nullptr, 0, 0) == 1;
   }
   std::string failure_text() const override { return failure_; }
+  bool authenticates_bytes() const noexcept override { return true; }
 
  private:
   enum class State : uint8_t { idle, handshaking, open, failed, closing, closed };

@@ -79,6 +79,9 @@ class Transport {
     (void)out;
     return false;
   }
+  // Whether every byte received was authenticated by the transport (TLS records): the
+  // session then leaves payload checksums unchecked if the peer agrees (SPEC §4.1).
+  virtual bool authenticates_bytes() const noexcept { return false; }
   // Why the transport failed, when it knows more than its IoError (a handshake's cause).
   virtual std::string failure_text() const { return {}; }
 };

@@ -20,7 +20,7 @@ Session::Session(SessionHandler& handler, const SessionOptions& options)
       connection_send_(limits::connection_window_bytes_min),
       connection_recv_(options.connection_window_bytes, options.connection_window_bytes),
       flood_(options.flood),
-      dial_(options.session_id),
+      dial_(options.session_id, options.authenticated_transport ? wire::feature_unchecked_payloads : 0),
       output_open_(options.dialer),
       held_(options.replay_bytes_max) {
   // Windows we announce must be ones a pipelining peer may assume (SPEC §4.1).
@@ -149,7 +149,7 @@ Result<Session::Opened, MuxError> Session::open_some(uint32_t handler_id, uint64
   ByteVector& out = priority ? control_ : data_;
   if (!priority) data_open_batch_ = batch_number_;
   wire::encode_open(grow(out, wire::frame_bytes(wire::open_prefix_bytes + payload.size())), id,
-                    end_now ? wire::flag_end_stream : 0, handler_id, deadline_budget_ns, payload);
+                    end_now ? wire::flag_end_stream : 0, handler_id, deadline_budget_ns, payload, payload_checksums_);
   stats_.frames_sent++;
   stats_.streams_opened_local++;
   if (cut_short) wait_writable(stream);  // on_stream_writable() follows when more can go
@@ -166,7 +166,7 @@ void Session::append_data(StreamId id, std::span<const std::byte> payload, bool 
     const std::size_t chunk = std::min<std::size_t>(payload.size(), limits::data_chunk_bytes);
     const bool last = chunk == payload.size();
     wire::encode_frame(grow(data_, wire::frame_bytes(chunk)), FrameKind::data,
-                       last && end_stream ? wire::flag_end_stream : 0, id, payload.first(chunk));
+                       last && end_stream ? wire::flag_end_stream : 0, id, payload.first(chunk), payload_checksums_);
     stats_.frames_sent++;
     payload = payload.subspan(chunk);
   } while (!payload.empty());

@@ -73,6 +73,9 @@ using StreamId = uint32_t;
 
 struct SessionOptions {
   bool dialer = true;  // the dialing side opens odd stream ids, the accepting side even
+  // The transport authenticates every byte (TLS): offer, or accept, to leave payload
+  // checksums unchecked (wire feature_unchecked_payloads, SPEC §4.1).
+  bool authenticated_transport = false;
   // The dialing side's session id, 128 random bits from the caller's random source (the
   // session never draws randomness). Ignored by the accepting side, which takes the HELLO's.
   wire::SessionId session_id{};
@@ -259,6 +262,9 @@ class Session {
     has_resume_key_ = true;
   }
   bool has_resume_key() const noexcept { return has_resume_key_; }
+  // Whether payloads carry and are checked against checksums (false once both sides'
+  // transports authenticate every byte and the handshake agreed to drop them).
+  bool payload_checksums() const noexcept { return payload_checksums_; }
   // Acceptor, the first HELLO was read ahead by mux/link/acceptor.h: starts the new session as if
   // it had arrived through receive(). Error: the handshake's (the session is failed).
   Result<void, MuxError> accept_hello(const wire::Hello& hello) noexcept;
@@ -475,6 +481,16 @@ class Session {
   uint64_t generation_ = 0;
   bool handshake_complete_ = false;
   bool has_resume_key_ = false;
+  bool payload_checksums_ = true;
+  // The features this side offers (dialer) or accepts (acceptor).
+  uint64_t features() const noexcept {
+    return options_.authenticated_transport ? wire::feature_unchecked_payloads : 0;
+  }
+  // The handshake agreed on `features` (the HELLO_ACK's): payload checksums follow.
+  void apply_features(uint64_t features) noexcept {
+    payload_checksums_ = (features & wire::feature_unchecked_payloads) == 0;
+    decoder_.set_payload_checksums(payload_checksums_);
+  }
   replay::ResumeKey resume_key_{};
   bool output_open_;  // the first frame of our direction (HELLO / HELLO_ACK) is queued first
   // Positions.

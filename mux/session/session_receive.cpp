@@ -126,7 +126,7 @@ Result<void, MuxError> Session::handle_hello(const Frame& frame) noexcept {
   auto hello = wire::parse_hello(frame);
   if (!hello) return Err{MuxError::protocol_violation};
   // No session table yet: every HELLO asks for a new session or resumes one we cannot know.
-  const replay::HelloAnswer answer = replay::answer_hello(hello.value(), nullptr);
+  const replay::HelloAnswer answer = replay::answer_hello(hello.value(), nullptr, features());
   switch (answer.verdict) {
     case replay::HelloVerdict::accept_new:
       break;
@@ -153,6 +153,7 @@ void Session::accept_new(const wire::Hello& hello, const wire::HelloAck& answer)
   session_id_ = hello.session_id;
   generation_ = hello.generation;
   handshake_complete_ = true;
+  apply_features(answer.features);
   apply_peer_windows(hello.stream_window_bytes, hello.connection_window_bytes);
   wire::HelloAck ack = answer;
   announce_windows(ack);
@@ -167,7 +168,7 @@ void Session::accept_new(const wire::Hello& hello, const wire::HelloAck& answer)
 
 Result<void, MuxError> Session::accept_hello(const wire::Hello& hello) noexcept {
   RM_ASSERT(!dialer_ && !handshake_complete_ && generation_ == 0);
-  const replay::HelloAnswer answer = replay::answer_hello(hello, nullptr);
+  const replay::HelloAnswer answer = replay::answer_hello(hello, nullptr, features());
   if (answer.verdict != replay::HelloVerdict::accept_new) {
     fail(error_of(answer.error));
     return Err{failed_};
@@ -185,6 +186,7 @@ void Session::on_transport_lost() noexcept {
   // from our receive position), link frames not sent, the handshake. Streams, the batch
   // being built, the held batches and both positions stay.
   decoder_ = wire::Decoder();
+  decoder_.set_payload_checksums(payload_checksums_);  // agreed once for the session
   link_.clear();
   link_ack_offset_ = no_ack_offset;
   handshake_complete_ = false;
@@ -219,7 +221,7 @@ replay::HelloAnswer Session::judge_resume(const wire::Hello& hello) const noexce
   RM_ASSERT(!dialer_ && options_.resumable);
   const replay::KnownSession known{generation_, held_.held(), receive_position_,
                                    has_resume_key_ ? &resume_key_ : nullptr};
-  return replay::answer_hello(hello, failed() ? nullptr : &known);
+  return replay::answer_hello(hello, failed() ? nullptr : &known, features());
 }
 
 replay::HelloAnswer Session::answer_resume(const wire::Hello& hello) noexcept {
@@ -252,6 +254,7 @@ Result<void, MuxError> Session::handle_hello_ack(const Frame& frame) noexcept {
   // The peer's receive position acknowledges every byte before it (0 for a new session),
   // and our replay starts there.
   (void)held_.ack(established->replay_from);  // within held_: checked by on_hello_ack
+  apply_features(established->features);
   apply_peer_windows(ack->stream_window_bytes, ack->connection_window_bytes);
   if (!output_open_) {
     // A later connection: nothing went out behind the HELLO; replay from the peer's position.

@@ -202,6 +202,9 @@ TEST_CASE("tls: calls over mutual TLS 1.3, peer identities and exported secrets"
   REQUIRE(pair.server_transport->export_secret("other", c));
   CHECK(a == b);
   CHECK(a != c);
+  // Both transports authenticate every byte: the handshake dropped payload checksums.
+  CHECK_FALSE(pair.client->session().payload_checksums());
+  CHECK_FALSE(pair.server->session().payload_checksums());
   CHECK(!pair.client_end);
   CHECK(!pair.server_end);
 }
@@ -531,6 +534,9 @@ TEST_CASE("tls: a user-supplied handshake stage carries the session or refuses i
   {
     Pair pair(*loop, stage(good), stage(good));
     echo_calls(pair, 200, 64 * 1024, 2);
+    // A stage that does not authenticate bytes keeps the payload checksums.
+    CHECK(pair.client->session().payload_checksums());
+    CHECK(pair.server->session().payload_checksums());
   }
   Pair pair(*loop, stage(std::make_shared<PassPhrase>(7)), stage(good));
   REQUIRE(pair.both_ended());
