@@ -8,6 +8,13 @@
   metrics accepts the body (Debian's prometheus package; without promtool that part says
   skipped); the calls and bytes counters moved by at least what the run did; every
   counter ends in _total and has HELP and TYPE lines.
+- The library's snapshots, per loop (the run's unary calls, then a stream-churn run of
+  sink streams): the loop's iterations and completions moved; the link counted a stream
+  per call and per sink stream, at least a frame each way per call, and more bytes than
+  the payload; the call-time histograms (Prometheus histograms with _bucket, _sum,
+  _count) count exactly the calls and the streams the server finished, their buckets are
+  cumulative and end at +Inf with the count, a unary handler's mean time is below a
+  second and a stream's above the unary one's.
 - Another path answers 404, another method 405, a request head over the bound 431.
 - stderr holds at least one "stats:" line with the calls counted.
 usage: check_metrics.py BUILD_DIR"""
@@ -79,6 +86,11 @@ try:
     run = subprocess.run([loadgen, "--host=127.0.0.1", f"--port={port}", "--rw=unary", "--bs=4k", "--iodepth=4",
                           "--runtime=1"], capture_output=True, text=True, timeout=TIMEOUT_S)
     check(run.returncode == 0, f"ringmux-loadgen ran (exit {run.returncode}: {run.stderr.strip()[-300:]})")
+    stream_run = subprocess.run([loadgen, "--host=127.0.0.1", f"--port={port}", "--rw=write", "--bs=64k",
+                                 "--streams=2", "--stream_messages=8", "--size=8m"],
+                                capture_output=True, text=True, timeout=TIMEOUT_S)
+    check(stream_run.returncode == 0,
+          f"ringmux-loadgen ran sink streams (exit {stream_run.returncode}: {stream_run.stderr.strip()[-300:]})")
 
     status, _, after = get(metrics_port, "/metrics")
     check(status == 200, "GET /metrics after the run answers 200")
@@ -99,6 +111,40 @@ try:
           "every counter's name ends in _total")
     check('ringmux_log_events_total{subsystem="link",severity="warning"}' in second,
           "log events are labelled by subsystem and severity")
+
+    def moved(name):
+        return second.get(name, 0) - first.get(name, 0)
+
+    check(moved('ringmux_loop_iterations_total{loop="0"}') > 0 and moved('ringmux_loop_completions_total{loop="0"}') > 0,
+          "the loop's iterations and completions moved")
+    unary_count = moved('ringmux_serve_call_duration_seconds_count{handler="unary"}')
+    sink_count = moved('ringmux_serve_call_duration_seconds_count{handler="sink"}')
+    opened = moved('ringmux_link_streams_opened_remote_total{loop="0"}')
+    check(unary_count == calls, f"the unary histogram counts every call ({unary_count:.0f} of {calls:.0f})")
+    # 8 MiB in 64 KiB messages, 8 per stream: 16 sink streams.
+    check(sink_count == 16, f"the sink histogram counts the 16 streams of 8 messages (got {sink_count:.0f})")
+    check(opened == unary_count + sink_count,
+          f"the link counted a stream per call and per sink stream ({opened:.0f} = {unary_count:.0f} + {sink_count:.0f})")
+    check(moved('ringmux_link_frames_received_total{loop="0"}') >= calls and
+          moved('ringmux_link_frames_sent_total{loop="0"}') >= calls, "at least a frame each way per call")
+    check(moved('ringmux_link_received_bytes_total{loop="0"}') > received,
+          "the link received more bytes than the payload (frame headers)")
+    check('ringmux_link_flow_control_stalls_total{loop="0"}' in second and
+          'ringmux_link_floods_total{loop="0"}' in second and 'ringmux_link_resumes_total{loop="0"}' in second,
+          "stalls, floods and resumes are exported per loop")
+    check(types.get("ringmux_serve_call_duration_seconds") == "histogram", "call times are a histogram")
+    for handler in ("unary", "sink"):
+        buckets = [(label, value) for label, value in
+                   re.findall(r'^ringmux_serve_call_duration_seconds_bucket\{handler="' + handler + r'",le="([^"]+)"\} (\S+)$',
+                              after, re.M)]
+        counts = [float(value) for _, value in buckets]
+        total = second.get(f'ringmux_serve_call_duration_seconds_count{{handler="{handler}"}}', -1)
+        check(len(buckets) <= 32 and buckets[-1][0] == "+Inf" and counts == sorted(counts) and counts[-1] == total,
+              f"{handler}: {len(buckets)} cumulative buckets ending at +Inf with the count {total:.0f}")
+    unary_mean = moved('ringmux_serve_call_duration_seconds_sum{handler="unary"}') / max(unary_count, 1)
+    sink_mean = moved('ringmux_serve_call_duration_seconds_sum{handler="sink"}') / max(sink_count, 1)
+    check(0 < unary_mean < 1 and sink_mean > unary_mean,
+          f"mean times: a unary handler {unary_mean * 1e6:.2f} us, a sink stream {sink_mean * 1e6:.0f} us")
 
     promtool = shutil.which("promtool")
     if promtool is None:

@@ -54,6 +54,25 @@ std::size_t encode_sink_answer(std::byte (&out)[sink_answer_verify_bytes], uint6
   return sink_answer_verify_bytes;
 }
 
+uint64_t steady_ns() noexcept {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count());
+}
+
+// A stream's life for CallTimes: from its OPEN (construction) to on_stream_finished;
+// nothing without a histogram (calls not timed).
+class StreamTimer {
+ public:
+  explicit StreamTimer(Histogram* times) noexcept : times_(times), started_ns_(times != nullptr ? steady_ns() : 0) {}
+  void finished() noexcept {
+    if (times_ != nullptr) times_->record(steady_ns() - started_ns_);
+  }
+
+ private:
+  Histogram* times_;
+  uint64_t started_ns_;
+};
+
 // What a refusal says: the size asked and the option that bounds it.
 std::string too_large(uint32_t asked_bytes, uint32_t bytes_max) {
   return "message of " + std::to_string(asked_bytes) + " bytes asked, above this server's --max_message=" +
@@ -91,8 +110,8 @@ class RefusedStream final : public mux::StreamObserver {
 // it reassembles messages up to the server's bound (the OPEN names the largest).
 class SinkStream final : public mux::StreamObserver {
  public:
-  SinkStream(const mux::StreamStart& start, ServerStats& stats, uint32_t message_bytes_allowed)
-      : connection_(*start.connection), id_(start.id), stats_(stats) {
+  SinkStream(const mux::StreamStart& start, ServerStats& stats, uint32_t message_bytes_allowed, Histogram* times)
+      : connection_(*start.connection), id_(start.id), stats_(stats), timer_(times) {
     const Preamble preamble = load_preamble(start.payload);
     if (preamble.verify()) verifier_.emplace(preamble.stream_key, message_bytes_allowed);
     skip_ = start.payload.size();  // the preamble is not part of the counted stream
@@ -117,12 +136,13 @@ class SinkStream final : public mux::StreamObserver {
   // The answer may find the batch full (other streams filled it): the rest goes out when
   // the connection says this stream is writable again.
   void on_stream_writable() noexcept override { send_answer(); }
-  void on_stream_finished(mux::MuxError) noexcept override {}
+  void on_stream_finished(mux::MuxError) noexcept override { timer_.finished(); }
 
  private:
   mux::Connection& connection_;
   mux::StreamId id_;
   ServerStats& stats_;
+  StreamTimer timer_;
   void send_answer() noexcept {
     if (answer_sent_ == answer_bytes_) return;
     auto taken = connection_.write(id_, std::span<const std::byte>(answer_ + answer_sent_, answer_bytes_ - answer_sent_), true);
@@ -142,9 +162,10 @@ class SinkStream final : public mux::StreamObserver {
 // messages are built in the loop's shared buffer, not in one of the stream's own.
 class SourceStream final : public mux::StreamObserver {
  public:
-  SourceStream(const mux::StreamStart& start, ServerStats& stats, MessageBuffer& messages, uint32_t message_bytes)
+  SourceStream(const mux::StreamStart& start, ServerStats& stats, MessageBuffer& messages, uint32_t message_bytes,
+               Histogram* times)
       : connection_(*start.connection), id_(start.id), stats_(stats), messages_(messages),
-        preamble_(load_preamble(start.payload)), message_bytes_(message_bytes) {}
+        preamble_(load_preamble(start.payload)), message_bytes_(message_bytes), timer_(times) {}
   void pump() noexcept {
     while (!done_) {
       // A message cut by the credit goes on from offset_ when the stream is writable again:
@@ -165,7 +186,10 @@ class SourceStream final : public mux::StreamObserver {
   void on_stream_data(std::span<const std::byte> bytes, bool) noexcept override { connection_.consume(id_, bytes.size()); }
   void on_stream_writable() noexcept override { pump(); }
   void on_stream_stopped() noexcept override { done_ = true; }
-  void on_stream_finished(mux::MuxError) noexcept override { done_ = true; }
+  void on_stream_finished(mux::MuxError) noexcept override {
+    done_ = true;
+    timer_.finished();
+  }
 
  private:
   mux::Connection& connection_;
@@ -174,6 +198,7 @@ class SourceStream final : public mux::StreamObserver {
   MessageBuffer& messages_;
   Preamble preamble_;
   uint32_t message_bytes_;
+  StreamTimer timer_;
   std::size_t offset_ = 0;  // of the message being written
   uint64_t sequence_ = 0;   // of the message being written
   bool done_ = false;
@@ -182,8 +207,8 @@ class SourceStream final : public mux::StreamObserver {
 // Echo stream: every byte goes back; ends when the client ends.
 class EchoStream final : public mux::StreamObserver {
  public:
-  EchoStream(const mux::StreamStart& start, ServerStats& stats)
-      : connection_(*start.connection), id_(start.id), stats_(stats), skip_(start.payload.size()) {}
+  EchoStream(const mux::StreamStart& start, ServerStats& stats, Histogram* times)
+      : connection_(*start.connection), id_(start.id), stats_(stats), timer_(times), skip_(start.payload.size()) {}
   void on_stream_data(std::span<const std::byte> bytes, bool end_stream) noexcept override {
     // The preamble is handed back as credit but not echoed.
     const std::size_t skipped = std::min(skip_, bytes.size());
@@ -198,7 +223,10 @@ class EchoStream final : public mux::StreamObserver {
     pump();
   }
   void on_stream_writable() noexcept override { pump(); }
-  void on_stream_finished(mux::MuxError) noexcept override { finished_ = true; }
+  void on_stream_finished(mux::MuxError) noexcept override {
+    finished_ = true;
+    timer_.finished();
+  }
 
  private:
   void pump() noexcept {
@@ -223,6 +251,7 @@ class EchoStream final : public mux::StreamObserver {
   mux::Connection& connection_;
   mux::StreamId id_;
   ServerStats& stats_;
+  StreamTimer timer_;
   std::vector<std::byte> pending_;
   std::size_t sent_ = 0;
   std::size_t skip_;
@@ -233,12 +262,28 @@ class EchoStream final : public mux::StreamObserver {
 // The handlers of every loadgen mode, on a plain server's registry or on each loop's of a
 // cluster member. `messages` is that loop's (handlers of one loop run on its thread); its
 // bound is the largest message a client may ask for, and the largest unary request the
-// server gathers (the library refuses a longer one before the handler runs).
-void register_handlers(mux::Registry& target, ServerStats& stats, MessageBuffer& messages) {
+// server gathers (the library refuses a longer one before the handler runs). `times` is
+// that loop's too (nullptr: calls not timed).
+void register_handlers(mux::Registry& target, ServerStats& stats, MessageBuffer& messages, CallTimes* times) {
   mux::UnaryLimits unary_limits;
   unary_limits.request_bytes_max = messages.bytes_max();
-  target.add_unary(handler_unary, [&stats, &messages](std::span<const std::byte> request,
-                                                     std::shared_ptr<mux::Responder> responder) {
+  auto times_of = [times](TimedHandler handler) {
+    return times != nullptr ? &times->by_handler[static_cast<std::size_t>(handler)] : nullptr;
+  };
+  Histogram* unary_times = times_of(TimedHandler::unary);
+  Histogram* sink_times = times_of(TimedHandler::sink);
+  Histogram* source_times = times_of(TimedHandler::source);
+  Histogram* echo_times = times_of(TimedHandler::echo_stream);
+  target.add_unary(handler_unary, [&stats, &messages, unary_times](std::span<const std::byte> request,
+                                                                   std::shared_ptr<mux::Responder> responder) {
+    // The handler's time, on every way out (reply handed over, or refused).
+    struct Timed {
+      Histogram* times;
+      uint64_t started_ns = times != nullptr ? steady_ns() : 0;
+      ~Timed() {
+        if (times != nullptr) times->record(steady_ns() - started_ns);
+      }
+    } timed{unary_times};
     stats.calls.fetch_add(1, std::memory_order_relaxed);
     stats.bytes_received.fetch_add(request.size(), std::memory_order_relaxed);
     const Preamble preamble = load_preamble(request);
@@ -270,35 +315,39 @@ void register_handlers(mux::Registry& target, ServerStats& stats, MessageBuffer&
     // by the responder, within the connection's RPC budget, and the buffer is free again.
     responder->reply(response);
   }, unary_limits);
-  target.add_stream(handler_sink, [&stats, &messages](const mux::StreamStart& start) -> mux::StreamObserver* {
+  target.add_stream(handler_sink, [&stats, &messages, sink_times](const mux::StreamStart& start) -> mux::StreamObserver* {
     const Preamble preamble = load_preamble(start.payload);
     if (preamble.verify() && preamble.size > messages.bytes_max()) {
       return new RefusedStream(start, too_large(preamble.size, messages.bytes_max()));
     }
-    return new SinkStream(start, stats, messages.bytes_max());
+    return new SinkStream(start, stats, messages.bytes_max(), sink_times);
   });
-  target.add_stream(handler_source, [&stats, &messages](const mux::StreamStart& start) -> mux::StreamObserver* {
+  target.add_stream(handler_source, [&stats, &messages, source_times](const mux::StreamStart& start) -> mux::StreamObserver* {
     const Preamble preamble = load_preamble(start.payload);
     if (preamble.size > messages.bytes_max()) return new RefusedStream(start, too_large(preamble.size, messages.bytes_max()));
     auto* source = new SourceStream(start, stats, messages,
-                                    std::max<uint32_t>(preamble.size, preamble.verify() ? verify_stamp_bytes : 1));
+                                    std::max<uint32_t>(preamble.size, preamble.verify() ? verify_stamp_bytes : 1),
+                                    source_times);
     source->pump();
     return source;
   });
-  target.add_stream(handler_echo_stream, [&stats](const mux::StreamStart& start) { return new EchoStream(start, stats); });
+  target.add_stream(handler_echo_stream, [&stats, echo_times](const mux::StreamStart& start) {
+    return new EchoStream(start, stats, echo_times);
+  });
 }
 
 }  // namespace
 
 struct LoadServer::RingmuxSide final : engine::ListenerHandler, mux::ConnectionObserver {
-  RingmuxSide(engine::Loop& l, ServerStats& s, const mux::ConnectionOptions& o, uint32_t message_bytes_allowed)
+  RingmuxSide(engine::Loop& l, ServerStats& s, const mux::ConnectionOptions& o, uint32_t message_bytes_allowed,
+              CallTimes* times)
       : loop(l), stats(s), options(o), listener(l, *this), acceptor(l, [this](int fd) {
           stats.sessions.fetch_add(1, std::memory_order_relaxed);
           connections.push_back(std::make_unique<mux::Connection>(loop, fd, false, &registry, *this, options));
           return connections.back().get();
         }), messages(message_bytes_allowed) {
     options.resume = true;  // sessions outlive their TCP connections (mux/link/acceptor.h)
-    register_handlers(registry, stats, messages);
+    register_handlers(registry, stats, messages, times);
   }
   void on_accept(int fd) noexcept override {
     stats.connections.fetch_add(1, std::memory_order_relaxed);
@@ -312,7 +361,9 @@ struct LoadServer::RingmuxSide final : engine::ListenerHandler, mux::ConnectionO
   void on_listener_closed() noexcept override { listener_closed = true; }
   // An ended session goes at once (its last callback may destroy it): the server's memory
   // is bounded by the sessions alive, not by those it ever served.
+  // Its last counters stay in closed_totals.
   void on_connection_closed(mux::Connection& connection, mux::MuxError, engine::IoError) noexcept override {
+    closed_totals.add(connection.snapshot());
     std::erase_if(connections, [&](const auto& c) { return c.get() == &connection; });
   }
   void on_connection_resumed(mux::Connection&, uint64_t) noexcept override {
@@ -330,6 +381,7 @@ struct LoadServer::RingmuxSide final : engine::ListenerHandler, mux::ConnectionO
   mux::Acceptor acceptor;
   std::vector<std::unique_ptr<mux::Connection>> connections;
   MessageBuffer messages;
+  mux::LinkTotals closed_totals;  // of the sessions that ended
   bool listener_closed = false;
 };
 
@@ -360,6 +412,7 @@ std::unique_ptr<LoadServer> LoadServer::start_ringmux(const std::string& address
     return nullptr;
   }
   server->engine_ = std::move(started).value();
+  for (uint32_t i = 0; i < options.loop_count; i++) server->call_times_.push_back(std::make_unique<CallTimes>());
   if (!peer_addresses.empty()) {
     // A cluster member: a node whose loops share its peer sessions; it listens, dials the
     // peers it should, and serves the same handlers on every session (cluster/node.h).
@@ -370,8 +423,9 @@ std::unique_ptr<LoadServer> LoadServer::start_ringmux(const std::string& address
     }
     LoadServer* raw = server.get();
     auto node = cluster::Node::start(*server->engine_, parsed.value(), manager_options,
-                                 [raw](mux::Registry& registry, uint32_t loop) {
-                                   register_handlers(registry, raw->stats_, *raw->messages_[loop]);
+                                 [raw, timed = serve.time_calls](mux::Registry& registry, uint32_t loop) {
+                                   register_handlers(registry, raw->stats_, *raw->messages_[loop],
+                                                     timed ? raw->call_times_[loop].get() : nullptr);
                                  });
     if (!node) {
       error = "listen on " + address + ": " + engine::describe(node.error());
@@ -386,7 +440,9 @@ std::unique_ptr<LoadServer> LoadServer::start_ringmux(const std::string& address
   LoadServer* raw = server.get();
   const engine::Address where = parsed.value();
   server->engine_->loop(0).run_sync([raw, where, &error, &serve] {
-    raw->side_ = std::make_unique<RingmuxSide>(raw->engine_->loop(0), raw->stats_, serve.connection, serve.message_bytes_allowed);
+    raw->side_ = std::make_unique<RingmuxSide>(raw->engine_->loop(0), raw->stats_, serve.connection,
+                                               serve.message_bytes_allowed,
+                                               serve.time_calls ? raw->call_times_[0].get() : nullptr);
     RingmuxSide& side = *raw->side_;
     auto listened = side.listener.listen(where);
     if (listened) raw->port_ = side.listener.address().port();
@@ -544,6 +600,36 @@ std::unique_ptr<LoadServer> LoadServer::start_tcp(const std::string& address, in
     }
   });
   return server;
+}
+
+const char* describe(TimedHandler handler) noexcept {
+  switch (handler) {
+    case TimedHandler::unary: return "unary";
+    case TimedHandler::sink: return "sink";
+    case TimedHandler::source: return "source";
+    case TimedHandler::echo_stream: return "echo_stream";
+  }
+  return "unknown";
+}
+
+std::vector<LoopSnapshot> LoadServer::snapshot() {
+  std::vector<LoopSnapshot> loops;
+  if (!engine_ || stopped_) return loops;
+  loops.resize(call_times_.size());
+  for (std::size_t i = 0; i < loops.size(); i++) {
+    LoopSnapshot& out = loops[i];
+    engine_->loop(static_cast<uint32_t>(i)).run_sync([this, i, &out] {
+      out.loop = engine_->loop(static_cast<uint32_t>(i)).stats_snapshot();
+      out.call_times = *call_times_[i];
+      if (i == 0 && side_) {
+        out.link = side_->closed_totals;
+        for (const auto& connection : side_->connections) out.link.add(connection->snapshot());
+        out.sessions_alive = side_->connections.size();
+        out.link_counted = true;
+      }
+    });
+  }
+  return loops;
 }
 
 void LoadServer::stop() {

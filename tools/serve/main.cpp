@@ -67,8 +67,10 @@ struct LogCounts {
                         this};
 };
 
-// The Prometheus exposition of the server's statistics (any thread: atomics only).
-std::string render_metrics(const ServerStats& stats, const LogCounts& log, std::chrono::steady_clock::time_point started) {
+// The Prometheus exposition of the server's statistics (any thread: atomics, and the
+// loops' snapshots that LoadServer::snapshot copies on each loop).
+std::string render_metrics(LoadServer& server, const LogCounts& log, std::chrono::steady_clock::time_point started) {
+  const ServerStats& stats = server.stats();
   ringmux::serve::Exposition out;
   auto load = [](const std::atomic<uint64_t>& value) { return value.load(std::memory_order_relaxed); };
   out.counter("ringmux_serve_connections_total", "TCP connections accepted.", load(stats.connections));
@@ -91,6 +93,7 @@ std::string render_metrics(const ServerStats& stats, const LogCounts& log, std::
       out.sample("ringmux_log_events_total", labels, load(log.events[subsystem * log_severities + severity]));
     }
   }
+  ringmux::serve::expose_loops(out, server.snapshot());
   const std::chrono::duration<double> up = std::chrono::steady_clock::now() - started;
   out.gauge("ringmux_serve_uptime_seconds", "Seconds since the server started.", up.count());
   return out.text();
@@ -138,8 +141,11 @@ void print_help() {
       "        With --peers: event loops sharing the peer sessions, 1 to %u. Default: 1.\n"
       "    --metrics=ADDRESS:PORT\n"
       "        Serve the statistics to Prometheus: GET /metrics on ADDRESS:PORT answers in the\n"
-      "        text exposition format (counters of connections, sessions, resumes, calls and\n"
-      "        bytes, and the library's log events by subsystem and severity). Default: none.\n"
+      "        text exposition format: counters of connections, sessions, resumes, calls and\n"
+      "        bytes; the library's log events by subsystem and severity; per event loop, the\n"
+      "        engine's counters and the sessions' streams, bytes, frames, refusals, floods,\n"
+      "        flow-control stalls and resumes; and histograms of the call times per handler\n"
+      "        (timed only with this option: two clock reads a call). Default: none.\n"
       "    --stats-interval=DURATION\n"
       "        Print a one-line summary of the statistics to stderr this often, at least\n"
       "        100ms. Default: none.\n"
@@ -297,6 +303,7 @@ int main(int argc, char** argv) {
   if (serve.loops > 1 && peers.empty()) {
     return usage_error("--loops needs --peers (a plain server runs one loop)");
   }
+  serve.time_calls = !metrics_address.empty();  // call times are for --metrics
   static LogCounts log_counts;  // static: the sink must outlive every loop that may log
   ringmux::set_log_sink(&log_counts.sink);
   const ringmux::tools::FdLimit fds = ringmux::tools::raise_fd_limit();
@@ -321,7 +328,7 @@ int main(int argc, char** argv) {
   std::unique_ptr<ringmux::serve::MetricsServer> metrics;
   if (!metrics_address.empty()) {
     metrics = ringmux::serve::MetricsServer::start(
-        metrics_address, [&live, started] { return render_metrics(live, log_counts, started); }, error);
+        metrics_address, [&server, started] { return render_metrics(*server, log_counts, started); }, error);
     if (!metrics) {
       std::fprintf(stderr, "ringmux-serve: %s\n", error.c_str());
       server->stop();
