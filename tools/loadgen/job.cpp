@@ -297,6 +297,8 @@ std::optional<ParseError> apply_one(Invocation& invocation, Job& job, std::strin
     return flag(job.own_connection);
   } else if (key == "stonewall" || key == "wait_for_previous") {
     return flag(job.stonewall);
+  } else if (key == "new_group") {
+    return flag(job.new_group);
   } else if (key == "kb_base") {
     uint32_t base = 0;
     if (count_in(1000, 1024, base) || (base != 1000 && base != 1024)) return option_error(key, value, "1000 or 1024");
@@ -623,7 +625,7 @@ std::vector<uint32_t> job_groups(const Invocation& invocation) {
   std::vector<uint32_t> groups;
   uint32_t group = 0;
   for (std::size_t i = 0; i < invocation.jobs.size(); i++) {
-    if (i > 0 && invocation.jobs[i].stonewall) group++;
+    if (i > 0 && (invocation.jobs[i].stonewall || invocation.jobs[i].new_group)) group++;
     groups.push_back(group);
   }
   return groups;
@@ -685,10 +687,13 @@ job options (default):
                         a CPU this process may not run on is refused       embedded server,
                                                                            else any)
   --ioengine=NAME       ringmux | tcp (raw blocking-socket baseline)      (ringmux)
-  --group_reporting     one report for all clones                         (off)
+  --group_reporting     report with the job before, in the same group     (off)
+                        (fio's rule: a group whose jobs all have it is
+                        one report, under its first job's name)
   --own_connection      a connection of its own, not the shared one       (off)
   --stonewall           wait for every job before this one to end; starts (off)
                         a new group (groupid in the reports)
+  --new_group           start a new reporting group, without waiting      (off)
   --kb_base=N           1024 or 1000: what k/m/g/t/p mean in the sizes    (1024)
                         given after it (see SIZES)
   --write_lat_log[=P]   latency log files P_lat.N.log, P_clat.N.log (ns)  (none;

@@ -117,7 +117,13 @@ void JobResult::merge(const JobResult& other, bool counts_connection) {
   }
   latency.merge(other.latency);
   rates.merge(other.rates);
-  log_rates.merge(other.log_rates);
+  // Jobs of one reporting group may log with different log_avg_msec: their logs are
+  // written per clone before the merge, which keeps the windows only when they agree.
+  if (!log_rates.enabled() || !other.log_rates.enabled() || log_rates.window_ns() == other.log_rates.window_ns()) {
+    log_rates.merge(other.log_rates);
+  } else {
+    log_rates = RateSeries();
+  }
   server_confirmed_bytes += other.server_confirmed_bytes;
   client_sent_bytes += other.client_sent_bytes;
   stream_bytes.insert(stream_bytes.end(), other.stream_bytes.begin(), other.stream_bytes.end());

@@ -174,17 +174,23 @@ class Output {
   std::string path_;
 };
 
-// group_reporting: the clones of such a job (name.0, name.1, ...) become one result.
+// group_reporting, fio's rule: a job clone with group_reporting joins the report of the
+// clone before it when both are in the same group (stonewall starts one), so a group whose
+// jobs all have it reports once, under its first job's name and options; a clone without
+// it reports on its own. (fio walks its threads the same way: a thread starts a new report
+// unless it has group_reporting and the previous thread's groupid.)
 std::vector<JobResult> grouped(std::vector<JobResult> results, const Invocation& invocation) {
   std::vector<JobResult> out;
   for (JobResult& r : results) {
     const Job& job = invocation.jobs[r.job_index];
-    if (job.group_reporting && job.numjobs > 1 && !out.empty() && out.back().job_index == r.job_index) {
-      out.back().merge(r, job.own_connection);  // clones sharing a connection share its counts
+    if (job.group_reporting && !out.empty() && out.back().group == r.group) {
+      // Jobs on the shared connection report its same resume figures: only a connection
+      // of its own adds them.
+      out.back().merge(r, job.own_connection || invocation.jobs[out.back().job_index].own_connection);
       continue;
     }
     out.push_back(std::move(r));
-    if (job.group_reporting && job.numjobs > 1) out.back().name = job.name;
+    if (job.group_reporting) out.back().name = job.name;  // not the clone's name.N
   }
   return out;
 }
@@ -194,7 +200,8 @@ struct Planned {
   Job job;                    // its name ends in .N when the job has several clones
   JobResult result;
   std::unique_ptr<JobLogs> logs;
-  bool attempted = false;     // its group was started
+  uint32_t wave = 0;          // stonewalls before it: what it waits for
+  bool attempted = false;     // its wave was started
 };
 
 // The periodic reports of --status-interval: every interval, the latest copies of the
@@ -253,8 +260,10 @@ int run_invocation(const Invocation& invocation) {
   // The clones, in the jobs' order, numbered over the invocation from 1 (fio's log names).
   const std::vector<uint32_t> groups = job_groups(invocation);
   std::vector<Planned> planned;
+  uint32_t wave = 0;  // the jobs up to the next stonewall run together
   for (std::size_t j = 0; j < invocation.jobs.size(); j++) {
     const Job& job = invocation.jobs[j];
+    if (j > 0 && job.stonewall) wave++;
     for (uint32_t i = 0; i < job.numjobs; i++) {
       Planned& p = planned.emplace_back();
       p.job = job;
@@ -263,6 +272,7 @@ int run_invocation(const Invocation& invocation) {
       p.result.name = p.job.name;
       p.result.job_index = j;
       p.result.group = groups[j];
+      p.wave = wave;
       p.result.rw = job.rw;
       p.result.engine = job.ioengine;
     }
@@ -291,10 +301,11 @@ int run_invocation(const Invocation& invocation) {
     }
     if (p.logs) p.result.latency_log = p.logs->per_operation();
   }
-  // The sets that run one after another: per group, its ringmux clones, then its tcp ones.
+  // The sets that run one after another: per stonewall wave, its ringmux clones, then its
+  // tcp ones.
   std::vector<std::vector<std::size_t>> sets;
   for (std::size_t c = 0; c < planned.size(); c++) {
-    const std::size_t set = 2 * planned[c].result.group + (planned[c].job.ioengine == IoEngine::tcp ? 1 : 0);
+    const std::size_t set = 2 * planned[c].wave + (planned[c].job.ioengine == IoEngine::tcp ? 1 : 0);
     if (set >= sets.size()) sets.resize(set + 1);
     sets[set].push_back(c);
   }
