@@ -370,7 +370,12 @@ int run_invocation(const Invocation& invocation) {
       planned[c].attempted = true;
       clones.push_back({&planned[c].job, &planned[c].result, c, planned[c].logs ? planned[c].logs->log_window_ns() : 0});
     }
-    run_clones(clones, planned[set.front()].job.ioengine == IoEngine::tcp ? tcp_target : ringmux_target, &progress, control);
+    const bool tcp_set = planned[set.front()].job.ioengine == IoEngine::tcp;
+    const CpuUsage set_start = CpuUsage::now();
+    run_clones(clones, tcp_set ? tcp_target : ringmux_target, &progress, control);
+    CpuUsage spent = CpuUsage::now().since(set_start);
+    spent.sets = tcp_set ? 2 : 1;
+    for (const std::size_t c : set) planned[c].result.cpu = spent;
     if (live) {
       for (const std::size_t c : set) live->publish(c, 0, 1, planned[c].result, planned[c].result.window_until_ns);
     }
