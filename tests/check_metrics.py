@@ -15,6 +15,9 @@
   _count) count exactly the calls and the streams the server finished, their buckets are
   cumulative and end at +Inf with the count, a unary handler's mean time is below a
   second and a stream's above the unary one's.
+- A cluster member (--peers, --loops=2) exports its peer's health and session counters
+  (the peer's series appear once the session is up: a wait for that event, bounded), and
+  its call histogram counts the calls it served; promtool accepts that exposition too.
 - Another path answers 404, another method 405, a request head over the bound 431.
 - stderr holds at least one "stats:" line with the calls counted.
 usage: check_metrics.py BUILD_DIR"""
@@ -26,6 +29,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+
+from free_ports import free_ports
 
 build = sys.argv[1]
 serve = f"{build}/tools/ringmux-serve"
@@ -176,6 +181,55 @@ lines = [line for line in stderr.splitlines() if "stats:" in line]
 check(len(lines) >= 1, f"--stats-interval printed {len(lines)} summary lines")
 check(any(re.search(r"calls=[1-9]", line) for line in lines), "a summary line counts the calls")
 check(server.returncode == 0, f"ringmux-serve exits 0 on SIGTERM (got {server.returncode})")
+
+# A cluster member: two members, the first with --metrics.
+member_ports = free_ports(2)
+members = []
+try:
+    for i, member_port in enumerate(member_ports):
+        other = member_ports[1 - i]
+        members.append(subprocess.Popen(
+            [serve, f"--listen=127.0.0.1:{member_port}", f"--peers=127.0.0.1:{other}", "--loops=2", "--duration=60s"]
+            + (["--metrics=127.0.0.1:0"] if i == 0 else []),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    read_port(members[0], "listening on port")
+    cluster_metrics = read_port(members[0], "metrics on port")
+    peer_up = f'ringmux_peer_connected{{peer="127.0.0.1:{member_ports[1]}"}}'
+    deadline = time.monotonic() + TIMEOUT_S
+    exposition = ""
+    while time.monotonic() < deadline:
+        _, _, exposition = get(cluster_metrics, "/metrics")
+        if samples(exposition).get(peer_up) == 1:
+            break
+        time.sleep(0.05)
+    check(samples(exposition).get(peer_up) == 1, f"the member exports its peer's session as up ({peer_up})")
+    quorum = subprocess.run([loadgen, "--rw=quorum", f"--peers=127.0.0.1:{member_ports[0]},127.0.0.1:{member_ports[1]}",
+                             "--quorum=all", "--bs=64", "--runtime=300ms", "--deadline=5s"],
+                            capture_output=True, text=True, timeout=TIMEOUT_S)
+    check(quorum.returncode == 0, f"a quorum run against the members (exit {quorum.returncode})")
+    _, _, exposition = get(cluster_metrics, "/metrics")
+    values = samples(exposition)
+    served = values.get("ringmux_serve_calls_total", 0)
+    timed = values.get('ringmux_serve_call_duration_seconds_count{handler="unary"}', -1)
+    check(served > 0 and timed == served, f"the member's call histogram counts the {served:.0f} calls it served ({timed:.0f})")
+    check(values.get(f'ringmux_peer_frames_received_total{{peer="127.0.0.1:{member_ports[1]}"}}', 0) > 0 and
+          f'ringmux_peer_flow_control_stalls_total{{peer="127.0.0.1:{member_ports[1]}"}}' in values,
+          "the peer's session counters are exported")
+    check('ringmux_loop_iterations_total{loop="1"}' in values, "both loops' counters are exported")
+    promtool = shutil.which("promtool")
+    if promtool is not None:
+        lint = subprocess.run([promtool, "check", "metrics"], input=exposition, capture_output=True, text=True,
+                              timeout=TIMEOUT_S)
+        check(lint.returncode == 0, f"promtool accepts the member's exposition ({(lint.stdout + lint.stderr).strip()})")
+finally:
+    for member in members:
+        member.terminate()
+    for member in members:
+        try:
+            member.communicate(timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            member.kill()
+            member.communicate()
 
 # Bad values name the option.
 for args, expected in [(["--metrics=nohost"], "not an IPv4 ADDRESS:PORT"),

@@ -627,6 +627,7 @@ std::vector<LoopSnapshot> LoadServer::snapshot() {
         out.sessions_alive = side_->connections.size();
         out.link_counted = true;
       }
+      if (node_) out.peers = node_->manager(static_cast<uint32_t>(i)).snapshot();
     });
   }
   return loops;

@@ -66,6 +66,7 @@ struct LoopSnapshot {
   mux::LinkTotals link;
   bool link_counted = false;    // link holds this loop's sessions (a plain server's loop)
   uint64_t sessions_alive = 0;  // gauge: plain server's sessions not yet ended
+  std::vector<cluster::PeerSnapshot> peers;  // cluster member: the peers this loop owns
   CallTimes call_times;
 };
 

@@ -64,36 +64,38 @@ void Exposition::histogram(const char* name, const std::string& labels, const Hi
   sample((std::string(name) + "_count").c_str(), labels, nanoseconds.count());
 }
 
+namespace {
+
+// One exported series of a snapshot struct's counter or gauge.
+template <typename Snapshot>
+struct SnapshotField {
+  const char* name;
+  const char* type;  // "counter" or "gauge"
+  const char* help;
+  uint64_t Snapshot::*field;
+};
+
+}  // namespace
+
 void expose_loops(Exposition& out, const std::vector<loadgen::LoopSnapshot>& loops) {
   if (loops.empty()) return;  // the tcp engine has no loops
   auto loop_label = [](std::size_t index) { return "loop=\"" + std::to_string(index) + "\""; };
-  struct LoopCounter {
-    const char* name;
-    const char* help;
-    uint64_t engine::LoopStats::*field;
-  };
-  static constexpr LoopCounter loop_counters[] = {
-      {"ringmux_loop_iterations_total", "Turns of the event loop.", &engine::LoopStats::iterations},
-      {"ringmux_loop_enters_total", "io_uring_enter calls that submitted and waited.", &engine::LoopStats::enters},
-      {"ringmux_loop_completions_total", "io_uring completions handled.", &engine::LoopStats::completions},
-      {"ringmux_loop_cq_overflows_total", "Turns that found the completion queue overflowed.",
+  static constexpr SnapshotField<engine::LoopStats> loop_counters[] = {
+      {"ringmux_loop_iterations_total", "counter", "Turns of the event loop.", &engine::LoopStats::iterations},
+      {"ringmux_loop_enters_total", "counter", "io_uring_enter calls that submitted and waited.", &engine::LoopStats::enters},
+      {"ringmux_loop_completions_total", "counter", "io_uring completions handled.", &engine::LoopStats::completions},
+      {"ringmux_loop_cq_overflows_total", "counter", "Turns that found the completion queue overflowed.",
        &engine::LoopStats::cq_overflows},
-      {"ringmux_loop_recv_no_buffers_total", "Multishot receives ended for want of provided buffers.",
+      {"ringmux_loop_recv_no_buffers_total", "counter", "Multishot receives ended for want of provided buffers.",
        &engine::LoopStats::recv_no_buffers},
-      {"ringmux_loop_tasks_run_total", "Tasks posted from other threads and run.", &engine::LoopStats::tasks_run},
-      {"ringmux_loop_wakeups_total", "Wake-ups of a sleeping loop by a post.", &engine::LoopStats::wakeups},
+      {"ringmux_loop_tasks_run_total", "counter", "Tasks posted from other threads and run.", &engine::LoopStats::tasks_run},
+      {"ringmux_loop_wakeups_total", "counter", "Wake-ups of a sleeping loop by a post.", &engine::LoopStats::wakeups},
   };
-  for (const LoopCounter& counter : loop_counters) {
-    out.family(counter.name, "counter", counter.help);
+  for (const auto& counter : loop_counters) {
+    out.family(counter.name, counter.type, counter.help);
     for (std::size_t i = 0; i < loops.size(); i++) out.sample(counter.name, loop_label(i), loops[i].loop.*counter.field);
   }
-  struct LinkCounter {
-    const char* name;
-    const char* type;
-    const char* help;
-    uint64_t mux::LinkTotals::*field;
-  };
-  static constexpr LinkCounter link_counters[] = {
+  static constexpr SnapshotField<mux::LinkTotals> link_counters[] = {
       {"ringmux_link_connected", "gauge", "Sessions with a transport up and its handshake done.",
        &mux::LinkTotals::connections_connected},
       {"ringmux_link_streams_open", "gauge", "Streams open.", &mux::LinkTotals::streams_open},
@@ -127,10 +129,50 @@ void expose_loops(Exposition& out, const std::vector<loadgen::LoopSnapshot>& loo
     for (std::size_t i = 0; i < loops.size(); i++) {
       if (loops[i].link_counted) out.sample("ringmux_serve_sessions_alive", loop_label(i), loops[i].sessions_alive);
     }
-    for (const LinkCounter& counter : link_counters) {
+    for (const auto& counter : link_counters) {
       out.family(counter.name, counter.type, counter.help);
       for (std::size_t i = 0; i < loops.size(); i++) {
         if (loops[i].link_counted) out.sample(counter.name, loop_label(i), loops[i].link.*counter.field);
+      }
+    }
+  }
+  // A cluster member's peers (a handful: the cluster's size bounds the series), each on
+  // the loop that owns it: health, and its session's link counters.
+  std::vector<std::pair<std::string, const cluster::PeerSnapshot*>> peers;
+  for (const auto& loop : loops) {
+    for (const auto& peer : loop.peers) peers.emplace_back("peer=\"" + peer.name + "\"", &peer);
+  }
+  if (!peers.empty()) {
+    out.family("ringmux_peer_connected", "gauge", "1 when the session with the peer is up, else 0.");
+    for (const auto& [labels, peer] : peers) {
+      out.sample("ringmux_peer_connected", labels, uint64_t{peer->health.state == cluster::PeerState::connected});
+    }
+    out.family("ringmux_peer_rtt_seconds", "gauge", "The peer's last keepalive round trip (0: none measured yet).");
+    for (const auto& [labels, peer] : peers) {
+      out.sample("ringmux_peer_rtt_seconds", labels, static_cast<double>(peer->health.rtt_ns) / 1e9);
+    }
+    out.family("ringmux_peer_sessions_total", "counter", "Sessions started with the peer.");
+    for (const auto& [labels, peer] : peers) out.sample("ringmux_peer_sessions_total", labels, peer->health.sessions);
+    static constexpr SnapshotField<mux::ConnectionSnapshot> session_counters[] = {
+        {"ringmux_peer_streams_open", "gauge", "Streams open on the current session.", &mux::ConnectionSnapshot::streams_open},
+        {"ringmux_peer_sent_bytes_total", "counter", "Bytes sent on the current session.", &mux::ConnectionSnapshot::bytes_sent},
+        {"ringmux_peer_received_bytes_total", "counter", "Bytes received on the current session.",
+         &mux::ConnectionSnapshot::bytes_received},
+        {"ringmux_peer_frames_sent_total", "counter", "Frames sent on the current session.", &mux::ConnectionSnapshot::frames_sent},
+        {"ringmux_peer_frames_received_total", "counter", "Frames received on the current session.",
+         &mux::ConnectionSnapshot::frames_received},
+        {"ringmux_peer_streams_refused_total", "counter", "Stream OPENs of the peer refused on the current session.",
+         &mux::ConnectionSnapshot::streams_refused},
+        {"ringmux_peer_floods_total", "counter", "Flood limits the peer hit on the current session.",
+         &mux::ConnectionSnapshot::floods},
+        {"ringmux_peer_flow_control_stalls_total", "counter", "Writes cut short by the peer's credit on the current session.",
+         &mux::ConnectionSnapshot::flow_control_stalls},
+        {"ringmux_peer_resumes_total", "counter", "Resumes of the current session.", &mux::ConnectionSnapshot::resumes},
+    };
+    for (const auto& counter : session_counters) {
+      out.family(counter.name, counter.type, counter.help);
+      for (const auto& [labels, peer] : peers) {
+        out.sample(counter.name, labels, peer->has_session ? peer->session.*counter.field : 0);
       }
     }
   }
