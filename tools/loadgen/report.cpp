@@ -342,6 +342,13 @@ std::string report_normal(const std::vector<JobResult>& results, const Invocatio
              "us p99=" + format("%.1f", static_cast<double>(r.resume_latency.percentile(99)) / 1e3) +
              "us max=" + format("%.1f", static_cast<double>(r.resume_latency.max()) / 1e3) + "us\n";
     }
+    if (r.cpu.wall_ns > 0) {  // fio's cpu line: the process's, over the set that ran the job
+      const double wall = static_cast<double>(r.cpu.wall_ns);
+      out += format("  cpu: usr=%.2f%%, sys=%.2f%%, ", 100.0 * static_cast<double>(r.cpu.user_ns) / wall,
+                    100.0 * static_cast<double>(r.cpu.system_ns) / wall) +
+             "ctx=" + std::to_string(r.cpu.context_switches) + ", majf=" + std::to_string(r.cpu.major_faults) +
+             ", minf=" + std::to_string(r.cpu.minor_faults) + "\n";
+    }
     out += "  errors=" + std::to_string(r.errors) + (r.error_message.empty() ? "" : " (" + error_text(r) + ")") + "\n";
   }
   return out;
