@@ -310,6 +310,16 @@ inline constexpr uint32_t pending_hellos_max = listen_backlog;
 // How long mux::Acceptor waits for the dialer's HELLO on a new connection before closing it.
 inline constexpr uint64_t hello_timeout_ns = 5'000'000'000;
 
+// How long a handshake stage (mux/link/tls.h) may take, from the transport's start to an
+// authenticated peer: the same budget as the HELLO that follows it, since a TLS 1.3
+// handshake is one round trip more than the HELLO and a peer stalling in it holds a
+// socket, a TLS state (~30 KiB in OpenSSL while handshaking) and a timer.
+inline constexpr uint64_t handshake_timeout_ns = hello_timeout_ns;
+
+// Plaintext of one TLS record (RFC 8446 §5.1: 2^14 bytes): what one decryption hands the
+// session; one buffer of this size per loop thread.
+inline constexpr std::size_t tls_record_plaintext_bytes = 16 * 1024;
+
 // Largest HELLO payload mux::Acceptor reads (SPEC §4.1 allows later versions to extend it).
 inline constexpr uint32_t hello_payload_bytes_max = 1024;
 

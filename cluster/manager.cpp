@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "ringmux/base/assert.h"
+#include "ringmux/mux/link/loop_placement.h"
 
 namespace ringmux::cluster {
 
@@ -165,8 +166,8 @@ bool Manager::dials(const engine::Address& self, const engine::Address& peer) no
 }
 
 uint32_t Manager::loop_of_key(uint64_t key, uint32_t loops) noexcept {
-  // Above bit 0, which decides who dials: placement and dialing do not correlate.
-  return static_cast<uint32_t>((key >> 1) % loops);
+  // The accepting node's listening loop places by the same function (loop_placement.h).
+  return mux::loop_of_route_key(key, loops);
 }
 
 bool Manager::owns(const engine::Address& peer) const noexcept {

@@ -1,12 +1,10 @@
 #include "ringmux/cluster/node.h"
 
-#define XXH_INLINE_ALL
-#include <xxhash.h>
-
 #include <chrono>
 #include <thread>
 
 #include "ringmux/base/assert.h"
+#include "ringmux/mux/link/loop_placement.h"
 
 namespace ringmux::cluster {
 
@@ -47,7 +45,10 @@ Result<std::unique_ptr<Node>, engine::IoError> Node::start(engine::Engine& engin
     make(0);
     Manager& first = *n.managers_[0];
     if (n.loop_count() > 1) {
-      first.acceptor().set_router([&n](int fd, const wire::Hello& hello) { return n.hand_over(fd, hello); });
+      // The listening loop hands each socket to the loop that owns its session.
+      std::vector<mux::Acceptor*> acceptors;
+      for (auto& manager : n.managers_) acceptors.push_back(&manager->acceptor());
+      first.acceptor().set_router(mux::hand_over_router(n.engine_, 0, std::move(acceptors)));
     }
     if (options.client_only) return;
     listened = first.start();
@@ -83,19 +84,7 @@ uint32_t Node::loop_of(const engine::Address& peer) const noexcept {
   return Manager::loop_of_key(Manager::pair_key(self_, peer), loop_count());
 }
 
-uint32_t Node::loop_of(const wire::Hello& hello) const noexcept {
-  const uint64_t key =
-      hello.route_key != 0 ? hello.route_key : XXH3_64bits(hello.session_id.data(), hello.session_id.size());
-  return Manager::loop_of_key(key, loop_count());
-}
-
-bool Node::hand_over(int fd, const wire::Hello& hello) {
-  const uint32_t index = loop_of(hello);
-  if (index == 0) return false;  // this loop's own
-  Manager* target = managers_[index].get();
-  engine_.post(index, [target, fd, hello] { target->acceptor().take(fd, hello); });
-  return true;
-}
+uint32_t Node::loop_of(const wire::Hello& hello) const noexcept { return mux::loop_of_hello(hello, loop_count()); }
 
 void Node::add_peer(const engine::Address& peer) { add_peer(peer, peer); }
 

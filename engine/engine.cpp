@@ -5,6 +5,8 @@
 
 #include <atomic>
 #include <cerrno>
+#include <ctime>
+#include <string>
 
 #include "ringmux/base/assert.h"
 
@@ -38,7 +40,10 @@ Result<std::unique_ptr<Engine>, IoError> Engine::start(const EngineOptions& opti
   for (uint32_t i = 0; i < options.loop_count; i++) {
     const int cpu = i < options.cpus.size() ? options.cpus[i] : -1;
     LoopSlot* slot = engine->slots_[i].get();
-    engine->threads_.emplace_back([slot, cpu, loop_options = options.loop]() {
+    engine->threads_.emplace_back([slot, cpu, i, loop_options = options.loop]() {
+      // "ringmux-loop-3" in top -H and /proc/PID/task/*/comm (at most 15 characters).
+      const std::string name = "ringmux-loop-" + std::to_string(i % 100);
+      (void)pthread_setname_np(pthread_self(), name.c_str());
       auto report = [slot](int state, IoError error) {
         slot->error = error;
         slot->state.store(state, std::memory_order_release);
@@ -77,6 +82,15 @@ Engine::~Engine() { stop(); }
 Loop& Engine::loop(uint32_t index) noexcept {
   RM_ASSERT(index < slots_.size() && slots_[index]->loop != nullptr);
   return *slots_[index]->loop;
+}
+
+uint64_t Engine::loop_cpu_ns(uint32_t index) noexcept {
+  RM_ASSERT(index < threads_.size());
+  clockid_t clock;
+  timespec used{};
+  if (pthread_getcpuclockid(threads_[index].native_handle(), &clock) != 0) return 0;
+  if (clock_gettime(clock, &used) != 0) return 0;
+  return static_cast<uint64_t>(used.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(used.tv_nsec);
 }
 
 void Engine::stop() noexcept {

@@ -44,6 +44,10 @@ class Engine {
     loop(index).post_fn(std::forward<F>(fn));
   }
   void stop() noexcept;
+  // CPU time (user and system) that loop `index`'s thread has used so far: what a loop
+  // costs, for per-loop statistics. Any thread, but not during or after stop(); 0 when the
+  // thread's clock cannot be read.
+  uint64_t loop_cpu_ns(uint32_t index) noexcept;
 
  private:
   struct LoopSlot;

@@ -23,6 +23,7 @@ const char* describe(IoError e) noexcept {
     case IoError::no_memory: return "kernel out of memory";
     case IoError::not_supported: return "io_uring feature not supported by this kernel";
     case IoError::permission_denied: return "permission denied";
+    case IoError::handshake_failed: return "handshake failed (peer not authenticated, not speaking TLS, or damaged)";
     case IoError::other: return "unexpected I/O error";
   }
   return "unknown I/O error";
@@ -44,6 +45,7 @@ Scope scope_of(IoError e) noexcept {
     case IoError::unreachable:
     case IoError::address_in_use:
     case IoError::address_invalid:
+    case IoError::handshake_failed:
     case IoError::other:
       return Scope::connection;
   }

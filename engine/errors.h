@@ -27,6 +27,8 @@ enum class IoError : uint8_t {
   no_memory,          // ENOMEM: the kernel could not allocate
   not_supported,      // the kernel lacks an io_uring feature the operation needs
   permission_denied,  // EACCES, EPERM
+  handshake_failed,   // a handshake stage refused the peer or its bytes (TLS: certificate not
+                      // accepted, not TLS, alert, damaged record); the cause goes to the log hook
   other,              // any errno not listed above; the raw value goes to the log hook (base/log.h)
 };
 

@@ -12,6 +12,8 @@ const char* describe(ReplayError e) noexcept {
     case ReplayError::resume_position_gone: return "resume refused: bytes from that position no longer held";
     case ReplayError::resume_unknown_session: return "resume refused: unknown session (the peer restarted)";
     case ReplayError::version_unsupported: return "handshake refused: no protocol version in common";
+    case ReplayError::resume_unauthenticated:
+      return "resume refused: no valid proof of the session's secret, or another peer identity";
     case ReplayError::superseded_generation: return "handshake of a superseded connection generation";
     case ReplayError::handshake_refused: return "handshake refused by the peer; retry later";
     case ReplayError::handshake_violation: return "handshake message breaks the protocol";
@@ -27,6 +29,7 @@ Scope scope_of(ReplayError e) noexcept {
     case ReplayError::resume_position_gone:
     case ReplayError::resume_unknown_session:
     case ReplayError::version_unsupported:
+    case ReplayError::resume_unauthenticated:
       return Scope::session;
     case ReplayError::none:
     case ReplayError::ack_ahead:
@@ -49,6 +52,7 @@ wire::StatusCode status_of(ReplayError e) noexcept {
     case ReplayError::resume_position_gone: return StatusCode::resume_position_gone;
     case ReplayError::resume_unknown_session: return StatusCode::resume_unknown_session;
     case ReplayError::version_unsupported: return StatusCode::version_unsupported;
+    case ReplayError::resume_unauthenticated: return StatusCode::resume_unauthenticated;
     case ReplayError::handshake_violation: return StatusCode::protocol_error;
     case ReplayError::superseded_generation:  // never answered: the connection just closes
     case ReplayError::handshake_refused:      // the peer's verdict, never ours to send

@@ -28,6 +28,9 @@ enum class ReplayError : uint8_t {
   resume_position_gone,    // session: the sender no longer holds the bytes from that position
   resume_unknown_session,  // session: the accepting side does not know the session (it restarted)
   version_unsupported,     // session: no protocol version in common with the peer
+  resume_unauthenticated,  // the resume did not prove the session's secret or came from another
+                           // peer identity (SPEC §8.2): refused, and the session it named goes on;
+                           // session-scoped for the dialer that hears it
   superseded_generation,   // connection: a HELLO or HELLO_ACK of an older connection generation
                            // than the current one; it is ignored and its connection closed
   handshake_refused,       // connection: the peer refused for a passing reason (going_away,

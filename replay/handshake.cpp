@@ -1,5 +1,12 @@
 #include "ringmux/replay/handshake.h"
 
+#include <endian.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include <cstring>
+
 #include <algorithm>
 
 #include "ringmux/base/assert.h"
@@ -28,6 +35,7 @@ ReplayError error_from_refusal(StatusCode status) noexcept {
     // session cannot resume) is the same as an unknown session's.
     case StatusCode::session_lost: return ReplayError::resume_unknown_session;
     case StatusCode::version_unsupported: return ReplayError::version_unsupported;
+    case StatusCode::resume_unauthenticated: return ReplayError::resume_unauthenticated;
     case StatusCode::ok:
     case StatusCode::cancelled:
     case StatusCode::deadline_exceeded:
@@ -145,6 +153,33 @@ bool DialHandshake::invariant() const noexcept {
   return false;
 }
 
+// ---- resume proofs -----------------------------------------------------------------------
+
+wire::ResumeProof resume_proof(const ResumeKey& key, const wire::Hello& hello) noexcept {
+  // What the proof covers, in wire order: a proof fits one resume of one session.
+  static constexpr char domain[] = "ringmux resume proof v1";
+  std::array<unsigned char, sizeof(domain) - 1 + 16 + 8 + 8> message{};
+  std::memcpy(message.data(), domain, sizeof(domain) - 1);
+  unsigned char* at = message.data() + sizeof(domain) - 1;
+  std::memcpy(at, hello.session_id.data(), 16);
+  const uint64_t generation = htole64(hello.generation);
+  const uint64_t position = htole64(hello.receive_position);
+  std::memcpy(at + 16, &generation, 8);
+  std::memcpy(at + 24, &position, 8);
+  wire::ResumeProof proof{};
+  unsigned int length = 0;
+  const unsigned char* done = HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), message.data(),
+                                   message.size(), reinterpret_cast<unsigned char*>(proof.data()), &length);
+  RM_ASSERT(done != nullptr && length == proof.size());
+  return proof;
+}
+
+bool resume_proof_valid(const ResumeKey& key, const wire::Hello& hello) noexcept {
+  if (!hello.has_resume_proof) return false;
+  const wire::ResumeProof expected = resume_proof(key, hello);
+  return CRYPTO_memcmp(expected.data(), hello.resume_proof.data(), expected.size()) == 0;
+}
+
 // ---- accepting side --------------------------------------------------------------------
 
 HelloAnswer answer_hello(const wire::Hello& hello, const KnownSession* known, uint64_t features) noexcept {
@@ -184,6 +219,9 @@ HelloAnswer answer_hello(const wire::Hello& hello, const KnownSession* known, ui
     answer.verdict = HelloVerdict::ignore;
     answer.error = ReplayError::superseded_generation;
     return answer;
+  }
+  if (known->resume_key != nullptr && !resume_proof_valid(*known->resume_key, hello)) {
+    return refuse(ReplayError::resume_unauthenticated);
   }
   if (const ReplayError error = check_resume_position(hello.receive_position, known->held);
       error != ReplayError::none) {

@@ -30,6 +30,8 @@
 // callable from any thread.
 #pragma once
 
+#include <array>
+#include <cstddef>
 #include <cstdint>
 
 #include "ringmux/base/result.h"
@@ -110,10 +112,20 @@ class DialHandshake {
 };
 
 // What the accepting side's session table knows about a session id.
+// The key of a session's resumes (wire/SPEC.md §8.2): derived by both sides from the
+// session's first transport (keying material a TLS connection exports), never sent.
+using ResumeKey = std::array<std::byte, 32>;
+
+// HMAC-SHA256 by `key` of the resume `hello`'s session id, generation and receive position.
+wire::ResumeProof resume_proof(const ResumeKey& key, const wire::Hello& hello) noexcept;
+// Whether `hello` carries the proof `key` gives it (compared in constant time).
+bool resume_proof_valid(const ResumeKey& key, const wire::Hello& hello) noexcept;
+
 struct KnownSession {
   uint64_t generation = 0;        // generation of the connection it last accepted
   HeldRange held;                 // what its replay ring holds
   uint64_t receive_position = 0;  // what it has received from the dialing side
+  const ResumeKey* resume_key = nullptr;  // set: a resume must prove it (resume_proof)
 };
 
 enum class HelloVerdict : uint8_t {
@@ -143,6 +155,8 @@ struct HelloAnswer {
 //     a new-session HELLO carrying a receive position is a handshake_violation; otherwise
 //     accept_new.
 //  4. known session, generation <= the known one: ignore, superseded_generation.
+//  4a. known session with a resume key, no valid proof in the HELLO: refuse,
+//     resume_unauthenticated (the caller keeps its session: the refusal is the resumer's).
 //  5. known session, the HELLO's receive position before held.acked: refuse with
 //     resume_position_gone; beyond held.tail: refuse with resume_position_ahead.
 //  6. otherwise accept_resume. A new-session HELLO (no RESUME) for a known session with a

@@ -90,7 +90,8 @@ for args, expected in [(["--rw=quorum", "--runtime=1"], "rw=quorum needs --peers
     else:
         print(f"ok: {' '.join(args)} refused: {result.stderr.strip()}")
 
-for args, expected in [(["--loops=2"], "--loops needs --peers"),
+for args, expected in [(["--loops=2", "--cpus=0"], "option '--loops': 2 loops but --cpus lists 1 CPUs"),
+                       (["--loops=2", "--ioengine=tcp"], "--loops needs --ioengine=ringmux"),
                        (["--peers=127.0.0.1:1", "--loops=0"], "option '--loops'"),
                        (["--peers=127.0.0.1:1", "--loops=65"], "option '--loops'")]:
     result = subprocess.run([serve, "--listen=127.0.0.1:0", "--duration=1s", *args], capture_output=True, text=True,

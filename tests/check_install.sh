@@ -5,11 +5,12 @@
 #    library by path; every installed header compiles with an application's own tree of
 #    same-named headers (engine/errors.h, base/assert.h, ...) ahead of it on the include
 #    path, each of which fails the build if a ringmux header reaches for it;
-#  - the README's example (tests/install/example.cpp) and tests/consumers/app, with nothing
-#    but `pkg-config --cflags --libs ringmux`, run; the application again with
-#    ringmux-mimalloc;
+#  - the README's examples (tests/install/*.cpp: the application-thread client, and calls
+#    on one loop) and tests/consumers/app, with nothing but
+#    `pkg-config --cflags --libs ringmux`, run; the application again with ringmux-mimalloc;
 #  - the same application with CMake: find_package(ringmux CONFIG) and ringmux::ringmux /
-#    ringmux::mimalloc, and the version file refusing the next minor version;
+#    ringmux::mimalloc, and the version file refusing the next minor version; the README's
+#    client example with ringmux::ringmux and -Werror;
 #  - the man pages, in section 1.
 # usage: check_install.sh BUILD_DIR SOURCE_DIR
 set -euo pipefail
@@ -58,9 +59,15 @@ echo "install: ${#headers[@]} installed headers compile with the application's s
 
 libdir=$(pkgconfig --variable=libdir ringmux)
 version=$(pkgconfig --modversion ringmux)
-# The README's example: a unary call and a stream, built the same way.
-${CXX:-c++} -std=c++20 "$source/tests/install/example.cpp" $flags -o "$stage/example"
-LD_LIBRARY_PATH="$libdir" "$stage/example"
+# The README's examples (tests/check_readme_example.sh holds the README to these files):
+# the application-thread client, and a unary call and a stream on one loop; built the same
+# way, and run.
+for example in "$source"/tests/install/*.cpp; do
+  name=$(basename "$example" .cpp)
+  ${CXX:-c++} -std=c++20 "$example" $flags -o "$stage/$name"
+  echo "install: README example $name, built with pkg-config ringmux, runs:"
+  LD_LIBRARY_PATH="$libdir" "$stage/$name"
+done
 
 # The application, with pkg-config: plain, then with the mimalloc opt-in.
 app=$source/tests/consumers/app
@@ -76,7 +83,8 @@ fi
 # The application, with CMake.
 cmake_source=$stage/cmake_consumer
 mkdir -p "$cmake_source"
-cp "$source/tests/consumers/cmake/CMakeLists.txt" "$app/main.cpp" "$cmake_source/"
+cp "$source/tests/consumers/cmake/CMakeLists.txt" "$app/main.cpp" "$source/tests/install/client_example.cpp" \
+  "$cmake_source/"
 cp -r "$app/engine" "$cmake_source/"
 IFS=. read -r major minor _ <<<"$version"
 if ! cmake -S "$cmake_source" -B "$stage/cmake_build" -G Ninja -DCMAKE_PREFIX_PATH="$prefix" \
@@ -88,6 +96,8 @@ echo "install: tests/consumers/app with CMake, ringmux::ringmux then ringmux::mi
 cmake --build "$stage/cmake_build" >"$stage/cmake_build.log" 2>&1 || { cat "$stage/cmake_build.log"; exit 1; }
 LD_LIBRARY_PATH="$libdir" "$stage/cmake_build/consumer"
 LD_LIBRARY_PATH="$libdir" "$stage/cmake_build/consumer_mimalloc"
+echo "install: the README's client example with CMake (ringmux::ringmux, -Wall -Wextra -Werror):"
+LD_LIBRARY_PATH="$libdir" "$stage/cmake_build/client_example"
 
 # The man pages, where the tools are installed.
 if [ -e "$prefix/bin/ringmux-serve" ]; then

@@ -3,7 +3,7 @@
 #  1. the sans-I/O layers (base/, wire/, replay/, mux/session/) and the slot ring must not
 #     include liburing or socket headers, nor call socket functions;
 #  2. a layer includes only layers below it:
-#       base < engine < wire < replay < mux/session < mux/link < mux/rpc < mux/workers < cluster
+#       base < engine < wire < replay < mux/session < mux/link < mux/rpc < mux/workers < mux/client < cluster
 #     (wire, replay and mux/session are sans-I/O: they may not include engine/ either).
 # usage: check_layering.sh SOURCE_ROOT [PATH...]   (directories or files relative to
 #        SOURCE_ROOT for rule 1; default: the sans-I/O layers). Rule 2 runs on the whole
@@ -39,7 +39,7 @@ echo "layering: checked $checked files in ${dirs[*]}"
 # Rule 2: includes point down the tree only ("engine/loop.h" and "ringmux/engine/loop.h"
 # name the same layer).
 if [ "$whole_tree" = 1 ]; then
-  order=(base engine wire replay mux/session mux/link mux/rpc mux/workers cluster)
+  order=(base engine wire replay mux/session mux/link mux/rpc mux/workers mux/client cluster)
   sans_io=" wire replay mux/session "
   layer_of() {  # layer_of PATH: the layer a source path or include belongs to ("" if none)
     local layer best=""

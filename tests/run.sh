@@ -4,7 +4,8 @@
 #   normal  release build with -Werror (the default), every test
 #   asan    AddressSanitizer + UndefinedBehaviorSanitizer build, every test
 #   tsan    ThreadSanitizer build, the tests that cross threads (engine posting, slot ring,
-#           application threads calling into connections, the chaos proxy's controls)
+#           application threads calling into connections, the application-thread client,
+#           the chaos proxy's controls)
 #   fuzz    clang + libFuzzer: the wire decoder for SECONDS (default 60) over the seed corpus
 # Prints "N passed, M failed, K skipped" last and exits non-zero on any failure. The counts
 # also go to build-MODE/counts for .ci/run.
@@ -62,11 +63,12 @@ case "$mode" in
       -Dmimalloc=disabled -Dbenchmarks=disabled || fail_build
     ninja -C "$dir" -j "$jobs" tests/engine_tests tests/mux_tests tests/tools_tests || fail_build
     # The cross-thread paths: posting into loops, engine start/stop, the SPSC slot ring,
-    # application threads (unary calls, worker streams), the chaos proxy's thread and its
-    # runtime controls.
+    # application threads (unary calls, worker streams, mux::Client), the chaos proxy's thread
+    # and its runtime controls, a multi-loop server's hand-over of sessions and resumes between
+    # its loops and its per-loop counters, loadgen's client loops (per-core, cross-loop).
     TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
       meson test -C "$dir" --no-rebuild --print-errorlogs --num-processes 1 --timeout-multiplier 3 \
-      --test-args='--test-case=*tasks*posted*,engine:*,slot*ring*,threaded:*,worker*stream*,chaos*' engine mux tools
+      --test-args='--test-case=*tasks*posted*,engine:*,slot*ring*,threaded:*,worker*stream*,client:*,chaos*,per-core*,cross-loop*' engine mux tools
     status=$?
     report "$dir"
     exit $status

@@ -6,6 +6,7 @@ packages=(
   groff-base                                       # renders the man pages in tests/check_man.py
   prometheus                                       # promtool checks ringmux-serve --metrics (tests/check_metrics.py)
   liburing-dev libxxhash-dev libmimalloc-dev        # the library's dependencies
+  libssl-dev openssl                                 # TLS 1.3 (mux/link/tls.h); tests make certificates
   doctest-dev libbenchmark-dev                       # tests and micro-benchmarks
   clang libclang-rt-14-dev                           # libFuzzer and sanitizer runtimes
   fio                                                # its json+ readers check the loadgen's output

@@ -144,7 +144,9 @@ std::size_t encode_frame(std::span<std::byte> out, FrameKind kind, uint8_t flags
 }
 
 std::size_t encode_hello(std::span<std::byte> out, const Hello& hello) noexcept {
-  std::byte b[hello_window_payload_bytes];
+  // The proof follows the windows: a HELLO with one announces them (SPEC §4.1).
+  RM_ASSERT(!hello.has_resume_proof || (hello.stream_window_bytes != 0 && hello.connection_window_bytes != 0));
+  std::byte b[hello_proof_payload_bytes];
   store_u32(b + 0, hello_magic);
   store_u16(b + 4, hello.version_min);
   store_u16(b + 6, hello.version_max);
@@ -156,6 +158,7 @@ std::size_t encode_hello(std::span<std::byte> out, const Hello& hello) noexcept 
   store_u64(b + 52, hello.route_key);
   store_u32(b + 60, hello.stream_window_bytes);
   store_u32(b + 64, hello.connection_window_bytes);
+  std::memcpy(b + 68, hello.resume_proof.data(), hello.resume_proof.size());
   return encode_parts(out, FrameKind::hello, 0, 0, std::span<const std::byte>(b, hello_payload_size(hello)), {});
 }
 
@@ -276,6 +279,10 @@ Result<Hello, WireError> parse_hello(const Frame& frame) noexcept {
     hello.stream_window_bytes = load_u32(p.data() + 60);
     hello.connection_window_bytes = load_u32(p.data() + 64);
     if (!windows_valid(hello.stream_window_bytes, hello.connection_window_bytes)) return Err{WireError::bad_value};
+  }
+  if (p.size() >= hello_proof_payload_bytes) {
+    hello.has_resume_proof = true;
+    std::memcpy(hello.resume_proof.data(), p.data() + 68, hello.resume_proof.size());
   }
   return hello;
 }

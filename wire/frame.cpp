@@ -21,12 +21,13 @@ const char* describe(StatusCode code) noexcept {
     case StatusCode::resume_position_gone: return "resume refused: position no longer held";
     case StatusCode::resume_unknown_session: return "resume refused: unknown session";
     case StatusCode::version_unsupported: return "no common protocol version";
+    case StatusCode::resume_unauthenticated: return "resume refused: not authenticated";
   }
   return "unknown status";
 }
 
 StatusCode status_from_wire(uint32_t value) noexcept {
-  if (value <= static_cast<uint32_t>(StatusCode::version_unsupported)) return static_cast<StatusCode>(value);
+  if (value <= static_cast<uint32_t>(StatusCode::resume_unauthenticated)) return static_cast<StatusCode>(value);
   return StatusCode::internal_error;
 }
 

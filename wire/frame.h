@@ -59,6 +59,8 @@ enum class StatusCode : uint32_t {
   resume_position_gone = 14,     // resume refused: those bytes are no longer held
   resume_unknown_session = 15,   // resume refused: no such session (the peer restarted)
   version_unsupported = 16,      // handshake refused: no common protocol version
+  resume_unauthenticated = 17,   // resume refused: no valid proof of the session's secret, or
+                                 // another peer identity (SPEC §8.2); the session goes on
 };
 const char* describe(StatusCode code) noexcept;
 // Maps any u32 to a StatusCode; unknown values become internal_error.
@@ -92,6 +94,9 @@ inline constexpr uint32_t hello_flag_resume = 0x1;  // HELLO resumes an existing
 using SessionId = std::array<std::byte, 16>;
 
 // Typed payloads. Spans point into the frame's payload.
+// HMAC-SHA256 of a resume (SPEC §8.2).
+using ResumeProof = std::array<std::byte, 32>;
+
 struct Hello {
   uint16_t version_min = limits::protocol_version_min;
   uint16_t version_max = limits::protocol_version_max;
@@ -108,12 +113,18 @@ struct Hello {
   // predates the fields), the defaults apply. Sent with route_key as the 68-byte HELLO.
   uint32_t stream_window_bytes = 0;
   uint32_t connection_window_bytes = 0;
+  // A resume's proof of the session's secret (SPEC §8.2): HMAC-SHA256 by the key both sides
+  // derived on the session's first transport. Sent as the 100-byte HELLO, after the windows.
+  bool has_resume_proof = false;
+  ResumeProof resume_proof{};
 };
 inline constexpr uint32_t hello_payload_bytes = 4 + 2 + 2 + 8 + 16 + 8 + 8 + 4;
 inline constexpr uint32_t hello_route_payload_bytes = hello_payload_bytes + 8;     // with route_key
 inline constexpr uint32_t hello_window_payload_bytes = hello_route_payload_bytes + 8;  // and windows
+inline constexpr uint32_t hello_proof_payload_bytes = hello_window_payload_bytes + 32;  // and a resume proof
 // The payload length `hello` is encoded with.
 constexpr uint32_t hello_payload_size(const Hello& hello) noexcept {
+  if (hello.has_resume_proof) return hello_proof_payload_bytes;
   if (hello.stream_window_bytes != 0 || hello.connection_window_bytes != 0) return hello_window_payload_bytes;
   return hello.route_key != 0 ? hello_route_payload_bytes : hello_payload_bytes;
 }

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "ringmux/base/assert.h"
 #include "ringmux/base/log.h"
@@ -35,13 +36,25 @@ void Acceptor::accept(int fd) noexcept {
     ::close(fd);
     return;
   }
-  if (pending_.size() >= options_.pending_hellos_max) {
+  if (pending_.size() + handshaking_.size() >= options_.pending_hellos_max) {
     // A connect flood: the sockets already waiting keep their turn; this one goes at once.
     stats_.pending_refused++;
     RM_LOG(LogSeverity::warning, LogSubsystem::link, 0, 0, 0,
            "acceptor: %zu sockets already wait for their HELLO (pending_hellos_max): a new one is closed",
-           pending_.size());
+           pending_.size() + handshaking_.size());
     ::close(fd);
+    return;
+  }
+  if (options_.handshake) {
+    RM_ASSERT(transport_factory_ != nullptr);
+    auto entry = std::make_unique<Handshaking>();
+    entry->owner = this;
+    entry->transport = options_.handshake->wrap(loop_, make_socket_transport(loop_, fd), false);
+    entry->timeout.set_callback(&Acceptor::on_handshake_timeout, entry.get());
+    Handshaking& e = *entry;
+    handshaking_.push_back(std::move(entry));
+    loop_.timer_start(e.timeout, options_.hello_timeout_ns);  // the handshake and the HELLO
+    e.transport->start(e);
     return;
   }
   auto pending = std::make_unique<Pending>();
@@ -72,6 +85,142 @@ void Acceptor::close() noexcept {
   closing_ = true;
   // Each pending read completes at once with the socket shut down, and finishes there.
   for (auto& pending : pending_) ::shutdown(pending->fd, SHUT_RDWR);
+  // Each transport ends with its on_transport_closed (erased there; maybe inside close()).
+  std::vector<Handshaking*> entries;
+  for (auto& entry : handshaking_) entries.push_back(entry.get());
+  for (Handshaking* entry : entries) close_entry(*entry);
+}
+
+// ---- accepted transports with a handshake stage ---------------------------------------
+
+void Acceptor::Handshaking::on_transport_recv(std::span<const std::byte> bytes) noexcept {
+  if (closing) return;
+  Acceptor& self = *owner;
+  while (!bytes.empty()) {
+    auto step = decoder.next(bytes);
+    if (!step) {
+      self.stats_.failed++;
+      RM_LOG(LogSeverity::info, LogSubsystem::link, 0, 0, 0, "acceptor: damaged bytes instead of a HELLO");
+      return self.close_entry(*this);
+    }
+    bytes = bytes.subspan(step->consumed);
+    if (!step->has_frame) continue;
+    const bool is_hello = step->frame.header.frame_kind() == wire::FrameKind::hello;
+    auto hello = is_hello ? wire::parse_hello(step->frame) : Result<wire::Hello, wire::WireError>(Err{wire::WireError::bad_value});
+    if (!hello) {
+      self.stats_.failed++;
+      RM_LOG(LogSeverity::info, LogSubsystem::link, 0, 0, 0, "acceptor: the first frame is not a valid HELLO");
+      return self.close_entry(*this);
+    }
+    // What came behind the HELLO (a new session's first frames) belongs to the session:
+    // `bytes` stays valid through this call, which routes synchronously.
+    return self.route(*this, hello.value(), bytes);
+  }
+}
+
+void Acceptor::Handshaking::on_transport_error(engine::IoError error) noexcept {
+  if (closing) return;
+  Acceptor& self = *owner;
+  self.stats_.failed++;
+  if (!self.closing_) {
+    RM_LOG(LogSeverity::info, LogSubsystem::link, 0, 0, 0, "acceptor: no HELLO on a new connection (%s)",
+           engine::describe(error));
+  }
+  self.close_entry(*this);
+}
+
+void Acceptor::Handshaking::on_transport_closed() noexcept { owner->erase(*this); }
+
+void Acceptor::on_handshake_timeout(engine::Timer& timer) noexcept {
+  Handshaking& entry = *static_cast<Handshaking*>(timer.context());
+  Acceptor& self = *entry.owner;
+  self.stats_.failed++;
+  RM_LOG(LogSeverity::info, LogSubsystem::link, 0, 0, 0, "acceptor: no HELLO on a new connection (timed out)");
+  self.close_entry(entry);
+}
+
+void Acceptor::close_entry(Handshaking& entry) noexcept {
+  loop_.timer_cancel(entry.timeout);
+  if (entry.closing) return;
+  entry.closing = true;
+  entry.transport->close();  // on_transport_closed erases the entry (maybe inside this call)
+}
+
+void Acceptor::erase(Handshaking& entry) noexcept {
+  loop_.timer_cancel(entry.timeout);
+  for (auto it = handshaking_.begin(); it != handshaking_.end(); ++it) {
+    if (it->get() == &entry) {
+      handshaking_.erase(it);
+      return;
+    }
+  }
+  RM_ASSERT(false);  // every transport the acceptor holds is in the list
+}
+
+void Acceptor::refuse(Handshaking& entry, const wire::HelloAck& ack) noexcept {
+  std::array<std::byte, wire::frame_bytes(wire::hello_ack_payload_bytes)> frame{};
+  wire::encode_hello_ack(frame, ack);
+  entry.transport->send_last(frame);  // best effort, as for a socket
+  close_entry(entry);
+}
+
+void Acceptor::route(Handshaking& entry, const wire::Hello& hello, std::span<const std::byte> pipelined) noexcept {
+  loop_.timer_cancel(entry.timeout);
+  if (closing_) return close_entry(entry);
+  // The session takes the transport: the entry's work is done once it has (erased last,
+  // with nothing of it touched after: this runs inside its callback).
+  auto give_up = [this, &entry] {
+    entry.closing = true;
+    erase(entry);
+  };
+  auto known = sessions_.find(hello.session_id);
+  if (known == sessions_.end()) {
+    const replay::HelloAnswer answer = replay::answer_hello(hello, nullptr);
+    if (answer.verdict != replay::HelloVerdict::accept_new) {
+      stats_.refused++;
+      RM_LOG(LogSeverity::info, LogSubsystem::link, 0, 0, 0, "acceptor: refused a HELLO for an unknown session: %s",
+             wire::describe(answer.ack.status));
+      return refuse(entry, answer.ack);
+    }
+    Connection* connection = transport_factory_(entry.transport);
+    if (connection == nullptr) {
+      stats_.refused++;
+      return close_entry(entry);
+    }
+    stats_.sessions_new++;
+    connection->register_in(*this);
+    sessions_.emplace(hello.session_id, connection);
+    // The frames behind the HELLO live in the transport's buffer for this call only.
+    const std::vector<std::byte> behind(pipelined.begin(), pipelined.end());
+    give_up();
+    connection->start(hello, behind);  // takes the started transport over; may end at once
+    return;
+  }
+  if (!pipelined.empty()) {
+    // A resuming dialer sends nothing behind its HELLO before our HELLO_ACK.
+    stats_.failed++;
+    RM_LOG(LogSeverity::info, LogSubsystem::link, 0, 0, 0, "acceptor: bytes behind a resuming HELLO");
+    return close_entry(entry);
+  }
+  const uint64_t connection_id = known->second->id();  // adopt() may end the session and erase it
+  Connection& connection = *known->second;
+  const replay::HelloAnswer answer = connection.adopt(entry.transport, hello);
+  switch (answer.verdict) {
+    case replay::HelloVerdict::accept_resume:
+      stats_.resumes++;
+      undetach(connection);
+      give_up();
+      return;
+    case replay::HelloVerdict::refuse:
+      stats_.refused++;
+      RM_LOG(LogSeverity::info, LogSubsystem::link, connection_id, 0, 0, "acceptor: refused a resume: %s",
+             wire::describe(answer.ack.status));
+      return refuse(entry, answer.ack);
+    case replay::HelloVerdict::ignore:
+    case replay::HelloVerdict::accept_new:
+      stats_.ignored++;
+      return close_entry(entry);
+  }
 }
 
 void Acceptor::arm_recv(Pending& pending) noexcept {

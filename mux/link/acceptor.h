@@ -20,9 +20,16 @@
 // A connection that sends no valid HELLO within limits::hello_timeout_ns, or damaged
 // bytes, is closed.
 //
-// Threads: the acceptor and every Connection it routes to live on one loop. A node with
+// With a handshake stage (AcceptorOptions::handshake: TLS), the socket becomes a transport
+// that runs the handshake first; the HELLO is read through it (with whatever frames came
+// behind it, which go to the new session), and sessions get the transport, not the fd
+// (set_transport_factory). Refusals are sent through it. Such an acceptor keeps every
+// session on its own loop: the router is not consulted (a transport carries its handshake
+// state and lives on the loop that accepted it).
+//
+// Threads: the acceptor and every Connection it routes to live on one loop. A server with
 // several loops has an acceptor per loop; the listening loop's router hands each socket,
-// with its HELLO, to the acceptor of the loop that owns the session (cluster/node.h).
+// with its HELLO, to the acceptor of the loop that owns the session (loop_placement.h).
 // Lifetime: the acceptor must outlive the sessions it routed to (a connection leaves the
 // table when its session ends; destroying the acceptor with one still in it is asserted);
 // close() it and let its pending reads finish (idle()) before destroying it.
@@ -60,6 +67,8 @@ struct AcceptorOptions {
   uint32_t pending_hellos_max = limits::pending_hellos_max;
   uint64_t hello_timeout_ns = limits::hello_timeout_ns;
   uint64_t detached_held_bytes_max = limits::detached_held_bytes_max;
+  // The stage every accepted socket passes before its HELLO is read (mux/link/tls.h).
+  std::shared_ptr<Handshake> handshake;
 };
 
 class Acceptor final : public SessionRegistry {
@@ -69,8 +78,12 @@ class Acceptor final : public SessionRegistry {
   // then closes `fd`). The caller owns the Connection.
   using Factory = std::function<Connection*(int fd)>;
   // Sees every valid HELLO before it is routed here; returns true when it took the socket
-  // (mux::Node hands it to the loop that owns the session: Acceptor::take there).
+  // (hand_over_router, loop_placement.h, gives it to the loop that owns the session:
+  // Acceptor::take there).
   using Router = std::function<bool(int fd, const wire::Hello& hello)>;
+  // With a handshake: makes the (not yet started) Connection of a new session over
+  // `transport`, taking it (moved from), or returns nullptr and leaves it to the acceptor.
+  using TransportFactory = std::function<Connection*(std::unique_ptr<Transport>& transport)>;
 
   Acceptor(engine::Loop& loop, Factory factory, const AcceptorOptions& options = {}) noexcept;
   ~Acceptor();
@@ -82,9 +95,10 @@ class Acceptor final : public SessionRegistry {
   // Takes a socket whose HELLO another loop's acceptor has read, and routes it here.
   void take(int fd, const wire::Hello& hello) noexcept;
   void set_router(Router router) noexcept { router_ = std::move(router); }
+  void set_transport_factory(TransportFactory factory) noexcept { transport_factory_ = std::move(factory); }
   // Stops reading pending HELLOs (their sockets are closed); idle() once they are done.
   void close() noexcept;
-  bool idle() const noexcept { return pending_.empty(); }
+  bool idle() const noexcept { return pending_.empty() && handshaking_.empty(); }
   std::size_t sessions() const noexcept { return sessions_.size(); }
   // Sessions whose transport broke, waiting for their dialer, and the bytes their held
   // batches hold (the pages written: a batch's reserved but unwritten capacity costs no
@@ -107,6 +121,19 @@ class Acceptor final : public SessionRegistry {
     std::size_t need = 0;  // bytes the current read completes at
     bool timed_out = false;
   };
+  // One transport whose handshake and HELLO are being read (AcceptorOptions::handshake),
+  // or one being closed after a refusal or a failure.
+  struct Handshaking final : TransportHandler {
+    Acceptor* owner = nullptr;
+    std::unique_ptr<Transport> transport;
+    engine::Timer timeout;
+    wire::Decoder decoder{limits::hello_payload_bytes_max};
+    bool closing = false;
+    void on_transport_recv(std::span<const std::byte> bytes) noexcept override;
+    void on_transport_sent() noexcept override {}
+    void on_transport_error(engine::IoError error) noexcept override;
+    void on_transport_closed() noexcept override;
+  };
   struct IdHash {
     std::size_t operator()(const wire::SessionId& id) const noexcept;
   };
@@ -117,6 +144,14 @@ class Acceptor final : public SessionRegistry {
   // The read is over: `hello` when a valid one arrived, else nullptr (the socket is closed).
   void finish(Pending& pending, const wire::Hello* hello) noexcept;
   void route(int fd, const wire::Hello& hello) noexcept;
+  // The same for a transport that read `hello` (and `pipelined` behind it), still owned by
+  // `entry`, which is closed (refusal) or given up (the session takes the transport).
+  void route(Handshaking& entry, const wire::Hello& hello, std::span<const std::byte> pipelined) noexcept;
+  // Sends `ack` (a refusal) through the entry's transport, best effort, and closes it.
+  void refuse(Handshaking& entry, const wire::HelloAck& ack) noexcept;
+  void close_entry(Handshaking& entry) noexcept;
+  void erase(Handshaking& entry) noexcept;
+  static void on_handshake_timeout(engine::Timer& timer) noexcept;
   // Sends a refusing HELLO_ACK (best effort: one non-blocking send on a fresh socket) and
   // closes the socket.
   static void refuse(int fd, const wire::HelloAck& ack) noexcept;
@@ -141,6 +176,8 @@ class Acceptor final : public SessionRegistry {
   void undetach(Connection& connection) noexcept;
   Router router_;
   std::vector<std::unique_ptr<Pending>> pending_;
+  std::vector<std::unique_ptr<Handshaking>> handshaking_;
+  TransportFactory transport_factory_;
   std::unordered_map<wire::SessionId, Connection*, IdHash> sessions_;
   AcceptorStats stats_;
   bool closing_ = false;

@@ -84,14 +84,20 @@ Connection::Connection(Loop& loop, std::unique_ptr<Transport> transport, bool di
   if (dialer && options.resume) {
     // A resuming dialer redials somewhere: through the caller's dialer, or TCP to `peer`.
     RM_ASSERT(options.dialer != nullptr || options.peer.length != 0);
-    if (options.dialer == nullptr) own_dialer_ = make_tcp_dialer(loop, options.peer, options.connect_timeout_ms);
+    if (options.dialer == nullptr) {
+      own_dialer_ = make_tcp_dialer(loop, options.peer, options.connect_timeout_ms);
+      if (options.handshake) own_dialer_ = make_handshake_dialer(loop, std::move(own_dialer_), options.handshake);
+    }
     dialer_ = options.dialer != nullptr ? options.dialer : own_dialer_.get();
   }
 }
 
 Connection::Connection(Loop& loop, int fd, bool dialer, const StreamService* service, ConnectionObserver& observer,
                        const ConnectionOptions& options)
-    : Connection(loop, make_socket_transport(loop, fd), dialer, service, observer, options) {}
+    : Connection(loop,
+                 options.handshake ? options.handshake->wrap(loop, make_socket_transport(loop, fd), dialer)
+                                   : make_socket_transport(loop, fd),
+                 dialer, service, observer, options) {}
 
 Connection::~Connection() {
   RM_ASSERT(closed());
@@ -114,12 +120,16 @@ void Connection::start() noexcept {
   want_turn();
 }
 
-void Connection::start(const wire::Hello& hello) noexcept {
+void Connection::start(const wire::Hello& hello, std::span<const std::byte> pipelined) noexcept {
   if (!session_.accept_hello(hello)) {
     end(session_.failure());
     return;
   }
   start();
+  if (!pipelined.empty()) on_transport_recv(*transport_, pipelined);
+  if (ended_) return;
+  // The acceptor read the HELLO through the transport's handshake (if it has one).
+  bind_session();
 }
 
 void Connection::close(MuxError reason) noexcept {

@@ -92,6 +92,10 @@ struct ConnectionOptions {
   // `peer` (a handshake of its own, another route; a simulated network). Not owned: it
   // must outlive the connection and serve it alone.
   Dialer* dialer = nullptr;
+  // The handshake stage every transport of this connection passes (mux/link/transport.h;
+  // TLS: mux/link/tls.h): the socket of the fd constructor and the TCP redials to `peer`.
+  // A caller's own transport or dialer brings its own. Shared: one stage serves many.
+  std::shared_ptr<Handshake> handshake;
   uint64_t resume_timeout_ns = limits::resume_timeout_ns_default;
   uint64_t redial_backoff_ns_min = limits::redial_backoff_ns_min;
   uint64_t redial_backoff_ns_max = limits::redial_backoff_ns_max;
@@ -130,6 +134,11 @@ class ConnectionObserver {
   // has been delivered first. Delivered on a turn of the loop, never inside close(); the
   // observer may destroy the connection here.
   virtual void on_connection_closed(Connection& connection, MuxError error, engine::IoError io_error) noexcept = 0;
+  // The session's first handshake completed: it is up (what was opened before went out
+  // with it). Delivered on the loop thread from inside the connection's receive; the
+  // observer must not destroy the connection here. For a dialer that waits until it can
+  // tell its application the connection is usable (mux::Client::dial).
+  virtual void on_connection_established(Connection&) noexcept {}
   // The session resumed on a new TCP connection, `duration_ns` after that connection was up
   // (ResumeStats::last_resume_duration_ns). Streams and calls never see a resume; this is
   // for statistics.
@@ -166,7 +175,9 @@ class Connection final : public SessionHandler, private DialHandler {
 
   void start() noexcept;
   // The accepting side's start when mux::Acceptor has read the dialer's HELLO already.
-  void start(const wire::Hello& hello) noexcept;
+  // `pipelined`: bytes that arrived behind the HELLO (the acceptor read them through the
+  // transport's handshake), taken as if received now.
+  void start(const wire::Hello& hello, std::span<const std::byte> pipelined = {}) noexcept;
   // Closes the session: every stream finishes with `reason` (their observers hear it on
   // the next turn); no resume.
   void close(MuxError reason = MuxError::cancelled) noexcept;
@@ -338,7 +349,9 @@ class Connection final : public SessionHandler, private DialHandler {
   void retire_transport() noexcept;
   // adopt()'s two halves: the verdict on the HELLO (with what it does to the session), and
   // on accept_resume the new transport's installation.
-  replay::HelloAnswer judge_adoption(const wire::Hello& hello) noexcept;
+  // `transport`'s peer identity must be the session's (wire/SPEC.md §8.2; nullptr: a plain
+  // socket, which authenticates nobody).
+  replay::HelloAnswer judge_adoption(const wire::Hello& hello, const Transport* transport) noexcept;
   void finish_adoption(std::unique_ptr<Transport> transport) noexcept;
   // Makes `transport` the current one and starts it.
   void install_transport(std::unique_ptr<Transport> transport) noexcept;
@@ -352,6 +365,9 @@ class Connection final : public SessionHandler, private DialHandler {
   void schedule_redial() noexcept;
   // The handshake on the current transport completed: resume bookkeeping.
   void on_established() noexcept;
+  // The session's first transport is up: the resume key and the peer identity it binds
+  // the session to, when the transport has them (a TLS connection; wire/SPEC.md §8.2).
+  void bind_session() noexcept;
   void maybe_report_closed() noexcept;
 
   static uint64_t next_id() noexcept;
@@ -359,6 +375,7 @@ class Connection final : public SessionHandler, private DialHandler {
   void log_end() const noexcept;
 
   const uint64_t id_ = next_id();
+  std::string peer_identity_;  // of the session's first transport; its resumes must match
   engine::Loop& loop_;
   const StreamService* service_;
   ConnectionObserver& observer_;

@@ -245,7 +245,7 @@ void Connection::on_dialed(Result<std::unique_ptr<Transport>, engine::IoError> r
 }
 
 replay::HelloAnswer Connection::adopt(int fd, const wire::Hello& hello) noexcept {
-  const replay::HelloAnswer answer = judge_adoption(hello);
+  const replay::HelloAnswer answer = judge_adoption(hello, nullptr);
   // Otherwise the fd stays the caller's.
   if (answer.verdict == replay::HelloVerdict::accept_resume) finish_adoption(make_socket_transport(loop_, fd));
   return answer;
@@ -253,18 +253,31 @@ replay::HelloAnswer Connection::adopt(int fd, const wire::Hello& hello) noexcept
 
 replay::HelloAnswer Connection::adopt(std::unique_ptr<Transport>& transport, const wire::Hello& hello) noexcept {
   RM_ASSERT(transport != nullptr);
-  const replay::HelloAnswer answer = judge_adoption(hello);
+  const replay::HelloAnswer answer = judge_adoption(hello, transport.get());
   if (answer.verdict == replay::HelloVerdict::accept_resume) finish_adoption(std::move(transport));
   return answer;
 }
 
-replay::HelloAnswer Connection::judge_adoption(const wire::Hello& hello) noexcept {
+replay::HelloAnswer Connection::judge_adoption(const wire::Hello& hello, const Transport* transport) noexcept {
   RM_ASSERT(!session_.dialer());
   if (ended_) return replay::answer_hello(hello, nullptr);  // unknown by now: refused as such
   // A HELLO of an older or the same generation comes from a superseded attempt: ignored
-  // before the current transport is touched.
-  if (const replay::HelloAnswer verdict = session_.judge_resume(hello);
-      verdict.verdict == replay::HelloVerdict::ignore) {
+  // before the current transport is touched; so is a resume that does not prove the
+  // session's secret or comes from another identity, which is refused (the refusal is the
+  // resumer's: the session and its transport go on).
+  replay::HelloAnswer verdict = session_.judge_resume(hello);
+  if (verdict.verdict == replay::HelloVerdict::ignore) return verdict;
+  const std::string identity = transport != nullptr ? transport->peer_identity() : std::string();
+  if (verdict.error == replay::ReplayError::resume_unauthenticated || identity != peer_identity_) {
+    RM_LOG(LogSeverity::warning, LogSubsystem::link, id_, 0, 0,
+           "refused a resume of this session: %s (identity '%s', the session's '%s')",
+           verdict.error == replay::ReplayError::resume_unauthenticated ? "no valid proof of the session's secret"
+                                                                       : "another peer identity",
+           identity.c_str(), peer_identity_.c_str());
+    verdict.verdict = replay::HelloVerdict::refuse;
+    verdict.error = replay::ReplayError::resume_unauthenticated;
+    verdict.ack.status = wire::StatusCode::resume_unauthenticated;
+    verdict.ack.receive_position = 0;
     return verdict;
   }
   // The dialer is on a new connection: whatever we still hold of the old one is stale
@@ -285,12 +298,32 @@ void Connection::finish_adoption(std::unique_ptr<Transport> transport) noexcept 
   want_turn();
 }
 
+void Connection::bind_session() noexcept {
+  const Transport& transport = *transport_->transport;
+  replay::ResumeKey key{};
+  if (transport.export_secret("resume", key)) session_.set_resume_key(key);
+  peer_identity_ = transport.peer_identity();
+}
+
 void Connection::on_established() noexcept {
   RM_ASSERT(transport_ != nullptr && session_.handshake_complete() && !ended_);
+  if (session_.generation() == 1) {
+    bind_session();
+  } else if (session_.dialer() && transport_->transport->peer_identity() != peer_identity_) {
+    // Our resume was accepted by a peer that is not the session's: nothing may be replayed
+    // to it (the replay is queued, not sent: it goes on this turn at the earliest).
+    RM_LOG(LogSeverity::error, LogSubsystem::link, id_, 0, 0,
+           "a resume was answered by another peer identity ('%s', the session's '%s'): the session ends",
+           transport_->transport->peer_identity().c_str(), peer_identity_.c_str());
+    end(MuxError::session_lost);
+    return;
+  }
   const uint64_t now = loop_.now_ns();
   loop_.timer_cancel(resume_deadline_);
   redial_backoff_.reset();
-  if (session_.generation() > 1) {
+  if (session_.generation() <= 1) {
+    observer_.on_connection_established(*this);
+  } else {
     resume_stats_.last_resume_ns = now;
     resume_stats_.last_resume_duration_ns = now - transport_started_ns_;
     RM_LOG(LogSeverity::info, LogSubsystem::link, id_, 0, 0, "session resumed (generation %llu) in %llu us",

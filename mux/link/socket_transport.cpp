@@ -22,9 +22,9 @@ class SocketTransport final : public Transport, private engine::SocketHandler {
   }
 
   void start(TransportHandler& handler) noexcept override {
-    RM_ASSERT(handler_ == nullptr);
+    const bool started = handler_ != nullptr;
     handler_ = &handler;
-    socket_.start();
+    if (!started) socket_.start();
   }
   void send(std::span<const std::byte> first, std::span<const std::byte> second,
             std::span<const std::byte> third) noexcept override {
@@ -92,6 +92,39 @@ class TcpDialer final : public Dialer, private engine::ConnectHandler {
   engine::Connector connector_;
 };
 
+// Every transport of `inner` passes `handshake` before its handler gets it.
+class HandshakeDialer final : public Dialer, private DialHandler {
+ public:
+  HandshakeDialer(engine::Loop& loop, std::unique_ptr<Dialer> inner, std::shared_ptr<Handshake> handshake) noexcept
+      : loop_(loop), inner_(std::move(inner)), handshake_(std::move(handshake)) {}
+
+  void dial(DialHandler& handler) noexcept override {
+    RM_ASSERT(handler_ == nullptr);
+    handler_ = &handler;
+    inner_->dial(*this);
+  }
+  bool in_progress() const noexcept override { return handler_ != nullptr; }
+  void cancel() noexcept override { inner_->cancel(); }
+
+ private:
+  void on_dialed(Result<std::unique_ptr<Transport>, engine::IoError> result) noexcept override {
+    DialHandler& handler = *handler_;
+    handler_ = nullptr;
+    if (!result) {
+      handler.on_dialed(Err{result.error()});
+      return;
+    }
+    // The handshake runs once the connection starts the transport; its failure is the
+    // transport's error, as for any transport lost early.
+    handler.on_dialed(handshake_->wrap(loop_, std::move(result.value()), true));
+  }
+
+  engine::Loop& loop_;
+  std::unique_ptr<Dialer> inner_;
+  std::shared_ptr<Handshake> handshake_;
+  DialHandler* handler_ = nullptr;
+};
+
 }  // namespace
 
 std::unique_ptr<Transport> make_socket_transport(engine::Loop& loop, int fd) {
@@ -100,6 +133,15 @@ std::unique_ptr<Transport> make_socket_transport(engine::Loop& loop, int fd) {
 
 std::unique_ptr<Dialer> make_tcp_dialer(engine::Loop& loop, const engine::Address& peer, uint32_t timeout_ms) {
   return std::make_unique<TcpDialer>(loop, peer, timeout_ms);
+}
+
+}  // namespace ringmux::mux
+
+namespace ringmux::mux {
+
+std::unique_ptr<Dialer> make_handshake_dialer(engine::Loop& loop, std::unique_ptr<Dialer> inner,
+                                              std::shared_ptr<Handshake> handshake) {
+  return std::make_unique<HandshakeDialer>(loop, std::move(inner), std::move(handshake));
 }
 
 }  // namespace ringmux::mux

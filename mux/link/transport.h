@@ -17,6 +17,8 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
+#include <string_view>
 
 #include "ringmux/base/result.h"
 #include "ringmux/engine/errors.h"
@@ -47,7 +49,9 @@ class Transport {
  public:
   virtual ~Transport() = default;  // only once closed (or never started)
 
-  // Starts receiving into `handler`, which receives every callback from now on. Once.
+  // Starts receiving into `handler`, which receives every callback from now on. Once; or,
+  // on a transport another handler started (an acceptor that read the HELLO through the
+  // handshake), moves every later callback to `handler`.
   virtual void start(TransportHandler& handler) noexcept = 0;
   // Sends the parts in order, as one write (any may be empty, not all); they stay valid
   // and unchanged until on_transport_sent or on_transport_error. One send at a time.
@@ -63,6 +67,33 @@ class Transport {
   virtual void send_last(std::span<const std::byte> bytes) noexcept = 0;
   // Starts teardown; on_transport_closed follows. Idempotent.
   virtual void close() noexcept = 0;
+
+  // What a handshake stage established, for a resume's proof (wire/SPEC.md, "Authenticated
+  // resume"). The peer's authenticated identity (for TLS, the SHA-256 of its certificate);
+  // empty when the transport authenticates nobody (plain TCP).
+  virtual std::string peer_identity() const { return {}; }
+  // Fills `out` with keying material bound to this transport and `label`, which both ends
+  // derive and nobody else sees; false when the transport has none (plain TCP).
+  virtual bool export_secret(std::string_view label, std::span<std::byte> out) const noexcept {
+    (void)label;
+    (void)out;
+    return false;
+  }
+  // Why the transport failed, when it knows more than its IoError (a handshake's cause).
+  virtual std::string failure_text() const { return {}; }
+};
+
+// A handshake stage: what every new transport (first connection, redial, accepted socket)
+// passes before the session sees a byte. TLS is one (mux/link/tls.h); an application may
+// bring its own.
+class Handshake {
+ public:
+  virtual ~Handshake() = default;
+  // Wraps `raw` (not started) for the dialing side (`dialer`) or the accepting side. The
+  // returned transport runs the handshake once started, holds the session's first send
+  // until it is done, and delivers received bytes only after it; a failed handshake is its
+  // on_transport_error (IoError::handshake_failed).
+  virtual std::unique_ptr<Transport> wrap(engine::Loop& loop, std::unique_ptr<Transport> raw, bool dialer) = 0;
 };
 
 // A connected TCP socket as a transport (engine::Socket: multishot receive from the loop's
@@ -93,5 +124,9 @@ class Dialer {
 
 // TCP connect to `peer` within `timeout_ms` (engine::Connector), as a socket transport.
 std::unique_ptr<Dialer> make_tcp_dialer(engine::Loop& loop, const engine::Address& peer, uint32_t timeout_ms);
+
+// `inner`'s transports, each wrapped by `handshake` for the dialing side.
+std::unique_ptr<Dialer> make_handshake_dialer(engine::Loop& loop, std::unique_ptr<Dialer> inner,
+                                              std::shared_ptr<Handshake> handshake);
 
 }  // namespace ringmux::mux

@@ -98,6 +98,7 @@ MuxError error_from_status(wire::StatusCode code) noexcept {
     case StatusCode::resume_position_gone:
     case StatusCode::resume_unknown_session:
     case StatusCode::version_unsupported:
+    case StatusCode::resume_unauthenticated:
       return MuxError::stream_reset;
   }
   return MuxError::stream_reset;

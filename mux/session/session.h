@@ -251,6 +251,14 @@ class Session {
   replay::HelloAnswer answer_resume(const wire::Hello& hello) noexcept;
   // The verdict answer_resume would give, with no effect (replay/ decides it).
   replay::HelloAnswer judge_resume(const wire::Hello& hello) const noexcept;
+  // The session's resume key (wire/SPEC.md §8.2), once both sides derived it from the first
+  // transport: from now on the dialer's resumes carry its proof and the acceptor refuses
+  // those without one (resume_unauthenticated, the session unaffected).
+  void set_resume_key(const replay::ResumeKey& key) noexcept {
+    resume_key_ = key;
+    has_resume_key_ = true;
+  }
+  bool has_resume_key() const noexcept { return has_resume_key_; }
   // Acceptor, the first HELLO was read ahead by mux/link/acceptor.h: starts the new session as if
   // it had arrived through receive(). Error: the handshake's (the session is failed).
   Result<void, MuxError> accept_hello(const wire::Hello& hello) noexcept;
@@ -466,6 +474,8 @@ class Session {
   wire::SessionId session_id_{};
   uint64_t generation_ = 0;
   bool handshake_complete_ = false;
+  bool has_resume_key_ = false;
+  replay::ResumeKey resume_key_{};
   bool output_open_;  // the first frame of our direction (HELLO / HELLO_ACK) is queued first
   // Positions.
   uint64_t receive_position_ = 0;

@@ -202,6 +202,10 @@ void Session::start_resume() noexcept {
   wire::Hello hello = dial_.start_attempt(dial_.resumable() ? receive_position_ : 0);
   hello.route_key = options_.route_key;
   announce_windows(hello);
+  if (has_resume_key_ && dial_.resumable()) {
+    hello.has_resume_proof = true;
+    hello.resume_proof = replay::resume_proof(resume_key_, hello);
+  }
   generation_ = hello.generation;
   ack_policy_.on_handshake(receive_position_);
   wire::encode_hello(grow(link_, wire::frame_bytes(wire::hello_payload_size(hello))), hello);
@@ -213,7 +217,8 @@ void Session::start_resume() noexcept {
 
 replay::HelloAnswer Session::judge_resume(const wire::Hello& hello) const noexcept {
   RM_ASSERT(!dialer_ && options_.resumable);
-  const replay::KnownSession known{generation_, held_.held(), receive_position_};
+  const replay::KnownSession known{generation_, held_.held(), receive_position_,
+                                   has_resume_key_ ? &resume_key_ : nullptr};
   return replay::answer_hello(hello, failed() ? nullptr : &known);
 }
 

@@ -32,12 +32,17 @@ inline std::vector<std::byte> bytes_of(std::string_view text) {
 
 // The accepting side: a listener, the acceptor (session table) and the connections.
 struct Server : engine::ListenerHandler, ConnectionObserver {
-  Server(Loop& loop_ref, ConnectionOptions options_ref, uint16_t port = 0)
+  // With `acceptor_options.handshake` (TLS), sessions get the acceptor's transports.
+  Server(Loop& loop_ref, ConnectionOptions options_ref, uint16_t port = 0, const AcceptorOptions& acceptor_options = {})
       : loop(loop_ref), options(options_ref), listener(loop_ref, *this),
         acceptor(loop_ref, [this](int fd) {
           connections.push_back(std::make_unique<Connection>(loop, fd, false, &registry, *this, options));
           return connections.back().get();
-        }) {
+        }, acceptor_options) {
+    acceptor.set_transport_factory([this](std::unique_ptr<Transport>& transport) {
+      connections.push_back(std::make_unique<Connection>(loop, std::move(transport), false, &registry, *this, options));
+      return connections.back().get();
+    });
     options.resume = true;
     registry.add_unary(echo_unary, [](std::span<const std::byte> request, std::shared_ptr<Responder> responder) {
       responder->reply(request);

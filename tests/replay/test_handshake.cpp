@@ -22,7 +22,7 @@ wire::SessionId session_id(uint8_t seed) {
 
 // Sends `hello` through the encoder and decoder, as a peer would receive it.
 wire::Hello over_the_wire(const wire::Hello& hello) {
-  std::vector<std::byte> buffer(wire::frame_bytes(wire::hello_payload_bytes));
+  std::vector<std::byte> buffer(wire::frame_bytes(wire::hello_payload_size(hello)));
   const std::size_t size = wire::encode_hello(buffer, hello);
   wire::Decoder decoder;
   auto step = decoder.next(std::span<const std::byte>(buffer.data(), size));
@@ -106,6 +106,43 @@ TEST_CASE("replay handshake: a resume is accepted and yields both replay positio
   CHECK(established->replay_from == 700);  // the dialer resends its bytes from 700
   CHECK(established->generation == 2);
   CHECK(dialer.state() == DialState::established);
+}
+
+// Proves authenticated resume (SPEC §8.2): with a resume key, a resume carrying the proof
+// of that key (through the wire) is accepted; one without a proof, with another key's, or
+// whose proven fields were changed (a replayed proof of an older generation or another
+// position) is refused with resume_unauthenticated; without a key, proofs are not asked.
+TEST_CASE("replay handshake: a resume must prove the session's key when it has one") {
+  auto dialer = established_then_lost(session_id(9));
+  wire::Hello hello = dialer.start_attempt(500);
+  hello.stream_window_bytes = 256 * 1024;  // a HELLO with a proof carries the windows before it
+  hello.connection_window_bytes = 8 * 1024 * 1024;
+  ResumeKey key{};
+  for (std::size_t i = 0; i < key.size(); i++) key[i] = std::byte(static_cast<uint8_t>(i * 13 + 1));
+  ResumeKey other = key;
+  other[5] ^= std::byte{1};
+  const KnownSession keyed{1, HeldRange{300, 800}, 700, &key};
+
+  CHECK(answer_hello(over_the_wire(hello), &keyed).error == ReplayError::resume_unauthenticated);
+  hello.has_resume_proof = true;
+  hello.resume_proof = resume_proof(other, hello);
+  CHECK(answer_hello(over_the_wire(hello), &keyed).ack.status == wire::StatusCode::resume_unauthenticated);
+  hello.resume_proof = resume_proof(key, hello);
+  const auto accepted = answer_hello(over_the_wire(hello), &keyed);
+  CHECK(accepted.verdict == HelloVerdict::accept_resume);
+  CHECK(accepted.replay_from == 500);
+  wire::Hello moved = hello;
+  moved.receive_position = 400;  // the proof was made for position 500
+  CHECK(answer_hello(over_the_wire(moved), &keyed).error == ReplayError::resume_unauthenticated);
+  moved = hello;
+  moved.generation = 3;  // a proof of generation 2 replayed for the next one
+  CHECK(answer_hello(over_the_wire(moved), &keyed).error == ReplayError::resume_unauthenticated);
+  CHECK(scope_of(ReplayError::resume_unauthenticated) == Scope::session);
+
+  const KnownSession unkeyed{1, HeldRange{300, 800}, 700};
+  wire::Hello plain = hello;
+  plain.has_resume_proof = false;
+  CHECK(answer_hello(over_the_wire(plain), &unkeyed).verdict == HelloVerdict::accept_resume);
 }
 
 // Proves a resume whose receive position lies beyond what the accepting side sent is

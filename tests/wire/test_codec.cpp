@@ -474,7 +474,8 @@ TEST_CASE("wire: a frame of the maximum payload round-trips split in two") {
 TEST_CASE("wire: status codes and position space") {
   CHECK(status_from_wire(3) == StatusCode::refused_stream);
   CHECK(status_from_wire(16) == StatusCode::version_unsupported);
-  CHECK(status_from_wire(17) == StatusCode::internal_error);
+  CHECK(status_from_wire(17) == StatusCode::resume_unauthenticated);
+  CHECK(status_from_wire(18) == StatusCode::internal_error);
   CHECK(status_from_wire(0xffffffff) == StatusCode::internal_error);
   CHECK(in_position_space(FrameKind::data));
   CHECK(in_position_space(FrameKind::credit));

@@ -735,9 +735,11 @@ OPTIONS
         The latency percentiles reported, separated by colons, e.g. 50:99:99.9.
         Default: 1:5:10:20:30:40:50:60:70:80:90:95:99:99.5:99.9:99.95:99.99.
     --cpus_allowed=LIST
-        CPUs for the job's client loop, e.g. 0,2-3; the loop runs on the first. A CPU
-        this process may not run on is refused. Default: 0 with the embedded server, else
-        any.
+        CPUs for the job's client loops, e.g. 0,2-3. ringmux: one client loop per CPU,
+        pinned; clone k of the job runs on the (k mod count)-th CPU of the list, so
+        --numjobs clones use them all, each loop with a connection of its own for its
+        clones (with --own_connection, one per clone). tcp: the first CPU. A CPU this
+        process may not run on is refused. Default: 0 with the embedded server, else any.
     --ioengine=NAME
         ringmux, or tcp (the raw blocking-socket baseline). Default: ringmux.
     --own_connection

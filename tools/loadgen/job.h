@@ -75,7 +75,7 @@ struct Job {
   uint64_t rate_iops = 0;             // 0: closed loop; else open loop at this rate
   bool verify = false;                // stamp and hash payloads end to end
   std::vector<double> percentile_list = {1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 99, 99.5, 99.9, 99.95, 99.99};
-  std::vector<int> cpus_allowed;      // empty: any (the runner pins to the first one so far)
+  std::vector<int> cpus_allowed;      // empty: any; ringmux: a client loop per CPU (runner.h)
   IoEngine ioengine = IoEngine::ringmux;
   bool group_reporting = false;
   bool own_connection = false;        // a connection of its own instead of the shared one

@@ -130,6 +130,7 @@ struct JobResult {
   std::string name;
   std::size_t job_index = 0;   // into Invocation::jobs
   uint32_t group = 0;          // stonewall group, from 0
+  int loop_cpu = -1;           // ringmux: the CPU of the client loop it ran on (-1: unpinned)
   RwMode rw = RwMode::unary;
   IoEngine engine = IoEngine::ringmux;
   uint64_t ops = 0;             // calls (unary) or messages (streams) in the window

@@ -181,12 +181,21 @@ class Output {
 // unless it has group_reporting and the previous thread's groupid.)
 std::vector<JobResult> grouped(std::vector<JobResult> results, const Invocation& invocation) {
   std::vector<JobResult> out;
+  std::vector<int> shared_counted;  // the loops (by CPU) whose shared connection out.back() counts
   for (JobResult& r : results) {
     const Job& job = invocation.jobs[r.job_index];
-    if (job.group_reporting && !out.empty() && out.back().group == r.group) {
-      // Jobs on the shared connection report its same resume figures: only a connection
-      // of its own adds them.
-      out.back().merge(r, job.own_connection || invocation.jobs[out.back().job_index].own_connection);
+    // The figures of a shared connection (one per client loop, runner.h) are in each of its
+    // clones' results: a report adds them once per loop, and those of every connection of
+    // its own.
+    const bool joins = job.group_reporting && !out.empty() && out.back().group == r.group;
+    if (!joins) shared_counted.clear();
+    bool counts_connection = job.own_connection;
+    if (!job.own_connection && std::find(shared_counted.begin(), shared_counted.end(), r.loop_cpu) == shared_counted.end()) {
+      shared_counted.push_back(r.loop_cpu);
+      counts_connection = true;
+    }
+    if (joins) {
+      out.back().merge(r, counts_connection);
       continue;
     }
     out.push_back(std::move(r));
@@ -201,6 +210,7 @@ struct Planned {
   JobResult result;
   std::unique_ptr<JobLogs> logs;
   uint32_t wave = 0;          // stonewalls before it: what it waits for
+  uint32_t clone = 0;         // which clone of its job
   bool attempted = false;     // its wave was started
 };
 
@@ -267,10 +277,12 @@ int run_invocation(const Invocation& invocation) {
     for (uint32_t i = 0; i < job.numjobs; i++) {
       Planned& p = planned.emplace_back();
       p.job = job;
+      p.clone = i;
       if (job.numjobs > 1) p.job.name = job.name + "." + std::to_string(i);
       if (p.job.cpus_allowed.empty() && !invocation.host) p.job.cpus_allowed = {0};
       p.result.name = p.job.name;
       p.result.job_index = j;
+      if (job.ioengine == IoEngine::ringmux) p.result.loop_cpu = clone_cpu(p.job, i);
       p.result.group = groups[j];
       p.wave = wave;
       p.result.rw = job.rw;
@@ -368,7 +380,8 @@ int run_invocation(const Invocation& invocation) {
     std::vector<CloneRun> clones;
     for (const std::size_t c : set) {
       planned[c].attempted = true;
-      clones.push_back({&planned[c].job, &planned[c].result, c, planned[c].logs ? planned[c].logs->log_window_ns() : 0});
+      clones.push_back({&planned[c].job, &planned[c].result, c, planned[c].clone,
+                        planned[c].logs ? planned[c].logs->log_window_ns() : 0});
     }
     const bool tcp_set = planned[set.front()].job.ioengine == IoEngine::tcp;
     const CpuUsage set_start = CpuUsage::now();

@@ -6,13 +6,17 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
+#include <random>
 #include <thread>
 
 #include "ringmux/engine/engine.h"
@@ -446,6 +450,17 @@ class StreamRunner final : public Runner, public mux::StreamObserver {
   bool finished_ = false;
 };
 
+// The route key of this process's next connection (wire/SPEC.md §4.1): consecutive keys
+// from a random start, so that a server of N loops takes the connections of every client
+// loop of this process in turn (loop_of_route_key ignores bit 0: hence steps of 2). A
+// session keeps its key on every connection, so its resumes reach the same loop. Once per
+// connection, from every client loop.
+uint64_t next_route_key() {
+  static const uint64_t start = std::random_device{}() | 1;  // never 0: 0 means no key
+  static std::atomic<uint64_t> connections{0};
+  return start + 2 * connections.fetch_add(1, std::memory_order_relaxed);
+}
+
 // Dials the load server. Every connection is resumable: a broken TCP connection (ringmux-chaos
 // between) is replaced and its session resumes, invisible to the jobs but for the counts.
 struct Dialer final : engine::ConnectHandler, mux::ConnectionObserver {
@@ -459,6 +474,7 @@ struct Dialer final : engine::ConnectHandler, mux::ConnectionObserver {
       failed = true;
       return;
     }
+    options.session.route_key = next_route_key();
     connections.push_back(std::make_unique<mux::Connection>(loop, fd.value(), true, nullptr, *this, options));
     resume_latency.emplace_back();
     connections.back()->start();
@@ -479,13 +495,21 @@ struct Dialer final : engine::ConnectHandler, mux::ConnectionObserver {
   std::string error;
 };
 
-void run_ringmux(const std::vector<CloneRun>& clones, const RunTarget& target, Progress* progress, RunControl& control) {
-  for (const CloneRun& clone : clones) {
-    if (!clone.job->cpus_allowed.empty()) {
-      (void)engine::pin_current_thread(clone.job->cpus_allowed.front());
-      break;
-    }
-  }
+// Runs `clones` on a loop of this thread, pinned to `cpu` (-1: not pinned).
+void run_ringmux(const std::vector<CloneRun>& clones, int cpu, const RunTarget& target, Progress* shared_progress,
+                 RunControl& control) {
+  if (cpu >= 0) (void)engine::pin_current_thread(cpu);
+  // The runners count into this loop's own totals, passed on to the shared ones by the
+  // housekeeping timer and at the end: no cache line is written per call by two loops.
+  Progress local_progress;
+  Progress* progress = shared_progress != nullptr ? &local_progress : nullptr;
+  auto pass_on_progress = [&] {
+    if (shared_progress == nullptr) return;
+    shared_progress->add(local_progress.ops.exchange(0, std::memory_order_relaxed),
+                         local_progress.bytes.exchange(0, std::memory_order_relaxed));
+    shared_progress->errors.fetch_add(local_progress.errors.exchange(0, std::memory_order_relaxed),
+                                      std::memory_order_relaxed);
+  };
   auto created = Loop::create();
   auto address = engine::Address::parse(target.host + ":" + std::to_string(target.port));
   auto fail_all = [&](const std::string& message) {
@@ -599,12 +623,14 @@ void run_ringmux(const std::vector<CloneRun>& clones, const RunTarget& target, P
     std::vector<std::unique_ptr<Runner>>& runners;
     RunControl& control;
     Loop& loop;
+    std::function<void()> pass_on_progress;
     engine::Timer timer;
     uint64_t next_publish_ns = 0;
     bool interrupted = false;
     static void on_timer(engine::Timer& timer) noexcept {
       auto& self = *static_cast<Housekeeping*>(timer.context());
       const uint64_t now = Loop::clock_ns();
+      self.pass_on_progress();
       if (self.control.stopped() && !self.interrupted) {
         self.interrupted = true;
         for (auto& runner : self.runners) runner->interrupt(now);
@@ -617,7 +643,7 @@ void run_ringmux(const std::vector<CloneRun>& clones, const RunTarget& target, P
       }
       self.loop.timer_start(self.timer, stop_poll_ns);
     }
-  } housekeeping{clones, windows, runners, control, loop};
+  } housekeeping{clones, windows, runners, control, loop, pass_on_progress};
   housekeeping.timer.set_callback(&Housekeeping::on_timer, &housekeeping);
   loop.timer_start(housekeeping.timer, stop_poll_ns);
   uint64_t budget_ns = 0;
@@ -643,6 +669,7 @@ void run_ringmux(const std::vector<CloneRun>& clones, const RunTarget& target, P
       },
       budget_ns);
   loop.timer_cancel(housekeeping.timer);
+  pass_on_progress();
   if (!finished) fail_all("jobs did not finish within runtime + 60 s");
   for (std::size_t j = 0; j < clones.size(); j++) {
     if (running[j] != 0) clones[j].result->close(windows[j], Loop::clock_ns());
@@ -662,14 +689,34 @@ void run_ringmux(const std::vector<CloneRun>& clones, const RunTarget& target, P
 
 }  // namespace
 
+int clone_cpu(const Job& job, uint32_t clone) noexcept {
+  if (job.cpus_allowed.empty()) return -1;
+  return job.cpus_allowed[clone % job.cpus_allowed.size()];
+}
+
 void run_clones(const std::vector<CloneRun>& clones, const RunTarget& target, Progress* progress, RunControl& control) {
   if (clones.empty()) return;
   const bool tcp = clones.front().job->ioengine == IoEngine::tcp;
   for (const CloneRun& clone : clones) RM_ASSERT((clone.job->ioengine == IoEngine::tcp) == tcp);
   if (tcp) return run_tcp_clones(clones, target, progress, control);
-  // The loop runs on a thread of its own, pinned to the jobs' CPU.
-  std::thread loop_thread([&] { run_ringmux(clones, target, progress, control); });
-  loop_thread.join();
+  // One loop per CPU the clones are placed on, each on a thread of its own pinned there.
+  std::vector<int> cpus;
+  std::vector<std::vector<CloneRun>> on_cpu;
+  for (const CloneRun& clone : clones) {
+    const int cpu = clone_cpu(*clone.job, clone.clone);
+    const auto at = std::find(cpus.begin(), cpus.end(), cpu);
+    if (at == cpus.end()) {
+      cpus.push_back(cpu);
+      on_cpu.push_back({clone});
+    } else {
+      on_cpu[static_cast<std::size_t>(at - cpus.begin())].push_back(clone);
+    }
+  }
+  std::vector<std::thread> loop_threads;
+  for (std::size_t i = 0; i < cpus.size(); i++) {
+    loop_threads.emplace_back([&, i] { run_ringmux(on_cpu[i], cpus[i], target, progress, control); });
+  }
+  for (std::thread& thread : loop_threads) thread.join();
 }
 
 }  // namespace ringmux::loadgen

@@ -1,10 +1,13 @@
 // Runs loadgen job clones and collects what they measured.
 //
-// ringmux engine: every clone of one run_clones() call runs on one client loop (pinned to
-// the first allowed CPU of the first job that names one) over one shared connection,
-// unless a job asks for its own (runner.cpp).
+// ringmux engine: one client loop per CPU that the clones of one run_clones() call are
+// placed on, each on a thread of its own pinned there: clone k of a job runs on CPU
+// cpus_allowed[k % count] (clones of jobs that name no CPU share one loop, not pinned).
+// The clones of a loop share one connection of that loop, unless a job asks for its own
+// (runner.cpp). Nothing of a clone's calls crosses loops.
 // tcp engine: each job clone runs on threads of its own with blocking sockets, the raw
-// baseline: no framing, no multiplexing (tcp_runner.cpp).
+// baseline: no framing, no multiplexing (tcp_runner.cpp); they run on the job's first
+// allowed CPU.
 // Called from the main thread; returns when every clone is done. A stop (RunControl) ends
 // every clone within a few milliseconds (stop_poll_ns) with what it measured so far.
 #pragma once
@@ -59,8 +62,13 @@ struct CloneRun {
   const Job* job = nullptr;  // the clone's job (its name ends in .N for numjobs > 1)
   JobResult* result = nullptr;  // name, indices, engine and latency_log set by the caller
   std::size_t index = 0;        // over every clone of the invocation: verify keys, live slot
+  uint32_t clone = 0;           // which clone of its job (0 to numjobs - 1): its CPU
   uint64_t log_window_ns = 0;   // log_avg_msec windows to count (0: none)
 };
+
+// The CPU whose loop clone `clone` of `job` runs on (ringmux engine): the job's allowed
+// CPUs in turn, so that numjobs clones use them all; -1 when the job names none.
+int clone_cpu(const Job& job, uint32_t clone) noexcept;
 
 // Runs `clones` (all of one engine) against `target`. `progress` may be null.
 void run_clones(const std::vector<CloneRun>& clones, const RunTarget& target, Progress* progress, RunControl& control);

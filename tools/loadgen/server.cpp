@@ -14,6 +14,7 @@
 #include <string>
 
 #include "ringmux/base/assert.h"
+#include "ringmux/mux/link/loop_placement.h"
 #include "tools/blocking_io.h"
 #include "tools/loadgen/message_buffer.h"
 #include "tools/loadgen/protocol.h"
@@ -338,11 +339,47 @@ void register_handlers(mux::Registry& target, ServerStats& stats, MessageBuffer&
 
 }  // namespace
 
+ServerCounts ServerStats::counts() const noexcept {
+  auto load = [](const std::atomic<uint64_t>& value) { return value.load(std::memory_order_relaxed); };
+  ServerCounts out;
+  out.connections = load(connections);
+  out.sessions = load(sessions);
+  out.resumes = load(resumes);
+  out.calls = load(calls);
+  out.bytes_received = load(bytes_received);
+  out.bytes_sent = load(bytes_sent);
+  out.verify_errors = load(verify_errors);
+  out.accepts_failed_no_fds = load(accepts_failed_no_fds);
+  out.sessions_open = load(sessions_open);
+  return out;
+}
+
+namespace {
+
+void add_counts(ServerCounts& total, const ServerCounts& part) {
+  total.connections += part.connections;
+  total.sessions += part.sessions;
+  total.resumes += part.resumes;
+  total.calls += part.calls;
+  total.bytes_received += part.bytes_received;
+  total.bytes_sent += part.bytes_sent;
+  total.verify_errors += part.verify_errors;
+  total.accepts_failed_no_fds += part.accepts_failed_no_fds;
+  total.sessions_open += part.sessions_open;
+  total.cpu_ns += part.cpu_ns;
+  total.loop_enters += part.loop_enters;
+}
+
+}  // namespace
+
+// One loop of a plain server: its acceptor, sessions, handlers and message buffer, and on
+// the listening loop the listener. Made, used and destroyed on that loop's thread.
 struct LoadServer::RingmuxSide final : engine::ListenerHandler, mux::ConnectionObserver {
   RingmuxSide(engine::Loop& l, ServerStats& s, const mux::ConnectionOptions& o, uint32_t message_bytes_allowed,
               CallTimes* times)
       : loop(l), stats(s), options(o), listener(l, *this), acceptor(l, [this](int fd) {
           stats.sessions.fetch_add(1, std::memory_order_relaxed);
+          stats.sessions_open.fetch_add(1, std::memory_order_relaxed);
           connections.push_back(std::make_unique<mux::Connection>(loop, fd, false, &registry, *this, options));
           return connections.back().get();
         }), messages(message_bytes_allowed) {
@@ -351,7 +388,7 @@ struct LoadServer::RingmuxSide final : engine::ListenerHandler, mux::ConnectionO
   }
   void on_accept(int fd) noexcept override {
     stats.connections.fetch_add(1, std::memory_order_relaxed);
-    acceptor.accept(fd);  // reads the HELLO: a new session, or a resume of one of ours
+    acceptor.accept(fd);  // reads the HELLO: a new session, or a resume; here or on its loop
   }
   // The listener tries again by itself; running out of descriptors is counted for the
   // tool to report (ringmux-serve says so on stderr).
@@ -364,24 +401,36 @@ struct LoadServer::RingmuxSide final : engine::ListenerHandler, mux::ConnectionO
   // Its last counters stay in closed_totals.
   void on_connection_closed(mux::Connection& connection, mux::MuxError, engine::IoError) noexcept override {
     closed_totals.add(connection.snapshot());
+    stats.sessions_open.fetch_sub(1, std::memory_order_relaxed);
     std::erase_if(connections, [&](const auto& c) { return c.get() == &connection; });
   }
   void on_connection_resumed(mux::Connection&, uint64_t) noexcept override {
     stats.resumes.fetch_add(1, std::memory_order_relaxed);
   }
+  // Closes this loop's sessions, acceptor and listener; all_closed() once they are done.
+  void close() {
+    // A close may report at once and erase its connection: walk a snapshot (a report
+    // erases only its own connection).
+    std::vector<mux::Connection*> open;
+    for (auto& connection : connections) open.push_back(connection.get());
+    for (mux::Connection* connection : open) connection->close();
+    acceptor.close();
+    if (listening) listener.close();
+  }
   bool all_closed() const {
-    return listener_closed && connections.empty() && acceptor.idle();
+    return (!listening || listener_closed) && connections.empty() && acceptor.idle();
   }
 
   engine::Loop& loop;
   ServerStats& stats;
   mux::ConnectionOptions options;
   mux::Registry registry;
-  engine::Listener listener;
+  engine::Listener listener;  // listens on the listening loop only
   mux::Acceptor acceptor;
   std::vector<std::unique_ptr<mux::Connection>> connections;
   MessageBuffer messages;
   mux::LinkTotals closed_totals;  // of the sessions that ended
+  bool listening = false;
   bool listener_closed = false;
 };
 
@@ -404,8 +453,10 @@ std::unique_ptr<LoadServer> LoadServer::start_ringmux(const std::string& address
   }
   std::unique_ptr<LoadServer> server(new LoadServer());
   engine::EngineOptions options;
-  options.loop_count = peer_addresses.empty() ? 1 : std::max<uint32_t>(serve.loops, 1);
+  options.loop_count = std::max<uint32_t>(serve.loops, 1);
+  options.loop.spin_ns = serve.loop_spin_ns;
   options.cpus.assign(cpus.begin(), cpus.begin() + std::min<std::size_t>(cpus.size(), options.loop_count));
+  for (uint32_t i = 0; i < options.loop_count; i++) server->loop_stats_.push_back(std::make_unique<ServerStats>());
   auto started = engine::Engine::start(options);
   if (!started) {
     error = std::string("engine: ") + engine::describe(started.error());
@@ -424,7 +475,7 @@ std::unique_ptr<LoadServer> LoadServer::start_ringmux(const std::string& address
     LoadServer* raw = server.get();
     auto node = cluster::Node::start(*server->engine_, parsed.value(), manager_options,
                                  [raw, timed = serve.time_calls](mux::Registry& registry, uint32_t loop) {
-                                   register_handlers(registry, raw->stats_, *raw->messages_[loop],
+                                   register_handlers(registry, *raw->loop_stats_[loop], *raw->messages_[loop],
                                                      timed ? raw->call_times_[loop].get() : nullptr);
                                  });
     if (!node) {
@@ -439,15 +490,27 @@ std::unique_ptr<LoadServer> LoadServer::start_ringmux(const std::string& address
   }
   LoadServer* raw = server.get();
   const engine::Address where = parsed.value();
-  server->engine_->loop(0).run_sync([raw, where, &error, &serve] {
-    raw->side_ = std::make_unique<RingmuxSide>(raw->engine_->loop(0), raw->stats_, serve.connection,
-                                               serve.message_bytes_allowed,
-                                               serve.time_calls ? raw->call_times_[0].get() : nullptr);
-    RingmuxSide& side = *raw->side_;
-    auto listened = side.listener.listen(where);
-    if (listened) raw->port_ = side.listener.address().port();
-    error = listened ? "" : engine::describe(listened.error());
-  });
+  const uint32_t loops = options.loop_count;
+  raw->sides_.resize(loops);
+  // The listening loop (0) last: its router hands sockets to the other loops' acceptors.
+  for (uint32_t i = loops; i-- > 0;) {
+    server->engine_->loop(i).run_sync([raw, i, loops, where, &error, &serve] {
+      raw->sides_[i] = std::make_unique<RingmuxSide>(raw->engine_->loop(i), *raw->loop_stats_[i], serve.connection,
+                                                     serve.message_bytes_allowed,
+                                                     serve.time_calls ? raw->call_times_[i].get() : nullptr);
+      if (i != 0) return;
+      RingmuxSide& side = *raw->sides_[0];
+      if (loops > 1) {
+        std::vector<mux::Acceptor*> acceptors;
+        for (auto& each : raw->sides_) acceptors.push_back(&each->acceptor);
+        side.acceptor.set_router(mux::hand_over_router(*raw->engine_, 0, std::move(acceptors)));
+      }
+      side.listening = true;
+      auto listened = side.listener.listen(where);
+      if (listened) raw->port_ = side.listener.address().port();
+      error = listened ? "" : engine::describe(listened.error());
+    });
+  }
   if (!error.empty()) {
     error = "listen on " + address + ": " + error;
     server->stop();
@@ -621,10 +684,10 @@ std::vector<LoopSnapshot> LoadServer::snapshot() {
     engine_->loop(static_cast<uint32_t>(i)).run_sync([this, i, &out] {
       out.loop = engine_->loop(static_cast<uint32_t>(i)).stats_snapshot();
       out.call_times = *call_times_[i];
-      if (i == 0 && side_) {
-        out.link = side_->closed_totals;
-        for (const auto& connection : side_->connections) out.link.add(connection->snapshot());
-        out.sessions_alive = side_->connections.size();
+      if (i < sides_.size() && sides_[i]) {
+        const RingmuxSide& side = *sides_[i];
+        out.link = side.closed_totals;
+        for (const auto& connection : side.connections) out.link.add(connection->snapshot());
         out.link_counted = true;
       }
       if (node_) out.peers = node_->manager(static_cast<uint32_t>(i)).snapshot();
@@ -637,6 +700,10 @@ void LoadServer::stop() {
   if (stopped_) return;
   stopped_ = true;
   if (engine_) {
+    for (uint32_t i = 0; i < engine_->loop_count(); i++) {
+      loop_cpu_ns_stopped_.push_back(engine_->loop_cpu_ns(i));
+      loop_enters_stopped_.push_back(engine_->loop(i).stats_snapshot().enters);
+    }
     if (node_) {
       // A cluster member: its node's totals are the server's connection figures.
       const cluster::ManagerStats totals = node_->stats();
@@ -645,25 +712,24 @@ void LoadServer::stop() {
       stats_.resumes.store(totals.resumes, std::memory_order_relaxed);
       node_.reset();  // closes every session and waits for it
     }
-    if (side_) {
-      engine::Loop& loop = engine_->loop(0);
-      loop.run_sync([this] {
-        // A close may report at once and erase its connection: walk a snapshot (a report
-        // erases only its own connection).
-        std::vector<mux::Connection*> open;
-        for (auto& connection : side_->connections) open.push_back(connection.get());
-        for (mux::Connection* connection : open) connection->close();
-        side_->acceptor.close();
-        side_->listener.close();
-      });
-      // Closing completes on the loop: wait for it (bounded).
-      for (int i = 0; i < 5000; i++) {
-        bool closed = false;
-        loop.run_sync([this, &closed] { closed = side_->all_closed(); });
-        if (closed) break;
-        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    if (!sides_.empty()) {
+      // The listening loop first: once its acceptor is closed it hands nothing over, and
+      // what it handed over before runs on each loop ahead of the close posted after it.
+      for (uint32_t i = 0; i < sides_.size(); i++) {
+        engine_->loop(i).run_sync([side = sides_[i].get()] {
+          if (side != nullptr) side->close();
+        });
       }
-      loop.run_sync([this] { side_.reset(); });
+      // Closing completes on the loops: wait for each (bounded).
+      for (uint32_t i = 0; i < sides_.size(); i++) {
+        for (int k = 0; k < 5000; k++) {
+          bool closed = false;
+          engine_->loop(i).run_sync([side = sides_[i].get(), &closed] { closed = side == nullptr || side->all_closed(); });
+          if (closed) break;
+          std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+      }
+      for (uint32_t i = 0; i < sides_.size(); i++) engine_->loop(i).run_sync([this, i] { sides_[i].reset(); });
     }
     engine_->stop();
   }
@@ -682,6 +748,34 @@ void LoadServer::stop() {
     ::close(listen_fd_);
     listen_fd_ = -1;
   }
+}
+
+ServerCounts LoadServer::totals() {
+  ServerCounts total = stats_.counts();
+  for (const ServerCounts& loop : per_loop()) {
+    ServerCounts part = loop;
+    part.connections = 0;  // a loop's share; the accepts are counted once, below
+    add_counts(total, part);
+  }
+  for (const auto& loop : loop_stats_) total.connections += loop->connections.load(std::memory_order_relaxed);
+  return total;
+}
+
+std::vector<ServerCounts> LoadServer::per_loop() {
+  std::vector<ServerCounts> out;
+  for (uint32_t i = 0; i < loop_stats_.size(); i++) {
+    ServerCounts loop = loop_stats_[i]->counts();
+    loop.connections = loop.sessions + loop.resumes;  // the listening loop's accepts are all of them
+    if (i < loop_cpu_ns_stopped_.size()) {
+      loop.cpu_ns = loop_cpu_ns_stopped_[i];
+      loop.loop_enters = loop_enters_stopped_[i];
+    } else if (engine_) {
+      loop.cpu_ns = engine_->loop_cpu_ns(i);
+      loop.loop_enters = engine_->loop(i).stats_snapshot().enters;
+    }
+    out.push_back(loop);
+  }
+  return out;
 }
 
 LoadServer::~LoadServer() { stop(); }

@@ -1,10 +1,15 @@
 // LoadServer: the server side of every loadgen mode, for ringmux-serve and for the
 // embedded server that ringmux-loadgen starts when no --host is given.
 //
-// ringmux engine: a listener on one engine loop whose connections serve the handlers of
-// tools/loadgen/protocol.h. tcp engine: a blocking accept thread and one thread per
-// connection (the baseline has no event loop by design).
-// start() and stop() are called from one control thread; stats() from any thread.
+// ringmux engine: an engine of one or more loops whose connections serve the handlers of
+// tools/loadgen/protocol.h. Loop 0 listens and reads each new connection's HELLO; the
+// session goes to the loop its HELLO names (mux/link/loop_placement.h), where it lives,
+// and a resume of it lands there too. Each loop has its own acceptor, connections,
+// handlers, message buffer and counters: nothing a message touches is shared between
+// loops. tcp engine: a blocking accept thread and one thread per connection (the baseline
+// has no event loop by design).
+// start() and stop() are called from one control thread; totals() and per_loop() from any
+// thread.
 #pragma once
 
 #include <array>
@@ -17,6 +22,7 @@
 #include <vector>
 
 #include "ringmux/base/histogram.h"
+#include "ringmux/base/limits.h"
 #include "ringmux/engine/engine.h"
 #include "ringmux/engine/socket.h"
 #include "ringmux/mux/link/acceptor.h"
@@ -29,8 +35,28 @@ namespace ringmux::loadgen {
 
 class MessageBuffer;
 
-struct ServerStats {
-  std::atomic<uint64_t> connections{0};  // TCP connections accepted
+// What a server counted, as plain numbers: the sum over its loops (totals()) or one loop's
+// (per_loop()).
+struct ServerCounts {
+  uint64_t connections = 0;  // totals: TCP connections accepted; per loop: connections it
+                             // took over (new sessions and resumes that landed on it)
+  uint64_t sessions = 0;
+  uint64_t resumes = 0;
+  uint64_t calls = 0;
+  uint64_t bytes_received = 0;
+  uint64_t bytes_sent = 0;
+  uint64_t verify_errors = 0;
+  uint64_t accepts_failed_no_fds = 0;
+  uint64_t sessions_open = 0;  // sessions alive now
+  uint64_t cpu_ns = 0;         // per loop: its thread's CPU time (ringmux engine)
+  uint64_t loop_enters = 0;    // per loop: its io_uring_enter calls (engine::LoopStats::enters):
+                               // calls / loop_enters is how many calls share one
+};
+
+// One loop's counters (or the tcp engine's): written by its own thread, read by any
+// (relaxed: statistics). Aligned so that two loops' counters never share a cache line.
+struct alignas(64) ServerStats {
+  std::atomic<uint64_t> connections{0};  // TCP connections accepted (the listening loop's)
   std::atomic<uint64_t> sessions{0};     // ringmux: sessions started (a resume is not a new one)
   std::atomic<uint64_t> resumes{0};      // ringmux: sessions resumed on a new TCP connection
   std::atomic<uint64_t> calls{0};
@@ -40,6 +66,9 @@ struct ServerStats {
   // Connections the listener could not take for want of file descriptors (EMFILE, ENFILE):
   // they wait in the backlog or are refused until others close.
   std::atomic<uint64_t> accepts_failed_no_fds{0};
+  std::atomic<uint64_t> sessions_open{0};  // ringmux: sessions alive on this loop
+
+  ServerCounts counts() const noexcept;
 };
 
 // The handlers a server times (protocol.h's handler ids), in CallTimes::by_handler order.
@@ -64,8 +93,7 @@ struct LoopSnapshot {
   // Plain server: its sessions' link counters, those alive and those closed (cluster
   // member: zero, its node keeps them).
   mux::LinkTotals link;
-  bool link_counted = false;    // link holds this loop's sessions (a plain server's loop)
-  uint64_t sessions_alive = 0;  // gauge: plain server's sessions not yet ended
+  bool link_counted = false;  // link holds this loop's sessions (a plain server's loop)
   std::vector<cluster::PeerSnapshot> peers;  // cluster member: the peers this loop owns
   CallTimes call_times;
 };
@@ -73,11 +101,15 @@ struct LoopSnapshot {
 // How a ringmux server runs and what it accepts from its clients.
 struct ServeOptions {
   mux::ConnectionOptions connection;  // the limits of every accepted connection
-  // Without peers: a plain server on one loop. With peers the server joins a cluster: a
-  // cluster::Node of `loops` loops keeps one session with each peer spread over its loops
-  // (ringmux-serve --peers --loops), and serves the same handlers.
+  // Without peers: a plain server of `loops` loops (ringmux-serve --cpus, --loops); its
+  // clients' sessions are spread over them by their HELLO. With peers the server joins a
+  // cluster: a cluster::Node of `loops` loops keeps one session with each peer spread over
+  // its loops (ringmux-serve --peers --loops), and serves the same handlers.
   std::vector<std::string> peers;
   uint32_t loops = 1;
+  // How long each loop busy-polls before it sleeps (engine::LoopOptions::spin_ns; 0: never,
+  // for loops that share their cores with other busy threads).
+  uint64_t loop_spin_ns = limits::loop_spin_ns_default;
   // The largest message a client may ask the server to build or reassemble (a unary
   // response, a source stream's messages, a verified sink's messages); larger asks are
   // refused (protocol.h). Each loop holds one message buffer of at most this. The
@@ -90,8 +122,9 @@ struct ServeOptions {
 
 class LoadServer {
  public:
-  // Listens on `address` ("127.0.0.1:0" picks a port). The loops are pinned to `cpus` in
-  // order (empty: none pinned). Errors come back as text (tools may report and exit).
+  // Listens on `address` ("127.0.0.1:0" picks a port) with options.loops loops, loop i
+  // pinned to cpus[i] (loops past the list's end are not pinned; CPUs past options.loops
+  // are not used). Errors come back as text (tools may report and exit).
   static std::unique_ptr<LoadServer> start_ringmux(const std::string& address, const std::vector<int>& cpus,
                                                    std::string& error, const ServeOptions& options = {});
   // The raw baseline; a hello asking for messages above `message_bytes_allowed` closes its
@@ -101,11 +134,17 @@ class LoadServer {
   ~LoadServer();
 
   uint16_t port() const noexcept { return port_; }
-  const ServerStats& stats() const noexcept { return stats_; }
   // Each loop's snapshot, from any thread but a loop's own (each copy runs on its loop,
   // which waits for it: a control path), and not while stop() runs. Empty for the tcp
   // engine and once stopped; call_times empty unless ServeOptions::time_calls.
   std::vector<LoopSnapshot> snapshot();
+  // The counts summed over the loops (cluster mode: connections, sessions and resumes are
+  // known once stopped). Any thread; not concurrently with stop().
+  ServerCounts totals();
+  // Each loop's counts, CPU time and io_uring_enter calls, in loop order (empty for the
+  // tcp engine); after stop(), as they were when it stopped. Any thread but the loops'
+  // (it asks each loop for its enters and waits); not concurrently with stop().
+  std::vector<ServerCounts> per_loop();
   // Closes the listener and every connection, and waits for them.
   void stop();
 
@@ -114,11 +153,14 @@ class LoadServer {
   struct RingmuxSide;
 
   uint16_t port_ = 0;
-  ServerStats stats_;
+  ServerStats stats_;  // the tcp engine's; in cluster mode, the node's totals once stopped
   // ringmux engine
   std::unique_ptr<engine::Engine> engine_;
-  std::unique_ptr<RingmuxSide> side_;
-  std::unique_ptr<cluster::Node> node_;                       // cluster mode
+  std::vector<std::unique_ptr<ServerStats>> loop_stats_;  // one per loop, outlive the loops
+  std::vector<uint64_t> loop_cpu_ns_stopped_;             // each loop's CPU time at stop()
+  std::vector<uint64_t> loop_enters_stopped_;             // and its io_uring_enter calls
+  std::vector<std::unique_ptr<RingmuxSide>> sides_;       // plain server: one per loop
+  std::unique_ptr<cluster::Node> node_;                   // cluster mode
   std::vector<std::unique_ptr<MessageBuffer>> messages_;  // cluster mode: one per loop
   std::vector<std::unique_ptr<CallTimes>> call_times_;     // one per loop
   // tcp engine

@@ -1,7 +1,7 @@
 // ringmux-serve: the server side of every ringmux-loadgen mode.
-//   ringmux-serve --listen=127.0.0.1:7300 [--cpus=1] [--ioengine=ringmux|tcp] [--duration=30s]
+//   ringmux-serve --listen=127.0.0.1:7300 [--cpus=0-1 | --loops=N] [--ioengine=ringmux|tcp] [--duration=30s]
 //                 [--max_streams=N] [--keepalive=DURATION] [--resume_timeout=DURATION] [--max_message=SIZE]
-//                 [--peers=ADDRESS,... [--loops=N]] [--metrics=ADDRESS:PORT] [--stats-interval=DURATION]
+//                 [--peers=ADDRESS,...] [--metrics=ADDRESS:PORT] [--spin=DURATION] [--stats-interval=DURATION]
 // Stream and connection windows are the library's defaults: each side announces its own
 // in the handshake (wire/SPEC.md §4.1), so clients configured otherwise interoperate.
 // Prints its statistics on SIGINT / SIGTERM and on exit; serves them to Prometheus with
@@ -15,6 +15,7 @@
 #include <cstring>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "tools/cpus.h"
@@ -49,6 +50,9 @@ constexpr uint64_t fd_report_interval_ns = 1'000'000'000;
 // The shortest --stats-interval: a line per 100 ms is already more than anyone reads.
 constexpr uint64_t stats_interval_ns_min = 100'000'000;
 
+// The longest --spin: past a millisecond a poll costs more than any wake-up it saves.
+constexpr uint64_t spin_ns_max = 1'000'000;
+
 // How long the main thread sleeps between looks at the signal flag and the clocks.
 constexpr uint64_t main_tick_ns = 20'000'000;
 
@@ -67,23 +71,63 @@ struct LogCounts {
                         this};
 };
 
-// The Prometheus exposition of the server's statistics (any thread: atomics, and the
-// loops' snapshots that LoadServer::snapshot copies on each loop).
+// One line per loop: its share of the sessions and calls, the CPU its thread used, and its
+// io_uring_enter calls (how many calls share one: what a loop's fixed costs are spread on).
+std::string loops_text(const std::vector<ServerCounts>& loops) {
+  std::string out;
+  for (std::size_t i = 0; i < loops.size(); i++) {
+    char line[256];
+    std::snprintf(line, sizeof(line),
+                  "ringmux-serve: loop %zu: connections=%llu sessions_open=%llu calls=%llu cpu=%.3fs enters=%llu\n", i,
+                  static_cast<unsigned long long>(loops[i].connections),
+                  static_cast<unsigned long long>(loops[i].sessions_open),
+                  static_cast<unsigned long long>(loops[i].calls), static_cast<double>(loops[i].cpu_ns) / 1e9,
+                  static_cast<unsigned long long>(loops[i].loop_enters));
+    out += line;
+  }
+  return out;
+}
+
+// The Prometheus exposition of the server's statistics (the metrics thread: atomics, the
+// loops' CPU clocks, and the loops' snapshots that LoadServer::snapshot copies on each loop).
 std::string render_metrics(LoadServer& server, const LogCounts& log, std::chrono::steady_clock::time_point started) {
-  const ServerStats& stats = server.stats();
   ringmux::serve::Exposition out;
   auto load = [](const std::atomic<uint64_t>& value) { return value.load(std::memory_order_relaxed); };
-  out.counter("ringmux_serve_connections_total", "TCP connections accepted.", load(stats.connections));
-  out.counter("ringmux_serve_sessions_total", "ringmux sessions started (a resume is not a new one).",
-              load(stats.sessions));
-  out.counter("ringmux_serve_resumes_total", "Sessions resumed on a new TCP connection.", load(stats.resumes));
-  out.counter("ringmux_serve_calls_total", "Unary calls and streams served.", load(stats.calls));
-  out.counter("ringmux_serve_received_bytes_total", "Payload bytes received from clients.", load(stats.bytes_received));
-  out.counter("ringmux_serve_sent_bytes_total", "Payload bytes sent to clients.", load(stats.bytes_sent));
+  const ServerCounts stats = server.totals();
+  out.counter("ringmux_serve_connections_total", "TCP connections accepted.", stats.connections);
+  out.counter("ringmux_serve_sessions_total", "ringmux sessions started (a resume is not a new one).", stats.sessions);
+  out.counter("ringmux_serve_resumes_total", "Sessions resumed on a new TCP connection.", stats.resumes);
+  out.counter("ringmux_serve_calls_total", "Unary calls and streams served.", stats.calls);
+  out.counter("ringmux_serve_received_bytes_total", "Payload bytes received from clients.", stats.bytes_received);
+  out.counter("ringmux_serve_sent_bytes_total", "Payload bytes sent to clients.", stats.bytes_sent);
   out.counter("ringmux_serve_verify_errors_total", "Damaged, missing or repeated messages seen (verify=1).",
-              load(stats.verify_errors));
+              stats.verify_errors);
   out.counter("ringmux_serve_accepts_failed_no_fds_total", "Accepts that failed for want of file descriptors.",
-              load(stats.accepts_failed_no_fds));
+              stats.accepts_failed_no_fds);
+  // Each loop's share (ringmux engine): what --cpus spreads, and what it costs.
+  const std::vector<ServerCounts> loops = server.per_loop();
+  auto per_loop = [&](const char* name, const char* type, const char* help, auto value) {
+    out.family(name, type, help);
+    for (std::size_t i = 0; i < loops.size(); i++) {
+      const std::string labels = "loop=\"" + std::to_string(i) + "\"";
+      if constexpr (std::is_same_v<decltype(value(loops[i])), double>) {
+        out.sample_real(name, labels, value(loops[i]));
+      } else {
+        out.sample(name, labels, value(loops[i]));
+      }
+    }
+  };
+  if (!loops.empty()) {
+    per_loop("ringmux_serve_loop_connections_total", "counter",
+             "Connections a loop took over: the sessions it started and the resumes that reached it.",
+             [](const ServerCounts& c) { return c.connections; });
+    per_loop("ringmux_serve_loop_sessions_open", "gauge", "Sessions alive on a loop.",
+             [](const ServerCounts& c) { return c.sessions_open; });
+    per_loop("ringmux_serve_loop_calls_total", "counter", "Unary calls and streams a loop served.",
+             [](const ServerCounts& c) { return c.calls; });
+    per_loop("ringmux_serve_loop_cpu_seconds_total", "counter", "CPU time (user and system) of a loop's thread.",
+             [](const ServerCounts& c) { return static_cast<double>(c.cpu_ns) / 1e9; });
+  }
   out.family("ringmux_log_events_total", "counter", "Events the library reported through its log hook.");
   for (std::size_t subsystem = 0; subsystem < log_subsystems; subsystem++) {
     for (std::size_t severity = 0; severity < log_severities; severity++) {
@@ -110,25 +154,30 @@ void print_help() {
       "    ringmux-serve - the server side of every ringmux-loadgen mode\n"
       "\n"
       "SYNOPSIS\n"
-      "    ringmux-serve [--listen=ADDRESS:PORT] [--cpus=LIST] [--ioengine=ringmux|tcp]\n"
-      "                  [--duration=DURATION] [--peers=ADDRESS:PORT,... [--loops=N]]\n"
+      "    ringmux-serve [--listen=ADDRESS:PORT] [--cpus=LIST | --loops=N] [--ioengine=ringmux|tcp]\n"
+      "                  [--duration=DURATION] [--peers=ADDRESS:PORT,...]\n"
       "                  [--max_streams=N] [--keepalive=DURATION] [--resume_timeout=DURATION]\n"
-      "                  [--max_message=SIZE] [--metrics=ADDRESS:PORT] [--stats-interval=DURATION]\n"
+      "                  [--max_message=SIZE] [--metrics=ADDRESS:PORT] [--spin=DURATION]\n"
+      "                  [--stats-interval=DURATION]\n"
       "    ringmux-serve --help | --version\n"
       "\n"
       "DESCRIPTION\n"
       "    Serves unary echo, sink, source and echo streams to ringmux-loadgen, with the\n"
       "    ringmux engine or the raw blocking-socket baseline (tcp). Prints its statistics on\n"
-      "    SIGINT, SIGTERM and at the end of --duration. Raises its file descriptor limit to\n"
-      "    the hard limit at start, and says so when that holds fewer than %llu connections.\n"
+      "    SIGINT, SIGTERM and at the end of --duration (ringmux: then a line per loop).\n"
+      "    Raises its file descriptor limit to the hard limit at start, and says so when that\n"
+      "    holds fewer than %llu connections.\n"
       "    Durations: 50us, 100ms, 2s, 1m (a bare number is seconds); sizes: k/m/g, 1024-based.\n"
       "\n"
       "OPTIONS\n"
       "    --listen=ADDRESS:PORT\n"
       "        Where to listen (IPv4). Default: 127.0.0.1:%u.\n"
       "    --cpus=LIST\n"
-      "        Cores for the server's loops, in order, e.g. 1 or 0,2-3 (a plain server runs\n"
-      "        one loop); each must be one this process may run on. Default: none (not pinned).\n"
+      "        Run one event loop per listed core, pinned to it, e.g. 1 or 0,2-3; each must be\n"
+      "        one this process may run on. Loop 0 accepts and reads each connection's HELLO,\n"
+      "        then hands the session to the loop its session id (or route key) names, where\n"
+      "        it lives and where a resume of it lands. tcp: the threads run on the first\n"
+      "        core. Default: none (one loop, not pinned).\n"
       "    --ioengine=NAME\n"
       "        ringmux or tcp. Default: ringmux.\n"
       "    --duration=DURATION\n"
@@ -138,18 +187,29 @@ void print_help() {
       "        such as ringmux-loadgen --rw=quorum dial every member. Needs --ioengine=ringmux.\n"
       "        Default: none (a plain server).\n"
       "    --loops=N\n"
-      "        With --peers: event loops sharing the peer sessions, 1 to %u. Default: 1.\n"
+      "        Event loops, not pinned, 1 to %u (with --cpus, the list's length; the two must\n"
+      "        agree); with --peers they share the peer sessions. Needs --ioengine=ringmux.\n"
+      "        Default: one per --cpus core, else 1.\n"
       "    --metrics=ADDRESS:PORT\n"
       "        Serve the statistics to Prometheus: GET /metrics on ADDRESS:PORT answers in the\n"
       "        text exposition format: counters of connections, sessions, resumes, calls and\n"
-      "        bytes; the library's log events by subsystem and severity; per event loop, the\n"
+      "        bytes; per loop its connections, open sessions, calls and CPU seconds, the\n"
       "        engine's counters and the sessions' streams, bytes, frames, refusals, floods,\n"
       "        flow-control stalls and resumes (with --peers: per peer, its health and its\n"
-      "        session's counters); and histograms of the call times per handler\n"
-      "        (timed only with this option: two clock reads a call). Default: none.\n"
+      "        session's counters); the library's log events by subsystem and severity; and\n"
+      "        histograms of the call times per handler (timed only with this option: two\n"
+      "        clock reads a call). Default: none.\n"
+      "        text exposition format (counters of connections, sessions, resumes, calls and\n"
+      "        bytes; per loop its connections, open sessions, calls and CPU seconds; and the\n"
+      "        library's log events by subsystem and severity). Default: none.\n"
+      "    --spin=DURATION\n"
+      "        How long each ringmux loop busy-polls for completions before it sleeps: a\n"
+      "        wake-up costs tens of microseconds, a poll up to this much CPU; 0 never polls\n"
+      "        (for loops that share their cores with other busy threads). Default: %lluus.\n"
       "    --stats-interval=DURATION\n"
       "        Print a one-line summary of the statistics to stderr this often, at least\n"
-      "        100ms. Default: none.\n"
+      "        100ms, and (ringmux) a line per loop: connections, open sessions, calls, CPU\n"
+      "        time. Default: none.\n"
       "\n"
       "    Limits of each ringmux connection:\n"
       "    --max_streams=N\n"
@@ -176,6 +236,7 @@ void print_help() {
       "SEE ALSO\n"
       "    ringmux-loadgen(1), ringmux-chaos(1)\n",
       static_cast<unsigned long long>(connections_expected), static_cast<unsigned>(default_port), loops_max,
+      static_cast<unsigned long long>(ringmux::limits::loop_spin_ns_default / 1000),
       ringmux::limits::streams_concurrent_max_supported, ringmux::limits::streams_concurrent_max,
       static_cast<unsigned long long>(ringmux::limits::keepalive_interval_ns_default / 1'000'000),
       static_cast<unsigned long long>(ringmux::limits::resume_timeout_ns_default / 1'000'000'000),
@@ -188,6 +249,7 @@ constexpr ringmux::tools::ValueOption value_options[] = {
     {"--duration", "DURATION"},      {"--peers", "ADDRESS:PORT,..."}, {"--loops", "N"},
     {"--max_streams", "N"},          {"--keepalive", "DURATION"}, {"--resume_timeout", "DURATION"},
     {"--max_message", "SIZE"},       {"--metrics", "ADDRESS:PORT"}, {"--stats-interval", "DURATION"},
+    {"--spin", "DURATION"},
 };
 
 // Prints a command-line error; returns the exit status for one.
@@ -214,6 +276,7 @@ int main(int argc, char** argv) {
   std::string listen = "127.0.0.1:" + std::to_string(default_port);
   std::string engine = "ringmux";
   std::vector<int> cpus;
+  bool loops_given = false;
   uint64_t duration_ns = 0;
   std::string metrics_address;
   uint64_t stats_interval_ns = 0;
@@ -266,6 +329,12 @@ int main(int argc, char** argv) {
         return usage_error(ringmux::tools::option_error(key, value, "a duration of at least 100ms"));
       }
       stats_interval_ns = *ns;
+    } else if (key == "--spin") {
+      auto ns = parse_duration_ns(value);
+      if (!ns || *ns > spin_ns_max) {
+        return usage_error(ringmux::tools::option_error(key, value, "a duration from 0 to 1ms"));
+      }
+      serve.loop_spin_ns = *ns;
     } else if (key == "--peers") {
       if (value.empty()) return usage_error(ringmux::tools::option_error(key, value, "a list of ADDRESS:PORT"));
       for (std::size_t start = 0; start <= value.size();) {
@@ -275,6 +344,7 @@ int main(int argc, char** argv) {
       }
     } else if (key == "--loops") {
       if (!count_option(key, value, loops_max, serve.loops)) return 2;
+      loops_given = true;
     } else if (key == "--max_message") {
       if (!count_option(key, value, message_bytes_max, serve.message_bytes_allowed)) return 2;
     } else if (key == "--max_streams") {
@@ -301,9 +371,16 @@ int main(int argc, char** argv) {
   std::string error;
   const std::vector<std::string>& peers = serve.peers;
   if (!peers.empty() && engine != "ringmux") return usage_error("--peers needs --ioengine=ringmux");
-  if (serve.loops > 1 && peers.empty()) {
-    return usage_error("--loops needs --peers (a plain server runs one loop)");
+  if (loops_given && engine != "ringmux") return usage_error("--loops needs --ioengine=ringmux");
+  if (cpus.size() > loops_max) {
+    return usage_error("option '--cpus': " + std::to_string(cpus.size()) + " CPUs, at most " + std::to_string(loops_max) +
+                       " loops");
   }
+  if (loops_given && !cpus.empty() && cpus.size() != serve.loops) {
+    return usage_error("option '--loops': " + std::to_string(serve.loops) + " loops but --cpus lists " +
+                       std::to_string(cpus.size()) + " CPUs (one loop per CPU; give one of them)");
+  }
+  if (!loops_given && !cpus.empty() && engine == "ringmux") serve.loops = static_cast<uint32_t>(cpus.size());
   serve.time_calls = !metrics_address.empty();  // call times are for --metrics
   static LogCounts log_counts;  // static: the sink must outlive every loop that may log
   ringmux::set_log_sink(&log_counts.sink);
@@ -325,11 +402,11 @@ int main(int argc, char** argv) {
                  static_cast<unsigned long long>(fds.connections()), shortfall.c_str());
   }
   const auto started = std::chrono::steady_clock::now();
-  const ServerStats& live = server->stats();
   std::unique_ptr<ringmux::serve::MetricsServer> metrics;
   if (!metrics_address.empty()) {
+    LoadServer& served = *server;
     metrics = ringmux::serve::MetricsServer::start(
-        metrics_address, [&server, started] { return render_metrics(*server, log_counts, started); }, error);
+        metrics_address, [&served, started] { return render_metrics(served, log_counts, started); }, error);
     if (!metrics) {
       std::fprintf(stderr, "ringmux-serve: %s\n", error.c_str());
       server->stop();
@@ -346,7 +423,7 @@ int main(int argc, char** argv) {
     const auto now = std::chrono::steady_clock::now();
     if (duration_ns != 0 && now - started >= std::chrono::nanoseconds(duration_ns)) break;
     // Out of descriptors: said once a second at most, with what to do about it.
-    const uint64_t fd_failures = server->stats().accepts_failed_no_fds.load(std::memory_order_relaxed);
+    const uint64_t fd_failures = server->totals().accepts_failed_no_fds;
     if (fd_failures != fd_failures_reported && now - fd_reported >= std::chrono::nanoseconds(fd_report_interval_ns)) {
       std::fprintf(stderr,
                    "ringmux-serve: out of file descriptors (limit %llu, hard limit %llu): %llu accepts failed so far; "
@@ -357,17 +434,18 @@ int main(int argc, char** argv) {
       fd_reported = now;
     }
     if (stats_interval_ns != 0 && now - stats_printed >= std::chrono::nanoseconds(stats_interval_ns)) {
-      const uint64_t calls = live.calls.load(std::memory_order_relaxed);
+      const ServerCounts live = server->totals();
+      const uint64_t calls = live.calls;
       const double seconds = std::chrono::duration<double>(now - stats_printed).count();
       std::fprintf(stderr,
                    "ringmux-serve: stats: connections=%llu sessions=%llu resumes=%llu calls=%llu (%.0f/s) "
                    "bytes_received=%llu bytes_sent=%llu\n",
-                   static_cast<unsigned long long>(live.connections.load()),
-                   static_cast<unsigned long long>(live.sessions.load()),
-                   static_cast<unsigned long long>(live.resumes.load()), static_cast<unsigned long long>(calls),
+                   static_cast<unsigned long long>(live.connections), static_cast<unsigned long long>(live.sessions),
+                   static_cast<unsigned long long>(live.resumes), static_cast<unsigned long long>(calls),
                    static_cast<double>(calls - calls_printed) / seconds,
-                   static_cast<unsigned long long>(live.bytes_received.load()),
-                   static_cast<unsigned long long>(live.bytes_sent.load()));
+                   static_cast<unsigned long long>(live.bytes_received),
+                   static_cast<unsigned long long>(live.bytes_sent));
+      std::fputs(loops_text(server->per_loop()).c_str(), stderr);
       calls_printed = calls;
       stats_printed = now;
     }
@@ -375,16 +453,15 @@ int main(int argc, char** argv) {
   }
   if (metrics) metrics->stop();
   server->stop();
-  const ServerStats& stats = server->stats();
+  const ServerCounts stats = server->totals();
   std::printf("ringmux-serve: %s; connections=%llu sessions=%llu resumes=%llu calls=%llu bytes_received=%llu "
               "bytes_sent=%llu verify_errors=%llu accepts_failed_no_fds=%llu\n",
               stop_signal != 0 ? strsignal(stop_signal) : "duration reached",
-              static_cast<unsigned long long>(stats.connections.load()),
-              static_cast<unsigned long long>(stats.sessions.load()), static_cast<unsigned long long>(stats.resumes.load()),
-              static_cast<unsigned long long>(stats.calls.load()),
-              static_cast<unsigned long long>(stats.bytes_received.load()),
-              static_cast<unsigned long long>(stats.bytes_sent.load()),
-              static_cast<unsigned long long>(stats.verify_errors.load()),
-              static_cast<unsigned long long>(stats.accepts_failed_no_fds.load()));
+              static_cast<unsigned long long>(stats.connections), static_cast<unsigned long long>(stats.sessions),
+              static_cast<unsigned long long>(stats.resumes), static_cast<unsigned long long>(stats.calls),
+              static_cast<unsigned long long>(stats.bytes_received), static_cast<unsigned long long>(stats.bytes_sent),
+              static_cast<unsigned long long>(stats.verify_errors),
+              static_cast<unsigned long long>(stats.accepts_failed_no_fds));
+  std::fputs(loops_text(server->per_loop()).c_str(), stdout);  // none for the tcp engine
   return 0;
 }

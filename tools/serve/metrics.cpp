@@ -34,7 +34,9 @@ void Exposition::sample(const char* name, const std::string& labels, uint64_t va
   text_ += ' ' + std::to_string(value) + '\n';
 }
 
-void Exposition::sample(const char* name, const std::string& labels, double value) {
+// Nine significant digits: a call time or a round trip in seconds keeps its nanoseconds,
+// a day's uptime its microseconds.
+void Exposition::sample_real(const char* name, const std::string& labels, double value) {
   char number[64];
   std::snprintf(number, sizeof(number), "%.9g", value);
   text_ += name;
@@ -60,7 +62,7 @@ void Exposition::histogram(const char* name, const std::string& labels, const Hi
     sample(bucket.c_str(), prefix + "le=\"" + le + "\"", cumulative);
   }
   sample(bucket.c_str(), prefix + "le=\"+Inf\"", nanoseconds.count());
-  sample((std::string(name) + "_sum").c_str(), labels, nanoseconds.mean() * static_cast<double>(nanoseconds.count()) / 1e9);
+  sample_real((std::string(name) + "_sum").c_str(), labels, nanoseconds.mean() * static_cast<double>(nanoseconds.count()) / 1e9);
   sample((std::string(name) + "_count").c_str(), labels, nanoseconds.count());
 }
 
@@ -125,10 +127,6 @@ void expose_loops(Exposition& out, const std::vector<loadgen::LoopSnapshot>& loo
   bool any_link = false;
   for (const auto& loop : loops) any_link |= loop.link_counted;
   if (any_link) {
-    out.family("ringmux_serve_sessions_alive", "gauge", "Sessions not yet ended (resumable ones included).");
-    for (std::size_t i = 0; i < loops.size(); i++) {
-      if (loops[i].link_counted) out.sample("ringmux_serve_sessions_alive", loop_label(i), loops[i].sessions_alive);
-    }
     for (const auto& counter : link_counters) {
       out.family(counter.name, counter.type, counter.help);
       for (std::size_t i = 0; i < loops.size(); i++) {
@@ -149,7 +147,7 @@ void expose_loops(Exposition& out, const std::vector<loadgen::LoopSnapshot>& loo
     }
     out.family("ringmux_peer_rtt_seconds", "gauge", "The peer's last keepalive round trip (0: none measured yet).");
     for (const auto& [labels, peer] : peers) {
-      out.sample("ringmux_peer_rtt_seconds", labels, static_cast<double>(peer->health.rtt_ns) / 1e9);
+      out.sample_real("ringmux_peer_rtt_seconds", labels, static_cast<double>(peer->health.rtt_ns) / 1e9);
     }
     out.family("ringmux_peer_sessions_total", "counter", "Sessions started with the peer.");
     for (const auto& [labels, peer] : peers) out.sample("ringmux_peer_sessions_total", labels, peer->health.sessions);
@@ -194,12 +192,7 @@ void Exposition::counter(const char* name, const char* help, uint64_t value) {
 
 void Exposition::gauge(const char* name, const char* help, double value) {
   family(name, "gauge", help);
-  char number[64];
-  std::snprintf(number, sizeof(number), "%.6f", value);
-  text_ += name;
-  text_ += ' ';
-  text_ += number;
-  text_ += '\n';
+  sample_real(name, {}, value);
 }
 
 MetricsReply reply_to(std::string_view request, const MetricsServer::Render& render) {

@@ -58,7 +58,8 @@ class Exposition {
   // The header of a metric with labelled samples, then each sample ("subsystem=\"link\"").
   void family(const char* name, const char* type, const char* help);
   void sample(const char* name, const std::string& labels, uint64_t value);
-  void sample(const char* name, const std::string& labels, double value);
+  // A sample of a real value (seconds, say), with nine significant digits.
+  void sample_real(const char* name, const std::string& labels, double value);
   // The samples of one histogram of nanoseconds (its family declared as "histogram"):
   // NAME_bucket per bound of call_seconds_bounds and +Inf, cumulative, then NAME_sum in
   // seconds and NAME_count. A library bucket that straddles a bound counts above it (its

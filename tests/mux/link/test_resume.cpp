@@ -5,6 +5,7 @@
 #define XXH_STATIC_LINKING_ONLY  // XXH3_state_t on the stack
 #include <xxhash.h>
 
+#include <openssl/ssl.h>
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -23,9 +24,12 @@
 #include "ringmux/engine/socket.h"
 #include "ringmux/mux/link/acceptor.h"
 #include "ringmux/mux/link/connection.h"
+#include "ringmux/mux/link/tls.h"
 #include "ringmux/mux/workers/threaded.h"
+#include "ringmux/wire/codec.h"
 #include "tests/mux/support.h"
 #include "tests/support.h"
+#include "tests/support_tls.h"
 #include "tools/chaos/proxy.h"
 
 using namespace ringmux;
@@ -87,8 +91,9 @@ class HashSink final : public StreamObserver {
 
 // A resumable server with the echo and hash_sink handlers.
 struct HashServer : Server {
-  explicit HashServer(Loop& loop_ref, const ConnectionOptions& options_ref, uint16_t port = 0)
-      : Server(loop_ref, options_ref, port) {
+  explicit HashServer(Loop& loop_ref, const ConnectionOptions& options_ref, uint16_t port = 0,
+                      const AcceptorOptions& acceptor_options = {})
+      : Server(loop_ref, options_ref, port, acceptor_options) {
     registry.add_stream(hash_sink, [](const StreamStart& start) { return new HashSink(start); });
   }
 };
@@ -652,5 +657,179 @@ TEST_CASE("resume: a trickle is acknowledged by the ACK timer") {
   CHECK(session.held().batches() == 0);  // released
   client.connection->close();
   loop->run_until([&] { return client.closed; }, 5 * second_ns);
+  server.shut_down();
+}
+
+namespace {
+
+// Mutual TLS for both sides of the resume tests: a CA, the server node-b, the client
+// node-a, and node-c, another member of the same CA (a legitimate identity, not the
+// session's).
+struct TlsSides {
+  test::TestPki pki;
+  std::shared_ptr<Handshake> server, client;
+  mux::TlsOptions node_c;
+  TlsSides() {
+    pki.make_ca("ca");
+    server = stage(pki.make_leaf("node-b", "ca"));
+    client = stage(pki.make_leaf("node-a", "ca"));
+    node_c = pki.make_leaf("node-c", "ca");
+  }
+  static std::shared_ptr<Handshake> stage(const mux::TlsOptions& options) {
+    std::string error;
+    auto context = TlsContext::create(options, error);
+    REQUIRE_MESSAGE(context != nullptr, error);
+    return make_tls_handshake(std::move(context));
+  }
+};
+
+// A resume HELLO for someone else's session, sent over a TLS connection of `identity` by
+// a blocking OpenSSL client on its own thread; `status` is the HELLO_ACK's (or nullopt:
+// none came). `proof`: a made-up proof, or none.
+struct StolenResume {
+  StolenResume(Loop& loop, uint16_t port, const mux::TlsOptions& identity, const wire::Hello& hello) {
+    thread = std::thread([&loop, port, identity, hello, this] {
+      const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      const engine::Address address = engine::Address::loopback_v4(port);
+      timeval timeout{10, 0};  // bounded: a server that never answers fails the test
+      (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+      SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+      SSL_CTX_use_certificate_chain_file(ctx, identity.cert_file.c_str());
+      SSL_CTX_use_PrivateKey_file(ctx, identity.key_file.c_str(), SSL_FILETYPE_PEM);
+      SSL_CTX_load_verify_locations(ctx, identity.ca_file.c_str(), nullptr);
+      SSL* ssl = SSL_new(ctx);
+      SSL_set_fd(ssl, fd);
+      if (::connect(fd, address.sockaddr_ptr(), address.length) == 0 && SSL_connect(ssl) == 1) {
+        std::vector<std::byte> frame(wire::frame_bytes(wire::hello_payload_size(hello)));
+        const std::size_t size = wire::encode_hello(frame, hello);
+        if (SSL_write(ssl, frame.data(), static_cast<int>(size)) > 0) {
+          wire::Decoder decoder;
+          std::array<std::byte, 256> in{};
+          int got = 0;
+          while (!status && (got = SSL_read(ssl, in.data(), static_cast<int>(in.size()))) > 0) {
+            auto step = decoder.next(std::span<const std::byte>(in.data(), static_cast<std::size_t>(got)));
+            if (step && step->has_frame && step->frame.header.frame_kind() == wire::FrameKind::hello_ack) {
+              if (auto ack = wire::parse_hello_ack(step->frame)) status = ack->status;
+            }
+          }
+        }
+      }
+      SSL_free(ssl);
+      SSL_CTX_free(ctx);
+      ::close(fd);
+      done = true;
+      loop.post_fn([] {});  // wakes the loop's run_until to see `done`
+    });
+  }
+  ~StolenResume() { thread.join(); }
+  std::thread thread;
+  std::atomic<bool> done{false};
+  std::optional<wire::StatusCode> status;  // read once `done`
+};
+
+}  // namespace
+
+// Proves the session over mutual TLS resumes like one over TCP: through a proxy that resets
+// every connection every 50 ms, streams deliver every byte once and in order and every call
+// completes, each resume passing a new TLS handshake and proving the session's secret.
+TEST_CASE("resume over TLS: streams and calls through resets, nothing lost") {
+  const uint64_t seed = test::test_seed("resume over TLS");
+  const uint64_t total_bytes = sanitized ? (16ull << 20) : (256ull << 20);
+  auto loop = test::make_test_loop();
+  if (!loop) return;
+  TlsSides tls;
+  AcceptorOptions acceptor_options;
+  acceptor_options.handshake = tls.server;
+  HashServer server(*loop, ConnectionOptions{}, 0, acceptor_options);
+  chaos::ProxyOptions proxy_options = proxy_to(server.port(), seed);
+  proxy_options.faults.reset_every_ns = 50 * ms_ns;
+  std::string error;
+  auto proxy = chaos::Proxy::start(proxy_options, error);
+  REQUIRE_MESSAGE(proxy != nullptr, error);
+  {
+    ConnectionOptions options;
+    options.handshake = tls.client;
+    Client client(*loop, proxy->port(), options);
+    std::vector<std::unique_ptr<Upload>> uploads;
+    for (int i = 0; i < 4; i++) {
+      uploads.push_back(std::make_unique<Upload>(*client.connection, seed, i, total_bytes / 4));
+      uploads.back()->start();
+    }
+    Calls unary(*client.connection, seed, 2000, 16);
+    unary.pump();
+    REQUIRE(loop->run_until(
+        [&] {
+          if (client.closed) return true;
+          for (auto& upload : uploads) {
+            if (!upload->finished) return false;
+          }
+          return unary.done == unary.total;
+        },
+        (sanitized ? 600 : 300) * second_ns));
+    CHECK_FALSE(client.closed);
+    for (auto& upload : uploads) CHECK(upload->verified());
+    CHECK(unary.errors == 0);
+    CHECK(unary.mismatches == 0);
+    const ResumeStats stats = client.connection->resume_stats();
+    MESSAGE("resets " << proxy->stats().resets << ", resumes " << stats.resumes << ", bytes replayed "
+                      << stats.bytes_replayed);
+    CHECK(stats.resumes > 0);
+    REQUIRE(server.connections.size() == 1);
+    CHECK(server.acceptor.stats().resumes == server.connections[0]->resume_stats().resumes);
+    CHECK(server.acceptor.stats().refused == 0);
+  }
+  proxy->stop();
+  server.shut_down();
+}
+
+// Proves a session id alone resumes nothing over TLS: a resume of a live session sent by
+// another member of the same CA, and one by a holder of the session's own client
+// certificate, neither with a valid proof of the session's secret, are both refused with
+// resume_unauthenticated, and the session they named goes on untouched (calls complete,
+// no resume happened).
+TEST_CASE("resume over TLS: a stolen session id is refused with resume_unauthenticated; the session goes on") {
+  auto loop = test::make_test_loop();
+  if (!loop) return;
+  TlsSides tls;
+  AcceptorOptions acceptor_options;
+  acceptor_options.handshake = tls.server;
+  HashServer server(*loop, ConnectionOptions{}, 0, acceptor_options);
+  {
+    ConnectionOptions options;
+    options.handshake = tls.client;
+    Client client(*loop, server.port(), options);
+    Calls before(*client.connection, 1, 10, 4);
+    before.pump();
+    REQUIRE(loop->run_until([&] { return before.done == before.total; }, 10 * second_ns));
+    REQUIRE(before.errors == 0);
+
+    wire::Hello stolen;
+    stolen.session_id = client.connection->session().session_id();
+    stolen.generation = client.connection->session().generation() + 1;
+    stolen.hello_flags = wire::hello_flag_resume;
+    stolen.stream_window_bytes = 256 * 1024;
+    stolen.connection_window_bytes = 8 * 1024 * 1024;
+    for (const bool with_made_up_proof : {false, true}) {
+      stolen.has_resume_proof = with_made_up_proof;
+      stolen.resume_proof.fill(std::byte{0x5a});
+      for (const mux::TlsOptions& identity : {tls.node_c, tls.pki.options("node-a", "ca")}) {
+        CAPTURE(identity.cert_file);
+        CAPTURE(with_made_up_proof);
+        StolenResume thief(*loop, server.port(), identity, stolen);
+        REQUIRE(loop->run_until([&] { return thief.done.load(); }, 15 * second_ns));
+        REQUIRE(thief.status.has_value());
+        CHECK(*thief.status == wire::StatusCode::resume_unauthenticated);
+      }
+    }
+    CHECK(server.acceptor.stats().refused == 4);
+    Calls after(*client.connection, 2, 10, 4);
+    after.pump();
+    REQUIRE(loop->run_until([&] { return after.done == after.total; }, 10 * second_ns));
+    CHECK(after.errors == 0);
+    CHECK_FALSE(client.closed);
+    CHECK(client.connection->resume_stats().resumes == 0);
+    REQUIRE(server.connections.size() == 1);
+    CHECK(server.connections[0]->resume_stats().resumes == 0);
+  }
   server.shut_down();
 }

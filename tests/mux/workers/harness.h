@@ -117,8 +117,7 @@ struct LoopSide final : engine::ListenerHandler, engine::ConnectHandler, Connect
       auto* echo = new Echo();
       echo->connection = start.connection;
       echo->id = start.id;
-      if (!start.payload.empty() || start.end_stream) echo->on_stream_data(start.payload, start.end_stream);
-      return echo;
+      return echo;  // the connection delivers the OPEN's payload to it next
     });
     registry.add_stream(worker_served, [this](const StreamStart& start) -> StreamObserver* {
       WorkerStream::Served served = WorkerStream::serve(start, served_options);

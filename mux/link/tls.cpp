@@ -1,0 +1,438 @@
+// TLS 1.3 over a Transport with memory BIOs (mux/link/tls.h).
+#include "ringmux/mux/link/tls.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <cstdio>
+
+#include "ringmux/base/assert.h"
+#include "ringmux/base/limits.h"
+#include "ringmux/base/log.h"
+#include "ringmux/engine/loop.h"
+#include "ringmux/engine/timer.h"
+
+namespace ringmux::mux {
+
+namespace {
+
+// OpenSSL's queued errors of this thread as one line (and the queue emptied).
+std::string take_openssl_errors() {
+  std::string text;
+  while (const unsigned long code = ERR_get_error()) {
+    std::array<char, 256> line{};
+    ERR_error_string_n(code, line.data(), line.size());
+    if (!text.empty()) text += "; ";
+    text += line.data();
+  }
+  return text.empty() ? std::string("no reason given by OpenSSL") : text;
+}
+
+std::string file_error(const char* what, const std::string& path) {
+  return std::string(what) + " '" + path + "': " + take_openssl_errors();
+}
+
+std::string hex(std::span<const unsigned char> bytes) {
+  static constexpr char digits[] = "0123456789abcdef";
+  std::string text;
+  text.reserve(bytes.size() * 2);
+  for (const unsigned char b : bytes) {
+    text += digits[b >> 4];
+    text += digits[b & 15];
+  }
+  return text;
+}
+
+// The label of the exported keying material that TlsTransport::export_secret prefixes: a
+// secret exported for the session can never equal one another protocol derives.
+constexpr std::string_view exporter_prefix = "EXPORTER-ringmux-";
+
+class TlsTransport final : public Transport, private TransportHandler {
+ public:
+  TlsTransport(engine::Loop& loop, std::shared_ptr<const TlsContext> context, std::unique_ptr<Transport> raw,
+               bool dialer) noexcept
+      : loop_(loop), context_(std::move(context)), raw_(std::move(raw)), dialer_(dialer) {
+    timer_.set_callback(&TlsTransport::on_handshake_timeout, this);
+  }
+  ~TlsTransport() override {
+    loop_.timer_cancel(timer_);
+    loop_.cancel_deferred(closed_notice_);
+    if (ssl_ != nullptr) SSL_free(ssl_);  // frees both BIOs
+  }
+
+  void start(TransportHandler& handler) noexcept override {
+    const bool started = handler_ != nullptr;
+    handler_ = &handler;
+    if (started) return;  // taken over: the handshake ran (or runs) already
+    state_ = State::handshaking;
+    if (!make_ssl()) {
+      // OpenSSL out of memory: reported like a failed handshake, from the timer, so that no
+      // error is reported inside start().
+      setup_failure_ = "cannot set up the TLS connection: " + take_openssl_errors();
+      loop_.timer_start(timer_, 0);
+      raw_->start(*this);
+      return;
+    }
+    loop_.timer_start(timer_, limits::handshake_timeout_ns);
+    raw_->start(*this);
+    if (dialer_) advance_handshake();  // the ClientHello: into the write BIO, sent below
+  }
+
+  void send(std::span<const std::byte> first, std::span<const std::byte> second,
+            std::span<const std::byte> third) noexcept override {
+    RM_ASSERT(!app_send_active_);
+    app_send_active_ = true;
+    if (state_ == State::handshaking) {
+      held_ = {first, second, third};  // they stay valid until on_transport_sent
+      holding_ = true;
+      return;
+    }
+    if (state_ != State::open) return;  // failed: on_transport_error was reported
+    encrypt({first, second, third});
+  }
+  bool send_in_flight() const noexcept override { return app_send_active_; }
+  bool usable() const noexcept override {
+    return handler_ != nullptr && (state_ == State::handshaking || state_ == State::open) && raw_->usable();
+  }
+  void send_last(std::span<const std::byte> bytes) noexcept override {
+    if (state_ != State::open || app_send_active_ || raw_->send_in_flight()) return;
+    std::size_t written = 0;
+    if (!bytes.empty()) (void)SSL_write_ex(ssl_, bytes.data(), bytes.size(), &written);
+    (void)SSL_shutdown(ssl_);  // close_notify after the last words
+    drain_write_bio(sending_);
+    raw_->send_last(sending_);
+  }
+  void close() noexcept override {
+    loop_.timer_cancel(timer_);
+    if (state_ != State::closed) state_ = State::closing;
+    raw_->close();
+  }
+
+  std::string peer_identity() const override { return state_ == State::open ? identity_ : std::string(); }
+  bool export_secret(std::string_view label, std::span<std::byte> out) const noexcept override {
+    if (state_ != State::open) return false;
+    std::string full(exporter_prefix);
+    full += label;
+    return SSL_export_keying_material(ssl_, reinterpret_cast<unsigned char*>(out.data()), out.size(), full.data(),
+                                      full.size(), nullptr, 0, 0) == 1;
+  }
+  std::string failure_text() const override { return failure_; }
+
+ private:
+  enum class State : uint8_t { idle, handshaking, open, failed, closing, closed };
+
+  bool make_ssl() noexcept {
+    ssl_ = SSL_new(context_->native());
+    if (ssl_ == nullptr) return false;
+    BIO* rbio = BIO_new(BIO_s_mem());
+    BIO* wbio = BIO_new(BIO_s_mem());
+    if (rbio == nullptr || wbio == nullptr) {
+      BIO_free(rbio);
+      BIO_free(wbio);
+      return false;
+    }
+    // An empty memory BIO reports "retry" rather than end of file.
+    BIO_set_mem_eof_return(rbio, -1);
+    SSL_set_bio(ssl_, rbio, wbio);
+    rbio_ = rbio;
+    wbio_ = wbio;
+    X509_VERIFY_PARAM* param = SSL_get0_param(ssl_);
+    X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    for (const std::string& name : context_->peer_names()) {
+      if (X509_VERIFY_PARAM_add1_host(param, name.c_str(), name.size()) != 1) return false;
+    }
+    if (dialer_) {
+      SSL_set_connect_state(ssl_);
+    } else {
+      SSL_set_accept_state(ssl_);
+    }
+    return true;
+  }
+
+  // ---- from the transport below ----
+
+  void on_transport_recv(std::span<const std::byte> bytes) noexcept override {
+    if ((state_ != State::handshaking && state_ != State::open) || rbio_ == nullptr) return;
+    // A memory BIO takes everything (it grows); what it holds is read out below before the
+    // next receive, so it keeps at most one partial record.
+    if (BIO_write(rbio_, bytes.data(), static_cast<int>(bytes.size())) != static_cast<int>(bytes.size())) {
+      fail("cannot buffer received bytes: " + take_openssl_errors());
+      return;
+    }
+    if (state_ == State::handshaking && !advance_handshake()) return;
+    read_records();
+  }
+  void on_transport_sent() noexcept override {
+    const bool app_done = sending_app_;
+    sending_app_ = false;
+    flush();
+    if (app_done && state_ == State::open) {
+      app_send_active_ = false;
+      handler_->on_transport_sent();
+    }
+  }
+  void on_transport_error(engine::IoError error) noexcept override {
+    if (state_ != State::handshaking && state_ != State::open) return;  // ours was reported
+    if (state_ == State::handshaking) {
+      // The peer gave up on the handshake: it refused our certificate or does not speak TLS.
+      fail(std::string("the peer ended the connection during the TLS handshake (") + engine::describe(error) +
+           "): it refused our certificate, or it does not speak TLS");
+      return;
+    }
+    state_ = State::failed;
+    handler_->on_transport_error(error);
+  }
+  void on_transport_closed() noexcept override {
+    state_ = State::closed;
+    // On the next turn: the session destroys its transport when it hears this, and this
+    // may run inside our own calls into it (an error it answers with close()).
+    if (handler_ != nullptr) loop_.defer(closed_notice_);
+  }
+  static void on_closed_turn(engine::Deferred& deferred) noexcept {
+    auto& self = *static_cast<TlsTransport*>(deferred.context());
+    self.handler_->on_transport_closed();
+  }
+
+  // ---- the TLS state machine ----
+
+  // Runs the handshake as far as the received bytes allow; true once it is complete.
+  bool advance_handshake() noexcept {
+    const int rc = SSL_do_handshake(ssl_);
+    if (rc == 1) {
+      loop_.timer_cancel(timer_);
+      state_ = State::open;
+      identity_ = certificate_fingerprint();
+      if (holding_) {
+        holding_ = false;
+        encrypt(held_);
+      }
+      flush();
+      return state_ == State::open;
+    }
+    if (SSL_get_error(ssl_, rc) == SSL_ERROR_WANT_READ) {
+      flush();
+      return false;
+    }
+    fail(ssl_failure("TLS handshake failed"));
+    return false;
+  }
+
+  void read_records() noexcept {
+    // One record's plaintext at a time, lent to the session for the call. Shared by the
+    // loop's TLS transports: a delivery never starts another one on this thread.
+    thread_local std::array<std::byte, limits::tls_record_plaintext_bytes> plain;
+    while (state_ == State::open) {
+      std::size_t n = 0;
+      const int rc = SSL_read_ex(ssl_, plain.data(), plain.size(), &n);
+      if (rc == 1) {
+        handler_->on_transport_recv({plain.data(), n});
+        continue;
+      }
+      const int error = SSL_get_error(ssl_, rc);
+      if (error == SSL_ERROR_WANT_READ) break;
+      if (error == SSL_ERROR_ZERO_RETURN) {  // the peer's close_notify: closed in order
+        state_ = State::failed;
+        handler_->on_transport_error(engine::IoError::closed);
+        return;
+      }
+      fail(ssl_failure("TLS record layer failed"));
+      return;
+    }
+    flush();  // what reading produced: a KeyUpdate's answer, an alert
+  }
+
+  void encrypt(const std::array<std::span<const std::byte>, 3>& parts) noexcept {
+    for (const auto& part : parts) {
+      if (part.empty()) continue;
+      std::size_t written = 0;
+      if (SSL_write_ex(ssl_, part.data(), part.size(), &written) != 1 || written != part.size()) {
+        fail(ssl_failure("TLS encryption failed"));
+        return;
+      }
+    }
+    app_unsent_ = true;
+    flush();
+  }
+
+  // Sends what the write BIO holds, unless the transport below is busy (then its
+  // completion sends it). One send carries every record encrypted since the last one.
+  void flush() noexcept {
+    if (raw_->send_in_flight() || !raw_->usable() || BIO_ctrl_pending(wbio_) == 0) return;
+    drain_write_bio(sending_);
+    sending_app_ = app_unsent_;
+    app_unsent_ = false;
+    raw_->send(sending_, {}, {});
+  }
+
+  void drain_write_bio(std::vector<std::byte>& out) noexcept {
+    const std::size_t pending = BIO_ctrl_pending(wbio_);
+    out.resize(pending);
+    if (pending > 0) (void)BIO_read(wbio_, out.data(), static_cast<int>(pending));
+  }
+
+  std::string ssl_failure(const char* what) {
+    std::string text = what;
+    // A first record that is not TLS at all: say so, not only OpenSSL's reason.
+    const unsigned long first = ERR_peek_error();
+    if (state_ == State::handshaking && ERR_GET_LIB(first) == ERR_LIB_SSL) {
+      const int reason = ERR_GET_REASON(first);
+      if (reason == SSL_R_WRONG_VERSION_NUMBER || reason == SSL_R_HTTP_REQUEST || reason == SSL_R_HTTPS_PROXY_REQUEST ||
+          reason == SSL_R_PACKET_LENGTH_TOO_LONG || reason == SSL_R_RECORD_LENGTH_MISMATCH) {
+        text += ": the peer does not speak TLS";
+      }
+    }
+    const long verify = SSL_get_verify_result(ssl_);
+    if (verify != X509_V_OK) {
+      text += ": peer certificate not accepted: ";
+      text += X509_verify_cert_error_string(verify);
+    }
+    text += ": ";
+    text += take_openssl_errors();
+    return text;
+  }
+
+  // Ends the transport: the alert OpenSSL queued goes out as our last words (best effort),
+  // and the session hears handshake_failed once.
+  void fail(std::string text) noexcept {
+    loop_.timer_cancel(timer_);
+    state_ = State::failed;
+    failure_ = std::move(text);
+    RM_LOG(LogSeverity::warning, LogSubsystem::link, 0, 0, 0, "TLS %s: %s", dialer_ ? "client" : "server",
+           failure_.c_str());
+    if (wbio_ != nullptr && BIO_ctrl_pending(wbio_) > 0 && raw_->usable() && !raw_->send_in_flight()) {
+      drain_write_bio(sending_);
+      raw_->send_last(sending_);
+    }
+    handler_->on_transport_error(engine::IoError::handshake_failed);
+  }
+
+  static void on_handshake_timeout(engine::Timer& timer) noexcept {
+    auto& self = *static_cast<TlsTransport*>(timer.context());
+    if (self.state_ != State::handshaking) return;
+    self.fail(!self.setup_failure_.empty() ? self.setup_failure_
+                                           : std::string("TLS handshake not complete within the handshake timeout"));
+  }
+
+  std::string certificate_fingerprint() const {
+    X509* peer = SSL_get0_peer_certificate(ssl_);
+    if (peer == nullptr) return {};
+    std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};
+    unsigned int length = 0;
+    if (X509_digest(peer, EVP_sha256(), digest.data(), &length) != 1) return {};
+    return "sha256:" + hex({digest.data(), length});
+  }
+
+  engine::Loop& loop_;
+  std::shared_ptr<const TlsContext> context_;
+  std::unique_ptr<Transport> raw_;
+  bool dialer_;
+  State state_ = State::idle;
+  TransportHandler* handler_ = nullptr;
+  SSL* ssl_ = nullptr;
+  BIO* rbio_ = nullptr;  // owned by ssl_
+  BIO* wbio_ = nullptr;  // owned by ssl_
+  engine::Timer timer_;  // the handshake's deadline
+  engine::Deferred closed_notice_{&TlsTransport::on_closed_turn, this};
+  // The session's send: held during the handshake, then encrypted; done once every byte of
+  // its ciphertext was handed to the transport below.
+  std::array<std::span<const std::byte>, 3> held_{};
+  bool holding_ = false;
+  bool app_send_active_ = false;
+  bool app_unsent_ = false;   // the session's ciphertext is still in the write BIO
+  bool sending_app_ = false;  // ...or in the send in flight below
+  std::vector<std::byte> sending_;  // the ciphertext of the send in flight below
+  std::string identity_;
+  std::string failure_;
+  std::string setup_failure_;
+};
+
+class TlsHandshake final : public Handshake {
+ public:
+  explicit TlsHandshake(std::shared_ptr<const TlsContext> context) noexcept : context_(std::move(context)) {}
+  std::unique_ptr<Transport> wrap(engine::Loop& loop, std::unique_ptr<Transport> raw, bool dialer) override {
+    return make_tls_transport(loop, context_, std::move(raw), dialer);
+  }
+
+ private:
+  std::shared_ptr<const TlsContext> context_;
+};
+
+}  // namespace
+
+std::shared_ptr<const TlsContext> TlsContext::create(const TlsOptions& options, std::string& error) {
+  if (options.cert_file.empty() || options.key_file.empty() || options.ca_file.empty()) {
+    error = "TLS needs a certificate, its key and a CA file (both sides authenticate)";
+    return nullptr;
+  }
+  ERR_clear_error();
+  SSL_CTX* ctx = SSL_CTX_new(TLS_method());
+  if (ctx == nullptr) {
+    error = "cannot create a TLS context: " + take_openssl_errors();
+    return nullptr;
+  }
+  auto fail = [ctx, &error](std::string text) -> std::shared_ptr<const TlsContext> {
+    SSL_CTX_free(ctx);
+    error = std::move(text);
+    return nullptr;
+  };
+  // TLS 1.3 only: no renegotiation, forward secrecy, AEAD ciphers. No tickets and no
+  // session cache: the session layer resumes, not TLS.
+  SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
+  SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
+  SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION);
+  SSL_CTX_set_num_tickets(ctx, 0);
+  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+  // An idle connection gives its record buffers back (thousands of connections per node).
+  SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+  if (SSL_CTX_use_certificate_chain_file(ctx, options.cert_file.c_str()) != 1) {
+    return fail(file_error("cannot load the certificate", options.cert_file));
+  }
+  if (SSL_CTX_use_PrivateKey_file(ctx, options.key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
+    return fail(file_error("cannot load the private key", options.key_file));
+  }
+  if (SSL_CTX_check_private_key(ctx) != 1) {
+    return fail("the key '" + options.key_file + "' does not belong to the certificate '" + options.cert_file +
+                "': " + take_openssl_errors());
+  }
+  if (SSL_CTX_load_verify_locations(ctx, options.ca_file.c_str(), nullptr) != 1) {
+    return fail(file_error("cannot load the CA file", options.ca_file));
+  }
+  // Both roles require the peer's certificate: mutual authentication.
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+  return std::shared_ptr<const TlsContext>(new TlsContext(ctx, options.peer_names));
+}
+
+TlsContext::~TlsContext() { SSL_CTX_free(ctx_); }
+
+std::unique_ptr<Transport> make_tls_transport(engine::Loop& loop, std::shared_ptr<const TlsContext> context,
+                                              std::unique_ptr<Transport> raw, bool dialer) {
+  return std::make_unique<TlsTransport>(loop, std::move(context), std::move(raw), dialer);
+}
+
+std::unique_ptr<Handshake> make_tls_handshake(std::shared_ptr<const TlsContext> context) {
+  return std::make_unique<TlsHandshake>(std::move(context));
+}
+
+bool tls_kernel_offload_available() noexcept {
+  static const bool available = [] {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return false;
+    // The ULP is looked up before the socket's state is checked: ENOENT means the kernel
+    // has no `tls` module; ENOTCONN (an unconnected socket) means it has one.
+    const int rc = ::setsockopt(fd, IPPROTO_TCP, TCP_ULP, "tls", sizeof("tls"));
+    const int err = rc == 0 ? 0 : errno;
+    ::close(fd);
+    return rc == 0 || err == ENOTCONN;
+  }();
+  return available;
+}
+
+}  // namespace ringmux::mux

@@ -1,0 +1,79 @@
+// TLS 1.3 as a handshake stage of the link (mux/link/transport.h): mutual authentication by
+// certificate, over any Transport, with OpenSSL 3 memory BIOs.
+//
+// The socket below is still engine::Socket on io_uring: ciphertext arrives in the loop's
+// provided buffers and goes out by the same gather send; OpenSSL never touches the fd. A
+// TlsTransport feeds what it receives into the read BIO, runs the handshake, decrypts
+// records and hands the session plaintext only once the handshake is complete and the peer's
+// certificate was accepted. A send (one writer batch) is encrypted whole into the write BIO
+// and leaves as one send of the transport below: one record sequence per batch, and the
+// session's on_transport_sent only when all of its ciphertext was handed to the socket (the
+// socket's back-pressure reaches the writer unchanged).
+//
+// Policy: TLS 1.3 only (no renegotiation exists in it), the peer must present a certificate
+// of the configured CA on both sides (a server's `ca_file` requires client certificates),
+// optionally with one of `peer_names` (DNS name or IP address in its SANs). A failure of the
+// handshake ends the transport with IoError::handshake_failed; the cause (OpenSSL's reason,
+// the verification result, the peer's alert) goes to the log hook and to failure_text().
+//
+// kTLS: where the kernel has the `tls` ULP, the record layer could move into the kernel after
+// the handshake; tls_kernel_offload_available() probes it. This build keeps user-space TLS
+// (see the SPEC's security section).
+//
+// Threads: a TlsContext is immutable once created and may be shared by loops; a TlsTransport
+// lives on its connection's loop like every Transport.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ringmux/mux/link/transport.h"
+
+struct ssl_ctx_st;
+
+namespace ringmux::mux {
+
+struct TlsOptions {
+  std::string cert_file;  // our certificate chain, PEM
+  std::string key_file;   // its private key, PEM
+  std::string ca_file;    // the CA(s) a peer's certificate must chain to, PEM
+  // Names the peer's certificate must carry (one of them, as a DNS or IP SAN); empty: any
+  // certificate of the CA.
+  std::vector<std::string> peer_names;
+};
+
+class TlsContext {
+ public:
+  // Loads the certificate, key and CA; nullptr and `error` (naming the file and OpenSSL's
+  // reason) when it cannot. One context serves both roles: a node dials and accepts with
+  // the same identity.
+  static std::shared_ptr<const TlsContext> create(const TlsOptions& options, std::string& error);
+  ~TlsContext();
+  TlsContext(const TlsContext&) = delete;
+  TlsContext& operator=(const TlsContext&) = delete;
+
+  ssl_ctx_st* native() const noexcept { return ctx_; }
+  const std::vector<std::string>& peer_names() const noexcept { return peer_names_; }
+
+ private:
+  TlsContext(ssl_ctx_st* ctx, std::vector<std::string> peer_names) noexcept
+      : ctx_(ctx), peer_names_(std::move(peer_names)) {}
+
+  ssl_ctx_st* ctx_;
+  std::vector<std::string> peer_names_;
+};
+
+// Wraps `raw` (not started): the returned transport runs the TLS handshake, as the client
+// when `dialer`, before the session sees a byte.
+std::unique_ptr<Transport> make_tls_transport(engine::Loop& loop, std::shared_ptr<const TlsContext> context,
+                                              std::unique_ptr<Transport> raw, bool dialer);
+
+// The TLS handshake stage: wraps every transport it is given in make_tls_transport.
+std::unique_ptr<Handshake> make_tls_handshake(std::shared_ptr<const TlsContext> context);
+
+// Whether the kernel accepts the `tls` ULP on a TCP socket (kTLS). Probed once.
+bool tls_kernel_offload_available() noexcept;
+
+}  // namespace ringmux::mux
