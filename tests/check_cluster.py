@@ -10,26 +10,16 @@ against them.
 usage: check_cluster.py BUILD_DIR"""
 import json
 import re
-import socket
 import subprocess
 import sys
 import time
+
+from free_ports import free_ports
 
 build = sys.argv[1]
 loadgen = f"{build}/tools/ringmux-loadgen"
 serve = f"{build}/tools/ringmux-serve"
 failures = []
-
-
-def free_ports(count):
-    """Ports the kernel hands out now (closed again: a small race, fine on a test machine)."""
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def quorum_run(peers, quorum, extra=()):

@@ -132,6 +132,39 @@ for extra, want in [([], 2), (["--group_reporting"], 1), (["--own_connection"], 
     else:
         print(f"ok: numjobs=2 {' '.join(extra) or '(separate)'} -> {want} report(s)")
 
+# group_reporting follows fio's rule: a job with it joins the report of the job before it
+# when both are in the same reporting group (stonewall or new_group starts one). The
+# merged report is named after its first job and counts every member's calls (its latency
+# histogram holds one sample per call).
+def group_run(args):
+    grouped_run = run(["--output-format=json+", "--runtime=300ms", "--rw=unary", "--bs=64"] + args)
+    if grouped_run.returncode != 0:
+        failures.append(f"group_reporting {args}: exit {grouped_run.returncode}: {grouped_run.stderr.strip()}")
+        return []
+    return json.loads(grouped_run.stdout)["jobs"]
+
+
+for args, want in [
+        (["--group_reporting", "--name=a", "--name=b", "--iodepth=2", "--name=c", "--numjobs=2"], [("a", 0)]),
+        (["--group_reporting", "--name=a", "--name=b", "--name=c", "--stonewall", "--name=d"], [("a", 0), ("c", 1)]),
+        (["--group_reporting", "--name=a", "--name=b", "--new_group", "--name=c"], [("a", 0), ("b", 1)]),
+        (["--name=a", "--group_reporting", "--name=b"], [("a", 0), ("b", 0)]),  # b lacks it: its own
+        (["--name=a", "--name=b", "--group_reporting"], [("a", 0)]),  # b has it: joins a
+        (["--name=a", "--name=b"], [("a", 0), ("b", 0)])]:
+    jobs = group_run(args)
+    got = [(job["jobname"], job["groupid"]) for job in jobs]
+    counted = all(job["write"]["total_ios"] == sum(job["write"]["clat_ns"]["bins"].values()) > 0 for job in jobs)
+    if got != want or not counted:
+        failures.append(f"group_reporting {' '.join(args)}: reports {got}, want {want}; "
+                        f"calls {[job['write']['total_ios'] for job in jobs]}")
+    else:
+        print(f"ok: {' '.join(args)} -> reports {got}, calls {[job['write']['total_ios'] for job in jobs]}")
+
+# new_group starts a reporting group without waiting: its job runs beside the one before.
+jobs = group_run(["--name=a", "--name=b", "--new_group"])
+if len(jobs) == 2 and not jobs[1]["job_start"] < jobs[0]["job_start"] + jobs[0]["job_runtime"]:
+    failures.append(f"new_group waited: job_start {jobs[0]['job_start']} (ran {jobs[0]['job_runtime']} ms), then {jobs[1]['job_start']}")
+
 # Fairness (W4 shape): 16 bulk streams on one connection each get a fair part.
 fair = run(["--output-format=json", "--runtime=1", "--rw=write", "--bs=16k", "--streams=16"])
 if fair.returncode != 0:

@@ -124,6 +124,38 @@ try:
             check(compared >= 10, f"fio_jsonplus_clat2csv read our json+ and validated it; its {compared} percentiles "
                   "match ours", f"clat2csv: only {compared} percentiles compared")
 
+    # ---- the keys fio writes, against a real fio json+ document -----------------------------
+    # Every key of fio 3.33's json+ (its null engine: no device needed) is in ours, at the
+    # same place, but those JSON.md lists under "What fio writes that this does not"; and
+    # the latency distribution (latency_ns/us/ms) adds up to 100 % of a job's operations.
+    NOT_WRITTEN = {"error", "eta", "sync", "iodepth_level", "iodepth_submit", "iodepth_complete"}
+
+    def key_paths(node, prefix=""):
+        paths = set()
+        if isinstance(node, dict):
+            for key, child in node.items():
+                paths.add(prefix + key)
+                # Maps whose keys are data (bins, percentiles, options), not fields.
+                if key not in ("bins", "percentile", "job options", "global options"):
+                    paths |= key_paths(child, prefix + key + ".")
+        return paths
+
+    fio_run = subprocess.run(["fio", "--name=ref", "--ioengine=null", "--rw=write", "--bs=4k", "--size=256k",
+                              "--output-format=json+"], capture_output=True, text=True, timeout=WAIT_S, cwd=scratch)
+    if fio_run.returncode != 0 or result.returncode != 0:
+        failures.append(f"fio json+ reference: exit {fio_run.returncode}: {fio_run.stderr.strip()}")
+    else:
+        fio_doc = json.loads(fio_run.stdout[fio_run.stdout.index("{"):])
+        fio_top = set(fio_doc) - {"jobs"}
+        fio_job = {path for path in key_paths(fio_doc["jobs"][0]) if path.split(".")[0] not in NOT_WRITTEN}
+        missing = sorted((fio_top - set(report)) | {p for p in fio_job if p not in key_paths(report["jobs"][0])})
+        sums = [sum(job[unit][key] for unit in ("latency_ns", "latency_us", "latency_ms") for key in job[unit])
+                for job in report["jobs"] if job["write"]["clat_ns"]["N"] > 0]
+        check(not missing and sums and all(abs(total - 100) < 0.01 for total in sums),
+              f"our json+ has all {len(fio_top) + len(fio_job)} keys of fio 3.33's json+ but {sorted(NOT_WRITTEN)}; "
+              f"latency_ns/us/ms add up to {[round(total, 3) for total in sums]} %",
+              f"keys of fio's json+ missing from ours: {missing}; latency distributions add up to {sums}")
+
     # ---- log files, against fio's own ------------------------------------------------------
     reference = subprocess.run(["fio", "--name=ref", "--ioengine=null", "--rw=write", "--bs=4k", "--size=256k",
                                 "--write_lat_log=" + os.path.join(scratch, "ref"),

@@ -49,6 +49,10 @@ def schema(latency):
             "write": direction(latency),
             "read": direction(latency),
             "trim": direction(latency),
+            "elapsed": int, "usr_cpu": float, "sys_cpu": float, "ctx": int, "majf": int, "minf": int,
+            "latency_depth": int, "latency_target": int, "latency_percentile": float, "latency_window": int,
+            "latency_ns": ("map", r"^\d+$", float), "latency_us": ("map", r"^\d+$", float),
+            "latency_ms": ("map", r"^(>=)?\d+$", float),
             "ringmux": {
                 "engine": ("enum", "ringmux", "tcp"), "rw": ("enum", "unary", "write", "read", "bidi", "quorum"),
                 "errors": int, "error": str, "server_confirmed_bytes": int, "client_sent_bytes": int,

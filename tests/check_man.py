@@ -17,14 +17,13 @@ from pathlib import Path
 
 TIMEOUT_S = 30
 
-# Per tool: options its man page documents that its --help does not list. ringmux-loadgen's
-# --help (tools/loadgen/job.cpp) predates --version and words its defaults in columns, so
-# for it only the option names are compared, and it is not held to the man-page layout.
+# Per tool: whether its --help is held to the man-page layout, and options its man page
+# documents that its --help does not list. Every tool's is, and lists them all.
 TOOLS = {
     "ringmux-serve": {"man_layout": True, "help_lacks": set()},
     "ringmux-chaos": {"man_layout": True, "help_lacks": set()},
     "ringmux-echo": {"man_layout": True, "help_lacks": set()},
-    "ringmux-loadgen": {"man_layout": False, "help_lacks": {"--version"}},
+    "ringmux-loadgen": {"man_layout": True, "help_lacks": set()},
 }
 HEADING = re.compile(r"^[A-Z][A-Z ]*[A-Z]$")
 TAG = re.compile(r"((?:-[a-zA-Z], )?--[a-z][a-z0-9_-]*(?:=\S*)?)(.*)$")

@@ -12,6 +12,7 @@
 
 #include "ringmux/base/limits.h"
 #include "tools/loadgen/verify.h"
+#include "tools/version.h"
 
 namespace ringmux::loadgen {
 
@@ -297,6 +298,8 @@ std::optional<ParseError> apply_one(Invocation& invocation, Job& job, std::strin
     return flag(job.own_connection);
   } else if (key == "stonewall" || key == "wait_for_previous") {
     return flag(job.stonewall);
+  } else if (key == "new_group") {
+    return flag(job.new_group);
   } else if (key == "kb_base") {
     uint32_t base = 0;
     if (count_in(1000, 1024, base) || (base != 1000 && base != 1024)) return option_error(key, value, "1000 or 1024");
@@ -623,7 +626,7 @@ std::vector<uint32_t> job_groups(const Invocation& invocation) {
   std::vector<uint32_t> groups;
   uint32_t group = 0;
   for (std::size_t i = 0; i < invocation.jobs.size(); i++) {
-    if (i > 0 && invocation.jobs[i].stonewall) group++;
+    if (i > 0 && (invocation.jobs[i].stonewall || invocation.jobs[i].new_group)) group++;
     groups.push_back(group);
   }
   return groups;
@@ -644,95 +647,158 @@ uint64_t ringmux_streams(const Invocation& invocation) {
 }
 
 std::string help_text() {
-  // The port default below is protocol.h's default_port.
+  // Laid out like the man page (docs/man/ringmux-loadgen.1, which tests/check_man.py holds
+  // to it): every option with its default, and the exit status. The port default below is
+  // protocol.h's default_port.
   static_assert(default_port == 7300);
-  return R"(usage: ringmux-loadgen [options] [jobfile...]
-fio-style load for ringmux. Options before the first --name apply to every job;
---name=NAME starts a job. Job files use [global] and [name] sections of key=value,
-';' or '#' comments, "include FILE" lines (relative to the including file) and
-${NAME} for the environment variable NAME (an unset one is an error). Jobs run and
-are reported in order: the command line's, then each job file's as given.
+  return R"(NAME
+    ringmux-loadgen - fio-style load for ringmux
 
-job options (default):
-  --rw=MODE             unary | write | read | bidi | quorum              (unary)
-  --bs=SIZE             request / message size (see SIZES)                (4k)
-  --resp_bs=SIZE        unary response size (ioengine=tcp: at least 1)    (bs)
-  --bssplit=LIST        size mix of what the client sends, e.g.           (none)
-                        4k/50:64k/50 (percents add up to 100; rw=read: bs)
-  --iodepth=N           unary calls in flight per job                     (1)
-  --streams=N           concurrent streams per job, up to 1048576;        (1)
-                        over 16384 a ringmux-serve must allow them
-                        (--max_streams)
-  --stream_messages=N   rw=write: messages per stream; the stream then    (0)
-                        ends and a new one takes its place (stream churn;
-                        0: one stream for the whole run; ioengine=tcp: a
-                        new connection)
-  --numjobs=N           clones of the job                                 (1)
-  --runtime=DURATION    measured time; seconds or us/ms/s/m/h/d           (none)
-  --ramp_time=DURATION  unmeasured warm-up                                (0)
-  --size=SIZE           stop after this many bytes (shared by the         (none)
-                        streams); runtime or size is required; with size
-                        alone, rates are over the time the job took
-  --time_based          run for runtime even when size is reached         (off)
-  --rate_iops=N         open loop at N calls/s (rw=unary); at
-                        most iodepth in flight, latency from the due time (closed loop)
-                        up to 16384 late calls wait; later ones and those
-                        left at the end are counted as rate_dropped
-  --verify=BOOL         stamp and hash every message end to end; counts   (0)
-                        mismatches, gaps and duplicates (bs >= 32)
-  --percentile_list=L   e.g. 50:99:99.9      (1:5:10:20:...:99.9:99.95:99.99)
-  --cpus_allowed=LIST   e.g. 0,2-3; ringmux: a client loop per CPU, clone (0 with the
-                        k on the (k mod count)-th (numjobs clones use      embedded server,
-                        them all); tcp: the first; a CPU this process      else any)
-                        may not run on is refused
-  --ioengine=NAME       ringmux | tcp (raw blocking-socket baseline)      (ringmux)
-  --group_reporting     one report for all clones                         (off)
-  --own_connection      a connection of its own, not the shared one       (off)
-  --stonewall           wait for every job before this one to end; starts (off)
-                        a new group (groupid in the reports)
-  --kb_base=N           1024 or 1000: what k/m/g/t/p mean in the sizes    (1024)
-                        given after it (see SIZES)
-  --write_lat_log[=P]   latency log files P_lat.N.log, P_clat.N.log (ns)  (none;
-  --write_bw_log[=P]    bandwidth log P_bw.N.log (KiB/s)                   P: the job's
-  --write_iops_log[=P]  IOPS log P_iops.N.log (operations/s)               name)
-                        N: the job clone's number from 1; fio's format
-                        "time_ms, value, direction, bs, 0" (tools/loadgen/JSON.md)
-  --log_avg_msec=N      0: a latency line per operation, bandwidth and    (0)
-                        IOPS per 500 ms; N: each an average per N ms
-  --peers=LIST          rw=quorum: members of a ringmux-serve --peers     (none)
-                        cluster, ADDRESS:PORT separated by commas; each
-                        call goes to all, the job dials every one
-  --quorum=Q            rw=quorum: majority | all | first | a count       (majority)
-  --deadline=DURATION   rw=quorum: each quorum call's deadline            (1s)
+SYNOPSIS
+    ringmux-loadgen [OPTION...] [JOBFILE...]
+    ringmux-loadgen --help | --version
 
-global options:
-  --host=ADDRESS        a ringmux-serve to load            (embedded server on loopback)
-  --port=N              its port                                          (7300)
-  --output-format=F,... normal | json | json+ | terse, several separated  (normal)
-                        by commas (printed terse, json, normal); json
-                        and json+ are fio's document (tools/loadgen/JSON.md),
-                        json+ with the latency histograms' bins
-  --output=FILE         the reports go to FILE instead of stdout          (stdout)
-  --status-interval=T   a full report every T (at least 100ms) while the  (none)
-                        jobs run, in the output formats, to the output
-  --plot=FILE.svg       latency-percentile plot, one curve per job        (none)
-  -h, --help            this text
+DESCRIPTION
+    Runs jobs of unary calls or streams against a ringmux server, with the ringmux engine
+    or the raw blocking-socket baseline (tcp), and reports operations, bandwidth and
+    latency percentiles the way fio(1) does. Without --host it starts an embedded server
+    in this process, on loopback, its loop pinned to CPU 1.
 
-SIZES (fio's rules): k, m, g, t, p (also kb, ki, mb, ...) multiply by kb_base per
-step; kib, mib, gib, tib, pib by the other base. So by default 4k = 4ki = 4kb = 4096
-and 4kib = 4000; with --kb_base=1000, 4k = 4000 and 4kib = 4096.
+    Options before the first --name apply to every job; --name=NAME starts a job, and the
+    options after it are that job's. Job files use [global] and [name] sections of
+    key=value lines (the same options without the dashes), ';' or '#' comments,
+    "include FILE" lines (relative to the including file) and ${NAME} for the environment
+    variable NAME (an unset one is an error). Jobs run and are reported in order: the
+    command line's, then each job file's as given. Jobs up to a --stonewall run together.
 
-A status line with the ETA is drawn on stderr when it is a terminal. SIGINT or SIGTERM
-ends the jobs and prints the report of what ran (a second one quits at once). The tcp
-engine runs every rw mode but quorum with one blocking connection per stream
-(rate_iops: a sender thread on schedule beside the reader; responses of another size
-than their requests, with resp_bs or bssplit: each request carries an 8-byte header
-naming both sizes). Every ringmux-engine connection is
-resumable: when its TCP connection breaks (e.g. ringmux-chaos --reset-every) the
-session resumes on a new one and the report counts the resumes, the bytes replayed
-and the resume times.
-Exit status: 0 when no operation failed and verify found nothing, 1 otherwise (or a
-report or log file could not be written), 2 for bad options.
+    Sizes follow fio's rules: k, m, g, t, p (also kb, ki, mb, ...) multiply by kb_base per
+    step; kib, mib, gib, tib, pib by the other base. So by default 4k = 4ki = 4kb = 4096
+    and 4kib = 4000; with --kb_base=1000, 4k = 4000 and 4kib = 4096. Durations are
+    seconds, or take us, ms, s, m, h or d.
+
+    A status line with the ETA is drawn on stderr when it is a terminal. SIGINT or
+    SIGTERM ends the jobs and prints the report of what ran (a second one quits at once).
+    The tcp engine runs every rw mode but quorum, with one blocking connection per stream
+    (rate_iops: a sender thread on schedule beside the reader; responses of another size
+    than their requests, with resp_bs or bssplit: each request carries an 8-byte header
+    naming both sizes). Every ringmux-engine connection is resumable: when its TCP
+    connection breaks (for example under ringmux-chaos --reset-every) the session resumes
+    on a new one and the report counts the resumes, the bytes replayed and the resume
+    times.
+
+OPTIONS
+    Job options:
+    --name=NAME
+        Start a job named NAME (with --numjobs, its clones are NAME.0, NAME.1 and so on).
+        Default: none (without any --name or job file, one job named job1 of the options
+        given).
+    --rw=MODE
+        unary (calls echoed with a response of resp_bs), write (streams to a sink that
+        counts and confirms the bytes), read (streams from a source), bidi (echo streams)
+        or quorum (a call to every member of a cluster). Default: unary.
+    --bs=SIZE
+        Request or message size, in bytes (see the sizes above). Default: 4k.
+    --resp_bs=SIZE
+        Unary response size; the tcp engine needs at least 1. Default: the request size
+        (bs).
+    --bssplit=LIST
+        Size mix of what the client sends, e.g. 4k/50:64k/50 (percents add up to 100;
+        rw=read: bs). Default: none.
+    --iodepth=N
+        Unary calls in flight per job. Default: 1.
+    --streams=N
+        Concurrent streams per job, up to 1048576; over 16384 a ringmux-serve must allow
+        them (--max_streams). Default: 1.
+    --stream_messages=N
+        rw=write: messages per stream; the stream then ends and a new one takes its place
+        (stream churn; 0: one stream for the whole run; ioengine=tcp: a new connection).
+        Default: 0.
+    --numjobs=N
+        Clones of the job, each with its own operations in flight. Default: 1.
+    --runtime=DURATION
+        Measured time. Default: none (runtime or size is required).
+    --ramp_time=DURATION
+        Unmeasured warm-up before the runtime. Default: 0.
+    --size=SIZE
+        Stop after this many bytes (shared by the job's streams); with size alone, rates
+        are over the time the job took. Default: none (runtime or size is required).
+    --time_based
+        Run for the runtime even when the size is reached. Default: off.
+    --rate_iops=N
+        Open loop at N calls/s (rw=unary): at most iodepth in flight, latency from the due
+        time; up to 16384 late calls wait, later ones and those left at the end are
+        counted as rate_dropped. Default: none (closed loop).
+    --verify=BOOL
+        Stamp and hash every message end to end; counts mismatches, gaps and duplicates
+        (bs >= 32). Default: 0.
+    --percentile_list=L
+        The latency percentiles reported, separated by colons, e.g. 50:99:99.9.
+        Default: 1:5:10:20:30:40:50:60:70:80:90:95:99:99.5:99.9:99.95:99.99.
+    --cpus_allowed=LIST
+        CPUs for the job's client loops, e.g. 0,2-3. ringmux: one client loop per CPU,
+        pinned; clone k of the job runs on the (k mod count)-th CPU of the list, so
+        --numjobs clones use them all, each loop with a connection of its own for its
+        clones (with --own_connection, one per clone). tcp: the first CPU. A CPU this
+        process may not run on is refused. Default: 0 with the embedded server, else any.
+    --ioengine=NAME
+        ringmux, or tcp (the raw blocking-socket baseline). Default: ringmux.
+    --own_connection
+        A connection of its own, not the one the jobs share. Default: off.
+    --stonewall
+        Wait for every job before this one to end; starts a new reporting group (groupid
+        in the reports). Default: off.
+    --new_group
+        Start a new reporting group (groupid in the reports) without waiting for the jobs
+        before this one. Default: off.
+    --group_reporting
+        fio's rule: a job clone with it is reported together with the clone before it
+        when both are in the same group, so a group (jobs up to a stonewall or new_group)
+        whose jobs all have it is one report, under its first job's name. Default: off.
+    --kb_base=N
+        1024 or 1000: what k/m/g/t/p mean in the sizes given after it. Default: 1024.
+    --write_lat_log[=P]
+        Latency log files P_lat.N.log and P_clat.N.log (ns); N is the job clone's number
+        from 1; fio's line format "time_ms, value, direction, bs, 0". Default: none (P:
+        the job's name).
+    --write_bw_log[=P]
+        Bandwidth log P_bw.N.log (KiB/s), same format. Default: none.
+    --write_iops_log[=P]
+        IOPS log P_iops.N.log (operations/s), same format. Default: none.
+    --log_avg_msec=N
+        0: a latency line per operation, bandwidth and IOPS per 500 ms; N: each an
+        average per N ms. Default: 0.
+    --peers=LIST
+        rw=quorum: members of a ringmux-serve --peers cluster, ADDRESS:PORT separated by
+        commas; each call goes to all, the job dials every one. Default: none.
+    --quorum=Q
+        rw=quorum: majority, all, first or a count. Default: majority.
+    --deadline=DURATION
+        rw=quorum: each quorum call's deadline. Default: 1s.
+
+    Global options:
+    --host=ADDRESS
+        A ringmux-serve to load (IPv4). Default: an embedded server on loopback.
+    --port=N
+        Its port. Default: 7300.
+    --output-format=F
+        normal, json, json+ (fio's document, json+ with the latency histograms' bins;
+        tools/loadgen/JSON.md) or terse, several separated by commas (printed terse,
+        json, normal). Default: normal.
+    --output=FILE
+        The reports go to FILE instead of standard output. Default: standard output.
+    --status-interval=T
+        A full report every T (at least 100ms) while the jobs run, in the output formats,
+        to the output. Default: none.
+    --plot=FILE.svg
+        A latency-percentile plot, one curve per job. Default: none.
+)" + std::string(tools::help_version_options) + R"(
+EXIT STATUS
+    0   no operation failed and verify found nothing
+    1   an operation failed, verify found a difference or an output file failed
+    2   a bad option or job file (the message names it and what it accepts)
+
+SEE ALSO
+    ringmux-serve(1), ringmux-chaos(1), fio(1)
 )";
 }
 

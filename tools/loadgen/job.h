@@ -80,6 +80,7 @@ struct Job {
   bool group_reporting = false;
   bool own_connection = false;        // a connection of its own instead of the shared one
   bool stonewall = false;             // wait for the jobs before this one; a new group
+  bool new_group = false;             // a new reporting group, without waiting (fio's new_group)
   uint32_t kb_base = 1024;            // fio's kb_base: what k, m, g mean in later sizes
   // fio's logs, written at the job's end as PREFIX_lat.N.log and so on (N: the job clone's
   // number from 1); an empty prefix is the job's name; no value: no log.
@@ -162,7 +163,8 @@ Parsed<Invocation> parse_job_file(std::string_view text, std::string_view file_n
 // Job-file nesting allowed through `include` (a file including itself is caught by it).
 inline constexpr int include_depth_max = 16;
 
-// The groups of `invocation`'s jobs (stonewall starts one): each job's group number, from 0.
+// The reporting groups of `invocation`'s jobs (fio's groupid: stonewall or new_group starts
+// one): each job's group number, from 0.
 std::vector<uint32_t> job_groups(const Invocation& invocation);
 
 // Every option with its default, for --help.

@@ -189,6 +189,64 @@ std::string json_direction(const JobResult& r, const Job& job, const char* name,
          "}";
 }
 
+// fio's latency distribution (its latency_ns, latency_us, latency_ms): the share in
+// percent of the operations whose latency falls in each range; a key names the range's
+// upper end (exclusive) in its unit, the one before it the lower end (inclusive) and
+// ">=2000" in ms what is left. Read from the latency histogram: a bucket counts where its
+// midpoint falls (exact below 128 ns, within 0.78 % above).
+constexpr uint64_t fio_latency_bounds[] = {2, 4, 10, 20, 50, 100, 250, 500, 750, 1000};
+constexpr uint64_t fio_latency_ms_bound_max = 2000;  // latency_ms's extra key before ">=2000"
+constexpr std::size_t fio_latency_keys = std::size(fio_latency_bounds);
+
+std::string json_latency_distribution(const Histogram& latency) {
+  // [0, 10): ns; [10, 20): us; [20, 30): ms, then the 2000 ms bucket and >= 2000 ms.
+  std::array<uint64_t, 3 * fio_latency_keys + 2> counts{};
+  for (std::size_t i = 0; i < Histogram::bucket_count; i++) {
+    const uint64_t count = latency.count_at(i);
+    if (count == 0) continue;
+    const uint64_t ns = Histogram::bucket_midpoint(i);
+    const std::size_t unit = ns < 1000 ? 0 : ns < 1'000'000 ? 1 : 2;
+    const uint64_t value = unit == 0 ? ns : unit == 1 ? ns / 1000 : ns / 1'000'000;
+    std::size_t key = 0;
+    while (key < fio_latency_keys && value >= fio_latency_bounds[key]) key++;
+    if (unit == 2 && key == fio_latency_keys) key += value < fio_latency_ms_bound_max ? 0 : 1;
+    counts[unit * fio_latency_keys + key] += count;
+  }
+  const double total = static_cast<double>(latency.count());
+  auto percent = [&](std::size_t index) {
+    return format("%.6f", total > 0 ? 100.0 * static_cast<double>(counts[index]) / total : 0);
+  };
+  std::string out;
+  const char* names[] = {"latency_ns", "latency_us", "latency_ms"};
+  for (std::size_t unit = 0; unit < 3; unit++) {
+    out += std::string(unit == 0 ? "" : ", ") + "\"" + names[unit] + "\": {";
+    for (std::size_t key = 0; key < fio_latency_keys; key++) {
+      out += std::string(key == 0 ? "" : ", ") + "\"" + std::to_string(fio_latency_bounds[key]) + "\": " +
+             percent(unit * fio_latency_keys + key);
+    }
+    if (unit == 2) {
+      out += ", \"" + std::to_string(fio_latency_ms_bound_max) + "\": " + percent(3 * fio_latency_keys) +
+             ", \">=" + std::to_string(fio_latency_ms_bound_max) + "\": " + percent(3 * fio_latency_keys + 1);
+    }
+    out += "}";
+  }
+  return out;
+}
+
+// fio's job-level figures beside the directions: the process's CPU over the set that ran
+// the job (CpuUsage), fio's latency-target fields as they read without that feature, and
+// the latency distribution.
+std::string json_job_figures(const JobResult& r, const Job& job) {
+  const double wall = static_cast<double>(r.cpu.wall_ns);
+  return "      \"elapsed\": " + std::to_string((r.cpu.wall_ns + 999'999'999) / 1'000'000'000) +
+         ", \"usr_cpu\": " + format("%.6f", wall > 0 ? 100.0 * static_cast<double>(r.cpu.user_ns) / wall : 0) +
+         ", \"sys_cpu\": " + format("%.6f", wall > 0 ? 100.0 * static_cast<double>(r.cpu.system_ns) / wall : 0) +
+         ", \"ctx\": " + std::to_string(r.cpu.context_switches) + ", \"majf\": " + std::to_string(r.cpu.major_faults) +
+         ", \"minf\": " + std::to_string(r.cpu.minor_faults) + ",\n      \"latency_depth\": " +
+         std::to_string(job.iodepth) + ", \"latency_target\": 0, \"latency_percentile\": 100.000000" +
+         ", \"latency_window\": 0,\n      " + json_latency_distribution(r.latency);
+}
+
 // fio's "job options" / "global options": the options as given, in order (a later value
 // of an option replaces an earlier one in place).
 std::string json_options(const std::vector<std::pair<std::string, std::string>>& options) {
@@ -284,6 +342,13 @@ std::string report_normal(const std::vector<JobResult>& results, const Invocatio
              "us p99=" + format("%.1f", static_cast<double>(r.resume_latency.percentile(99)) / 1e3) +
              "us max=" + format("%.1f", static_cast<double>(r.resume_latency.max()) / 1e3) + "us\n";
     }
+    if (r.cpu.wall_ns > 0) {  // fio's cpu line: the process's, over the set that ran the job
+      const double wall = static_cast<double>(r.cpu.wall_ns);
+      out += format("  cpu: usr=%.2f%%, sys=%.2f%%, ", 100.0 * static_cast<double>(r.cpu.user_ns) / wall,
+                    100.0 * static_cast<double>(r.cpu.system_ns) / wall) +
+             "ctx=" + std::to_string(r.cpu.context_switches) + ", majf=" + std::to_string(r.cpu.major_faults) +
+             ", minf=" + std::to_string(r.cpu.minor_faults) + "\n";
+    }
     out += "  errors=" + std::to_string(r.errors) + (r.error_message.empty() ? "" : " (" + error_text(r) + ")") + "\n";
   }
   return out;
@@ -314,6 +379,7 @@ std::string report_json(const std::vector<JobResult>& results, const Invocation&
     out += json_direction(r, job, "write", Direction::write, plus, group[static_cast<std::size_t>(Direction::write)]) + ",\n";
     // fio's tools expect a trim section too: nothing is ever trimmed here.
     out += json_direction(JobResult{}, job, "trim", Direction::read, plus, 0) + ",\n";
+    out += json_job_figures(r, job) + ",\n";
     out += "      \"ringmux\": {\"engine\": \"" + std::string(engine_name(r.engine)) + "\", \"rw\": \"" +
            rw_name(r.rw) + "\", \"errors\": " + std::to_string(r.errors) + ", \"error\": " +
            json_string(error_text(r)) + ", \"server_confirmed_bytes\": " + std::to_string(r.server_confirmed_bytes) +

@@ -1,5 +1,7 @@
 #include "tools/loadgen/result.h"
 
+#include <sys/resource.h>
+
 #include <chrono>
 #include <cmath>
 
@@ -105,6 +107,43 @@ void JobResult::count_bytes(uint64_t now, Direction direction, uint64_t bytes) {
   }
 }
 
+CpuUsage CpuUsage::now() noexcept {
+  CpuUsage usage;
+  usage.wall_ns = static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count());
+  rusage self{};
+  if (getrusage(RUSAGE_SELF, &self) != 0) return usage;  // only with a bad argument
+  auto ns = [](const timeval& t) { return static_cast<uint64_t>(t.tv_sec) * 1'000'000'000 + static_cast<uint64_t>(t.tv_usec) * 1000; };
+  usage.user_ns = ns(self.ru_utime);
+  usage.system_ns = ns(self.ru_stime);
+  usage.context_switches = static_cast<uint64_t>(self.ru_nvcsw + self.ru_nivcsw);
+  usage.major_faults = static_cast<uint64_t>(self.ru_majflt);
+  usage.minor_faults = static_cast<uint64_t>(self.ru_minflt);
+  return usage;
+}
+
+CpuUsage CpuUsage::since(const CpuUsage& start) const noexcept {
+  CpuUsage spent;
+  spent.wall_ns = wall_ns - start.wall_ns;
+  spent.user_ns = user_ns - start.user_ns;
+  spent.system_ns = system_ns - start.system_ns;
+  spent.context_switches = context_switches - start.context_switches;
+  spent.major_faults = major_faults - start.major_faults;
+  spent.minor_faults = minor_faults - start.minor_faults;
+  return spent;
+}
+
+void CpuUsage::merge(const CpuUsage& other) noexcept {
+  if ((sets & other.sets) != 0) return;  // the same set: the same figures
+  sets |= other.sets;
+  wall_ns += other.wall_ns;
+  user_ns += other.user_ns;
+  system_ns += other.system_ns;
+  context_switches += other.context_switches;
+  major_faults += other.major_faults;
+  minor_faults += other.minor_faults;
+}
+
 void JobResult::merge(const JobResult& other, bool counts_connection) {
   ops += other.ops;
   bytes_written += other.bytes_written;
@@ -117,7 +156,13 @@ void JobResult::merge(const JobResult& other, bool counts_connection) {
   }
   latency.merge(other.latency);
   rates.merge(other.rates);
-  log_rates.merge(other.log_rates);
+  // Jobs of one reporting group may log with different log_avg_msec: their logs are
+  // written per clone before the merge, which keeps the windows only when they agree.
+  if (!log_rates.enabled() || !other.log_rates.enabled() || log_rates.window_ns() == other.log_rates.window_ns()) {
+    log_rates.merge(other.log_rates);
+  } else {
+    log_rates = RateSeries();
+  }
   server_confirmed_bytes += other.server_confirmed_bytes;
   client_sent_bytes += other.client_sent_bytes;
   stream_bytes.insert(stream_bytes.end(), other.stream_bytes.begin(), other.stream_bytes.end());
@@ -127,6 +172,7 @@ void JobResult::merge(const JobResult& other, bool counts_connection) {
   verify_duplicates += other.verify_duplicates;
   verified_messages += other.verified_messages;
   rate_dropped += other.rate_dropped;
+  cpu.merge(other.cpu);
   if (counts_connection) {
     resumes += other.resumes;
     bytes_replayed += other.bytes_replayed;

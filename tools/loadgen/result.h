@@ -104,10 +104,33 @@ struct RateStats {
 // window when no window is whole): bytes/s of `direction` (bytes = true) or operations/s.
 RateStats rate_stats(const RateSeries& series, Direction direction, bool bytes, uint64_t until_ns);
 
+// What the process spent while a set of clones ran (getrusage, RUSAGE_SELF): every
+// thread's, so the clones of one set, and without --host the embedded server, share it.
+// fio's usr_cpu, sys_cpu, ctx, majf, minf.
+struct CpuUsage {
+  uint64_t wall_ns = 0;  // the set's time, from its start to its last clone's end
+  uint64_t user_ns = 0;
+  uint64_t system_ns = 0;
+  uint64_t context_switches = 0;  // voluntary and involuntary
+  uint64_t major_faults = 0;
+  uint64_t minor_faults = 0;
+  // The sets whose usage this holds, by engine (ringmux 1, tcp 2): a reporting group lies in
+  // one stonewall wave, whose two sets run one after the other; clones of one set share it.
+  uint32_t sets = 0;
+
+  // The process's counters now (wall_ns: the monotonic clock).
+  static CpuUsage now() noexcept;
+  // What was spent from `start` to this.
+  CpuUsage since(const CpuUsage& start) const noexcept;
+  // group_reporting: adds the usage of a set not yet in this one.
+  void merge(const CpuUsage& other) noexcept;
+};
+
 struct JobResult {
   std::string name;
   std::size_t job_index = 0;   // into Invocation::jobs
   uint32_t group = 0;          // stonewall group, from 0
+  int loop_cpu = -1;           // ringmux: the CPU of the client loop it ran on (-1: unpinned)
   RwMode rw = RwMode::unary;
   IoEngine engine = IoEngine::ringmux;
   uint64_t ops = 0;             // calls (unary) or messages (streams) in the window
@@ -138,6 +161,7 @@ struct JobResult {
   // same figures.
   uint64_t resumes = 0, bytes_replayed = 0;
   Histogram resume_latency;  // ns
+  CpuUsage cpu;  // the process's, while the set of this clone ran
   // Open loop (rate_iops): calls that fell due and never started, because the backlog of
   // late calls was full (pacer_backlog_max) or the run ended first. 0 in closed loop.
   uint64_t rate_dropped = 0;

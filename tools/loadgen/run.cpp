@@ -174,23 +174,32 @@ class Output {
   std::string path_;
 };
 
-// group_reporting: the clones of such a job (name.0, name.1, ...) become one result.
+// group_reporting, fio's rule: a job clone with group_reporting joins the report of the
+// clone before it when both are in the same group (stonewall starts one), so a group whose
+// jobs all have it reports once, under its first job's name and options; a clone without
+// it reports on its own. (fio walks its threads the same way: a thread starts a new report
+// unless it has group_reporting and the previous thread's groupid.)
 std::vector<JobResult> grouped(std::vector<JobResult> results, const Invocation& invocation) {
   std::vector<JobResult> out;
-  uint32_t clone = 0;  // of the job being merged
+  std::vector<int> shared_counted;  // the loops (by CPU) whose shared connection out.back() counts
   for (JobResult& r : results) {
     const Job& job = invocation.jobs[r.job_index];
-    if (job.group_reporting && job.numjobs > 1 && !out.empty() && out.back().job_index == r.job_index) {
-      // Clones sharing a connection share its counts: clone k is the first on its loop's
-      // connection when k < the CPUs it is spread over (runner.h).
-      clone++;
-      const bool first_on_loop = clone < std::max<std::size_t>(job.cpus_allowed.size(), 1);
-      out.back().merge(r, job.own_connection || first_on_loop);
+    // The figures of a shared connection (one per client loop, runner.h) are in each of its
+    // clones' results: a report adds them once per loop, and those of every connection of
+    // its own.
+    const bool joins = job.group_reporting && !out.empty() && out.back().group == r.group;
+    if (!joins) shared_counted.clear();
+    bool counts_connection = job.own_connection;
+    if (!job.own_connection && std::find(shared_counted.begin(), shared_counted.end(), r.loop_cpu) == shared_counted.end()) {
+      shared_counted.push_back(r.loop_cpu);
+      counts_connection = true;
+    }
+    if (joins) {
+      out.back().merge(r, counts_connection);
       continue;
     }
-    clone = 0;
     out.push_back(std::move(r));
-    if (job.group_reporting && job.numjobs > 1) out.back().name = job.name;
+    if (job.group_reporting) out.back().name = job.name;  // not the clone's name.N
   }
   return out;
 }
@@ -200,8 +209,9 @@ struct Planned {
   Job job;                    // its name ends in .N when the job has several clones
   JobResult result;
   std::unique_ptr<JobLogs> logs;
+  uint32_t wave = 0;          // stonewalls before it: what it waits for
   uint32_t clone = 0;         // which clone of its job
-  bool attempted = false;     // its group was started
+  bool attempted = false;     // its wave was started
 };
 
 // The periodic reports of --status-interval: every interval, the latest copies of the
@@ -260,8 +270,10 @@ int run_invocation(const Invocation& invocation) {
   // The clones, in the jobs' order, numbered over the invocation from 1 (fio's log names).
   const std::vector<uint32_t> groups = job_groups(invocation);
   std::vector<Planned> planned;
+  uint32_t wave = 0;  // the jobs up to the next stonewall run together
   for (std::size_t j = 0; j < invocation.jobs.size(); j++) {
     const Job& job = invocation.jobs[j];
+    if (j > 0 && job.stonewall) wave++;
     for (uint32_t i = 0; i < job.numjobs; i++) {
       Planned& p = planned.emplace_back();
       p.job = job;
@@ -270,7 +282,9 @@ int run_invocation(const Invocation& invocation) {
       if (p.job.cpus_allowed.empty() && !invocation.host) p.job.cpus_allowed = {0};
       p.result.name = p.job.name;
       p.result.job_index = j;
+      if (job.ioengine == IoEngine::ringmux) p.result.loop_cpu = clone_cpu(p.job, i);
       p.result.group = groups[j];
+      p.wave = wave;
       p.result.rw = job.rw;
       p.result.engine = job.ioengine;
     }
@@ -299,10 +313,11 @@ int run_invocation(const Invocation& invocation) {
     }
     if (p.logs) p.result.latency_log = p.logs->per_operation();
   }
-  // The sets that run one after another: per group, its ringmux clones, then its tcp ones.
+  // The sets that run one after another: per stonewall wave, its ringmux clones, then its
+  // tcp ones.
   std::vector<std::vector<std::size_t>> sets;
   for (std::size_t c = 0; c < planned.size(); c++) {
-    const std::size_t set = 2 * planned[c].result.group + (planned[c].job.ioengine == IoEngine::tcp ? 1 : 0);
+    const std::size_t set = 2 * planned[c].wave + (planned[c].job.ioengine == IoEngine::tcp ? 1 : 0);
     if (set >= sets.size()) sets.resize(set + 1);
     sets[set].push_back(c);
   }
@@ -368,7 +383,12 @@ int run_invocation(const Invocation& invocation) {
       clones.push_back({&planned[c].job, &planned[c].result, c, planned[c].clone,
                         planned[c].logs ? planned[c].logs->log_window_ns() : 0});
     }
-    run_clones(clones, planned[set.front()].job.ioengine == IoEngine::tcp ? tcp_target : ringmux_target, &progress, control);
+    const bool tcp_set = planned[set.front()].job.ioengine == IoEngine::tcp;
+    const CpuUsage set_start = CpuUsage::now();
+    run_clones(clones, tcp_set ? tcp_target : ringmux_target, &progress, control);
+    CpuUsage spent = CpuUsage::now().since(set_start);
+    spent.sets = tcp_set ? 2 : 1;
+    for (const std::size_t c : set) planned[c].result.cpu = spent;
     if (live) {
       for (const std::size_t c : set) live->publish(c, 0, 1, planned[c].result, planned[c].result.window_until_ns);
     }

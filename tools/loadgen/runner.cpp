@@ -495,13 +495,6 @@ struct Dialer final : engine::ConnectHandler, mux::ConnectionObserver {
   std::string error;
 };
 
-// The CPU whose loop clone `clone` of `job` runs on: the job's allowed CPUs in turn, so
-// that numjobs clones use them all; -1 when the job names none.
-int clone_cpu(const Job& job, uint32_t clone) noexcept {
-  if (job.cpus_allowed.empty()) return -1;
-  return job.cpus_allowed[clone % job.cpus_allowed.size()];
-}
-
 // Runs `clones` on a loop of this thread, pinned to `cpu` (-1: not pinned).
 void run_ringmux(const std::vector<CloneRun>& clones, int cpu, const RunTarget& target, Progress* shared_progress,
                  RunControl& control) {
@@ -695,6 +688,11 @@ void run_ringmux(const std::vector<CloneRun>& clones, int cpu, const RunTarget& 
 }
 
 }  // namespace
+
+int clone_cpu(const Job& job, uint32_t clone) noexcept {
+  if (job.cpus_allowed.empty()) return -1;
+  return job.cpus_allowed[clone % job.cpus_allowed.size()];
+}
 
 void run_clones(const std::vector<CloneRun>& clones, const RunTarget& target, Progress* progress, RunControl& control) {
   if (clones.empty()) return;

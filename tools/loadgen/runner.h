@@ -66,6 +66,10 @@ struct CloneRun {
   uint64_t log_window_ns = 0;   // log_avg_msec windows to count (0: none)
 };
 
+// The CPU whose loop clone `clone` of `job` runs on (ringmux engine): the job's allowed
+// CPUs in turn, so that numjobs clones use them all; -1 when the job names none.
+int clone_cpu(const Job& job, uint32_t clone) noexcept;
+
 // Runs `clones` (all of one engine) against `target`. `progress` may be null.
 void run_clones(const std::vector<CloneRun>& clones, const RunTarget& target, Progress* progress, RunControl& control);
 

@@ -55,6 +55,25 @@ std::size_t encode_sink_answer(std::byte (&out)[sink_answer_verify_bytes], uint6
   return sink_answer_verify_bytes;
 }
 
+uint64_t steady_ns() noexcept {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count());
+}
+
+// A stream's life for CallTimes: from its OPEN (construction) to on_stream_finished;
+// nothing without a histogram (calls not timed).
+class StreamTimer {
+ public:
+  explicit StreamTimer(Histogram* times) noexcept : times_(times), started_ns_(times != nullptr ? steady_ns() : 0) {}
+  void finished() noexcept {
+    if (times_ != nullptr) times_->record(steady_ns() - started_ns_);
+  }
+
+ private:
+  Histogram* times_;
+  uint64_t started_ns_;
+};
+
 // What a refusal says: the size asked and the option that bounds it.
 std::string too_large(uint32_t asked_bytes, uint32_t bytes_max) {
   return "message of " + std::to_string(asked_bytes) + " bytes asked, above this server's --max_message=" +
@@ -92,8 +111,8 @@ class RefusedStream final : public mux::StreamObserver {
 // it reassembles messages up to the server's bound (the OPEN names the largest).
 class SinkStream final : public mux::StreamObserver {
  public:
-  SinkStream(const mux::StreamStart& start, ServerStats& stats, uint32_t message_bytes_allowed)
-      : connection_(*start.connection), id_(start.id), stats_(stats) {
+  SinkStream(const mux::StreamStart& start, ServerStats& stats, uint32_t message_bytes_allowed, Histogram* times)
+      : connection_(*start.connection), id_(start.id), stats_(stats), timer_(times) {
     const Preamble preamble = load_preamble(start.payload);
     if (preamble.verify()) verifier_.emplace(preamble.stream_key, message_bytes_allowed);
     skip_ = start.payload.size();  // the preamble is not part of the counted stream
@@ -118,12 +137,13 @@ class SinkStream final : public mux::StreamObserver {
   // The answer may find the batch full (other streams filled it): the rest goes out when
   // the connection says this stream is writable again.
   void on_stream_writable() noexcept override { send_answer(); }
-  void on_stream_finished(mux::MuxError) noexcept override {}
+  void on_stream_finished(mux::MuxError) noexcept override { timer_.finished(); }
 
  private:
   mux::Connection& connection_;
   mux::StreamId id_;
   ServerStats& stats_;
+  StreamTimer timer_;
   void send_answer() noexcept {
     if (answer_sent_ == answer_bytes_) return;
     auto taken = connection_.write(id_, std::span<const std::byte>(answer_ + answer_sent_, answer_bytes_ - answer_sent_), true);
@@ -143,9 +163,10 @@ class SinkStream final : public mux::StreamObserver {
 // messages are built in the loop's shared buffer, not in one of the stream's own.
 class SourceStream final : public mux::StreamObserver {
  public:
-  SourceStream(const mux::StreamStart& start, ServerStats& stats, MessageBuffer& messages, uint32_t message_bytes)
+  SourceStream(const mux::StreamStart& start, ServerStats& stats, MessageBuffer& messages, uint32_t message_bytes,
+               Histogram* times)
       : connection_(*start.connection), id_(start.id), stats_(stats), messages_(messages),
-        preamble_(load_preamble(start.payload)), message_bytes_(message_bytes) {}
+        preamble_(load_preamble(start.payload)), message_bytes_(message_bytes), timer_(times) {}
   void pump() noexcept {
     while (!done_) {
       // A message cut by the credit goes on from offset_ when the stream is writable again:
@@ -166,7 +187,10 @@ class SourceStream final : public mux::StreamObserver {
   void on_stream_data(std::span<const std::byte> bytes, bool) noexcept override { connection_.consume(id_, bytes.size()); }
   void on_stream_writable() noexcept override { pump(); }
   void on_stream_stopped() noexcept override { done_ = true; }
-  void on_stream_finished(mux::MuxError) noexcept override { done_ = true; }
+  void on_stream_finished(mux::MuxError) noexcept override {
+    done_ = true;
+    timer_.finished();
+  }
 
  private:
   mux::Connection& connection_;
@@ -175,6 +199,7 @@ class SourceStream final : public mux::StreamObserver {
   MessageBuffer& messages_;
   Preamble preamble_;
   uint32_t message_bytes_;
+  StreamTimer timer_;
   std::size_t offset_ = 0;  // of the message being written
   uint64_t sequence_ = 0;   // of the message being written
   bool done_ = false;
@@ -183,8 +208,8 @@ class SourceStream final : public mux::StreamObserver {
 // Echo stream: every byte goes back; ends when the client ends.
 class EchoStream final : public mux::StreamObserver {
  public:
-  EchoStream(const mux::StreamStart& start, ServerStats& stats)
-      : connection_(*start.connection), id_(start.id), stats_(stats), skip_(start.payload.size()) {}
+  EchoStream(const mux::StreamStart& start, ServerStats& stats, Histogram* times)
+      : connection_(*start.connection), id_(start.id), stats_(stats), timer_(times), skip_(start.payload.size()) {}
   void on_stream_data(std::span<const std::byte> bytes, bool end_stream) noexcept override {
     // The preamble is handed back as credit but not echoed.
     const std::size_t skipped = std::min(skip_, bytes.size());
@@ -199,7 +224,10 @@ class EchoStream final : public mux::StreamObserver {
     pump();
   }
   void on_stream_writable() noexcept override { pump(); }
-  void on_stream_finished(mux::MuxError) noexcept override { finished_ = true; }
+  void on_stream_finished(mux::MuxError) noexcept override {
+    finished_ = true;
+    timer_.finished();
+  }
 
  private:
   void pump() noexcept {
@@ -224,6 +252,7 @@ class EchoStream final : public mux::StreamObserver {
   mux::Connection& connection_;
   mux::StreamId id_;
   ServerStats& stats_;
+  StreamTimer timer_;
   std::vector<std::byte> pending_;
   std::size_t sent_ = 0;
   std::size_t skip_;
@@ -234,12 +263,28 @@ class EchoStream final : public mux::StreamObserver {
 // The handlers of every loadgen mode, on a plain server's registry or on each loop's of a
 // cluster member. `messages` is that loop's (handlers of one loop run on its thread); its
 // bound is the largest message a client may ask for, and the largest unary request the
-// server gathers (the library refuses a longer one before the handler runs).
-void register_handlers(mux::Registry& target, ServerStats& stats, MessageBuffer& messages) {
+// server gathers (the library refuses a longer one before the handler runs). `times` is
+// that loop's too (nullptr: calls not timed).
+void register_handlers(mux::Registry& target, ServerStats& stats, MessageBuffer& messages, CallTimes* times) {
   mux::UnaryLimits unary_limits;
   unary_limits.request_bytes_max = messages.bytes_max();
-  target.add_unary(handler_unary, [&stats, &messages](std::span<const std::byte> request,
-                                                     std::shared_ptr<mux::Responder> responder) {
+  auto times_of = [times](TimedHandler handler) {
+    return times != nullptr ? &times->by_handler[static_cast<std::size_t>(handler)] : nullptr;
+  };
+  Histogram* unary_times = times_of(TimedHandler::unary);
+  Histogram* sink_times = times_of(TimedHandler::sink);
+  Histogram* source_times = times_of(TimedHandler::source);
+  Histogram* echo_times = times_of(TimedHandler::echo_stream);
+  target.add_unary(handler_unary, [&stats, &messages, unary_times](std::span<const std::byte> request,
+                                                                   std::shared_ptr<mux::Responder> responder) {
+    // The handler's time, on every way out (reply handed over, or refused).
+    struct Timed {
+      Histogram* times;
+      uint64_t started_ns = times != nullptr ? steady_ns() : 0;
+      ~Timed() {
+        if (times != nullptr) times->record(steady_ns() - started_ns);
+      }
+    } timed{unary_times};
     stats.calls.fetch_add(1, std::memory_order_relaxed);
     stats.bytes_received.fetch_add(request.size(), std::memory_order_relaxed);
     const Preamble preamble = load_preamble(request);
@@ -271,22 +316,25 @@ void register_handlers(mux::Registry& target, ServerStats& stats, MessageBuffer&
     // by the responder, within the connection's RPC budget, and the buffer is free again.
     responder->reply(response);
   }, unary_limits);
-  target.add_stream(handler_sink, [&stats, &messages](const mux::StreamStart& start) -> mux::StreamObserver* {
+  target.add_stream(handler_sink, [&stats, &messages, sink_times](const mux::StreamStart& start) -> mux::StreamObserver* {
     const Preamble preamble = load_preamble(start.payload);
     if (preamble.verify() && preamble.size > messages.bytes_max()) {
       return new RefusedStream(start, too_large(preamble.size, messages.bytes_max()));
     }
-    return new SinkStream(start, stats, messages.bytes_max());
+    return new SinkStream(start, stats, messages.bytes_max(), sink_times);
   });
-  target.add_stream(handler_source, [&stats, &messages](const mux::StreamStart& start) -> mux::StreamObserver* {
+  target.add_stream(handler_source, [&stats, &messages, source_times](const mux::StreamStart& start) -> mux::StreamObserver* {
     const Preamble preamble = load_preamble(start.payload);
     if (preamble.size > messages.bytes_max()) return new RefusedStream(start, too_large(preamble.size, messages.bytes_max()));
     auto* source = new SourceStream(start, stats, messages,
-                                    std::max<uint32_t>(preamble.size, preamble.verify() ? verify_stamp_bytes : 1));
+                                    std::max<uint32_t>(preamble.size, preamble.verify() ? verify_stamp_bytes : 1),
+                                    source_times);
     source->pump();
     return source;
   });
-  target.add_stream(handler_echo_stream, [&stats](const mux::StreamStart& start) { return new EchoStream(start, stats); });
+  target.add_stream(handler_echo_stream, [&stats, echo_times](const mux::StreamStart& start) {
+    return new EchoStream(start, stats, echo_times);
+  });
 }
 
 }  // namespace
@@ -327,7 +375,8 @@ void add_counts(ServerCounts& total, const ServerCounts& part) {
 // One loop of a plain server: its acceptor, sessions, handlers and message buffer, and on
 // the listening loop the listener. Made, used and destroyed on that loop's thread.
 struct LoadServer::RingmuxSide final : engine::ListenerHandler, mux::ConnectionObserver {
-  RingmuxSide(engine::Loop& l, ServerStats& s, const mux::ConnectionOptions& o, uint32_t message_bytes_allowed)
+  RingmuxSide(engine::Loop& l, ServerStats& s, const mux::ConnectionOptions& o, uint32_t message_bytes_allowed,
+              CallTimes* times)
       : loop(l), stats(s), options(o), listener(l, *this), acceptor(l, [this](int fd) {
           stats.sessions.fetch_add(1, std::memory_order_relaxed);
           stats.sessions_open.fetch_add(1, std::memory_order_relaxed);
@@ -335,7 +384,7 @@ struct LoadServer::RingmuxSide final : engine::ListenerHandler, mux::ConnectionO
           return connections.back().get();
         }), messages(message_bytes_allowed) {
     options.resume = true;  // sessions outlive their TCP connections (mux/link/acceptor.h)
-    register_handlers(registry, stats, messages);
+    register_handlers(registry, stats, messages, times);
   }
   void on_accept(int fd) noexcept override {
     stats.connections.fetch_add(1, std::memory_order_relaxed);
@@ -349,7 +398,9 @@ struct LoadServer::RingmuxSide final : engine::ListenerHandler, mux::ConnectionO
   void on_listener_closed() noexcept override { listener_closed = true; }
   // An ended session goes at once (its last callback may destroy it): the server's memory
   // is bounded by the sessions alive, not by those it ever served.
+  // Its last counters stay in closed_totals.
   void on_connection_closed(mux::Connection& connection, mux::MuxError, engine::IoError) noexcept override {
+    closed_totals.add(connection.snapshot());
     stats.sessions_open.fetch_sub(1, std::memory_order_relaxed);
     std::erase_if(connections, [&](const auto& c) { return c.get() == &connection; });
   }
@@ -378,6 +429,7 @@ struct LoadServer::RingmuxSide final : engine::ListenerHandler, mux::ConnectionO
   mux::Acceptor acceptor;
   std::vector<std::unique_ptr<mux::Connection>> connections;
   MessageBuffer messages;
+  mux::LinkTotals closed_totals;  // of the sessions that ended
   bool listening = false;
   bool listener_closed = false;
 };
@@ -411,6 +463,7 @@ std::unique_ptr<LoadServer> LoadServer::start_ringmux(const std::string& address
     return nullptr;
   }
   server->engine_ = std::move(started).value();
+  for (uint32_t i = 0; i < options.loop_count; i++) server->call_times_.push_back(std::make_unique<CallTimes>());
   if (!peer_addresses.empty()) {
     // A cluster member: a node whose loops share its peer sessions; it listens, dials the
     // peers it should, and serves the same handlers on every session (cluster/node.h).
@@ -421,8 +474,9 @@ std::unique_ptr<LoadServer> LoadServer::start_ringmux(const std::string& address
     }
     LoadServer* raw = server.get();
     auto node = cluster::Node::start(*server->engine_, parsed.value(), manager_options,
-                                 [raw](mux::Registry& registry, uint32_t loop) {
-                                   register_handlers(registry, *raw->loop_stats_[loop], *raw->messages_[loop]);
+                                 [raw, timed = serve.time_calls](mux::Registry& registry, uint32_t loop) {
+                                   register_handlers(registry, *raw->loop_stats_[loop], *raw->messages_[loop],
+                                                     timed ? raw->call_times_[loop].get() : nullptr);
                                  });
     if (!node) {
       error = "listen on " + address + ": " + engine::describe(node.error());
@@ -442,7 +496,8 @@ std::unique_ptr<LoadServer> LoadServer::start_ringmux(const std::string& address
   for (uint32_t i = loops; i-- > 0;) {
     server->engine_->loop(i).run_sync([raw, i, loops, where, &error, &serve] {
       raw->sides_[i] = std::make_unique<RingmuxSide>(raw->engine_->loop(i), *raw->loop_stats_[i], serve.connection,
-                                                     serve.message_bytes_allowed);
+                                                     serve.message_bytes_allowed,
+                                                     serve.time_calls ? raw->call_times_[i].get() : nullptr);
       if (i != 0) return;
       RingmuxSide& side = *raw->sides_[0];
       if (loops > 1) {
@@ -608,6 +663,37 @@ std::unique_ptr<LoadServer> LoadServer::start_tcp(const std::string& address, in
     }
   });
   return server;
+}
+
+const char* describe(TimedHandler handler) noexcept {
+  switch (handler) {
+    case TimedHandler::unary: return "unary";
+    case TimedHandler::sink: return "sink";
+    case TimedHandler::source: return "source";
+    case TimedHandler::echo_stream: return "echo_stream";
+  }
+  return "unknown";
+}
+
+std::vector<LoopSnapshot> LoadServer::snapshot() {
+  std::vector<LoopSnapshot> loops;
+  if (!engine_ || stopped_) return loops;
+  loops.resize(call_times_.size());
+  for (std::size_t i = 0; i < loops.size(); i++) {
+    LoopSnapshot& out = loops[i];
+    engine_->loop(static_cast<uint32_t>(i)).run_sync([this, i, &out] {
+      out.loop = engine_->loop(static_cast<uint32_t>(i)).stats_snapshot();
+      out.call_times = *call_times_[i];
+      if (i < sides_.size() && sides_[i]) {
+        const RingmuxSide& side = *sides_[i];
+        out.link = side.closed_totals;
+        for (const auto& connection : side.connections) out.link.add(connection->snapshot());
+        out.link_counted = true;
+      }
+      if (node_) out.peers = node_->manager(static_cast<uint32_t>(i)).snapshot();
+    });
+  }
+  return loops;
 }
 
 void LoadServer::stop() {

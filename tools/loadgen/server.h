@@ -12,6 +12,7 @@
 // thread.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -20,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "ringmux/base/histogram.h"
 #include "ringmux/base/limits.h"
 #include "ringmux/engine/engine.h"
 #include "ringmux/engine/socket.h"
@@ -69,6 +71,33 @@ struct alignas(64) ServerStats {
   ServerCounts counts() const noexcept;
 };
 
+// The handlers a server times (protocol.h's handler ids), in CallTimes::by_handler order.
+enum class TimedHandler : uint8_t { unary, sink, source, echo_stream };
+inline constexpr std::size_t timed_handlers = 4;
+const char* describe(TimedHandler handler) noexcept;
+
+// How long the calls of one loop took, per handler, in nanoseconds: a unary call from its
+// handler's start to its reply handed over (the server's own time, not the network's), a
+// stream from its OPEN to its end. Recorded on the loop thread; read through
+// LoadServer::snapshot().
+struct CallTimes {
+  std::array<Histogram, timed_handlers> by_handler;
+  void merge(const CallTimes& other) noexcept {
+    for (std::size_t i = 0; i < timed_handlers; i++) by_handler[i].merge(other.by_handler[i]);
+  }
+};
+
+// One loop of a ringmux-engine server at one moment, copied on that loop.
+struct LoopSnapshot {
+  engine::LoopStats loop;
+  // Plain server: its sessions' link counters, those alive and those closed (cluster
+  // member: zero, its node keeps them).
+  mux::LinkTotals link;
+  bool link_counted = false;  // link holds this loop's sessions (a plain server's loop)
+  std::vector<cluster::PeerSnapshot> peers;  // cluster member: the peers this loop owns
+  CallTimes call_times;
+};
+
 // How a ringmux server runs and what it accepts from its clients.
 struct ServeOptions {
   mux::ConnectionOptions connection;  // the limits of every accepted connection
@@ -86,6 +115,9 @@ struct ServeOptions {
   // refused (protocol.h). Each loop holds one message buffer of at most this. The
   // embedded server of ringmux-loadgen serves its own jobs: the protocol's bound.
   uint32_t message_bytes_allowed = loadgen::message_bytes_max;
+  // Time every call into the loops' CallTimes: two clock reads a call or stream, on the
+  // path the benchmarks measure, so only when someone reads them (ringmux-serve --metrics).
+  bool time_calls = false;
 };
 
 class LoadServer {
@@ -102,6 +134,10 @@ class LoadServer {
   ~LoadServer();
 
   uint16_t port() const noexcept { return port_; }
+  // Each loop's snapshot, from any thread but a loop's own (each copy runs on its loop,
+  // which waits for it: a control path), and not while stop() runs. Empty for the tcp
+  // engine and once stopped; call_times empty unless ServeOptions::time_calls.
+  std::vector<LoopSnapshot> snapshot();
   // The counts summed over the loops (cluster mode: connections, sessions and resumes are
   // known once stopped). Any thread; not concurrently with stop().
   ServerCounts totals();
@@ -126,6 +162,7 @@ class LoadServer {
   std::vector<std::unique_ptr<RingmuxSide>> sides_;       // plain server: one per loop
   std::unique_ptr<cluster::Node> node_;                   // cluster mode
   std::vector<std::unique_ptr<MessageBuffer>> messages_;  // cluster mode: one per loop
+  std::vector<std::unique_ptr<CallTimes>> call_times_;     // one per loop
   // tcp engine
   int listen_fd_ = -1;
   uint32_t tcp_message_bytes_allowed_ = 0;

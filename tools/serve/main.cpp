@@ -88,8 +88,8 @@ std::string loops_text(const std::vector<ServerCounts>& loops) {
   return out;
 }
 
-// The Prometheus exposition of the server's statistics (the metrics thread: atomics and
-// the loops' CPU clocks only).
+// The Prometheus exposition of the server's statistics (the metrics thread: atomics, the
+// loops' CPU clocks, and the loops' snapshots that LoadServer::snapshot copies on each loop).
 std::string render_metrics(LoadServer& server, const LogCounts& log, std::chrono::steady_clock::time_point started) {
   ringmux::serve::Exposition out;
   auto load = [](const std::atomic<uint64_t>& value) { return value.load(std::memory_order_relaxed); };
@@ -137,6 +137,7 @@ std::string render_metrics(LoadServer& server, const LogCounts& log, std::chrono
       out.sample("ringmux_log_events_total", labels, load(log.events[subsystem * log_severities + severity]));
     }
   }
+  ringmux::serve::expose_loops(out, server.snapshot());
   const std::chrono::duration<double> up = std::chrono::steady_clock::now() - started;
   out.gauge("ringmux_serve_uptime_seconds", "Seconds since the server started.", up.count());
   return out.text();
@@ -191,6 +192,13 @@ void print_help() {
       "        Default: one per --cpus core, else 1.\n"
       "    --metrics=ADDRESS:PORT\n"
       "        Serve the statistics to Prometheus: GET /metrics on ADDRESS:PORT answers in the\n"
+      "        text exposition format: counters of connections, sessions, resumes, calls and\n"
+      "        bytes; per loop its connections, open sessions, calls and CPU seconds, the\n"
+      "        engine's counters and the sessions' streams, bytes, frames, refusals, floods,\n"
+      "        flow-control stalls and resumes (with --peers: per peer, its health and its\n"
+      "        session's counters); the library's log events by subsystem and severity; and\n"
+      "        histograms of the call times per handler (timed only with this option: two\n"
+      "        clock reads a call). Default: none.\n"
       "        text exposition format (counters of connections, sessions, resumes, calls and\n"
       "        bytes; per loop its connections, open sessions, calls and CPU seconds; and the\n"
       "        library's log events by subsystem and severity). Default: none.\n"
@@ -373,6 +381,7 @@ int main(int argc, char** argv) {
                        std::to_string(cpus.size()) + " CPUs (one loop per CPU; give one of them)");
   }
   if (!loops_given && !cpus.empty() && engine == "ringmux") serve.loops = static_cast<uint32_t>(cpus.size());
+  serve.time_calls = !metrics_address.empty();  // call times are for --metrics
   static LogCounts log_counts;  // static: the sink must outlive every loop that may log
   ringmux::set_log_sink(&log_counts.sink);
   const ringmux::tools::FdLimit fds = ringmux::tools::raise_fd_limit();

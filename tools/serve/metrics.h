@@ -19,6 +19,10 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
+
+#include "ringmux/base/histogram.h"
+#include "tools/loadgen/server.h"
 
 namespace ringmux::serve {
 
@@ -37,6 +41,14 @@ inline constexpr std::size_t metrics_drain_bytes_max = 64 * 1024;
 // How often the responder looks at its stop flag while nobody connects.
 inline constexpr int metrics_poll_interval_ms = 100;
 
+// The upper bounds (le) of the call-time histograms' buckets, in seconds: 1, 2.5 and 5 per
+// decade from 1 us (a unary handler's own time) to 10 s (a long stream), 22 bounds and
+// +Inf. Fixed and few, so that a scrape's size does not grow with the samples: the
+// library's histogram keeps 3,776 buckets, Prometheus gets these.
+inline constexpr double call_seconds_bounds[] = {1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4,
+                                                 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1,
+                                                 0.25, 0.5, 1.0, 2.5, 5.0, 10.0};
+
 // Appends the exposition of one metric (HELP and TYPE lines, then its samples).
 class Exposition {
  public:
@@ -46,13 +58,23 @@ class Exposition {
   // The header of a metric with labelled samples, then each sample ("subsystem=\"link\"").
   void family(const char* name, const char* type, const char* help);
   void sample(const char* name, const std::string& labels, uint64_t value);
-  // A sample of a real value (seconds, say), printed with 6 decimals as gauge() does.
+  // A sample of a real value (seconds, say), with nine significant digits.
   void sample_real(const char* name, const std::string& labels, double value);
+  // The samples of one histogram of nanoseconds (its family declared as "histogram"):
+  // NAME_bucket per bound of call_seconds_bounds and +Inf, cumulative, then NAME_sum in
+  // seconds and NAME_count. A library bucket that straddles a bound counts above it (its
+  // values are within 0.78 % of the bound).
+  void histogram(const char* name, const std::string& labels, const Histogram& nanoseconds);
   const std::string& text() const noexcept { return text_; }
 
  private:
   std::string text_;
 };
+
+// The library's snapshots of a ringmux-engine server (LoadServer::snapshot): per loop, the
+// engine's counters and (plain server) the sessions' link counters; per handler, the call
+// times over every loop, as histograms.
+void expose_loops(Exposition& out, const std::vector<loadgen::LoopSnapshot>& loops);
 
 class MetricsServer {
  public:
