@@ -62,11 +62,11 @@ case "$mode" in
       -Dmimalloc=disabled -Dbenchmarks=disabled || fail_build
     ninja -C "$dir" -j "$jobs" tests/engine_tests tests/mux_tests tests/tools_tests || fail_build
     # The cross-thread paths: posting into loops, engine start/stop, the SPSC slot ring,
-    # application threads (unary calls, worker streams), the chaos proxy's thread and its
-    # runtime controls.
+    # application threads (unary calls, worker streams), the worker pool and the blocking
+    # handlers on it, the chaos proxy's thread and its runtime controls.
     TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
       meson test -C "$dir" --no-rebuild --print-errorlogs --num-processes 1 --timeout-multiplier 3 \
-      --test-args='--test-case=*tasks*posted*,engine:*,slot*ring*,threaded:*,worker*stream*,chaos*' engine mux tools
+      --test-args='--test-case=*tasks*posted*,engine:*,slot*ring*,threaded:*,worker*stream*,worker*pool*,blocking*handler*,chaos*' engine mux tools
     status=$?
     report "$dir"
     exit $status
