@@ -339,9 +339,15 @@ inline constexpr uint64_t worker_spin_ns_default = 0;
 // the queue's ring is addressed by masked positions.
 inline constexpr uint32_t worker_pool_queue_jobs_max = 1024;
 
-// Threads of one WorkerPool at most: its idle workers are bits of one 64-bit word, so a
-// submitter finds one to wake with one load.
-inline constexpr uint32_t worker_pool_threads_max = 64;
+// How long one idle worker of a WorkerPool looks for the next job before it sleeps on its
+// futex (WorkerPoolOptions::spin_ns; the others sleep at once). Measured with W8
+// (perf/blocking_w8, perf/RESULTS.md): see the value's note there.
+inline constexpr uint64_t worker_pool_spin_ns_default = 0;
+
+// Threads of one WorkerPool at most: its idle workers are bits of one 64-bit word (the
+// last two bits mark a wake on its way and the spinning worker), so a submitter finds one
+// to wake with one read-modify-write.
+inline constexpr uint32_t worker_pool_threads_max = 62;
 
 // Threads of a WorkerPool unless its owner says otherwise: W8 of the workloads (a handler
 // that blocks, on 4 workers).
@@ -388,6 +394,6 @@ static_assert(worker_pool_queue_jobs_max >= 2 && (worker_pool_queue_jobs_max & (
               "the pool's queue is a ring of a power of two cells");
 static_assert(worker_pool_threads_default >= 1 && worker_pool_threads_default <= worker_pool_threads_max,
               "the default pool fits the idle mask");
-static_assert(worker_pool_threads_max <= 64, "one bit per worker in a 64-bit idle mask");
+static_assert(worker_pool_threads_max <= 62, "one bit per worker, the waking and spinner bits in a 64-bit mask");
 
 }  // namespace ringmux::limits

@@ -9,6 +9,7 @@ namespace ringmux::mux {
 WorkerPool::WorkerPool(const WorkerPoolOptions& options)
     : thread_count_(options.threads),
       queue_jobs_max_(options.queue_jobs_max),
+      spin_ns_(options.spin_ns),
       mask_(std::bit_ceil(options.queue_jobs_max) - 1),
       cells_(new Cell[mask_ + 1]),
       workers_(new Worker[options.threads]) {
@@ -52,10 +53,16 @@ void WorkerPool::submit_reserved(PoolJob& job) noexcept {
   RM_ASSERT(job.run != nullptr);
   push(job);
   submitted_.fetch_add(1, std::memory_order_relaxed);
-  // The job is published (push's release store); the fence orders that store before the
-  // look at the idle mask, against the worker's announcement before its look at the queue.
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (idle_mask_.load(std::memory_order_relaxed) != 0) wake_one_idle();
+  // The look at the idle mask is a read-modify-write after the push: a worker's
+  // announcement (also one) either comes later in the mask's order, and then it sees the
+  // job, or earlier, and then this sees the worker. It takes the spinner's bit: a spinning
+  // worker finds the job, and nobody needs a wake.
+  // It wakes nobody either while a woken worker is on its way: that one looks at the queue
+  // once it runs (and wakes the next if more is queued), and a burst of submits during a
+  // wake-up costs one wake, not one per submit.
+  const uint64_t idle = idle_mask_.fetch_and(~spinner_bit, std::memory_order_acq_rel);
+  if ((idle & (spinner_bit | waking_bit)) != 0) return;
+  if (idle != 0) wake_one_idle();
 }
 
 void WorkerPool::push(PoolJob& job) noexcept {
@@ -109,44 +116,72 @@ bool WorkerPool::looks_empty() const noexcept {
 }
 
 bool WorkerPool::wake_one_idle() noexcept {
-  uint64_t idle = idle_mask_.load(std::memory_order_seq_cst);
-  // Bounded: each round clears one bit or finds the mask emptied by others.
-  for (uint32_t round = 0; round < thread_count_ && idle != 0; round++) {
+  uint64_t mask = idle_mask_.load(std::memory_order_acquire);
+  // Bounded: each failed round means the mask changed under it (a worker announced or
+  // woke); after that many rounds the workers are busy changing it and find the queue.
+  for (uint32_t round = 0; round < 4 * thread_count_; round++) {
+    const uint64_t idle = mask & ~(spinner_bit | waking_bit);
+    if ((mask & waking_bit) != 0 || idle == 0) return false;
     const uint64_t bit = idle & (~idle + 1);  // the lowest idle worker
-    const uint64_t before = idle_mask_.fetch_and(~bit, std::memory_order_seq_cst);
-    if ((before & bit) != 0) {
+    // Takes the worker's bit and marks a wake on its way, in one step.
+    if (idle_mask_.compare_exchange_weak(mask, (mask & ~bit) | waking_bit, std::memory_order_acq_rel,
+                                         std::memory_order_acquire)) {
       workers_[std::countr_zero(bit)].wake.wake();
       return true;
     }
-    idle = before & ~bit;  // someone else took that one
   }
   return false;
 }
 
+void WorkerPool::settle_awake(uint64_t bit) noexcept {
+  const uint64_t before = idle_mask_.fetch_and(~bit, std::memory_order_acq_rel);
+  // A waker took this worker's bit and marked its wake: the wake has arrived, and this
+  // worker looks at the queue next.
+  if ((before & bit) == 0) idle_mask_.fetch_and(~waking_bit, std::memory_order_acq_rel);
+}
+
 void WorkerPool::run_worker(uint32_t index) noexcept {
+  RM_ASSERT(index < waking_index);
   Worker& self = workers_[index];
   const uint64_t bit = uint64_t{1} << index;
+  bool may_spin = true;  // not spun since the last job (or the last wake)
   for (;;) {
     if (PoolJob* job = try_pop()) {
+      may_spin = true;
       // More behind it: another worker may start on them while this one runs its job.
-      if (!looks_empty() && idle_mask_.load(std::memory_order_relaxed) != 0) wake_one_idle();
+      if (!looks_empty()) wake_one_idle();
       self.run.store(self.run.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
       job->run(job);
       continue;
     }
     if (stopping_.load(std::memory_order_acquire)) return;  // nothing queued, none to come
+    if (may_spin && spin_ns_ > 0 &&
+        (idle_mask_.fetch_or(spinner_bit, std::memory_order_acq_rel) & spinner_bit) == 0) {
+      // The spinner: looks until a job shows, a submitter takes its bit (a job was pushed)
+      // or the budget is spent; then takes what there is, or goes on to sleep.
+      may_spin = false;
+      engine::spin_until(
+          [this] {
+            return (idle_mask_.load(std::memory_order_acquire) & spinner_bit) == 0 || !looks_empty() ||
+                   stopping_.load(std::memory_order_relaxed);
+          },
+          spin_ns_);
+      idle_mask_.fetch_and(~spinner_bit, std::memory_order_acq_rel);
+      continue;
+    }
     const uint32_t key = self.wake.prepare();
     idle_mask_.fetch_or(bit, std::memory_order_seq_cst);
     if (!looks_empty() || stopping_.load(std::memory_order_seq_cst)) {
       // Published before the announcement: take it (or stop) instead of sleeping.
-      idle_mask_.fetch_and(~bit, std::memory_order_relaxed);
+      settle_awake(bit);
       self.wake.withdraw();
       continue;
     }
     (void)self.wake.wait(key, 0);  // no deadline: woken by a submitter or the destructor
-    // Woken by a submitter (which cleared the bit), by the destructor or by a signal.
-    idle_mask_.fetch_and(~bit, std::memory_order_relaxed);
+    // Woken by a submitter (which took the bit), by the destructor or by a signal.
+    settle_awake(bit);
     self.wake.withdraw();
+    may_spin = true;
   }
 }
 

@@ -16,7 +16,12 @@
 // publish, then look at the other's word, with sequentially consistent operations, so
 // either the submitter sees the idle bit or the worker sees the job: no job waits for a
 // worker that sleeps. A worker that takes a job and sees more behind it wakes one more
-// idle worker, so a burst spreads over the pool. No sleep slices, no polling.
+// idle worker, so a burst spreads over the pool; one wake at a time is on its way (a
+// submit during a wake-up wakes nobody: the woken worker looks at the queue when it runs
+// and passes the wake on if more is queued). No sleep slices, no polling. With a spin
+// budget (WorkerPoolOptions::spin_ns), one worker at a time looks at the queue for that
+// long before it announces its sleep, and a submitter that finds it looking (its bit in the
+// idle mask) takes that bit instead of waking anyone.
 //
 // Jobs: intrusive (PoolJob), owned by the submitter's layer; the pool never allocates per
 // job. A job reports its result itself (blocking.h posts it back to the owning loop).
@@ -48,6 +53,9 @@ struct WorkerPoolOptions {
   uint32_t threads = limits::worker_pool_threads_default;  // 1 .. worker_pool_threads_max
   // Jobs waiting for a worker at most, <= limits::worker_pool_queue_jobs_max.
   uint32_t queue_jobs_max = limits::worker_pool_queue_jobs_max;
+  // How long an idle worker looks for the next job before it sleeps on its futex; one
+  // worker at a time spins, the others sleep at once. See limits::worker_pool_spin_ns_default.
+  uint64_t spin_ns = limits::worker_pool_spin_ns_default;
 };
 
 // What a pool counted (WorkerPool::stats(): a snapshot, any thread).
@@ -101,18 +109,29 @@ class WorkerPool {
   void push(PoolJob& job) noexcept;
   PoolJob* try_pop() noexcept;
   bool looks_empty() const noexcept;
-  // Wakes one idle worker, if any is announced; returns whether it found one.
+  // Wakes one idle worker, if any is announced and no wake is on its way; returns whether
+  // it woke one.
   bool wake_one_idle() noexcept;
+  // A worker found itself awake after its announcement: takes its bit back, and ends the
+  // wake a waker marked for it.
+  void settle_awake(uint64_t bit) noexcept;
   void run_worker(uint32_t index) noexcept;
 
   const uint32_t thread_count_;
   const uint32_t queue_jobs_max_;
+  const uint64_t spin_ns_;
   const uint64_t mask_;
   std::unique_ptr<Cell[]> cells_;
   std::unique_ptr<Worker[]> workers_;
   alignas(cache_line_bytes) std::atomic<uint64_t> enqueue_position_{0};
   alignas(cache_line_bytes) std::atomic<uint64_t> dequeue_position_{0};
-  alignas(cache_line_bytes) std::atomic<uint64_t> idle_mask_{0};  // bit i: worker i announced its sleep
+  // Bit i < waking_index: worker i announced its sleep; waking_bit: a woken worker has not
+  // run yet (submitters wake nobody meanwhile); spinner_bit: a worker spins.
+  static constexpr uint32_t waking_index = 62;
+  static constexpr uint64_t waking_bit = uint64_t{1} << waking_index;
+  static constexpr uint64_t spinner_bit = uint64_t{1} << 63;
+  static_assert(limits::worker_pool_threads_max <= waking_index, "a bit per worker, the waking and spinner bits");
+  alignas(cache_line_bytes) std::atomic<uint64_t> idle_mask_{0};
   alignas(cache_line_bytes) std::atomic<uint32_t> admitted_{0};   // reserved or queued, not yet taken
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> submitted_{0};

@@ -124,44 +124,44 @@ void call_tagged_all(Harness& h, uint32_t handler_id, uint32_t calls, Outcomes& 
 }  // namespace
 
 // Proves the pool runs every job exactly once when 4 threads submit 20,000 jobs each at
-// once through a queue of 64 (submitters retry on "full"), and workers that ran out of
-// work slept on their futex rather than spinning (some sleeps were counted).
+// once through a queue of 64 (submitters retry on "full"), with idle workers sleeping at
+// once and with one of them spinning first (WorkerPoolOptions::spin_ns).
 TEST_CASE("worker pool: 4 submitters, every job runs exactly once") {
-  struct CountJob : PoolJob {
-    std::atomic<uint32_t>* runs = nullptr;
-  };
-  constexpr int submitters = 4;
-  constexpr int per_submitter = 20000;
-  std::vector<std::atomic<uint32_t>> runs(submitters * per_submitter);
-  std::vector<CountJob> jobs(submitters * per_submitter);
-  uint64_t refused = 0;
-  {
-    WorkerPool pool({.threads = 3, .queue_jobs_max = 64});
-    std::vector<std::thread> threads;
+  for (const uint64_t spin_ns : {uint64_t{0}, uint64_t{50'000}}) {
+    CAPTURE(spin_ns);
+    struct CountJob : PoolJob {
+      std::atomic<uint32_t>* runs = nullptr;
+    };
+    constexpr int submitters = 4;
+    constexpr int per_submitter = 20000;
+    std::vector<std::atomic<uint32_t>> runs(submitters * per_submitter);
+    std::vector<CountJob> jobs(submitters * per_submitter);
     std::atomic<uint64_t> full{0};
-    for (int s = 0; s < submitters; s++) {
-      threads.emplace_back([&, s] {
-        for (int i = 0; i < per_submitter; i++) {
-          CountJob& job = jobs[static_cast<std::size_t>(s * per_submitter + i)];
-          job.runs = &runs[static_cast<std::size_t>(s * per_submitter + i)];
-          job.run = [](PoolJob* j) noexcept { static_cast<CountJob*>(j)->runs->fetch_add(1); };
-          // Bounded: the workers drain the queue, so "full" passes.
-          for (int attempt = 0; !pool.try_submit(job); attempt++) {
-            full.fetch_add(1);
-            REQUIRE(attempt < 100'000'000);
-            std::this_thread::yield();
+    {
+      WorkerPool pool({.threads = 3, .queue_jobs_max = 64, .spin_ns = spin_ns});
+      std::vector<std::thread> threads;
+      for (int s = 0; s < submitters; s++) {
+        threads.emplace_back([&, s] {
+          for (int i = 0; i < per_submitter; i++) {
+            CountJob& job = jobs[static_cast<std::size_t>(s * per_submitter + i)];
+            job.runs = &runs[static_cast<std::size_t>(s * per_submitter + i)];
+            job.run = [](PoolJob* j) noexcept { static_cast<CountJob*>(j)->runs->fetch_add(1); };
+            // Bounded: the workers drain the queue, so "full" passes.
+            for (int attempt = 0; !pool.try_submit(job) && attempt < 100'000'000; attempt++) {
+              full.fetch_add(1);
+              std::this_thread::yield();
+            }
           }
-        }
-      });
+        });
+      }
+      for (auto& thread : threads) thread.join();
+      // The destructor runs what is still queued before it joins.
     }
-    for (auto& thread : threads) thread.join();
-    refused = full.load();
-    // The destructor runs what is still queued before it joins.
+    int wrong = 0;
+    for (auto& count : runs) wrong += count.load() != 1;
+    CHECK(wrong == 0);
+    MESSAGE("spin_ns " << spin_ns << ": submits refused as full (retried): " << full.load());
   }
-  int wrong = 0;
-  for (auto& count : runs) wrong += count.load() != 1;
-  CHECK(wrong == 0);
-  MESSAGE("submits refused as full (retried): " << refused);
 }
 
 // Proves an idle pool's workers sleep on their futex and a submit wakes one: the job runs
