@@ -340,8 +340,10 @@ inline constexpr uint64_t worker_spin_ns_default = 0;
 inline constexpr uint32_t worker_pool_queue_jobs_max = 1024;
 
 // How long one idle worker of a WorkerPool looks for the next job before it sleeps on its
-// futex (WorkerPoolOptions::spin_ns; the others sleep at once). Measured with W8
-// (perf/blocking_w8, perf/RESULTS.md): see the value's note there.
+// futex (WorkerPoolOptions::spin_ns; the others sleep at once). 0: sleep at once. On this
+// 2-core machine the spinner takes the CPU a loop needs: W8's W1 went from +6 us at p50
+// (no spin) to +76 us (20 us of spin) and +92 us (50 us) (perf/blocking_w8, RESULTS.md).
+// A pool with cores of its own may trade CPU for latency with a spin.
 inline constexpr uint64_t worker_pool_spin_ns_default = 0;
 
 // Threads of one WorkerPool at most: its idle workers are bits of one 64-bit word (the
