@@ -341,6 +341,30 @@ inline constexpr uint32_t worker_stream_slots_default = 64;
 // with a core of its own may trade CPU for latency with a spin like the loop's.
 inline constexpr uint64_t worker_spin_ns_default = 0;
 
+// Calls waiting for a worker of a WorkerPool (mux/workers/worker_pool.h), across every loop
+// that submits to it. Past it a new blocking call is refused with refused_stream
+// (retryable, nothing was processed): a pool that falls behind pushes back on its callers
+// at once rather than holding their requests while their deadlines run out. 1024 holds
+// 16 connections' worth of W2 (64 calls in flight each) waiting at once. A power of two:
+// the queue's ring is addressed by masked positions.
+inline constexpr uint32_t worker_pool_queue_jobs_max = 1024;
+
+// How long one idle worker of a WorkerPool looks for the next job before it sleeps on its
+// futex (WorkerPoolOptions::spin_ns; the others sleep at once). 0: sleep at once. On this
+// 2-core machine the spinner takes the CPU a loop needs: W8's W1 went from +6 us at p50
+// (no spin) to +76 us (20 us of spin) and +92 us (50 us) (perf/blocking_w8, RESULTS.md).
+// A pool with cores of its own may trade CPU for latency with a spin.
+inline constexpr uint64_t worker_pool_spin_ns_default = 0;
+
+// Threads of one WorkerPool at most: its idle workers are bits of one 64-bit word (the
+// last two bits mark a wake on its way and the spinning worker), so a submitter finds one
+// to wake with one read-modify-write.
+inline constexpr uint32_t worker_pool_threads_max = 62;
+
+// Threads of a WorkerPool unless its owner says otherwise: W8 of the workloads (a handler
+// that blocks, on 4 workers).
+inline constexpr uint32_t worker_pool_threads_default = 4;
+
 // ---- compile-time relations ----------------------------------------------------------
 
 static_assert((recv_buffer_count & (recv_buffer_count - 1)) == 0, "buffer ring size must be a power of two");
@@ -378,5 +402,10 @@ static_assert(redial_backoff_ns_min <= redial_backoff_ns_max, "backoff grows fro
 static_assert(redial_backoff_ns_max < resume_timeout_ns_default, "a resuming dialer gets several attempts");
 static_assert(worker_stream_slots_default >= 2 && (worker_stream_slots_default & (worker_stream_slots_default - 1)) == 0,
               "a slot ring's size is a power of two");
+static_assert(worker_pool_queue_jobs_max >= 2 && (worker_pool_queue_jobs_max & (worker_pool_queue_jobs_max - 1)) == 0,
+              "the pool's queue is a ring of a power of two cells");
+static_assert(worker_pool_threads_default >= 1 && worker_pool_threads_default <= worker_pool_threads_max,
+              "the default pool fits the idle mask");
+static_assert(worker_pool_threads_max <= 62, "one bit per worker, the waking and spinner bits in a 64-bit mask");
 
 }  // namespace ringmux::limits

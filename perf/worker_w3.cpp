@@ -38,14 +38,13 @@
 #include <tuple>
 #include <vector>
 
-#include "ringmux/engine/engine.h"
-#include "ringmux/engine/socket.h"
-#include "ringmux/mux/rpc/registry.h"
+#include "perf/two_loops.h"
 #include "ringmux/mux/workers/worker_stream.h"
 
 using namespace ringmux;
 using namespace ringmux::mux;
 using engine::Loop;
+using perf::on_loop;
 
 namespace {
 
@@ -53,60 +52,48 @@ constexpr uint32_t handler_loop_sink = 1;
 constexpr uint32_t handler_worker_sink = 2;
 // How long the end of a run (the client's END, the server's answer) may take.
 constexpr uint64_t finish_timeout_ns = 30'000'000'000;
-constexpr uint64_t connect_timeout_ns = 5'000'000'000;
 
-struct Options {
-  int runs = 5;
-  double seconds = 3;
-  uint64_t warmup_ms = 500;
+struct Options : perf::CommonFlags {
+  Options() { runs = 5; }
   uint32_t bs = 64 * 1024;
-  int client_cpu = 0;
-  int server_cpu = 1;
   int worker_cpu = -1;
   WorkerStreamOptions worker;
   bool touch = false;
   uint32_t window_bytes = 0;  // 0: the default (grows from the initial window)
-  uint64_t loop_spin_ns = limits::loop_spin_ns_default;
   std::vector<std::string> modes = {"loop", "worker"};
 };
 
 Options parse(int argc, char** argv) {
   Options options;
-  for (int i = 1; i < argc; i++) {
-    const std::string arg = argv[i];
-    const std::size_t equals = arg.find('=');
-    const std::string name = arg.substr(0, equals);
-    const char* value = equals == std::string::npos ? "" : argv[i] + equals + 1;
-    if (name == "--runs") options.runs = std::atoi(value);
-    else if (name == "--seconds") options.seconds = std::atof(value);
-    else if (name == "--warmup_ms") options.warmup_ms = std::strtoull(value, nullptr, 10);
-    else if (name == "--bs") options.bs = static_cast<uint32_t>(std::strtoul(value, nullptr, 10));
-    else if (name == "--client_cpu") options.client_cpu = std::atoi(value);
-    else if (name == "--server_cpu") options.server_cpu = std::atoi(value);
-    else if (name == "--worker_cpu") options.worker_cpu = std::atoi(value);
-    else if (name == "--spin_ns") options.worker.spin_ns = std::strtoull(value, nullptr, 10);
-    else if (name == "--slots") options.worker.slots = static_cast<uint32_t>(std::strtoul(value, nullptr, 10));
-    else if (name == "--touch") options.touch = true;
-    else if (name == "--loop_spin_ns") options.loop_spin_ns = std::strtoull(value, nullptr, 10);
-    else if (name == "--window") options.window_bytes = static_cast<uint32_t>(std::strtoul(value, nullptr, 10));
-    else if (name == "--modes") {
-      options.modes.clear();
-      const std::string list = value;
-      for (std::size_t at = 0; at <= list.size();) {
-        const std::size_t comma = std::min(list.find(',', at), list.size());
-        options.modes.push_back(list.substr(at, comma - at));
-        at = comma + 1;
-      }
-    } else {
-      std::fprintf(stderr,
-                   "usage: worker_w3 [--runs=5] [--seconds=3] [--warmup_ms=500] [--bs=65536] [--client_cpu=0]\n"
-                   "  [--server_cpu=1] [--worker_cpu=-1] [--spin_ns=%llu] [--slots=%u] [--touch] [--window=BYTES]\n"
-                   "  [--loop_spin_ns=%llu] [--modes=loop,worker]\n",
-                   static_cast<unsigned long long>(limits::worker_spin_ns_default), limits::worker_stream_slots_default,
-                   static_cast<unsigned long long>(limits::loop_spin_ns_default));
-      std::exit(arg == "-h" || arg == "--help" ? 0 : 2);
-    }
-  }
+  const std::string usage =
+      "usage: worker_w3 [--runs=5] [--seconds=3] [--warmup_ms=500] [--bs=65536] [--client_cpu=0]\n"
+      "  [--server_cpu=1] [--worker_cpu=-1] [--spin_ns=" + std::to_string(limits::worker_spin_ns_default) +
+      "] [--slots=" + std::to_string(limits::worker_stream_slots_default) + "] [--touch] [--window=BYTES]\n"
+      "  [--loop_spin_ns=" + std::to_string(limits::loop_spin_ns_default) + "] [--modes=loop,worker]\n";
+  perf::parse_flags(
+      argc, argv,
+      [&](const std::string& name, const char* value) {
+        if (options.take(name, value)) return true;
+        if (name == "--bs") options.bs = static_cast<uint32_t>(std::strtoul(value, nullptr, 10));
+        else if (name == "--worker_cpu") options.worker_cpu = std::atoi(value);
+        else if (name == "--spin_ns") options.worker.spin_ns = std::strtoull(value, nullptr, 10);
+        else if (name == "--slots") options.worker.slots = static_cast<uint32_t>(std::strtoul(value, nullptr, 10));
+        else if (name == "--touch") options.touch = true;
+        else if (name == "--window") options.window_bytes = static_cast<uint32_t>(std::strtoul(value, nullptr, 10));
+        else if (name == "--modes") {
+          options.modes.clear();
+          const std::string list = value;
+          for (std::size_t at = 0; at <= list.size();) {
+            const std::size_t comma = std::min(list.find(',', at), list.size());
+            options.modes.push_back(list.substr(at, comma - at));
+            at = comma + 1;
+          }
+        } else {
+          return false;
+        }
+        return true;
+      },
+      usage);
   return options;
 }
 
@@ -231,9 +218,10 @@ ConnectionOptions connection_options(const Options& options) {
   return connection;
 }
 
-// The server's side, on its loop: the listener, the handlers, the accepted connection.
-struct ServerSide final : engine::ListenerHandler, ConnectionObserver {
-  ServerSide(Loop& loop_ref, const Options& options) : loop(loop_ref), listener(loop_ref, *this), options_(options) {
+// The server's side, on its loop: the handlers of both modes.
+struct ServerSide final : perf::ServerSide {
+  ServerSide(Loop& loop_ref, const Options& options)
+      : perf::ServerSide(loop_ref, connection_options(options)), options_(options) {
     registry.add_stream(handler_loop_sink, [this](const StreamStart& start) -> StreamObserver* {
       return new LoopSink(start, counters, options_.touch);
     });
@@ -243,56 +231,11 @@ struct ServerSide final : engine::ListenerHandler, ConnectionObserver {
       return served.observer;
     });
   }
-  void on_accept(int fd) noexcept override {
-    connection = std::make_unique<Connection>(loop, fd, false, &registry, *this, connection_options(options_));
-    connection->start();
-  }
-  void on_accept_error(engine::IoError) noexcept override {}
-  void on_listener_closed() noexcept override { listener_closed = true; }
-  void on_connection_closed(Connection&, MuxError, engine::IoError) noexcept override {}
-  bool closed() const { return listener_closed && (!connection || connection->closed()); }
 
-  Loop& loop;
-  engine::Listener listener;
-  Registry registry;
   Options options_;
   Counters counters;
   std::promise<std::shared_ptr<WorkerStream>>* served_ = nullptr;  // set before each worker run
-  std::unique_ptr<Connection> connection;
-  bool listener_closed = false;
 };
-
-// The client's side, on its loop: one connection.
-struct ClientSide final : engine::ConnectHandler, ConnectionObserver {
-  ClientSide(Loop& loop_ref, const Options& options) : loop(loop_ref), connector(loop_ref, *this), options_(options) {}
-  void on_connect(Result<int, engine::IoError> fd) noexcept override {
-    if (!fd) return;
-    connection = std::make_unique<Connection>(loop, fd.value(), true, nullptr, *this, connection_options(options_));
-    connection->start();
-    connected.store(true, std::memory_order_release);
-  }
-  void on_connection_closed(Connection&, MuxError, engine::IoError) noexcept override {}
-
-  Loop& loop;
-  engine::Connector connector;
-  Options options_;
-  std::unique_ptr<Connection> connection;
-  std::atomic<bool> connected{false};
-};
-
-[[noreturn]] void die(const char* what) {
-  std::fprintf(stderr, "worker_w3: %s\n", what);
-  std::exit(1);
-}
-
-// Runs `fn` on loop `index` and returns its result.
-template <typename F>
-auto on_loop(engine::Engine& engine, uint32_t index, F&& fn) {
-  using T = decltype(fn());
-  std::promise<T> promise;
-  engine.post(index, [&] { promise.set_value(fn()); });
-  return promise.get_future().get();
-}
 
 struct Sample {
   uint64_t at_ns;
@@ -328,7 +271,7 @@ double median(std::vector<double> values) {
   return values.empty() ? 0 : values[values.size() / 2];
 }
 
-Run measure(engine::Engine& engine, ServerSide& server, ClientSide& client, const Options& options, const std::string& mode,
+Run measure(engine::Engine& engine, ServerSide& server, perf::ClientSide& client, const Options& options, const std::string& mode,
             std::span<const std::byte> message, pthread_t server_thread, pid_t server_tid, pthread_t client_thread) {
   Run run;
   run.mode = mode;
@@ -344,7 +287,7 @@ Run measure(engine::Engine& engine, ServerSide& server, ClientSide& client, cons
   });
   auto writer = on_loop(engine, 0, [&] {
     auto w = std::make_unique<Writer>(*client.connection, message);
-    if (!w->open(worker ? handler_worker_sink : handler_loop_sink)) die("open failed");
+    if (!w->open(worker ? handler_worker_sink : handler_loop_sink)) perf::die("worker_w3", "open failed");
     return w;
   });
   pthread_t worker_thread{};
@@ -446,33 +389,10 @@ Run measure(engine::Engine& engine, ServerSide& server, ClientSide& client, cons
 
 int main(int argc, char** argv) {
   const Options options = parse(argc, argv);
-  engine::EngineOptions engine_options;
-  engine_options.loop_count = 2;
-  engine_options.cpus = {options.client_cpu, options.server_cpu};
-  engine_options.loop.spin_ns = options.loop_spin_ns;
-  auto started = engine::Engine::start(engine_options);
-  if (!started) {
-    std::fprintf(stderr, "engine: %s\n", engine::describe(started.error()));
-    return 1;
-  }
-  auto engine = std::move(started).value();
-  // Each side is built, used and destroyed on its own loop's thread.
-  auto server = on_loop(*engine, 1, [&] {
-    auto side = std::make_unique<ServerSide>(engine->loop(1), options);
-    if (!side->listener.listen(engine::Address::loopback_v4(0)).ok()) die("listen failed");
-    return side;
-  });
-  const engine::Address address = on_loop(*engine, 1, [&] { return server->listener.address(); });
-  auto client = on_loop(*engine, 0, [&] {
-    auto side = std::make_unique<ClientSide>(engine->loop(0), options);
-    side->connector.connect(address);
-    return side;
-  });
-  const uint64_t connect_until_ns = Loop::clock_ns() + connect_timeout_ns;
-  while (!client->connected.load(std::memory_order_acquire) && Loop::clock_ns() < connect_until_ns) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  if (!client->connected.load()) die("connect failed");
+  auto engine = perf::start_two_loops("worker_w3", options.client_cpu, options.server_cpu, options.loop_spin_ns);
+  auto [server, client] = perf::connect_pair(
+      "worker_w3", *engine, [&](Loop& loop) { return std::make_unique<ServerSide>(loop, options); },
+      [&](Loop& loop) { return std::make_unique<perf::ClientSide>(loop, connection_options(options)); });
   const pthread_t server_thread = on_loop(*engine, 1, [] { return pthread_self(); });
   const pid_t server_tid = on_loop(*engine, 1, [] { return gettid(); });
   const pthread_t client_thread = on_loop(*engine, 0, [] { return pthread_self(); });
@@ -521,29 +441,6 @@ int main(int argc, char** argv) {
     std::printf("\n");
   }
 
-  on_loop(*engine, 0, [&] {
-    client->connection->close();
-    return 0;
-  });
-  on_loop(*engine, 1, [&] {
-    server->listener.close();
-    return 0;
-  });
-  const uint64_t close_until_ns = Loop::clock_ns() + finish_timeout_ns;
-  while (Loop::clock_ns() < close_until_ns) {
-    const bool closed = on_loop(*engine, 0, [&] { return client->connection->closed(); }) &&
-                        on_loop(*engine, 1, [&] { return server->closed(); });
-    if (closed) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  on_loop(*engine, 0, [&] {
-    client.reset();
-    return 0;
-  });
-  on_loop(*engine, 1, [&] {
-    server.reset();
-    return 0;
-  });
-  engine->stop();
+  perf::shut_down(*engine, server, client, [] {});
   return all_ok ? 0 : 1;
 }

@@ -63,12 +63,13 @@ case "$mode" in
       -Dmimalloc=disabled -Dbenchmarks=disabled || fail_build
     ninja -C "$dir" -j "$jobs" tests/engine_tests tests/mux_tests tests/tools_tests || fail_build
     # The cross-thread paths: posting into loops, engine start/stop, the SPSC slot ring,
-    # application threads (unary calls, worker streams, mux::Client), the chaos proxy's thread
-    # and its runtime controls, a multi-loop server's hand-over of sessions and resumes between
-    # its loops and its per-loop counters, loadgen's client loops (per-core, cross-loop).
+    # application threads (unary calls, worker streams, mux::Client), the worker pool and the
+    # blocking handlers on it, the chaos proxy's thread and its runtime controls, a multi-loop
+    # server's hand-over of sessions and resumes between its loops and its per-loop counters,
+    # loadgen's client loops (per-core, cross-loop).
     TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
       meson test -C "$dir" --no-rebuild --print-errorlogs --num-processes 1 --timeout-multiplier 3 \
-      --test-args='--test-case=*tasks*posted*,engine:*,slot*ring*,threaded:*,worker*stream*,client:*,chaos*,per-core*,cross-loop*' engine mux tools
+      --test-args='--test-case=*tasks*posted*,engine:*,slot*ring*,threaded:*,worker*stream*,worker*pool*,blocking*handler*,client:*,chaos*,per-core*,cross-loop*' engine mux tools
     status=$?
     report "$dir"
     exit $status

@@ -365,9 +365,9 @@ void Connection::on_stream_opened(StreamId id, StreamBinding& binding, uint32_t 
   // The budget is the peer's: a huge one saturates to "no deadline we can reach".
   StreamStart start{this, id, handler_id,
                     deadline_budget_ns == 0 ? 0 : engine::add_saturating(loop_.now_ns(), deadline_budget_ns), payload,
-                    end_stream};
+                    end_stream, MuxError::unknown_handler};
   StreamObserver* observer = service_->open_stream(start);
-  if (observer == nullptr) return refuse(MuxError::unknown_handler);
+  if (observer == nullptr) return refuse(start.refusal);
   RM_ASSERT(session_.binding(id) == &binding);  // a handler's constructor does not end its stream
   binding.observer = observer;
   binding.owned = true;

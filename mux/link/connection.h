@@ -56,6 +56,9 @@ struct StreamStart {
   uint64_t deadline_ns;  // on the loop's monotonic clock; 0 = none
   std::span<const std::byte> payload;
   bool end_stream;
+  // Why the stream is refused when the service returns nullptr: unknown_handler unless the
+  // service says otherwise (refused: a worker pool with a full queue, retryable).
+  mutable MuxError refusal = MuxError::unknown_handler;
 };
 
 // What serves the streams a peer opens (the RPC layer's Registry). Called on the loop

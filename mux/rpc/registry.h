@@ -39,6 +39,10 @@ class Responder {
   // session start while this one goes on. Idempotent, and implied by reply(), fail() and
   // cancellation. A no-op for unordered handlers.
   virtual void release() noexcept = 0;
+  // The connection the call came on (valid while the call is not finished), and the
+  // call's deadline on the loop's monotonic clock (0 = none).
+  virtual Connection& connection() const noexcept = 0;
+  virtual uint64_t deadline_ns() const noexcept = 0;
 };
 
 // Limits of one unary handler.

@@ -45,7 +45,8 @@ std::string over_budget_message(const Connection& connection, std::string_view w
 // Server side of a unary call: sends the reply, or the failure.
 class UnaryResponder final : public Responder {
  public:
-  UnaryResponder(Connection& connection, StreamId id) : connection_(&connection), id_(id), charge_(connection) {}
+  UnaryResponder(Connection& connection, StreamId id, uint64_t deadline_ns)
+      : connection_(&connection), id_(id), deadline_ns_(deadline_ns), charge_(connection) {}
 
   void reply(std::span<const std::byte> response) noexcept override { send(response, nullptr); }
   void reply(std::span<const std::byte> response, std::shared_ptr<const void> keep_alive) noexcept override {
@@ -67,6 +68,8 @@ class UnaryResponder final : public Responder {
     RM_ASSERT(gate_ != nullptr);
     gate_->release(std::exchange(order_token_, 0));
   }
+  Connection& connection() const noexcept override { return *connection_; }
+  uint64_t deadline_ns() const noexcept override { return deadline_ns_; }
   // An ordered request now holds the order of `gate` under `token`.
   void hold(OrderGate& gate, uint64_t token) noexcept {
     RM_ASSERT(order_token_ == 0 && token != 0);
@@ -125,6 +128,7 @@ class UnaryResponder final : public Responder {
 
   Connection* connection_;
   StreamId id_;
+  uint64_t deadline_ns_;  // 0 = none
   bool done_ = false;
   bool cancelled_ = false;
   std::span<const std::byte> rest_;         // of the response, waiting for credit
@@ -172,7 +176,8 @@ class UnaryServerStream final : public StreamObserver, public Pooled<UnaryServer
   UnaryServerStream(const StreamStart& start, const Registry::UnaryHandler& handler, UnaryLimits limits,
                     bool ordered = false)
       : connection_(*start.connection), id_(start.id), handler_(handler), limits_(limits), ordered_(ordered),
-        responder_(std::allocate_shared<UnaryResponder>(PoolAllocator<UnaryResponder>(), *start.connection, start.id)), charge_(*start.connection) {}
+        responder_(std::allocate_shared<UnaryResponder>(PoolAllocator<UnaryResponder>(), *start.connection, start.id,
+                                                             start.deadline_ns)), charge_(*start.connection) {}
 
   void on_stream_data(std::span<const std::byte> bytes, bool end_stream) noexcept override {
     // The bytes are consumed into the request (bounded below), so their credit returns.

@@ -6,19 +6,6 @@
 
 namespace ringmux::mux {
 
-namespace {
-
-// A hint to the core that this thread is spinning (lets a sibling hyperthread run).
-inline void spin_pause() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield");
-#endif
-}
-
-}  // namespace
-
 // What the connection holds for the stream (and deletes after on_stream_finished): the
 // events go to the WorkerStream it keeps alive until then.
 class WorkerStream::Observer final : public StreamObserver {
@@ -239,18 +226,9 @@ void WorkerStream::complete_write(MuxError error) noexcept {
 
 template <typename Ready>
 bool WorkerStream::wait_for(engine::WakeWord& word, uint64_t deadline_ns, Ready&& ready) noexcept {
-  if (ready()) return true;
-  if (options_.spin_ns > 0) {
-    // A short look before the kernel: a bulk stream's next delivery is often microseconds
-    // away, and a sleep and a wake-up cost more than that.
-    const uint64_t spin_until_ns = engine::Loop::clock_ns() + options_.spin_ns;
-    do {
-      for (int i = 0; i < 64; i++) {
-        if (ready()) return true;
-        spin_pause();
-      }
-    } while (engine::Loop::clock_ns() < spin_until_ns);
-  }
+  // A short look before the kernel: a bulk stream's next delivery is often microseconds
+  // away, and a sleep and a wake-up cost more than that.
+  if (engine::spin_until(ready, options_.spin_ns)) return true;
   for (;;) {
     const uint32_t key = word.prepare();
     if (ready()) {

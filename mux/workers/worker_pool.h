@@ -1,0 +1,141 @@
+// WorkerPool: threads that run jobs a loop hands them (blocking handlers, mux/workers/
+// blocking.h), so that a handler may block (disk I/O, a lock, a slow computation) without
+// stalling the loop that serves its connection.
+//
+// Queue: a bounded multi-producer / multi-consumer ring of job pointers (each cell carries
+// a sequence number that says whose turn it is: the producer of position p waits for p, the
+// consumer for p + 1), addressed by 64-bit positions that never wrap. Admission is counted
+// apart from the ring: try_reserve() takes one of queue_jobs_max places or says "full" (a
+// return value: the caller refuses its call with a retryable error), and a reserved
+// submit always finds a cell. A worker gives its place back when it takes the job.
+//
+// Sleep: each worker has its own engine::WakeWord and a bit in one idle mask. A worker that
+// finds the queue empty announces itself (prepare, then its idle bit), looks at the queue
+// once more and sleeps in the kernel on its futex; a submitter that finds an idle bit takes
+// it and wakes that worker (one futex wake; none when every worker is busy). Both sides
+// publish, then look at the other's word, with sequentially consistent operations, so
+// either the submitter sees the idle bit or the worker sees the job: no job waits for a
+// worker that sleeps. A worker that takes a job and sees more behind it wakes one more
+// idle worker, so a burst spreads over the pool; one wake at a time is on its way (a
+// submit during a wake-up wakes nobody: the woken worker looks at the queue when it runs
+// and passes the wake on if more is queued). No sleep slices, no polling. With a spin
+// budget (WorkerPoolOptions::spin_ns), one worker at a time looks at the queue for that
+// long before it announces its sleep, and a submitter that finds it looking (its bit in the
+// idle mask) takes that bit instead of waking anyone.
+//
+// Jobs: intrusive (PoolJob), owned by the submitter's layer; the pool never allocates per
+// job. A job reports its result itself (blocking.h posts it back to the owning loop).
+//
+// Threads: any thread may submit; the workers are the pool's own. Construction and
+// destruction on one thread, not a worker. Destruction stops admission, lets the workers
+// run every job already queued (each job decides what to do with a call that was cancelled
+// meanwhile) and joins them: the loops those jobs report to must still run then.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <thread>
+
+#include "ringmux/base/limits.h"
+#include "ringmux/engine/wake_word.h"
+#include "ringmux/mux/workers/slot_ring.h"
+
+namespace ringmux::mux {
+
+// One unit of work for a worker. The submitter owns the memory; `run` is called once, on a
+// worker thread, and may free the job.
+struct PoolJob {
+  void (*run)(PoolJob* job) noexcept = nullptr;
+};
+
+struct WorkerPoolOptions {
+  uint32_t threads = limits::worker_pool_threads_default;  // 1 .. worker_pool_threads_max
+  // Jobs waiting for a worker at most, <= limits::worker_pool_queue_jobs_max.
+  uint32_t queue_jobs_max = limits::worker_pool_queue_jobs_max;
+  // How long an idle worker looks for the next job before it sleeps on its futex; one
+  // worker at a time spins, the others sleep at once. See limits::worker_pool_spin_ns_default.
+  uint64_t spin_ns = limits::worker_pool_spin_ns_default;
+};
+
+// What a pool counted (WorkerPool::stats(): a snapshot, any thread).
+struct WorkerPoolStats {
+  uint64_t submitted = 0;     // jobs accepted
+  uint64_t refused = 0;       // try_reserve() answers "full" (or "stopping")
+  uint64_t run = 0;           // jobs the workers ran
+  uint64_t worker_sleeps = 0;  // futex waits of the workers
+  uint64_t worker_wakes = 0;   // futex wakes made for sleeping workers
+};
+
+class WorkerPool {
+ public:
+  explicit WorkerPool(const WorkerPoolOptions& options = {});
+  ~WorkerPool();
+  WorkerPool(const WorkerPool&) = delete;
+  WorkerPool& operator=(const WorkerPool&) = delete;
+
+  // ---- any thread ----
+
+  // Takes a place in the queue: false when queue_jobs_max jobs wait already or the pool is
+  // stopping (counted in refused). A reservation is used by submit_reserved() or given
+  // back by cancel_reservation().
+  bool try_reserve() noexcept;
+  void cancel_reservation() noexcept;
+  // Queues `job` in the place reserved before; wakes an idle worker if there is one.
+  void submit_reserved(PoolJob& job) noexcept;
+  // try_reserve(), then submit_reserved(): false (nothing queued) when full.
+  bool try_submit(PoolJob& job) noexcept {
+    if (!try_reserve()) return false;
+    submit_reserved(job);
+    return true;
+  }
+
+  uint32_t threads() const noexcept { return thread_count_; }
+  // Jobs reserved or queued and not yet taken by a worker (a snapshot).
+  uint32_t queued() const noexcept { return admitted_.load(std::memory_order_relaxed); }
+  WorkerPoolStats stats() const noexcept;
+
+ private:
+  struct Cell {
+    std::atomic<uint64_t> sequence{0};
+    PoolJob* job = nullptr;
+  };
+  struct alignas(cache_line_bytes) Worker {
+    engine::WakeWord wake;
+    std::thread thread;
+    std::atomic<uint64_t> run{0};
+  };
+
+  void push(PoolJob& job) noexcept;
+  PoolJob* try_pop() noexcept;
+  bool looks_empty() const noexcept;
+  // Wakes one idle worker, if any is announced and no wake is on its way; returns whether
+  // it woke one.
+  bool wake_one_idle() noexcept;
+  // A worker found itself awake after its announcement: takes its bit back, and ends the
+  // wake a waker marked for it.
+  void settle_awake(uint64_t bit) noexcept;
+  void run_worker(uint32_t index) noexcept;
+
+  const uint32_t thread_count_;
+  const uint32_t queue_jobs_max_;
+  const uint64_t spin_ns_;
+  const uint64_t mask_;
+  std::unique_ptr<Cell[]> cells_;
+  std::unique_ptr<Worker[]> workers_;
+  alignas(cache_line_bytes) std::atomic<uint64_t> enqueue_position_{0};
+  alignas(cache_line_bytes) std::atomic<uint64_t> dequeue_position_{0};
+  // Bit i < waking_index: worker i announced its sleep; waking_bit: a woken worker has not
+  // run yet (submitters wake nobody meanwhile); spinner_bit: a worker spins.
+  static constexpr uint32_t waking_index = 62;
+  static constexpr uint64_t waking_bit = uint64_t{1} << waking_index;
+  static constexpr uint64_t spinner_bit = uint64_t{1} << 63;
+  static_assert(limits::worker_pool_threads_max <= waking_index, "a bit per worker, the waking and spinner bits");
+  alignas(cache_line_bytes) std::atomic<uint64_t> idle_mask_{0};
+  alignas(cache_line_bytes) std::atomic<uint32_t> admitted_{0};   // reserved or queued, not yet taken
+  std::atomic<bool> stopping_{false};
+  std::atomic<uint64_t> submitted_{0};
+  std::atomic<uint64_t> refused_{0};
+};
+
+}  // namespace ringmux::mux

@@ -1,0 +1,238 @@
+// blocking_w8: W8 of shared/WORKLOADS.md: W1 (unary ping-pong, 1 call in flight, 64 B each
+// way) and W2 (64 calls in flight on one connection, 64 B each way) with the server's
+// handler run in two ways, interleaved in one run (inline, pool, inline, pool, ...):
+//   inline  a plain unary handler that replies on the server's loop (Registry::add_unary);
+//   pool    the same handler as a blocking handler (mux/workers/blocking.h) on a WorkerPool
+//           of --threads workers: the loop copies the request to a worker, the worker
+//           replies, the reply goes back to the loop as a posted task.
+// Latency = issue to full response on the client's loop (monotonic clock), every call of
+// the measured window, nearest-rank percentiles; calls/s = completed calls / window.
+//
+//   build/perf/blocking_w8 [--runs=3] [--seconds=3] [--warmup_ms=500] [--threads=4]
+//       [--client_cpu=0] [--server_cpu=1] [--loop_spin_ns=20000] [--w2_in_flight=64]
+//       [--pool_spin_ns=N]
+//
+// The client's loop is pinned to CPU 0 and the server's to CPU 1 (WORKLOADS.md); the pool's
+// workers are not pinned (on a 2-core machine they share the cores with the loops). Not a
+// test: perf/RESULTS.md records what it printed.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "perf/two_loops.h"
+#include "ringmux/mux/rpc/call.h"
+#include "ringmux/mux/workers/blocking.h"
+
+using namespace ringmux;
+using namespace ringmux::mux;
+using engine::Loop;
+using perf::client_loop;
+using perf::on_loop;
+
+namespace {
+
+constexpr uint32_t handler_inline = 1;
+constexpr uint32_t handler_pool = 2;
+constexpr uint32_t message_bytes = 64;  // W1 and W2: 64 B each way
+
+struct Options : perf::CommonFlags {
+  uint32_t threads = limits::worker_pool_threads_default;
+  uint32_t w2_in_flight = 64;
+  uint64_t pool_spin_ns = limits::worker_pool_spin_ns_default;
+};
+
+Options parse(int argc, char** argv) {
+  Options options;
+  const std::string usage = "usage: blocking_w8 [--runs=3] [--seconds=3] [--warmup_ms=500] [--threads=" +
+                            std::to_string(limits::worker_pool_threads_default) +
+                            "] [--client_cpu=0]\n  [--server_cpu=1] [--loop_spin_ns=" +
+                            std::to_string(limits::loop_spin_ns_default) + "] [--w2_in_flight=64]\n  [--pool_spin_ns=" +
+                            std::to_string(limits::worker_pool_spin_ns_default) + "]\n";
+  perf::parse_flags(
+      argc, argv,
+      [&](const std::string& name, const char* value) {
+        if (options.take(name, value)) return true;
+        if (name == "--threads") options.threads = static_cast<uint32_t>(std::strtoul(value, nullptr, 10));
+        else if (name == "--pool_spin_ns") options.pool_spin_ns = std::strtoull(value, nullptr, 10);
+        else if (name == "--w2_in_flight") options.w2_in_flight = static_cast<uint32_t>(std::strtoul(value, nullptr, 10));
+        else return false;
+        return true;
+      },
+      usage);
+  return options;
+}
+
+constexpr const char* program = "blocking_w8";
+
+// The server: both handlers, the same reply, on the loop and on the pool.
+struct ServerSide final : perf::ServerSide {
+  ServerSide(Loop& loop_ref, WorkerPool& pool) : perf::ServerSide(loop_ref, {}) {
+    registry.add_unary(handler_inline, [](std::span<const std::byte> request, std::shared_ptr<Responder> responder) {
+      responder->reply(request);
+    });
+    add_blocking_unary(registry, handler_pool, pool, [](BlockingCall& call) { call.reply(call.request()); });
+  }
+};
+
+// The client: keeps `in_flight` calls to `handler` going until stopped; records the latency
+// of every call that completes while measuring.
+struct ClientSide final : perf::ClientSide {
+  explicit ClientSide(Loop& loop_ref) : perf::ClientSide(loop_ref, {}) {}
+  void start(uint32_t handler_ref, uint32_t in_flight_target) {
+    handler = handler_ref;
+    stopping = false;
+    latencies_ns.clear();
+    errors = 0;
+    for (uint32_t i = 0; i < in_flight_target; i++) issue();
+  }
+  void issue() {
+    in_flight++;
+    const uint64_t start_ns = Loop::clock_ns();
+    call(*connection, handler, request, 0, [this, start_ns](const CallResult& result) { done(result, start_ns); });
+  }
+  void done(const CallResult& result, uint64_t start_ns) {
+    in_flight--;
+    if (result.error != MuxError::none || result.response.size() != message_bytes) {
+      errors++;
+    } else if (measuring) {
+      latencies_ns.push_back(Loop::clock_ns() - start_ns);
+    }
+    if (!stopping) issue();
+  }
+
+  std::vector<std::byte> request = std::vector<std::byte>(message_bytes, std::byte{0x5a});
+  uint32_t handler = 0;
+  uint32_t in_flight = 0;
+  bool measuring = false;
+  bool stopping = false;
+  uint64_t errors = 0;
+  std::vector<uint64_t> latencies_ns;
+};
+
+struct Run {
+  std::string workload;
+  std::string mode;
+  double calls_per_s = 0;
+  double p50_us = 0, p99_us = 0, p999_us = 0;
+  uint64_t errors = 0;
+};
+
+double percentile_us(const std::vector<uint64_t>& sorted, double fraction) {
+  if (sorted.empty()) return 0;
+  // Nearest rank.
+  const auto rank = static_cast<std::size_t>(std::max(1.0, std::ceil(fraction * static_cast<double>(sorted.size()))));
+  return static_cast<double>(sorted[rank - 1]) / 1000.0;
+}
+
+Run measure(engine::Engine& engine, ClientSide& client, const Options& options, const std::string& workload,
+            const std::string& mode) {
+  const uint32_t in_flight = workload == "W1" ? 1 : options.w2_in_flight;
+  const uint32_t handler = mode == "inline" ? handler_inline : handler_pool;
+  on_loop(engine, client_loop, [&] {
+    client.start(handler, in_flight);
+    return 0;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(options.warmup_ms));
+  const uint64_t start_ns = on_loop(engine, client_loop, [&] {
+    client.measuring = true;
+    return Loop::clock_ns();
+  });
+  std::this_thread::sleep_for(std::chrono::nanoseconds(static_cast<uint64_t>(options.seconds * 1e9)));
+  const uint64_t end_ns = on_loop(engine, client_loop, [&] {
+    client.measuring = false;
+    client.stopping = true;
+    return Loop::clock_ns();
+  });
+  if (!perf::wait_until([&] { return on_loop(engine, client_loop, [&] { return client.in_flight; }) == 0; },
+                        perf::settle_timeout_ns)) {
+    perf::die(program, "calls did not finish");
+  }
+  Run run;
+  run.workload = workload;
+  run.mode = mode;
+  std::vector<uint64_t> latencies = on_loop(engine, client_loop, [&] { return std::move(client.latencies_ns); });
+  run.errors = on_loop(engine, client_loop, [&] { return client.errors; });
+  std::sort(latencies.begin(), latencies.end());
+  run.calls_per_s = static_cast<double>(latencies.size()) / (static_cast<double>(end_ns - start_ns) / 1e9);
+  run.p50_us = percentile_us(latencies, 0.50);
+  run.p99_us = percentile_us(latencies, 0.99);
+  run.p999_us = percentile_us(latencies, 0.999);
+  return run;
+}
+
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  return values.empty() ? 0 : values[values.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Options options = parse(argc, argv);
+  auto engine = perf::start_two_loops(program, options.client_cpu, options.server_cpu, options.loop_spin_ns);
+  auto pool = std::make_unique<WorkerPool>(WorkerPoolOptions{.threads = options.threads, .spin_ns = options.pool_spin_ns});
+  auto [server, client] = perf::connect_pair(
+      program, *engine, [&](Loop& loop) { return std::make_unique<ServerSide>(loop, *pool); },
+      [&](Loop& loop) { return std::make_unique<ClientSide>(loop); });
+
+  std::printf("W8: W1 (1 in flight) and W2 (%u in flight), 64 B each way, handler inline on the server loop vs on a "
+              "%u-thread worker pool; interleaved, %d runs of %.1f s (+%llu ms warm-up), client CPU %d, server CPU %d, "
+              "loop_spin_ns=%llu, pool_spin_ns=%llu\n",
+              options.w2_in_flight, options.threads, options.runs, options.seconds,
+              static_cast<unsigned long long>(options.warmup_ms), options.client_cpu, options.server_cpu,
+              static_cast<unsigned long long>(options.loop_spin_ns),
+              static_cast<unsigned long long>(options.pool_spin_ns));
+  std::printf("%-4s %-7s %4s %12s %9s %9s %9s %7s\n", "load", "mode", "run", "calls/s", "p50 us", "p99 us", "p99.9 us",
+              "errors");
+  std::vector<Run> runs;
+  uint64_t errors = 0;
+  for (int r = 1; r <= options.runs; r++) {
+    for (const char* workload : {"W1", "W2"}) {
+      for (const char* mode : {"inline", "pool"}) {
+        Run run = measure(*engine, *client, options, workload, mode);
+        errors += run.errors;
+        std::printf("%-4s %-7s %4d %12.0f %9.1f %9.1f %9.1f %7llu\n", workload, mode, r, run.calls_per_s, run.p50_us,
+                    run.p99_us, run.p999_us, static_cast<unsigned long long>(run.errors));
+        std::fflush(stdout);
+        runs.push_back(std::move(run));
+      }
+    }
+  }
+  std::printf("\nmedians:\n");
+  for (const char* workload : {"W1", "W2"}) {
+    double inline_rate = 0, inline_p50 = 0, inline_p99 = 0;
+    for (const char* mode : {"inline", "pool"}) {
+      std::vector<double> rates, p50s, p99s;
+      for (const Run& run : runs) {
+        if (run.workload != workload || run.mode != mode) continue;
+        rates.push_back(run.calls_per_s);
+        p50s.push_back(run.p50_us);
+        p99s.push_back(run.p99_us);
+      }
+      const double rate = median(rates), p50 = median(p50s), p99 = median(p99s);
+      std::printf("%-4s %-7s %10.0f calls/s, p50 %.1f us, p99 %.1f us", workload, mode, rate, p50, p99);
+      if (std::string(mode) == "inline") {
+        inline_rate = rate;
+        inline_p50 = p50;
+        inline_p99 = p99;
+      } else if (inline_rate > 0) {
+        std::printf("  (%.2fx of inline calls/s, p50 %+.1f us, p99 %+.1f us)", rate / inline_rate, p50 - inline_p50,
+                    p99 - inline_p99);
+      }
+      std::printf("\n");
+    }
+  }
+  const WorkerPoolStats stats = pool->stats();
+  std::printf("pool: %llu calls run, %llu refused, %llu worker sleeps, %llu worker wakes\n",
+              static_cast<unsigned long long>(stats.run), static_cast<unsigned long long>(stats.refused),
+              static_cast<unsigned long long>(stats.worker_sleeps), static_cast<unsigned long long>(stats.worker_wakes));
+
+  perf::shut_down(*engine, server, client, [&] { pool.reset(); });  // the pool goes while the loops run
+  return errors == 0 ? 0 : 1;
+}
