@@ -35,6 +35,7 @@
 #include <string>
 #include <vector>
 
+#include "ringmux/base/histogram.h"
 #include "ringmux/base/limits.h"
 #include "ringmux/engine/loop.h"
 #include "ringmux/engine/socket.h"
@@ -113,6 +114,11 @@ struct ConnectionOptions {
   uint64_t rpc_bytes_max = limits::connection_rpc_bytes_max;
   // Largest response a unary call gathers; a larger one fails with resource_exhausted.
   uint32_t call_response_bytes_max = limits::unary_response_bytes_max;
+  // Keep a histogram of this connection's unary call latencies as its callers see them
+  // (call() to the response, successful calls; base/histogram.h, within 1 %), read through
+  // snapshot(). Off by default: it costs 30 KiB per connection (allocated with the first
+  // call) and two clock reads per call.
+  bool record_call_latency = false;
 };
 
 // What a resumable connection did (all zero without resume). Loop thread only.
@@ -192,6 +198,12 @@ class Connection final : public SessionHandler, private DialHandler {
   ResumeStats resume_stats() const noexcept;
   // Its statistics now (mux/link/snapshot.h; take_snapshot() from another thread).
   ConnectionSnapshot snapshot() const noexcept;
+  // A unary call of this connection completed successfully `latency_ns` after call()
+  // (mux/rpc/call.cpp; with ConnectionOptions::record_call_latency).
+  void note_call_latency(uint64_t latency_ns) noexcept {
+    if (call_latency_ == nullptr) call_latency_ = std::make_unique<Histogram>();
+    call_latency_->record(latency_ns);
+  }
   // Accepting side: the session is now in `registry` (once, before start).
   void register_in(SessionRegistry& registry) noexcept {
     RM_ASSERT(registry_ == nullptr && !session_.dialer());
@@ -379,6 +391,7 @@ class Connection final : public SessionHandler, private DialHandler {
 
   const uint64_t id_ = next_id();
   std::string peer_identity_;  // of the session's first transport; its resumes must match
+  std::unique_ptr<Histogram> call_latency_;  // ConnectionOptions::record_call_latency
   engine::Loop& loop_;
   const StreamService* service_;
   ConnectionObserver& observer_;

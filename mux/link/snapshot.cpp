@@ -22,6 +22,13 @@ void LinkTotals::add(const ConnectionSnapshot& snapshot) noexcept {
   transports_lost += snapshot.transports_lost;
   resumes += snapshot.resumes;
   bytes_replayed += snapshot.bytes_replayed;
+  merge_latency(snapshot.call_latency);
+}
+
+void LinkTotals::merge_latency(const std::optional<Histogram>& latency) noexcept {
+  if (!latency) return;
+  if (!call_latency) call_latency.emplace();
+  call_latency->merge(*latency);
 }
 
 void LinkTotals::add(const LinkTotals& totals) noexcept {
@@ -42,6 +49,7 @@ void LinkTotals::add(const LinkTotals& totals) noexcept {
   transports_lost += totals.transports_lost;
   resumes += totals.resumes;
   bytes_replayed += totals.bytes_replayed;
+  merge_latency(totals.call_latency);
 }
 
 ConnectionSnapshot take_snapshot(Connection& connection) {
@@ -73,6 +81,7 @@ ConnectionSnapshot Connection::snapshot() const noexcept {
   snapshot.transports_lost = resume.transports_lost;
   snapshot.resumes = resume.resumes;
   snapshot.bytes_replayed = session.bytes_replayed;
+  if (call_latency_ != nullptr) snapshot.call_latency = *call_latency_;
   return snapshot;
 }
 

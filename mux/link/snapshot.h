@@ -9,7 +9,10 @@
 // (LinkTotals::add of the last snapshot, taken in on_connection_closed).
 #pragma once
 
+#include "ringmux/base/histogram.h"
+
 #include <cstdint>
+#include <optional>
 
 namespace ringmux::mux {
 
@@ -37,6 +40,9 @@ struct ConnectionSnapshot {
   uint64_t transports_lost = 0;  // TCP connections that broke under a resumable session
   uint64_t resumes = 0;
   uint64_t bytes_replayed = 0;
+  // Latencies of its successful unary calls, in ns, when it records them
+  // (ConnectionOptions::record_call_latency) and has made one.
+  std::optional<Histogram> call_latency;
 };
 
 // The sum of many connections' snapshots (one loop's, one server's).
@@ -62,6 +68,9 @@ struct LinkTotals {
   void add(const ConnectionSnapshot& snapshot) noexcept;
   // Adds another sum (one loop's totals into a server's).
   void add(const LinkTotals& totals) noexcept;
+  std::optional<Histogram> call_latency;  // merged from the connections that record it
+  // Merges one connection's (or sum's) call latencies, if it has them.
+  void merge_latency(const std::optional<Histogram>& latency) noexcept;
 };
 
 // Connection::snapshot() from any thread: on the connection's loop thread at once, else run

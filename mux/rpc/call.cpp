@@ -18,7 +18,10 @@ namespace {
 class UnaryCall final : public StreamObserver, public Pooled<UnaryCall> {
  public:
   // The call's deadline is its stream's (Connection arms it).
-  UnaryCall(Connection& connection, CallCallback done) : connection_(connection), done_(std::move(done)) {}
+  UnaryCall(Connection& connection, CallCallback done)
+      : connection_(connection),
+        done_(std::move(done)),
+        started_ns_(connection.options().record_call_latency ? engine::Loop::clock_ns() : 0) {}
 
   void set_id(StreamId id) noexcept { id_ = id; }
   void on_stream_data(std::span<const std::byte> bytes, bool end_stream) noexcept override {
@@ -54,6 +57,7 @@ class UnaryCall final : public StreamObserver, public Pooled<UnaryCall> {
     if (id_ != 0) {
       if (OrderGate* gate = OrderGate::find(connection_)) gate->call_finished(id_);
     }
+    if (started_ns_ != 0 && error == MuxError::none) connection_.note_call_latency(engine::Loop::clock_ns() - started_ns_);
     CallResult result;
     result.error = error;
     result.message = std::move(message_);
@@ -64,6 +68,7 @@ class UnaryCall final : public StreamObserver, public Pooled<UnaryCall> {
   Connection& connection_;
   CallCallback done_;
   StreamId id_ = 0;
+  uint64_t started_ns_;  // 0: latency not recorded
   bool completed_ = false;
   std::vector<std::byte> response_;
   std::string message_;

@@ -40,7 +40,8 @@ struct Quiet final : StreamObserver {
 };
 
 struct Fixture final : engine::ListenerHandler, engine::ConnectHandler, ConnectionObserver {
-  explicit Fixture(Loop& loop_ref) : loop(loop_ref), listener(loop_ref, *this), connector(loop_ref, *this) {
+  explicit Fixture(Loop& loop_ref, ConnectionOptions client_options_ref = {})
+      : loop(loop_ref), listener(loop_ref, *this), connector(loop_ref, *this), client_options(client_options_ref) {
     registry.add_unary(echo_unary, [](std::span<const std::byte> request, std::shared_ptr<Responder> responder) {
       responder->reply(request);
     });
@@ -63,7 +64,7 @@ struct Fixture final : engine::ListenerHandler, engine::ConnectHandler, Connecti
   void on_listener_closed() noexcept override { listener_closed = true; }
   void on_connect(Result<int, engine::IoError> fd) noexcept override {
     REQUIRE(fd.ok());
-    client = std::make_unique<Connection>(loop, fd.value(), true, nullptr, *this);
+    client = std::make_unique<Connection>(loop, fd.value(), true, nullptr, *this, client_options);
     client->start();
   }
   void on_connection_closed(Connection&, MuxError, engine::IoError) noexcept override { closed++; }
@@ -72,6 +73,7 @@ struct Fixture final : engine::ListenerHandler, engine::ConnectHandler, Connecti
   Registry registry;
   engine::Listener listener;
   engine::Connector connector;
+  ConnectionOptions client_options;
   std::unique_ptr<Connection> client;
   std::unique_ptr<Connection> server;
   int closed = 0;
@@ -150,6 +152,42 @@ TEST_CASE("snapshot: calls move the counters on both sides, from any thread") {
   twice.add(totals);
   twice.add(totals);
   CHECK(twice.streams_opened_remote == 2 * calls);
+  CHECK(!client.call_latency.has_value());  // not asked for: no histogram, no clock reads
+}
+
+// Proves the library's call-latency histogram: a connection that records it counts every
+// successful call once, with latencies no shorter than the loop took to answer nothing and
+// no longer than the whole run, and sums merge them.
+TEST_CASE("snapshot: a connection recording call latency counts each successful call") {
+  auto loop = test::make_test_loop();
+  if (!loop) return;
+  ConnectionOptions options;
+  options.record_call_latency = true;
+  Fixture fixture(*loop, options);
+  const std::vector<std::byte> request(request_bytes, std::byte{7});
+  int answered = 0;
+  const uint64_t started = Loop::clock_ns();
+  for (int i = 0; i < calls; i++) {
+    call(*fixture.client, echo_unary, request, 0, [&answered](const CallResult&) { answered++; });
+  }
+  // One that fails (no such handler) is not a latency of a call that worked.
+  call(*fixture.client, 999, request, 0, [&answered](const CallResult& r) {
+    CHECK(r.error == MuxError::unknown_handler);
+    answered++;
+  });
+  REQUIRE(loop->run_until([&] { return answered == calls + 1; }, 5 * second_ns));
+  const uint64_t elapsed = Loop::clock_ns() - started;
+  const ConnectionSnapshot client = take_snapshot(*fixture.client);
+  REQUIRE(client.call_latency.has_value());
+  CHECK(client.call_latency->count() == static_cast<uint64_t>(calls));
+  CHECK(client.call_latency->min() > 0);
+  CHECK(client.call_latency->max() <= elapsed);
+  CHECK(!fixture.server->snapshot().call_latency.has_value());  // the server made no calls
+  LinkTotals totals;
+  totals.add(client);
+  totals.add(client);
+  REQUIRE(totals.call_latency.has_value());
+  CHECK(totals.call_latency->count() == 2 * static_cast<uint64_t>(calls));
 }
 
 TEST_CASE("snapshot: a writer cut short by the peer's window counts a flow-control stall") {
