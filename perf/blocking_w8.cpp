@@ -16,30 +16,23 @@
 // workers are not pinned (on a 2-core machine they share the cores with the loops). Not a
 // test: perf/RESULTS.md records what it printed.
 #include <algorithm>
-#include <chrono>
-#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
-#include "perf/two_loops.h"
-#include "ringmux/mux/rpc/call.h"
+#include "perf/two_loops_workloads.h"
 #include "ringmux/mux/workers/blocking.h"
 
 using namespace ringmux;
 using namespace ringmux::mux;
 using engine::Loop;
-using perf::client_loop;
-using perf::on_loop;
 
 namespace {
 
 constexpr uint32_t handler_inline = 1;
 constexpr uint32_t handler_pool = 2;
-constexpr uint32_t message_bytes = 64;  // W1 and W2: 64 B each way
 
 struct Options : perf::CommonFlags {
   uint32_t threads = limits::worker_pool_threads_default;
@@ -80,41 +73,6 @@ struct ServerSide final : perf::ServerSide {
   }
 };
 
-// The client: keeps `in_flight` calls to `handler` going until stopped; records the latency
-// of every call that completes while measuring.
-struct ClientSide final : perf::ClientSide {
-  explicit ClientSide(Loop& loop_ref) : perf::ClientSide(loop_ref, {}) {}
-  void start(uint32_t handler_ref, uint32_t in_flight_target) {
-    handler = handler_ref;
-    stopping = false;
-    latencies_ns.clear();
-    errors = 0;
-    for (uint32_t i = 0; i < in_flight_target; i++) issue();
-  }
-  void issue() {
-    in_flight++;
-    const uint64_t start_ns = Loop::clock_ns();
-    call(*connection, handler, request, 0, [this, start_ns](const CallResult& result) { done(result, start_ns); });
-  }
-  void done(const CallResult& result, uint64_t start_ns) {
-    in_flight--;
-    if (result.error != MuxError::none || result.response.size() != message_bytes) {
-      errors++;
-    } else if (measuring) {
-      latencies_ns.push_back(Loop::clock_ns() - start_ns);
-    }
-    if (!stopping) issue();
-  }
-
-  std::vector<std::byte> request = std::vector<std::byte>(message_bytes, std::byte{0x5a});
-  uint32_t handler = 0;
-  uint32_t in_flight = 0;
-  bool measuring = false;
-  bool stopping = false;
-  uint64_t errors = 0;
-  std::vector<uint64_t> latencies_ns;
-};
-
 struct Run {
   std::string workload;
   std::string mode;
@@ -123,52 +81,20 @@ struct Run {
   uint64_t errors = 0;
 };
 
-double percentile_us(const std::vector<uint64_t>& sorted, double fraction) {
-  if (sorted.empty()) return 0;
-  // Nearest rank.
-  const auto rank = static_cast<std::size_t>(std::max(1.0, std::ceil(fraction * static_cast<double>(sorted.size()))));
-  return static_cast<double>(sorted[rank - 1]) / 1000.0;
-}
-
-Run measure(engine::Engine& engine, ClientSide& client, const Options& options, const std::string& workload,
+Run measure(engine::Engine& engine, perf::CallingClient& client, const Options& options, const std::string& workload,
             const std::string& mode) {
   const uint32_t in_flight = workload == "W1" ? 1 : options.w2_in_flight;
   const uint32_t handler = mode == "inline" ? handler_inline : handler_pool;
-  on_loop(engine, client_loop, [&] {
-    client.start(handler, in_flight);
-    return 0;
-  });
-  std::this_thread::sleep_for(std::chrono::milliseconds(options.warmup_ms));
-  const uint64_t start_ns = on_loop(engine, client_loop, [&] {
-    client.measuring = true;
-    return Loop::clock_ns();
-  });
-  std::this_thread::sleep_for(std::chrono::nanoseconds(static_cast<uint64_t>(options.seconds * 1e9)));
-  const uint64_t end_ns = on_loop(engine, client_loop, [&] {
-    client.measuring = false;
-    client.stopping = true;
-    return Loop::clock_ns();
-  });
-  if (!perf::wait_until([&] { return on_loop(engine, client_loop, [&] { return client.in_flight; }) == 0; },
-                        perf::settle_timeout_ns)) {
-    perf::die(program, "calls did not finish");
-  }
+  const perf::CallFigures figures = perf::measure_calls(program, engine, client, handler, in_flight, options);
   Run run;
   run.workload = workload;
   run.mode = mode;
-  std::vector<uint64_t> latencies = on_loop(engine, client_loop, [&] { return std::move(client.latencies_ns); });
-  run.errors = on_loop(engine, client_loop, [&] { return client.errors; });
-  std::sort(latencies.begin(), latencies.end());
-  run.calls_per_s = static_cast<double>(latencies.size()) / (static_cast<double>(end_ns - start_ns) / 1e9);
-  run.p50_us = percentile_us(latencies, 0.50);
-  run.p99_us = percentile_us(latencies, 0.99);
-  run.p999_us = percentile_us(latencies, 0.999);
+  run.calls_per_s = figures.calls_per_s;
+  run.p50_us = figures.p50_us;
+  run.p99_us = figures.p99_us;
+  run.p999_us = figures.p999_us;
+  run.errors = figures.errors;
   return run;
-}
-
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  return values.empty() ? 0 : values[values.size() / 2];
 }
 
 }  // namespace
@@ -179,7 +105,7 @@ int main(int argc, char** argv) {
   auto pool = std::make_unique<WorkerPool>(WorkerPoolOptions{.threads = options.threads, .spin_ns = options.pool_spin_ns});
   auto [server, client] = perf::connect_pair(
       program, *engine, [&](Loop& loop) { return std::make_unique<ServerSide>(loop, *pool); },
-      [&](Loop& loop) { return std::make_unique<ClientSide>(loop); });
+      [&](Loop& loop) { return std::make_unique<perf::CallingClient>(loop, ConnectionOptions{}); });
 
   std::printf("W8: W1 (1 in flight) and W2 (%u in flight), 64 B each way, handler inline on the server loop vs on a "
               "%u-thread worker pool; interleaved, %d runs of %.1f s (+%llu ms warm-up), client CPU %d, server CPU %d, "
@@ -215,7 +141,7 @@ int main(int argc, char** argv) {
         p50s.push_back(run.p50_us);
         p99s.push_back(run.p99_us);
       }
-      const double rate = median(rates), p50 = median(p50s), p99 = median(p99s);
+      const double rate = perf::median(rates), p50 = perf::median(p50s), p99 = perf::median(p99s);
       std::printf("%-4s %-7s %10.0f calls/s, p50 %.1f us, p99 %.1f us", workload, mode, rate, p50, p99);
       if (std::string(mode) == "inline") {
         inline_rate = rate;

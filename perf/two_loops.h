@@ -165,11 +165,11 @@ auto connect_pair(const char* program, engine::Engine& engine, MakeServer&& make
 }
 
 // Closes the client's connection and the server's listener, waits (bounded) until both are
-// closed, runs `before_destroy` (the loops still run), destroys each side on its loop and
-// stops the engine.
+// closed, runs `before_destroy` (the loops still run) and destroys each side on its loop
+// (the engine runs on).
 template <typename Server, typename Client, typename BeforeDestroy>
-void shut_down(engine::Engine& engine, std::unique_ptr<Server>& server, std::unique_ptr<Client>& client,
-               BeforeDestroy&& before_destroy) {
+void close_pair(engine::Engine& engine, std::unique_ptr<Server>& server, std::unique_ptr<Client>& client,
+                BeforeDestroy&& before_destroy) {
   on_loop(engine, client_loop, [&] {
     client->connection->close();
     return 0;
@@ -193,6 +193,13 @@ void shut_down(engine::Engine& engine, std::unique_ptr<Server>& server, std::uni
     server.reset();
     return 0;
   });
+}
+
+// close_pair, then stops the engine.
+template <typename Server, typename Client, typename BeforeDestroy>
+void shut_down(engine::Engine& engine, std::unique_ptr<Server>& server, std::unique_ptr<Client>& client,
+               BeforeDestroy&& before_destroy) {
+  close_pair(engine, server, client, before_destroy);
   engine.stop();
 }
 

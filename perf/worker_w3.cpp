@@ -38,7 +38,7 @@
 #include <tuple>
 #include <vector>
 
-#include "perf/two_loops.h"
+#include "perf/two_loops_workloads.h"
 #include "ringmux/mux/workers/worker_stream.h"
 
 using namespace ringmux;
@@ -130,85 +130,6 @@ void take(Counters& counters, std::span<const std::byte> bytes, bool touch) {
   counters.bytes.fetch_add(bytes.size(), std::memory_order_relaxed);
 }
 
-// The server's stream read on its loop: counts, answers the count at the client's END.
-class LoopSink final : public StreamObserver {
- public:
-  LoopSink(const StreamStart& start, Counters& counters, bool touch)
-      : connection_(*start.connection), id_(start.id), counters_(counters), touch_(touch) {}
-  void on_stream_data(std::span<const std::byte> bytes, bool end_stream) noexcept override {
-    connection_.consume(id_, bytes.size());
-    take(counters_, bytes, touch_);
-    count_ += bytes.size();
-    if (end_stream) {
-      std::memcpy(answer_, &count_, sizeof(count_));
-      (void)connection_.write(id_, answer_, true);  // 8 bytes always fit a fresh window
-    }
-  }
-  void on_stream_finished(MuxError) noexcept override {}
-
- private:
-  Connection& connection_;
-  StreamId id_;
-  Counters& counters_;
-  bool touch_;
-  uint64_t count_ = 0;
-  std::byte answer_[sizeof(uint64_t)] = {};
-};
-
-// The client's stream: writes bs-byte messages back to back until told to stop, then
-// finishes the message under way and ends; reads the server's count.
-class Writer final : public StreamObserver {
- public:
-  Writer(Connection& connection, std::span<const std::byte> message) : connection_(connection), message_(message) {}
-  bool open(uint32_t handler) {
-    auto id = connection_.open(handler, 0, {}, false, *this);
-    if (!id) return false;
-    id_ = id.value();
-    pump();
-    return true;
-  }
-  void stop() {
-    stopping_ = true;
-    pump();
-  }
-  void on_stream_data(std::span<const std::byte> bytes, bool) noexcept override {
-    connection_.consume(id_, bytes.size());
-    if (bytes.size() == sizeof(answer)) std::memcpy(&answer, bytes.data(), sizeof(answer));
-  }
-  void on_stream_writable() noexcept override { pump(); }
-  void on_stream_finished(MuxError error) noexcept override {
-    result = error;
-    finished.store(true, std::memory_order_release);
-  }
-
-  uint64_t written = 0;
-  uint64_t answer = 0;
-  MuxError result = MuxError::none;
-  std::atomic<bool> finished{false};
-
- private:
-  void pump() {
-    if (ended_) return;
-    for (;;) {
-      if (offset_ == 0 && stopping_) {
-        ended_ = connection_.end(id_).ok();
-        return;
-      }
-      auto taken = connection_.write(id_, message_.subspan(offset_), false);
-      if (!taken || taken.value() == 0) return;
-      written += taken.value();
-      offset_ = (offset_ + taken.value()) % message_.size();
-    }
-  }
-
-  Connection& connection_;
-  std::span<const std::byte> message_;
-  StreamId id_ = 0;
-  std::size_t offset_ = 0;
-  bool stopping_ = false;
-  bool ended_ = false;
-};
-
 ConnectionOptions connection_options(const Options& options) {
   ConnectionOptions connection;
   if (options.window_bytes != 0) {
@@ -223,7 +144,7 @@ struct ServerSide final : perf::ServerSide {
   ServerSide(Loop& loop_ref, const Options& options)
       : perf::ServerSide(loop_ref, connection_options(options)), options_(options) {
     registry.add_stream(handler_loop_sink, [this](const StreamStart& start) -> StreamObserver* {
-      return new LoopSink(start, counters, options_.touch);
+      return new perf::CountingSink(start, [this](std::span<const std::byte> bytes) { take(counters, bytes, options_.touch); });
     });
     registry.add_stream(handler_worker_sink, [this](const StreamStart& start) -> StreamObserver* {
       WorkerStream::Served served = WorkerStream::serve(start, options_.worker);
@@ -266,11 +187,6 @@ struct Run {
   bool ok = false;
 };
 
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  return values.empty() ? 0 : values[values.size() / 2];
-}
-
 Run measure(engine::Engine& engine, ServerSide& server, perf::ClientSide& client, const Options& options, const std::string& mode,
             std::span<const std::byte> message, pthread_t server_thread, pid_t server_tid, pthread_t client_thread) {
   Run run;
@@ -286,7 +202,7 @@ Run measure(engine::Engine& engine, ServerSide& server, perf::ClientSide& client
     return 0;
   });
   auto writer = on_loop(engine, 0, [&] {
-    auto w = std::make_unique<Writer>(*client.connection, message);
+    auto w = std::make_unique<perf::BulkWriter>(*client.connection, message);
     if (!w->open(worker ? handler_worker_sink : handler_loop_sink)) perf::die("worker_w3", "open failed");
     return w;
   });
@@ -433,10 +349,10 @@ int main(int argc, char** argv) {
       worker_cpu.push_back(run.worker_cpu);
       client_cpu.push_back(run.client_cpu);
     }
-    const double rate = median(rates);
+    const double rate = perf::median(rates);
     if (mode == "loop") loop_median = rate;
     std::printf("%-7s %.2f GiB/s, server loop CPU %.0f%%, worker CPU %.0f%%, client loop CPU %.0f%%", mode.c_str(),
-                rate, median(server_cpu) * 100, median(worker_cpu) * 100, median(client_cpu) * 100);
+                rate, perf::median(server_cpu) * 100, perf::median(worker_cpu) * 100, perf::median(client_cpu) * 100);
     if (mode != "loop" && loop_median > 0) std::printf(", %.2fx of loop", rate / loop_median);
     std::printf("\n");
   }
