@@ -113,22 +113,18 @@ class TestPki {
     std::fclose(k);
     X509_free(cert);
   }
-  EVP_PKEY* read_key(const std::string& name) {
-    FILE* f = std::fopen(path(name + ".key").c_str(), "r");
+  // The PEM object `name`.`extension` read by `read` (PEM_read_PrivateKey, PEM_read_X509).
+  template <typename T>
+  T* read_pem(const std::string& name, const char* extension, T* (*read)(FILE*, T**, pem_password_cb*, void*)) {
+    FILE* f = std::fopen(path(name + extension).c_str(), "r");
     REQUIRE(f != nullptr);
-    EVP_PKEY* key = PEM_read_PrivateKey(f, nullptr, nullptr, nullptr);
+    T* object = read(f, nullptr, nullptr, nullptr);
     std::fclose(f);
-    REQUIRE(key != nullptr);
-    return key;
+    REQUIRE(object != nullptr);
+    return object;
   }
-  X509* read_cert(const std::string& name) {
-    FILE* f = std::fopen(path(name + ".pem").c_str(), "r");
-    REQUIRE(f != nullptr);
-    X509* cert = PEM_read_X509(f, nullptr, nullptr, nullptr);
-    std::fclose(f);
-    REQUIRE(cert != nullptr);
-    return cert;
-  }
+  EVP_PKEY* read_key(const std::string& name) { return read_pem(name, ".key", &PEM_read_PrivateKey); }
+  X509* read_cert(const std::string& name) { return read_pem(name, ".pem", &PEM_read_X509); }
 
   struct KeyFree {
     void operator()(EVP_PKEY* key) const noexcept { EVP_PKEY_free(key); }
