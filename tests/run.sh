@@ -33,8 +33,8 @@ report() {  # report DIR: count the last meson test run
 }
 
 # The sanitizer builds: -O1 with line tables only (-g1) compiles in half the time of -O2 -g,
-# and the reports still name file, line and function. Asserts stay on (plain: no NDEBUG).
-sanitizer_build=-Dbuildtype=plain
+# and the reports still name file, line and function. Asserts stay on (b_ndebug=false).
+sanitizer_build="-Dbuildtype=plain -Db_ndebug=false"
 sanitizer_flags="'-O1','-g1'"
 
 fail_build() {
