@@ -4,7 +4,7 @@
 # application's own engine/errors.h on its include path, and runs its two programs: plain
 # ringmux (the application's malloc stays the C library's) and ringmux-mimalloc (malloc
 # becomes mimalloc's). Only the library is built in the subproject (no tools, no tests),
-# unoptimised to keep the test short.
+# unoptimised and without debug information to keep the test short.
 # usage: check_subproject.sh SOURCE_DIR
 set -euo pipefail
 source=$(cd "${1:?source dir}" && pwd)
@@ -14,7 +14,7 @@ mkdir -p "$work/consumer/subprojects"
 cp "$source/tests/consumers/meson/meson.build" "$source/tests/consumers/app/main.cpp" "$work/consumer/"
 cp -r "$source/tests/consumers/app/engine" "$work/consumer/"
 ln -s "$source" "$work/consumer/subprojects/ringmux"
-if ! meson setup "$work/build" "$work/consumer" --buildtype=debug --optimization=0 --force-fallback-for=ringmux \
+if ! meson setup "$work/build" "$work/consumer" --buildtype=plain --force-fallback-for=ringmux \
     >"$work/setup.log" 2>&1; then
   cat "$work/setup.log"
   exit 1
