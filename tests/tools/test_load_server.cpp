@@ -106,6 +106,7 @@ std::unique_ptr<LoadServer> start_server(uint32_t loops) {
 // its HELLO names: 8 sessions with consecutive route keys (what ringmux-loadgen sends) go
 // 4 and 4; 8 without a key are placed by their random session ids, each where
 // loop_of_hello says. Every call counts on its session's loop, and loop 0 accepted all 16.
+// LoadServer::snapshot() (what serve --metrics exports) gives each loop its own sessions.
 TEST_CASE("per-core spread: a server of 2 loops serves each session and its calls on the loop its HELLO names") {
   constexpr uint32_t loops = 2;
   auto server = start_server(loops);
@@ -142,6 +143,19 @@ TEST_CASE("per-core spread: a server of 2 loops serves each session and its call
     CHECK(totals.connections == 16);
     CHECK(totals.sessions == 16);
     CHECK(totals.calls == 16);
+    // What ringmux-serve --metrics exports: each loop's own copy of its sessions' counters,
+    // taken on that loop.
+    const std::vector<LoopSnapshot> snapshots = server->snapshot();
+    REQUIRE(snapshots.size() == loops);
+    for (uint32_t i = 0; i < loops; i++) {
+      INFO("loop " << i);
+      CHECK(snapshots[i].link_counted);
+      CHECK(snapshots[i].link.connections == expected[i]);
+      CHECK(snapshots[i].link.connections_connected == expected[i]);
+      CHECK(snapshots[i].link.streams_opened_remote == expected[i]);
+      CHECK(snapshots[i].link.frames_received > 0);
+      CHECK(snapshots[i].loop.iterations > 0);
+    }
   }
   server->stop();
   for (const ServerCounts& each : server->per_loop()) CHECK(each.cpu_ns > 0);  // kept from the stop
