@@ -3,7 +3,8 @@
 openssl command in a temporary directory (a CA, a server and a client certificate, a
 second CA with a client certificate of its own, an expired client certificate):
 - ringmux-serve and ringmux-loadgen over mutual TLS 1.3 with --verify=1: every call and
-  every streamed message verified, no error; both say which TLS path they use;
+  every streamed message verified, no error, also from two client loops; both say which
+  TLS path they use;
 - refused handshakes, each seen on both sides: the server writes one line naming the
   cause and keeps serving (a good client is served afterwards), the client names the
   cause (loadgen exits 1 with it, not with a deadline):
@@ -143,6 +144,13 @@ with tempfile.TemporaryDirectory(prefix="ringmux-tls-tools-") as pki:
                   f"{job.get('ringmux', {}).get('verified_messages', 0)} messages verified, no error",
                   f"exit {result.returncode}, stderr {result.stderr!r}, job {job.get('ringmux')}")
 
+        # Two client loops (one per CPU), each dialing its own TLS connection.
+        result, job = run_loadgen(server.port, [*tls(pki, "client"), "--rw=unary", "--bs=64", "--iodepth=2",
+                                                "--numjobs=2", "--cpus_allowed=0,1", "--group_reporting",
+                                                "--runtime=1", "--verify=1"])
+        check(verified_run_ok(result, job), "loadgen with two client loops (--cpus_allowed=0,1) over mutual TLS",
+              f"exit {result.returncode}, stderr {result.stderr!r}, job {job.get('ringmux')}")
+
         # A client without a certificate: OpenSSL's own client, since the tools always show one.
         # TLS 1.3: the client's side of the handshake is done before the server has checked
         # it; -ign_eof keeps s_client reading until the server's alert arrives.
@@ -158,8 +166,9 @@ with tempfile.TemporaryDirectory(prefix="ringmux-tls-tools-") as pki:
         # Refused by our client's certificate, or by the bytes it speaks.
         for name, args, server_says, client_says in [
             ("a client certificate of another CA", tls(pki, "intruder")[:2] + [f"--tls-ca={pki}/ca.pem"],
-             "unable to get local issuer certificate", "TLS"),
-            ("an expired client certificate", tls(pki, "expired"), "certificate has expired", "TLS"),
+             "unable to get local issuer certificate", "did not accept our certificate"),
+            ("an expired client certificate", tls(pki, "expired"), "certificate has expired",
+             "did not accept our certificate"),
             ("a plaintext client at the TLS server", [], "does not speak TLS", "is it a TLS server"),
         ]:
             result, job = run_loadgen(server.port, [*args, "--rw=unary", "--bs=64", "--runtime=1"])
