@@ -4,7 +4,7 @@ openssl command in a temporary directory (a CA, a server and a client certificat
 second CA with a client certificate of its own, an expired client certificate):
 - ringmux-serve and ringmux-loadgen over mutual TLS 1.3 with --verify=1: every call and
   every streamed message verified, no error, also from two client loops; both say which
-  TLS path they use;
+  TLS path they use; a pinned server name (--tls-peer-name) accepted, another refused;
 - refused handshakes, each seen on both sides: the server writes one line naming the
   cause and keeps serving (a good client is served afterwards), the client names the
   cause (loadgen exits 1 with it, not with a deadline):
@@ -150,6 +150,21 @@ with tempfile.TemporaryDirectory(prefix="ringmux-tls-tools-") as pki:
                                                 "--runtime=1", "--verify=1"])
         check(verified_run_ok(result, job), "loadgen with two client loops (--cpus_allowed=0,1) over mutual TLS",
               f"exit {result.returncode}, stderr {result.stderr!r}, job {job.get('ringmux')}")
+
+        # A pinned server name: the server's certificate carries DNS:server, not DNS:elsewhere.
+        result, job = run_loadgen(server.port, [*tls(pki, "client"), "--tls-peer-name=server", "--rw=unary",
+                                                "--bs=64", "--runtime=1"])
+        check(result.returncode == 0 and job.get("ringmux", {}).get("errors", 1) == 0,
+              "loadgen --tls-peer-name=server accepts the server's certificate",
+              f"exit {result.returncode}, stderr {result.stderr!r}")
+        result, job = run_loadgen(server.port, [*tls(pki, "client"), "--tls-peer-name=elsewhere", "--rw=unary",
+                                                "--bs=64", "--runtime=1"])
+        line = server.wait_for(r"acceptor: refused a new connection")
+        message = job.get("ringmux", {}).get("error", "")
+        check(result.returncode == 1 and "hostname mismatch" in message and line is not None and
+              "refused by the peer" in line,
+              f"loadgen --tls-peer-name=elsewhere refuses the server: '{message}'; server says "
+              f"'{(line or '').strip()}'", f"exit {result.returncode}, loadgen {message!r}, server {line!r}")
 
         # A client without a certificate: OpenSSL's own client, since the tools always show one.
         # TLS 1.3: the client's side of the handshake is done before the server has checked

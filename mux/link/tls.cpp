@@ -222,8 +222,15 @@ class TlsTransport final : public Transport, private TransportHandler {
       flush();
       return false;
     }
-    fail(ssl_failure("TLS handshake failed"));
+    fail(ssl_failure(peer_alerted() ? "TLS handshake refused by the peer" : "TLS handshake failed"));
     return false;
+  }
+
+  // Whether OpenSSL's first queued error is an alert the peer sent (its refusal), not one
+  // of ours.
+  static bool peer_alerted() noexcept {
+    const unsigned long first = ERR_peek_error();
+    return ERR_GET_LIB(first) == ERR_LIB_SSL && ERR_GET_REASON(first) >= SSL_AD_REASON_OFFSET;
   }
 
   void read_records() noexcept {
@@ -247,9 +254,7 @@ class TlsTransport final : public Transport, private TransportHandler {
       }
       // TLS 1.3: a client's handshake is complete before the server has checked the
       // client's certificate, so the server's refusal arrives as an alert, first thing.
-      const unsigned long first = ERR_peek_error();
-      const bool refused = !records_received_ && ERR_GET_LIB(first) == ERR_LIB_SSL &&
-                           ERR_GET_REASON(first) >= SSL_AD_REASON_OFFSET;
+      const bool refused = !records_received_ && peer_alerted();
       fail(ssl_failure(refused ? "TLS handshake refused by the peer (it did not accept our certificate)"
                                : "TLS record layer failed"));
       return;
