@@ -83,14 +83,30 @@ struct Manager::Peer final : engine::ConnectHandler {
   mux::Backoff reconnect_backoff;  // new sessions after lost ones
 };
 
+mux::AcceptorOptions Manager::accepting_options(const ManagerOptions& options) {
+  mux::AcceptorOptions accepting;
+  accepting.handshake = options.handshake;
+  return accepting;
+}
+
+ConnectionOptions Manager::accepted_options() const {
+  ConnectionOptions options = options_.connection;
+  options.resume = true;  // the dialer resumes; the acceptor waits for it
+  return options;
+}
+
 Manager::Manager(engine::Loop& loop, const engine::Address& self, const ManagerOptions& options)
     : loop_(loop), self_(self), options_(options), listener_(loop, *this),
       acceptor_(loop, [this](int fd) {
-        ConnectionOptions connection_options = options_.connection;
-        connection_options.resume = true;
-        accepted_.push_back(std::make_unique<Connection>(loop_, fd, false, &registry_, *this, connection_options));
+        accepted_.push_back(std::make_unique<Connection>(loop_, fd, false, &registry_, *this, accepted_options()));
         return accepted_.back().get();
-      }) {
+      }, accepting_options(options)) {
+  // With a handshake stage the acceptor hands over the transport that ran it.
+  acceptor_.set_transport_factory([this](std::unique_ptr<mux::Transport>& transport) {
+    accepted_.push_back(
+        std::make_unique<Connection>(loop_, std::move(transport), false, &registry_, *this, accepted_options()));
+    return accepted_.back().get();
+  });
   registry_.add_stream(manager_identify_handler, [this](const StreamStart& start) {
     return new IdentifyStream(start, [this](Connection& connection, std::string_view name) -> bool {
       if (name.empty()) return true;  // a client of the cluster: served, never called
@@ -317,6 +333,7 @@ void Manager::Peer::on_connect(Result<int, engine::IoError> fd) noexcept {
   ConnectionOptions options = manager.options_.connection;
   options.resume = true;
   options.peer = via;  // the resume redials where this connection went
+  options.handshake = manager.options_.handshake;  // the first transport and every redial
   // A member's session names the pair: the peer keeps it on the loop that owns the pair.
   if (!manager.options_.client_only) options.session.route_key = Manager::pair_key(manager.self_, address);
   connection = std::make_unique<Connection>(manager.loop_, fd.value(), true, &manager.registry_, manager, options);

@@ -81,6 +81,10 @@ struct ManagerOptions {
   // as another loop's peer (a dialer whose HELLO route key did not match).
   uint32_t loop_index = 0;
   uint32_t loop_count = 1;
+  // The stage every session with a peer passes, dialed or accepted (mux/link/tls.h: mutual
+  // TLS); nullptr: plain TCP. An accepting manager with one keeps each session on its own
+  // loop (mux::Acceptor), so a Node with one has a single loop.
+  std::shared_ptr<mux::Handshake> handshake;
 };
 
 enum class PeerState : uint8_t {
@@ -234,6 +238,9 @@ class Manager final : public engine::ListenerHandler, public ConnectionObserver 
 
   // True when `peer` belongs to this manager's loop (always, for a manager on its own).
   bool owns(const engine::Address& peer) const noexcept;
+  // The acceptor's options (the handshake stage), and those of an accepted session.
+  static mux::AcceptorOptions accepting_options(const ManagerOptions& options);
+  ConnectionOptions accepted_options() const;
   Peer* find(const engine::Address& address) noexcept;
   const Peer* find(const engine::Address& address) const noexcept;
   Peer* find(const Connection& connection) noexcept;

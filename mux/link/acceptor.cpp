@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <span>
+#include <string>
 #include <vector>
 
 #include "ringmux/base/assert.h"
@@ -14,6 +16,19 @@
 namespace ringmux::mux {
 
 using engine::Completion;
+
+namespace {
+
+// Whether received bytes open with a TLS handshake record (content type 22, protocol major
+// version 3): a client speaking TLS to an acceptor without a handshake stage, which is
+// worth saying in so many words.
+bool starts_like_tls(std::span<const std::byte> bytes) noexcept {
+  constexpr std::byte tls_handshake_record{22};
+  constexpr std::byte tls_major_version{3};
+  return bytes.size() >= 2 && bytes[0] == tls_handshake_record && bytes[1] == tls_major_version;
+}
+
+}  // namespace
 
 std::size_t Acceptor::IdHash::operator()(const wire::SessionId& id) const noexcept {
   // Session ids are random: any 8 of their bytes hash them well.
@@ -123,8 +138,11 @@ void Acceptor::Handshaking::on_transport_error(engine::IoError error) noexcept {
   Acceptor& self = *owner;
   self.stats_.failed++;
   if (!self.closing_) {
-    RM_LOG(LogSeverity::info, LogSubsystem::link, 0, 0, 0, "acceptor: no HELLO on a new connection (%s)",
-           engine::describe(error));
+    // A refused handshake is worth a warning with its cause (a client's certificate from
+    // another CA, none at all, a client not speaking TLS): what an operator looks for.
+    const std::string why = transport->failure_text();
+    RM_LOG(why.empty() ? LogSeverity::info : LogSeverity::warning, LogSubsystem::link, 0, 0, 0,
+           "acceptor: refused a new connection: %s", why.empty() ? engine::describe(error) : why.c_str());
   }
   self.close_entry(*this);
 }
@@ -276,12 +294,16 @@ void Acceptor::finish(Pending& pending, const wire::Hello* hello) noexcept {
       // The HELLO is copied out first: it points into the buffer about to be freed.
       const wire::Hello copy = hello != nullptr ? *hello : wire::Hello{};
       const bool timed_out = pending.timed_out;  // `pending` goes with the erase
+      const bool tls = starts_like_tls(std::span<const std::byte>(pending.buffer.data(), pending.have));
       pending_.erase(it);
       if (hello == nullptr || closing_) {
         stats_.failed++;
         if (!closing_) {
-          RM_LOG(LogSeverity::info, LogSubsystem::link, 0, 0, 0, "acceptor: no valid HELLO on a new connection (%s)",
-                 timed_out ? "timed out" : "closed early or damaged");
+          RM_LOG(tls ? LogSeverity::warning : LogSeverity::info, LogSubsystem::link, 0, 0, 0,
+                 "acceptor: no valid HELLO on a new connection (%s)",
+                 tls         ? "a TLS handshake record: the peer speaks TLS, this side has no handshake stage"
+                 : timed_out ? "timed out"
+                             : "closed early or damaged");
         }
         ::close(fd);
       } else if (router_ && router_(fd, copy)) {

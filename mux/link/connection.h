@@ -196,6 +196,10 @@ class Connection final : public SessionHandler, private DialHandler {
   // A transport is up and its handshake is complete (false while resuming).
   bool connected() const noexcept { return transport_ != nullptr && session_.handshake_complete(); }
   ResumeStats resume_stats() const noexcept;
+  // Why the last transport that failed did, when it knew more than its IoError (a handshake
+  // stage's cause, Transport::failure_text: a certificate the peer refused); empty when none
+  // did. Kept after the transport is gone, for the application to report.
+  const std::string& transport_failure() const noexcept { return transport_failure_; }
   // Its statistics now (mux/link/snapshot.h; take_snapshot() from another thread).
   ConnectionSnapshot snapshot() const noexcept;
   // A unary call of this connection completed successfully `latency_ns` after call()
@@ -425,6 +429,7 @@ class Connection final : public SessionHandler, private DialHandler {
   uint64_t bytes_received_ = 0;  // from the transport
   MuxError close_reason_ = MuxError::none;
   engine::IoError io_error_ = engine::IoError::none;
+  std::string transport_failure_;  // transport_failure()
   bool closed_reported_ = false;
   bool close_due_ = false;  // on_connection_closed is due on the turn
   uint64_t rpc_bytes_buffered_ = 0;  // declared before the requests that are charged to it

@@ -110,6 +110,7 @@ void Connection::on_transport_sent(Attached& attached) noexcept {
 void Connection::on_transport_error(Attached& attached, engine::IoError error) noexcept {
   if (&attached != transport_.get()) return;  // a superseded connection's errors are ignored
   RM_ASSERT(!ended_);
+  if (std::string why = attached.transport->failure_text(); !why.empty()) transport_failure_ = std::move(why);
   lose_transport(MuxError::connection_lost, error);  // io_error_ says how
 }
 

@@ -222,8 +222,15 @@ class TlsTransport final : public Transport, private TransportHandler {
       flush();
       return false;
     }
-    fail(ssl_failure("TLS handshake failed"));
+    fail(ssl_failure(peer_alerted() ? "TLS handshake refused by the peer" : "TLS handshake failed"));
     return false;
+  }
+
+  // Whether OpenSSL's first queued error is an alert the peer sent (its refusal), not one
+  // of ours.
+  static bool peer_alerted() noexcept {
+    const unsigned long first = ERR_peek_error();
+    return ERR_GET_LIB(first) == ERR_LIB_SSL && ERR_GET_REASON(first) >= SSL_AD_REASON_OFFSET;
   }
 
   void read_records() noexcept {
@@ -234,6 +241,7 @@ class TlsTransport final : public Transport, private TransportHandler {
       std::size_t n = 0;
       const int rc = SSL_read_ex(ssl_, plain.data(), plain.size(), &n);
       if (rc == 1) {
+        records_received_ = true;
         handler_->on_transport_recv({plain.data(), n});
         continue;
       }
@@ -244,7 +252,11 @@ class TlsTransport final : public Transport, private TransportHandler {
         handler_->on_transport_error(engine::IoError::closed);
         return;
       }
-      fail(ssl_failure("TLS record layer failed"));
+      // TLS 1.3: a client's handshake is complete before the server has checked the
+      // client's certificate, so the server's refusal arrives as an alert, first thing.
+      const bool refused = !records_received_ && peer_alerted();
+      fail(ssl_failure(refused ? "TLS handshake refused by the peer (it did not accept our certificate)"
+                               : "TLS record layer failed"));
       return;
     }
     flush();  // what reading produced: a KeyUpdate's answer, an alert
@@ -349,6 +361,7 @@ class TlsTransport final : public Transport, private TransportHandler {
   bool app_send_active_ = false;
   bool app_unsent_ = false;   // the session's ciphertext is still in the write BIO
   bool sending_app_ = false;  // ...or in the send in flight below
+  bool records_received_ = false;  // application data has arrived since the handshake
   std::vector<std::byte> sending_;  // the ciphertext of the send in flight below
   std::string identity_;
   std::string failure_;

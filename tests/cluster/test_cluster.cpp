@@ -12,8 +12,10 @@
 
 #include "ringmux/cluster/manager.h"
 #include "ringmux/cluster/quorum.h"
+#include "ringmux/mux/link/tls.h"
 #include "tests/mux/support.h"
 #include "tests/support.h"
+#include "tests/support_tls.h"
 #include "tools/chaos/proxy.h"
 
 using namespace ringmux;
@@ -29,8 +31,9 @@ constexpr uint32_t echo_handler = 51;  // answers with the request
 // A member: a manager on the shared loop whose handler answers with the node's index,
 // optionally late (slow), counting the calls its peers cancelled.
 struct Member {
-  Member(Loop& loop, uint32_t index_ref) : index(index_ref), later(&Member::on_later, this) {
-    manager = std::make_unique<Manager>(loop, engine::Address::loopback_v4(0));
+  Member(Loop& loop, uint32_t index_ref, const ManagerOptions& options = {})
+      : index(index_ref), later(&Member::on_later, this) {
+    manager = std::make_unique<Manager>(loop, engine::Address::loopback_v4(0), options);
     manager->registry().add_unary(whoami_handler, [this, &loop](std::span<const std::byte>,
                                                                 std::shared_ptr<Responder> responder) {
       served++;
@@ -157,6 +160,52 @@ TEST_CASE("cluster: two managers added at once end with one session, used both w
   CHECK(peers[0].session.id == ab->id());
   CHECK(peers[0].session.bytes_sent > 0);
   CHECK(peers[0].session.streams_opened_local + peers[0].session.streams_opened_remote >= 2);
+  close_all(*loop, nodes);
+}
+
+// Proves ManagerOptions::handshake: two members over mutual TLS end with one session and
+// call each other through it; a member whose certificate comes from a CA they do not trust
+// (though it trusts theirs) gets no session with either, whichever side dials.
+TEST_CASE("cluster: members over mutual TLS; a member of another CA stays out") {
+  auto loop = ringmux::test::make_test_loop();
+  if (!loop) return;
+  ringmux::test::TestPki pki;
+  pki.make_ca("ca");
+  pki.make_ca("other-ca");
+  auto tls_member = [&](uint32_t index, const std::string& name, const std::string& ca) {
+    TlsOptions files = pki.make_leaf(name, ca);
+    files.ca_file = pki.path("ca.pem");
+    std::string error;
+    auto context = TlsContext::create(files, error);
+    REQUIRE_MESSAGE(context != nullptr, error);
+    ManagerOptions options;
+    options.handshake = make_tls_handshake(std::move(context));
+    return std::make_unique<Member>(*loop, index, options);
+  };
+  std::vector<std::unique_ptr<Member>> nodes;
+  nodes.push_back(tls_member(0, "node-0", "ca"));
+  nodes.push_back(tls_member(1, "node-1", "ca"));
+  mesh(*loop, nodes);
+  int answered = 0;
+  for (int from = 0; from < 2; from++) {
+    nodes[from]->manager->call(nodes[1 - from]->manager->self(), echo_handler, {}, 0, [&](const CallResult& r) {
+      if (r.error == MuxError::none) answered++;
+    });
+  }
+  CHECK(loop->run_until([&] { return answered == 2; }, 5 * second_ns));
+  // The stranger and both members know each other; no session comes up in a second.
+  nodes.push_back(tls_member(2, "stranger", "other-ca"));
+  for (int i = 0; i < 2; i++) {
+    nodes[i]->manager->add_peer(nodes[2]->manager->self());
+    nodes[2]->manager->add_peer(nodes[i]->manager->self());
+  }
+  loop->run_until([] { return false; }, second_ns);
+  for (int i = 0; i < 2; i++) {
+    CHECK(nodes[i]->manager->session(nodes[2]->manager->self()) == nullptr);
+    CHECK(nodes[2]->manager->session(nodes[i]->manager->self()) == nullptr);
+    CHECK(nodes[i]->manager->health(nodes[2]->manager->self()).state != PeerState::connected);
+  }
+  CHECK(nodes[0]->manager->session(nodes[1]->manager->self()) != nullptr);  // untouched
   close_all(*loop, nodes);
 }
 

@@ -202,7 +202,7 @@ namespace {
 // Options of the invocation, not of a job.
 bool global_only(std::string_view key) {
   for (std::string_view name : {"host", "port", "output-format", "output_format", "output", "status-interval",
-                                "status_interval", "plot"}) {
+                                "status_interval", "plot", "tls-cert", "tls-key", "tls-ca", "tls-peer-name"}) {
     if (key == name) return true;
   }
   return false;
@@ -366,6 +366,8 @@ std::optional<ParseError> apply_one(Invocation& invocation, Job& job, std::strin
   } else if (key == "plot") {
     if (value.empty()) return option_error(key, value, "a file name");
     invocation.plot_path = std::string(value);
+  } else if (std::string tls_error; tools::take_tls_option(invocation.tls, key, value, tls_error)) {
+    if (!tls_error.empty()) return ParseError{tls_error};
   } else {
     return ParseError{"unknown option '" + std::string(raw_key) + "' (see --help)"};
   }
@@ -445,6 +447,14 @@ std::optional<ParseError> finish(Invocation& invocation) {
   }
   for (const Job& job : invocation.jobs) {
     if (auto error = validate(job)) return error;
+  }
+  if (std::string error = tools::tls_files_error(invocation.tls); !error.empty()) return ParseError{error};
+  for (const Job& job : invocation.jobs) {
+    if (invocation.tls.enabled() && job.ioengine == IoEngine::tcp) {
+      return ParseError{"job '" + job.name +
+                        "': ioengine=tcp with --tls-*: the tcp engine is the raw-socket baseline, it has no TLS "
+                        "(use ioengine=ringmux)"};
+    }
   }
   return std::nullopt;
 }
@@ -791,6 +801,18 @@ OPTIONS
         to the output. Default: none.
     --plot=FILE.svg
         A latency-percentile plot, one curve per job. Default: none.
+    --tls-cert=FILE
+        Every ringmux connection (and the embedded server) over mutual TLS 1.3: this
+        client's certificate chain, PEM; needs --tls-key and --tls-ca. The tcp engine has
+        no TLS. Prints its TLS path on stderr: the record layer in user space, and whether
+        the kernel offers kTLS. Default: none (plain TCP).
+    --tls-key=FILE
+        The private key of --tls-cert, PEM. Default: none.
+    --tls-ca=FILE
+        The CA the server's certificate must chain to, PEM. Default: none.
+    --tls-peer-name=NAME
+        A name (DNS or IP SAN) the server's certificate must carry; may be given several
+        times (one of them). Default: none (any certificate of --tls-ca).
 )" + std::string(tools::help_version_options) + R"(
 EXIT STATUS
     0   no operation failed and verify found nothing

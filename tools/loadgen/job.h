@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "tools/loadgen/protocol.h"
+#include "tools/tls_options.h"
 
 namespace ringmux::loadgen {
 
@@ -106,6 +107,8 @@ struct Invocation {
   std::optional<std::string> output_path;  // --output: reports go there instead of stdout
   uint64_t status_interval_ns = 0;         // 0: no periodic reports
   std::optional<std::string> plot_path;
+  // --tls-*: every ringmux connection (and the embedded server) over mutual TLS 1.3.
+  tools::TlsFiles tls;
   // Options given before the first job ("global options" in the JSON), as written.
   std::vector<std::pair<std::string, std::string>> global_options;
   bool help = false;

@@ -30,6 +30,7 @@
 #include "tools/loadgen/runner.h"
 #include "tools/loadgen/server.h"
 #include "tools/loadgen/status.h"
+#include "tools/tls_stage.h"
 
 namespace ringmux::loadgen {
 
@@ -337,10 +338,19 @@ int run_invocation(const Invocation& invocation) {
   }
   // The embedded servers: one per engine.
   std::unique_ptr<LoadServer> ringmux_server, tcp_server;
-  RunTarget ringmux_target{invocation.host.value_or("127.0.0.1"), invocation.port};
+  RunTarget ringmux_target{invocation.host.value_or("127.0.0.1"), invocation.port, nullptr};
   RunTarget tcp_target = ringmux_target;
+  if (invocation.tls.enabled()) {
+    ringmux_target.handshake = tools::tls_stage(invocation.tls, error);
+    if (!ringmux_target.handshake) {
+      std::fprintf(stderr, "ringmux-loadgen: TLS: %s\n", error.c_str());
+      return 1;
+    }
+    std::fprintf(stderr, "ringmux-loadgen: %s\n", tools::tls_path_text(false).c_str());
+  }
   if (!invocation.host) {
     ServeOptions serve;
+    serve.handshake = ringmux_target.handshake;  // the same identity serves and dials
     serve.connection.session.streams_concurrent_max = streams_limit_for(ringmux_streams(invocation));
     ringmux_server = LoadServer::start_ringmux("127.0.0.1:0", {1}, error, serve);
     if (!ringmux_server) {

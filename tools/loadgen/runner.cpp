@@ -464,9 +464,10 @@ uint64_t next_route_key() {
 // Dials the load server. Every connection is resumable: a broken TCP connection (ringmux-chaos
 // between) is replaced and its session resumes, invisible to the jobs but for the counts.
 struct Dialer final : engine::ConnectHandler, mux::ConnectionObserver {
-  Dialer(Loop& l, const engine::Address& target) : loop(l), connector(l, *this) {
+  Dialer(Loop& l, const RunTarget& target, const engine::Address& address) : loop(l), connector(l, *this) {
     options.resume = true;
-    options.peer = target;
+    options.peer = address;
+    options.handshake = target.handshake;
   }
   void on_connect(Result<int, engine::IoError> fd) noexcept override {
     if (!fd) {
@@ -479,7 +480,12 @@ struct Dialer final : engine::ConnectHandler, mux::ConnectionObserver {
     resume_latency.emplace_back();
     connections.back()->start();
   }
-  void on_connection_closed(mux::Connection&, mux::MuxError, engine::IoError) noexcept override { closed++; }
+  void on_connection_closed(mux::Connection&, mux::MuxError reason, engine::IoError io_error) noexcept override {
+    closed++;
+    last_close = reason;
+    last_close_io = io_error;
+  }
+  void on_connection_established(mux::Connection&) noexcept override { established++; }
   void on_connection_resumed(mux::Connection& connection, uint64_t duration_ns) noexcept override {
     for (std::size_t i = 0; i < connections.size(); i++) {
       if (connections[i].get() == &connection) resume_latency[i].record(duration_ns);
@@ -491,9 +497,41 @@ struct Dialer final : engine::ConnectHandler, mux::ConnectionObserver {
   std::vector<std::unique_ptr<mux::Connection>> connections;
   std::vector<Histogram> resume_latency;  // per connection, ns
   std::size_t closed = 0;
+  std::size_t established = 0;  // sessions whose first handshake completed
+  mux::MuxError last_close = mux::MuxError::none;
+  engine::IoError last_close_io = engine::IoError::none;
   bool failed = false;
   std::string error;
+
+  // Why the newest connection's session is not up: its handshake stage refused the peer
+  // (the stage's cause), or its session ended before the server answered; "" while it may
+  // still come up.
+  std::string refusal() const {
+    const mux::Connection& newest = *connections.back();
+    if (!newest.transport_failure().empty()) return newest.transport_failure();
+    std::string why;
+    if (closed == connections.size()) {
+      why = std::string("the session ended before the server answered its HELLO: ") + mux::describe(last_close) +
+            " (" + engine::describe(last_close_io) + ")";
+    } else if (newest.resume_stats().transports_lost >= lost_before_up_max) {
+      why = "the server ended " + std::to_string(lost_before_up_max) +
+            " connections in a row before answering the HELLO";
+    } else {
+      return "";
+    }
+    if (!options.handshake) why += "; is it a TLS server (this client has no --tls-*)?";
+    return why;
+  }
+
+  // Connections the server may end before a session is up (a reset on the way is resumed)
+  // before the run gives up: a server that ends every one refuses this client.
+  static constexpr uint64_t lost_before_up_max = 3;
 };
+
+// How long a new connection's session may take to come up (TCP connected; the TLS handshake
+// and the HELLO exchange, one or two round trips): the server's own handshake and HELLO
+// deadlines (limits::hello_timeout_ns) with a margin, so that its verdict arrives first.
+constexpr uint64_t session_up_timeout_ns = 2 * limits::hello_timeout_ns;
 
 // Runs `clones` on a loop of this thread, pinned to `cpu` (-1: not pinned).
 void run_ringmux(const std::vector<CloneRun>& clones, int cpu, const RunTarget& target, Progress* shared_progress,
@@ -518,7 +556,7 @@ void run_ringmux(const std::vector<CloneRun>& clones, int cpu, const RunTarget& 
   if (!created) return fail_all(std::string("loop: ") + engine::describe(created.error()));
   if (!address) return fail_all("bad target address " + target.host);
   Loop& loop = *created.value();
-  Dialer dialer(loop, address.value());
+  Dialer dialer(loop, target, address.value());
   // Every stream of the jobs may be open at once on the shared connection.
   uint64_t streams = 0;
   for (const CloneRun& clone : clones) {
@@ -536,6 +574,7 @@ void run_ringmux(const std::vector<CloneRun>& clones, int cpu, const RunTarget& 
   if (!peers.empty()) {
     cluster::ManagerOptions options;
     options.client_only = true;
+    options.handshake = target.handshake;
     cluster = std::make_unique<cluster::Manager>(loop, engine::Address::loopback_v4(0), options);
     for (const std::string& peer : peers) {
       auto parsed = engine::Address::parse(peer);
@@ -565,6 +604,17 @@ void run_ringmux(const std::vector<CloneRun>& clones, int cpu, const RunTarget& 
     const std::size_t before = dialer.connections.size();
     dialer.connector.connect(address.value(), 5000);
     loop.run_until([&] { return dialer.failed || dialer.connections.size() > before; }, 10'000'000'000ull);
+    if (dialer.failed || dialer.connections.size() == before) break;
+    // The session up before any job runs: a refused handshake (a certificate the server
+    // does not accept, a server speaking TLS or not) fails the run with its cause, not
+    // with each call's deadline.
+    loop.run_until([&] { return dialer.established > before || !dialer.refusal().empty(); }, session_up_timeout_ns);
+    if (dialer.established <= before) {
+      dialer.failed = true;
+      dialer.error = dialer.refusal();
+      if (dialer.error.empty()) dialer.error = "the session did not come up (no HELLO_ACK) in time";
+      break;
+    }
   }
   if (dialer.failed || dialer.connections.size() != wanted) {
     fail_all("connect to " + target.host + ":" + std::to_string(target.port) + ": " +

@@ -14,9 +14,11 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "ringmux/mux/link/transport.h"
 #include "tools/loadgen/job.h"
 #include "tools/loadgen/result.h"
 
@@ -25,6 +27,8 @@ namespace ringmux::loadgen {
 struct RunTarget {
   std::string host;  // "127.0.0.1"
   uint16_t port = 0;
+  // The stage every connection passes (--tls-*: mutual TLS); nullptr: plain TCP.
+  std::shared_ptr<mux::Handshake> handshake;
 };
 
 // Live totals of a running invocation, over every job and including warm-up: written by

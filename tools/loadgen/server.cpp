@@ -376,15 +376,23 @@ void add_counts(ServerCounts& total, const ServerCounts& part) {
 // the listening loop the listener. Made, used and destroyed on that loop's thread.
 struct LoadServer::RingmuxSide final : engine::ListenerHandler, mux::ConnectionObserver {
   RingmuxSide(engine::Loop& l, ServerStats& s, const mux::ConnectionOptions& o, uint32_t message_bytes_allowed,
-              CallTimes* times)
+              CallTimes* times, const mux::AcceptorOptions& accepting)
       : loop(l), stats(s), options(o), listener(l, *this), acceptor(l, [this](int fd) {
-          stats.sessions.fetch_add(1, std::memory_order_relaxed);
-          stats.sessions_open.fetch_add(1, std::memory_order_relaxed);
-          connections.push_back(std::make_unique<mux::Connection>(loop, fd, false, &registry, *this, options));
-          return connections.back().get();
-        }), messages(message_bytes_allowed) {
+          return add(std::make_unique<mux::Connection>(loop, fd, false, &registry, *this, options));
+        }, accepting), messages(message_bytes_allowed) {
     options.resume = true;  // sessions outlive their TCP connections (mux/link/acceptor.h)
+    // With a handshake stage (TLS) a session gets the transport that ran it.
+    acceptor.set_transport_factory([this](std::unique_ptr<mux::Transport>& transport) {
+      return add(std::make_unique<mux::Connection>(loop, std::move(transport), false, &registry, *this, options));
+    });
     register_handlers(registry, stats, messages, times);
+  }
+  // A new session's connection: counted and kept until its session ends.
+  mux::Connection* add(std::unique_ptr<mux::Connection> connection) {
+    stats.sessions.fetch_add(1, std::memory_order_relaxed);
+    stats.sessions_open.fetch_add(1, std::memory_order_relaxed);
+    connections.push_back(std::move(connection));
+    return connections.back().get();
   }
   void on_accept(int fd) noexcept override {
     stats.connections.fetch_add(1, std::memory_order_relaxed);
@@ -469,6 +477,7 @@ std::unique_ptr<LoadServer> LoadServer::start_ringmux(const std::string& address
     // peers it should, and serves the same handlers on every session (cluster/node.h).
     cluster::ManagerOptions manager_options;
     manager_options.connection = serve.connection;
+    manager_options.handshake = serve.handshake;
     for (uint32_t i = 0; i < options.loop_count; i++) {
       server->messages_.push_back(std::make_unique<MessageBuffer>(serve.message_bytes_allowed));
     }
@@ -491,13 +500,18 @@ std::unique_ptr<LoadServer> LoadServer::start_ringmux(const std::string& address
   LoadServer* raw = server.get();
   const engine::Address where = parsed.value();
   const uint32_t loops = options.loop_count;
+  // An acceptor with a handshake stage keeps its sessions on its own loop (a TLS state
+  // cannot move between loops): the tool refuses TLS with several loops.
+  RM_ASSERT(!serve.handshake || loops == 1);
+  mux::AcceptorOptions accepting;
+  accepting.handshake = serve.handshake;
   raw->sides_.resize(loops);
   // The listening loop (0) last: its router hands sockets to the other loops' acceptors.
   for (uint32_t i = loops; i-- > 0;) {
-    server->engine_->loop(i).run_sync([raw, i, loops, where, &error, &serve] {
+    server->engine_->loop(i).run_sync([raw, i, loops, where, &error, &serve, &accepting] {
       raw->sides_[i] = std::make_unique<RingmuxSide>(raw->engine_->loop(i), *raw->loop_stats_[i], serve.connection,
                                                      serve.message_bytes_allowed,
-                                                     serve.time_calls ? raw->call_times_[i].get() : nullptr);
+                                                     serve.time_calls ? raw->call_times_[i].get() : nullptr, accepting);
       if (i != 0) return;
       RingmuxSide& side = *raw->sides_[0];
       if (loops > 1) {

@@ -118,6 +118,10 @@ struct ServeOptions {
   // Time every call into the loops' CallTimes: two clock reads a call or stream, on the
   // path the benchmarks measure, so only when someone reads them (ringmux-serve --metrics).
   bool time_calls = false;
+  // The stage every accepted connection (and, with peers, every dialed one) passes: mutual
+  // TLS (tools/tls_stage.h); nullptr: plain TCP. A plain server with it has one loop (its
+  // acceptor keeps sessions where they were accepted).
+  std::shared_ptr<mux::Handshake> handshake;
 };
 
 class LoadServer {

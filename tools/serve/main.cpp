@@ -2,6 +2,7 @@
 //   ringmux-serve --listen=127.0.0.1:7300 [--cpus=0-1 | --loops=N] [--ioengine=ringmux|tcp] [--duration=30s]
 //                 [--max_streams=N] [--keepalive=DURATION] [--resume_timeout=DURATION] [--max_message=SIZE]
 //                 [--peers=ADDRESS,...] [--metrics=ADDRESS:PORT] [--spin=DURATION] [--stats-interval=DURATION]
+//                 [--tls-cert=FILE --tls-key=FILE --tls-ca=FILE [--tls-peer-name=NAME]]
 // Stream and connection windows are the library's defaults: each side announces its own
 // in the handshake (wire/SPEC.md §4.1), so clients configured otherwise interoperate.
 // Prints its statistics on SIGINT / SIGTERM and on exit; serves them to Prometheus with
@@ -25,6 +26,7 @@
 #include "tools/loadgen/server.h"
 #include "tools/options.h"
 #include "tools/serve/metrics.h"
+#include "tools/tls_stage.h"
 #include "tools/version.h"
 #include "ringmux/base/log.h"
 
@@ -56,17 +58,40 @@ constexpr uint64_t spin_ns_max = 1'000'000;
 // How long the main thread sleeps between looks at the signal flag and the clocks.
 constexpr uint64_t main_tick_ns = 20'000'000;
 
+// Refused connections printed per second at most: a flood of them is counted (the log
+// events of --metrics), not written to stderr line by line.
+constexpr uint64_t refusals_printed_per_second_max = 20;
+
+// Whether a log event is a connection this server refused, or a peer that refused it: an
+// acceptor's warning (a TLS handshake that failed, with its cause; a TLS client at a plain
+// server; a connect flood) or a failed TLS handshake of a dialed peer session.
+bool is_refusal(const ringmux::LogEvent& event) {
+  if (event.subsystem != ringmux::LogSubsystem::link || event.severity < ringmux::LogSeverity::warning) return false;
+  return event.message.starts_with("acceptor: ") || event.message.starts_with("TLS client: ");
+}
+
 // The library's log events, counted by subsystem and severity (the log hook's sink): what
-// --metrics exports as ringmux_log_events_total. Any thread.
+// --metrics exports as ringmux_log_events_total; refusals also go to stderr, one line each
+// (is_refusal). Any thread.
 constexpr std::size_t log_subsystems = 5;  // LogSubsystem's values
 constexpr std::size_t log_severities = 4;  // LogSeverity's values
 struct LogCounts {
   std::array<std::atomic<uint64_t>, log_subsystems * log_severities> events{};
+  std::atomic<uint64_t> printed_second{0};  // the second refusals_printed counts for
+  std::atomic<uint64_t> printed{0};
+  void print_refusal(const ringmux::LogEvent& event) noexcept {
+    const uint64_t second = static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now().time_since_epoch()).count());
+    if (printed_second.exchange(second, std::memory_order_relaxed) != second) printed.store(0, std::memory_order_relaxed);
+    if (printed.fetch_add(1, std::memory_order_relaxed) >= refusals_printed_per_second_max) return;
+    std::fprintf(stderr, "ringmux-serve: %.*s\n", static_cast<int>(event.message.size()), event.message.data());
+  }
   ringmux::LogSink sink{[](void* context, const ringmux::LogEvent& event) noexcept {
                           auto& self = *static_cast<LogCounts*>(context);
                           const std::size_t index = static_cast<std::size_t>(event.subsystem) * log_severities +
                                                     static_cast<std::size_t>(event.severity);
                           if (index < self.events.size()) self.events[index].fetch_add(1, std::memory_order_relaxed);
+                          if (is_refusal(event)) self.print_refusal(event);
                         },
                         this};
 };
@@ -159,6 +184,7 @@ void print_help() {
       "                  [--max_streams=N] [--keepalive=DURATION] [--resume_timeout=DURATION]\n"
       "                  [--max_message=SIZE] [--metrics=ADDRESS:PORT] [--spin=DURATION]\n"
       "                  [--stats-interval=DURATION]\n"
+      "                  [--tls-cert=FILE --tls-key=FILE --tls-ca=FILE [--tls-peer-name=NAME]]\n"
       "    ringmux-serve --help | --version\n"
       "\n"
       "DESCRIPTION\n"
@@ -210,6 +236,22 @@ void print_help() {
       "        Print a one-line summary of the statistics to stderr this often, at least\n"
       "        100ms, and (ringmux) a line per loop: connections, open sessions, calls, CPU\n"
       "        time. Default: none.\n"
+      "    --tls-cert=FILE\n"
+      "        Mutual TLS 1.3 on every connection, accepted and (--peers) dialed: this\n"
+      "        server's certificate chain, PEM; needs --tls-key and --tls-ca. A client without\n"
+      "        a certificate of --tls-ca, or not speaking TLS, is refused; each refusal is a\n"
+      "        line on stderr naming its cause. Needs --ioengine=ringmux and one loop (a TLS\n"
+      "        session cannot yet be handed between loops). Prints its TLS path: the record\n"
+      "        layer in user space, and whether the kernel offers kTLS. Default: none (plain\n"
+      "        TCP).\n"
+      "    --tls-key=FILE\n"
+      "        The private key of --tls-cert, PEM. Default: none.\n"
+      "    --tls-ca=FILE\n"
+      "        The CA every client's (and peer's) certificate must chain to, PEM: client\n"
+      "        certificates are required. Default: none.\n"
+      "    --tls-peer-name=NAME\n"
+      "        A name (DNS or IP SAN) a client's or peer's certificate must carry; may be given\n"
+      "        several times (one of them). Default: none (any certificate of --tls-ca).\n"
       "\n"
       "    Limits of each ringmux connection:\n"
       "    --max_streams=N\n"
@@ -249,7 +291,8 @@ constexpr ringmux::tools::ValueOption value_options[] = {
     {"--duration", "DURATION"},      {"--peers", "ADDRESS:PORT,..."}, {"--loops", "N"},
     {"--max_streams", "N"},          {"--keepalive", "DURATION"}, {"--resume_timeout", "DURATION"},
     {"--max_message", "SIZE"},       {"--metrics", "ADDRESS:PORT"}, {"--stats-interval", "DURATION"},
-    {"--spin", "DURATION"},
+    {"--spin", "DURATION"},          {"--tls-cert", "FILE"},      {"--tls-key", "FILE"},
+    {"--tls-ca", "FILE"},            {"--tls-peer-name", "NAME"},
 };
 
 // Prints a command-line error; returns the exit status for one.
@@ -281,6 +324,7 @@ int main(int argc, char** argv) {
   std::string metrics_address;
   uint64_t stats_interval_ns = 0;
   ServeOptions serve;
+  ringmux::tools::TlsFiles tls;
   serve.message_bytes_allowed = max_message_bytes_default;
   ringmux::mux::ConnectionOptions& options = serve.connection;
   for (int i = 1; i < argc; i++) {
@@ -301,7 +345,9 @@ int main(int argc, char** argv) {
         !error.empty()) {
       return usage_error(error);
     }
-    if (key == "--listen") {
+    if (std::string tls_error; ringmux::tools::take_tls_option(tls, key.substr(2), value, tls_error)) {
+      if (!tls_error.empty()) return usage_error(tls_error);
+    } else if (key == "--listen") {
       if (value.empty()) return usage_error(ringmux::tools::option_error(key, value, "an IPv4 ADDRESS:PORT"));
       listen = value;
     } else if (key == "--ioengine") {
@@ -381,6 +427,22 @@ int main(int argc, char** argv) {
                        std::to_string(cpus.size()) + " CPUs (one loop per CPU; give one of them)");
   }
   if (!loops_given && !cpus.empty() && engine == "ringmux") serve.loops = static_cast<uint32_t>(cpus.size());
+  if (std::string tls_error = ringmux::tools::tls_files_error(tls); !tls_error.empty()) return usage_error(tls_error);
+  if (tls.enabled() && engine != "ringmux") {
+    return usage_error("--tls-* needs --ioengine=ringmux (the tcp engine is the raw-socket baseline, without TLS)");
+  }
+  if (tls.enabled() && serve.loops > 1) {
+    return usage_error("--tls-* with " + std::to_string(serve.loops) +
+                       " loops: a TLS session cannot yet be handed between loops (each stays on the loop that "
+                       "accepted it), so a TLS server runs one loop; give one CPU in --cpus, or --loops=1");
+  }
+  if (tls.enabled()) {
+    serve.handshake = ringmux::tools::tls_stage(tls, error);
+    if (!serve.handshake) {
+      std::fprintf(stderr, "ringmux-serve: TLS: %s\n", error.c_str());
+      return 1;
+    }
+  }
   serve.time_calls = !metrics_address.empty();  // call times are for --metrics
   static LogCounts log_counts;  // static: the sink must outlive every loop that may log
   ringmux::set_log_sink(&log_counts.sink);
@@ -395,6 +457,7 @@ int main(int argc, char** argv) {
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
   std::printf("ringmux-serve: %s engine listening on port %u\n", engine.c_str(), static_cast<unsigned>(server->port()));
+  if (tls.enabled()) std::printf("ringmux-serve: %s\n", ringmux::tools::tls_path_text(true).c_str());
   std::fflush(stdout);
   const std::string shortfall = ringmux::tools::fd_shortfall(connections_expected, fds);
   if (!shortfall.empty()) {

@@ -224,7 +224,8 @@ TEST_CASE("tls: a client certificate of another CA is refused on both sides") {
   CHECK(log.has("client", "alert"));
 }
 
-// Proves an expired server certificate is refused by the client, which names the cause.
+// Proves an expired server certificate is refused by the client, which names the cause:
+// in the log and, once the transport is gone, in the connection's transport_failure().
 TEST_CASE("tls: an expired certificate is refused") {
   auto loop = test::make_test_loop();
   if (!loop) return;
@@ -234,7 +235,9 @@ TEST_CASE("tls: an expired certificate is refused") {
   REQUIRE(pair.both_ended());
   CHECK(pair.client_end->second == IoError::handshake_failed);
   CHECK(log.has("client", "certificate has expired"));
+  CHECK(pair.client->transport_failure().find("certificate has expired") != std::string::npos);
   CHECK(pair.server_end->second == IoError::handshake_failed);
+  CHECK(!pair.server->transport_failure().empty());
 }
 
 // Proves pinned peer names: a client pinning node-b talks to node-b, and refuses node-a

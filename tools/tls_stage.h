@@ -1,0 +1,39 @@
+// The handshake stage the tools build from their TLS options (tools/tls_options.h), and the
+// line each prints to say which TLS path it uses. Called from a tool's main thread before
+// its loops start.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "ringmux/mux/link/tls.h"
+#include "tools/tls_options.h"
+
+namespace ringmux::tools {
+
+// The TLS stage of `files` (nullptr without TLS options); nullptr and `error` naming the
+// file and OpenSSL's reason when the files cannot make a context.
+inline std::shared_ptr<mux::Handshake> tls_stage(const TlsFiles& files, std::string& error) {
+  if (!files.enabled()) return nullptr;
+  mux::TlsOptions options;
+  options.cert_file = files.cert;
+  options.key_file = files.key;
+  options.ca_file = files.ca;
+  options.peer_names = files.peer_names;
+  std::shared_ptr<const mux::TlsContext> context = mux::TlsContext::create(options, error);
+  if (!context) return nullptr;
+  return mux::make_tls_handshake(std::move(context));
+}
+
+// "TLS 1.3, mutual certificates, user-space record layer (no kTLS in this kernel)": which
+// path the tool's connections take.
+inline std::string tls_path_text(bool server) {
+  std::string text = "TLS 1.3, mutual certificates";
+  text += server ? " (clients must present one of --tls-ca)" : "";
+  text += ", user-space record layer (OpenSSL; ";
+  text += mux::tls_kernel_offload_available() ? "kTLS is available in this kernel but not used by this build)"
+                                              : "no kTLS in this kernel)";
+  return text;
+}
+
+}  // namespace ringmux::tools
