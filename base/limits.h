@@ -317,7 +317,8 @@ inline constexpr uint64_t hello_timeout_ns = 5'000'000'000;
 inline constexpr uint64_t handshake_timeout_ns = hello_timeout_ns;
 
 // Plaintext of one TLS record (RFC 8446 §5.1: 2^14 bytes): what one decryption hands the
-// session; one buffer of this size per loop thread.
+// session, and what one encryption takes (a send's parts are gathered into full records);
+// two buffers of this size per loop thread, one each way.
 inline constexpr std::size_t tls_record_plaintext_bytes = 16 * 1024;
 
 // Largest HELLO payload mux::Acceptor reads (SPEC §4.1 allows later versions to extend it).
