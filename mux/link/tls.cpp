@@ -147,6 +147,8 @@ class TlsTransport final : public Transport, private TransportHandler {
     SSL_set_bio(ssl_, rbio, wbio);
     rbio_ = rbio;
     wbio_ = wbio;
+    SSL_set_msg_callback(ssl_, &TlsTransport::on_tls_message);
+    SSL_set_msg_callback_arg(ssl_, this);
     X509_VERIFY_PARAM* param = SSL_get0_param(ssl_);
     X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
     for (const std::string& name : context_->peer_names()) {
@@ -166,6 +168,7 @@ class TlsTransport final : public Transport, private TransportHandler {
     if ((state_ != State::handshaking && state_ != State::open) || rbio_ == nullptr) return;
     // A memory BIO takes everything (it grows); what it holds is read out below before the
     // next receive, so it keeps at most one partial record.
+    received_bytes_ += bytes.size();
     if (BIO_write(rbio_, bytes.data(), static_cast<int>(bytes.size())) != static_cast<int>(bytes.size())) {
       fail("cannot buffer received bytes: " + take_openssl_errors());
       return;
@@ -235,6 +238,10 @@ class TlsTransport final : public Transport, private TransportHandler {
     while (state_ == State::open) {
       std::size_t n = 0;
       const int rc = SSL_read_ex(ssl_, plain.data(), plain.size(), &n);
+      if (key_updates_over_) {
+        fail(key_update_failure());
+        return;
+      }
       if (rc == 1) {
         handler_->on_transport_recv({plain.data(), n});
         continue;
@@ -310,6 +317,27 @@ class TlsTransport final : public Transport, private TransportHandler {
     if (pending > 0) (void)BIO_read(wbio_, out.data(), static_cast<int>(pending));
   }
 
+  // OpenSSL's trace of each protocol message: counts the peer's KeyUpdates against their
+  // budget (limits::tls_key_updates_free, one more per tls_key_update_received_bytes).
+  // Runs inside SSL_read: the verdict is acted on when it returns.
+  static void on_tls_message(int write_p, int, int content_type, const void* buf, std::size_t len, SSL*,
+                             void* arg) noexcept {
+    if (write_p != 0 || content_type != SSL3_RT_HANDSHAKE || len == 0) return;
+    if (*static_cast<const unsigned char*>(buf) != SSL3_MT_KEY_UPDATE) return;
+    auto& self = *static_cast<TlsTransport*>(arg);
+    self.key_updates_received_++;
+    if (self.key_updates_received_ > key_updates_allowed(self.received_bytes_)) self.key_updates_over_ = true;
+  }
+  static uint64_t key_updates_allowed(uint64_t received_bytes) noexcept {
+    return limits::tls_key_updates_free + received_bytes / limits::tls_key_update_received_bytes;
+  }
+  std::string key_update_failure() const {
+    return "TLS KeyUpdate flood: the peer sent " + std::to_string(key_updates_received_) + " KeyUpdates with " +
+           std::to_string(received_bytes_) + " bytes, over the limit of " +
+           std::to_string(limits::tls_key_updates_free) + " plus one per " +
+           std::to_string(limits::tls_key_update_received_bytes) + " bytes received";
+  }
+
   std::string ssl_failure(const char* what) {
     std::string text = what;
     // A first record that is not TLS at all: say so, not only OpenSSL's reason.
@@ -381,6 +409,9 @@ class TlsTransport final : public Transport, private TransportHandler {
   bool app_unsent_ = false;   // the session's ciphertext is still in the write BIO
   bool sending_app_ = false;  // ...or in the send in flight below
   std::vector<std::byte> sending_;  // the ciphertext of the send in flight below
+  uint64_t received_bytes_ = 0;       // ciphertext received, the KeyUpdate budget's base
+  uint64_t key_updates_received_ = 0;
+  bool key_updates_over_ = false;  // the peer's KeyUpdates passed their budget: it fails
   std::string identity_;
   std::string failure_;
   std::string setup_failure_;

@@ -15,6 +15,9 @@
 // optionally with one of `peer_names` (DNS name or IP address in its SANs). A failure of the
 // handshake ends the transport with IoError::handshake_failed; the cause (OpenSSL's reason,
 // the verification result, the peer's alert) goes to the log hook and to failure_text().
+// After the handshake the peer's KeyUpdates are budgeted (limits::tls_key_updates_free, one
+// more per limits::tls_key_update_received_bytes received): over it the transport fails the
+// same way, failure_text() naming the flood.
 //
 // kTLS: where the kernel has the `tls` ULP, the record layer could move into the kernel after
 // the handshake; tls_kernel_offload_available() probes it. This build keeps user-space TLS
