@@ -34,12 +34,14 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <tuple>
 #include <vector>
 
 #include "perf/two_loops_workloads.h"
+#include "ringmux/base/log.h"
 #include "ringmux/mux/link/tls.h"
 
 using namespace ringmux;
@@ -154,6 +156,30 @@ struct ServerSide final : perf::ServerSide {
     });
   }
   std::atomic<uint64_t> counted{0};
+};
+
+// The library's "TLS ..." log lines while it lives (the handshakes name the negotiated
+// version and cipher suite); no sink is installed while anything is measured.
+class TlsLines {
+ public:
+  TlsLines() { previous_ = set_log_sink(&sink_); }
+  ~TlsLines() { set_log_sink(previous_); }
+  std::vector<std::string> take() {
+    std::lock_guard lock(mutex_);
+    return std::move(lines_);
+  }
+
+ private:
+  static void log(void* context, const LogEvent& event) noexcept {
+    auto& self = *static_cast<TlsLines*>(context);
+    if (event.message.rfind("TLS ", 0) != 0) return;
+    std::lock_guard lock(self.mutex_);
+    self.lines_.emplace_back(event.message);
+  }
+  std::mutex mutex_;  // the loops log, main reads
+  std::vector<std::string> lines_;
+  LogSink sink_{&TlsLines::log, this};
+  const LogSink* previous_ = nullptr;
 };
 
 // One mode's connection pair, kept for the whole process.
@@ -292,8 +318,13 @@ int main(int argc, char** argv) {
 
     auto engine = perf::start_two_loops(program, options.client_cpu, options.server_cpu, options.loop_spin_ns);
     std::vector<Pair> pairs;
-    pairs.push_back(connect(*engine, "plain", {}, {}));
-    pairs.push_back(connect(*engine, "tls", tls_server, tls_client));
+    std::vector<std::string> handshake_lines;
+    {
+      TlsLines lines;
+      pairs.push_back(connect(*engine, "plain", {}, {}));
+      pairs.push_back(connect(*engine, "tls", tls_server, tls_client));
+      handshake_lines = lines.take();
+    }
     std::vector<std::byte> message(options.bs, std::byte{0x6b});
 
     std::printf("TLS 1.3 against plaintext: W1 (1 call in flight, 64 B each way) and W3 (one stream, %u B messages), "
@@ -303,6 +334,7 @@ int main(int argc, char** argv) {
     std::printf("TLS path: record layer in user space (OpenSSL %s, memory BIOs; this build has no kTLS path), "
                 "tls_kernel_offload_available() = %s\n",
                 OPENSSL_VERSION_STR, tls_kernel_offload_available() ? "true" : "false");
+    for (const std::string& line : handshake_lines) std::printf("handshake: %s\n", line.c_str());
     for (const Pair& pair : pairs) {
       std::printf("%-5s payload_checksums(): client %s, server %s\n", pair.mode.c_str(),
                   pair.client_checksums ? "true" : "false", pair.server_checksums ? "true" : "false");

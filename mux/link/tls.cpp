@@ -216,6 +216,8 @@ class TlsTransport final : public Transport, private TransportHandler {
       loop_.timer_cancel(timer_);
       state_ = State::open;
       identity_ = certificate_fingerprint();
+      RM_LOG(LogSeverity::info, LogSubsystem::link, 0, 0, 0, "TLS %s: %s %s, peer %s", dialer_ ? "client" : "server",
+             SSL_get_version(ssl_), SSL_get_cipher_name(ssl_), identity_.c_str());
       if (holding_) {
         holding_ = false;
         encrypt(held_);
@@ -453,6 +455,12 @@ std::shared_ptr<const TlsContext> TlsContext::create(const TlsOptions& options, 
   SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION);
   SSL_CTX_set_num_tickets(ctx, 0);
   SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+  // AES-128-GCM first (OpenSSL's default list starts with AES-256-GCM): 10 AES rounds
+  // instead of 14 for every byte of bulk traffic, with AES-NI on x86. Both ends use this
+  // list, so it is what they negotiate; a peer without it still gets the others.
+  if (SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256") != 1) {
+    return fail("cannot set the TLS 1.3 cipher suites: " + take_openssl_errors());
+  }
   // SSL_MODE_RELEASE_BUFFERS stays off: with it OpenSSL frees its read and write record
   // buffers (~17 KiB each) whenever they are empty, which on a ping-pong connection is
   // after every record, and allocates them again for the next: two allocations and frees
