@@ -1,4 +1,5 @@
-// TLS 1.3 over a Transport with memory BIOs (mux/link/tls.h).
+// TLS 1.3 over a Transport, OpenSSL reading and writing through the transport's own BIO
+// (mux/link/tls.h).
 #include "ringmux/mux/link/tls.h"
 
 #include <netinet/in.h>
@@ -109,7 +110,7 @@ class TlsTransport final : public Transport, private TransportHandler {
     std::size_t written = 0;
     if (!bytes.empty()) (void)SSL_write_ex(ssl_, bytes.data(), bytes.size(), &written);
     (void)SSL_shutdown(ssl_);  // close_notify after the last words
-    drain_write_bio(sending_);
+    take_encrypted();
     raw_->send_last(sending_);
   }
   void close() noexcept override {
@@ -135,18 +136,12 @@ class TlsTransport final : public Transport, private TransportHandler {
   bool make_ssl() noexcept {
     ssl_ = SSL_new(context_->native());
     if (ssl_ == nullptr) return false;
-    BIO* rbio = BIO_new(BIO_s_mem());
-    BIO* wbio = BIO_new(BIO_s_mem());
-    if (rbio == nullptr || wbio == nullptr) {
-      BIO_free(rbio);
-      BIO_free(wbio);
-      return false;
-    }
-    // An empty memory BIO reports "retry" rather than end of file.
-    BIO_set_mem_eof_return(rbio, -1);
-    SSL_set_bio(ssl_, rbio, wbio);
-    rbio_ = rbio;
-    wbio_ = wbio;
+    const BIO_METHOD* method = transport_bio_method();
+    BIO* bio = method != nullptr ? BIO_new(method) : nullptr;
+    if (bio == nullptr) return false;
+    BIO_set_data(bio, this);
+    BIO_set_init(bio, 1);
+    SSL_set_bio(ssl_, bio, bio);  // one BIO both ways: ssl_ holds one reference
     SSL_set_msg_callback(ssl_, &TlsTransport::on_tls_message);
     SSL_set_msg_callback_arg(ssl_, this);
     X509_VERIFY_PARAM* param = SSL_get0_param(ssl_);
@@ -165,16 +160,13 @@ class TlsTransport final : public Transport, private TransportHandler {
   // ---- from the transport below ----
 
   void on_transport_recv(std::span<const std::byte> bytes) noexcept override {
-    if ((state_ != State::handshaking && state_ != State::open) || rbio_ == nullptr) return;
-    // A memory BIO takes everything (it grows); what it holds is read out below before the
-    // next receive, so it keeps at most one partial record.
+    if ((state_ != State::handshaking && state_ != State::open) || ssl_ == nullptr) return;
+    // OpenSSL reads the bytes straight from here (bio_read) until it wants more: a record
+    // cut by the end of the receive waits in OpenSSL's read buffer for the next one.
     received_bytes_ += bytes.size();
-    if (BIO_write(rbio_, bytes.data(), static_cast<int>(bytes.size())) != static_cast<int>(bytes.size())) {
-      fail("cannot buffer received bytes: " + take_openssl_errors());
-      return;
-    }
-    if (state_ == State::handshaking && !advance_handshake()) return;
-    read_records();
+    input_ = bytes;
+    if (state_ != State::handshaking || advance_handshake()) read_records();
+    input_ = {};  // lent for this call only; what a failure left unread is dropped
   }
   void on_transport_sent() noexcept override {
     const bool app_done = sending_app_;
@@ -306,17 +298,59 @@ class TlsTransport final : public Transport, private TransportHandler {
   // Sends what the write BIO holds, unless the transport below is busy (then its
   // completion sends it). One send carries every record encrypted since the last one.
   void flush() noexcept {
-    if (raw_->send_in_flight() || !raw_->usable() || BIO_ctrl_pending(wbio_) == 0) return;
-    drain_write_bio(sending_);
+    if (raw_->send_in_flight() || !raw_->usable() || encrypted_.empty()) return;
+    take_encrypted();
     sending_app_ = app_unsent_;
     app_unsent_ = false;
     raw_->send(sending_, {}, {});
   }
 
-  void drain_write_bio(std::vector<std::byte>& out) noexcept {
-    const std::size_t pending = BIO_ctrl_pending(wbio_);
-    out.resize(pending);
-    if (pending > 0) (void)BIO_read(wbio_, out.data(), static_cast<int>(pending));
+  // The ciphertext encrypted since the last send becomes the next one (no send is in
+  // flight); both buffers keep their capacity.
+  void take_encrypted() noexcept {
+    sending_.swap(encrypted_);
+    encrypted_.clear();
+  }
+
+  // ---- the BIO between OpenSSL and the transport: no copy through a memory BIO ----
+
+  static const BIO_METHOD* transport_bio_method() noexcept {
+    static BIO_METHOD* const method = [] {
+      BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "ringmux TLS transport");
+      if (m == nullptr) return m;
+      BIO_meth_set_read_ex(m, &TlsTransport::bio_read);
+      BIO_meth_set_write_ex(m, &TlsTransport::bio_write);
+      BIO_meth_set_ctrl(m, &TlsTransport::bio_ctrl);
+      return m;
+    }();
+    return method;
+  }
+  // What the current receive still holds; none: "retry" (OpenSSL answers WANT_READ).
+  static int bio_read(BIO* bio, char* out, std::size_t size, std::size_t* read) noexcept {
+    auto& self = *static_cast<TlsTransport*>(BIO_get_data(bio));
+    BIO_clear_retry_flags(bio);
+    if (self.input_.empty()) {
+      BIO_set_retry_read(bio);
+      *read = 0;
+      return 0;
+    }
+    const std::size_t n = std::min(size, self.input_.size());
+    std::memcpy(out, self.input_.data(), n);
+    self.input_ = self.input_.subspan(n);
+    *read = n;
+    return 1;
+  }
+  // Ciphertext (records, alerts, handshake flights) is appended to the next send.
+  static int bio_write(BIO* bio, const char* in, std::size_t size, std::size_t* written) noexcept {
+    auto& self = *static_cast<TlsTransport*>(BIO_get_data(bio));
+    BIO_clear_retry_flags(bio);
+    const auto* bytes = reinterpret_cast<const std::byte*>(in);
+    self.encrypted_.insert(self.encrypted_.end(), bytes, bytes + size);
+    *written = size;
+    return 1;
+  }
+  static long bio_ctrl(BIO*, int command, long, void*) noexcept {
+    return command == BIO_CTRL_FLUSH ? 1 : 0;  // flushed by flush(), once per turn of work
   }
 
   // OpenSSL's trace of each protocol message: counts the peer's KeyUpdates against their
@@ -369,8 +403,8 @@ class TlsTransport final : public Transport, private TransportHandler {
     failure_ = std::move(text);
     RM_LOG(LogSeverity::warning, LogSubsystem::link, 0, 0, 0, "TLS %s: %s", dialer_ ? "client" : "server",
            failure_.c_str());
-    if (wbio_ != nullptr && BIO_ctrl_pending(wbio_) > 0 && raw_->usable() && !raw_->send_in_flight()) {
-      drain_write_bio(sending_);
+    if (!encrypted_.empty() && raw_->usable() && !raw_->send_in_flight()) {
+      take_encrypted();
       raw_->send_last(sending_);
     }
     handler_->on_transport_error(engine::IoError::handshake_failed);
@@ -399,8 +433,7 @@ class TlsTransport final : public Transport, private TransportHandler {
   State state_ = State::idle;
   TransportHandler* handler_ = nullptr;
   SSL* ssl_ = nullptr;
-  BIO* rbio_ = nullptr;  // owned by ssl_
-  BIO* wbio_ = nullptr;  // owned by ssl_
+  std::span<const std::byte> input_;  // the receive being read (bio_read), during on_transport_recv
   engine::Timer timer_;  // the handshake's deadline
   engine::Deferred closed_notice_{&TlsTransport::on_closed_turn, this};
   // The session's send: held during the handshake, then encrypted; done once every byte of
@@ -410,7 +443,8 @@ class TlsTransport final : public Transport, private TransportHandler {
   bool app_send_active_ = false;
   bool app_unsent_ = false;   // the session's ciphertext is still in the write BIO
   bool sending_app_ = false;  // ...or in the send in flight below
-  std::vector<std::byte> sending_;  // the ciphertext of the send in flight below
+  std::vector<std::byte> encrypted_;  // ciphertext not yet sent (bio_write appends)
+  std::vector<std::byte> sending_;    // the ciphertext of the send in flight below
   uint64_t received_bytes_ = 0;       // ciphertext received, the KeyUpdate budget's base
   uint64_t key_updates_received_ = 0;
   bool key_updates_over_ = false;  // the peer's KeyUpdates passed their budget: it fails
