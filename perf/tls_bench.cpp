@@ -331,7 +331,7 @@ int main(int argc, char** argv) {
                 "interleaved, %d runs of %.1f s (+%llu ms warm-up), client CPU %d, server CPU %d, loop_spin_ns=%llu\n",
                 options.bs, options.runs, options.seconds, static_cast<unsigned long long>(options.warmup_ms),
                 options.client_cpu, options.server_cpu, static_cast<unsigned long long>(options.loop_spin_ns));
-    std::printf("TLS path: record layer in user space (OpenSSL %s, memory BIOs; this build has no kTLS path), "
+    std::printf("TLS path: record layer in user space (OpenSSL %s, through the transport's own BIO; this build has no kTLS path), "
                 "tls_kernel_offload_available() = %s\n",
                 OPENSSL_VERSION_STR, tls_kernel_offload_available() ? "true" : "false");
     for (const std::string& line : handshake_lines) std::printf("handshake: %s\n", line.c_str());
