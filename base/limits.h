@@ -317,8 +317,21 @@ inline constexpr uint64_t hello_timeout_ns = 5'000'000'000;
 inline constexpr uint64_t handshake_timeout_ns = hello_timeout_ns;
 
 // Plaintext of one TLS record (RFC 8446 §5.1: 2^14 bytes): what one decryption hands the
-// session; one buffer of this size per loop thread.
+// session, and what one encryption takes (a send's parts are gathered into full records);
+// two buffers of this size per loop thread, one each way.
 inline constexpr std::size_t tls_record_plaintext_bytes = 16 * 1024;
+
+// TLS 1.3 KeyUpdate messages a peer may send (mux/link/tls.h): each makes OpenSSL derive
+// new traffic keys, and one with update_requested makes us encrypt and send a KeyUpdate
+// back, so a flood of them, which costs the peer ~30 bytes each, turns into our CPU and our
+// send queue. A peer gets tls_key_updates_free of them, plus one per
+// tls_key_update_received_bytes of ciphertext it sent: a rekey per MiB is far more often
+// than a TLS stack needs one (RFC 8446 §5.5: AES-GCM keys last ~2^24.5 full records,
+// hundreds of GiB), and the work of one KeyUpdate is small next to decrypting a MiB. Over the budget the
+// connection fails (IoError::handshake_failed, failure_text naming the limit). Counting
+// bytes, not time, keeps the verdict independent of load.
+inline constexpr uint32_t tls_key_updates_free = 16;
+inline constexpr uint64_t tls_key_update_received_bytes = 1024 * 1024;
 
 // Largest HELLO payload mux::Acceptor reads (SPEC §4.1 allows later versions to extend it).
 inline constexpr uint32_t hello_payload_bytes_max = 1024;

@@ -1,20 +1,25 @@
 // TLS 1.3 as a handshake stage of the link (mux/link/transport.h): mutual authentication by
-// certificate, over any Transport, with OpenSSL 3 memory BIOs.
+// certificate, over any Transport, with OpenSSL 3 reading and writing through a BIO of its
+// own (no socket, no memory BIO to copy through).
 //
 // The socket below is still engine::Socket on io_uring: ciphertext arrives in the loop's
 // provided buffers and goes out by the same gather send; OpenSSL never touches the fd. A
-// TlsTransport feeds what it receives into the read BIO, runs the handshake, decrypts
-// records and hands the session plaintext only once the handshake is complete and the peer's
-// certificate was accepted. A send (one writer batch) is encrypted whole into the write BIO
-// and leaves as one send of the transport below: one record sequence per batch, and the
-// session's on_transport_sent only when all of its ciphertext was handed to the socket (the
-// socket's back-pressure reaches the writer unchanged).
+// TlsTransport lets OpenSSL read what it receives straight from the receive's buffer, runs
+// the handshake, decrypts records and hands the session plaintext only once the handshake is
+// complete and the peer's certificate was accepted. A send (one writer batch) is encrypted
+// whole, in full records, into the next send's buffer and leaves as one send of the
+// transport below: one record sequence per batch, and the session's on_transport_sent only
+// when all of its ciphertext was handed to the socket (the socket's back-pressure reaches
+// the writer unchanged).
 //
 // Policy: TLS 1.3 only (no renegotiation exists in it), the peer must present a certificate
 // of the configured CA on both sides (a server's `ca_file` requires client certificates),
 // optionally with one of `peer_names` (DNS name or IP address in its SANs). A failure of the
 // handshake ends the transport with IoError::handshake_failed; the cause (OpenSSL's reason,
 // the verification result, the peer's alert) goes to the log hook and to failure_text().
+// After the handshake the peer's KeyUpdates are budgeted (limits::tls_key_updates_free, one
+// more per limits::tls_key_update_received_bytes received): over it the transport fails the
+// same way, failure_text() naming the flood.
 //
 // kTLS: where the kernel has the `tls` ULP, the record layer could move into the kernel after
 // the handshake; tls_kernel_offload_available() probes it. This build keeps user-space TLS

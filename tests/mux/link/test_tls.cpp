@@ -1,11 +1,12 @@
 // The link's handshake stage: sessions over mutual TLS 1.3 (mux/link/tls.h) between two
 // Connections on one loop over 127.0.0.1, the refusals (a certificate of another CA, an
 // expired one, a name that is not the pinned one, plaintext against TLS, garbage before the
-// ClientHello, a client without a certificate, a TLS 1.2 client), and a user-supplied
-// handshake stage.
+// ClientHello, a client without a certificate, a TLS 1.2 client), the KeyUpdate budget, and
+// a user-supplied handshake stage.
 #include "ringmux/mux/link/tls.h"
 
 #include <netinet/in.h>
+#include <pthread.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <sys/socket.h>
@@ -13,6 +14,7 @@
 
 #include <doctest/doctest.h>
 
+#include <csignal>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -21,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "ringmux/base/limits.h"
 #include "ringmux/base/log.h"
 #include "ringmux/engine/socket.h"
 #include "ringmux/mux/link/connection.h"
@@ -355,25 +358,38 @@ struct TlsServer final : engine::ListenerHandler, ConnectionObserver {
   std::optional<IoError> ended;
 };
 
-// Runs a blocking OpenSSL client on `fd` with `configure` applied to its context; returns
-// whether its handshake succeeded and whether the server then let it exchange a record.
-bool openssl_client(int fd, const std::function<void(SSL_CTX*)>& configure) {
+// Runs a blocking OpenSSL client on `fd` with `configure` applied to its context, and `act`
+// on the connection once its handshake succeeded; false when it did not.
+bool run_openssl_client(int fd, const std::function<void(SSL_CTX*)>& configure, const std::function<void(SSL*)>& act) {
   SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
   SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, nullptr);
   configure(ctx);
   SSL* ssl = SSL_new(ctx);
   SSL_set_fd(ssl, fd);
-  bool usable = SSL_connect(ssl) == 1;
-  if (usable) {
+  const bool connected = SSL_connect(ssl) == 1;
+  if (connected) act(ssl);
+  SSL_free(ssl);
+  SSL_CTX_free(ctx);
+  ERR_clear_error();
+  return connected;
+}
+
+// Presents `identity`'s certificate.
+void use_identity(SSL_CTX* ctx, const TlsOptions& identity) {
+  SSL_CTX_use_certificate_chain_file(ctx, identity.cert_file.c_str());
+  SSL_CTX_use_PrivateKey_file(ctx, identity.key_file.c_str(), SSL_FILETYPE_PEM);
+}
+
+// run_openssl_client, then whether the server let it exchange a record.
+bool openssl_client(int fd, const std::function<void(SSL_CTX*)>& configure) {
+  bool usable = false;
+  (void)run_openssl_client(fd, configure, [&](SSL* ssl) {
     // TLS 1.3: the server judges our certificate after our Finished; its verdict arrives
     // as an alert on the first read.
     const char probe[8] = {};
     char answer[64];
     usable = SSL_write(ssl, probe, sizeof(probe)) > 0 && SSL_read(ssl, answer, sizeof(answer)) > 0;
-  }
-  SSL_free(ssl);
-  SSL_CTX_free(ctx);
-  ERR_clear_error();
+  });
   return usable;
 }
 
@@ -401,8 +417,7 @@ TEST_CASE("tls: hostile clients are refused: no certificate, TLS 1.2, garbage be
        [&](int fd) {
          client_got_through = openssl_client(fd, [&](SSL_CTX* ctx) {
            SSL_CTX_set_max_proto_version(ctx, TLS1_2_VERSION);
-           SSL_CTX_use_certificate_chain_file(ctx, pki.node_a.cert_file.c_str());
-           SSL_CTX_use_PrivateKey_file(ctx, pki.node_a.key_file.c_str(), SSL_FILETYPE_PEM);
+           use_identity(ctx, pki.node_a);
          });
        },
        "protocol"},
@@ -428,6 +443,84 @@ TEST_CASE("tls: hostile clients are refused: no certificate, TLS 1.2, garbage be
     CHECK(*server.ended == IoError::handshake_failed);
     CHECK(log.has("server", c.cause));
   }
+}
+
+namespace {
+
+// The KeyUpdate flood's client: a TLS 1.3 client with node-a's certificate that completes
+// the handshake, then sends up to `key_updates` KeyUpdates asking for one back (no
+// application data), and closes in order (close_notify) if the server let it send them
+// all. Returns how many KeyUpdates went out before the server cut it off.
+int key_update_client(int fd, const TlsOptions& identity, int key_updates) {
+  // The server resets the connection under our writes: EPIPE, not a SIGPIPE that would end
+  // the test process (blocked on this thread only).
+  sigset_t pipe_signal;
+  sigemptyset(&pipe_signal);
+  sigaddset(&pipe_signal, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_signal, nullptr);
+  int sent = 0;
+  const auto configure = [&](SSL_CTX* ctx) {
+    SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
+    use_identity(ctx, identity);
+  };
+  (void)run_openssl_client(fd, configure, [&](SSL* ssl) {
+    // Each SSL_do_handshake after SSL_key_update writes one KeyUpdate record.
+    while (sent < key_updates && SSL_key_update(ssl, SSL_KEY_UPDATE_REQUESTED) == 1 && SSL_do_handshake(ssl) == 1) {
+      sent++;
+    }
+    if (sent == key_updates) (void)SSL_shutdown(ssl);
+    // What the server answers (its KeyUpdates, an alert, the end of the connection) is
+    // read to the end, bounded by the socket's receive timeout.
+    char sink[256];
+    while (::recv(fd, sink, sizeof(sink), 0) > 0) {
+    }
+  });
+  return sent;
+}
+
+}  // namespace
+
+// Proves the KeyUpdate budget (limits::tls_key_updates_free, plus one per
+// tls_key_update_received_bytes): a client that completed the handshake and sends
+// KeyUpdates asking for an answer, without data, is closed once over the budget, with the
+// log naming the flood, while another TLS connection on the loop goes on serving calls; a
+// client that stays within the budget is not cut off (it ends its connection itself, in
+// order).
+TEST_CASE("tls: a KeyUpdate flood is cut off at its limit, other connections go on") {
+  auto loop = test::make_test_loop();
+  if (!loop) return;
+  Pki pki;
+  Pair bystander(*loop, tls(pki.node_a), tls(pki.node_b));
+  echo_calls(bystander, 10, 1000, 3);
+  // Four times the budget of a connection this short. Whether the client's writes fail
+  // before its last one depends on scheduling; the server's verdict does not (it reads the
+  // records in order, and the one over the budget ends the connection).
+  constexpr int flood = 4 * static_cast<int>(limits::tls_key_updates_free);
+  constexpr int within = static_cast<int>(limits::tls_key_updates_free);
+  {
+    TlsLog log;
+    TlsServer server(*loop, pki.node_b);
+    int sent = 0;
+    RawClient client(*loop, server.port(), [&](int fd) { sent = key_update_client(fd, pki.node_a, flood); });
+    CHECK(loop->run_until([&] { return server.ended.has_value() && client.done.load(); }, 15 * second_ns));
+    REQUIRE(server.ended.has_value());
+    CHECK(*server.ended == IoError::handshake_failed);
+    CHECK(sent > within);  // the budget, then the one over it
+    CHECK(log.has("server", "KeyUpdate flood"));
+  }
+  {
+    TlsLog log;
+    TlsServer server(*loop, pki.node_b);
+    int sent = 0;
+    RawClient client(*loop, server.port(), [&](int fd) { sent = key_update_client(fd, pki.node_a, within); });
+    CHECK(loop->run_until([&] { return server.ended.has_value() && client.done.load(); }, 15 * second_ns));
+    CHECK(sent == within);
+    REQUIRE(server.ended.has_value());
+    CHECK(*server.ended == IoError::closed);  // the client's close_notify
+  }
+  echo_calls(bystander, 10, 1000, 4);
+  CHECK(!bystander.client_end);
+  CHECK(!bystander.server_end);
 }
 
 namespace {
