@@ -369,6 +369,16 @@ inline constexpr uint32_t worker_pool_queue_jobs_max = 1024;
 // A pool with cores of its own may trade CPU for latency with a spin.
 inline constexpr uint64_t worker_pool_spin_ns_default = 0;
 
+// When a WorkerPool wakes another worker while one is awake (WorkerPoolOptions::
+// wake_worth_ns): only when the jobs queued behind (times the pool's average job time)
+// come to at least this much work, or when every awake worker has been in its job this
+// long (it may be blocked). A wake-up costs the woken worker and the thread it preempts a
+// context switch each: ~10 us of CPU apiece on this 2-core VM (perf record of W8, perf/
+// RESULTS.md), and a worker woken for a few microseconds of work finds the queue drained
+// by the one already awake. 20 us: about one wake-up's cost in CPU. 0: wake an idle worker
+// whenever jobs wait and a wake is not on its way (the rule before; for comparisons).
+inline constexpr uint64_t worker_pool_wake_worth_ns_default = 20'000;
+
 // Threads of one WorkerPool at most: its idle workers are bits of one 64-bit word (the
 // last two bits mark a wake on its way and the spinning worker), so a submitter finds one
 // to wake with one read-modify-write.

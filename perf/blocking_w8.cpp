@@ -10,7 +10,8 @@
 //
 //   build/perf/blocking_w8 [--runs=3] [--seconds=3] [--warmup_ms=500] [--threads=4]
 //       [--client_cpu=0] [--server_cpu=1] [--loop_spin_ns=20000] [--w2_in_flight=64]
-//       [--pool_spin_ns=N]
+//       [--pool_spin_ns=N] [--pool_wake_worth_ns=20000] [--pool_wake_per_turn=1] [--workloads=W1,W2]
+// (--pool_wake_worth_ns=0 --pool_wake_per_turn=0: the pool's wake rule before both existed.)
 //
 // The client's loop is pinned to CPU 0 and the server's to CPU 1 (WORKLOADS.md); the pool's
 // workers are not pinned (on a 2-core machine they share the cores with the loops). Not a
@@ -38,6 +39,9 @@ struct Options : perf::CommonFlags {
   uint32_t threads = limits::worker_pool_threads_default;
   uint32_t w2_in_flight = 64;
   uint64_t pool_spin_ns = limits::worker_pool_spin_ns_default;
+  uint64_t pool_wake_worth_ns = limits::worker_pool_wake_worth_ns_default;
+  bool pool_wake_per_turn = true;
+  bool w1 = true, w2 = true;  // --workloads=W1,W2 (one of them alone: to profile it)
 };
 
 Options parse(int argc, char** argv) {
@@ -46,14 +50,22 @@ Options parse(int argc, char** argv) {
                             std::to_string(limits::worker_pool_threads_default) +
                             "] [--client_cpu=0]\n  [--server_cpu=1] [--loop_spin_ns=" +
                             std::to_string(limits::loop_spin_ns_default) + "] [--w2_in_flight=64]\n  [--pool_spin_ns=" +
-                            std::to_string(limits::worker_pool_spin_ns_default) + "]\n";
+                            std::to_string(limits::worker_pool_spin_ns_default) + "] [--pool_wake_worth_ns=" +
+                            std::to_string(limits::worker_pool_wake_worth_ns_default) + "]\n  [--pool_wake_per_turn=1] [--workloads=W1,W2]\n";
   perf::parse_flags(
       argc, argv,
       [&](const std::string& name, const char* value) {
         if (options.take(name, value)) return true;
         if (name == "--threads") options.threads = static_cast<uint32_t>(std::strtoul(value, nullptr, 10));
         else if (name == "--pool_spin_ns") options.pool_spin_ns = std::strtoull(value, nullptr, 10);
-        else if (name == "--w2_in_flight") options.w2_in_flight = static_cast<uint32_t>(std::strtoul(value, nullptr, 10));
+        else if (name == "--pool_wake_worth_ns") options.pool_wake_worth_ns = std::strtoull(value, nullptr, 10);
+        else if (name == "--pool_wake_per_turn") options.pool_wake_per_turn = std::atoi(value) != 0;
+        else if (name == "--workloads") {
+          const std::string list = value;
+          options.w1 = list.find("W1") != std::string::npos;
+          options.w2 = list.find("W2") != std::string::npos;
+          if (!options.w1 && !options.w2) return false;
+        } else if (name == "--w2_in_flight") options.w2_in_flight = static_cast<uint32_t>(std::strtoul(value, nullptr, 10));
         else return false;
         return true;
       },
@@ -102,24 +114,29 @@ Run measure(engine::Engine& engine, perf::CallingClient& client, const Options& 
 int main(int argc, char** argv) {
   const Options options = parse(argc, argv);
   auto engine = perf::start_two_loops(program, options.client_cpu, options.server_cpu, options.loop_spin_ns);
-  auto pool = std::make_unique<WorkerPool>(WorkerPoolOptions{.threads = options.threads, .spin_ns = options.pool_spin_ns});
+  auto pool = std::make_unique<WorkerPool>(WorkerPoolOptions{.threads = options.threads,
+                                                                    .spin_ns = options.pool_spin_ns,
+                                                                    .wake_worth_ns = options.pool_wake_worth_ns,
+                                                                    .wake_per_turn = options.pool_wake_per_turn});
   auto [server, client] = perf::connect_pair(
       program, *engine, [&](Loop& loop) { return std::make_unique<ServerSide>(loop, *pool); },
       [&](Loop& loop) { return std::make_unique<perf::CallingClient>(loop, ConnectionOptions{}); });
 
   std::printf("W8: W1 (1 in flight) and W2 (%u in flight), 64 B each way, handler inline on the server loop vs on a "
               "%u-thread worker pool; interleaved, %d runs of %.1f s (+%llu ms warm-up), client CPU %d, server CPU %d, "
-              "loop_spin_ns=%llu, pool_spin_ns=%llu\n",
+              "loop_spin_ns=%llu, pool_spin_ns=%llu, pool_wake_worth_ns=%llu, pool_wake_per_turn=%d\n",
               options.w2_in_flight, options.threads, options.runs, options.seconds,
               static_cast<unsigned long long>(options.warmup_ms), options.client_cpu, options.server_cpu,
               static_cast<unsigned long long>(options.loop_spin_ns),
-              static_cast<unsigned long long>(options.pool_spin_ns));
+              static_cast<unsigned long long>(options.pool_spin_ns),
+              static_cast<unsigned long long>(options.pool_wake_worth_ns), options.pool_wake_per_turn ? 1 : 0);
   std::printf("%-4s %-7s %4s %12s %9s %9s %9s %7s\n", "load", "mode", "run", "calls/s", "p50 us", "p99 us", "p99.9 us",
               "errors");
   std::vector<Run> runs;
   uint64_t errors = 0;
   for (int r = 1; r <= options.runs; r++) {
     for (const char* workload : {"W1", "W2"}) {
+      if (!(workload[1] == '1' ? options.w1 : options.w2)) continue;
       for (const char* mode : {"inline", "pool"}) {
         Run run = measure(*engine, *client, options, workload, mode);
         errors += run.errors;
@@ -132,6 +149,7 @@ int main(int argc, char** argv) {
   }
   std::printf("\nmedians:\n");
   for (const char* workload : {"W1", "W2"}) {
+    if (!(workload[1] == '1' ? options.w1 : options.w2)) continue;
     double inline_rate = 0, inline_p50 = 0, inline_p99 = 0;
     for (const char* mode : {"inline", "pool"}) {
       std::vector<double> rates, p50s, p99s;

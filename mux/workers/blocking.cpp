@@ -1,5 +1,6 @@
 #include "ringmux/mux/workers/blocking.h"
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <utility>
@@ -18,6 +19,34 @@ std::string queue_full_message(const WorkerPool& pool) {
          " calls wait for its " + std::to_string(pool.threads()) +
          " workers; limits::worker_pool_queue_jobs_max); retry";
 }
+
+// The pools a loop thread queued calls to in its current turn: each is woken once, at the
+// end of the turn (engine::Loop::defer), for the turn's calls together (WorkerPoolOptions::
+// wake_per_turn). Per thread: a loop is one thread, and its turn's deferred work runs
+// before the turn ends, so the node is never queued when the loop goes.
+class TurnWakes {
+ public:
+  static void submit(engine::Loop& loop, WorkerPool& pool, PoolJob& job) noexcept {
+    if (!pool.wake_per_turn()) return pool.submit_reserved(job);
+    thread_local TurnWakes wakes;
+    pool.submit_reserved_quiet(job);
+    if (std::find(wakes.pools_.begin(), wakes.pools_.end(), &pool) == wakes.pools_.end()) {
+      wakes.pools_.push_back(&pool);  // keeps its capacity: no allocation after the first turns
+    }
+    loop.defer(wakes.turn_end_);
+  }
+
+ private:
+  TurnWakes() : turn_end_(&TurnWakes::on_turn_end, this) {}
+  static void on_turn_end(engine::Deferred& node) noexcept {
+    auto& self = *static_cast<TurnWakes*>(node.context());
+    for (WorkerPool* pool : self.pools_) pool->wake_for_queued();
+    self.pools_.clear();
+  }
+
+  engine::Deferred turn_end_;
+  std::vector<WorkerPool*> pools_;
+};
 
 // One blocking unary call between the loop and a worker.
 //
@@ -68,7 +97,7 @@ class UnaryJob final : public BlockingCall, public Pooled<UnaryJob> {
     // out (peer reset, deadline, connection gone); the job lives until its task ran, after
     // which the responder is done and calls it no more.
     job->responder_->on_cancel([job] { job->cancel_on_loop(); });
-    pool.submit_reserved(job->pool_job_);
+    TurnWakes::submit(job->loop_, pool, job->pool_job_);
   }
 
   // ---- BlockingCall, on the worker ----

@@ -8,8 +8,9 @@
 //   });
 //
 // Unary (add_blocking_unary, add_blocking_unary_ordered): the loop gathers the request as
-// for any unary handler (mux/rpc/server.cpp), copies it into the call's job and submits the
-// job to the pool; a worker runs the handler, which replies or fails through its
+// for any unary handler (mux/rpc/server.cpp), copies it into the call's job and queues the
+// job on the pool (the pool's wake decision is made once at the end of the loop's turn, for
+// all the calls the turn queued: WorkerPoolOptions::wake_per_turn); a worker runs the handler, which replies or fails through its
 // BlockingCall; the job then goes back to the owning loop as a posted task (engine::Loop::
 // post: a lock-free stack the loop takes whole every iteration, an eventfd write only when
 // the loop may sleep), which sends the reply through the call's Responder. No lock on the

@@ -3,6 +3,7 @@
 #include <bit>
 
 #include "ringmux/base/assert.h"
+#include "ringmux/engine/loop.h"
 
 namespace ringmux::mux {
 
@@ -10,9 +11,14 @@ WorkerPool::WorkerPool(const WorkerPoolOptions& options)
     : thread_count_(options.threads),
       queue_jobs_max_(options.queue_jobs_max),
       spin_ns_(options.spin_ns),
+      wake_worth_ns_(options.wake_worth_ns),
+      wake_per_turn_(options.wake_per_turn),
+      workers_mask_((uint64_t{1} << options.threads) - 1),
       mask_(std::bit_ceil(options.queue_jobs_max) - 1),
       cells_(new Cell[mask_ + 1]),
-      workers_(new Worker[options.threads]) {
+      workers_(new Worker[options.threads]),
+      // Until jobs are measured they count as long: a first burst spreads over the pool.
+      job_ns_average_(options.wake_worth_ns) {
   RM_ASSERT(options.threads >= 1 && options.threads <= limits::worker_pool_threads_max);
   RM_ASSERT(options.queue_jobs_max >= 1 && options.queue_jobs_max <= limits::worker_pool_queue_jobs_max);
   // Cell p is the producer's for position p to begin with.
@@ -50,9 +56,17 @@ void WorkerPool::cancel_reservation() noexcept {
 }
 
 void WorkerPool::submit_reserved(PoolJob& job) noexcept {
+  submit_reserved_quiet(job);
+  wake_for_queued();
+}
+
+void WorkerPool::submit_reserved_quiet(PoolJob& job) noexcept {
   RM_ASSERT(job.run != nullptr);
   push(job);
   submitted_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void WorkerPool::wake_for_queued() noexcept {
   // The look at the idle mask is a read-modify-write after the push: a worker's
   // announcement (also one) either comes later in the mask's order, and then it sees the
   // job, or earlier, and then this sees the worker. It takes the spinner's bit: a spinning
@@ -60,9 +74,39 @@ void WorkerPool::submit_reserved(PoolJob& job) noexcept {
   // It wakes nobody either while a woken worker is on its way: that one looks at the queue
   // once it runs (and wakes the next if more is queued), and a burst of submits during a
   // wake-up costs one wake, not one per submit.
+  // And it wakes nobody when a worker is awake that will look at the queue soon enough.
   const uint64_t idle = idle_mask_.fetch_and(~spinner_bit, std::memory_order_acq_rel);
   if ((idle & (spinner_bit | waking_bit)) != 0) return;
-  if (idle != 0) wake_one_idle();
+  if (looks_empty()) return;  // taken already (a quiet batch that a worker found)
+  if (wake_wanted(idle)) wake_one_idle();
+}
+
+bool WorkerPool::wake_wanted(uint64_t idle) const noexcept {
+  const uint64_t sleeping = idle & workers_mask_;
+  if (sleeping == 0) return false;                // every worker is awake: one takes it
+  const uint64_t awake = workers_mask_ & ~sleeping;
+  if (awake == 0 || wake_worth_ns_ == 0) return true;  // nobody else looks (or: always wake)
+  // Enough work queued for one more worker?
+  // The dequeue position first: the enqueue position read after it is never behind it.
+  const uint64_t dequeued = dequeue_position_.load(std::memory_order_relaxed);
+  const uint64_t queued_jobs = enqueue_position_.load(std::memory_order_relaxed) - dequeued;
+  const uint64_t average_ns = job_ns_average_.load(std::memory_order_relaxed);
+  if (queued_jobs >= 1 && average_ns >= wake_worth_ns_ / queued_jobs) return true;
+  // Not enough: no wake if an awake worker is between jobs or started its job recently (it
+  // looks at the queue when the job ends). An awake worker that announced nothing is one of
+  // those the idle mask's order guarantees to look at the queue after this job was queued.
+  const uint64_t now_ns = engine::Loop::clock_ns();
+  for (uint64_t rest = awake; rest != 0; rest &= rest - 1) {
+    const uint64_t started_ns = workers_[std::countr_zero(rest)].job_started_ns.load(std::memory_order_relaxed);
+    if (started_ns == 0 || now_ns - started_ns < wake_worth_ns_) return false;
+  }
+  return true;  // every awake worker has been in its job a while: it may be blocked
+}
+
+void WorkerPool::note_job_ns(uint64_t job_ns) noexcept {
+  // Weight 1/8 for the newest job: a few jobs move it.
+  const uint64_t average_ns = job_ns_average_.load(std::memory_order_relaxed);
+  job_ns_average_.store(average_ns - average_ns / 8 + job_ns / 8, std::memory_order_relaxed);
 }
 
 void WorkerPool::push(PoolJob& job) noexcept {
@@ -148,10 +192,17 @@ void WorkerPool::run_worker(uint32_t index) noexcept {
   for (;;) {
     if (PoolJob* job = try_pop()) {
       may_spin = true;
-      // More behind it: another worker may start on them while this one runs its job.
-      if (!looks_empty()) wake_one_idle();
+      const uint64_t started_ns = engine::Loop::clock_ns();
+      self.job_started_ns.store(started_ns, std::memory_order_relaxed);
+      // More behind it: another worker may start on them while this one runs its job, if
+      // they are worth a wake-up (this worker counts as one that looks again soon).
+      if (!looks_empty() && wake_wanted(idle_mask_.load(std::memory_order_acquire))) wake_one_idle();
       self.run.store(self.run.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
       job->run(job);
+      // The job may have freed itself: only the clock is read after it.
+      const uint64_t ended_ns = engine::Loop::clock_ns();
+      self.job_started_ns.store(0, std::memory_order_relaxed);
+      note_job_ns(ended_ns - started_ns);
       continue;
     }
     if (stopping_.load(std::memory_order_acquire)) return;  // nothing queued, none to come

@@ -15,10 +15,20 @@
 // it and wakes that worker (one futex wake; none when every worker is busy). Both sides
 // publish, then look at the other's word, with sequentially consistent operations, so
 // either the submitter sees the idle bit or the worker sees the job: no job waits for a
-// worker that sleeps. A worker that takes a job and sees more behind it wakes one more
-// idle worker, so a burst spreads over the pool; one wake at a time is on its way (a
-// submit during a wake-up wakes nobody: the woken worker looks at the queue when it runs
-// and passes the wake on if more is queued). No sleep slices, no polling. With a spin
+// worker that sleeps. One wake at a time is on its way (a submit during a wake-up wakes
+// nobody: the woken worker looks at the queue when it runs and passes the wake on if more
+// is queued). No sleep slices, no polling.
+//
+// Wakes worth their cost: when every worker sleeps, a submit wakes one. When some are
+// awake, another is woken (by the submitter, or by a worker that takes a job and sees more
+// behind it) only if the queued jobs, at the pool's average job time, come to at least
+// WorkerPoolOptions::wake_worth_ns of work, or if every awake worker has been in its job
+// that long (it may be blocked: the queue must not wait for it). Otherwise an awake worker
+// takes the job when its own ends, and a burst of short jobs costs one wake-up, not one per
+// worker (each wake-up is two context switches: the woken worker's and the preempted
+// thread's). Long jobs (a blocking disk read) make the average long, and every queued job
+// then wakes a worker as before. A job queued behind a job that blocks while the pool's
+// jobs are short waits until the next submit or the end of that job. With a spin
 // budget (WorkerPoolOptions::spin_ns), one worker at a time looks at the queue for that
 // long before it announces its sleep, and a submitter that finds it looking (its bit in the
 // idle mask) takes that bit instead of waking anyone.
@@ -56,6 +66,14 @@ struct WorkerPoolOptions {
   // How long an idle worker looks for the next job before it sleeps on its futex; one
   // worker at a time spins, the others sleep at once. See limits::worker_pool_spin_ns_default.
   uint64_t spin_ns = limits::worker_pool_spin_ns_default;
+  // Work (queued jobs x average job time) worth waking another worker for while one is
+  // awake; see above and limits::worker_pool_wake_worth_ns_default. 0 = wake whenever
+  // jobs wait.
+  uint64_t wake_worth_ns = limits::worker_pool_wake_worth_ns_default;
+  // Blocking handlers (blocking.h) queue a loop turn's calls and make the wake decision
+  // once at the end of the turn (submit_reserved_quiet, wake_for_queued) instead of per
+  // call. false = per call (for comparisons).
+  bool wake_per_turn = true;
 };
 
 // What a pool counted (WorkerPool::stats(): a snapshot, any thread).
@@ -83,6 +101,13 @@ class WorkerPool {
   void cancel_reservation() noexcept;
   // Queues `job` in the place reserved before; wakes an idle worker if there is one.
   void submit_reserved(PoolJob& job) noexcept;
+  // Queues `job` as submit_reserved() does but wakes nobody: the caller calls
+  // wake_for_queued() after its batch (a loop, at the end of its turn). Until then the
+  // job may wait for a worker that sleeps.
+  void submit_reserved_quiet(PoolJob& job) noexcept;
+  // Wakes a worker for what was queued quietly, if one is wanted (the rule of
+  // submit_reserved()).
+  void wake_for_queued() noexcept;
   // try_reserve(), then submit_reserved(): false (nothing queued) when full.
   bool try_submit(PoolJob& job) noexcept {
     if (!try_reserve()) return false;
@@ -91,6 +116,7 @@ class WorkerPool {
   }
 
   uint32_t threads() const noexcept { return thread_count_; }
+  bool wake_per_turn() const noexcept { return wake_per_turn_; }
   // Jobs reserved or queued and not yet taken by a worker (a snapshot).
   uint32_t queued() const noexcept { return admitted_.load(std::memory_order_relaxed); }
   WorkerPoolStats stats() const noexcept;
@@ -104,6 +130,9 @@ class WorkerPool {
     engine::WakeWord wake;
     std::thread thread;
     std::atomic<uint64_t> run{0};
+    // When its running job started (engine::Loop::clock_ns); 0 between jobs. Written by the
+    // worker, read by wakers deciding whether it will look at the queue soon.
+    std::atomic<uint64_t> job_started_ns{0};
   };
 
   void push(PoolJob& job) noexcept;
@@ -112,6 +141,11 @@ class WorkerPool {
   // Wakes one idle worker, if any is announced and no wake is on its way; returns whether
   // it woke one.
   bool wake_one_idle() noexcept;
+  // Whether a job queued now wants another worker woken, given `idle` (a value of the idle
+  // mask that the caller read after the job was queued): see "Wakes worth their cost".
+  bool wake_wanted(uint64_t idle) const noexcept;
+  // Folds one job's run time into the pool's average.
+  void note_job_ns(uint64_t job_ns) noexcept;
   // A worker found itself awake after its announcement: takes its bit back, and ends the
   // wake a waker marked for it.
   void settle_awake(uint64_t bit) noexcept;
@@ -120,6 +154,9 @@ class WorkerPool {
   const uint32_t thread_count_;
   const uint32_t queue_jobs_max_;
   const uint64_t spin_ns_;
+  const uint64_t wake_worth_ns_;
+  const bool wake_per_turn_;
+  const uint64_t workers_mask_;  // a bit per worker
   const uint64_t mask_;
   std::unique_ptr<Cell[]> cells_;
   std::unique_ptr<Worker[]> workers_;
@@ -133,6 +170,9 @@ class WorkerPool {
   static_assert(limits::worker_pool_threads_max <= waking_index, "a bit per worker, the waking and spinner bits");
   alignas(cache_line_bytes) std::atomic<uint64_t> idle_mask_{0};
   alignas(cache_line_bytes) std::atomic<uint32_t> admitted_{0};   // reserved or queued, not yet taken
+  // The average run time of a job (an exponential average over the workers' jobs; a
+  // statistic: the workers' updates may overwrite each other).
+  std::atomic<uint64_t> job_ns_average_;
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> submitted_{0};
   std::atomic<uint64_t> refused_{0};
