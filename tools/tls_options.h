@@ -1,29 +1,27 @@
 // The TLS options every ringmux tool takes the same way (--tls-cert, --tls-key, --tls-ca,
-// --tls-peer-name) and their one check: the three files go together, since both sides
-// authenticate (mux/link/tls.h). Pure: no part of the library, any thread.
+// --tls-peer-name), parsed into the library's mux::TlsOptions, and their one check: the
+// three files go together, since both sides authenticate (mux/link/tls.h). Any thread.
 #pragma once
 
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "ringmux/mux/link/tls.h"
+
 namespace ringmux::tools {
 
-struct TlsFiles {
-  std::string cert;  // --tls-cert: our certificate chain, PEM
-  std::string key;   // --tls-key: its private key, PEM
-  std::string ca;    // --tls-ca: the CA a peer's certificate must chain to, PEM
-  std::vector<std::string> peer_names;  // --tls-peer-name: one of them in the peer's SANs
-
-  bool enabled() const noexcept { return !cert.empty() || !key.empty() || !ca.empty(); }
-};
+// Whether any of the three files was given (TLS is then on, or the options are wrong).
+inline bool tls_enabled(const mux::TlsOptions& files) noexcept {
+  return !files.cert_file.empty() || !files.key_file.empty() || !files.ca_file.empty();
+}
 
 // Takes `key` (without its dashes) into `files` when it is a TLS option; false when it is
 // not one. An empty value is an error, set in `error`.
-inline bool take_tls_option(TlsFiles& files, std::string_view key, std::string_view value, std::string& error) {
-  std::string* field = key == "tls-cert"  ? &files.cert
-                       : key == "tls-key" ? &files.key
-                       : key == "tls-ca"  ? &files.ca
+inline bool take_tls_option(mux::TlsOptions& files, std::string_view key, std::string_view value, std::string& error) {
+  std::string* field = key == "tls-cert"  ? &files.cert_file
+                       : key == "tls-key" ? &files.key_file
+                       : key == "tls-ca"  ? &files.ca_file
                                           : nullptr;
   if (field == nullptr && key != "tls-peer-name") return false;
   if (value.empty()) {
@@ -39,14 +37,14 @@ inline bool take_tls_option(TlsFiles& files, std::string_view key, std::string_v
 }
 
 // "" when the options make sense together; otherwise what is wrong with them.
-inline std::string tls_files_error(const TlsFiles& files) {
-  if (!files.enabled()) {
+inline std::string tls_files_error(const mux::TlsOptions& files) {
+  if (!tls_enabled(files)) {
     return files.peer_names.empty() ? "" : "option '--tls-peer-name' needs --tls-cert, --tls-key and --tls-ca";
   }
   std::string missing;
-  for (const auto& [name, value] : {std::pair<const char*, const std::string*>{"--tls-cert", &files.cert},
-                                    {"--tls-key", &files.key},
-                                    {"--tls-ca", &files.ca}}) {
+  for (const auto& [name, value] : {std::pair<const char*, const std::string*>{"--tls-cert", &files.cert_file},
+                                    {"--tls-key", &files.key_file},
+                                    {"--tls-ca", &files.ca_file}}) {
     if (!value->empty()) continue;
     missing += (missing.empty() ? "" : ", ") + std::string(name);
   }

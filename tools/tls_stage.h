@@ -13,14 +13,9 @@ namespace ringmux::tools {
 
 // The TLS stage of `files` (nullptr without TLS options); nullptr and `error` naming the
 // file and OpenSSL's reason when the files cannot make a context.
-inline std::shared_ptr<mux::Handshake> tls_stage(const TlsFiles& files, std::string& error) {
-  if (!files.enabled()) return nullptr;
-  mux::TlsOptions options;
-  options.cert_file = files.cert;
-  options.key_file = files.key;
-  options.ca_file = files.ca;
-  options.peer_names = files.peer_names;
-  std::shared_ptr<const mux::TlsContext> context = mux::TlsContext::create(options, error);
+inline std::shared_ptr<mux::Handshake> tls_stage(const mux::TlsOptions& files, std::string& error) {
+  if (!tls_enabled(files)) return nullptr;
+  std::shared_ptr<const mux::TlsContext> context = mux::TlsContext::create(files, error);
   if (!context) return nullptr;
   return mux::make_tls_handshake(std::move(context));
 }

@@ -450,7 +450,7 @@ std::optional<ParseError> finish(Invocation& invocation) {
   }
   if (std::string error = tools::tls_files_error(invocation.tls); !error.empty()) return ParseError{error};
   for (const Job& job : invocation.jobs) {
-    if (invocation.tls.enabled() && job.ioengine == IoEngine::tcp) {
+    if (tools::tls_enabled(invocation.tls) && job.ioengine == IoEngine::tcp) {
       return ParseError{"job '" + job.name +
                         "': ioengine=tcp with --tls-*: the tcp engine is the raw-socket baseline, it has no TLS "
                         "(use ioengine=ringmux)"};

@@ -108,7 +108,7 @@ struct Invocation {
   uint64_t status_interval_ns = 0;         // 0: no periodic reports
   std::optional<std::string> plot_path;
   // --tls-*: every ringmux connection (and the embedded server) over mutual TLS 1.3.
-  tools::TlsFiles tls;
+  mux::TlsOptions tls;
   // Options given before the first job ("global options" in the JSON), as written.
   std::vector<std::pair<std::string, std::string>> global_options;
   bool help = false;

@@ -340,7 +340,7 @@ int run_invocation(const Invocation& invocation) {
   std::unique_ptr<LoadServer> ringmux_server, tcp_server;
   RunTarget ringmux_target{invocation.host.value_or("127.0.0.1"), invocation.port, nullptr};
   RunTarget tcp_target = ringmux_target;
-  if (invocation.tls.enabled()) {
+  if (tools::tls_enabled(invocation.tls)) {
     ringmux_target.handshake = tools::tls_stage(invocation.tls, error);
     if (!ringmux_target.handshake) {
       std::fprintf(stderr, "ringmux-loadgen: TLS: %s\n", error.c_str());

@@ -324,7 +324,7 @@ int main(int argc, char** argv) {
   std::string metrics_address;
   uint64_t stats_interval_ns = 0;
   ServeOptions serve;
-  ringmux::tools::TlsFiles tls;
+  ringmux::mux::TlsOptions tls;
   serve.message_bytes_allowed = max_message_bytes_default;
   ringmux::mux::ConnectionOptions& options = serve.connection;
   for (int i = 1; i < argc; i++) {
@@ -428,15 +428,16 @@ int main(int argc, char** argv) {
   }
   if (!loops_given && !cpus.empty() && engine == "ringmux") serve.loops = static_cast<uint32_t>(cpus.size());
   if (std::string tls_error = ringmux::tools::tls_files_error(tls); !tls_error.empty()) return usage_error(tls_error);
-  if (tls.enabled() && engine != "ringmux") {
+  const bool tls_on = ringmux::tools::tls_enabled(tls);
+  if (tls_on && engine != "ringmux") {
     return usage_error("--tls-* needs --ioengine=ringmux (the tcp engine is the raw-socket baseline, without TLS)");
   }
-  if (tls.enabled() && serve.loops > 1) {
+  if (tls_on && serve.loops > 1) {
     return usage_error("--tls-* with " + std::to_string(serve.loops) +
                        " loops: a TLS session cannot yet be handed between loops (each stays on the loop that "
                        "accepted it), so a TLS server runs one loop; give one CPU in --cpus, or --loops=1");
   }
-  if (tls.enabled()) {
+  if (tls_on) {
     serve.handshake = ringmux::tools::tls_stage(tls, error);
     if (!serve.handshake) {
       std::fprintf(stderr, "ringmux-serve: TLS: %s\n", error.c_str());
@@ -457,7 +458,7 @@ int main(int argc, char** argv) {
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
   std::printf("ringmux-serve: %s engine listening on port %u\n", engine.c_str(), static_cast<unsigned>(server->port()));
-  if (tls.enabled()) std::printf("ringmux-serve: %s\n", ringmux::tools::tls_path_text(true).c_str());
+  if (tls_on) std::printf("ringmux-serve: %s\n", ringmux::tools::tls_path_text(true).c_str());
   std::fflush(stdout);
   const std::string shortfall = ringmux::tools::fd_shortfall(connections_expected, fds);
   if (!shortfall.empty()) {
