@@ -193,13 +193,8 @@ void Acceptor::route(Handshaking& entry, const wire::Hello& hello, std::span<con
   };
   auto known = sessions_.find(hello.session_id);
   if (known == sessions_.end()) {
-    const replay::HelloAnswer answer = replay::answer_hello(hello, nullptr);
-    if (answer.verdict != replay::HelloVerdict::accept_new) {
-      stats_.refused++;
-      RM_LOG(LogSeverity::info, LogSubsystem::link, 0, 0, 0, "acceptor: refused a HELLO for an unknown session: %s",
-             wire::describe(answer.ack.status));
-      return refuse(entry, answer.ack);
-    }
+    const replay::HelloAnswer answer = answer_unknown(hello);
+    if (answer.verdict != replay::HelloVerdict::accept_new) return refuse(entry, answer.ack);
     Connection* connection = transport_factory_(entry.transport);
     if (connection == nullptr) {
       stats_.refused++;
@@ -223,20 +218,15 @@ void Acceptor::route(Handshaking& entry, const wire::Hello& hello, std::span<con
   const uint64_t connection_id = known->second->id();  // adopt() may end the session and erase it
   Connection& connection = *known->second;
   const replay::HelloAnswer answer = connection.adopt(entry.transport, hello);
-  switch (answer.verdict) {
+  switch (count_resume(answer, connection_id)) {
     case replay::HelloVerdict::accept_resume:
-      stats_.resumes++;
       undetach(connection);
       give_up();
       return;
     case replay::HelloVerdict::refuse:
-      stats_.refused++;
-      RM_LOG(LogSeverity::info, LogSubsystem::link, connection_id, 0, 0, "acceptor: refused a resume: %s",
-             wire::describe(answer.ack.status));
       return refuse(entry, answer.ack);
     case replay::HelloVerdict::ignore:
     case replay::HelloVerdict::accept_new:
-      stats_.ignored++;
       return close_entry(entry);
   }
 }
@@ -320,13 +310,8 @@ void Acceptor::finish(Pending& pending, const wire::Hello* hello) noexcept {
 void Acceptor::route(int fd, const wire::Hello& hello) noexcept {
   auto known = sessions_.find(hello.session_id);
   if (known == sessions_.end()) {
-    const replay::HelloAnswer answer = replay::answer_hello(hello, nullptr);
-    if (answer.verdict != replay::HelloVerdict::accept_new) {
-      stats_.refused++;
-      RM_LOG(LogSeverity::info, LogSubsystem::link, 0, 0, 0, "acceptor: refused a HELLO for an unknown session: %s",
-             wire::describe(answer.ack.status));
-      return refuse(fd, answer.ack);
-    }
+    const replay::HelloAnswer answer = answer_unknown(hello);
+    if (answer.verdict != replay::HelloVerdict::accept_new) return refuse(fd, answer.ack);
     Connection* connection = factory_(fd);
     if (connection == nullptr) {
       ::close(fd);
@@ -341,22 +326,45 @@ void Acceptor::route(int fd, const wire::Hello& hello) noexcept {
   }
   const uint64_t connection_id = known->second->id();  // adopt() may end the session and erase it
   const replay::HelloAnswer answer = known->second->adopt(fd, hello);
+  switch (count_resume(answer, connection_id)) {
+    case replay::HelloVerdict::accept_resume:
+      undetach(*known->second);
+      return;
+    case replay::HelloVerdict::refuse:
+      return refuse(fd, answer.ack);
+    case replay::HelloVerdict::ignore:
+    case replay::HelloVerdict::accept_new:
+      ::close(fd);
+      return;
+  }
+}
+
+replay::HelloAnswer Acceptor::answer_unknown(const wire::Hello& hello) noexcept {
+  replay::HelloAnswer answer = replay::answer_hello(hello, nullptr);
+  if (answer.verdict != replay::HelloVerdict::accept_new) {
+    stats_.refused++;
+    RM_LOG(LogSeverity::info, LogSubsystem::link, 0, 0, 0, "acceptor: refused a HELLO for an unknown session: %s",
+           wire::describe(answer.ack.status));
+  }
+  return answer;
+}
+
+replay::HelloVerdict Acceptor::count_resume(const replay::HelloAnswer& answer, uint64_t connection_id) noexcept {
   switch (answer.verdict) {
     case replay::HelloVerdict::accept_resume:
       stats_.resumes++;
-      undetach(*known->second);
-      return;
+      break;
     case replay::HelloVerdict::refuse:
       stats_.refused++;
       RM_LOG(LogSeverity::info, LogSubsystem::link, connection_id, 0, 0, "acceptor: refused a resume: %s",
              wire::describe(answer.ack.status));
-      return refuse(fd, answer.ack);
+      break;
     case replay::HelloVerdict::ignore:
     case replay::HelloVerdict::accept_new:
       stats_.ignored++;
-      ::close(fd);
-      return;
+      break;
   }
+  return answer.verdict;
 }
 
 void Acceptor::refuse(int fd, const wire::HelloAck& ack) noexcept {

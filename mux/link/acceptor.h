@@ -147,6 +147,11 @@ class Acceptor final : public SessionRegistry {
   // The same for a transport that read `hello` (and `pipelined` behind it), still owned by
   // `entry`, which is closed (refusal) or given up (the session takes the transport).
   void route(Handshaking& entry, const wire::Hello& hello, std::span<const std::byte> pipelined) noexcept;
+  // What both routes share: the answer to a HELLO for a session not in the table (a
+  // refusal counted and logged), and the count of a resume's answer (a refusal logged);
+  // each route acts on the verdict with its socket or its handshaken transport.
+  replay::HelloAnswer answer_unknown(const wire::Hello& hello) noexcept;
+  replay::HelloVerdict count_resume(const replay::HelloAnswer& answer, uint64_t connection_id) noexcept;
   // Sends `ack` (a refusal) through the entry's transport, best effort, and closes it.
   void refuse(Handshaking& entry, const wire::HelloAck& ack) noexcept;
   void close_entry(Handshaking& entry) noexcept;
