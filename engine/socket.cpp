@@ -336,10 +336,7 @@ void Socket::on_recv_complete(Completion& completion, int32_t result, uint32_t f
       self.handler_.on_recv(bytes);
     }
     buffers.recycle(id);
-    if (!more && self.state_ == State::open && !self.recv_paused_) {
-      self.recv_rearms_++;
-      self.arm_recv();
-    }
+    if (!more) self.recv_ended();
   } else if (result == 0) {
     self.fail(IoError::closed);
   } else if (result == -ENOBUFS || result == -EINTR || result == -EAGAIN) {
@@ -347,13 +344,10 @@ void Socket::on_recv_complete(Completion& completion, int32_t result, uint32_t f
     // data stays in the socket; the new receive is submitted after this batch of CQEs,
     // which hands those buffers back first.
     if (result == -ENOBUFS) self.loop_.note_recv_no_buffers();
-    if (!more && self.state_ == State::open && !self.recv_paused_) {
-      self.recv_rearms_++;
-      self.arm_recv();
-    }
+    if (!more) self.recv_ended();
   } else if (result == -ECANCELED && self.state_ == State::open) {
     // Cancelled by pause_recv(); a resume_recv() that came meanwhile re-arms here.
-    if (!self.recv_paused_) self.arm_recv();
+    self.recv_ended();
   } else if (result != -ECANCELED) {
     self.fail(io_error_from_errno_logged(-result, "recv", self.fd_));
   }
@@ -361,10 +355,26 @@ void Socket::on_recv_complete(Completion& completion, int32_t result, uint32_t f
   self.maybe_finish_close();  // last: it may let the handler destroy the socket
 }
 
+// The multishot receive posted its last CQE: armed again, or, paused, it stays down and
+// the handler hears that nothing more arrives.
+void Socket::recv_ended() noexcept {
+  if (state_ != State::open) return;
+  if (!recv_paused_) {
+    recv_rearms_++;
+    arm_recv();
+    return;
+  }
+  handler_.on_recv_stopped();
+}
+
 void Socket::pause_recv() noexcept {
   if (recv_paused_ || state_ != State::open) return;
   recv_paused_ = true;
-  if (recv_.submitted) io_uring_prep_cancel(loop_.sqe_unowned(), &recv_, 0);
+  if (recv_.submitted) {
+    io_uring_prep_cancel(loop_.sqe_unowned(), &recv_, 0);
+  } else {
+    handler_.on_recv_stopped();
+  }
 }
 
 void Socket::resume_recv() noexcept {

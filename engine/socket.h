@@ -164,6 +164,10 @@ class SocketHandler {
   virtual void on_error(IoError error) noexcept = 0;
   // close() has finished: no operation is in flight, the fd is closed, no callback follows.
   virtual void on_closed() noexcept = 0;
+  // After pause_recv(): the receive has ended, every byte it took from the socket was
+  // delivered, and no on_recv comes before resume_recv(). What the peer sends now stays in
+  // the socket (kTLS is installed at this point: mux/link/tls.cpp).
+  virtual void on_recv_stopped() noexcept {}
 
  protected:
   ~SocketHandler() = default;
@@ -194,7 +198,8 @@ class Socket {
   bool send_in_flight() const noexcept { return send_.submitted || send_remaining_ != 0; }
   // Stops receiving (cancels the multishot receive) until resume_recv(): a consumer that
   // cannot keep up bounds its memory this way and the kernel's window pushes back on the
-  // peer. A few CQEs already in the ring may still be delivered after the call.
+  // peer. A few CQEs already in the ring may still be delivered after the call;
+  // on_recv_stopped follows the last of them (inside this call if no receive is armed).
   void pause_recv() noexcept;
   void resume_recv() noexcept;
   bool recv_paused() const noexcept { return recv_paused_; }
@@ -214,6 +219,7 @@ class Socket {
   static void on_recv_complete(Completion& completion, int32_t result, uint32_t flags) noexcept;
   static void on_send_complete(Completion& completion, int32_t result, uint32_t flags) noexcept;
   void arm_recv() noexcept;
+  void recv_ended() noexcept;
   void submit_send() noexcept;
   void fail(IoError error) noexcept;
   void maybe_finish_close() noexcept;

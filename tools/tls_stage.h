@@ -20,14 +20,15 @@ inline std::shared_ptr<mux::Handshake> tls_stage(const mux::TlsOptions& files, s
   return mux::make_tls_handshake(std::move(context));
 }
 
-// "TLS 1.3, mutual certificates, user-space record layer (no kTLS in this kernel)": which
-// path the tool's connections take.
+// "TLS 1.3, mutual certificates, user-space record layer (OpenSSL; no kTLS in this
+// kernel)": which path the tool's connections take.
 inline std::string tls_path_text(bool server) {
   std::string text = "TLS 1.3, mutual certificates";
   text += server ? " (clients must present one of --tls-ca)" : "";
-  text += ", user-space record layer (OpenSSL; ";
-  text += mux::tls_kernel_offload_available() ? "kTLS is available in this kernel but not used by this build)"
-                                              : "no kTLS in this kernel)";
+  text += mux::tls_kernel_offload_available()
+              ? ", record layer in the kernel (kTLS) after each handshake; in user space (OpenSSL) for a "
+                "connection whose keys the kernel refuses (logged)"
+              : ", user-space record layer (OpenSSL; no kTLS in this kernel)";
   return text;
 }
 

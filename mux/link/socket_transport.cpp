@@ -1,16 +1,56 @@
 // The TCP transport and dialer of mux/link/transport.h: engine::Socket and engine::Connector
 // under the Transport and Dialer interfaces.
+#include <linux/tls.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/crypto.h>
 #include <sys/socket.h>
 
 #include <array>
+#include <cerrno>
+#include <cstring>
 
 #include "ringmux/base/assert.h"
 #include "ringmux/engine/loop.h"
+#include "ringmux/mux/link/tls.h"
 #include "ringmux/mux/link/transport.h"
 
 namespace ringmux::mux {
 
 namespace {
+
+// The kernel's crypto_info for one TLS 1.3 direction: the traffic IV's first 4 bytes are the
+// salt, the other 8 the per-connection IV; the sequence goes big-endian.
+template <typename Info>
+int set_kernel_tls_info(int fd, bool transmit, const KernelTlsKeys& keys, uint16_t cipher_type) {
+  Info info{};
+  info.info.version = TLS_1_3_VERSION;
+  info.info.cipher_type = cipher_type;
+  static_assert(sizeof(info.salt) + sizeof(info.iv) == sizeof(keys.iv));
+  std::memcpy(info.key, keys.key.data(), sizeof(info.key));
+  std::memcpy(info.salt, keys.iv.data(), sizeof(info.salt));
+  std::memcpy(info.iv, keys.iv.data() + sizeof(info.salt), sizeof(info.iv));
+  for (std::size_t i = 0; i < sizeof(info.rec_seq); i++) {
+    info.rec_seq[i] = static_cast<unsigned char>(keys.sequence >> (8 * (sizeof(info.rec_seq) - 1 - i)));
+  }
+  const int rc = ::setsockopt(fd, SOL_TLS, transmit ? TLS_TX : TLS_RX, &info, sizeof(info));
+  const int error = rc == 0 ? 0 : errno;
+  OPENSSL_cleanse(&info, sizeof(info));
+  return error;
+}
+
+int set_kernel_tls_keys(int fd, bool transmit, const KernelTlsKeys& keys) {
+  switch (keys.cipher) {
+    case KernelTlsKeys::Cipher::aes_128_gcm:
+      return set_kernel_tls_info<tls12_crypto_info_aes_gcm_128>(fd, transmit, keys, TLS_CIPHER_AES_GCM_128);
+    case KernelTlsKeys::Cipher::aes_256_gcm:
+      return set_kernel_tls_info<tls12_crypto_info_aes_gcm_256>(fd, transmit, keys, TLS_CIPHER_AES_GCM_256);
+    case KernelTlsKeys::Cipher::chacha20_poly1305:
+      return set_kernel_tls_info<tls12_crypto_info_chacha20_poly1305>(fd, transmit, keys,
+                                                                      TLS_CIPHER_CHACHA20_POLY1305);
+  }
+  return EINVAL;
+}
 
 class SocketTransport final : public Transport, private engine::SocketHandler {
  public:
@@ -49,8 +89,22 @@ class SocketTransport final : public Transport, private engine::SocketHandler {
   }
   void close() noexcept override { socket_.close(); }
 
+  bool kernel_tls_capable() const noexcept override { return tls_kernel_offload_available(); }
+  void pause_recv() noexcept override { socket_.pause_recv(); }
+  void resume_recv() noexcept override { socket_.resume_recv(); }
+  int install_kernel_tls(bool transmit, const KernelTlsKeys& keys) noexcept override {
+    RM_ASSERT(!socket_.send_in_flight());
+    const int fd = socket_.fd();
+    if (!tls_ulp_) {
+      if (::setsockopt(fd, IPPROTO_TCP, TCP_ULP, "tls", sizeof("tls")) != 0) return errno;
+      tls_ulp_ = true;  // until a direction is set the socket behaves as plain TCP
+    }
+    return set_kernel_tls_keys(fd, transmit, keys);
+  }
+
  private:
   void on_recv(std::span<const std::byte> bytes) noexcept override { handler_->on_transport_recv(bytes); }
+  void on_recv_stopped() noexcept override { handler_->on_transport_recv_stopped(); }
   void on_send_complete() noexcept override { handler_->on_transport_sent(); }
   void on_error(engine::IoError error) noexcept override { handler_->on_transport_error(error); }
   void on_closed() noexcept override {
@@ -59,6 +113,7 @@ class SocketTransport final : public Transport, private engine::SocketHandler {
 
   TransportHandler* handler_ = nullptr;
   engine::Socket socket_;
+  bool tls_ulp_ = false;  // the `tls` ULP is attached
 };
 
 class TcpDialer final : public Dialer, private engine::ConnectHandler {
@@ -126,6 +181,20 @@ class HandshakeDialer final : public Dialer, private DialHandler {
 };
 
 }  // namespace
+
+const char* describe(RecordLayer layer) noexcept {
+  switch (layer) {
+    case RecordLayer::none:
+      return "none";
+    case RecordLayer::user_space:
+      return "user space";
+    case RecordLayer::kernel_rx:
+      return "kernel receives (kTLS rx), user space sends";
+    case RecordLayer::kernel:
+      return "kernel (kTLS rx and tx)";
+  }
+  return "?";
+}
 
 std::unique_ptr<Transport> make_socket_transport(engine::Loop& loop, int fd) {
   return std::make_unique<SocketTransport>(loop, fd);

@@ -5,7 +5,10 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/kdf.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <sys/socket.h>
@@ -54,11 +57,99 @@ std::string hex(std::span<const unsigned char> bytes) {
   return text;
 }
 
+// Counts the TLS records in a byte stream (5-byte headers, each followed by its body) and
+// says whether the stream ends between records: what the kTLS hand-over needs to know of
+// the ciphertext OpenSSL consumed and produced, without relying on OpenSSL's internals.
+class RecordCounter {
+ public:
+  void feed(std::span<const std::byte> bytes) noexcept {
+    while (!bytes.empty()) {
+      if (body_left_ > 0) {
+        const std::size_t take = std::min<std::size_t>(body_left_, bytes.size());
+        body_left_ -= static_cast<uint32_t>(take);
+        bytes = bytes.subspan(take);
+        if (body_left_ == 0) records_++;
+        continue;
+      }
+      header_[header_have_++] = static_cast<uint8_t>(bytes.front());
+      bytes = bytes.subspan(1);
+      if (header_have_ < header_.size()) continue;
+      header_have_ = 0;
+      body_left_ = static_cast<uint32_t>(header_[3]) << 8 | header_[4];
+      if (body_left_ == 0) records_++;
+    }
+  }
+  uint64_t records() const noexcept { return records_; }
+  bool at_boundary() const noexcept { return header_have_ == 0 && body_left_ == 0; }
+
+ private:
+  std::array<uint8_t, 5> header_{};  // type, version (2), length (2)
+  std::size_t header_have_ = 0;
+  uint32_t body_left_ = 0;
+  uint64_t records_ = 0;
+};
+
+// HKDF-Expand-Label of TLS 1.3 (RFC 8446, 7.1) with an empty context: `out` from `secret`.
+bool hkdf_expand_label(const EVP_MD* digest, std::span<const unsigned char> secret, std::string_view label,
+                       std::span<std::byte> out) noexcept {
+  static EVP_KDF* const hkdf = EVP_KDF_fetch(nullptr, "HKDF", nullptr);
+  constexpr std::string_view prefix = "tls13 ";
+  std::array<unsigned char, 2 + 1 + 32 + 1> info{};  // length, label<7..255>, context<0..255>
+  if (hkdf == nullptr || prefix.size() + label.size() > 32) return false;
+  std::size_t n = 0;
+  info[n++] = static_cast<unsigned char>(out.size() >> 8);
+  info[n++] = static_cast<unsigned char>(out.size());
+  info[n++] = static_cast<unsigned char>(prefix.size() + label.size());
+  for (const char c : prefix) info[n++] = static_cast<unsigned char>(c);
+  for (const char c : label) info[n++] = static_cast<unsigned char>(c);
+  info[n++] = 0;  // no context
+  EVP_KDF_CTX* ctx = EVP_KDF_CTX_new(hkdf);
+  if (ctx == nullptr) return false;
+  int mode = EVP_KDF_HKDF_MODE_EXPAND_ONLY;
+  const OSSL_PARAM params[] = {
+      OSSL_PARAM_construct_int(OSSL_KDF_PARAM_MODE, &mode),
+      OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, const_cast<char*>(EVP_MD_get0_name(digest)), 0),
+      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, const_cast<unsigned char*>(secret.data()), secret.size()),
+      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, info.data(), n),
+      OSSL_PARAM_construct_end(),
+  };
+  const bool ok = EVP_KDF_derive(ctx, reinterpret_cast<unsigned char*>(out.data()), out.size(), params) == 1;
+  EVP_KDF_CTX_free(ctx);
+  return ok;
+}
+
+// The record keys of one direction from its application traffic secret (RFC 8446, 7.3),
+// for the connection's cipher suite; false for a suite the kernel cannot take.
+bool derive_kernel_keys(const SSL* ssl, std::span<const unsigned char> secret, uint64_t sequence,
+                        KernelTlsKeys& keys) noexcept {
+  const SSL_CIPHER* cipher = SSL_get_current_cipher(ssl);
+  if (cipher == nullptr || secret.empty()) return false;
+  switch (SSL_CIPHER_get_id(cipher)) {
+    case TLS1_3_CK_AES_128_GCM_SHA256:
+      keys.cipher = KernelTlsKeys::Cipher::aes_128_gcm;
+      break;
+    case TLS1_3_CK_AES_256_GCM_SHA384:
+      keys.cipher = KernelTlsKeys::Cipher::aes_256_gcm;
+      break;
+    case TLS1_3_CK_CHACHA20_POLY1305_SHA256:
+      keys.cipher = KernelTlsKeys::Cipher::chacha20_poly1305;
+      break;
+    default:
+      return false;
+  }
+  const EVP_MD* digest = SSL_CIPHER_get_handshake_digest(cipher);
+  keys.sequence = sequence;
+  return digest != nullptr && hkdf_expand_label(digest, secret, "key", std::span(keys.key).first(keys.key_bytes())) &&
+         hkdf_expand_label(digest, secret, "iv", keys.iv);
+}
+
 // The label of the exported keying material that TlsTransport::export_secret prefixes: a
 // secret exported for the session can never equal one another protocol derives.
 constexpr std::string_view exporter_prefix = "EXPORTER-ringmux-";
 
 class TlsTransport final : public Transport, private TransportHandler {
+  friend class ringmux::mux::TlsContext;  // installs on_keylog
+
  public:
   TlsTransport(engine::Loop& loop, std::shared_ptr<const TlsContext> context, std::unique_ptr<Transport> raw,
                bool dialer) noexcept
@@ -69,6 +160,7 @@ class TlsTransport final : public Transport, private TransportHandler {
     loop_.timer_cancel(timer_);
     loop_.cancel_deferred(closed_notice_);
     if (ssl_ != nullptr) SSL_free(ssl_);  // frees both BIOs
+    forget_secrets();
   }
 
   void start(TransportHandler& handler) noexcept override {
@@ -93,13 +185,13 @@ class TlsTransport final : public Transport, private TransportHandler {
             std::span<const std::byte> third) noexcept override {
     RM_ASSERT(!app_send_active_);
     app_send_active_ = true;
-    if (state_ == State::handshaking) {
+    if (state_ == State::handshaking || offload_pending_) {
       held_ = {first, second, third};  // they stay valid until on_transport_sent
       holding_ = true;
       return;
     }
     if (state_ != State::open) return;  // failed: on_transport_error was reported
-    encrypt({first, second, third});
+    send_app({first, second, third});
   }
   bool send_in_flight() const noexcept override { return app_send_active_; }
   bool usable() const noexcept override {
@@ -107,6 +199,10 @@ class TlsTransport final : public Transport, private TransportHandler {
   }
   void send_last(std::span<const std::byte> bytes) noexcept override {
     if (state_ != State::open || app_send_active_ || raw_->send_in_flight()) return;
+    if (layer_ == RecordLayer::kernel) {  // the kernel seals them (no close_notify from it)
+      raw_->send_last(bytes);
+      return;
+    }
     std::size_t written = 0;
     if (!bytes.empty()) (void)SSL_write_ex(ssl_, bytes.data(), bytes.size(), &written);
     (void)SSL_shutdown(ssl_);  // close_notify after the last words
@@ -129,6 +225,7 @@ class TlsTransport final : public Transport, private TransportHandler {
   }
   std::string failure_text() const override { return failure_; }
   bool authenticates_bytes() const noexcept override { return true; }
+  RecordLayer record_layer() const noexcept override { return layer_; }
 
  private:
   enum class State : uint8_t { idle, handshaking, open, failed, closing, closed };
@@ -144,6 +241,8 @@ class TlsTransport final : public Transport, private TransportHandler {
     SSL_set_bio(ssl_, bio, bio);  // one BIO both ways: ssl_ holds one reference
     SSL_set_msg_callback(ssl_, &TlsTransport::on_tls_message);
     SSL_set_msg_callback_arg(ssl_, this);
+    SSL_set_app_data(ssl_, this);  // for on_keylog
+    counting_ = context_->kernel_offload() && raw_->kernel_tls_capable();
     X509_VERIFY_PARAM* param = SSL_get0_param(ssl_);
     X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
     for (const std::string& name : context_->peer_names()) {
@@ -161,12 +260,19 @@ class TlsTransport final : public Transport, private TransportHandler {
 
   void on_transport_recv(std::span<const std::byte> bytes) noexcept override {
     if ((state_ != State::handshaking && state_ != State::open) || ssl_ == nullptr) return;
+    received_bytes_ += bytes.size();
+    if (layer_ != RecordLayer::user_space) {  // the kernel opened the records
+      handler_->on_transport_recv(bytes);
+      return;
+    }
     // OpenSSL reads the bytes straight from here (bio_read) until it wants more: a record
     // cut by the end of the receive waits in OpenSSL's read buffer for the next one.
-    received_bytes_ += bytes.size();
     input_ = bytes;
+    receiving_ = true;
     if (state_ != State::handshaking || advance_handshake()) read_records();
+    receiving_ = false;
     input_ = {};  // lent for this call only; what a failure left unread is dropped
+    try_offload();
   }
   void on_transport_sent() noexcept override {
     const bool app_done = sending_app_;
@@ -176,6 +282,11 @@ class TlsTransport final : public Transport, private TransportHandler {
       app_send_active_ = false;
       handler_->on_transport_sent();
     }
+    try_offload();
+  }
+  void on_transport_recv_stopped() noexcept override {
+    recv_stopped_ = true;
+    try_offload();
   }
   void on_transport_error(engine::IoError error) noexcept override {
     if (state_ != State::handshaking && state_ != State::open) return;  // ours was reported
@@ -210,11 +321,18 @@ class TlsTransport final : public Transport, private TransportHandler {
       identity_ = certificate_fingerprint();
       RM_LOG(LogSeverity::info, LogSubsystem::link, 0, 0, 0, "TLS %s: %s %s, peer %s", dialer_ ? "client" : "server",
              SSL_get_version(ssl_), SSL_get_cipher_name(ssl_), identity_.c_str());
-      if (holding_) {
-        holding_ = false;
-        encrypt(held_);
+      if (counting_) {
+        // The kTLS hand-over: stop receiving, let OpenSSL read what was taken from the
+        // socket and the client's last flight leave; try_offload then installs the keys.
+        records_read_at_open_ = read_records_.records();
+        records_written_at_open_ = written_records_.records();
+        offload_pending_ = true;
+        flush();
+        raw_->pause_recv();
+      } else {
+        release_held();  // in the same send as the client's last flight
+        flush();
       }
-      flush();
       return state_ == State::open;
     }
     if (SSL_get_error(ssl_, rc) == SSL_ERROR_WANT_READ) {
@@ -223,6 +341,119 @@ class TlsTransport final : public Transport, private TransportHandler {
     }
     fail(ssl_failure(peer_alerted() ? "TLS handshake refused by the peer" : "TLS handshake failed"));
     return false;
+  }
+
+  // The session's send held during the handshake (and the hand-over) goes now.
+  void release_held() noexcept {
+    if (!holding_ || state_ != State::open) return;
+    holding_ = false;
+    send_app(held_);
+  }
+
+  void send_app(const std::array<std::span<const std::byte>, 3>& parts) noexcept {
+    if (layer_ == RecordLayer::kernel) {
+      sending_app_ = true;
+      raw_->send(parts[0], parts[1], parts[2]);
+      return;
+    }
+    encrypt(parts);
+  }
+
+  // Installs the kernel's record layer once receiving has stopped, OpenSSL has read every
+  // byte taken from the socket and nothing of ours is leaving; either way the transport
+  // then receives again and the held send goes.
+  void try_offload() noexcept {
+    if (!offload_pending_ || !recv_stopped_ || receiving_ || state_ != State::open) return;
+    if (raw_->send_in_flight() || !encrypted_.empty()) return;  // on_transport_sent comes back here
+    offload_pending_ = false;
+    counting_ = false;
+    const std::string refused = install_kernel_record_layer();
+    forget_secrets();
+    if (refused.empty()) {
+      // OpenSSL seals and opens nothing more: its record buffers (~34 KiB) can go. The SSL
+      // stays for the exporter (the resume's proof) and the peer's identity.
+      (void)SSL_free_buffers(ssl_);
+      RM_LOG(LogSeverity::info, LogSubsystem::link, 0, 0, 0, "TLS %s: record layer in the kernel (kTLS)",
+             dialer_ ? "client" : "server");
+    } else {
+      RM_LOG(LogSeverity::info, LogSubsystem::link, 0, 0, 0, "TLS %s: record layer: %s (%s)",
+             dialer_ ? "client" : "server", describe(layer_), refused.c_str());
+    }
+    recv_stopped_ = false;
+    raw_->resume_recv();
+    release_held();
+  }
+
+  // Empty when both directions moved into the kernel, else why not (layer_ says how far).
+  std::string install_kernel_record_layer() noexcept {
+    if (key_updates_received_ > 0) return "the peer updated its keys before the hand-over";
+    if (!read_records_.at_boundary() || SSL_has_pending(ssl_) == 1) return "a received record was cut";
+    if (client_secret_bytes_ == 0 || server_secret_bytes_ == 0) return "no traffic secrets";
+    const std::span<const unsigned char> client_secret(client_secret_.data(), client_secret_bytes_);
+    const std::span<const unsigned char> server_secret(server_secret_.data(), server_secret_bytes_);
+    KernelTlsKeys receive, transmit;
+    const bool derived =
+        derive_kernel_keys(ssl_, dialer_ ? server_secret : client_secret,
+                           read_records_.records() - records_read_at_open_, receive) &&
+        derive_kernel_keys(ssl_, dialer_ ? client_secret : server_secret,
+                           written_records_.records() - records_written_at_open_, transmit);
+    std::string refused;
+    if (!derived) {
+      refused = std::string("no kernel keys for ") + SSL_get_cipher_name(ssl_);
+    } else if (const int error = raw_->install_kernel_tls(false, receive); error != 0) {
+      refused = std::string("the kernel refused the receive keys: ") + std::strerror(error);
+    } else {
+      layer_ = RecordLayer::kernel_rx;
+      if (const int tx_error = raw_->install_kernel_tls(true, transmit); tx_error != 0) {
+        refused = std::string("the kernel refused the transmit keys: ") + std::strerror(tx_error);
+      } else {
+        layer_ = RecordLayer::kernel;
+      }
+    }
+    OPENSSL_cleanse(&receive, sizeof(receive));
+    OPENSSL_cleanse(&transmit, sizeof(transmit));
+    return refused;
+  }
+
+  void forget_secrets() noexcept {
+    OPENSSL_cleanse(client_secret_.data(), client_secret_.size());
+    OPENSSL_cleanse(server_secret_.data(), server_secret_.size());
+    client_secret_bytes_ = server_secret_bytes_ = 0;
+  }
+
+  // OpenSSL's key log, one line per secret ("LABEL <client random> <secret>", hex): the
+  // application traffic secrets are kept for the hand-over, nothing else.
+  static void on_keylog(const SSL* ssl, const char* line) noexcept {
+    auto* self = static_cast<TlsTransport*>(SSL_get_app_data(ssl));
+    if (self == nullptr || !self->counting_) return;
+    const std::string_view text(line);
+    const std::size_t label_end = text.find(' ');
+    const std::size_t random_end = label_end == std::string_view::npos ? label_end : text.find(' ', label_end + 1);
+    if (random_end == std::string_view::npos) return;
+    const std::string_view label = text.substr(0, label_end);
+    const std::string_view secret = text.substr(random_end + 1);
+    if (label == "CLIENT_TRAFFIC_SECRET_0") {
+      self->client_secret_bytes_ = from_hex(secret, self->client_secret_);
+    } else if (label == "SERVER_TRAFFIC_SECRET_0") {
+      self->server_secret_bytes_ = from_hex(secret, self->server_secret_);
+    }
+  }
+  // `text` (hex) into `out`: the byte count, 0 if it is not hex or does not fit.
+  static std::size_t from_hex(std::string_view text, std::array<unsigned char, EVP_MAX_MD_SIZE>& out) noexcept {
+    auto nibble = [](char c) -> int {
+      if (c >= '0' && c <= '9') return c - '0';
+      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+      if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+      return -1;
+    };
+    if (text.size() % 2 != 0 || text.size() / 2 > out.size()) return 0;
+    for (std::size_t i = 0; i < text.size() / 2; i++) {
+      const int high = nibble(text[2 * i]);
+      const int low = nibble(text[2 * i + 1]);
+      if (high < 0 || low < 0) return 0;
+      out[i] = static_cast<unsigned char>(high << 4 | low);
+    }
+    return text.size() / 2;
   }
 
   // Whether OpenSSL's first queued error is an alert the peer sent (its refusal), not one
@@ -348,6 +579,7 @@ class TlsTransport final : public Transport, private TransportHandler {
     }
     const std::size_t n = std::min(size, self.input_.size());
     std::memcpy(out, self.input_.data(), n);
+    if (self.counting_) self.read_records_.feed(self.input_.first(n));
     self.input_ = self.input_.subspan(n);
     *read = n;
     return 1;
@@ -357,6 +589,7 @@ class TlsTransport final : public Transport, private TransportHandler {
     auto& self = *static_cast<TlsTransport*>(BIO_get_data(bio));
     BIO_clear_retry_flags(bio);
     const auto* bytes = reinterpret_cast<const std::byte*>(in);
+    if (self.counting_) self.written_records_.feed({bytes, size});
     self.encrypted_.insert(self.encrypted_.end(), bytes, bytes + size);
     *written = size;
     return 1;
@@ -464,6 +697,20 @@ class TlsTransport final : public Transport, private TransportHandler {
   std::string identity_;
   std::string failure_;
   std::string setup_failure_;
+  // The kTLS hand-over (try_offload).
+  RecordLayer layer_ = RecordLayer::user_space;
+  bool counting_ = false;          // the hand-over is wanted: records and secrets are kept
+  bool offload_pending_ = false;   // the handshake is done, the hand-over is not yet
+  bool recv_stopped_ = false;      // the transport below delivers nothing until resumed
+  bool receiving_ = false;         // inside on_transport_recv
+  RecordCounter read_records_;     // the ciphertext OpenSSL read...
+  RecordCounter written_records_;  // ...and wrote
+  uint64_t records_read_at_open_ = 0;  // the handshake's: sequence numbers count from there
+  uint64_t records_written_at_open_ = 0;
+  std::array<unsigned char, EVP_MAX_MD_SIZE> client_secret_{};  // application traffic secrets
+  std::array<unsigned char, EVP_MAX_MD_SIZE> server_secret_{};
+  std::size_t client_secret_bytes_ = 0;
+  std::size_t server_secret_bytes_ = 0;
 };
 
 class TlsHandshake final : public Handshake {
@@ -527,7 +774,10 @@ std::shared_ptr<const TlsContext> TlsContext::create(const TlsOptions& options, 
   }
   // Both roles require the peer's certificate: mutual authentication.
   SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
-  return std::shared_ptr<const TlsContext>(new TlsContext(ctx, options.peer_names));
+  // The kTLS hand-over needs the application traffic secrets; OpenSSL 3.0 gives them to
+  // its key log only (kept by the transport until the keys are installed, then wiped).
+  if (options.kernel_offload) SSL_CTX_set_keylog_callback(ctx, &TlsTransport::on_keylog);
+  return std::shared_ptr<const TlsContext>(new TlsContext(ctx, options.peer_names, options.kernel_offload));
 }
 
 TlsContext::~TlsContext() { SSL_CTX_free(ctx_); }

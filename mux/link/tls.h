@@ -21,9 +21,16 @@
 // more per limits::tls_key_update_received_bytes received): over it the transport fails the
 // same way, failure_text() naming the flood.
 //
-// kTLS: where the kernel has the `tls` ULP, the record layer could move into the kernel after
-// the handshake; tls_kernel_offload_available() probes it. This build keeps user-space TLS
-// (see the SPEC's security section).
+// kTLS: where the kernel has the `tls` ULP (tls_kernel_offload_available() probes it) and
+// `kernel_offload` is on, the record layer moves into the kernel once the handshake is done:
+// the TCP socket stays on io_uring, its sends and receives now carry plaintext, and the
+// kernel seals and opens the records (AES-GCM or ChaCha20-Poly1305, the keys derived from
+// the handshake's traffic secrets). The hand-over waits for a record boundary: receiving
+// pauses until every byte taken from the socket was read by OpenSSL, and the session's first
+// send waits for it. Where the kernel refuses (no module, a cipher it lacks), the transport
+// stays in user space; record_layer() and the log's line per connection say which is used.
+// In the kernel, a record that is not application data (the peer's KeyUpdate, an alert)
+// fails the receive and so the transport: the session resumes on a new connection.
 //
 // Threads: a TlsContext is immutable once created and may be shared by loops; a TlsTransport
 // lives on its connection's loop like every Transport.
@@ -47,6 +54,8 @@ struct TlsOptions {
   // Names the peer's certificate must carry (one of them, as a DNS or IP SAN); empty: any
   // certificate of the CA.
   std::vector<std::string> peer_names;
+  // Move the record layer into the kernel after the handshake where the kernel has kTLS.
+  bool kernel_offload = true;
 };
 
 class TlsContext {
@@ -61,13 +70,15 @@ class TlsContext {
 
   ssl_ctx_st* native() const noexcept { return ctx_; }
   const std::vector<std::string>& peer_names() const noexcept { return peer_names_; }
+  bool kernel_offload() const noexcept { return kernel_offload_; }
 
  private:
-  TlsContext(ssl_ctx_st* ctx, std::vector<std::string> peer_names) noexcept
-      : ctx_(ctx), peer_names_(std::move(peer_names)) {}
+  TlsContext(ssl_ctx_st* ctx, std::vector<std::string> peer_names, bool kernel_offload) noexcept
+      : ctx_(ctx), peer_names_(std::move(peer_names)), kernel_offload_(kernel_offload) {}
 
   ssl_ctx_st* ctx_;
   std::vector<std::string> peer_names_;
+  bool kernel_offload_;
 };
 
 // Wraps `raw` (not started): the returned transport runs the TLS handshake, as the client

@@ -14,6 +14,9 @@
 // Threads: both live on the connection's loop and are used on its thread only.
 #pragma once
 
+#include <array>
+#include <cerrno>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -30,6 +33,25 @@ class Loop;
 
 namespace ringmux::mux {
 
+// One direction's keys of a TLS 1.3 connection, for a record layer in the kernel (kTLS).
+struct KernelTlsKeys {
+  enum class Cipher : uint8_t { aes_128_gcm, aes_256_gcm, chacha20_poly1305 };
+  Cipher cipher = Cipher::aes_128_gcm;
+  std::array<std::byte, 32> key{};  // key_bytes() of them
+  std::array<std::byte, 12> iv{};   // the traffic IV: the record nonce is it XOR the sequence
+  uint64_t sequence = 0;            // the next record's sequence number in this direction
+  std::size_t key_bytes() const noexcept { return cipher == Cipher::aes_128_gcm ? 16 : 32; }
+};
+
+// Where a transport's TLS records are sealed and opened.
+enum class RecordLayer : uint8_t {
+  none,        // no TLS
+  user_space,  // OpenSSL in this process, both directions
+  kernel_rx,   // the kernel opens received records; this process seals
+  kernel,      // the kernel both ways (kTLS)
+};
+const char* describe(RecordLayer layer) noexcept;
+
 class TransportHandler {
  public:
   // Bytes received, valid only during the call.
@@ -40,6 +62,8 @@ class TransportHandler {
   virtual void on_transport_error(engine::IoError error) noexcept = 0;
   // close() has finished: nothing is in flight, no callback follows.
   virtual void on_transport_closed() noexcept = 0;
+  // After pause_recv(): no byte more is delivered before resume_recv().
+  virtual void on_transport_recv_stopped() noexcept {}
 
  protected:
   ~TransportHandler() = default;
@@ -84,6 +108,23 @@ class Transport {
   virtual bool authenticates_bytes() const noexcept { return false; }
   // Why the transport failed, when it knows more than its IoError (a handshake's cause).
   virtual std::string failure_text() const { return {}; }
+  virtual RecordLayer record_layer() const noexcept { return RecordLayer::none; }
+
+  // ---- for a TLS transport above this one that moves its record layer into the kernel ----
+  // Whether install_kernel_tls can work (a TCP socket, on a kernel with the `tls` ULP).
+  virtual bool kernel_tls_capable() const noexcept { return false; }
+  // Stops receiving until resume_recv(); the handler's on_transport_recv_stopped follows
+  // once every byte taken from the socket was delivered (possibly inside this call).
+  virtual void pause_recv() noexcept {}
+  virtual void resume_recv() noexcept {}
+  // From now on one direction's records are sealed (`transmit`) or opened by the layer
+  // below with `keys`: sends and receives carry plaintext. Only with no send in flight and,
+  // for receiving, while receiving is stopped at a record boundary. 0, or the errno.
+  virtual int install_kernel_tls(bool transmit, const KernelTlsKeys& keys) noexcept {
+    (void)transmit;
+    (void)keys;
+    return EOPNOTSUPP;
+  }
 };
 
 // A handshake stage: what every new transport (first connection, redial, accepted socket)

@@ -804,8 +804,9 @@ OPTIONS
     --tls-cert=FILE
         Every ringmux connection (and the embedded server) over mutual TLS 1.3: this
         client's certificate chain, PEM; needs --tls-key and --tls-ca. The tcp engine has
-        no TLS. Prints its TLS path on stderr: the record layer in user space, and whether
-        the kernel offers kTLS. Default: none (plain TCP).
+        no TLS. Prints its TLS path on stderr: the record layer moves into the kernel
+        (kTLS) after each handshake where the kernel has it, else stays in user space.
+        Default: none (plain TCP).
     --tls-key=FILE
         The private key of --tls-cert, PEM. Default: none.
     --tls-ca=FILE
