@@ -262,6 +262,7 @@ class TlsTransport final : public Transport, private TransportHandler {
     if ((state_ != State::handshaking && state_ != State::open) || ssl_ == nullptr) return;
     received_bytes_ += bytes.size();
     if (layer_ != RecordLayer::user_space) {  // the kernel opened the records
+      records_received_ = true;
       handler_->on_transport_recv(bytes);
       return;
     }
@@ -294,6 +295,14 @@ class TlsTransport final : public Transport, private TransportHandler {
       // The peer gave up on the handshake: it refused our certificate or does not speak TLS.
       fail(std::string("the peer ended the connection during the TLS handshake (") + engine::describe(error) +
            "): it refused our certificate, or it does not speak TLS");
+      return;
+    }
+    if (layer_ != RecordLayer::user_space && !records_received_) {
+      // The kernel fails a receive on a record that is not data (EIO): first thing after a
+      // TLS 1.3 handshake that is the server's alert refusing our certificate, which
+      // OpenSSL would have named.
+      fail(std::string("TLS connection ended before its first record (") + engine::describe(error) +
+           "): the peer refused it after the handshake, likely our certificate");
       return;
     }
     state_ = State::failed;

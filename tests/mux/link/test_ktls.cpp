@@ -363,6 +363,25 @@ TEST_CASE("tls: where the kernel refuses the keys, the record layer stays in use
   CHECK(log.has("client", "the kernel refused the transmit keys"));
 }
 
+// Proves a client refused after its handshake (the server does not accept its certificate)
+// still fails with handshake_failed and a cause naming the refusal when its record layer
+// went into the kernel first: the kernel cannot name the server's alert, the transport does.
+TEST_CASE("tls: a refusal after the hand-over is reported as a refused handshake") {
+  auto loop = test::make_test_loop();
+  if (!loop) return;
+  Pki pki;
+  TlsLog log;
+  ModelRecord client;
+  Pair pair(*loop, tls_over_model(context_for(pki.stranger, "TLS_AES_128_GCM_SHA256"), &client),
+            tls_over_model(context_for(pki.node_b, "TLS_AES_128_GCM_SHA256"), nullptr));
+  REQUIRE(pair.both_ended());
+  CHECK(pair.client_end->second == IoError::handshake_failed);
+  CHECK(pair.server_end->second == IoError::handshake_failed);
+  CHECK(log.has("client", "refused"));
+  MESSAGE("the client's record layer was " << std::string(client.receive_installed ? "below the transport" : "in user space")
+                                           << " when the refusal came");
+}
+
 // Proves kernel_offload = false keeps the record layer in user space even where the layer
 // below could take it: no keys installed.
 TEST_CASE("tls: kernel_offload off keeps the record layer in user space") {
