@@ -41,9 +41,11 @@ modules, prints 'run_in_vm: tls module loaded' (or NOT loaded), runs BINARY, pri
 Options:
   --timeout=SECONDS    kill the guest after this long, boot included (default $timeout_s_default)
   --cache=DIR          where the kernel and busybox packages are kept
-                       (default \${XDG_CACHE_HOME:-\$HOME/.cache}/ringmux-vm; ~450 MB)
+                       (default \${XDG_CACHE_HOME:-\$HOME/.cache}/ringmux-vm; ~400 MB)
   --file=HOST[:GUEST]  copy a file or directory into the guest (default GUEST: HOST's
                        absolute path); an ELF file brings its shared libraries; repeatable
+  --env=NAME=VALUE     set NAME in BINARY's environment (repeatable); besides these it
+                       has PATH, HOME, TMPDIR and what the kernel and shell set (TERM, PWD)
   --memory=MB          guest memory (default $memory_mb_default)
   -h, --help           this text
 
@@ -69,11 +71,13 @@ timeout_s=$timeout_s_default
 memory_mb=$memory_mb_default
 cache_dir=${XDG_CACHE_HOME:-$HOME/.cache}/ringmux-vm
 extra_files=()
+environment=()
 while (($# > 0)); do
   case $1 in
     --timeout=*) timeout_s=${1#*=} ;;
     --cache=*) cache_dir=${1#*=} ;;
     --file=*) extra_files+=("${1#*=}") ;;
+    --env=*) environment+=("${1#*=}") ;;
     --memory=*) memory_mb=${1#*=} ;;
     -h | --help) usage; exit 0 ;;
     --) shift; break ;;
@@ -88,10 +92,10 @@ done
 binary=$1
 shift
 [[ -f $binary && -x $binary ]] || die "BINARY '$binary' is not an executable file"
-binary_guest=$(realpath -s -- "$binary")
 for tool in qemu-system-x86_64 timeout ldd realpath; do
   command -v "$tool" >/dev/null || die "'$tool' is not installed (qemu: apt-get install -y --no-install-recommends qemu-system-x86)"
 done
+binary_guest=$(realpath -s -- "$binary")
 
 # --- the cache: Debian's kernel and busybox, unpacked -------------------------------------
 
@@ -106,9 +110,10 @@ fetch_package() {
   # As root, apt would try and fail to drop to its sandbox user in a private directory.
   local sandbox=()
   ((EUID == 0)) && sandbox=(-o APT::Sandbox::User=root)
-  (cd "$download" && apt-get -q "${sandbox[@]}" download "$package" >&2) || die "'apt-get download $package' failed (run apt-get update?)"
+  (cd "$download" && apt-get -q "${sandbox[@]}" download "$package" >&2) ||
+    { rm -rf "$download"; die "'apt-get download $package' failed (run apt-get update?)"; }
   rm -rf "$destination"
-  dpkg-deb -x "$download"/*.deb "$destination" || die "cannot unpack $package"
+  dpkg-deb -x "$download"/*.deb "$destination" || { rm -rf "$download"; die "cannot unpack $package"; }
   rm -rf "$download"
   echo "$package" >"$destination/.package"
 }
@@ -197,6 +202,11 @@ done
 
 # Single-quotes $1 for the guest's shell.
 quote() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
+exports=""
+for assignment in "${environment[@]}"; do
+  [[ $assignment =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || die "--env wants NAME=VALUE, not '$assignment'"
+  exports+="export $(quote "$assignment")"$'\n'
+done
 command_line=$(quote "$binary_guest")
 for argument in "$@"; do command_line+=" $(quote "$argument")"; done
 
@@ -211,6 +221,7 @@ mount -t sysfs sysfs /sys
 mkdir /.tmp-staged && cp -a /tmp/. /.tmp-staged/
 mount -t tmpfs -o mode=1777 tmpfs /tmp
 cp -a /.tmp-staged/. /tmp/ && rm -rf /.tmp-staged
+chmod 1777 /tmp
 mkdir -p /dev/shm /dev/pts
 mount -t tmpfs -o mode=1777 tmpfs /dev/shm
 mount -t devpts devpts /dev/pts
@@ -221,6 +232,7 @@ for module in ${guest_modules[*]}; do
 done
 if grep -q '^tls ' /proc/modules; then echo 'run_in_vm: tls module loaded'; else echo 'run_in_vm: tls module NOT loaded'; fi
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/tmp TMPDIR=/tmp
+${exports}
 ulimit -n $(ulimit -n)
 cd /tmp
 echo "run_in_vm: kernel \$(uname -r), \$(nproc) cpus, running $binary_guest"
