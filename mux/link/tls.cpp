@@ -297,13 +297,21 @@ class TlsTransport final : public Transport, private TransportHandler {
            "): it refused our certificate, or it does not speak TLS");
       return;
     }
-    if (layer_ != RecordLayer::user_space && !records_received_) {
-      // The kernel fails a receive on a record that is not data (EIO): first thing after a
-      // TLS 1.3 handshake that is the server's alert refusing our certificate, which
-      // OpenSSL would have named.
-      fail(std::string("TLS connection ended before its first record (") + engine::describe(error) +
-           "): the peer refused it after the handshake, likely our certificate");
-      return;
+    if (layer_ != RecordLayer::user_space && error == engine::IoError::other) {
+      // The kernel fails a receive (EIO, EBADMSG) on a record that is not application data
+      // or does not authenticate; it cannot say which. First thing after a TLS 1.3
+      // handshake that is the server's alert refusing our certificate, which OpenSSL would
+      // have named.
+      if (!records_received_) {
+        fail("TLS connection ended by a record that is not data before the first one (the kernel's record layer "
+             "reads no alerts): the peer refused it after the handshake with an alert, likely our certificate, or "
+             "sent a KeyUpdate");
+        return;
+      }
+      RM_LOG(LogSeverity::warning, LogSubsystem::link, 0, 0, 0,
+             "TLS %s: the kernel's record layer failed a receive: the peer sent an alert, a KeyUpdate or a "
+             "close_notify (kTLS reads none of them), or a damaged record",
+             dialer_ ? "client" : "server");
     }
     state_ = State::failed;
     handler_->on_transport_error(error);

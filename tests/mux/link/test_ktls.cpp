@@ -243,10 +243,14 @@ class KernelTlsModel final : public Transport, private TransportHandler {
   Bytes sealed_;    // the send in flight
 };
 
-// A TLS context of `identity` that offers only `suite`.
-std::shared_ptr<const TlsContext> context_for(const TlsOptions& identity, const char* suite) {
+// A TLS context of `identity` that offers only `suite`; `kernel_offload` off for a side
+// that must stay in user space even where the kernel has kTLS.
+std::shared_ptr<const TlsContext> context_for(const TlsOptions& identity, const char* suite,
+                                              bool kernel_offload = true) {
   std::string error;
-  auto context = TlsContext::create(identity, error);
+  TlsOptions options = identity;
+  options.kernel_offload = identity.kernel_offload && kernel_offload;
+  auto context = TlsContext::create(options, error);
   REQUIRE_MESSAGE(context != nullptr, error);
   REQUIRE(SSL_CTX_set_ciphersuites(context->native(), suite) == 1);
   return context;
@@ -316,14 +320,14 @@ TEST_CASE("tls: a record layer below the transport talks to OpenSSL's record lay
   {
     ModelRecord client;
     Pair pair(*loop, tls_over_model(context_for(pki.node_a, suite), &client),
-              tls_over_model(context_for(pki.node_b, suite), nullptr));
+              tls_over_model(context_for(pki.node_b, suite, false), nullptr));
     echo_calls(pair, 200, 48 * 1024, test::test_seed("ktls client"));
     check_layers(pair, RecordLayer::kernel, RecordLayer::user_space);
     CHECK(client.faults == 0);
     CHECK(client.records_opened >= 200);
   }
   ModelRecord server;
-  Pair pair(*loop, tls_over_model(context_for(pki.node_a, suite), nullptr),
+  Pair pair(*loop, tls_over_model(context_for(pki.node_a, suite, false), nullptr),
             tls_over_model(context_for(pki.node_b, suite), &server));
   echo_calls(pair, 200, 48 * 1024, test::test_seed("ktls server"));
   check_layers(pair, RecordLayer::user_space, RecordLayer::kernel);
@@ -344,7 +348,7 @@ TEST_CASE("tls: where the kernel refuses the keys, the record layer stays in use
   {
     ModelRecord client;
     Pair pair(*loop, tls_over_model(context_for(pki.node_a, suite), &client, ENOENT, 0),
-              tls_over_model(context_for(pki.node_b, suite), nullptr));
+              tls_over_model(context_for(pki.node_b, suite, false), nullptr));
     echo_calls(pair, 100, 48 * 1024, test::test_seed("ktls refused rx"));
     check_layers(pair, RecordLayer::user_space, RecordLayer::user_space);
     CHECK_FALSE(client.receive_installed);
@@ -373,7 +377,7 @@ TEST_CASE("tls: a refusal after the hand-over is reported as a refused handshake
   TlsLog log;
   ModelRecord client;
   Pair pair(*loop, tls_over_model(context_for(pki.stranger, "TLS_AES_128_GCM_SHA256"), &client),
-            tls_over_model(context_for(pki.node_b, "TLS_AES_128_GCM_SHA256"), nullptr));
+            tls_over_model(context_for(pki.node_b, "TLS_AES_128_GCM_SHA256", false), nullptr));
   REQUIRE(pair.both_ended());
   CHECK(pair.client_end->second == IoError::handshake_failed);
   CHECK(pair.server_end->second == IoError::handshake_failed);
@@ -392,7 +396,7 @@ TEST_CASE("tls: kernel_offload off keeps the record layer in user space") {
   off.kernel_offload = false;
   ModelRecord client;
   Pair pair(*loop, tls_over_model(context_for(off, "TLS_AES_128_GCM_SHA256"), &client),
-            tls_over_model(context_for(pki.node_b, "TLS_AES_128_GCM_SHA256"), nullptr));
+            tls_over_model(context_for(pki.node_b, "TLS_AES_128_GCM_SHA256", false), nullptr));
   echo_calls(pair, 50, 4096, test::test_seed("ktls off"));
   check_layers(pair, RecordLayer::user_space, RecordLayer::user_space);
   CHECK_FALSE(client.receive_installed);
