@@ -220,7 +220,8 @@ HelloAnswer answer_hello(const wire::Hello& hello, const KnownSession* known, ui
     answer.error = ReplayError::superseded_generation;
     return answer;
   }
-  if (known->resume_key != nullptr && !resume_proof_valid(*known->resume_key, hello)) {
+  const bool proof_needed = resume || known->dialer_confirmed;
+  if (known->resume_key != nullptr && proof_needed && !resume_proof_valid(*known->resume_key, hello)) {
     return refuse(ReplayError::resume_unauthenticated);
   }
   if (const ReplayError error = check_resume_position(hello.receive_position, known->held);

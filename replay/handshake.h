@@ -126,6 +126,10 @@ struct KnownSession {
   HeldRange held;                 // what its replay ring holds
   uint64_t receive_position = 0;  // what it has received from the dialing side
   const ResumeKey* resume_key = nullptr;  // set: a resume must prove it (resume_proof)
+  // The dialer has shown it received our first HELLO_ACK (it acknowledged bytes of ours, or
+  // resumed with RESUME). Until then a new-session HELLO of a newer generation (the dialer
+  // never got our answer, so it has no resume key) needs no proof.
+  bool dialer_confirmed = true;
 };
 
 enum class HelloVerdict : uint8_t {
@@ -156,7 +160,10 @@ struct HelloAnswer {
 //     accept_new.
 //  4. known session, generation <= the known one: ignore, superseded_generation.
 //  4a. known session with a resume key, no valid proof in the HELLO: refuse,
-//     resume_unauthenticated (the caller keeps its session: the refusal is the resumer's).
+//     resume_unauthenticated (the caller keeps its session: the refusal is the resumer's);
+//     except a new-session HELLO (no RESUME) while the dialer is not confirmed: it lost our
+//     first HELLO_ACK and holds no key (the caller still checks the peer's identity, and
+//     binds the session's key to the new transport).
 //  5. known session, the HELLO's receive position before held.acked: refuse with
 //     resume_position_gone; beyond held.tail: refuse with resume_position_ahead.
 //  6. otherwise accept_resume. A new-session HELLO (no RESUME) for a known session with a

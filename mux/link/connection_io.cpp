@@ -308,8 +308,8 @@ void Connection::bind_session() noexcept {
 
 void Connection::on_established() noexcept {
   RM_ASSERT(transport_ != nullptr && session_.handshake_complete() && !ended_);
-  if (session_.generation() == 1) {
-    bind_session();
+  if (session_.new_session_handshake()) {
+    bind_session();  // the first transport both sides established the session on
   } else if (session_.dialer() && transport_->transport->peer_identity() != peer_identity_) {
     // Our resume was accepted by a peer that is not the session's: nothing may be replayed
     // to it (the replay is queued, not sent: it goes on this turn at the earliest).

@@ -37,6 +37,7 @@ Session::Session(SessionHandler& handler, const SessionOptions& options)
     announce_windows(hello);
     session_id_ = hello.session_id;
     generation_ = hello.generation;
+    new_session_handshake_ = true;
     wire::encode_hello(grow(link_, wire::frame_bytes(wire::hello_payload_size(hello))), hello);
     stats_.frames_sent++;
   }

@@ -262,6 +262,10 @@ class Session {
     has_resume_key_ = true;
   }
   bool has_resume_key() const noexcept { return has_resume_key_; }
+  // Whether the handshake that established the current transport was a new-session HELLO
+  // (no RESUME): the dialer had never received a HELLO_ACK. The session's resume key is
+  // bound to that transport, on both sides (wire/SPEC.md §8.2).
+  bool new_session_handshake() const noexcept { return new_session_handshake_; }
   // Whether payloads carry and are checked against checksums (false once both sides'
   // transports authenticate every byte and the handshake agreed to drop them).
   bool payload_checksums() const noexcept { return payload_checksums_; }
@@ -481,6 +485,8 @@ class Session {
   uint64_t generation_ = 0;
   bool handshake_complete_ = false;
   bool has_resume_key_ = false;
+  bool new_session_handshake_ = false;
+  bool dialer_confirmed_ = false;  // accepting side: the dialer resumed with RESUME once
   bool payload_checksums_ = true;
   // The features this side offers (dialer) or accepts (acceptor).
   uint64_t features() const noexcept {

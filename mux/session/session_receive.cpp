@@ -152,6 +152,7 @@ Result<void, MuxError> Session::handle_hello(const Frame& frame) noexcept {
 void Session::accept_new(const wire::Hello& hello, const wire::HelloAck& answer) noexcept {
   session_id_ = hello.session_id;
   generation_ = hello.generation;
+  new_session_handshake_ = true;
   handshake_complete_ = true;
   apply_features(answer.features);
   apply_peer_windows(hello.stream_window_bytes, hello.connection_window_bytes);
@@ -209,6 +210,7 @@ void Session::start_resume() noexcept {
     hello.resume_proof = replay::resume_proof(resume_key_, hello);
   }
   generation_ = hello.generation;
+  new_session_handshake_ = (hello.hello_flags & wire::hello_flag_resume) == 0;
   ack_policy_.on_handshake(receive_position_);
   wire::encode_hello(grow(link_, wire::frame_bytes(wire::hello_payload_size(hello))), hello);
   stats_.frames_sent++;
@@ -219,8 +221,10 @@ void Session::start_resume() noexcept {
 
 replay::HelloAnswer Session::judge_resume(const wire::Hello& hello) const noexcept {
   RM_ASSERT(!dialer_ && options_.resumable);
+  // The dialer has our HELLO_ACK once it resumed with RESUME or acknowledged our bytes
+  // (which follow the HELLO_ACK).
   const replay::KnownSession known{generation_, held_.held(), receive_position_,
-                                   has_resume_key_ ? &resume_key_ : nullptr};
+                                   has_resume_key_ ? &resume_key_ : nullptr, dialer_confirmed_ || held_.acked() > 0};
   return replay::answer_hello(hello, failed() ? nullptr : &known, features());
 }
 
@@ -233,6 +237,8 @@ replay::HelloAnswer Session::answer_resume(const wire::Hello& hello) noexcept {
   // The caller has dropped the old connection (on_transport_lost); this one takes over.
   RM_ASSERT(!handshake_complete_);
   generation_ = hello.generation;
+  new_session_handshake_ = (hello.hello_flags & wire::hello_flag_resume) == 0;
+  if (!new_session_handshake_) dialer_confirmed_ = true;
   (void)held_.ack(answer.replay_from);  // checked against held_ by answer_hello
   (void)held_.rewind(answer.replay_from);
   stats_.resumes++;

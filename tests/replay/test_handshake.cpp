@@ -145,6 +145,34 @@ TEST_CASE("replay handshake: a resume must prove the session's key when it has o
   CHECK(answer_hello(over_the_wire(plain), &unkeyed).verdict == HelloVerdict::accept_resume);
 }
 
+// Proves the one proof-less way into a keyed session (SPEC §8.2): a new-session HELLO (no
+// RESUME) of a newer generation while the dialer has not shown it got our first HELLO_ACK
+// (it lost it, so it has no key) resumes; once the dialer is confirmed the same HELLO is
+// refused, and a RESUME without a proof is refused either way.
+TEST_CASE("replay handshake: a dialer that lost the first HELLO_ACK gets in without a proof until it is confirmed") {
+  ResumeKey key{};
+  key.fill(std::byte{7});
+  wire::Hello retry;
+  retry.session_id = session_id(10);
+  retry.generation = 2;
+  retry.hello_flags = 0;  // never established: a new-session HELLO
+  retry.stream_window_bytes = 256 * 1024;
+  retry.connection_window_bytes = 8 * 1024 * 1024;
+  KnownSession unconfirmed{1, HeldRange{0, 40}, 0, &key};
+  unconfirmed.dialer_confirmed = false;
+  const auto accepted = answer_hello(over_the_wire(retry), &unconfirmed);
+  CHECK(accepted.verdict == HelloVerdict::accept_resume);
+  CHECK(accepted.replay_from == 0);  // from the start: our HELLO_ACK and all behind it
+
+  KnownSession confirmed = unconfirmed;
+  confirmed.dialer_confirmed = true;
+  CHECK(answer_hello(over_the_wire(retry), &confirmed).error == ReplayError::resume_unauthenticated);
+
+  wire::Hello resume = retry;
+  resume.hello_flags = wire::hello_flag_resume;
+  CHECK(answer_hello(over_the_wire(resume), &unconfirmed).error == ReplayError::resume_unauthenticated);
+}
+
 // Proves a resume whose receive position lies beyond what the accepting side sent is
 // refused with resume_position_ahead, session-scoped, and the dialer ends the session.
 TEST_CASE("replay handshake: resume refused, position ahead") {

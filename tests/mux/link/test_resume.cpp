@@ -683,6 +683,77 @@ struct TlsSides {
   }
 };
 
+// A transport the test can break (its handler hears a reset), and that can lose the first
+// bytes it receives: on a dialer's first connection those are the HELLO_ACK.
+class Breakable final : public Transport, private TransportHandler {
+ public:
+  Breakable(std::unique_ptr<Transport> inner, bool lose_first_answer)
+      : inner_(std::move(inner)), lose_first_answer_(lose_first_answer) {}
+  void break_now() noexcept {
+    if (broken_ || handler_ == nullptr) return;
+    broken_ = true;
+    handler_->on_transport_error(engine::IoError::reset);
+  }
+
+  void start(TransportHandler& handler) noexcept override {
+    const bool started = handler_ != nullptr;
+    handler_ = &handler;
+    if (!started) inner_->start(*this);
+  }
+  void send(std::span<const std::byte> a, std::span<const std::byte> b, std::span<const std::byte> c) noexcept override {
+    inner_->send(a, b, c);
+  }
+  bool send_in_flight() const noexcept override { return inner_->send_in_flight(); }
+  bool usable() const noexcept override { return !broken_ && inner_->usable(); }
+  void send_last(std::span<const std::byte> bytes) noexcept override { inner_->send_last(bytes); }
+  void close() noexcept override { inner_->close(); }
+  std::string peer_identity() const override { return inner_->peer_identity(); }
+  bool export_secret(std::string_view label, std::span<std::byte> out) const noexcept override {
+    return inner_->export_secret(label, out);
+  }
+  bool authenticates_bytes() const noexcept override { return inner_->authenticates_bytes(); }
+
+ private:
+  void on_transport_recv(std::span<const std::byte> bytes) noexcept override {
+    if (broken_) return;
+    if (lose_first_answer_) {
+      lose_first_answer_ = false;
+      break_now();
+      return;
+    }
+    handler_->on_transport_recv(bytes);
+  }
+  void on_transport_sent() noexcept override {
+    if (!broken_) handler_->on_transport_sent();
+  }
+  void on_transport_error(engine::IoError error) noexcept override {
+    if (broken_) return;
+    broken_ = true;
+    handler_->on_transport_error(error);
+  }
+  void on_transport_closed() noexcept override { handler_->on_transport_closed(); }
+
+  std::unique_ptr<Transport> inner_;
+  TransportHandler* handler_ = nullptr;
+  bool lose_first_answer_;
+  bool broken_ = false;
+};
+
+// A handshake stage over `inner` whose transports are Breakable; the first one loses the
+// HELLO_ACK.
+struct LoseFirstAnswer final : Handshake {
+  explicit LoseFirstAnswer(std::shared_ptr<Handshake> inner_stage) : inner(std::move(inner_stage)) {}
+  std::unique_ptr<Transport> wrap(Loop& loop, std::unique_ptr<Transport> raw, bool dialer) override {
+    auto transport = std::make_unique<Breakable>(inner->wrap(loop, std::move(raw), dialer), transports == 0);
+    transports++;
+    current = transport.get();
+    return transport;
+  }
+  std::shared_ptr<Handshake> inner;
+  int transports = 0;
+  Breakable* current = nullptr;  // the latest: valid while the client is connected on it
+};
+
 // A resume HELLO for someone else's session, sent over a TLS connection of `identity` by
 // a blocking OpenSSL client on its own thread; `status` is the HELLO_ACK's (or nullopt:
 // none came). `proof`: a made-up proof, or none.
@@ -806,22 +877,27 @@ TEST_CASE("resume over TLS: a stolen session id is refused with resume_unauthent
     wire::Hello stolen;
     stolen.session_id = client.connection->session().session_id();
     stolen.generation = client.connection->session().generation() + 1;
-    stolen.hello_flags = wire::hello_flag_resume;
     stolen.stream_window_bytes = 256 * 1024;
     stolen.connection_window_bytes = 8 * 1024 * 1024;
-    for (const bool with_made_up_proof : {false, true}) {
-      stolen.has_resume_proof = with_made_up_proof;
-      stolen.resume_proof.fill(std::byte{0x5a});
-      for (const mux::TlsOptions& identity : {tls.node_c, tls.pki.options("node-a", "ca")}) {
-        CAPTURE(identity.cert_file);
-        CAPTURE(with_made_up_proof);
-        StolenResume thief(*loop, server.port(), identity, stolen);
-        REQUIRE(loop->run_until([&] { return thief.done.load(); }, 15 * second_ns));
-        REQUIRE(thief.status.has_value());
-        CHECK(*thief.status == wire::StatusCode::resume_unauthenticated);
+    // A RESUME, and a new-session HELLO (what a dialer that never got our first HELLO_ACK
+    // sends: this dialer did get it, it acknowledged our bytes).
+    for (const uint32_t flags : {wire::hello_flag_resume, uint32_t{0}}) {
+      stolen.hello_flags = flags;
+      for (const bool with_made_up_proof : {false, true}) {
+        stolen.has_resume_proof = with_made_up_proof;
+        stolen.resume_proof.fill(std::byte{0x5a});
+        for (const mux::TlsOptions& identity : {tls.node_c, tls.pki.options("node-a", "ca")}) {
+          CAPTURE(identity.cert_file);
+          CAPTURE(with_made_up_proof);
+          CAPTURE(flags);
+          StolenResume thief(*loop, server.port(), identity, stolen);
+          REQUIRE(loop->run_until([&] { return thief.done.load(); }, 15 * second_ns));
+          REQUIRE(thief.status.has_value());
+          CHECK(*thief.status == wire::StatusCode::resume_unauthenticated);
+        }
       }
     }
-    CHECK(server.acceptor.stats().refused == 4);
+    CHECK(server.acceptor.stats().refused == 8);
     Calls after(*client.connection, 2, 10, 4);
     after.pump();
     REQUIRE(loop->run_until([&] { return after.done == after.total; }, 10 * second_ns));
@@ -830,6 +906,49 @@ TEST_CASE("resume over TLS: a stolen session id is refused with resume_unauthent
     CHECK(client.connection->resume_stats().resumes == 0);
     REQUIRE(server.connections.size() == 1);
     CHECK(server.connections[0]->resume_stats().resumes == 0);
+  }
+  server.shut_down();
+}
+
+// Proves a dialer whose first HELLO_ACK was lost (the connection broke after the acceptor
+// had made the session and bound its resume key) gets the same session on its next
+// connection, which both sides bind the key to; a later break then resumes with a proof of
+// that key. Before this rule such a dialer was refused (resume_unauthenticated) forever.
+TEST_CASE("resume over TLS: a dialer that lost the first HELLO_ACK gets its session, then resumes with a proof") {
+  auto loop = test::make_test_loop();
+  if (!loop) return;
+  TlsSides tls;
+  AcceptorOptions acceptor_options;
+  acceptor_options.handshake = tls.server;
+  HashServer server(*loop, ConnectionOptions{}, 0, acceptor_options);
+  {
+    auto stage = std::make_shared<LoseFirstAnswer>(tls.client);
+    ConnectionOptions options;
+    options.handshake = stage;
+    Client client(*loop, server.port(), options);
+    Calls first(*client.connection, 1, 20, 4);
+    first.pump();
+    REQUIRE(loop->run_until([&] { return first.done == first.total || client.closed; }, 20 * second_ns));
+    CHECK_FALSE(client.closed);
+    CHECK(first.errors == 0);
+    CHECK(stage->transports >= 2);  // the first lost its answer
+    CHECK(server.acceptor.stats().refused == 0);
+    REQUIRE(server.connections.size() == 1);  // the same session, not a second one
+    CHECK(client.connection->session().has_resume_key());
+    CHECK(server.connections[0]->session().has_resume_key());
+
+    REQUIRE(client.connection->connected());
+    const int before = stage->transports;
+    stage->current->break_now();
+    Calls second(*client.connection, 2, 20, 4);
+    second.pump();
+    REQUIRE(loop->run_until([&] { return second.done == second.total || client.closed; }, 20 * second_ns));
+    CHECK_FALSE(client.closed);
+    CHECK(second.errors == 0);
+    CHECK(stage->transports > before);
+    CHECK(client.connection->resume_stats().resumes >= 1);
+    CHECK(server.acceptor.stats().refused == 0);
+    CHECK(server.connections.size() == 1);
   }
   server.shut_down();
 }
