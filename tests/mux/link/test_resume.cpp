@@ -843,7 +843,8 @@ TEST_CASE("resume over TLS: streams and calls through resets, nothing lost") {
     CHECK(unary.mismatches == 0);
     const ResumeStats stats = client.connection->resume_stats();
     MESSAGE("resets " << proxy->stats().resets << ", resumes " << stats.resumes << ", bytes replayed "
-                      << stats.bytes_replayed);
+                      << stats.bytes_replayed << ", the session "
+                      << std::string(client.closed ? describe(client.close_error) : "open"));
     CHECK(stats.resumes > 0);
     REQUIRE(server.connections.size() == 1);
     CHECK(server.acceptor.stats().resumes == server.connections[0]->resume_stats().resumes);
