@@ -10,6 +10,7 @@ packages=(
   doctest-dev libbenchmark-dev                       # tests and micro-benchmarks
   clang libclang-rt-14-dev                           # libFuzzer and sanitizer runtimes
   fio                                                # its json+ readers check the loadgen's output
+  qemu-system-x86                                    # kTLS tests under Debian's kernel (tests/vm/run_in_vm.sh)
 )
 missing=()
 for package in "${packages[@]}"; do
