@@ -72,9 +72,9 @@ struct AcceptorStats {
 // that owns its session (Acceptor::take): a socket, or a handshaken transport taken off the
 // accepting loop with the plaintext read behind its HELLO (a new session's first frames).
 struct Arrival {
-  int fd = -1;
-  std::unique_ptr<ReleasedTransport> transport;
-  std::vector<std::byte> pipelined;
+  int fd = -1;                                   // a socket (its HELLO read off it), or
+  std::unique_ptr<ReleasedTransport> transport;  // a released transport (then fd is -1)
+  std::vector<std::byte> pipelined;              // with what came behind its HELLO
 };
 
 struct AcceptorOptions {
@@ -173,13 +173,14 @@ class Acceptor final : public SessionRegistry {
   // The loop the router places `hello`'s session on, when that is another loop.
   std::optional<uint32_t> elsewhere(const wire::Hello& hello) const noexcept;
   void route(int fd, const wire::Hello& hello) noexcept;
-  // Starts moving the entry's transport to the loop that owns `hello`'s session; false
-  // when it stays here (this loop owns the session, or the transport cannot move).
-  bool move_elsewhere(Handshaking& entry, const wire::Hello& hello, std::span<const std::byte> pipelined) noexcept;
-  static void on_release_turn(engine::Deferred& deferred) noexcept;
   // The same for a transport that read `hello` (and `pipelined` behind it), still owned by
   // `entry`, which is closed (refusal) or given up (the session takes the transport).
   void route(Handshaking& entry, const wire::Hello& hello, std::span<const std::byte> pipelined) noexcept;
+  // Starts moving the entry's transport to the loop that owns `hello`'s session; false
+  // when it stays here (this loop owns the session, or the transport cannot move).
+  bool move_elsewhere(Handshaking& entry, const wire::Hello& hello, std::span<const std::byte> pipelined) noexcept;
+  // The entry's transport has stopped: released and handed over (next turn after the stop).
+  static void on_release_turn(engine::Deferred& deferred) noexcept;
   // What both routes share: the answer to a HELLO for a session not in the table (a
   // refusal counted and logged), and the count of a resume's answer (a refusal logged);
   // each route acts on the verdict with its socket or its handshaken transport.

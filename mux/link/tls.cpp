@@ -277,7 +277,6 @@ class TlsTransport final : public Transport, private TransportHandler {
   }
 
  private:
-
   enum class State : uint8_t { idle, handshaking, open, failed, closing, closed };
 
   bool make_ssl() noexcept {
