@@ -9,8 +9,10 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <array>
 #include <cstring>
+#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -92,6 +94,11 @@ struct Clients final : engine::ConnectHandler, mux::ConnectionObserver {
     }
     connections.push_back(std::make_unique<mux::Connection>(loop, fd.value(), true, nullptr, *this, options));
     connections.back()->start();
+    if (call_on_start) {
+      // Its frames go out behind the HELLO, before the server has answered it.
+      early_outcomes.emplace_back(0);
+      start_call(*connections.back(), 16, early_outcomes.back());
+    }
   }
   void on_connection_closed(mux::Connection&, mux::MuxError, engine::IoError) noexcept override { closed++; }
 
@@ -102,6 +109,10 @@ struct Clients final : engine::ConnectHandler, mux::ConnectionObserver {
   std::vector<std::unique_ptr<mux::Connection>> connections;
   std::size_t closed = 0;
   bool failed = false;
+  // Each new session starts a call at once (call_on_start): their outcomes, in dial order
+  // (a deque: an outcome stays where it is while its call runs).
+  bool call_on_start = false;
+  std::deque<int> early_outcomes;
 };
 
 std::unique_ptr<LoadServer> start_server(uint32_t loops, std::shared_ptr<mux::Handshake> handshake = nullptr) {
@@ -240,7 +251,9 @@ std::shared_ptr<mux::Handshake> tls_stage(const test::TestPki& pki, const std::s
 // Proves that a TLS server of 2 loops hands each handshaken session (socket and OpenSSL
 // state) to the loop its HELLO names, and that a resume over a new TLS connection, whose
 // handshake loop 0 runs, lands there too: 4 mutual-TLS sessions with route keys for loops
-// 0, 1, 0, 1 through a proxy; calls work on each and both loops hold 2 sessions; then, with
+// 0, 1, 0, 1 through a proxy, each starting a call at once (its frames behind the HELLO,
+// read by loop 0 or left in the socket for the owning loop); calls work on each and both
+// loops hold 2 sessions; then, with
 // a call of a 64 KiB response in flight on each session, the proxy cuts every connection:
 // each session resumes over TLS on its own loop (no new session anywhere) and every call in
 // flight completes whole. With the record layer in user space (OpenSSL's state moves) and,
@@ -263,6 +276,7 @@ TEST_CASE("cross-loop resume over TLS: a 2-loop TLS server spreads sessions over
     if (!loop) return;
     {
       Clients clients(*loop, proxy->port(), tls_stage(pki, "client", offload));
+      clients.call_on_start = true;
       std::vector<mux::Connection*> sessions;
       for (uint64_t k = 0; k < loops * sessions_per_loop; k++) {
         const uint64_t key = 1 + 2 * k;  // loop_of_route_key skips bit 0: loop k % 2
@@ -271,13 +285,18 @@ TEST_CASE("cross-loop resume over TLS: a 2-loop TLS server spreads sessions over
         CHECK(clients.call(connection));
         sessions.push_back(&connection);
       }
+      REQUIRE(clients.early_outcomes.size() == sessions.size());
+      REQUIRE(loop->run_until(
+          [&] { return std::ranges::none_of(clients.early_outcomes, [](int outcome) { return outcome == 0; }); },
+          20 * second_ns));
+      for (const int outcome : clients.early_outcomes) CHECK(outcome == 1);  // the frames behind the HELLO arrived
       std::vector<ServerCounts> per_loop = server->per_loop();
       REQUIRE(per_loop.size() == loops);
       for (uint32_t i = 0; i < loops; i++) {
         INFO("loop " << i);
         CHECK(per_loop[i].sessions == sessions_per_loop);  // both loops hold sessions
         CHECK(per_loop[i].sessions_open == sessions_per_loop);
-        CHECK(per_loop[i].calls == sessions_per_loop);
+        CHECK(per_loop[i].calls == 2 * sessions_per_loop);  // the call at start and one more
       }
       // A call in flight on each session when every connection breaks.
       std::vector<int> outcomes(sessions.size(), 0);
@@ -303,7 +322,7 @@ TEST_CASE("cross-loop resume over TLS: a 2-loop TLS server spreads sessions over
         CHECK(per_loop[i].sessions == sessions_per_loop);  // the resumes started no session anywhere
         CHECK(per_loop[i].sessions_open == sessions_per_loop);
         CHECK(per_loop[i].resumes >= sessions_per_loop);  // each resumed on the loop it lived on
-        CHECK(per_loop[i].calls == 3 * sessions_per_loop);
+        CHECK(per_loop[i].calls == 4 * sessions_per_loop);
       }
       CHECK(server->totals().connections >= 2 * loops * sessions_per_loop);  // every one accepted by loop 0
     }
