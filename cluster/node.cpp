@@ -30,9 +30,6 @@ Result<std::unique_ptr<Node>, engine::IoError> Node::start(engine::Engine& engin
                                                            const ManagerOptions& options, const Setup& setup) {
   std::unique_ptr<Node> node(new Node(engine, self));
   Node& n = *node;
-  // An acceptor with a handshake stage keeps each session on the loop that accepted it
-  // (mux/link/acceptor.h): it cannot hand a peer's session to the loop that owns the pair.
-  RM_ASSERT(!options.handshake || engine.loop_count() == 1);
   n.managers_.resize(engine.loop_count());
   // The other loops' managers first: once loop 0 listens, its router may hand them sockets.
   auto make = [&](uint32_t i) {

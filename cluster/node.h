@@ -4,9 +4,10 @@
 // same on both nodes of the pair as far as either can tell: loop_of(peer) =
 // Manager::loop_of_key(Manager::pair_key(self, peer), loops). The dialing node opens the session
 // from that loop and puts the pair key in its HELLO (route_key, wire/SPEC.md §4.1); the
-// accepting node listens on loop 0, whose acceptor reads each HELLO and hands the socket to
-// the loop the key names (mux/link/loop_placement.h, the hand-over a plain multi-loop
-// server uses too), where that loop's manager starts or resumes the session. A resume carries the same key, so it reaches the same
+// accepting node listens on loop 0, whose acceptor reads each HELLO and hands the socket (with
+// a handshake stage, TLS: the handshaken transport) to the loop the key names
+// (mux/link/loop_placement.h, the hand-over a plain multi-loop server uses too), where that
+// loop's manager starts or resumes the session. A resume carries the same key, so it reaches the same
 // loop. A client of the cluster (ManagerOptions::client_only) sends no key; its sessions
 // are placed by their session id, the same way for every connection of a session. A member
 // session that lands on a loop not owning its pair (no key, as from a dialer that predates

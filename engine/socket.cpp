@@ -485,6 +485,15 @@ void Socket::abort() noexcept {
   close();
 }
 
+int Socket::release() noexcept {
+  RM_ASSERT(state_ == State::open && !dispatching_);
+  RM_ASSERT(recv_paused_ && !recv_.submitted && !send_in_flight() && !send_.submitted);
+  const int fd = fd_;
+  fd_ = -1;
+  state_ = State::closed;
+  return fd;
+}
+
 void Socket::maybe_finish_close() noexcept {
   if (state_ != State::closing || dispatching_ || recv_.submitted || send_.submitted) return;
   ::close(fd_);

@@ -208,6 +208,13 @@ class Socket {
   void close() noexcept;
   // Like close(), but the peer sees a reset (SO_LINGER 0) instead of an orderly close.
   void abort() noexcept;
+  // Gives up the fd without closing it, for a socket on another loop to adopt (a server's
+  // hand-over of a connection to the loop that owns its session). Only with nothing in
+  // flight, so that nothing is left to cancel or wait for: receiving stopped (pause_recv,
+  // then on_recv_stopped) and no send; not from inside one of this socket's callbacks
+  // (asserted). The socket is then closed (no on_closed follows) and may be destroyed;
+  // the caller owns the fd.
+  int release() noexcept;
 
   State state() const noexcept { return state_; }
   int fd() const noexcept { return fd_; }

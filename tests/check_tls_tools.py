@@ -13,8 +13,10 @@ second CA with a client certificate of its own, an expired client certificate):
 - resumes through ringmux-chaos --reset-every=100ms over TLS: verify finds nothing
   damaged, lost or repeated, and resumes are counted;
 - a 3-member ringmux-serve --peers cluster over mutual TLS answers quorum calls;
-- option errors: the three files go together, TLS with several serve loops or with the
-  tcp engine is refused (exit 2), a file that cannot be loaded is named (exit 1).
+- ringmux-serve --cpus=0,1 over TLS: loadgen's two own connections are served, verified,
+  one on each loop (loop 0 hands the handshaken session to the loop that owns it);
+- option errors: the three files go together, TLS with the tcp engine is refused
+  (exit 2), a file that cannot be loaded is named (exit 1).
 usage: check_tls_tools.py BUILD_DIR"""
 import json
 import re
@@ -276,10 +278,27 @@ with tempfile.TemporaryDirectory(prefix="ringmux-tls-tools-") as pki:
                   f"TLS member {i} kept its peer sessions (sessions={sessions.group(1) if sessions else None})",
                   output)
 
+    # A TLS server of two loops: loop 0 runs every handshake and hands each session (its
+    # socket and OpenSSL state) to the loop its HELLO names; loadgen's two own connections
+    # carry consecutive route keys, one per loop. The final per-loop lines show both used.
+    server = Server([*tls(pki, "server"), "--cpus=0,1"])
+    try:
+        result, job = run_loadgen(server.port, [*tls(pki, "client"), "--rw=unary", "--bs=64", "--iodepth=2",
+                                                "--numjobs=2", "--own_connection", "--group_reporting",
+                                                "--runtime=1", "--verify=1"])
+    finally:
+        output = server.stop()
+    per_loop = {int(m.group(1)): (int(m.group(2)), int(m.group(3)))
+                for m in re.finditer(r"ringmux-serve: loop (\d+): connections=(\d+) .*calls=(\d+)", output)}
+    check(verified_run_ok(result, job) and sorted(per_loop) == [0, 1] and
+          all(connections >= 1 and calls >= 1 for connections, calls in per_loop.values()),
+          f"ringmux-serve --cpus=0,1 over TLS serves loadgen's two connections on both loops "
+          f"(loop: (connections, calls) {per_loop})",
+          f"exit {result.returncode}, stderr {result.stderr!r}, job {job.get('ringmux')}, server {output[-1500:]!r}")
+
     # Option errors.
     for tool, args, code, expected in [
         (serve, [f"--tls-cert={pki}/server.pem"], 2, "go together"),
-        (serve, [*tls(pki, "server"), "--loops=2"], 2, "cannot yet be handed between loops"),
         (serve, [*tls(pki, "server"), "--ioengine=tcp"], 2, "--tls-* needs --ioengine=ringmux"),
         (serve, [*tls(pki, "server")[:2], f"--tls-ca={pki}/missing.pem"], 1, "missing.pem"),
         (loadgen, [f"--tls-key={pki}/client.key", "--runtime=1"], 2, "go together"),

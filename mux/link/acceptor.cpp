@@ -87,13 +87,26 @@ void Acceptor::accept(int fd) noexcept {
   arm_recv(p);
 }
 
-void Acceptor::take(int fd, const wire::Hello& hello) noexcept {
+void Acceptor::take(const wire::Hello& hello, Arrival arrival) noexcept {
   // Counted where it was accepted (connections, handed_over), not again here.
-  if (closing_) {
-    ::close(fd);
-    return;
+  if (arrival.transport == nullptr) {
+    if (closing_) {
+      ::close(arrival.fd);
+      return;
+    }
+    return route(arrival.fd, hello);
   }
-  route(fd, hello);
+  if (closing_) return;  // the released transport is closed with the arrival
+  // The transport lives on this loop from now on: an entry holds it, as if this acceptor
+  // had run its handshake, and routes it with the HELLO the other loop read.
+  auto entry = std::make_unique<Handshaking>();
+  entry->owner = this;
+  entry->transport = arrival.transport->adopt(loop_);
+  entry->timeout.set_callback(&Acceptor::on_handshake_timeout, entry.get());
+  Handshaking& e = *entry;
+  handshaking_.push_back(std::move(entry));
+  e.transport->start(e);  // receiving again: bytes reach the session the route gives it to
+  route(e, hello, arrival.pipelined);
 }
 
 void Acceptor::close() noexcept {
@@ -110,6 +123,11 @@ void Acceptor::close() noexcept {
 
 void Acceptor::Handshaking::on_transport_recv(std::span<const std::byte> bytes) noexcept {
   if (closing) return;
+  if (moving) {
+    // Bounded: only what the receive had taken before it stopped (the loop's buffers).
+    pipelined.insert(pipelined.end(), bytes.begin(), bytes.end());
+    return;
+  }
   Acceptor& self = *owner;
   while (!bytes.empty()) {
     auto step = decoder.next(bytes);
@@ -128,7 +146,9 @@ void Acceptor::Handshaking::on_transport_recv(std::span<const std::byte> bytes) 
       return self.close_entry(*this);
     }
     // What came behind the HELLO (a new session's first frames) belongs to the session:
-    // `bytes` stays valid through this call, which routes synchronously.
+    // `bytes` stays valid through this call, which routes synchronously (or copies them
+    // for the loop the transport moves to).
+    if (self.move_elsewhere(*this, hello.value(), bytes)) return;
     return self.route(*this, hello.value(), bytes);
   }
 }
@@ -149,6 +169,45 @@ void Acceptor::Handshaking::on_transport_error(engine::IoError error) noexcept {
 
 void Acceptor::Handshaking::on_transport_closed() noexcept { owner->erase(*this); }
 
+void Acceptor::Handshaking::on_transport_recv_stopped() noexcept {
+  // Released on the next turn: this runs inside the transport's own callbacks.
+  if (moving && !closing) owner->loop_.defer(release_turn);
+}
+
+std::optional<uint32_t> Acceptor::elsewhere(const wire::Hello& hello) const noexcept {
+  if (!router_.place) return std::nullopt;
+  const uint32_t loop = router_.place(hello);
+  if (loop == router_.here) return std::nullopt;
+  return loop;
+}
+
+bool Acceptor::move_elsewhere(Handshaking& entry, const wire::Hello& hello, std::span<const std::byte> pipelined) noexcept {
+  const std::optional<uint32_t> loop = elsewhere(hello);
+  if (!loop || closing_ || !entry.transport->can_release()) return false;
+  entry.moving = true;
+  entry.moving_to = *loop;
+  entry.moving_hello = hello;
+  entry.pipelined.assign(pipelined.begin(), pipelined.end());
+  // The handshake timeout keeps running: a transport that never stops is closed by it.
+  entry.transport->pause_recv();  // on_transport_recv_stopped follows, maybe inside this call
+  return true;
+}
+
+void Acceptor::on_release_turn(engine::Deferred& deferred) noexcept {
+  Handshaking& entry = *static_cast<Handshaking*>(deferred.context());
+  Acceptor& self = *entry.owner;
+  if (entry.closing) return;
+  // The transport's fd and TLS state go to the owning loop in the posted task (the post is
+  // the happens-before between this thread's last use and that loop's first).
+  Arrival arrival{-1, entry.transport->release(), std::move(entry.pipelined)};
+  const uint32_t loop = entry.moving_to;
+  const wire::Hello hello = entry.moving_hello;
+  entry.closing = true;
+  self.erase(entry);  // destroys the released (closed) transport
+  self.stats_.handed_over++;
+  self.router_.hand_over(loop, hello, std::move(arrival));
+}
+
 void Acceptor::on_handshake_timeout(engine::Timer& timer) noexcept {
   Handshaking& entry = *static_cast<Handshaking*>(timer.context());
   Acceptor& self = *entry.owner;
@@ -166,6 +225,7 @@ void Acceptor::close_entry(Handshaking& entry) noexcept {
 
 void Acceptor::erase(Handshaking& entry) noexcept {
   loop_.timer_cancel(entry.timeout);
+  loop_.cancel_deferred(entry.release_turn);
   for (auto it = handshaking_.begin(); it != handshaking_.end(); ++it) {
     if (it->get() == &entry) {
       handshaking_.erase(it);
@@ -296,8 +356,9 @@ void Acceptor::finish(Pending& pending, const wire::Hello* hello) noexcept {
                              : "closed early or damaged");
         }
         ::close(fd);
-      } else if (router_ && router_(fd, copy)) {
+      } else if (const std::optional<uint32_t> loop = elsewhere(copy)) {
         stats_.handed_over++;
+        router_.hand_over(*loop, copy, Arrival{fd, nullptr, {}});
       } else {
         route(fd, copy);
       }

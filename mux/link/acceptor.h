@@ -23,13 +23,17 @@
 // With a handshake stage (AcceptorOptions::handshake: TLS), the socket becomes a transport
 // that runs the handshake first; the HELLO is read through it (with whatever frames came
 // behind it, which go to the new session), and sessions get the transport, not the fd
-// (set_transport_factory). Refusals are sent through it. Such an acceptor keeps every
-// session on its own loop: the router is not consulted (a transport carries its handshake
-// state and lives on the loop that accepted it).
+// (set_transport_factory). Refusals are sent through it. A transport whose session another
+// loop owns moves there whole: its receive is stopped (what was read behind the HELLO is
+// kept), and once nothing of it is in flight it is released (Transport::release: the fd
+// and, for TLS, the OpenSSL object) and posted with the HELLO and those bytes to the
+// owning loop's acceptor, which adopts it and routes it as if it had read the HELLO
+// itself. A transport that cannot move (can_release() false) stays on this loop.
 //
 // Threads: the acceptor and every Connection it routes to live on one loop. A server with
-// several loops has an acceptor per loop; the listening loop's router hands each socket,
-// with its HELLO, to the acceptor of the loop that owns the session (loop_placement.h).
+// several loops has an acceptor per loop; the listening loop's router hands each socket or
+// handshaken transport, with its HELLO, to the acceptor of the loop that owns the session
+// (loop_placement.h).
 // Lifetime: the acceptor must outlive the sessions it routed to (a connection leaves the
 // table when its session ends; destroying the acceptor with one still in it is asserted);
 // close() it and let its pending reads finish (idle()) before destroying it.
@@ -39,6 +43,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <unordered_map>
 #include <vector>
 
@@ -63,6 +68,15 @@ struct AcceptorStats {
   uint64_t detached_ended = 0;   // detached sessions ended for detached_held_bytes_max
 };
 
+// A connection whose HELLO one loop's acceptor read, on its way to the acceptor of the loop
+// that owns its session (Acceptor::take): a socket, or a handshaken transport taken off the
+// accepting loop with the plaintext read behind its HELLO (a new session's first frames).
+struct Arrival {
+  int fd = -1;                                   // a socket (its HELLO read off it), or
+  std::unique_ptr<ReleasedTransport> transport;  // a released transport (then fd is -1)
+  std::vector<std::byte> pipelined;              // with what came behind its HELLO
+};
+
 struct AcceptorOptions {
   uint32_t pending_hellos_max = limits::pending_hellos_max;
   uint64_t hello_timeout_ns = limits::hello_timeout_ns;
@@ -77,10 +91,14 @@ class Acceptor final : public SessionRegistry {
   // ConnectionOptions::resume set, or returns nullptr to refuse the session (the acceptor
   // then closes `fd`). The caller owns the Connection.
   using Factory = std::function<Connection*(int fd)>;
-  // Sees every valid HELLO before it is routed here; returns true when it took the socket
-  // (hand_over_router, loop_placement.h, gives it to the loop that owns the session:
-  // Acceptor::take there).
-  using Router = std::function<bool(int fd, const wire::Hello& hello)>;
+  // Where sessions live in a server of several loops (hand_over_router, loop_placement.h):
+  // `place` names the loop that owns a valid HELLO's session; when that is not `here`,
+  // `hand_over` gives the connection to that loop's acceptor (Acceptor::take there).
+  struct Router {
+    std::function<uint32_t(const wire::Hello& hello)> place;
+    uint32_t here = 0;
+    std::function<void(uint32_t loop, const wire::Hello& hello, Arrival arrival)> hand_over;
+  };
   // With a handshake: makes the (not yet started) Connection of a new session over
   // `transport`, taking it (moved from), or returns nullptr and leaves it to the acceptor.
   using TransportFactory = std::function<Connection*(std::unique_ptr<Transport>& transport)>;
@@ -92,8 +110,9 @@ class Acceptor final : public SessionRegistry {
 
   // Takes an accepted socket: reads its HELLO, then routes it (top of this file).
   void accept(int fd) noexcept;
-  // Takes a socket whose HELLO another loop's acceptor has read, and routes it here.
-  void take(int fd, const wire::Hello& hello) noexcept;
+  // Takes a connection whose HELLO another loop's acceptor has read (adopting a released
+  // transport on this loop), and routes it here.
+  void take(const wire::Hello& hello, Arrival arrival) noexcept;
   void set_router(Router router) noexcept { router_ = std::move(router); }
   void set_transport_factory(TransportFactory factory) noexcept { transport_factory_ = std::move(factory); }
   // Stops reading pending HELLOs (their sockets are closed); idle() once they are done.
@@ -129,10 +148,18 @@ class Acceptor final : public SessionRegistry {
     engine::Timer timeout;
     wire::Decoder decoder{limits::hello_payload_bytes_max};
     bool closing = false;
+    // Moving to loop `moving_to` (its HELLO read, receiving stopping): what arrives until
+    // the stop is what came behind the HELLO; the release runs on the next turn.
+    bool moving = false;
+    uint32_t moving_to = 0;
+    wire::Hello moving_hello{};
+    std::vector<std::byte> pipelined;
+    engine::Deferred release_turn{&Acceptor::on_release_turn, this};
     void on_transport_recv(std::span<const std::byte> bytes) noexcept override;
     void on_transport_sent() noexcept override {}
     void on_transport_error(engine::IoError error) noexcept override;
     void on_transport_closed() noexcept override;
+    void on_transport_recv_stopped() noexcept override;
   };
   struct IdHash {
     std::size_t operator()(const wire::SessionId& id) const noexcept;
@@ -143,10 +170,17 @@ class Acceptor final : public SessionRegistry {
   void arm_recv(Pending& pending) noexcept;
   // The read is over: `hello` when a valid one arrived, else nullptr (the socket is closed).
   void finish(Pending& pending, const wire::Hello* hello) noexcept;
+  // The loop the router places `hello`'s session on, when that is another loop.
+  std::optional<uint32_t> elsewhere(const wire::Hello& hello) const noexcept;
   void route(int fd, const wire::Hello& hello) noexcept;
   // The same for a transport that read `hello` (and `pipelined` behind it), still owned by
   // `entry`, which is closed (refusal) or given up (the session takes the transport).
   void route(Handshaking& entry, const wire::Hello& hello, std::span<const std::byte> pipelined) noexcept;
+  // Starts moving the entry's transport to the loop that owns `hello`'s session; false
+  // when it stays here (this loop owns the session, or the transport cannot move).
+  bool move_elsewhere(Handshaking& entry, const wire::Hello& hello, std::span<const std::byte> pipelined) noexcept;
+  // The entry's transport has stopped: released and handed over (next turn after the stop).
+  static void on_release_turn(engine::Deferred& deferred) noexcept;
   // What both routes share: the answer to a HELLO for a session not in the table (a
   // refusal counted and logged), and the count of a resume's answer (a refusal logged);
   // each route acts on the verdict with its socket or its handshaken transport.

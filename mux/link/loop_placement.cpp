@@ -23,14 +23,19 @@ uint32_t loop_of_hello(const wire::Hello& hello, uint32_t loops) noexcept {
 Acceptor::Router hand_over_router(engine::Engine& engine, uint32_t listening, std::vector<Acceptor*> acceptors) {
   RM_ASSERT(acceptors.size() == engine.loop_count() && listening < acceptors.size());
   for (Acceptor* acceptor : acceptors) RM_ASSERT(acceptor != nullptr);
-  return [&engine, listening, acceptors = std::move(acceptors)](int fd, const wire::Hello& hello) {
-    const uint32_t index = loop_of_hello(hello, static_cast<uint32_t>(acceptors.size()));
-    if (index == listening) return false;
+  const auto loops = static_cast<uint32_t>(acceptors.size());
+  Acceptor::Router router;
+  router.place = [loops](const wire::Hello& hello) { return loop_of_hello(hello, loops); };
+  router.here = listening;
+  router.hand_over = [&engine, acceptors = std::move(acceptors)](uint32_t index, const wire::Hello& hello,
+                                                                 Arrival arrival) {
     Acceptor* target = acceptors[index];
-    // The HELLO is copied into the task: the one passed here lives only during the call.
-    engine.post(index, [target, fd, hello] { target->take(fd, hello); });
-    return true;
+    // The HELLO is copied into the task (the one passed here lives only during the call);
+    // the arrival moves into it, a released transport with it: the post orders this
+    // thread's last use of it before the target loop's first.
+    engine.post(index, [target, hello, arrival = std::move(arrival)]() mutable { target->take(hello, std::move(arrival)); });
   };
+  return router;
 }
 
 }  // namespace ringmux::mux

@@ -7,7 +7,8 @@
 // loop where the session lives without any table shared between loops: the placement is
 // a pure function of the HELLO and the loop count. A socket owned by another loop is
 // posted there (Acceptor::take), where that loop's acceptor starts or resumes the session;
-// from then on nothing of the connection crosses loops.
+// so is a handshaken transport (TLS), released whole by the listening loop's acceptor and
+// adopted there. From then on nothing of the connection crosses loops.
 //
 // Threads: loop_of_* from any thread. The router runs on the listening loop's thread (it
 // is that acceptor's Router); it posts to the other loops.
@@ -33,10 +34,11 @@ uint32_t loop_of_route_key(uint64_t key, uint32_t loops) noexcept;
 // by a hash of its session id.
 uint32_t loop_of_hello(const wire::Hello& hello, uint32_t loops) noexcept;
 
-// The Router of the acceptor on loop `listening` of `engine`: a socket whose session
-// belongs to loop i != listening goes to acceptors[i] (posted; Acceptor::take runs on loop
-// i's thread) and the router returns true; the listening loop's own sessions return false
-// (its acceptor routes them). acceptors[i] is loop i's acceptor, one per loop of `engine`.
+// The Router of the acceptor on loop `listening` of `engine`: it places each session by
+// loop_of_hello; a socket or released transport whose session belongs to loop
+// i != listening goes to acceptors[i] (posted; Acceptor::take runs on loop i's thread), the
+// listening loop's own sessions stay with its acceptor. acceptors[i] is loop i's acceptor,
+// one per loop of `engine`.
 Acceptor::Router hand_over_router(engine::Engine& engine, uint32_t listening, std::vector<Acceptor*> acceptors);
 
 }  // namespace ringmux::mux

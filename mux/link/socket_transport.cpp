@@ -5,6 +5,7 @@
 #include <netinet/tcp.h>
 #include <openssl/crypto.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <array>
 #include <cerrno>
@@ -54,7 +55,8 @@ int set_kernel_tls_keys(int fd, bool transmit, const KernelTlsKeys& keys) {
 
 class SocketTransport final : public Transport, private engine::SocketHandler {
  public:
-  SocketTransport(engine::Loop& loop, int fd) noexcept : socket_(loop, fd, *this) {}
+  SocketTransport(engine::Loop& loop, int fd, bool tls_ulp = false) noexcept
+      : socket_(loop, fd, *this), tls_ulp_(tls_ulp) {}
   ~SocketTransport() override {
     // Never started (a dial that arrived after its connection ended): nothing is in flight
     // and the socket only has its fd to close.
@@ -89,6 +91,9 @@ class SocketTransport final : public Transport, private engine::SocketHandler {
   }
   void close() noexcept override { socket_.close(); }
 
+  bool can_release() const noexcept override { return true; }
+  std::unique_ptr<ReleasedTransport> release() noexcept override;
+
   bool kernel_tls_capable() const noexcept override { return tls_kernel_offload_available(); }
   void pause_recv() noexcept override { socket_.pause_recv(); }
   void resume_recv() noexcept override { socket_.resume_recv(); }
@@ -115,6 +120,30 @@ class SocketTransport final : public Transport, private engine::SocketHandler {
   engine::Socket socket_;
   bool tls_ulp_ = false;  // the `tls` ULP is attached
 };
+
+// A socket transport's fd (and whether the `tls` ULP is on it) between two loops.
+class ReleasedSocket final : public ReleasedTransport {
+ public:
+  ReleasedSocket(int fd, bool tls_ulp) noexcept : fd_(fd), tls_ulp_(tls_ulp) {}
+  ~ReleasedSocket() override {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  std::unique_ptr<Transport> adopt(engine::Loop& loop) override {
+    RM_ASSERT(fd_ >= 0);
+    const int fd = fd_;
+    fd_ = -1;
+    return std::make_unique<SocketTransport>(loop, fd, tls_ulp_);
+  }
+
+ private:
+  int fd_;
+  bool tls_ulp_;
+};
+
+std::unique_ptr<ReleasedTransport> SocketTransport::release() noexcept {
+  RM_ASSERT(handler_ != nullptr);
+  return std::make_unique<ReleasedSocket>(socket_.release(), tls_ulp_);
+}
 
 class TcpDialer final : public Dialer, private engine::ConnectHandler {
  public:

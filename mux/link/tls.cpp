@@ -167,6 +167,10 @@ class TlsTransport final : public Transport, private TransportHandler {
     const bool started = handler_ != nullptr;
     handler_ = &handler;
     if (started) return;  // taken over: the handshake ran (or runs) already
+    if (state_ == State::open) {  // adopted from another loop, where the handshake ran
+      raw_->start(*this);
+      return;
+    }
     state_ = State::handshaking;
     if (!make_ssl()) {
       // OpenSSL out of memory: reported like a failed handshake, from the timer, so that no
@@ -227,6 +231,51 @@ class TlsTransport final : public Transport, private TransportHandler {
   bool authenticates_bytes() const noexcept override { return true; }
   RecordLayer record_layer() const noexcept override { return layer_; }
 
+  // ---- moving to another loop ----
+  // The handler's pause (the acceptor's, before a hand-over): reported once receiving has
+  // stopped, OpenSSL has read and delivered every byte taken from the socket and nothing
+  // of ours is leaving (a handshake flight; a kTLS hand-over under way finishes first).
+  void pause_recv() noexcept override {
+    if (stop_wanted_) return;
+    stop_wanted_ = true;
+    if (recv_stopped_) return report_stopped();  // stopped for the kTLS hand-over already
+    raw_->pause_recv();
+  }
+  void resume_recv() noexcept override {
+    if (!stop_wanted_) return;
+    stop_wanted_ = false;
+    stop_reported_ = false;
+    if (offload_pending_) return;  // try_offload resumes receiving
+    recv_stopped_ = false;
+    raw_->resume_recv();
+  }
+  bool can_release() const noexcept override { return raw_->can_release(); }
+  std::unique_ptr<ReleasedTransport> release() noexcept override;
+  // What a released transport knew of its connection besides the OpenSSL object.
+  struct Carried {
+    std::string identity;
+    RecordLayer layer = RecordLayer::user_space;
+    uint64_t received_bytes = 0;
+    uint64_t key_updates_received = 0;
+    bool records_received = false;
+  };
+  // Makes this (unstarted) transport the one a release() gave up on another loop: open,
+  // with the OpenSSL object `ssl` and what `carried` says; the BIO and OpenSSL's callbacks
+  // are pointed at this object.
+  void adopt(SSL* ssl, const Carried& carried) noexcept {
+    RM_ASSERT(state_ == State::idle && ssl_ == nullptr);
+    ssl_ = ssl;
+    BIO_set_data(SSL_get_rbio(ssl_), this);  // one BIO both ways (make_ssl)
+    SSL_set_msg_callback_arg(ssl_, this);
+    SSL_set_app_data(ssl_, this);
+    state_ = State::open;
+    identity_ = carried.identity;
+    layer_ = carried.layer;
+    received_bytes_ = carried.received_bytes;
+    key_updates_received_ = carried.key_updates_received;
+    records_received_ = carried.records_received;
+  }
+
  private:
   enum class State : uint8_t { idle, handshaking, open, failed, closing, closed };
 
@@ -264,7 +313,7 @@ class TlsTransport final : public Transport, private TransportHandler {
     if (layer_ != RecordLayer::user_space) {  // the kernel opened the records
       records_received_ = true;
       handler_->on_transport_recv(bytes);
-      return;
+      return report_stopped();
     }
     // OpenSSL reads the bytes straight from here (bio_read) until it wants more: a record
     // cut by the end of the receive waits in OpenSSL's read buffer for the next one.
@@ -274,6 +323,7 @@ class TlsTransport final : public Transport, private TransportHandler {
     receiving_ = false;
     input_ = {};  // lent for this call only; what a failure left unread is dropped
     try_offload();
+    report_stopped();
   }
   void on_transport_sent() noexcept override {
     const bool app_done = sending_app_;
@@ -284,10 +334,19 @@ class TlsTransport final : public Transport, private TransportHandler {
       handler_->on_transport_sent();
     }
     try_offload();
+    report_stopped();
   }
   void on_transport_recv_stopped() noexcept override {
     recv_stopped_ = true;
     try_offload();
+    report_stopped();
+  }
+  // The handler's pause is complete (pause_recv): it hears so once.
+  void report_stopped() noexcept {
+    if (!stop_wanted_ || stop_reported_ || !recv_stopped_ || receiving_ || offload_pending_) return;
+    if (state_ != State::open || raw_->send_in_flight() || !encrypted_.empty()) return;  // on_transport_sent comes back
+    stop_reported_ = true;
+    handler_->on_transport_recv_stopped();
   }
   void on_transport_error(engine::IoError error) noexcept override {
     if (state_ != State::handshaking && state_ != State::open) return;  // ours was reported
@@ -396,8 +455,10 @@ class TlsTransport final : public Transport, private TransportHandler {
       RM_LOG(LogSeverity::info, LogSubsystem::link, 0, 0, 0, "TLS %s: record layer: %s (%s)",
              dialer_ ? "client" : "server", describe(layer_), refused.c_str());
     }
-    recv_stopped_ = false;
-    raw_->resume_recv();
+    if (!stop_wanted_) {  // else receiving stays stopped for the handler (report_stopped)
+      recv_stopped_ = false;
+      raw_->resume_recv();
+    }
     release_held();
   }
 
@@ -722,6 +783,8 @@ class TlsTransport final : public Transport, private TransportHandler {
   bool receiving_ = false;         // inside on_transport_recv
   RecordCounter read_records_;     // the ciphertext OpenSSL read...
   RecordCounter written_records_;  // ...and wrote
+  bool stop_wanted_ = false;       // the handler paused receiving (pause_recv)...
+  bool stop_reported_ = false;     // ...and heard that it stopped
   uint64_t records_read_at_open_ = 0;  // the handshake's: sequence numbers count from there
   uint64_t records_written_at_open_ = 0;
   std::array<unsigned char, EVP_MAX_MD_SIZE> client_secret_{};  // application traffic secrets
@@ -729,6 +792,52 @@ class TlsTransport final : public Transport, private TransportHandler {
   std::size_t client_secret_bytes_ = 0;
   std::size_t server_secret_bytes_ = 0;
 };
+
+// A TLS transport between two loops: its OpenSSL object (a partial record it buffered stays
+// inside), the transport below, and what the released one knew of the connection. The
+// kTLS bookkeeping does not move: the hand-over into the kernel, if any, finished before
+// the release (report_stopped waits for it), and an adopted transport attempts none.
+class ReleasedTls final : public ReleasedTransport {
+ public:
+  ReleasedTls(std::shared_ptr<const TlsContext> context, bool dialer, SSL* ssl, std::unique_ptr<ReleasedTransport> raw,
+              TlsTransport::Carried carried) noexcept
+      : context_(std::move(context)), dialer_(dialer), ssl_(ssl), raw_(std::move(raw)), carried_(std::move(carried)) {}
+  ~ReleasedTls() override {
+    if (ssl_ != nullptr) SSL_free(ssl_);  // never adopted: frees both BIOs
+  }
+  std::unique_ptr<Transport> adopt(engine::Loop& loop) override {
+    RM_ASSERT(ssl_ != nullptr);
+    auto transport = std::make_unique<TlsTransport>(loop, context_, raw_->adopt(loop), dialer_);
+    transport->adopt(ssl_, carried_);
+    ssl_ = nullptr;
+    return transport;
+  }
+
+ private:
+  std::shared_ptr<const TlsContext> context_;
+  bool dialer_;
+  SSL* ssl_;
+  std::unique_ptr<ReleasedTransport> raw_;
+  TlsTransport::Carried carried_;
+};
+
+std::unique_ptr<ReleasedTransport> TlsTransport::release() noexcept {
+  RM_ASSERT(state_ == State::open && stop_reported_ && !receiving_ && !app_send_active_ && !holding_);
+  RM_ASSERT(!raw_->send_in_flight() && encrypted_.empty());
+  loop_.timer_cancel(timer_);
+  std::unique_ptr<ReleasedTransport> raw = raw_->release();
+  RM_ASSERT(raw != nullptr);  // can_release() said the layer below can move
+  // OpenSSL's callbacks point at nobody until the adopting transport takes the object.
+  BIO_set_data(SSL_get_rbio(ssl_), nullptr);
+  SSL_set_msg_callback_arg(ssl_, nullptr);
+  SSL_set_app_data(ssl_, nullptr);
+  Carried carried{identity_, layer_, received_bytes_, key_updates_received_, records_received_};
+  auto released = std::make_unique<ReleasedTls>(context_, dialer_, ssl_, std::move(raw), std::move(carried));
+  ssl_ = nullptr;
+  state_ = State::closed;
+  handler_ = nullptr;
+  return released;
+}
 
 class TlsHandshake final : public Handshake {
  public:

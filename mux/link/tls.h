@@ -32,8 +32,16 @@
 // In the kernel, a record that is not application data (the peer's KeyUpdate, an alert)
 // fails the receive and so the transport: the session resumes on a new connection.
 //
+// Moving (Transport::release, a per-core server's hand-over): once its receive is stopped and
+// nothing of it is leaving, a TlsTransport gives up its OpenSSL object (with a partial
+// record OpenSSL buffered), its peer's identity and its record layer; a transport on another
+// loop adopts them, open, on the same socket's fd. With the record layer in the kernel only
+// the fd carries records; the OpenSSL object still serves the exporter and the identity.
+//
 // Threads: a TlsContext is immutable once created and may be shared by loops; a TlsTransport
-// lives on its connection's loop like every Transport.
+// lives on its connection's loop like every Transport. A released one's OpenSSL object
+// crosses to the adopting loop inside a posted task (the post is the happens-before between
+// the two threads' uses; OpenSSL allows an SSL object on any thread, one at a time).
 #pragma once
 
 #include <cstdint>

@@ -52,6 +52,21 @@ enum class RecordLayer : uint8_t {
 };
 const char* describe(RecordLayer layer) noexcept;
 
+class Transport;
+
+// A transport taken off its loop whole (Transport::release), to be made again on another
+// loop (adopt): the socket's fd and what the layers above it keep (a TLS connection's
+// OpenSSL object with whatever it buffered, the peer's identity). It crosses threads inside
+// a task posted to the adopting loop (Engine::post): the post orders the releasing loop's
+// last use before the adopting loop's first, and nothing of it is shared meanwhile.
+class ReleasedTransport {
+ public:
+  virtual ~ReleasedTransport() = default;  // closes what was never adopted
+  // The transport again, on `loop` and used on its thread from now on; not started:
+  // start() resumes receiving where the released one stopped.
+  virtual std::unique_ptr<Transport> adopt(engine::Loop& loop) = 0;
+};
+
 class TransportHandler {
  public:
   // Bytes received, valid only during the call.
@@ -109,6 +124,16 @@ class Transport {
   // Why the transport failed, when it knows more than its IoError (a handshake's cause).
   virtual std::string failure_text() const { return {}; }
   virtual RecordLayer record_layer() const noexcept { return RecordLayer::none; }
+
+  // ---- moving a started transport to another loop (a per-core server's hand-over) ----
+  // Whether release() can work: the transport and every layer below it can move.
+  virtual bool can_release() const noexcept { return false; }
+  // Gives up what the transport is made of, for another loop to adopt. Only after
+  // pause_recv() and its on_transport_recv_stopped (which a transport that can release
+  // reports once nothing is being sent either), not from inside a callback of it, with no
+  // send of the handler's in flight. The transport is then closed: no callback follows and
+  // it may be destroyed.
+  virtual std::unique_ptr<ReleasedTransport> release() noexcept { return nullptr; }
 
   // ---- for a TLS transport above this one that moves its record layer into the kernel ----
   // Whether install_kernel_tls can work (a TCP socket, on a kernel with the `tls` ULP).

@@ -26,10 +26,12 @@
 #include "ringmux/cluster/node.h"
 #include "ringmux/cluster/quorum.h"
 #include "ringmux/cluster/caller.h"
+#include "ringmux/mux/link/tls.h"
 #include "ringmux/mux/workers/threaded.h"
 #include "ringmux/wire/codec.h"
 #include "tests/mux/support.h"
 #include "tests/support.h"
+#include "tests/support_tls.h"
 
 using namespace ringmux;
 using namespace ringmux::mux;
@@ -63,7 +65,9 @@ struct Member {
 };
 
 // Nullptr (and "skipped") without io_uring.
-std::unique_ptr<Member> start_member(uint32_t index, bool client_only = false) {
+// `handshake`: every session of the node (accepted and dialed) runs it first (TLS).
+std::unique_ptr<Member> start_member(uint32_t index, bool client_only = false,
+                                     std::shared_ptr<Handshake> handshake = nullptr) {
   engine::EngineOptions engine_options;
   engine_options.loop_count = loops_per_node;
   auto started = engine::Engine::start(engine_options);
@@ -77,6 +81,7 @@ std::unique_ptr<Member> start_member(uint32_t index, bool client_only = false) {
   member->index = index;
   ManagerOptions options;
   options.client_only = client_only;
+  options.handshake = std::move(handshake);
   auto node = Node::start(*member->engine, engine::Address::loopback_v4(0), options,
                           [index](Registry& registry, uint32_t loop) {
                             registry.add_unary(whoami_handler, [index, loop](std::span<const std::byte>,
@@ -94,6 +99,24 @@ std::unique_ptr<Member> start_member(uint32_t index, bool client_only = false) {
   REQUIRE(node.ok());
   member->node = std::move(node).value();
   return member;
+}
+
+// Three members by `start` (index 0, 1, 2); member 2 is started again until member 0 keeps
+// its two peers on different loops (each try succeeds with probability 1/2). Empty (and
+// "skipped") without io_uring.
+std::vector<std::unique_ptr<Member>> start_spread_trio(const std::function<std::unique_ptr<Member>(uint32_t)>& start) {
+  std::vector<std::unique_ptr<Member>> owned;
+  for (uint32_t i = 0; i < 2; i++) {
+    owned.push_back(start(i));
+    if (!owned.back()) return {};
+  }
+  for (int attempt = 0; attempt < 32; attempt++) {
+    owned.push_back(start(2));
+    if (owned[0]->node->loop_of(owned[1]->self()) != owned[0]->node->loop_of(owned[2]->self())) break;
+    owned.pop_back();
+  }
+  REQUIRE(owned.size() == 3);
+  return owned;
 }
 
 // Polls `done` (from this thread) every millisecond for up to `limit`.
@@ -173,19 +196,9 @@ TEST_CASE("node: the loop of a pair is the same from both nodes and spreads") {
 // different loops; then 4 application threads make calls and quorum calls through member
 // 0 (ThreadSanitizer run), every answer from the member it was sent to.
 TEST_CASE("threaded: node: each pair's session lives on the loop both nodes compute") {
-  std::vector<std::unique_ptr<Member>> owned;
-  for (uint32_t i = 0; i < 2; i++) {
-    owned.push_back(start_member(i));
-    if (!owned.back()) return;
-  }
-  // Member 2 is started again until member 0 keeps its two peers on different loops, so
-  // that a quorum call over them spans both loops (each try succeeds with probability 1/2).
-  for (int attempt = 0; attempt < 32; attempt++) {
-    owned.push_back(start_member(2));
-    if (owned[0]->node->loop_of(owned[1]->self()) != owned[0]->node->loop_of(owned[2]->self())) break;
-    owned.pop_back();
-  }
-  REQUIRE(owned.size() == 3);
+  // A quorum call over member 0's two peers spans both loops.
+  std::vector<std::unique_ptr<Member>> owned = start_spread_trio([](uint32_t index) { return start_member(index); });
+  if (owned.empty()) return;
   std::vector<Member*> members;
   for (auto& m : owned) members.push_back(m.get());
   mesh(members);
@@ -329,6 +342,60 @@ TEST_CASE("threaded: node: cut connections resume on the loop that owns the sess
   CHECK(second->node->sessions_per_loop() == second_loops);
   MESSAGE(answered.load() << " calls answered through " << rounds << " cuts; resumes: "
                           << first->node->stats().resumes << " + " << second->node->stats().resumes);
+}
+
+// Proves that a node with a handshake stage (mutual TLS) spreads its peer sessions over its
+// loops as a plain one does: the accepting node's loop 0 runs each handshake and hands the
+// transport to the loop the pair's key names. Three members over TLS: each pair's session
+// lives on the loop both nodes compute, the first session of each pair was the one, calls
+// are served on that loop; a cut connection resumes over TLS there (the same session).
+TEST_CASE("threaded: node: over mutual TLS each pair's session lives on the loop both nodes compute") {
+  test::TestPki pki;
+  pki.make_ca("ca");
+  auto tls_member = [&](uint32_t index) {
+    std::string error;
+    auto context = TlsContext::create(pki.make_leaf("node-" + std::to_string(index), "ca"), error);
+    REQUIRE_MESSAGE(context != nullptr, error);
+    return start_member(index, false, make_tls_handshake(std::move(context)));
+  };
+  std::vector<std::unique_ptr<Member>> owned = start_spread_trio(tls_member);
+  if (owned.empty()) return;
+  std::vector<Member*> members;
+  for (auto& m : owned) members.push_back(m.get());
+  mesh(members);
+  auto check_placement = [&] {
+    for (Member* a : members) {
+      std::vector<std::size_t> expected(loops_per_node);
+      for (Member* b : members) {
+        if (b != a) expected[a->node->loop_of(b->self())]++;
+      }
+      CHECK(a->node->sessions_per_loop() == expected);
+      ClusterCaller from(*a->node);
+      for (Member* b : members) {
+        if (a == b) continue;
+        CHECK(a->node->health(b->self()).sessions == 1);  // none refused for a wrong loop, none new
+        const CallOutcome outcome = from.call(b->self(), whoami_handler, {}, Loop::clock_ns() + 10 * second_ns);
+        REQUIRE(outcome.error == MuxError::none);
+        CHECK(whoami_of(outcome.response).member == b->index);
+        CHECK(whoami_of(outcome.response).loop == b->node->loop_of(a->self()));  // served on its loop
+      }
+    }
+  };
+  check_placement();
+  CHECK(members[0]->node->sessions_per_loop() == std::vector<std::size_t>{1, 1});  // both loops used
+  // Every pair's connection is cut (each runs to one member's listening port); both ends of
+  // each pair count its resume.
+  auto resumes = [&] {
+    uint64_t total = 0;
+    for (Member* m : members) total += m->node->stats().resumes;
+    return total;
+  };
+  const uint64_t resumes_before = resumes();
+  int cut = 0;
+  for (Member* m : members) cut += cut_connections(m->self().port());
+  CHECK(cut >= 3);
+  CHECK(wait_for([&] { return resumes() >= resumes_before + 6; }, std::chrono::seconds(20)));
+  check_placement();
 }
 
 namespace {

@@ -500,9 +500,6 @@ std::unique_ptr<LoadServer> LoadServer::start_ringmux(const std::string& address
   LoadServer* raw = server.get();
   const engine::Address where = parsed.value();
   const uint32_t loops = options.loop_count;
-  // An acceptor with a handshake stage keeps its sessions on its own loop (a TLS state
-  // cannot move between loops): the tool refuses TLS with several loops.
-  RM_ASSERT(!serve.handshake || loops == 1);
   mux::AcceptorOptions accepting;
   accepting.handshake = serve.handshake;
   raw->sides_.resize(loops);

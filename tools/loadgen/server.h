@@ -119,8 +119,8 @@ struct ServeOptions {
   // path the benchmarks measure, so only when someone reads them (ringmux-serve --metrics).
   bool time_calls = false;
   // The stage every accepted connection (and, with peers, every dialed one) passes: mutual
-  // TLS (tools/tls_stage.h); nullptr: plain TCP. A plain server with it has one loop (its
-  // acceptor keeps sessions where they were accepted).
+  // TLS (tools/tls_stage.h); nullptr: plain TCP. With several loops loop 0 runs each
+  // handshake and hands the session's transport to the loop that owns it.
   std::shared_ptr<mux::Handshake> handshake;
 };
 

@@ -240,10 +240,11 @@ void print_help() {
       "        Mutual TLS 1.3 on every connection, accepted and (--peers) dialed: this\n"
       "        server's certificate chain, PEM; needs --tls-key and --tls-ca. A client without\n"
       "        a certificate of --tls-ca, or not speaking TLS, is refused; each refusal is a\n"
-      "        line on stderr naming its cause. Needs --ioengine=ringmux and one loop (a TLS\n"
-      "        session cannot yet be handed between loops). Prints its TLS path: the record\n"
-      "        layer moves into the kernel (kTLS) after each handshake where the kernel has\n"
-      "        it, else stays in user space. Default: none (plain TCP).\n"
+      "        line on stderr naming its cause. Needs --ioengine=ringmux. With several loops\n"
+      "        loop 0 runs each handshake and hands the TLS session to the loop that owns it\n"
+      "        (a resume reaches the same loop). Prints its TLS path: the record layer moves\n"
+      "        into the kernel (kTLS) after each handshake where the kernel has it, else stays\n"
+      "        in user space. Default: none (plain TCP).\n"
       "    --tls-key=FILE\n"
       "        The private key of --tls-cert, PEM. Default: none.\n"
       "    --tls-ca=FILE\n"
@@ -431,11 +432,6 @@ int main(int argc, char** argv) {
   const bool tls_on = ringmux::tools::tls_enabled(tls);
   if (tls_on && engine != "ringmux") {
     return usage_error("--tls-* needs --ioengine=ringmux (the tcp engine is the raw-socket baseline, without TLS)");
-  }
-  if (tls_on && serve.loops > 1) {
-    return usage_error("--tls-* with " + std::to_string(serve.loops) +
-                       " loops: a TLS session cannot yet be handed between loops (each stays on the loop that "
-                       "accepted it), so a TLS server runs one loop; give one CPU in --cpus, or --loops=1");
   }
   if (tls_on) {
     serve.handshake = ringmux::tools::tls_stage(tls, error);
