@@ -326,6 +326,9 @@ void Socket::on_recv_complete(Completion& completion, int32_t result, uint32_t f
   Socket& self = owner_of<Socket>(completion);
   const bool more = (flags & IORING_CQE_F_MORE) != 0;
   self.dispatching_ = true;
+  // The loop has marked the receive not submitted already: a pause or resume from inside
+  // this CQE's callback leaves the report and the re-arm to recv_ended below.
+  self.recv_ending_ = !more;
   if (result > 0) {
     RM_ASSERT(flags & IORING_CQE_F_BUFFER);
     const auto id = static_cast<uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT);
@@ -351,6 +354,7 @@ void Socket::on_recv_complete(Completion& completion, int32_t result, uint32_t f
   } else if (result != -ECANCELED) {
     self.fail(io_error_from_errno_logged(-result, "recv", self.fd_));
   }
+  self.recv_ending_ = false;
   self.dispatching_ = false;
   self.maybe_finish_close();  // last: it may let the handler destroy the socket
 }
@@ -358,7 +362,8 @@ void Socket::on_recv_complete(Completion& completion, int32_t result, uint32_t f
 // The multishot receive posted its last CQE: armed again, or, paused, it stays down and
 // the handler hears that nothing more arrives.
 void Socket::recv_ended() noexcept {
-  if (state_ != State::open) return;
+  recv_ending_ = false;
+  if (state_ != State::open || recv_.submitted) return;
   if (!recv_paused_) {
     recv_rearms_++;
     arm_recv();
@@ -372,7 +377,7 @@ void Socket::pause_recv() noexcept {
   recv_paused_ = true;
   if (recv_.submitted) {
     io_uring_prep_cancel(loop_.sqe_unowned(), &recv_, 0);
-  } else {
+  } else if (!recv_ending_) {  // else recv_ended reports it, after the CQE's callback
     handler_.on_recv_stopped();
   }
 }
@@ -380,8 +385,9 @@ void Socket::pause_recv() noexcept {
 void Socket::resume_recv() noexcept {
   if (!recv_paused_) return;
   recv_paused_ = false;
-  // If the cancelled receive has not completed yet, its final CQE re-arms it.
-  if (state_ == State::open && !recv_.submitted) arm_recv();
+  // If the cancelled receive has not completed yet (or its last CQE is being handled), its
+  // final CQE re-arms it.
+  if (state_ == State::open && !recv_.submitted && !recv_ending_) arm_recv();
 }
 
 void Socket::send(std::span<const std::byte> bytes) noexcept { send(bytes, {}, {}); }

@@ -238,6 +238,7 @@ class Socket {
   // let the handler destroy this socket) before the callback has returned.
   bool dispatching_ = false;
   bool recv_paused_ = false;
+  bool recv_ending_ = false;  // the receive's last CQE is being handled
   int fd_;
   // The unsent rest of the current send: up to two parts, sent in order.
   static constexpr std::size_t send_parts_max = 3;

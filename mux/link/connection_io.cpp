@@ -302,7 +302,12 @@ void Connection::finish_adoption(std::unique_ptr<Transport> transport) noexcept 
 void Connection::bind_session() noexcept {
   const Transport& transport = *transport_->transport;
   replay::ResumeKey key{};
-  if (transport.export_secret("resume", key)) session_.set_resume_key(key);
+  // A key of an earlier binding must not outlive it: the peer binds to this transport too.
+  if (transport.export_secret("resume", key)) {
+    session_.set_resume_key(key);
+  } else {
+    session_.clear_resume_key();
+  }
   peer_identity_ = transport.peer_identity();
 }
 

@@ -214,6 +214,7 @@ class TlsTransport final : public Transport, private TransportHandler {
     raw_->send_last(sending_);
   }
   void close() noexcept override {
+    forget_secrets();
     loop_.timer_cancel(timer_);
     if (state_ != State::closed) state_ = State::closing;
     raw_->close();
@@ -292,6 +293,9 @@ class TlsTransport final : public Transport, private TransportHandler {
     SSL_set_msg_callback_arg(ssl_, this);
     SSL_set_app_data(ssl_, this);  // for on_keylog
     counting_ = context_->kernel_offload() && raw_->kernel_tls_capable();
+    // The hand-over counts the records OpenSSL pulled through the BIO as the records it
+    // processed: true only while it reads no further ahead than it needs (the default).
+    RM_ASSERT(SSL_get_read_ahead(ssl_) == 0);
     X509_VERIFY_PARAM* param = SSL_get0_param(ssl_);
     X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
     for (const std::string& name : context_->peer_names()) {
@@ -350,6 +354,7 @@ class TlsTransport final : public Transport, private TransportHandler {
   }
   void on_transport_error(engine::IoError error) noexcept override {
     if (state_ != State::handshaking && state_ != State::open) return;  // ours was reported
+    forget_secrets();
     if (state_ == State::handshaking) {
       // The peer gave up on the handshake: it refused our certificate or does not speak TLS.
       fail(std::string("the peer ended the connection during the TLS handshake (") + engine::describe(error) +
@@ -721,6 +726,7 @@ class TlsTransport final : public Transport, private TransportHandler {
   // Ends the transport: the alert OpenSSL queued goes out as our last words (best effort),
   // and the session hears handshake_failed once.
   void fail(std::string text) noexcept {
+    forget_secrets();
     loop_.timer_cancel(timer_);
     state_ = State::failed;
     failure_ = std::move(text);

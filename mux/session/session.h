@@ -262,6 +262,11 @@ class Session {
     has_resume_key_ = true;
   }
   bool has_resume_key() const noexcept { return has_resume_key_; }
+  // The transport the session binds to has no keying material: resumes prove nothing.
+  void clear_resume_key() noexcept {
+    resume_key_.fill(std::byte{0});
+    has_resume_key_ = false;
+  }
   // Whether the handshake that established the current transport was a new-session HELLO
   // (no RESUME): the dialer had never received a HELLO_ACK. The session's resume key is
   // bound to that transport, on both sides (wire/SPEC.md §8.2).
