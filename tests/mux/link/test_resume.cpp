@@ -675,6 +675,12 @@ struct TlsSides {
     client = stage(pki.make_leaf("node-a", "ca"));
     node_c = pki.make_leaf("node-c", "ca");
   }
+  // The server's acceptor: every accepted socket passes the TLS handshake first.
+  AcceptorOptions acceptor() const {
+    AcceptorOptions options;
+    options.handshake = server;
+    return options;
+  }
   static std::shared_ptr<Handshake> stage(const mux::TlsOptions& options) {
     std::string error;
     auto context = TlsContext::create(options, error);
@@ -809,9 +815,7 @@ TEST_CASE("resume over TLS: streams and calls through resets, nothing lost") {
   auto loop = test::make_test_loop();
   if (!loop) return;
   TlsSides tls;
-  AcceptorOptions acceptor_options;
-  acceptor_options.handshake = tls.server;
-  HashServer server(*loop, ConnectionOptions{}, 0, acceptor_options);
+  HashServer server(*loop, ConnectionOptions{}, 0, tls.acceptor());
   chaos::ProxyOptions proxy_options = proxy_to(server.port(), seed);
   proxy_options.faults.reset_every_ns = 50 * ms_ns;
   std::string error;
@@ -863,9 +867,7 @@ TEST_CASE("resume over TLS: a stolen session id is refused with resume_unauthent
   auto loop = test::make_test_loop();
   if (!loop) return;
   TlsSides tls;
-  AcceptorOptions acceptor_options;
-  acceptor_options.handshake = tls.server;
-  HashServer server(*loop, ConnectionOptions{}, 0, acceptor_options);
+  HashServer server(*loop, ConnectionOptions{}, 0, tls.acceptor());
   {
     ConnectionOptions options;
     options.handshake = tls.client;
@@ -919,9 +921,7 @@ TEST_CASE("resume over TLS: a dialer that lost the first HELLO_ACK gets its sess
   auto loop = test::make_test_loop();
   if (!loop) return;
   TlsSides tls;
-  AcceptorOptions acceptor_options;
-  acceptor_options.handshake = tls.server;
-  HashServer server(*loop, ConnectionOptions{}, 0, acceptor_options);
+  HashServer server(*loop, ConnectionOptions{}, 0, tls.acceptor());
   {
     auto stage = std::make_shared<LoseFirstAnswer>(tls.client);
     ConnectionOptions options;
