@@ -75,6 +75,7 @@ Connection::Connection(Loop& loop, std::unique_ptr<Transport> transport, bool di
       resume_deadline_(&Connection::on_resume_deadline, this),
       redial_timer_(&Connection::on_redial_timer, this),
       ack_timer_(&Connection::on_ack_timer, this),
+      linger_(&Connection::on_linger, this),
       // Jitter only spreads redials apart: the session id's bits are random enough for that.
       redial_backoff_(options.redial_backoff_ns_min, options.redial_backoff_ns_max, [this] {
         uint64_t seed = 0;
@@ -109,6 +110,7 @@ Connection::~Connection() {
   for (uint32_t round = 0; round < limits::loop_deferred_rounds_max && !finished_.empty(); round++) report_finished();
   RM_ASSERT(finished_.empty());  // a callback that keeps calling a connection being destroyed
   loop_.cancel_deferred(turn_);
+  loop_.timer_cancel(linger_);
 }
 
 void Connection::start() noexcept {
@@ -136,8 +138,15 @@ void Connection::start(const wire::Hello& hello, std::span<const std::byte> pipe
 void Connection::close(MuxError reason) noexcept {
   // A resumable peer would otherwise take the closed socket for a broken connection and
   // wait for a resume until its timeout: an ERROR on stream 0 ends its session at once.
+  // With a send in flight it goes behind that send, once it completes (retire_transport).
   // If it does not go out, the peer's resume is refused instead.
-  if (options_.resume && !ended_ && connected()) send_final_error(reason, "session closed");
+  if (options_.resume && !ended_ && connected()) {
+    if (transport_->transport->send_in_flight()) {
+      if (transport_->transport->usable()) transport_->last_words = final_error_frame(reason, "session closed");
+    } else {
+      send_final_error(reason, "session closed");
+    }
+  }
   end(reason);
 }
 

@@ -311,6 +311,10 @@ class Connection final : public SessionHandler, private DialHandler {
 
    public:
     std::unique_ptr<Transport> transport;
+    // A retired transport whose send was in flight when the session closed: the send's
+    // bytes (kept until it completes) and the session's last words, written behind them.
+    ByteVector in_flight;
+    std::vector<std::byte> last_words;
   };
 
   // The one timer of a stream that has a deadline or was stopped by the peer: fires at the
@@ -328,6 +332,7 @@ class Connection final : public SessionHandler, private DialHandler {
   // Tells the peer why the session ends (ERROR on stream 0 with `message`), best effort:
   // written straight to the socket when no send is in flight (a fresh frame boundary).
   void send_final_error(MuxError reason, std::string_view message) noexcept;
+  static std::vector<std::byte> final_error_frame(MuxError reason, std::string_view message);
   // The session failed for what the peer did: tells it (the failure and its message).
   void tell_peer_why() noexcept;
   // Asks for the connection's turn (on_turn), where what was written goes out.
@@ -339,6 +344,7 @@ class Connection final : public SessionHandler, private DialHandler {
   void report_writable() noexcept;
   void flush() noexcept;
   static void on_keepalive(engine::Timer& timer) noexcept;
+  static void on_linger(engine::Timer& timer) noexcept;
   static void on_resume_deadline(engine::Timer& timer) noexcept;
   static void on_redial_timer(engine::Timer& timer) noexcept;
   static void on_ack_timer(engine::Timer& timer) noexcept;
@@ -414,6 +420,7 @@ class Connection final : public SessionHandler, private DialHandler {
   engine::Timer resume_deadline_;
   engine::Timer redial_timer_;
   engine::Timer ack_timer_;
+  engine::Timer linger_;  // bounds how long a closed session's last send may take
   std::unique_ptr<Dialer> own_dialer_;  // the TCP dialer, when the options name no other
   Dialer* dialer_ = nullptr;            // the dialing side's, with resume
   SessionRegistry* registry_ = nullptr;  // the table this accepting side is registered in

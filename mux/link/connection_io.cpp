@@ -16,14 +16,18 @@ namespace ringmux::mux {
 
 using engine::Loop;
 
+std::vector<std::byte> Connection::final_error_frame(MuxError reason, std::string_view message) {
+  if (message.size() > limits::frame_text_bytes_max) message = message.substr(0, limits::frame_text_bytes_max);
+  std::vector<std::byte> frame(wire::frame_bytes(4 + message.size()));  // status, then the text
+  frame.resize(wire::encode_error(frame, 0, status_of(reason), message));
+  return frame;
+}
+
 void Connection::send_final_error(MuxError reason, std::string_view message) noexcept {
   if (!can_send()) return;
-  if (message.size() > limits::frame_text_bytes_max) message = message.substr(0, limits::frame_text_bytes_max);
   // The transport's last words (no send in flight: a fresh frame boundary), since the
   // session's own output ends with it.
-  std::array<std::byte, wire::frame_bytes(4 + limits::frame_text_bytes_max)> frame{};  // status, then the text
-  const std::size_t bytes = wire::encode_error(frame, 0, status_of(reason), message);
-  transport_->transport->send_last(std::span<const std::byte>(frame.data(), bytes));
+  transport_->transport->send_last(final_error_frame(reason, message));
 }
 
 void Connection::tell_peer_why() noexcept {
@@ -93,7 +97,15 @@ void Connection::on_ack_timer(engine::Timer& timer) noexcept {
 }
 
 void Connection::on_transport_sent(Attached& attached) noexcept {
-  if (&attached != transport_.get()) return;
+  if (&attached != transport_.get()) {
+    if (!attached.last_words.empty()) {  // a closed session's send completed: its last words follow
+      attached.transport->send_last(attached.last_words);
+      attached.last_words.clear();
+      attached.in_flight = {};
+      attached.transport->close();
+    }
+    return;
+  }
   RM_ASSERT(!ended_);
   RM_ASSERT(send_started_ns_ != 0);  // a send of flush() was in flight
   sending_link_.clear();  // capacity kept: the next swap reuses it
@@ -108,7 +120,13 @@ void Connection::on_transport_sent(Attached& attached) noexcept {
 }
 
 void Connection::on_transport_error(Attached& attached, engine::IoError error) noexcept {
-  if (&attached != transport_.get()) return;  // a superseded connection's errors are ignored
+  if (&attached != transport_.get()) {  // a superseded connection's errors are ignored
+    if (!attached.last_words.empty()) {  // a closed session's last send failed: no last words
+      attached.last_words.clear();
+      attached.transport->close();
+    }
+    return;
+  }
   RM_ASSERT(!ended_);
   if (std::string why = attached.transport->failure_text(); !why.empty()) transport_failure_ = std::move(why);
   lose_transport(MuxError::connection_lost, error);  // io_error_ says how
@@ -196,12 +214,33 @@ void Connection::log_end() const noexcept {
 
 void Connection::retire_transport() noexcept {
   if (transport_ == nullptr) return;
-  sending_link_.clear();
   send_started_ns_ = 0;
   Attached& attached = *transport_;
   retired_.push_back(std::move(transport_));
   RM_ASSERT(transport_ == nullptr);
+  if (!attached.last_words.empty() && attached.transport->send_in_flight()) {
+    // Closed with a send in flight: the last words follow it (on_transport_sent), within
+    // the bound of a send that makes no progress. The send reads its bytes until then.
+    attached.in_flight = std::move(sending_link_);
+    sending_link_ = {};
+    loop_.timer_start(linger_, options_.dead_peer_timeout_ns);
+    return;
+  }
+  sending_link_.clear();
+  attached.last_words.clear();
   attached.transport->close();  // on_transport_closed removes it from retired_
+}
+
+void Connection::on_linger(engine::Timer& timer) noexcept {
+  auto& self = *static_cast<Connection*>(timer.context());
+  // The peer took none of the last send: it hears of the close from the socket alone.
+  std::vector<Transport*> stuck;
+  for (auto& attached : self.retired_) {
+    if (attached->last_words.empty()) continue;
+    attached->last_words.clear();
+    stuck.push_back(attached->transport.get());
+  }
+  for (Transport* transport : stuck) transport->close();  // on_transport_closed may erase its entry
 }
 
 void Connection::install_transport(std::unique_ptr<Transport> transport) noexcept {

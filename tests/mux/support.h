@@ -4,10 +4,13 @@
 
 #include <doctest/doctest.h>
 
+#include <sys/socket.h>
+
 #include <cstdint>
 #include <memory>
 #include <span>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "ringmux/engine/loop.h"
@@ -37,6 +40,7 @@ struct Server : engine::ListenerHandler, ConnectionObserver {
       : loop(loop_ref), options(options_ref), listener(loop_ref, *this),
         acceptor(loop_ref, [this](int fd) {
           connections.push_back(std::make_unique<Connection>(loop, fd, false, &registry, *this, options));
+          sockets.emplace_back(connections.back().get(), fd);
           return connections.back().get();
         }, acceptor_options) {
     acceptor.set_transport_factory([this](std::unique_ptr<Transport>& transport) {
@@ -60,6 +64,15 @@ struct Server : engine::ListenerHandler, ConnectionObserver {
     CHECK(loop.run_until([&] { return closed == connections.size() && listener_closed && acceptor.idle(); },
                          5 * second_ns));
   }
+  // A crash (a restart, as the peers see it): every plain-TCP session's socket is shut down
+  // under it, so that none of the sessions' last words reach the peers; then as shut_down.
+  // For sessions still on their first transport (a resume brings another socket).
+  void crash() {
+    for (auto& [connection, fd] : sockets) {
+      if (!connection->closed()) (void)::shutdown(fd, SHUT_RDWR);
+    }
+    shut_down();
+  }
   void on_accept(int fd) noexcept override { acceptor.accept(fd); }
   void on_accept_error(engine::IoError) noexcept override {}
   void on_listener_closed() noexcept override { listener_closed = true; }
@@ -75,6 +88,7 @@ struct Server : engine::ListenerHandler, ConnectionObserver {
   engine::Listener listener;
   Acceptor acceptor;
   std::vector<std::unique_ptr<Connection>> connections;
+  std::vector<std::pair<Connection*, int>> sockets;  // the connections made from an fd, with it
   std::size_t closed = 0;
   bool listener_closed = false;
   MuxError last_error = MuxError::none;

@@ -19,6 +19,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "ringmux/engine/socket.h"
@@ -351,9 +352,10 @@ TEST_CASE("resume: a restarted peer refuses the resume; everything fails with se
   });
   REQUIRE(loop->run_until([&] { return held.size() == 1 && upload.sent > (8u << 20); }, 5 * second_ns));
 
-  // The restart: the old server goes away with its sessions; a new one listens on the port.
+  // The restart: the old server goes away with its sessions, without a word to the peer
+  // (a graceful close would tell it); a new one listens on the port.
   held.clear();
-  first->shut_down();
+  first->crash();
   first.reset();
   const uint64_t restarted = Loop::clock_ns();
   HashServer second(*loop, options, port);
@@ -630,6 +632,135 @@ TEST_CASE("resume: closing a session ends the peer's session at once") {
   CHECK(took_ns < second_ns);
   CHECK(server.last_error == MuxError::peer_error);
   CHECK(server.acceptor.sessions() == 0);
+  server.shut_down();
+}
+
+namespace {
+
+// A socket transport whose send completions the test holds back: a send stays in flight
+// (as one to a peer that reads slowly) until complete_send(). Its bytes do reach the peer.
+class HeldSends final : public Transport, private TransportHandler {
+ public:
+  // `last_words_sent` outlives the transport: set when send_last writes with no send in flight.
+  HeldSends(std::unique_ptr<Transport> inner, bool& last_words_sent)
+      : inner_(std::move(inner)), last_words_sent_(last_words_sent) {}
+  void complete_send() noexcept {
+    holding_ = false;
+    if (std::exchange(completed_, false)) handler_->on_transport_sent();
+  }
+  bool holds_a_send() const noexcept { return completed_; }
+
+  void start(TransportHandler& handler) noexcept override {
+    handler_ = &handler;
+    inner_->start(*this);
+  }
+  void send(std::span<const std::byte> a, std::span<const std::byte> b, std::span<const std::byte> c) noexcept override {
+    inner_->send(a, b, c);
+  }
+  bool send_in_flight() const noexcept override { return completed_ || inner_->send_in_flight(); }
+  bool usable() const noexcept override { return inner_->usable(); }
+  void send_last(std::span<const std::byte> bytes) noexcept override {
+    last_words_sent_ = !completed_ && !inner_->send_in_flight();
+    inner_->send_last(bytes);
+  }
+  void close() noexcept override { inner_->close(); }
+
+ private:
+  void on_transport_recv(std::span<const std::byte> bytes) noexcept override { handler_->on_transport_recv(bytes); }
+  void on_transport_sent() noexcept override {
+    if (holding_) {
+      completed_ = true;
+      return;
+    }
+    handler_->on_transport_sent();
+  }
+  void on_transport_error(engine::IoError error) noexcept override { handler_->on_transport_error(error); }
+  void on_transport_closed() noexcept override { handler_->on_transport_closed(); }
+
+  std::unique_ptr<Transport> inner_;
+  bool& last_words_sent_;
+  TransportHandler* handler_ = nullptr;
+  bool holding_ = true;
+  bool completed_ = false;
+};
+
+// A resumable dialer over HeldSends (its first transport; redials are plain TCP).
+struct HeldClient final : ConnectionObserver {
+  HeldClient(Loop& loop, uint16_t port, ConnectionOptions options) {
+    options.resume = true;
+    options.peer = engine::Address::loopback_v4(port);
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd >= 0);
+    REQUIRE(::connect(fd, options.peer.sockaddr_ptr(), options.peer.length) == 0);
+    auto transport = std::make_unique<HeldSends>(make_socket_transport(loop, fd), last_words_sent);
+    held = transport.get();
+    connection = std::make_unique<Connection>(loop, std::move(transport), true, nullptr, *this, options);
+    connection->start();
+  }
+  void on_connection_closed(Connection&, MuxError error, engine::IoError) noexcept override {
+    closed = true;
+    close_error = error;
+  }
+  std::unique_ptr<Connection> connection;
+  HeldSends* held = nullptr;  // valid until the connection's first transport closes
+  bool last_words_sent = false;
+  bool closed = false;
+  MuxError close_error = MuxError::none;
+};
+
+}  // namespace
+
+// Proves the last words wait for a send in flight instead of being dropped: a session
+// closed while its send is in flight (here the HELLO's, held back by the test) writes its
+// ERROR behind that send once it completes, so the peer ends at once rather than waiting
+// for a resume until its timeout (30 s here).
+TEST_CASE("resume: a session closed with a send in flight tells the peer once the send completes") {
+  auto loop = test::make_test_loop();
+  if (!loop) return;
+  ConnectionOptions options;
+  options.resume_timeout_ns = 30 * second_ns;
+  HashServer server(*loop, options);
+  HeldClient client(*loop, server.port(), options);
+  REQUIRE(loop->run_until([&] { return client.connection->connected() && client.held->holds_a_send(); },
+                          5 * second_ns));
+  client.connection->close();
+  CHECK_FALSE(client.last_words_sent);  // not yet: they would cut into the send
+  CHECK(loop->run_until([&] { return server.closed == 1; }, 200 * ms_ns) == false);  // nothing told yet
+  REQUIRE_FALSE(client.closed);  // its socket waits for the send (and `held` is still there)
+  const uint64_t released_at = Loop::clock_ns();
+  client.held->complete_send();
+  REQUIRE(loop->run_until([&] { return server.closed == 1 && client.closed; }, 5 * second_ns));
+  const uint64_t took_ns = Loop::clock_ns() - released_at;
+  MESSAGE("the server's session ended " << took_ns / 1000 << " us after the send completed");
+  CHECK(took_ns < 2 * second_ns);
+  CHECK(server.last_error == MuxError::peer_error);
+  CHECK(client.close_error == MuxError::cancelled);
+  CHECK(client.last_words_sent);
+  CHECK(server.acceptor.sessions() == 0);
+  server.shut_down();
+}
+
+// Proves the wait for a send in flight is bounded: a send that never completes (a peer
+// that stopped reading) keeps the closed session's socket for dead_peer_timeout_ns, no
+// longer, and the last words are dropped.
+TEST_CASE("resume: a closed session's send that never completes keeps its socket for dead_peer_timeout_ns") {
+  auto loop = test::make_test_loop();
+  if (!loop) return;
+  ConnectionOptions options;
+  options.dead_peer_timeout_ns = second_ns;
+  options.keepalive_interval_ns = 250 * ms_ns;
+  HashServer server(*loop, options);
+  HeldClient client(*loop, server.port(), options);
+  REQUIRE(loop->run_until([&] { return client.connection->connected() && client.held->holds_a_send(); },
+                          5 * second_ns));
+  const uint64_t closed_at = Loop::clock_ns();
+  client.connection->close();
+  REQUIRE(loop->run_until([&] { return client.closed; }, 10 * second_ns));
+  const uint64_t took_ns = Loop::clock_ns() - closed_at;
+  MESSAGE("the socket closed " << took_ns / 1000 << " us after the session (bound 1 s)");
+  CHECK(took_ns >= second_ns);
+  CHECK(took_ns < 6 * second_ns);
+  CHECK_FALSE(client.last_words_sent);
   server.shut_down();
 }
 
