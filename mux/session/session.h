@@ -491,7 +491,7 @@ class Session {
   bool handshake_complete_ = false;
   bool has_resume_key_ = false;
   bool new_session_handshake_ = false;
-  bool dialer_confirmed_ = false;  // accepting side: the dialer resumed with RESUME once
+  bool dialer_confirmed_ = false;  // accepting side: the dialer resumed with RESUME or sent an ACK
   bool payload_checksums_ = true;
   // The features this side offers (dialer) or accepts (acceptor).
   uint64_t features() const noexcept {

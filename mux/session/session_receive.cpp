@@ -221,10 +221,10 @@ void Session::start_resume() noexcept {
 
 replay::HelloAnswer Session::judge_resume(const wire::Hello& hello) const noexcept {
   RM_ASSERT(!dialer_ && options_.resumable);
-  // The dialer has our HELLO_ACK once it resumed with RESUME or acknowledged our bytes
-  // (which follow the HELLO_ACK).
+  // The dialer has our HELLO_ACK once it resumed with RESUME or sent an ACK (it sends one
+  // as soon as a new session's HELLO_ACK is in).
   const replay::KnownSession known{generation_, held_.held(), receive_position_,
-                                   has_resume_key_ ? &resume_key_ : nullptr, dialer_confirmed_ || held_.acked() > 0};
+                                   has_resume_key_ ? &resume_key_ : nullptr, dialer_confirmed_};
   return replay::answer_hello(hello, failed() ? nullptr : &known, features());
 }
 
@@ -270,6 +270,10 @@ Result<void, MuxError> Session::handle_hello_ack(const Frame& frame) noexcept {
   }
   handshake_complete_ = true;
   output_open_ = true;
+  // A new session's HELLO carries no proof, so the acceptor takes one for this session
+  // until it knows that we have its HELLO_ACK (and resume with RESUME from now on): our
+  // first ACK tells it, whether or not it has sent us a byte (wire/SPEC.md 8.2).
+  if (options_.resumable && new_session_handshake_) queue_ack();
   return {};
 }
 
@@ -374,6 +378,8 @@ Result<void, MuxError> Session::handle(const Frame& frame, uint64_t now_ns) noex
       if (!position) return damaged();
       // The peer cannot have received bytes we never handed out.
       if (!held_.ack(position.value())) return Err{MuxError::ack_beyond_sent};
+      // The dialer sends ACKs only once it has our HELLO_ACK: it resumes with a proof now.
+      if (!dialer_) dialer_confirmed_ = true;
       // Released batches may let a held-back batch go: the glue flushes after receive().
       return {};
     }

@@ -804,6 +804,65 @@ TEST_CASE("session: a resume from a position ahead of what was sent, or released
   }
 }
 
+// Proves the unconfirmed window of an authenticated session (SPEC 8.2) closes one round
+// trip after the HELLO_ACK, even when the acceptor sends nothing: a resumable dialer sends
+// an ACK as soon as a new session's HELLO_ACK is in. Before that ACK the acceptor takes a
+// new-session HELLO of a newer generation without a proof (the dialer may have lost the
+// HELLO_ACK and hold no key); after it, the same HELLO is refused resume_unauthenticated
+// and leaves the session as it was, while a RESUME with the key's proof is accepted.
+TEST_CASE("session: a keyed session takes a new-session HELLO without a proof only until the dialer's first ACK") {
+  replay::ResumeKey key{};
+  for (std::size_t i = 0; i < key.size(); i++) key[i] = static_cast<std::byte>(0xa0 + i);
+  for (const bool acknowledged : {false, true}) {
+    CAPTURE(acknowledged);
+    Pair pair(ResumablePair::resumable(9), ResumablePair::resumable(0));
+    const auto hello_frames = frames_of(take_wire(pair.client));
+    REQUIRE(hello_frames.size() == 1);
+    wire::Hello hello = wire::parse_hello(hello_frames[0].frame()).value();
+    const Bytes hello_bytes = raw([&](auto out) { return wire::encode_hello(out, hello); });
+    REQUIRE(pair.server.receive(hello_bytes, 0).ok());
+    REQUIRE(pair.server.handshake_complete());
+    pair.server.set_resume_key(key);  // as the glue binds it where the new-session HELLO was taken
+    const Bytes hello_ack = take_wire(pair.server);
+    REQUIRE(frames_of(hello_ack).size() == 1);  // the HELLO_ACK alone: the acceptor sends no byte
+    if (acknowledged) {
+      REQUIRE(pair.client.receive(hello_ack, 0).ok());
+      pair.client.set_resume_key(key);
+      const auto answer = frames_of(take_wire(pair.client));
+      REQUIRE(answer.size() == 1);
+      CHECK(answer[0].kind == wire::FrameKind::ack);
+      CHECK(wire::parse_ack(answer[0].frame()).value() == 0);
+      REQUIRE(pair.server.receive(raw([&](auto out) { return wire::encode_ack(out, 0); }), 0).ok());
+    }
+    // A new-session HELLO of the next generation, with no proof: the dialer after a lost
+    // HELLO_ACK, or anyone of its identity who knows the session id.
+    pair.server.on_transport_lost();
+    wire::Hello retry = hello;
+    retry.generation = 2;
+    // As the glue does (Connection::adopt): judged first, and only an accepted one is answered.
+    const replay::HelloAnswer judged = pair.server.judge_resume(retry);
+    if (!acknowledged) {
+      CHECK(judged.verdict == replay::HelloVerdict::accept_resume);
+      CHECK(pair.server.answer_resume(retry).verdict == replay::HelloVerdict::accept_resume);
+      CHECK(pair.server.generation() == 2);
+      continue;
+    }
+    CHECK(judged.verdict == replay::HelloVerdict::refuse);
+    CHECK(judged.error == replay::ReplayError::resume_unauthenticated);
+    CHECK(judged.ack.status == StatusCode::resume_unauthenticated);
+    CHECK_FALSE(pair.server.failed());
+    CHECK(pair.server.generation() == 1);
+    // The dialer itself resumes with RESUME and the key's proof.
+    wire::Hello resume = retry;
+    resume.hello_flags |= wire::hello_flag_resume;
+    resume.has_resume_proof = true;
+    resume.resume_proof = replay::resume_proof(key, resume);
+    CHECK(pair.server.judge_resume(resume).verdict == replay::HelloVerdict::accept_resume);
+    CHECK(pair.server.answer_resume(resume).verdict == replay::HelloVerdict::accept_resume);
+    CHECK(pair.server.generation() == 2);
+  }
+}
+
 // Proves a HELLO of a superseded generation (an old attempt arriving late) is ignored and
 // changes nothing: no answer, the session keeps its state for the current generation.
 TEST_CASE("session: a HELLO of an older generation is ignored") {
