@@ -271,6 +271,9 @@ class Session {
   // (no RESUME): the dialer had never received a HELLO_ACK. The session's resume key is
   // bound to that transport, on both sides (wire/SPEC.md §8.2).
   bool new_session_handshake() const noexcept { return new_session_handshake_; }
+  // Accepting side: the dialer has shown that it holds our HELLO_ACK (it resumed with
+  // RESUME or sent an ACK), so a keyed session takes no new-session HELLO from now on.
+  bool dialer_confirmed() const noexcept { return dialer_confirmed_; }
   // Whether payloads carry and are checked against checksums (false once both sides'
   // transports authenticate every byte and the handshake agreed to drop them).
   bool payload_checksums() const noexcept { return payload_checksums_; }

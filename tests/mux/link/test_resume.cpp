@@ -1044,6 +1044,49 @@ TEST_CASE("resume over TLS: a stolen session id is refused with resume_unauthent
   server.shut_down();
 }
 
+// Proves the unconfirmed window closes without any byte from the acceptor: a TLS session
+// whose server has sent nothing but its HELLO_ACK is confirmed by the dialer's first ACK,
+// and then a new-session HELLO for it, with no proof, sent over a TLS connection with the
+// session's own client certificate, is refused with resume_unauthenticated; the session
+// goes on. (Before the dialer sent that ACK, this session stayed open to such a HELLO.)
+TEST_CASE("resume over TLS: an idle session refuses a proofless new-session HELLO from its own certificate") {
+  auto loop = test::make_test_loop();
+  if (!loop) return;
+  TlsSides tls;
+  HashServer server(*loop, ConnectionOptions{}, 0, tls.acceptor());
+  {
+    ConnectionOptions options;
+    options.handshake = tls.client;
+    Client client(*loop, server.port(), options);
+    REQUIRE(loop->run_until([&] {
+      return client.connection->connected() && server.connections.size() == 1 &&
+             server.connections[0]->session().dialer_confirmed();
+    }, 10 * second_ns));
+    const Session& served = server.connections[0]->session();
+    CHECK(served.has_resume_key());
+    CHECK(served.send_position() == 0);  // the acceptor has sent no byte
+    wire::Hello stolen;
+    stolen.session_id = client.connection->session().session_id();
+    stolen.generation = client.connection->session().generation() + 1;
+    stolen.stream_window_bytes = 256 * 1024;
+    stolen.connection_window_bytes = 8 * 1024 * 1024;
+    {
+      StolenResume thief(*loop, server.port(), tls.pki.options("node-a", "ca"), stolen);
+      REQUIRE(loop->run_until([&] { return thief.done.load(); }, 15 * second_ns));
+      REQUIRE(thief.status.has_value());
+      CHECK(*thief.status == wire::StatusCode::resume_unauthenticated);
+    }
+    CHECK(server.acceptor.stats().refused == 1);
+    Calls after(*client.connection, 3, 10, 4);
+    after.pump();
+    REQUIRE(loop->run_until([&] { return after.done == after.total; }, 10 * second_ns));
+    CHECK(after.errors == 0);
+    CHECK(client.connection->resume_stats().resumes == 0);
+    CHECK(server.connections.size() == 1);
+  }
+  server.shut_down();
+}
+
 // Proves a dialer whose first HELLO_ACK was lost (the connection broke after the acceptor
 // had made the session and bound its resume key) gets the same session on its next
 // connection, which both sides bind the key to; a later break then resumes with a proof of
