@@ -142,7 +142,10 @@ void Connection::close(MuxError reason) noexcept {
   // If it does not go out, the peer's resume is refused instead.
   if (options_.resume && !ended_ && connected()) {
     if (transport_->transport->send_in_flight()) {
-      if (transport_->transport->usable()) transport_->last_words = final_error_frame(reason, "session closed");
+      // An ERROR the peer is owed already (final_error_due_) goes rather than ours.
+      if (transport_->transport->usable()) {
+        transport_->last_words = final_error_due_ ? why_frame() : final_error_frame(reason, "session closed");
+      }
     } else {
       send_final_error(reason, "session closed");
     }
@@ -343,8 +346,8 @@ void Connection::stop(StreamId id) noexcept {
   want_turn();
 }
 
-void Connection::consume(StreamId id, std::size_t bytes) noexcept {
-  session_.consume(id, bytes, loop_.now_ns());
+void Connection::consume(StreamId id, std::size_t stream_bytes, std::size_t connection_bytes) noexcept {
+  session_.consume(id, stream_bytes, connection_bytes, loop_.now_ns());
   // The credit leaves on this turn: with the batch the receive path sends, or called on
   // its own (a worker's release reaching the loop) in a send of its own, without which a
   // sender waiting for it would wait forever.

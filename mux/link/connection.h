@@ -188,7 +188,10 @@ class Connection final : public SessionHandler, private DialHandler {
   // transport's handshake), taken as if received now.
   void start(const wire::Hello& hello, std::span<const std::byte> pipelined = {}) noexcept;
   // Closes the session: every stream finishes with `reason` (their observers hear it on
-  // the next turn); no resume.
+  // the next turn); no resume. A resumable session tells its peer (an ERROR on stream 0);
+  // with a send in flight that ERROR follows the send, and the socket stays open until
+  // then (at most limits::closed_send_linger_ns_max): closed() and on_connection_closed
+  // wait for it.
   void close(MuxError reason = MuxError::cancelled) noexcept;
   // The session is over and every socket it used is closed (on_connection_closed is due
   // or delivered).
@@ -240,7 +243,9 @@ class Connection final : public SessionHandler, private DialHandler {
   Result<void, MuxError> end(StreamId id) noexcept;
   void reset(StreamId id, MuxError reason, std::string_view message = {}) noexcept;
   void stop(StreamId id) noexcept;
-  void consume(StreamId id, std::size_t bytes) noexcept;
+  void consume(StreamId id, std::size_t bytes) noexcept { consume(id, bytes, bytes); }
+  // Credit of the stream and of the connection apart (Session::consume).
+  void consume(StreamId id, std::size_t stream_bytes, std::size_t connection_bytes) noexcept;
 
   // For the layers above (the RPC layer's calls): open() with two differences. The
   // connection owns `observer` from this call on (deleted once on_stream_finished has
@@ -312,9 +317,11 @@ class Connection final : public SessionHandler, private DialHandler {
    public:
     std::unique_ptr<Transport> transport;
     // A retired transport whose send was in flight when the session closed: the send's
-    // bytes (kept until it completes) and the session's last words, written behind them.
+    // bytes (kept until it completes) and the session's last words, sent behind them
+    // (kept until that send completes too; then the transport closes).
     ByteVector in_flight;
     std::vector<std::byte> last_words;
+    bool last_words_sent = false;
   };
 
   // The one timer of a stream that has a deadline or was stopped by the peer: fires at the
@@ -333,6 +340,7 @@ class Connection final : public SessionHandler, private DialHandler {
   // written straight to the socket when no send is in flight (a fresh frame boundary).
   void send_final_error(MuxError reason, std::string_view message) noexcept;
   static std::vector<std::byte> final_error_frame(MuxError reason, std::string_view message);
+  std::vector<std::byte> why_frame() const;  // the ERROR tell_peer_why() sends
   // The session failed for what the peer did: tells it (the failure and its message).
   void tell_peer_why() noexcept;
   // Asks for the connection's turn (on_turn), where what was written goes out.

@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <string_view>
 
@@ -30,9 +31,13 @@ void Connection::send_final_error(MuxError reason, std::string_view message) noe
   transport_->transport->send_last(final_error_frame(reason, message));
 }
 
-void Connection::tell_peer_why() noexcept {
+std::vector<std::byte> Connection::why_frame() const {
   const std::string& why = session_.failure_message();
-  send_final_error(session_.failure(), why.empty() ? std::string_view(describe(session_.failure())) : why);
+  return final_error_frame(session_.failure(), why.empty() ? std::string_view(describe(session_.failure())) : why);
+}
+
+void Connection::tell_peer_why() noexcept {
+  if (can_send()) transport_->transport->send_last(why_frame());
 }
 
 // ---- I/O ----
@@ -98,12 +103,19 @@ void Connection::on_ack_timer(engine::Timer& timer) noexcept {
 
 void Connection::on_transport_sent(Attached& attached) noexcept {
   if (&attached != transport_.get()) {
-    if (!attached.last_words.empty()) {  // a closed session's send completed: its last words follow
-      attached.transport->send_last(attached.last_words);
-      attached.last_words.clear();
-      attached.in_flight = {};
-      attached.transport->close();
+    if (attached.last_words.empty()) return;
+    attached.in_flight = {};
+    if (!attached.last_words_sent) {
+      // A closed session's send completed: its last words follow as a send of their own
+      // (the socket's buffer may be full just now: a non-blocking write could fail).
+      attached.last_words_sent = true;
+      attached.transport->send(attached.last_words, {}, {});
+      return;
     }
+    // They went out: the FIN (TLS: close_notify) follows, then the socket closes.
+    attached.last_words.clear();
+    attached.transport->send_last({});
+    attached.transport->close();
     return;
   }
   RM_ASSERT(!ended_);
@@ -220,10 +232,11 @@ void Connection::retire_transport() noexcept {
   RM_ASSERT(transport_ == nullptr);
   if (!attached.last_words.empty() && attached.transport->send_in_flight()) {
     // Closed with a send in flight: the last words follow it (on_transport_sent), within
-    // the bound of a send that makes no progress. The send reads its bytes until then.
+    // the bound of a send that makes no progress (at most closed_send_linger_ns_max). The
+    // send reads its bytes until then.
     attached.in_flight = std::move(sending_link_);
     sending_link_ = {};
-    loop_.timer_start(linger_, options_.dead_peer_timeout_ns);
+    loop_.timer_start(linger_, std::min(options_.dead_peer_timeout_ns, limits::closed_send_linger_ns_max));
     return;
   }
   sending_link_.clear();

@@ -641,7 +641,8 @@ namespace {
 // (as one to a peer that reads slowly) until complete_send(). Its bytes do reach the peer.
 class HeldSends final : public Transport, private TransportHandler {
  public:
-  // `last_words_sent` outlives the transport: set when send_last writes with no send in flight.
+  // `last_words_sent` outlives the transport: set by a send after complete_send() (the
+  // connection has only its last words left to send then).
   HeldSends(std::unique_ptr<Transport> inner, bool& last_words_sent)
       : inner_(std::move(inner)), last_words_sent_(last_words_sent) {}
   void complete_send() noexcept {
@@ -655,14 +656,12 @@ class HeldSends final : public Transport, private TransportHandler {
     inner_->start(*this);
   }
   void send(std::span<const std::byte> a, std::span<const std::byte> b, std::span<const std::byte> c) noexcept override {
+    if (!holding_) last_words_sent_ = true;
     inner_->send(a, b, c);
   }
   bool send_in_flight() const noexcept override { return completed_ || inner_->send_in_flight(); }
   bool usable() const noexcept override { return inner_->usable(); }
-  void send_last(std::span<const std::byte> bytes) noexcept override {
-    last_words_sent_ = !completed_ && !inner_->send_in_flight();
-    inner_->send_last(bytes);
-  }
+  void send_last(std::span<const std::byte> bytes) noexcept override { inner_->send_last(bytes); }
   void close() noexcept override { inner_->close(); }
 
  private:
@@ -741,8 +740,8 @@ TEST_CASE("resume: a session closed with a send in flight tells the peer once th
 }
 
 // Proves the wait for a send in flight is bounded: a send that never completes (a peer
-// that stopped reading) keeps the closed session's socket for dead_peer_timeout_ns, no
-// longer, and the last words are dropped.
+// that stopped reading) keeps the closed session's socket for dead_peer_timeout_ns (here
+// 1 s, also limits::closed_send_linger_ns_max), no longer, and the last words are dropped.
 TEST_CASE("resume: a closed session's send that never completes keeps its socket for dead_peer_timeout_ns") {
   auto loop = test::make_test_loop();
   if (!loop) return;
