@@ -351,6 +351,14 @@ inline constexpr uint32_t hello_payload_bytes_max = 1024;
 // 64 KiB-message stream hold ~4 MiB once warm).
 inline constexpr uint32_t worker_stream_slots_default = 64;
 
+// Received bytes of a worker stream the loop credits to the peer before the worker has
+// released them (WorkerStreamOptions::credit_ahead_bytes). Without it the credit round
+// trip passes through the worker's scheduling: a worker waiting for a CPU stops the
+// sender once a window is out, however little work it has. With it a worker stream holds
+// at most its window plus this (4 MiB with the defaults, as a stream of 64 KiB messages
+// keeps in its slots once warm).
+inline constexpr uint64_t worker_stream_credit_ahead_bytes_default = 2 * 1024 * 1024;
+
 // How long a worker stream's reader or writer looks for its event before it sleeps on the
 // futex (WorkerStreamOptions::spin_ns). 0: sleep at once. Workers usually outnumber the
 // cores and share them with the loops, and a spinning worker takes the CPU its loop needs
@@ -409,6 +417,8 @@ static_assert(stream_window_bytes_initial <= stream_window_bytes_shared_max &&
                   stream_window_bytes_shared_max <= stream_window_bytes_max,
               "sharing a connection caps a window between its start and its maximum");
 static_assert(stream_window_bytes_max <= connection_window_bytes_initial, "one stream cannot outgrow the connection");
+static_assert(2 * (stream_window_bytes_max + worker_stream_credit_ahead_bytes_default) <= connection_window_bytes_initial,
+              "a stalled worker stream holds at most half of the connection window");
 static_assert(connection_window_bytes_initial <= window_bytes_limit, "credit counters fit the protocol limit");
 static_assert(frame_payload_bytes_max <= stream_window_bytes_initial * 4, "a max frame is a few initial windows");
 static_assert(loop_cq_entries >= 2 * loop_sq_entries, "multishot operations need CQ headroom");

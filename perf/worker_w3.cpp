@@ -14,7 +14,8 @@
 //
 //   build/perf/worker_w3 [--runs=5] [--seconds=3] [--warmup_ms=500] [--bs=65536]
 //       [--client_cpu=0] [--server_cpu=1] [--worker_cpu=-1] [--spin_ns=0]
-//       [--slots=64] [--touch] [--window=BYTES] [--loop_spin_ns=20000] [--modes=loop,worker]
+//       [--slots=64] [--touch] [--window=BYTES] [--credit_ahead=2097152] [--loop_spin_ns=20000]
+//       [--modes=loop,worker]
 //
 // The client's loop is pinned to CPU 0 and the server's to CPU 1 (WORKLOADS.md); the
 // worker thread is not pinned unless --worker_cpu says so (on a 2-core machine it shares a
@@ -69,6 +70,7 @@ Options parse(int argc, char** argv) {
       "usage: worker_w3 [--runs=5] [--seconds=3] [--warmup_ms=500] [--bs=65536] [--client_cpu=0]\n"
       "  [--server_cpu=1] [--worker_cpu=-1] [--spin_ns=" + std::to_string(limits::worker_spin_ns_default) +
       "] [--slots=" + std::to_string(limits::worker_stream_slots_default) + "] [--touch] [--window=BYTES]\n"
+      "  [--credit_ahead=" + std::to_string(limits::worker_stream_credit_ahead_bytes_default) + "]\n"
       "  [--loop_spin_ns=" + std::to_string(limits::loop_spin_ns_default) + "] [--modes=loop,worker]\n";
   perf::parse_flags(
       argc, argv,
@@ -77,6 +79,7 @@ Options parse(int argc, char** argv) {
         if (name == "--bs") options.bs = static_cast<uint32_t>(std::strtoul(value, nullptr, 10));
         else if (name == "--worker_cpu") options.worker_cpu = std::atoi(value);
         else if (name == "--spin_ns") options.worker.spin_ns = std::strtoull(value, nullptr, 10);
+        else if (name == "--credit_ahead") options.worker.credit_ahead_bytes = std::strtoull(value, nullptr, 10);
         else if (name == "--slots") options.worker.slots = static_cast<uint32_t>(std::strtoul(value, nullptr, 10));
         else if (name == "--touch") options.touch = true;
         else if (name == "--window") options.window_bytes = static_cast<uint32_t>(std::strtoul(value, nullptr, 10));

@@ -271,10 +271,11 @@ void Session::stop(StreamId id) noexcept {
   }
 }
 
-void Session::consume(StreamId id, std::size_t bytes, uint64_t now_ns) noexcept {
+void Session::consume(StreamId id, std::size_t stream_bytes, std::size_t connection_bytes, uint64_t now_ns) noexcept {
   // The connection's credit comes back whatever became of the stream: every delivered
   // byte is consumed exactly once, even after its stream ended.
-  credit_connection(bytes, now_ns);
+  credit_connection(connection_bytes, now_ns);
+  const std::size_t bytes = stream_bytes;
   Stream* stream = find(id);
   if (stream == nullptr || failed()) return;
   // Sharing the connection caps the window: what it lets in queues ahead of the others.

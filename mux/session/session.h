@@ -212,7 +212,14 @@ class Session {
   // Tells the peer to stop sending (STOP); later data is discarded and credited.
   void stop(StreamId id) noexcept;
   // The application is done with `bytes` of delivered payload: credit goes back.
-  void consume(StreamId id, std::size_t bytes, uint64_t now_ns) noexcept;
+  void consume(StreamId id, std::size_t bytes, uint64_t now_ns) noexcept {
+    consume(id, bytes, bytes, now_ns);
+  }
+  // The same with the stream's and the connection's credit apart: a consumer may credit
+  // its stream ahead of what it released, and the connection only once released, so that
+  // the connection window still bounds what all streams hold. Each delivered byte must
+  // reach both counts exactly once in the end.
+  void consume(StreamId id, std::size_t stream_bytes, std::size_t connection_bytes, uint64_t now_ns) noexcept;
 
   // ---- connection ----
   void ping(uint64_t opaque) noexcept;

@@ -1,5 +1,6 @@
 #include "ringmux/mux/workers/worker_stream.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "ringmux/base/assert.h"
@@ -88,11 +89,8 @@ void WorkerStream::on_task(engine::Task* task) noexcept {
     self.complete_write(MuxError::deadline_exceeded);
   }
   if ((bits & request_credit) != 0) {
-    const uint64_t bytes = self.released_bytes_.exchange(0, std::memory_order_acq_rel);
-    if (bytes > 0 && self.connection_ != nullptr) {
-      self.connection_->consume(self.id(), bytes);
-      self.credit_bytes_.store(self.credit_bytes_.load(std::memory_order_relaxed) + bytes, std::memory_order_relaxed);
-    }
+    self.released_total_ += self.released_bytes_.exchange(0, std::memory_order_acq_rel);
+    self.credit();
     self.refill();
   }
   if ((bits & request_cancel) != 0 && self.connection_ != nullptr) self.connection_->cancel(self.id());
@@ -147,12 +145,43 @@ void WorkerStream::on_data(std::span<const std::byte> bytes, bool end_stream) no
   message.finished = false;
   message.error = MuxError::none;
   commit_message();
+  received_total_ += bytes.size();
+  received_bytes_.store(received_total_, std::memory_order_relaxed);
+  credit();
+}
+
+void WorkerStream::credit() noexcept {
+  if (connection_ == nullptr) return;
+  // The stream's window: every byte received may be credited once the reader has released
+  // it, and up to credit_ahead_bytes before. The connection's: released bytes only, so
+  // that the connection window still bounds what all of its streams hold.
+  const uint64_t allowed =
+      std::min(received_total_, engine::add_saturating(released_total_, options_.credit_ahead_bytes));
+  const uint64_t stream_bytes = allowed > stream_credited_ ? allowed - stream_credited_ : 0;
+  const uint64_t connection_bytes = released_total_ - connection_credited_;
+  if (stream_bytes == 0 && connection_bytes == 0) return;
+  // Of the stream's credit, the part not released yet is given ahead.
+  const uint64_t ahead = allowed > released_total_ ? std::min(stream_bytes, allowed - released_total_) : 0;
+  stream_credited_ += stream_bytes;
+  connection_credited_ = released_total_;
+  connection_->consume(id(), stream_bytes, connection_bytes);
+  credit_bytes_.store(credit_bytes_.load(std::memory_order_relaxed) + stream_bytes, std::memory_order_relaxed);
+  credit_ahead_bytes_.store(credit_ahead_bytes_.load(std::memory_order_relaxed) + ahead, std::memory_order_relaxed);
 }
 
 void WorkerStream::on_finished(MuxError error) noexcept {
   RM_ASSERT(!finished_);
   finished_ = true;
   finished_error_ = error;
+  // The connection's credit of what the reader has not released yet comes back now: the
+  // connection may be gone by the time the reader gets to it, and credit that never came
+  // back would shrink the connection's window for good (and in the end stop every stream
+  // on it). What the reader still holds is the stream's: at most its window plus the
+  // credit given ahead.
+  if (received_total_ > connection_credited_) {
+    connection_->consume(id(), 0, received_total_ - connection_credited_);
+    connection_credited_ = received_total_;
+  }
   connection_ = nullptr;  // the connection forgets the stream after this call
   if (write_active_) complete_write(error == MuxError::none ? MuxError::stream_closed : error);
   Message& message = next_message();
@@ -309,6 +338,8 @@ WorkerStreamStats WorkerStream::stats() const noexcept {
   stats.writer_wakes = writer_wake_.wakes();
   stats.tasks_run = tasks_run_.load(std::memory_order_relaxed);
   stats.credit_bytes = credit_bytes_.load(std::memory_order_relaxed);
+  stats.credit_ahead_bytes = credit_ahead_bytes_.load(std::memory_order_relaxed);
+  stats.received_bytes = received_bytes_.load(std::memory_order_relaxed);
   stats.queued_peak = queued_peak_.load(std::memory_order_relaxed);
   return stats;
 }

@@ -6,7 +6,9 @@
 // releases it). A reader with nothing to read sleeps on a futex (engine::WakeWord) until
 // the loop commits, or until its deadline; the loop wakes it once per turn, after the
 // turn's deliveries, and makes that syscall only when the reader is asleep. A release adds the slot's bytes to an atomic count and the loop turns
-// the count into flow-control credit (Connection::consume) through the stream's task.
+// the count into flow-control credit (Connection::consume) through the stream's task. The
+// loop also credits up to WorkerStreamOptions::credit_ahead_bytes of what it delivered
+// before the reader released it, so a reader that waits for a CPU does not stop the sender.
 //
 // The stream's task: one intrusive engine::Task per stream, posted to the loop's lock-free
 // MPSC stack by whichever thread finds the stream's request bits empty (so at most one is
@@ -23,7 +25,8 @@
 //
 // Memory: the ring's slots keep their buffers' capacity, and deliveries that find the ring
 // full wait on the loop side in a queue that keeps its slots' buffers too; what both hold
-// is bounded by the stream's receive window. No allocation per message once warm.
+// is bounded by the stream's receive window plus the credit given ahead. No allocation per
+// message once warm.
 //
 // Threads and lifetime: created on the loop thread (open() or serve()). One reader thread
 // at a time calls acquire/release; one writer thread at a time calls write/end (the same
@@ -55,18 +58,28 @@ struct WorkerStreamOptions {
   // How long acquire() and write() look for their event before they sleep in the kernel
   // (0: sleep at once). See limits::worker_spin_ns_default.
   uint64_t spin_ns = limits::worker_spin_ns_default;
+  // Received bytes the loop may credit to the peer before the reader has released them, so
+  // that a reader waiting for a CPU does not stop the sender (the credit round trip would
+  // otherwise pass through the reader's scheduling). The stream then holds at most its
+  // window plus this; the connection's credit still waits for the release, so all streams
+  // together hold no more than the connection window. 0: credit on release only. See
+  // limits::worker_stream_credit_ahead_bytes_default.
+  uint64_t credit_ahead_bytes = limits::worker_stream_credit_ahead_bytes_default;
 };
 
 // What a WorkerStream counted (WorkerStream::stats(): a snapshot, any thread).
 struct WorkerStreamStats {
   uint64_t deliveries = 0;       // messages the loop committed to the ring (data, end, finish)
+  uint64_t received_bytes = 0;   // bytes the loop received for the stream (in the ring or queued)
   uint64_t reader_sleeps = 0;    // futex waits of the reader (acquire)
   uint64_t reader_timeouts = 0;  // of those, ended by the deadline
   uint64_t reader_wakes = 0;     // futex wakes the loop made for a sleeping reader
   uint64_t writer_sleeps = 0;    // futex waits of the writer (write / end)
   uint64_t writer_wakes = 0;     // futex wakes the loop made for a sleeping writer
   uint64_t tasks_run = 0;        // runs of the stream's task on the loop
-  uint64_t credit_bytes = 0;     // released bytes the loop returned as credit
+  uint64_t credit_bytes = 0;     // received bytes the loop returned as stream credit (ahead or on release)
+  uint64_t credit_ahead_bytes = 0;  // of those, credited before the reader released them (the
+                                    // connection's credit waits for the release)
   uint64_t queued_peak = 0;      // most deliveries that waited on the loop side for a slot
 };
 
@@ -155,6 +168,9 @@ class WorkerStream final : public std::enable_shared_from_this<WorkerStream> {
   Message& next_message() noexcept;
   void commit_message() noexcept;
   void refill() noexcept;  // moves queued messages into the ring while there is room
+  // Credits what the rule allows now: every byte received, less those held unreleased
+  // beyond options_.credit_ahead_bytes.
+  void credit() noexcept;
   // Wakes the reader at the end of the loop's turn (engine::Loop::defer), once.
   void wake_reader_soon() noexcept;
   static void on_wake_reader(engine::Deferred& deferred) noexcept;
@@ -208,9 +224,19 @@ class WorkerStream final : public std::enable_shared_from_this<WorkerStream> {
   std::size_t write_taken_ = 0;
   bool write_active_ = false;
   uint64_t active_sequence_ = 0;  // write_sequence_ of the write in progress
+  // Flow control: bytes received and handed to the ring, released by the reader (as the
+  // task has taken them), and credited to the peer on the stream (stream_credited_ -
+  // released_total_, the credit given ahead, never exceeds options_.credit_ahead_bytes)
+  // and on the connection (released bytes only).
+  uint64_t received_total_ = 0;
+  uint64_t released_total_ = 0;
+  uint64_t stream_credited_ = 0;
+  uint64_t connection_credited_ = 0;
   std::atomic<uint64_t> deliveries_{0};
   std::atomic<uint64_t> tasks_run_{0};
   std::atomic<uint64_t> credit_bytes_{0};
+  std::atomic<uint64_t> credit_ahead_bytes_{0};
+  std::atomic<uint64_t> received_bytes_{0};
   std::atomic<uint64_t> queued_peak_{0};
 };
 

@@ -225,6 +225,7 @@ TEST_CASE("worker stream: credit returns, a window smaller than the transfer com
   Harness h(small_windows(256 * 1024));
   WorkerStreamOptions options;
   options.slots = 2;
+  options.credit_ahead_bytes = 0;  // credit on release only
   std::byte request[sizeof(bulk_bytes)];
   std::memcpy(request, &bulk_bytes, sizeof(bulk_bytes));
   std::shared_ptr<WorkerStream> stream = h.open(source_stream, request, true, options);
@@ -240,6 +241,72 @@ TEST_CASE("worker stream: credit returns, a window smaller than the transfer com
   // Credited: what was released while the stream was open, all but the last window.
   CHECK(stream->stats().credit_bytes <= bulk_bytes);
   CHECK(stream->stats().credit_bytes + 256 * 1024 >= bulk_bytes);
+}
+
+// Proves the credit given ahead: the loop credits up to credit_ahead_bytes of what it
+// received before the reader has released any of it (so a reader waiting for a CPU does
+// not stop the sender), and not a byte more: with nobody reading, the credit stops at
+// exactly that, and the stream holds at most its window plus it. Once read, every byte
+// arrives in order and the total credit stays within what was received.
+TEST_CASE("worker stream: credit given ahead of the reader is bounded by credit_ahead_bytes") {
+  Harness h(small_windows(256 * 1024));
+  WorkerStreamOptions options;
+  options.slots = 2;
+  options.credit_ahead_bytes = 512 * 1024;
+  std::byte request[sizeof(bulk_bytes)];
+  std::memcpy(request, &bulk_bytes, sizeof(bulk_bytes));
+  std::shared_ptr<WorkerStream> stream = h.open(source_stream, request, true, options);
+  // The peer spends its window and the credit given ahead, and then waits.
+  const uint64_t bound = 256 * 1024 + options.credit_ahead_bytes;
+  REQUIRE(eventually([&] { return stream->stats().received_bytes == bound; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // more would show within this
+  const WorkerStreamStats idle = stream->stats();
+  CHECK(idle.received_bytes == bound);
+  CHECK(idle.credit_bytes == options.credit_ahead_bytes);
+  CHECK(idle.credit_ahead_bytes == options.credit_ahead_bytes);
+  const ReadAll seen = read_all(*stream, Loop::clock_ns() + 60 * second_ns);
+  CHECK(seen.bytes == bulk_bytes);
+  CHECK(seen.mismatches == 0);
+  CHECK(seen.finished);
+  CHECK(seen.error == MuxError::none);
+  const WorkerStreamStats done = stream->stats();
+  CHECK(done.credit_bytes <= bulk_bytes);
+  CHECK(done.credit_bytes + 256 * 1024 >= bulk_bytes);
+  CHECK(done.credit_ahead_bytes >= options.credit_ahead_bytes);
+}
+
+// Proves a stream that ends with bytes its reader has not released yet gives the
+// connection its credit back all the same: eight streams, each cancelled while a full
+// window (256 KiB) waits unread, on a connection whose window is 1 MiB. Were that credit
+// lost, the connection's window would be gone after four and the fifth would receive
+// nothing; then one more stream moves 2 MiB, twice the connection window.
+TEST_CASE("worker stream: a stream that ends before its reader released everything returns the connection's credit") {
+  ConnectionOptions connection_options = small_windows(256 * 1024);
+  connection_options.session.connection_window_bytes = 1024 * 1024;
+  Harness h(connection_options);
+  WorkerStreamOptions options;
+  options.slots = 2;
+  options.credit_ahead_bytes = 0;
+  const uint64_t total = 4u << 20;
+  std::byte request[sizeof(total)];
+  std::memcpy(request, &total, sizeof(total));
+  for (int round = 0; round < 8; round++) {
+    CAPTURE(round);
+    std::shared_ptr<WorkerStream> stream = h.open(source_stream, request, true, options);
+    REQUIRE(eventually([&] { return stream->stats().received_bytes == 256 * 1024; }));
+    stream->cancel();
+    const ReadAll seen = read_all(*stream, Loop::clock_ns() + 10 * second_ns);
+    REQUIRE(seen.finished);
+    CHECK(seen.error == MuxError::cancelled);
+    CHECK(seen.mismatches == 0);
+  }
+  const uint64_t last_total = 2u << 20;
+  std::memcpy(request, &last_total, sizeof(last_total));
+  std::shared_ptr<WorkerStream> last = h.open(source_stream, request, true, options);
+  const ReadAll seen = read_all(*last, Loop::clock_ns() + 30 * second_ns);
+  CHECK(seen.bytes == last_total);
+  CHECK(seen.mismatches == 0);
+  CHECK(seen.error == MuxError::none);
 }
 
 // Proves a reader blocked past its deadline returns empty at the deadline (not before, not
