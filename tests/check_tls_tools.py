@@ -15,8 +15,10 @@ second CA with a client certificate of its own, an expired client certificate):
 - a 3-member ringmux-serve --peers cluster over mutual TLS answers quorum calls;
 - ringmux-serve --cpus=0,1 over TLS: loadgen's two own connections are served, verified,
   one on each loop (loop 0 hands the handshaken session to the loop that owns it);
-- option errors: the three files go together, TLS with the tcp engine is refused
-  (exit 2), a file that cannot be loaded is named (exit 1).
+- --tls-ktls=0 keeps the record layer in user space on both sides, and both tools say so;
+- option errors: the three files go together, TLS with the tcp engine is refused, a
+  --tls-ktls other than 0 or 1 or without the files is refused (exit 2), a file that
+  cannot be loaded is named (exit 1).
 usage: check_tls_tools.py BUILD_DIR"""
 import json
 import re
@@ -296,8 +298,23 @@ with tempfile.TemporaryDirectory(prefix="ringmux-tls-tools-") as pki:
           f"(loop: (connections, calls) {per_loop})",
           f"exit {result.returncode}, stderr {result.stderr!r}, job {job.get('ringmux')}, server {output[-1500:]!r}")
 
+    # --tls-ktls=0 on both sides: the record layer stays in user space whatever the kernel
+    # has, both tools say so, and a verified run goes through.
+    server = Server([*tls(pki, "server"), "--tls-ktls=0"])
+    try:
+        result, job = run_loadgen(server.port, [*tls(pki, "client"), "--tls-ktls=0", "--rw=unary", "--bs=64",
+                                                "--runtime=1", "--verify=1"])
+    finally:
+        output = server.stop()
+    off = "user-space record layer (OpenSSL; kTLS turned off by --tls-ktls=0)"
+    check(verified_run_ok(result, job) and off in output and off in result.stderr,
+          "--tls-ktls=0: both tools keep the record layer in user space and say so; a verified run goes through",
+          f"exit {result.returncode}, stderr {result.stderr!r}, server {output[:400]!r}")
+
     # Option errors.
     for tool, args, code, expected in [
+        (serve, [*tls(pki, "server"), "--tls-ktls=yes"], 2, "'yes' is not 0 or 1"),
+        (loadgen, ["--tls-ktls=0", "--runtime=1"], 2, "'--tls-ktls' needs --tls-cert"),
         (serve, [f"--tls-cert={pki}/server.pem"], 2, "go together"),
         (serve, [*tls(pki, "server"), "--ioengine=tcp"], 2, "--tls-* needs --ioengine=ringmux"),
         (serve, [*tls(pki, "server")[:2], f"--tls-ca={pki}/missing.pem"], 1, "missing.pem"),

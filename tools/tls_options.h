@@ -1,5 +1,5 @@
 // The TLS options every ringmux tool takes the same way (--tls-cert, --tls-key, --tls-ca,
-// --tls-peer-name), parsed into the library's mux::TlsOptions, and their one check: the
+// --tls-peer-name, --tls-ktls), parsed into the library's mux::TlsOptions, and their one check: the
 // three files go together, since both sides authenticate (mux/link/tls.h). Any thread.
 #pragma once
 
@@ -19,6 +19,14 @@ inline bool tls_enabled(const mux::TlsOptions& files) noexcept {
 // Takes `key` (without its dashes) into `files` when it is a TLS option; false when it is
 // not one. An empty value is an error, set in `error`.
 inline bool take_tls_option(mux::TlsOptions& files, std::string_view key, std::string_view value, std::string& error) {
+  if (key == "tls-ktls") {
+    if (value != "0" && value != "1") {
+      error = "option '--tls-ktls': '" + std::string(value) + "' is not 0 or 1";
+    } else {
+      files.kernel_offload = value == "1";
+    }
+    return true;
+  }
   std::string* field = key == "tls-cert"  ? &files.cert_file
                        : key == "tls-key" ? &files.key_file
                        : key == "tls-ca"  ? &files.ca_file
@@ -39,7 +47,8 @@ inline bool take_tls_option(mux::TlsOptions& files, std::string_view key, std::s
 // "" when the options make sense together; otherwise what is wrong with them.
 inline std::string tls_files_error(const mux::TlsOptions& files) {
   if (!tls_enabled(files)) {
-    return files.peer_names.empty() ? "" : "option '--tls-peer-name' needs --tls-cert, --tls-key and --tls-ca";
+    if (!files.peer_names.empty()) return "option '--tls-peer-name' needs --tls-cert, --tls-key and --tls-ca";
+    return files.kernel_offload ? "" : "option '--tls-ktls' needs --tls-cert, --tls-key and --tls-ca";
   }
   std::string missing;
   for (const auto& [name, value] : {std::pair<const char*, const std::string*>{"--tls-cert", &files.cert_file},

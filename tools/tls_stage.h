@@ -21,10 +21,11 @@ inline std::shared_ptr<mux::Handshake> tls_stage(const mux::TlsOptions& files, s
 }
 
 // "TLS 1.3, mutual certificates, user-space record layer (OpenSSL; no kTLS in this
-// kernel)": which path the tool's connections take.
-inline std::string tls_path_text(bool server) {
+// kernel)": which path the tool's connections take with `files`.
+inline std::string tls_path_text(bool server, const mux::TlsOptions& files) {
   std::string text = "TLS 1.3, mutual certificates";
   text += server ? " (clients must present one of --tls-ca)" : "";
+  if (!files.kernel_offload) return text + ", user-space record layer (OpenSSL; kTLS turned off by --tls-ktls=0)";
   text += mux::tls_kernel_offload_available()
               ? ", record layer in the kernel (kTLS) after each handshake; in user space (OpenSSL) for a "
                 "connection whose keys the kernel refuses (logged)"

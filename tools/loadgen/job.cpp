@@ -202,7 +202,8 @@ namespace {
 // Options of the invocation, not of a job.
 bool global_only(std::string_view key) {
   for (std::string_view name : {"host", "port", "output-format", "output_format", "output", "status-interval",
-                                "status_interval", "plot", "tls-cert", "tls-key", "tls-ca", "tls-peer-name"}) {
+                                "status_interval", "plot", "tls-cert", "tls-key", "tls-ca", "tls-peer-name",
+                                "tls-ktls"}) {
     if (key == name) return true;
   }
   return false;
@@ -814,6 +815,10 @@ OPTIONS
     --tls-peer-name=NAME
         A name (DNS or IP SAN) the server's certificate must carry; may be given several
         times (one of them). Default: none (any certificate of --tls-ca).
+    --tls-ktls=0|1
+        1: hand each connection's record layer to the kernel (kTLS) after its handshake
+        where the kernel has it; 0: keep it in user space (OpenSSL) always, to compare
+        the two or to keep off a kernel's kTLS. Default: 1.
 )" + std::string(tools::help_version_options) + R"(
 EXIT STATUS
     0   no operation failed and verify found nothing

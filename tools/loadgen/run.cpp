@@ -346,7 +346,7 @@ int run_invocation(const Invocation& invocation) {
       std::fprintf(stderr, "ringmux-loadgen: TLS: %s\n", error.c_str());
       return 1;
     }
-    std::fprintf(stderr, "ringmux-loadgen: %s\n", tools::tls_path_text(false).c_str());
+    std::fprintf(stderr, "ringmux-loadgen: %s\n", tools::tls_path_text(false, invocation.tls).c_str());
   }
   if (!invocation.host) {
     ServeOptions serve;

@@ -2,7 +2,7 @@
 //   ringmux-serve --listen=127.0.0.1:7300 [--cpus=0-1 | --loops=N] [--ioengine=ringmux|tcp] [--duration=30s]
 //                 [--max_streams=N] [--keepalive=DURATION] [--resume_timeout=DURATION] [--max_message=SIZE]
 //                 [--peers=ADDRESS,...] [--metrics=ADDRESS:PORT] [--spin=DURATION] [--stats-interval=DURATION]
-//                 [--tls-cert=FILE --tls-key=FILE --tls-ca=FILE [--tls-peer-name=NAME]]
+//                 [--tls-cert=FILE --tls-key=FILE --tls-ca=FILE [--tls-peer-name=NAME] [--tls-ktls=0|1]]
 // Stream and connection windows are the library's defaults: each side announces its own
 // in the handshake (wire/SPEC.md §4.1), so clients configured otherwise interoperate.
 // Prints its statistics on SIGINT / SIGTERM and on exit; serves them to Prometheus with
@@ -184,7 +184,8 @@ void print_help() {
       "                  [--max_streams=N] [--keepalive=DURATION] [--resume_timeout=DURATION]\n"
       "                  [--max_message=SIZE] [--metrics=ADDRESS:PORT] [--spin=DURATION]\n"
       "                  [--stats-interval=DURATION]\n"
-      "                  [--tls-cert=FILE --tls-key=FILE --tls-ca=FILE [--tls-peer-name=NAME]]\n"
+      "                  [--tls-cert=FILE --tls-key=FILE --tls-ca=FILE [--tls-peer-name=NAME]\n"
+      "                   [--tls-ktls=0|1]]\n"
       "    ringmux-serve --help | --version\n"
       "\n"
       "DESCRIPTION\n"
@@ -253,6 +254,10 @@ void print_help() {
       "    --tls-peer-name=NAME\n"
       "        A name (DNS or IP SAN) a client's or peer's certificate must carry; may be given\n"
       "        several times (one of them). Default: none (any certificate of --tls-ca).\n"
+      "    --tls-ktls=0|1\n"
+      "        1: hand each connection's record layer to the kernel (kTLS) after its handshake\n"
+      "        where the kernel has it; 0: keep it in user space (OpenSSL) always, to compare\n"
+      "        the two or to keep off a kernel's kTLS. Default: 1.\n"
       "\n"
       "    Limits of each ringmux connection:\n"
       "    --max_streams=N\n"
@@ -293,7 +298,7 @@ constexpr ringmux::tools::ValueOption value_options[] = {
     {"--max_streams", "N"},          {"--keepalive", "DURATION"}, {"--resume_timeout", "DURATION"},
     {"--max_message", "SIZE"},       {"--metrics", "ADDRESS:PORT"}, {"--stats-interval", "DURATION"},
     {"--spin", "DURATION"},          {"--tls-cert", "FILE"},      {"--tls-key", "FILE"},
-    {"--tls-ca", "FILE"},            {"--tls-peer-name", "NAME"},
+    {"--tls-ca", "FILE"},            {"--tls-peer-name", "NAME"}, {"--tls-ktls", "0|1"},
 };
 
 // Prints a command-line error; returns the exit status for one.
@@ -454,7 +459,7 @@ int main(int argc, char** argv) {
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
   std::printf("ringmux-serve: %s engine listening on port %u\n", engine.c_str(), static_cast<unsigned>(server->port()));
-  if (tls_on) std::printf("ringmux-serve: %s\n", ringmux::tools::tls_path_text(true).c_str());
+  if (tls_on) std::printf("ringmux-serve: %s\n", ringmux::tools::tls_path_text(true, tls).c_str());
   std::fflush(stdout);
   const std::string shortfall = ringmux::tools::fd_shortfall(connections_expected, fds);
   if (!shortfall.empty()) {
