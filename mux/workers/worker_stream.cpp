@@ -145,8 +145,7 @@ void WorkerStream::on_data(std::span<const std::byte> bytes, bool end_stream) no
   message.finished = false;
   message.error = MuxError::none;
   commit_message();
-  received_total_ += bytes.size();
-  received_bytes_.store(received_total_, std::memory_order_relaxed);
+  received_bytes_.store(received_bytes_.load(std::memory_order_relaxed) + bytes.size(), std::memory_order_relaxed);
   credit();
 }
 
@@ -154,18 +153,19 @@ void WorkerStream::credit() noexcept {
   if (connection_ == nullptr) return;
   // The stream's window: every byte received may be credited once the reader has released
   // it, and up to credit_ahead_bytes before. The connection's: released bytes only, so
-  // that the connection window still bounds what all of its streams hold.
-  const uint64_t allowed =
-      std::min(received_total_, engine::add_saturating(released_total_, options_.credit_ahead_bytes));
-  const uint64_t stream_bytes = allowed > stream_credited_ ? allowed - stream_credited_ : 0;
+  // that the connection window still bounds what all of its streams hold. The loop alone
+  // writes these counters: its relaxed loads see its own stores.
+  const uint64_t received = received_bytes_.load(std::memory_order_relaxed);
+  const uint64_t credited = credit_bytes_.load(std::memory_order_relaxed);
+  const uint64_t allowed = std::min(received, engine::add_saturating(released_total_, options_.credit_ahead_bytes));
+  const uint64_t stream_bytes = allowed > credited ? allowed - credited : 0;
   const uint64_t connection_bytes = released_total_ - connection_credited_;
   if (stream_bytes == 0 && connection_bytes == 0) return;
   // Of the stream's credit, the part not released yet is given ahead.
   const uint64_t ahead = allowed > released_total_ ? std::min(stream_bytes, allowed - released_total_) : 0;
-  stream_credited_ += stream_bytes;
+  credit_bytes_.store(credited + stream_bytes, std::memory_order_relaxed);
   connection_credited_ = released_total_;
   connection_->consume(id(), stream_bytes, connection_bytes);
-  credit_bytes_.store(credit_bytes_.load(std::memory_order_relaxed) + stream_bytes, std::memory_order_relaxed);
   credit_ahead_bytes_.store(credit_ahead_bytes_.load(std::memory_order_relaxed) + ahead, std::memory_order_relaxed);
 }
 
@@ -178,9 +178,9 @@ void WorkerStream::on_finished(MuxError error) noexcept {
   // back would shrink the connection's window for good (and in the end stop every stream
   // on it). What the reader still holds is the stream's: at most its window plus the
   // credit given ahead.
-  if (received_total_ > connection_credited_) {
-    connection_->consume(id(), 0, received_total_ - connection_credited_);
-    connection_credited_ = received_total_;
+  if (const uint64_t received = received_bytes_.load(std::memory_order_relaxed); received > connection_credited_) {
+    connection_->consume(id(), 0, received - connection_credited_);
+    connection_credited_ = received;
   }
   connection_ = nullptr;  // the connection forgets the stream after this call
   if (write_active_) complete_write(error == MuxError::none ? MuxError::stream_closed : error);

@@ -224,13 +224,11 @@ class WorkerStream final : public std::enable_shared_from_this<WorkerStream> {
   std::size_t write_taken_ = 0;
   bool write_active_ = false;
   uint64_t active_sequence_ = 0;  // write_sequence_ of the write in progress
-  // Flow control: bytes received and handed to the ring, released by the reader (as the
-  // task has taken them), and credited to the peer on the stream (stream_credited_ -
-  // released_total_, the credit given ahead, never exceeds options_.credit_ahead_bytes)
-  // and on the connection (released bytes only).
-  uint64_t received_total_ = 0;
+  // Flow control: bytes released by the reader (as the task has taken them) and credited
+  // on the connection (released bytes only); received_bytes_ and credit_bytes_ below count
+  // the bytes received and credited on the stream (credit_bytes_ - released_total_, the
+  // credit given ahead, never exceeds options_.credit_ahead_bytes).
   uint64_t released_total_ = 0;
-  uint64_t stream_credited_ = 0;
   uint64_t connection_credited_ = 0;
   std::atomic<uint64_t> deliveries_{0};
   std::atomic<uint64_t> tasks_run_{0};
