@@ -12,12 +12,17 @@
 
 namespace ringmux::engine {
 
-Result<void, IoError> pin_current_thread(int cpu) noexcept {
-  if (cpu < 0 || cpu >= CPU_SETSIZE) return Err{IoError::address_invalid};
+Result<void, IoError> pin_current_thread(int cpu) noexcept { return pin_thread(pthread_self(), {&cpu, 1}); }
+
+Result<void, IoError> pin_thread(pthread_t thread, std::span<const int> cpus) noexcept {
+  if (cpus.empty()) return Err{IoError::address_invalid};
   cpu_set_t set;
   CPU_ZERO(&set);
-  CPU_SET(cpu, &set);
-  const int rc = pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+  for (const int cpu : cpus) {
+    if (cpu < 0 || cpu >= CPU_SETSIZE) return Err{IoError::address_invalid};
+    CPU_SET(cpu, &set);
+  }
+  const int rc = pthread_setaffinity_np(thread, sizeof(set), &set);
   if (rc != 0) return Err{rc == EINVAL ? IoError::address_invalid : io_error_from_errno(rc)};
   return {};
 }

@@ -6,8 +6,11 @@
 // start/stop/loop() are called by the thread that owns the Engine.
 #pragma once
 
+#include <pthread.h>
+
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <thread>
 #include <vector>
 
@@ -59,5 +62,9 @@ class Engine {
 
 // Pins the calling thread to `cpu`. Errors: address_invalid (no such CPU), other.
 Result<void, IoError> pin_current_thread(int cpu) noexcept;
+// Pins `thread` to the CPUs of `cpus` (the kernel places it on any of them). Errors:
+// address_invalid (an empty list, a CPU that does not exist or none this process may run
+// on), other.
+Result<void, IoError> pin_thread(pthread_t thread, std::span<const int> cpus) noexcept;
 
 }  // namespace ringmux::engine

@@ -10,12 +10,13 @@
 //
 //   build/perf/blocking_w8 [--runs=3] [--seconds=3] [--warmup_ms=500] [--threads=4]
 //       [--client_cpu=0] [--server_cpu=1] [--loop_spin_ns=20000] [--w2_in_flight=64]
-//       [--pool_spin_ns=N] [--pool_wake_worth_ns=20000] [--pool_wake_per_turn=1] [--workloads=W1,W2]
+//       [--pool_spin_ns=N] [--pool_wake_worth_ns=20000] [--pool_wake_per_turn=1] [--pool_cpus=LIST]
+//       [--workloads=W1,W2]
 // (--pool_wake_worth_ns=0 --pool_wake_per_turn=0: the pool's wake rule before both existed.)
 //
 // The client's loop is pinned to CPU 0 and the server's to CPU 1 (WORKLOADS.md); the pool's
-// workers are not pinned (on a 2-core machine they share the cores with the loops). Not a
-// test: perf/RESULTS.md records what it printed.
+// workers are not pinned unless --pool_cpus says where (e.g. --pool_cpus=1: the server
+// loop's CPU, WorkerPoolOptions::cpus). Not a test: perf/RESULTS.md records what it printed.
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -41,6 +42,7 @@ struct Options : perf::CommonFlags {
   uint64_t pool_spin_ns = limits::worker_pool_spin_ns_default;
   uint64_t pool_wake_worth_ns = limits::worker_pool_wake_worth_ns_default;
   bool pool_wake_per_turn = true;
+  std::vector<int> pool_cpus;  // --pool_cpus=1,3; empty: not pinned
   bool w1 = true, w2 = true;  // --workloads=W1,W2 (one of them alone: to profile it)
 };
 
@@ -51,7 +53,7 @@ Options parse(int argc, char** argv) {
                             "] [--client_cpu=0]\n  [--server_cpu=1] [--loop_spin_ns=" +
                             std::to_string(limits::loop_spin_ns_default) + "] [--w2_in_flight=64]\n  [--pool_spin_ns=" +
                             std::to_string(limits::worker_pool_spin_ns_default) + "] [--pool_wake_worth_ns=" +
-                            std::to_string(limits::worker_pool_wake_worth_ns_default) + "]\n  [--pool_wake_per_turn=1] [--workloads=W1,W2]\n";
+                            std::to_string(limits::worker_pool_wake_worth_ns_default) + "]\n  [--pool_wake_per_turn=1] [--pool_cpus=LIST] [--workloads=W1,W2]\n";
   perf::parse_flags(
       argc, argv,
       [&](const std::string& name, const char* value) {
@@ -60,6 +62,17 @@ Options parse(int argc, char** argv) {
         else if (name == "--pool_spin_ns") options.pool_spin_ns = std::strtoull(value, nullptr, 10);
         else if (name == "--pool_wake_worth_ns") options.pool_wake_worth_ns = std::strtoull(value, nullptr, 10);
         else if (name == "--pool_wake_per_turn") options.pool_wake_per_turn = std::atoi(value) != 0;
+        else if (name == "--pool_cpus") {
+          options.pool_cpus.clear();
+          for (const char* at = value; *at != '\0';) {
+            char* end = nullptr;
+            const long cpu = std::strtol(at, &end, 10);
+            if (end == at || cpu < 0 || (*end != ',' && *end != '\0')) return false;
+            options.pool_cpus.push_back(static_cast<int>(cpu));
+            at = *end == ',' ? end + 1 : end;
+          }
+          if (options.pool_cpus.empty()) return false;
+        }
         else if (name == "--workloads") {
           const std::string list = value;
           options.w1 = list.find("W1") != std::string::npos;
@@ -114,22 +127,35 @@ Run measure(engine::Engine& engine, perf::CallingClient& client, const Options& 
 int main(int argc, char** argv) {
   const Options options = parse(argc, argv);
   auto engine = perf::start_two_loops(program, options.client_cpu, options.server_cpu, options.loop_spin_ns);
-  auto pool = std::make_unique<WorkerPool>(WorkerPoolOptions{.threads = options.threads,
-                                                                    .spin_ns = options.pool_spin_ns,
-                                                                    .wake_worth_ns = options.pool_wake_worth_ns,
-                                                                    .wake_per_turn = options.pool_wake_per_turn});
+  auto started = WorkerPool::start({.threads = options.threads,
+                                    .spin_ns = options.pool_spin_ns,
+                                    .wake_worth_ns = options.pool_wake_worth_ns,
+                                    .wake_per_turn = options.pool_wake_per_turn,
+                                    .cpus = options.pool_cpus});
+  if (!started) {
+    std::fprintf(stderr, "%s: the pool's workers cannot be pinned to --pool_cpus: %s\n", program,
+                 engine::describe(started.error()));
+    return 2;
+  }
+  std::unique_ptr<WorkerPool> pool = std::move(started).value();
   auto [server, client] = perf::connect_pair(
       program, *engine, [&](Loop& loop) { return std::make_unique<ServerSide>(loop, *pool); },
       [&](Loop& loop) { return std::make_unique<perf::CallingClient>(loop, ConnectionOptions{}); });
 
+  std::string pool_cpus_text = options.pool_cpus.empty() ? "any" : "";
+  for (const int cpu : options.pool_cpus) {
+    if (!pool_cpus_text.empty()) pool_cpus_text += ',';
+    pool_cpus_text += std::to_string(cpu);
+  }
   std::printf("W8: W1 (1 in flight) and W2 (%u in flight), 64 B each way, handler inline on the server loop vs on a "
               "%u-thread worker pool; interleaved, %d runs of %.1f s (+%llu ms warm-up), client CPU %d, server CPU %d, "
-              "loop_spin_ns=%llu, pool_spin_ns=%llu, pool_wake_worth_ns=%llu, pool_wake_per_turn=%d\n",
+              "loop_spin_ns=%llu, pool_spin_ns=%llu, pool_wake_worth_ns=%llu, pool_wake_per_turn=%d, pool CPUs %s\n",
               options.w2_in_flight, options.threads, options.runs, options.seconds,
               static_cast<unsigned long long>(options.warmup_ms), options.client_cpu, options.server_cpu,
               static_cast<unsigned long long>(options.loop_spin_ns),
               static_cast<unsigned long long>(options.pool_spin_ns),
-              static_cast<unsigned long long>(options.pool_wake_worth_ns), options.pool_wake_per_turn ? 1 : 0);
+              static_cast<unsigned long long>(options.pool_wake_worth_ns), options.pool_wake_per_turn ? 1 : 0,
+              pool_cpus_text.c_str());
   std::printf("%-4s %-7s %4s %12s %9s %9s %9s %7s\n", "load", "mode", "run", "calls/s", "p50 us", "p99 us", "p99.9 us",
               "errors");
   std::vector<Run> runs;

@@ -3,9 +3,24 @@
 #include <bit>
 
 #include "ringmux/base/assert.h"
+#include "ringmux/engine/engine.h"
 #include "ringmux/engine/loop.h"
 
 namespace ringmux::mux {
+
+Result<std::unique_ptr<WorkerPool>, engine::IoError> WorkerPool::start(const WorkerPoolOptions& options) {
+  WorkerPoolOptions unpinned = options;
+  unpinned.cpus.clear();
+  auto pool = std::make_unique<WorkerPool>(unpinned);
+  if (options.cpus.empty()) return pool;
+  // Pinned from here, before any job: a worker runs on another CPU only until its pinning
+  // (the kernel moves a running thread at once).
+  for (uint32_t i = 0; i < pool->thread_count_; i++) {
+    auto pinned = engine::pin_thread(pool->workers_[i].thread.native_handle(), options.cpus);
+    if (!pinned) return Err{pinned.error()};  // the pool stops and joins its workers
+  }
+  return pool;
+}
 
 WorkerPool::WorkerPool(const WorkerPoolOptions& options)
     : thread_count_(options.threads),
@@ -21,6 +36,7 @@ WorkerPool::WorkerPool(const WorkerPoolOptions& options)
       job_ns_average_(options.wake_worth_ns) {
   RM_ASSERT(options.threads >= 1 && options.threads <= limits::worker_pool_threads_max);
   RM_ASSERT(options.queue_jobs_max >= 1 && options.queue_jobs_max <= limits::worker_pool_queue_jobs_max);
+  RM_ASSERT(options.cpus.empty());  // WorkerPool::start pins
   // Cell p is the producer's for position p to begin with.
   for (uint64_t i = 0; i <= mask_; i++) cells_[i].sequence.store(i, std::memory_order_relaxed);
   for (uint32_t i = 0; i < thread_count_; i++) workers_[i].thread = std::thread([this, i] { run_worker(i); });

@@ -5,6 +5,7 @@
 #include "ringmux/mux/workers/blocking.h"
 
 #include <doctest/doctest.h>
+#include <sched.h>
 
 #include <algorithm>
 #include <atomic>
@@ -180,6 +181,64 @@ TEST_CASE("worker pool: idle workers sleep and a submit wakes one") {
   CHECK(job.ran.load());
   CHECK(pool.stats().worker_wakes >= 1);
   CHECK(pool.stats().run == 1);
+}
+
+// Proves WorkerPool::start pins every worker to the CPUs it is given (each job sees the
+// pinned affinity and runs on that CPU), leaves an unpinned pool's workers where the process
+// may run, and refuses a CPU list the process cannot run on, with no pool left behind.
+TEST_CASE("worker pool: start pins its workers to the CPUs it is given") {
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  REQUIRE(sched_getaffinity(0, sizeof(allowed), &allowed) == 0);
+  struct PlaceJob : PoolJob {
+    cpu_set_t affinity;
+    int cpu = -1;
+    std::atomic<bool> ran{false};
+  };
+  auto place_jobs = [](WorkerPool& pool, std::vector<PlaceJob>& jobs) {
+    for (auto& job : jobs) {
+      job.run = [](PoolJob* j) noexcept {
+        auto& self = *static_cast<PlaceJob*>(j);
+        CPU_ZERO(&self.affinity);
+        (void)sched_getaffinity(0, sizeof(self.affinity), &self.affinity);
+        self.cpu = sched_getcpu();
+        self.ran.store(true, std::memory_order_release);
+      };
+      REQUIRE(pool.try_submit(job));
+    }
+    for (auto& job : jobs) {
+      for (int i = 0; i < 10000 && !job.ran.load(std::memory_order_acquire); i++) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      REQUIRE(job.ran.load(std::memory_order_acquire));
+    }
+  };
+  int pinned_cpus = 0;
+  for (int cpu = 0; cpu < CPU_SETSIZE && pinned_cpus < 2; cpu++) {
+    if (!CPU_ISSET(cpu, &allowed)) continue;
+    pinned_cpus++;
+    auto started = WorkerPool::start({.threads = 3, .cpus = {cpu}});
+    REQUIRE(started);
+    std::vector<PlaceJob> jobs(24);
+    place_jobs(*started.value(), jobs);
+    int elsewhere = 0;
+    for (auto& job : jobs) elsewhere += CPU_COUNT(&job.affinity) != 1 || !CPU_ISSET(cpu, &job.affinity) || job.cpu != cpu;
+    CHECK_MESSAGE(elsewhere == 0, "CPU " << cpu);
+  }
+  CHECK(pinned_cpus >= 1);
+
+  auto unpinned = WorkerPool::start({.threads = 2});
+  REQUIRE(unpinned);
+  std::vector<PlaceJob> jobs(4);
+  place_jobs(*unpinned.value(), jobs);
+  for (auto& job : jobs) CHECK(CPU_EQUAL(&job.affinity, &allowed));
+
+  // CPU 1000 exists on no machine of this project (CPU_SETSIZE is 1024); -1 on none at all.
+  for (const int cpu : {1000, -1}) {
+    auto refused = WorkerPool::start({.threads = 2, .cpus = {cpu}});
+    REQUIRE_FALSE(refused);
+    CHECK(refused.error() == engine::IoError::address_invalid);
+  }
 }
 
 // Proves blocking unary handlers run on the pool's worker threads (never the loop's), that
