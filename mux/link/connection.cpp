@@ -142,10 +142,7 @@ void Connection::close(MuxError reason) noexcept {
   // If it does not go out, the peer's resume is refused instead.
   if (options_.resume && !ended_ && connected()) {
     if (transport_->transport->send_in_flight()) {
-      // An ERROR the peer is owed already (final_error_due_) goes rather than ours.
-      if (transport_->transport->usable()) {
-        transport_->last_words = final_error_due_ ? why_frame() : final_error_frame(reason, "session closed");
-      }
+      if (transport_->transport->usable()) transport_->last_words = final_error_frame(reason, "session closed");
     } else {
       send_final_error(reason, "session closed");
     }

@@ -316,7 +316,7 @@ class Connection final : public SessionHandler, private DialHandler {
 
    public:
     std::unique_ptr<Transport> transport;
-    // A retired transport whose send was in flight when the session closed: the send's
+    // A retired transport whose send was in flight when the session closed or failed: the send's
     // bytes (kept until it completes) and the session's last words, sent behind them
     // (kept until that send completes too; then the transport closes).
     ByteVector in_flight;
@@ -448,7 +448,6 @@ class Connection final : public SessionHandler, private DialHandler {
   bool closed_reported_ = false;
   bool close_due_ = false;  // on_connection_closed is due on the turn
   uint64_t rpc_bytes_buffered_ = 0;  // declared before the requests that are charged to it
-  bool final_error_due_ = false;     // the peer is told why once the send in flight is done
   uint64_t batches_at_last_keepalive_ = 0;  // an unchanged count: the connection was idle
   // A stream that ended, whose observer hears it on the turn.
   struct Finished {

@@ -71,13 +71,13 @@ void Connection::on_transport_recv(Attached& attached, std::span<const std::byte
     // session that fails for what the peer did tells it why first.
     if (session_.failed() && scope_of(session_.failure()) == Scope::connection &&
         session_.failure() != MuxError::peer_error) {
-      if (transport_->transport->send_in_flight()) {
-        // The ERROR must not cut into the frames in flight: it goes when that send
-        // completes (or the keepalive gives up on a send that makes no progress).
-        final_error_due_ = true;
-        return;
+      if (!transport_->transport->send_in_flight()) {
+        tell_peer_why();
+      } else if (transport_->transport->usable()) {
+        // The ERROR must not cut into the frames in flight: the retired transport sends it
+        // once that send completes (retire_transport; the session ends now).
+        transport_->last_words = why_frame();
       }
-      tell_peer_why();
     }
     lose_transport(received.error(), engine::IoError::none);
     return;
@@ -122,12 +122,6 @@ void Connection::on_transport_sent(Attached& attached) noexcept {
   RM_ASSERT(send_started_ns_ != 0);  // a send of flush() was in flight
   sending_link_.clear();  // capacity kept: the next swap reuses it
   send_started_ns_ = 0;
-  if (final_error_due_) {
-    final_error_due_ = false;
-    tell_peer_why();
-    lose_transport(session_.failure(), engine::IoError::none);
-    return;
-  }
   want_turn();  // what was written meanwhile
 }
 

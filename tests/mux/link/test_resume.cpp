@@ -763,6 +763,88 @@ TEST_CASE("resume: a closed session's send that never completes keeps its socket
   server.shut_down();
 }
 
+// Proves a session that fails for what its peer sent, while its own send is in flight,
+// ends at once (its streams finish, no resume) and still tells the peer why: the ERROR
+// goes behind that send once it completes, then the socket closes. The peer is a raw
+// socket that answers the dialer's HELLO (held in flight by the test) with a PING.
+TEST_CASE("resume: a session failed by its peer with a send in flight ends at once and tells the peer after the send") {
+  auto loop = test::make_test_loop();
+  if (!loop) return;
+  const int listening = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(listening >= 0);
+  engine::Address address = engine::Address::loopback_v4(0);
+  REQUIRE(::bind(listening, address.sockaddr_ptr(), address.length) == 0);
+  REQUIRE(::listen(listening, 4) == 0);
+  address.length = sizeof(address.storage);
+  REQUIRE(::getsockname(listening, reinterpret_cast<sockaddr*>(&address.storage), &address.length) == 0);
+  const uint16_t port = ntohs(reinterpret_cast<const sockaddr_in*>(&address.storage)->sin_port);
+
+  ConnectionOptions options;
+  options.resume_timeout_ns = 30 * second_ns;
+  HeldClient client(*loop, port, options);
+  const int peer = ::accept4(listening, nullptr, nullptr, SOCK_CLOEXEC);
+  REQUIRE(peer >= 0);
+  Upload upload(*client.connection, 5, 0, 1ull << 20);
+  upload.start();  // its OPEN waits behind the held send
+  REQUIRE(loop->run_until([&] { return client.held->holds_a_send(); }, 5 * second_ns));
+
+  // What the peer reads, without blocking: the HELLO first (the held send's bytes arrived).
+  std::vector<std::byte> received;
+  auto read_available = [&] {
+    std::byte chunk[4096];
+    for (;;) {
+      const ssize_t n = ::recv(peer, chunk, sizeof(chunk), MSG_DONTWAIT);
+      if (n <= 0) return n == 0;  // true: the client's FIN
+      received.insert(received.end(), chunk, chunk + n);
+    }
+  };
+  REQUIRE(loop->run_until([&] { return (void)read_available(), received.size() >= wire::header_bytes; },
+                          5 * second_ns));
+  const std::size_t hello_bytes = received.size();
+
+  // A well-formed frame where the HELLO_ACK must be: the session fails (a damaged byte
+  // would only cost this connection: the session would resume).
+  std::vector<std::byte> ping(wire::frame_bytes(8));
+  ping.resize(wire::encode_ping(ping, 7));
+  REQUIRE(::write(peer, ping.data(), ping.size()) == static_cast<ssize_t>(ping.size()));
+  REQUIRE(loop->run_until([&] { return client.connection->ended() && upload.finished; }, 5 * second_ns));
+  CHECK(upload.error == MuxError::protocol_violation);
+  CHECK_FALSE(client.closed);  // its socket waits for the send in flight
+  loop->run_until([] { return false; }, 50 * ms_ns);
+  (void)read_available();
+  CHECK(received.size() == hello_bytes);  // nothing cut into the send
+
+  client.held->complete_send();
+  bool peer_saw_fin = false;
+  REQUIRE(loop->run_until([&] { return (peer_saw_fin = read_available() || peer_saw_fin) && client.closed; },
+                          5 * second_ns));
+  CHECK(client.close_error == MuxError::protocol_violation);
+  // Behind the HELLO: exactly one frame, the ERROR on stream 0 that says why.
+  wire::Decoder decoder;
+  std::span<const std::byte> rest(received.data() + hello_bytes, received.size() - hello_bytes);
+  std::vector<wire::FrameKind> kinds;
+  std::optional<wire::StatusCode> status;
+  while (!rest.empty()) {
+    auto step = decoder.next(rest);
+    REQUIRE(step);
+    rest = rest.subspan(step.value().consumed);
+    if (!step.value().has_frame) continue;
+    kinds.push_back(step.value().frame.header.frame_kind());
+    if (kinds.back() == wire::FrameKind::error) {
+      CHECK(step.value().frame.header.stream_id == 0);
+      auto error = wire::parse_error(step.value().frame);
+      REQUIRE(error);
+      status = error.value().status;
+      MESSAGE("the peer was told: " << error.value().message);
+    }
+  }
+  REQUIRE(kinds.size() == 1);
+  CHECK(kinds[0] == wire::FrameKind::error);
+  CHECK(status == status_of(MuxError::protocol_violation));
+  ::close(peer);
+  ::close(listening);
+}
+
 // Proves the ACK timer: a few bytes to a receiver that sends nothing back are still
 // acknowledged within limits::ack_interval_ns, so the sender releases its held batches
 // instead of keeping them until some later send carries the ACK.
