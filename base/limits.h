@@ -255,10 +255,11 @@ inline constexpr uint64_t keepalive_interval_ns_default = 1'000'000'000;
 // then resumes or fails). Three keepalive intervals: one lost PING is not a verdict.
 inline constexpr uint64_t dead_peer_timeout_ns_default = 3 * keepalive_interval_ns_default;
 
-// How long a session closed while a send was in flight keeps its socket for that send
-// to complete, so that its last words (an ERROR on stream 0) follow it on a frame
-// boundary: the smaller of this and the connection's dead_peer_timeout_ns. A peer that
-// stopped reading gets the FIN without them, and waits for a resume it will be refused.
+// How long a session closed (or failed by what its peer sent) while a send was in flight
+// keeps its socket for that send to complete, so that its last words (an ERROR on stream
+// 0) follow it on a frame boundary: the smaller of this and the connection's
+// dead_peer_timeout_ns. A peer that stopped reading gets the FIN without them, and waits
+// for a resume it will be refused.
 inline constexpr uint64_t closed_send_linger_ns_max = 1'000'000'000;
 
 // ---- replay: held batches, acknowledgements and resume (replay/, mux/) ----------------

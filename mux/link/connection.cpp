@@ -140,13 +140,7 @@ void Connection::close(MuxError reason) noexcept {
   // wait for a resume until its timeout: an ERROR on stream 0 ends its session at once.
   // With a send in flight it goes behind that send, once it completes (retire_transport).
   // If it does not go out, the peer's resume is refused instead.
-  if (options_.resume && !ended_ && connected()) {
-    if (transport_->transport->send_in_flight()) {
-      if (transport_->transport->usable()) transport_->last_words = final_error_frame(reason, "session closed");
-    } else {
-      send_final_error(reason, "session closed");
-    }
-  }
+  if (options_.resume && !ended_ && connected()) say_last_words(final_error_frame(reason, "session closed"));
   end(reason);
 }
 

@@ -336,13 +336,14 @@ class Connection final : public SessionHandler, private DialHandler {
   void arm_stream_timer(StreamId id, StreamBinding& binding) noexcept;
   void release_stream_timer(StreamBinding& binding) noexcept;
   static void on_stream_timer(engine::Timer& timer) noexcept;
-  // Tells the peer why the session ends (ERROR on stream 0 with `message`), best effort:
-  // written straight to the socket when no send is in flight (a fresh frame boundary).
-  void send_final_error(MuxError reason, std::string_view message) noexcept;
+  // The transport's last words before the session ends (an ERROR on stream 0), best
+  // effort: written to the socket now when no send is in flight (a fresh frame boundary),
+  // else kept for the retired transport to send once that send completes
+  // (retire_transport, on_transport_sent). The caller ends the session next.
+  void say_last_words(std::vector<std::byte> frame) noexcept;
   static std::vector<std::byte> final_error_frame(MuxError reason, std::string_view message);
-  std::vector<std::byte> why_frame() const;  // the ERROR tell_peer_why() sends
-  // The session failed for what the peer did: tells it (the failure and its message).
-  void tell_peer_why() noexcept;
+  // The session failed for what the peer did: the ERROR that tells it (failure, message).
+  std::vector<std::byte> why_frame() const;
   // Asks for the connection's turn (on_turn), where what was written goes out.
   void want_turn() noexcept { loop_.defer(turn_); }
   static void on_turn(engine::Deferred& turn) noexcept;
@@ -428,7 +429,7 @@ class Connection final : public SessionHandler, private DialHandler {
   engine::Timer resume_deadline_;
   engine::Timer redial_timer_;
   engine::Timer ack_timer_;
-  engine::Timer linger_;  // bounds how long a closed session's last send may take
+  engine::Timer linger_;  // bounds how long an ended session's last send may take
   std::unique_ptr<Dialer> own_dialer_;  // the TCP dialer, when the options name no other
   Dialer* dialer_ = nullptr;            // the dialing side's, with resume
   SessionRegistry* registry_ = nullptr;  // the table this accepting side is registered in

@@ -24,20 +24,19 @@ std::vector<std::byte> Connection::final_error_frame(MuxError reason, std::strin
   return frame;
 }
 
-void Connection::send_final_error(MuxError reason, std::string_view message) noexcept {
-  if (!can_send()) return;
-  // The transport's last words (no send in flight: a fresh frame boundary), since the
-  // session's own output ends with it.
-  transport_->transport->send_last(final_error_frame(reason, message));
+void Connection::say_last_words(std::vector<std::byte> frame) noexcept {
+  if (transport_ == nullptr || !transport_->transport->usable()) return;
+  if (!transport_->transport->send_in_flight()) {
+    transport_->transport->send_last(frame);  // the session's own output ends with it
+    return;
+  }
+  // They must not cut into the frames in flight: they follow them.
+  transport_->last_words = std::move(frame);
 }
 
 std::vector<std::byte> Connection::why_frame() const {
   const std::string& why = session_.failure_message();
   return final_error_frame(session_.failure(), why.empty() ? std::string_view(describe(session_.failure())) : why);
-}
-
-void Connection::tell_peer_why() noexcept {
-  if (can_send()) transport_->transport->send_last(why_frame());
 }
 
 // ---- I/O ----
@@ -71,13 +70,7 @@ void Connection::on_transport_recv(Attached& attached, std::span<const std::byte
     // session that fails for what the peer did tells it why first.
     if (session_.failed() && scope_of(session_.failure()) == Scope::connection &&
         session_.failure() != MuxError::peer_error) {
-      if (!transport_->transport->send_in_flight()) {
-        tell_peer_why();
-      } else if (transport_->transport->usable()) {
-        // The ERROR must not cut into the frames in flight: the retired transport sends it
-        // once that send completes (retire_transport; the session ends now).
-        transport_->last_words = why_frame();
-      }
+      say_last_words(why_frame());
     }
     lose_transport(received.error(), engine::IoError::none);
     return;
@@ -419,7 +412,7 @@ void Connection::on_keepalive(engine::Timer& timer) noexcept {
     std::string why = "a frame was not completed within " +
                       std::to_string(self.options_.frame_complete_timeout_ns / 1'000'000) +
                       " ms (limits::frame_complete_timeout_ns)";
-    self.send_final_error(MuxError::limit_exceeded, why);
+    self.say_last_words(final_error_frame(MuxError::limit_exceeded, why));
     self.session_.fail(MuxError::limit_exceeded, std::move(why));
     self.lose_transport(MuxError::limit_exceeded, engine::IoError::none);
     return;

@@ -40,9 +40,10 @@
 // A pool that serves one loop's blocking handlers belongs on that loop's CPU: the loop
 // waits while its calls run, so the worker takes the CPU the loop leaves, and each
 // hand-over (the loop's wake of a worker, the worker's reply) is a wake-up on the same CPU
-// instead of one sent to another CPU. On the project's 2-core VM that moved W8's W2 from
-// 0.44x of inline (unpinned) to 0.52-0.61x, W1 unchanged (perf/RESULTS.md, W8). Handlers
-// that compute for long rather than block belong on CPUs without a loop.
+// instead of one sent to another CPU. On the project's 2-core VM W8's W2 came to 0.56-0.63x
+// of inline with the pool on the server loop's CPU against 0.43-0.50x unpinned, W1 about
+// the same (perf/RESULTS.md, W8). Handlers that compute for long rather than block belong
+// on CPUs without a loop.
 //
 // Threads: any thread may submit; the workers are the pool's own. Construction and
 // destruction on one thread, not a worker. Destruction stops admission, lets the workers
@@ -85,8 +86,10 @@ struct WorkerPoolOptions {
   // once at the end of the turn (submit_reserved_quiet, wake_for_queued) instead of per
   // call. false = per call (for comparisons).
   bool wake_per_turn = true;
-  // The CPUs the workers run on (each on any of them, as the kernel places it); empty:
-  // wherever the process may run. Only WorkerPool::start pins (see "Placement" above).
+  // The CPUs the workers run on (each on any of them, as the kernel places it); empty: the
+  // workers keep the CPU affinity of the thread that makes the pool (a pool made on a
+  // pinned loop thread runs on that loop's CPU). Only WorkerPool::start pins (see
+  // "Placement" above).
   std::vector<int> cpus;
 };
 

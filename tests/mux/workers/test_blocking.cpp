@@ -183,9 +183,10 @@ TEST_CASE("worker pool: idle workers sleep and a submit wakes one") {
   CHECK(pool.stats().run == 1);
 }
 
-// Proves WorkerPool::start pins every worker to the CPUs it is given (each job sees the
-// pinned affinity and runs on that CPU), leaves an unpinned pool's workers where the process
-// may run, and refuses a CPU list the process cannot run on, with no pool left behind.
+// Proves WorkerPool::start pins every worker to the CPUs it is given (each of three workers,
+// held in its job until all three run one, sees the pinned affinity and runs there; for one
+// CPU and for a list of two), leaves an unpinned pool's workers on the affinity of the
+// thread that made it, and refuses a CPU list the process cannot run on, with no pool left.
 TEST_CASE("worker pool: start pins its workers to the CPUs it is given") {
   cpu_set_t allowed;
   CPU_ZERO(&allowed);
@@ -193,49 +194,77 @@ TEST_CASE("worker pool: start pins its workers to the CPUs it is given") {
   struct PlaceJob : PoolJob {
     cpu_set_t affinity;
     int cpu = -1;
+    std::thread::id thread;
+    std::atomic<int>* arrived = nullptr;
     std::atomic<bool> ran{false};
   };
-  auto place_jobs = [](WorkerPool& pool, std::vector<PlaceJob>& jobs) {
+  constexpr int workers = 3;
+  // Runs one job per worker, each held until all of them run (bounded), and returns them.
+  auto place_jobs = [](WorkerPool& pool) {
+    std::atomic<int> arrived{0};
+    std::vector<PlaceJob> jobs(workers);
     for (auto& job : jobs) {
+      job.arrived = &arrived;
       job.run = [](PoolJob* j) noexcept {
         auto& self = *static_cast<PlaceJob*>(j);
         CPU_ZERO(&self.affinity);
         (void)sched_getaffinity(0, sizeof(self.affinity), &self.affinity);
         self.cpu = sched_getcpu();
+        self.thread = std::this_thread::get_id();
+        self.arrived->fetch_add(1);
+        for (int i = 0; i < 10000 && self.arrived->load() < workers; i++) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
         self.ran.store(true, std::memory_order_release);
       };
       REQUIRE(pool.try_submit(job));
     }
     for (auto& job : jobs) {
-      for (int i = 0; i < 10000 && !job.ran.load(std::memory_order_acquire); i++) {
+      for (int i = 0; i < 20000 && !job.ran.load(std::memory_order_acquire); i++) {
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
       }
       REQUIRE(job.ran.load(std::memory_order_acquire));
     }
+    std::vector<std::thread::id> threads;
+    for (auto& job : jobs) threads.push_back(job.thread);
+    std::sort(threads.begin(), threads.end());
+    CHECK(std::unique(threads.begin(), threads.end()) == threads.end());  // one job on each worker
+    return jobs;
   };
-  int pinned_cpus = 0;
-  for (int cpu = 0; cpu < CPU_SETSIZE && pinned_cpus < 2; cpu++) {
-    if (!CPU_ISSET(cpu, &allowed)) continue;
-    pinned_cpus++;
-    auto started = WorkerPool::start({.threads = 3, .cpus = {cpu}});
-    REQUIRE(started);
-    std::vector<PlaceJob> jobs(24);
-    place_jobs(*started.value(), jobs);
-    int elsewhere = 0;
-    for (auto& job : jobs) elsewhere += CPU_COUNT(&job.affinity) != 1 || !CPU_ISSET(cpu, &job.affinity) || job.cpu != cpu;
-    CHECK_MESSAGE(elsewhere == 0, "CPU " << cpu);
+  // wake_worth_ns = 0: every queued job wakes a worker (the jobs are held until all run).
+  const WorkerPoolOptions base{.threads = workers, .wake_worth_ns = 0};
+  std::vector<int> usable;
+  for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+    if (CPU_ISSET(cpu, &allowed)) usable.push_back(cpu);
   }
-  CHECK(pinned_cpus >= 1);
+  REQUIRE_FALSE(usable.empty());
+  std::vector<std::vector<int>> lists;
+  for (std::size_t i = 0; i < usable.size() && i < 2; i++) lists.push_back({usable[i]});
+  if (usable.size() >= 2) lists.push_back({usable[0], usable[1]});
+  for (const auto& list : lists) {
+    WorkerPoolOptions options = base;
+    options.cpus = list;
+    auto started = WorkerPool::start(options);
+    REQUIRE(started);
+    cpu_set_t wanted;
+    CPU_ZERO(&wanted);
+    for (const int cpu : list) CPU_SET(cpu, &wanted);
+    int elsewhere = 0;
+    for (auto& job : place_jobs(*started.value())) {
+      elsewhere += !CPU_EQUAL(&job.affinity, &wanted) || !CPU_ISSET(job.cpu, &wanted);
+    }
+    CHECK_MESSAGE(elsewhere == 0, "CPUs " << list.front() << (list.size() > 1 ? " and more" : ""));
+  }
 
-  auto unpinned = WorkerPool::start({.threads = 2});
+  auto unpinned = WorkerPool::start(base);
   REQUIRE(unpinned);
-  std::vector<PlaceJob> jobs(4);
-  place_jobs(*unpinned.value(), jobs);
-  for (auto& job : jobs) CHECK(CPU_EQUAL(&job.affinity, &allowed));
+  for (auto& job : place_jobs(*unpinned.value())) CHECK(CPU_EQUAL(&job.affinity, &allowed));
 
   // CPU 1000 exists on no machine of this project (CPU_SETSIZE is 1024); -1 on none at all.
   for (const int cpu : {1000, -1}) {
-    auto refused = WorkerPool::start({.threads = 2, .cpus = {cpu}});
+    WorkerPoolOptions options = base;
+    options.cpus = {cpu};
+    auto refused = WorkerPool::start(options);
     REQUIRE_FALSE(refused);
     CHECK(refused.error() == engine::IoError::address_invalid);
   }
