@@ -765,8 +765,10 @@ TEST_CASE("resume: a closed session's send that never completes keeps its socket
 
 // Proves a session that fails for what its peer sent, while its own send is in flight,
 // ends at once (its streams finish, no resume) and still tells the peer why: the ERROR
-// goes behind that send once it completes, then the socket closes. The peer is a raw
-// socket that answers the dialer's HELLO (held in flight by the test) with a PING.
+// goes behind that send once it completes, then the socket closes; and that a send that
+// never completes keeps the socket no longer than the linger bound (1 s here), the ERROR
+// dropped. The peer is a raw socket that answers the dialer's HELLO (held in flight by the
+// test) with a PING.
 TEST_CASE("resume: a session failed by its peer with a send in flight ends at once and tells the peer after the send") {
   auto loop = test::make_test_loop();
   if (!loop) return;
@@ -846,21 +848,34 @@ TEST_CASE("resume: a session failed by its peer with a send in flight ends at on
   ping.resize(wire::encode_ping(ping, 7));
   REQUIRE(::write(peer, ping.data(), ping.size()) == static_cast<ssize_t>(ping.size()));
   REQUIRE(loop->run_until([&] { return client.connection->ended() && upload.finished; }, 5 * second_ns));
+  const uint64_t ended_at = Loop::clock_ns();
   CHECK(upload.error == MuxError::protocol_violation);
   loop->run_until([] { return false; }, 50 * ms_ns);
   (void)read_available();
   CHECK(kinds_received() == Kinds{wire::FrameKind::hello});  // nothing cut into the send
   REQUIRE_FALSE(client.closed);  // its socket waits for the send (and `held` is still there)
 
-  client.held->complete_send();
   bool peer_saw_fin = false;
-  REQUIRE(loop->run_until([&] { return (peer_saw_fin = read_available() || peer_saw_fin) && client.closed; },
-                          5 * second_ns));
-  CHECK(client.close_error == MuxError::protocol_violation);
-  // Behind the HELLO: exactly one frame, the ERROR on stream 0 that says why.
-  CHECK(kinds_received() == Kinds{wire::FrameKind::hello, wire::FrameKind::error});
-  CHECK(error_stream == 0);
-  CHECK(status == status_of(MuxError::protocol_violation));
+  SUBCASE("the send completes: the ERROR follows it, then the FIN") {
+    client.held->complete_send();
+    REQUIRE(loop->run_until([&] { return (peer_saw_fin = read_available() || peer_saw_fin) && client.closed; },
+                            5 * second_ns));
+    CHECK(client.close_error == MuxError::protocol_violation);
+    // Behind the HELLO: exactly one frame, the ERROR on stream 0 that says why.
+    CHECK(kinds_received() == Kinds{wire::FrameKind::hello, wire::FrameKind::error});
+    CHECK(error_stream == 0);
+    CHECK(status == status_of(MuxError::protocol_violation));
+  }
+  SUBCASE("the send never completes: the socket closes after the linger bound, without the ERROR") {
+    REQUIRE(loop->run_until([&] { return (peer_saw_fin = read_available() || peer_saw_fin) && client.closed; },
+                            10 * second_ns));
+    const uint64_t took_ns = Loop::clock_ns() - ended_at;
+    MESSAGE("the socket closed " << took_ns / 1000 << " us after the session ended (bound 1 s)");
+    // ended_at was read a turn after the session ended and the linger timer started.
+    CHECK(took_ns >= limits::closed_send_linger_ns_max - 100 * ms_ns);
+    CHECK(took_ns < 6 * second_ns);
+    CHECK(kinds_received() == Kinds{wire::FrameKind::hello});
+  }
 }
 
 // Proves the ACK timer: a few bytes to a receiver that sends nothing back are still
