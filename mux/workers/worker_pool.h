@@ -108,8 +108,8 @@ class WorkerPool {
   // when a CPU of the list does not exist or this process may not run on any of them
   // (sched_setaffinity's EINVAL), others from the kernel; no pool is left running then.
   static Result<std::unique_ptr<WorkerPool>, engine::IoError> start(const WorkerPoolOptions& options);
-  // A pool whose workers run wherever the process may: options.cpus must be empty (start()
-  // pins).
+  // A pool whose workers keep the creating thread's CPU affinity: options.cpus must be
+  // empty (start() pins).
   explicit WorkerPool(const WorkerPoolOptions& options = {});
   ~WorkerPool();
   WorkerPool(const WorkerPool&) = delete;

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "tests/mux/workers/harness.h"
+#include "tests/support.h"
 
 using namespace ringmux;
 using namespace ringmux::mux;
@@ -52,24 +53,9 @@ std::unique_ptr<Client> dial_harness(Harness& h, const ClientOptions& options = 
   return std::move(dialed).value();
 }
 
-// A TCP socket bound to 127.0.0.1 on a free port (listening when `backlog` > 0): its fd
-// and port.
-std::pair<int, uint16_t> bound_socket(int backlog) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0);
-  if (backlog > 0) REQUIRE(::listen(fd, backlog) == 0);
-  socklen_t length = sizeof(address);
-  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0);
-  return {fd, ntohs(address.sin_port)};
-}
-
 // A TCP port on 127.0.0.1 that nobody listens on: bound and closed again.
 uint16_t closed_port() {
-  const auto [fd, port] = bound_socket(0);
+  const auto [fd, port] = ringmux::test::bound_socket(0);
   ::close(fd);
   return port;
 }
@@ -330,7 +316,7 @@ TEST_CASE("client: dial failures: refused port, bad address, silent peer at the 
 
   // A listening socket nobody accepts from: the kernel completes the TCP handshake, the
   // HELLO goes out, no HELLO_ACK ever comes.
-  const auto [fd, port] = bound_socket(4);
+  const auto [fd, port] = ringmux::test::bound_socket(4);
   const uint64_t started_ns = Loop::clock_ns();
   auto silent = Client::dial(engine::Address::loopback_v4(port), deadline_after(300 * ms_ns), {}, &io_error);
   REQUIRE_FALSE(silent.ok());

@@ -772,14 +772,7 @@ TEST_CASE("resume: a closed session's send that never completes keeps its socket
 TEST_CASE("resume: a session failed by its peer with a send in flight ends at once and tells the peer after the send") {
   auto loop = test::make_test_loop();
   if (!loop) return;
-  const int listening = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  REQUIRE(listening >= 0);
-  engine::Address address = engine::Address::loopback_v4(0);
-  REQUIRE(::bind(listening, address.sockaddr_ptr(), address.length) == 0);
-  REQUIRE(::listen(listening, 4) == 0);
-  address.length = sizeof(address.storage);
-  REQUIRE(::getsockname(listening, reinterpret_cast<sockaddr*>(&address.storage), &address.length) == 0);
-  const uint16_t port = ntohs(reinterpret_cast<const sockaddr_in*>(&address.storage)->sin_port);
+  const auto [listening, port] = test::bound_socket(4);
 
   ConnectionOptions options;
   options.resume_timeout_ns = 30 * second_ns;
